@@ -1,0 +1,7 @@
+"""plasticlab: which learning rule is this network really following, and what does that rule do to learning?"""
+__version__ = "0.1.0"
+
+from plasticlab.api import run
+from plasticlab.errors import PlasticlabError
+
+__all__ = ["run", "PlasticlabError", "__version__"]

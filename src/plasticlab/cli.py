@@ -1,0 +1,102 @@
+"""Command line: `plasticlab list | run NAME | show DIR | status DIR`.
+
+User errors (unknown experiment, key or value) are one line naming the bad input and the valid choices,
+exit code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from plasticlab.errors import PlasticlabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="plasticlab: which learning rule is this network really following?")
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(2)
+
+
+def _parse_sets(sets: list[str]) -> dict[str, str]:
+    out = {}
+    for item in sets:
+        if "=" not in item:
+            _fail(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """List the experiments, one line each."""
+    from plasticlab.experiments import all_experiments
+
+    for name, exp in all_experiments().items():
+        typer.echo(f"{name:<18} {exp.summary}  (quick ≤ {exp.budget_s:.0f} s)")
+
+
+@app.command()
+def run(
+    name: str = typer.Argument(..., help="experiment name (see `plasticlab list`)"),
+    quick: bool = typer.Option(False, "--quick", help="small version, minutes on a laptop CPU"),
+    set_: List[str] = typer.Option([], "--set", "-s", help="override a parameter: key=value (lists: a,b,c)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default runs/NAME)"),
+    executor: str = typer.Option("local", help="local | dask"),
+    workers: int = typer.Option(1, help="worker processes for the local executor"),
+    scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address (executor dask)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Run an experiment; writes OUT/results.parquet, figures and OUT/report.md."""
+    from plasticlab.api import run as run_api
+
+    out = out or Path("runs") / (name + ("-quick" if quick else ""))
+    try:
+        run_api(name, quick=quick, out=out, executor=executor, workers=workers, scheduler=scheduler,
+                progress=not quiet, **_parse_sets(set_))
+    except PlasticlabError as e:
+        _fail(str(e))
+    typer.echo(f"Report: {out / 'report.md'}")
+
+
+@app.command()
+def show(path: Path = typer.Argument(..., help="an output folder of `plasticlab run`")) -> None:
+    """Print a run's report and list its files."""
+    report = path / "report.md"
+    if not report.exists():
+        _fail(f"no report.md in {path} (is it the --out folder of a finished run?)")
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    Console().print(Markdown(report.read_text()))
+    typer.echo("\nFiles: " + ", ".join(sorted(p.name for p in path.iterdir())))
+
+
+@app.command()
+def status(path: Path = typer.Argument(..., help="an output folder of `plasticlab run`")) -> None:
+    """Done / pending / failed chunks of a (possibly interrupted) run."""
+    try:
+        from plasticlab.sweeps import status as sweep_status
+    except ImportError:
+        _fail("status needs the resumable sweep layer")
+    try:
+        typer.echo(sweep_status(path))
+    except PlasticlabError as e:
+        _fail(str(e))
+
+
+def main() -> None:
+    try:
+        app()
+    except PlasticlabError as e:  # errors raised outside a command body
+        typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

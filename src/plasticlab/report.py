@@ -1,0 +1,93 @@
+"""report.md writer: config, figures, our numbers beside the paper's, a verdict per claim.
+
+Every number and figure in a report comes from the results table passed in; nothing is typed in, except the
+paper's reference values, which are always labelled as the paper's and shown beside ours with the difference.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "—"
+        if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
+            return f"{x:.{digits - 1}e}"
+        return f"{x:.{digits}g}" if abs(x) >= 1 else f"{x:.{digits}f}".rstrip("0").rstrip(".") or "0"
+    return str(x)
+
+
+def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_fmt(v, digits) for v in row) + " |")
+    return "\n".join(lines)
+
+
+class Report:
+    def __init__(self, out: Path | str, title: str, params: dict[str, Any]):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.title = title
+        self.params = params
+        self.parts: list[str] = []
+        self.claims: list[tuple[str, bool | None, str]] = []
+
+    def text(self, md: str) -> "Report":
+        self.parts.append(md.strip())
+        return self
+
+    def table(self, df: pd.DataFrame, caption: str | None = None, digits: int = 3) -> "Report":
+        if caption:
+            self.parts.append(f"**{caption}**")
+        self.parts.append(markdown_table(df, digits))
+        return self
+
+    def figure(self, fig, name: str, caption: str) -> "Report":
+        """Save a matplotlib figure as OUT/name.png and link it."""
+        import matplotlib.pyplot as plt
+
+        fname = name if name.endswith(".png") else f"{name}.png"
+        fig.savefig(self.out / fname, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        self.parts.append(f"![{caption}]({fname})\n\n*{caption}*")
+        return self
+
+    def claim(self, statement: str, passed: bool | None, measured: str) -> "Report":
+        """A claim of the paper (or the issue) and whether our run supports it; None = not tested here."""
+        self.claims.append((statement, None if passed is None else bool(passed), measured))
+        return self
+
+    def compare(self, ours: pd.DataFrame, paper: pd.DataFrame, on: list[str], value: str,
+                caption: str) -> pd.DataFrame:
+        """Our value beside the paper's, with the difference; returns the joined table."""
+        m = ours.merge(paper.rename(columns={value: "paper"}), on=on, how="outer")
+        m = m.rename(columns={value: "ours"})
+        m["ours − paper"] = m["ours"] - m["paper"]
+        self.table(m[on + ["ours", "paper", "ours − paper"]], caption)
+        return m
+
+    def render(self) -> str:
+        lines = [f"# {self.title}", ""]
+        if self.claims:
+            lines += ["## Verdicts", "", "| claim | verdict | measured |", "|---|---|---|"]
+            for s, ok, m in self.claims:
+                v = "not tested" if ok is None else ("✅ reproduced" if ok else "❌ not reproduced")
+                lines.append(f"| {s} | {v} | {m} |")
+            lines.append("")
+        lines += [p + "\n" for p in self.parts]
+        lines += ["## Configuration", "", "```json", json.dumps(self.params, indent=2, default=str), "```", ""]
+        return "\n".join(lines)
+
+    def write(self) -> Path:
+        path = self.out / "report.md"
+        path.write_text(self.render())
+        (self.out / "config.json").write_text(json.dumps(self.params, indent=2, default=str))
+        return path
