@@ -1,0 +1,155 @@
+"""Chaos order parameters of weight dynamics (SPEC B.5): the fluctuation ratio q and the largest Lyapunov
+exponent, both per ensemble member.
+
+q = (mean over weights of the temporal variance) / (variance across weights of the time-averaged weights).
+A run that has settled on a fixed point has q at the rounding floor (~1e-28 in float64); a chaotic run keeps
+O(1) fluctuations, q ~ 1e-3…1. Both variances are population variances (ddof = 0).
+
+The Lyapunov estimator is Benettin's: a reference and a perturbed copy advance with the same ensemble step,
+the separation is measured and renormalised to d0 every ``renorm_every`` steps, and the exponent is the mean
+log growth per unit of ``dt`` (``dt = 1`` gives it per step; for a full-batch simulation one step is one
+epoch). The initial perturbation direction is random (per-member seeding), so at a stable point of a manifold
+of fixed points the estimate is the log of the surviving tangent fraction divided by the window: ≈ 0 and
+never positive beyond rounding noise, which the renormalisation keeps at ~rounding/d0 per block.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from plasticlab import seeding
+
+State = tuple[torch.Tensor, ...]
+
+
+class QResult(NamedTuple):
+    q: torch.Tensor  # (E,) NaN where diverged or where the weights are all equal (ratio undefined)
+    diverged: torch.Tensor  # (E,) bool: some weight was NaN/inf in the window
+
+
+def _as_tensor(traj) -> torch.Tensor:
+    t = traj if isinstance(traj, torch.Tensor) else torch.as_tensor(np.asarray(traj))
+    return t.to(torch.float64)
+
+
+def _ratio(temporal_var_mean: torch.Tensor, across_var: torch.Tensor, diverged: torch.Tensor) -> QResult:
+    q = temporal_var_mean / across_var
+    undefined = diverged | (across_var <= 0) | ~torch.isfinite(q)
+    q = torch.where(undefined, torch.full_like(q, float("nan")), q)
+    return QResult(q, diverged)
+
+
+def q_order_parameter(traj) -> QResult:
+    """q per member from a trajectory of weights, (E, T, n) or (T, n) (time on the second-to-last axis).
+
+    Two-pass variances, so a converged run's ~1e-15 jitter is not swamped by cancellation.
+    """
+    t = _as_tensor(traj)
+    single = t.ndim == 2
+    if single:
+        t = t[None]
+    if t.ndim != 3:
+        raise ValueError(f"traj must be (E, T, n) or (T, n), got shape {tuple(t.shape)}")
+    if t.shape[1] < 2 or t.shape[2] < 2:
+        raise ValueError(f"need at least 2 time points and 2 weights, got T={t.shape[1]}, n={t.shape[2]}")
+    diverged = ~torch.isfinite(t).all(dim=2).all(dim=1)
+    t = torch.where(diverged[:, None, None], torch.zeros_like(t), t)
+    temporal = t.var(dim=1, unbiased=False).mean(dim=1)
+    across = t.mean(dim=1).var(dim=1, unbiased=False)
+    res = _ratio(temporal, across, diverged)
+    return QResult(res.q[0], res.diverged[0]) if single else res
+
+
+class QAccumulator:
+    """Streaming q: feed one (E, n) weight snapshot per recorded time; equals ``q_order_parameter`` of the
+    stacked snapshots without storing them (Welford per weight, so converged runs keep their precision)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: torch.Tensor | None = None
+        self.m2: torch.Tensor | None = None
+        self.diverged: torch.Tensor | None = None
+
+    def update(self, w: torch.Tensor) -> None:
+        w = w.to(torch.float64)
+        bad = ~torch.isfinite(w).all(dim=1)
+        if self.mean is None:
+            self.mean = torch.zeros_like(w)
+            self.m2 = torch.zeros_like(w)
+            self.diverged = bad.clone()
+        self.diverged |= bad
+        w = torch.where(self.diverged[:, None], self.mean, w)
+        self.count += 1
+        delta = w - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (w - self.mean)
+
+    def result(self) -> QResult:
+        if self.count < 2:
+            raise ValueError(f"q needs at least 2 snapshots, got {self.count}")
+        temporal = (self.m2 / self.count).mean(dim=1)
+        across = self.mean.var(dim=1, unbiased=False)
+        return _ratio(temporal, across, self.diverged.clone())
+
+
+class LyapunovResult(NamedTuple):
+    exponent: torch.Tensor  # (E,) mean log growth per unit dt; NaN for diverged members
+    state: State  # the reference state after n_steps (diverged members frozen at their last finite state)
+    diverged: torch.Tensor  # (E,) bool
+
+
+def _joint_norm(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.sqrt(sum(p.reshape(p.shape[0], -1).pow(2).sum(dim=1) for p in parts))
+
+
+def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def lyapunov_exponent(step_fn: Callable[[State], State], state, n_steps: int, *, seeds,
+                      key: int = seeding.key_of("lyapunov perturbation"), d0: float = 1e-8,
+                      renorm_every: int = 10, dt: float = 1.0,
+                      observe: Callable[[int, State], None] | None = None) -> LyapunovResult:
+    """Largest Lyapunov exponent of ``state -> step_fn(state)``, one per ensemble member.
+
+    ``state`` is a tensor or tuple of tensors, each with leading ensemble dim E; ``step_fn`` maps such a
+    tuple to the next one (it is called separately on the reference and on the perturbed copy, so it needs
+    no knowledge of the pairing). ``seeds`` (E,) drive the random initial direction. ``observe(t, ref)`` is
+    called after every reference step (t = 1..n_steps), e.g. to accumulate q over the same window.
+    """
+    single = isinstance(state, torch.Tensor)
+    ref: State = (state,) if single else tuple(state)
+    step = (lambda s: (step_fn(s[0]),)) if single else (lambda s: tuple(step_fn(s)))
+    if n_steps < 1 or renorm_every < 1:
+        raise ValueError(f"n_steps and renorm_every must be >= 1, got {n_steps}, {renorm_every}")
+    E = ref[0].shape[0]
+    direction = [seeding.normal(seeds, key + i, tuple(x.shape[1:]), dtype=x.dtype) for i, x in enumerate(ref)]
+    scale = d0 / _joint_norm(direction)
+    pert = tuple(x + _bcast(scale, x) * u for x, u in zip(ref, direction))
+    log_sum = torch.zeros(E, dtype=torch.float64)
+    diverged = torch.zeros(E, dtype=torch.bool)
+    last_sep = [_bcast(scale, u) * u for u in direction]
+    for t in range(1, n_steps + 1):
+        new_ref, new_pert = step(ref), step(pert)
+        bad = ~(torch.stack([torch.isfinite(x).reshape(E, -1).all(1) for x in new_ref + new_pert]).all(0))
+        diverged |= bad
+        # frozen members keep their last finite state so that inf/NaN never spreads through later ops
+        ref = tuple(torch.where(_bcast(diverged, n), o, n) for o, n in zip(ref, new_ref))
+        pert = tuple(torch.where(_bcast(diverged, n), o, n) for o, n in zip(pert, new_pert))
+        if t % renorm_every == 0 or t == n_steps:
+            sep = [p - r for p, r in zip(pert, ref)]
+            dist = _joint_norm(sep).to(torch.float64)
+            collapsed = dist <= 0  # both copies landed on the same float: keep the old direction
+            growth = torch.log(torch.where(collapsed, torch.full_like(dist, 1e-300), dist) / d0)
+            log_sum += torch.where(diverged, torch.zeros_like(growth), growth)
+            sep = [torch.where(_bcast(collapsed, s), ls, s) for s, ls in zip(sep, last_sep)]
+            dist = torch.where(collapsed, torch.full_like(dist, d0), dist).to(ref[0].dtype)
+            last_sep = [s * _bcast(d0 / dist, s) for s in sep]
+            pert = tuple(r + s for r, s in zip(ref, last_sep))
+        if observe is not None:
+            observe(t, ref)
+    exponent = log_sum / (n_steps * dt)
+    exponent = torch.where(diverged, torch.full_like(exponent, float("nan")), exponent)
+    return LyapunovResult(exponent, ref[0] if single else ref, diverged)
