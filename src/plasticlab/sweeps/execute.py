@@ -1,9 +1,177 @@
-"""Minimal serial executor (placeholder until the resumable sweep layer lands)."""
+"""Run an experiment's chunks as independent tasks; with ``out``, resumably.
+
+With an output folder every finished chunk is saved (part file, then manifest entry) the moment it
+arrives, so a killed run loses only the chunks that were in flight. Running again computes only chunks
+of the current grid that are not done (new, failed or never finished); the table returned is always the
+current grid's chunks in chunk order.
+"""
 from __future__ import annotations
+
+import os
+import time
+import uuid
+from contextlib import closing
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from plasticlab.errors import PlasticlabError
+from plasticlab.sweeps import executors
+from plasticlab.sweeps.store import DirLock, Manifest, chunk_hash, now, remove_temp_files, write_part
 
-def execute(exp, specs, out=None, executor="local", workers=1, scheduler=None, progress=False):
-    frames = [exp.run_chunk(spec) for spec in specs]
+
+class SweepFailed(PlasticlabError):
+    """Some chunks raised. Everything that finished is saved; running the same command again retries
+    only the failed chunks. ``failed``: list of (chunk index, error dict); ``partial``: the finished rows."""
+
+    def __init__(self, message: str, failed: list[tuple[int, dict]], total: int, out: Path | None,
+                 partial: pd.DataFrame):
+        super().__init__(message)
+        self.failed, self.total, self.out, self.partial = failed, total, out, partial
+
+
+def hashes_of(exp, specs: list[dict]) -> list[str]:
+    version = getattr(exp, "code_version", 0)
+    return [chunk_hash(exp.name, spec, version) for spec in specs]
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if f is not None]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+class _Bar:
+    """One rich bar over chunks with ETA, on stderr so stdout stays clean for scripts."""
+
+    def __init__(self, enabled: bool, total: int, skipped: int, name: str):
+        self.progress = None
+        self.failed = 0
+        if not enabled or total == 0:
+            return
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("chunks"), TimeElapsedColumn(), TextColumn("ETA"),
+                                 TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+        self.name = name + (f" ({skipped} already done)" if skipped else "")
+        self.task = self.progress.add_task(self.name, total=total)
+        self.progress.start()
+
+    def advance(self, ok: bool) -> None:
+        if self.progress is None:
+            return
+        self.failed += not ok
+        desc = self.name + (f" [red]{self.failed} failed[/red]" if self.failed else "")
+        self.progress.update(self.task, advance=1, description=desc)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _failure(exp, failed: list[tuple[int, dict]], total: int, out: Path | None,
+             partial: pd.DataFrame) -> SweepFailed:
+    i, err = failed[0]
+    where = f"; finished chunks are saved in {out}, run the same command again to retry only the failed " \
+            f"ones (see `plasticlab status {out}`)" if out is not None else ""
+    msg = (f"{len(failed)} of {total} chunks of {exp.name} failed (first: chunk {i}, "
+           f"{err['type']}: {err['message']}){where}")
+    return SweepFailed(msg, failed, total, out, partial)
+
+
+def execute(exp, specs: list[dict[str, Any]], out: str | Path | None = None, executor: str = "local",
+            workers: int | None = None, scheduler: str | None = None, progress: bool = False,
+            params: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Compute ``specs`` (chunks of ``exp``) and return their rows, in chunk order.
+
+    Raises SweepFailed (after saving everything that finished) if any chunk raised.
+    """
+    specs = list(specs)
+    hashes = hashes_of(exp, specs)
+    executors.run(exp.name, [], executor, workers, scheduler)  # validate the options before any work
+    if out is None:
+        return _execute_in_memory(exp, specs, hashes, executor, workers, scheduler, progress)
+    out = Path(out)
+    with DirLock(out):
+        return _execute_resumable(exp, specs, hashes, out, executor, workers, scheduler, progress, params)
+
+
+def _execute_in_memory(exp, specs, hashes, executor, workers, scheduler, progress) -> pd.DataFrame:
+    first = {}  # identical chunks are computed once
+    for i, h in enumerate(hashes):
+        first.setdefault(h, i)
+    todo = list(first.values())
+    frames: dict[str, pd.DataFrame] = {}
+    failed: list[tuple[int, dict]] = []
+    bar = _Bar(progress, len(todo), 0, exp.name)
+    try:
+        with closing(executors.run(exp.name, [specs[i] for i in todo], executor, workers, scheduler)) as it:
+            for j, res in it:
+                if res["ok"]:
+                    frames[hashes[todo[j]]] = res["df"]
+                else:
+                    failed.append((todo[j], res["error"]))
+                bar.advance(res["ok"])
+    finally:
+        bar.close()
+    df = _concat([frames.get(h) for h in hashes])
+    if failed:
+        raise _failure(exp, sorted(failed, key=lambda f: f[0]), len(specs), None, df)
+    return df
+
+
+def _execute_resumable(exp, specs, hashes, out, executor, workers, scheduler, progress,
+                       params) -> pd.DataFrame:
+    remove_temp_files(out)
+    m = Manifest.load(out)
+    m.data.update(experiment=exp.name, params=params, grid=hashes)
+    todo: list[int] = []
+    seen = set()
+    for i, h in enumerate(hashes):
+        if h in seen:
+            continue
+        seen.add(h)
+        entry = m.chunks.setdefault(h, dict(state="pending", attempts=0))
+        entry.update(index=i, spec=specs[i])
+        if not m.is_done(h):
+            entry["state"] = "pending" if entry["state"] == "done" else entry["state"]  # part went missing
+            todo.append(i)
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+    run_rec = dict(id=run_id, started=now(), pid=os.getpid(), executor=executor, workers=workers,
+                   scheduler=scheduler, chunks=len(hashes), todo=len(todo), computed=0, failed=0)
+    m.data["runs"].append(run_rec)
+    m.save()  # the grid is on disk before any work, so `status` can show what is pending
+
+    failed: list[tuple[int, dict]] = []
+    bar = _Bar(progress, len(todo), len(seen) - len(todo), exp.name)
+    try:
+        with closing(executors.run(exp.name, [specs[i] for i in todo], executor, workers, scheduler)) as it:
+            for j, res in it:
+                i = todo[j]
+                h = hashes[i]
+                entry = m.chunks[h]
+                entry.update(attempts=entry.get("attempts", 0) + 1, run=run_id, finished=now(),
+                             seconds=res["seconds"], worker=res["worker"])
+                if res["ok"]:
+                    write_part(out, h, res["df"])  # part first: a manifest entry never points at nothing
+                    entry.update(state="done", rows=len(res["df"]))
+                    entry.pop("error", None)
+                    run_rec["computed"] += 1
+                else:
+                    entry.update(state="failed", error=res["error"])
+                    failed.append((i, res["error"]))
+                    run_rec["failed"] += 1
+                m.save()
+                bar.advance(res["ok"])
+    finally:
+        bar.close()
+        run_rec["ended"] = now()
+        m.save()
+    frames = [pd.read_parquet(m.part(h)) if m.is_done(h) else None for h in hashes]
+    df = _concat(frames)
+    if failed:
+        raise _failure(exp, sorted(failed, key=lambda f: f[0]), len(specs), out, df)
+    return df

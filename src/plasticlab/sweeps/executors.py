@@ -1,0 +1,113 @@
+"""Executors: each yields ``(i, result)`` for ``specs[i]`` in completion order (result from worker.run_task).
+
+They only compute; the caller writes parts and the manifest as results arrive. Closing the generator
+(normal end, Ctrl-C, an error in the caller) shuts the workers down.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import traceback
+import uuid
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any, Iterator
+
+from plasticlab.errors import PlasticlabError, check_choice
+from plasticlab.sweeps.worker import init_worker, run_task, threads_per_worker, usable_cores
+
+EXECUTORS = ("local", "dask")
+Result = tuple[int, dict[str, Any]]
+
+
+def _lost(e: BaseException, what: str) -> dict[str, Any]:
+    """A chunk whose worker died (OOM kill, segfault): a failure to retry, like a chunk that raised."""
+    return dict(ok=False, seconds=float("nan"), worker="?",
+                error=dict(type=type(e).__name__, message=f"{what}: {e}",
+                           traceback="".join(traceback.format_exception(e))))
+
+
+def default_workers(executor: str) -> int:
+    return 1 if executor == "local" else usable_cores()
+
+
+def run_serial(name: str, specs: list[dict]) -> Iterator[Result]:
+    for i, spec in enumerate(specs):
+        yield i, run_task(name, spec)
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    # forkserver: children are forked from a clean server (never from a parent whose torch/OpenMP thread
+    # pools may already be running, which can deadlock after fork) but still start fast, since the heavy
+    # imports are done once in the server.
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "pandas", "pyarrow", "plasticlab.sweeps.worker"])
+    return ctx
+
+
+def run_pool(name: str, specs: list[dict], workers: int) -> Iterator[Result]:
+    threads = threads_per_worker(workers)
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(specs)), mp_context=_pool_context(),
+                               initializer=init_worker, initargs=(threads,))
+    try:
+        futures = {pool.submit(run_task, name, spec, threads): i for i, spec in enumerate(specs)}
+        for fut in as_completed(futures):
+            try:
+                res = fut.result()
+            except Exception as e:  # noqa: BLE001 - BrokenProcessPool and friends
+                res = _lost(e, "worker process died")
+            yield futures[fut], res
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_dask(name: str, specs: list[dict], workers: int, scheduler: str | None) -> Iterator[Result]:
+    from distributed import Client, LocalCluster
+    from distributed import as_completed as dask_completed
+
+    cluster = None
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="15s")
+        except (OSError, TimeoutError, ValueError) as e:
+            raise PlasticlabError(f"cannot reach Dask scheduler {scheduler!r}: {e}") from None
+        threads = None  # remote workers know their own cores; leave torch's default
+    else:
+        # Loopback only, no dashboard: nothing is exposed beyond this machine.
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None, silence_logs=logging.ERROR)
+        client = Client(cluster)
+        threads = threads_per_worker(workers)
+    tag = uuid.uuid4().hex[:8]
+    futures: dict = {}
+    try:
+        futures = {client.submit(run_task, name, spec, threads, pure=False, key=f"{name}-{i}-{tag}"): i
+                   for i, spec in enumerate(specs)}
+        for fut in dask_completed(list(futures)):
+            try:
+                res = fut.result()
+            except Exception as e:  # noqa: BLE001 - KilledWorker, lost connection
+                res = _lost(e, "dask task lost")
+            yield futures[fut], res
+    finally:
+        client.cancel(list(futures))
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def run(name: str, specs: list[dict], executor: str, workers: int | None,
+        scheduler: str | None) -> Iterator[Result]:
+    check_choice("executor", executor, EXECUTORS)
+    if workers is None:
+        workers = default_workers(executor)
+    if workers < 1:
+        raise PlasticlabError(f"workers must be >= 1, got {workers}")
+    if scheduler and executor != "dask":
+        raise PlasticlabError("--scheduler needs --executor dask")
+    if not specs:
+        return run_serial(name, [])
+    if executor == "dask":
+        return run_dask(name, specs, workers, scheduler)
+    if workers == 1:
+        return run_serial(name, specs)
+    return run_pool(name, specs, workers)

@@ -1,0 +1,181 @@
+"""On-disk state of a resumable sweep: chunk hashes, atomic files, the manifest, a per-directory lock.
+
+Layout of an output folder::
+
+    OUT/manifest.json          written only by the main process, always by atomic replace
+    OUT/parts/<hash>.parquet   one finished chunk each, written to a temp file then renamed
+    OUT/.sweep.lock            flock held while a run uses OUT (released by the OS even on SIGKILL)
+
+A crash can therefore leave at worst a finished part that the manifest does not list yet (it is simply
+recomputed and replaced) or a ``*.tmp`` file, which the next run deletes before it starts.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from plasticlab.errors import PlasticlabError
+
+# Bump when the part/manifest layout or the meaning of a chunk's rows changes: every chunk is then new.
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+PARTS = "parts"
+LOCK = ".sweep.lock"
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars/arrays slip into specs easily; they have exact JSON equivalents.
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"chunk spec value {obj!r} of type {type(obj).__name__} is not JSON-serialisable")
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def chunk_hash(experiment: str, spec: dict[str, Any], code_version: Any = 0) -> str:
+    """Identity of a chunk: same experiment, spec and versions -> same rows, so it may be reused."""
+    payload = canonical_json(dict(experiment=experiment, spec=spec, format=FORMAT_VERSION,
+                                  code=code_version))
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` then rename tmp over ``path``: readers see the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:  # durable before it becomes visible under the real name
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_part(out: Path, h: str, df) -> Path:
+    path = out / PARTS / f"{h}.parquet"
+    atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+    return path
+
+
+def remove_temp_files(out: Path) -> int:
+    """Leftovers of a killed run; only called while holding the lock, so no live writer owns them."""
+    n = 0
+    for folder in (out, out / PARTS):
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+                n += 1
+    return n
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+
+
+class Manifest:
+    """``{"format", "experiment", "params", "grid": [hash, ...], "chunks": {hash: entry}, "runs": [...]}``.
+
+    ``grid`` is the current run's chunk order; ``chunks`` keeps entries of older grids too (their parts
+    stay on disk and are reused if the grid comes back). An entry has ``state`` done|failed, ``index``,
+    ``spec``, ``attempts`` (how many times it was computed), ``run`` (id of the run that last computed it),
+    ``finished``, ``seconds``, ``worker``, ``rows`` and, when failed, ``error`` {type, message, traceback}.
+    """
+
+    def __init__(self, out: Path, data: dict[str, Any] | None = None):
+        self.out = Path(out)
+        self.data = data or dict(format=FORMAT_VERSION, experiment=None, params=None, grid=[],
+                                 chunks={}, runs=[])
+
+    @classmethod
+    def load(cls, out: Path | str, must_exist: bool = False) -> "Manifest":
+        path = Path(out) / MANIFEST
+        if not path.exists():
+            if must_exist:
+                raise PlasticlabError(f"no {MANIFEST} in {out}: not the --out folder of `plasticlab run`")
+            return cls(Path(out))
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise PlasticlabError(f"cannot read {path}: {e}") from None
+        if data.get("format") != FORMAT_VERSION:
+            # An older layout: start afresh rather than misread it (old parts are simply not reused).
+            return cls(Path(out))
+        return cls(Path(out), data)
+
+    def save(self) -> None:
+        text = json.dumps(self.data, indent=1, default=_json_default)
+        atomic_write(self.out / MANIFEST, lambda tmp: tmp.write_text(text))
+
+    @property
+    def grid(self) -> list[str]:
+        return self.data["grid"]
+
+    @property
+    def chunks(self) -> dict[str, dict[str, Any]]:
+        return self.data["chunks"]
+
+    def is_done(self, h: str) -> bool:
+        e = self.chunks.get(h)
+        return bool(e) and e["state"] == "done" and (self.out / PARTS / f"{h}.parquet").exists()
+
+    def part(self, h: str) -> Path:
+        return self.out / PARTS / f"{h}.parquet"
+
+
+class DirLock:
+    """Exclusive use of an output folder by one run; a second concurrent run gets a clear error."""
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / LOCK
+        self.fd: int | None = None
+
+    def __enter__(self) -> "DirLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            raise PlasticlabError(f"another run is using {self.path.parent} (pid {holder(self.path)}); "
+                                  "wait for it or choose another --out") from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, str(os.getpid()).encode())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def holder(lock_path: Path) -> str:
+    try:
+        return lock_path.read_text().strip() or "?"
+    except OSError:
+        return "?"
+
+
+def is_locked(out: Path) -> bool:
+    path = Path(out) / LOCK
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

@@ -1,0 +1,52 @@
+"""What runs in a worker process (local pool or Dask): look the experiment up by name, run one chunk.
+
+Experiments are never pickled: a worker only needs ``plasticlab`` importable and the (name, spec) pair.
+Errors are caught here and returned as plain data, because arbitrary exception objects do not always
+pickle and a traceback is most useful as text in the manifest anyway.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from typing import Any
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int) -> int:
+    """Torch intra-op threads per worker so that N workers together do not oversubscribe the cores."""
+    return max(1, usable_cores() // max(1, workers))
+
+
+def set_threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+
+def init_worker(threads: int | None) -> None:
+    set_threads(threads)
+
+
+def run_task(name: str, spec: dict[str, Any], threads: int | None = None) -> dict[str, Any]:
+    """-> {"ok": True, "df": DataFrame, ...} or {"ok": False, "error": {type, message, traceback}, ...}."""
+    from plasticlab.experiments import get
+
+    set_threads(threads)
+    t0 = time.perf_counter()
+    where = f"{socket.gethostname()}:{os.getpid()}"
+    try:
+        df = get(name).run_chunk(spec)
+        return dict(ok=True, df=df, seconds=time.perf_counter() - t0, worker=where)
+    except Exception as e:  # noqa: BLE001 - any chunk error is data for the manifest, not a crash
+        err = dict(type=type(e).__name__, message=str(e), traceback=traceback.format_exc())
+        return dict(ok=False, error=err, seconds=time.perf_counter() - t0, worker=where)
