@@ -1,0 +1,273 @@
+"""HebbianProbe: Hebbian alignment (SPEC A.2) of any PyTorch model, measured from hooks.
+
+Per probed layer and measured step the probe records the cosine between the batch-mean Hebbian direction
+H = (1/N) Σ_i h_b,i h_a,iᵀ and
+
+* ``alignment_signal``: the learning signal G = −∂ℓ/∂W (descent convention), read from ``W.grad`` just before
+  the optimizer step. Weight decay done by the optimizer (SGD/Adam ``weight_decay``, AdamW) never enters
+  ``.grad``, so G excludes it whatever the optimizer; an L2 term the user adds to the loss is part of the loss
+  and therefore of G.
+* ``alignment_update``: the parameter change ΔW actually made by the optimizer step (or by the code inside
+  ``with probe.update():``), decay included if the optimizer does it.
+
+Layer convention (SPEC A.1): h_a is the layer's input (the presynaptic post-activation), h_b = W h_a its
+pre-activation **without the bias**: only W is measured, h_b = output − bias. Leading dims of a Linear input
+(B, T, in) are flattened to N = B·T samples; a Conv2d is measured as the matrix W (out, in·kh·kw) acting on
+unfolded patches, N = B·L with L the number of output positions.
+
+Pairing rules (why the bookkeeping looks the way it does):
+* H is computed inside the forward hook, so a later in-place op on the output (ReLU(inplace=True)) cannot
+  corrupt it, and activations are never kept. Only forwards in training mode with grad enabled count, and a
+  forward only counts once the backward pass actually reached its output (a tensor hook flags it), so an
+  unused branch or a forward without backward is never paired with a gradient.
+* Everything pending is dropped when a step closes, so activations of one step never meet the gradient of
+  the next (layers skipped in a step simply have no row for it). Several forwards before one step (gradient
+  accumulation, a module called twice) are pooled: H over all their samples, as ``.grad`` sums over them.
+* Unmeasured steps (``every`` > 1) cost one Python check per forward call.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from plasticlab.errors import PlasticlabError, check_positive
+from plasticlab.metrics.hebbian import cosine, hebbian_direction
+
+_KINDS = (nn.Linear, nn.Conv2d)
+
+
+@dataclass
+class _LayerState:
+    name: str
+    module: nn.Module
+    kind: str
+    h_sum: torch.Tensor | None = None  # Σ_i h_b,i h_a,iᵀ over confirmed forwards of this step
+    n: int = 0  # samples in h_sum
+    calls: int = 0
+    pending: list = field(default_factory=list)  # [H_sum, n, confirmed] per forward call this step
+    w_before: torch.Tensor | None = None
+    signal: torch.Tensor | None = None
+
+
+def _conv_patches(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """Unfolded input patches (B·L, in·kh·kw), padded exactly as the conv pads."""
+    if m.padding_mode != "zeros" or isinstance(m.padding, str):
+        mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
+        x = F.pad(x, m._reversed_padding_repeated_twice, mode=mode)
+        padding = 0
+    else:
+        padding = m.padding
+    cols = F.unfold(x, m.kernel_size, dilation=m.dilation, padding=padding, stride=m.stride)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+def _hebb_sum(m: nn.Module, x: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(Σ_i h_b,i h_a,iᵀ, N) for one forward call, h_b without the bias; one matmul."""
+    x = x.detach()
+    out = out.detach()
+    if isinstance(m, nn.Conv2d):
+        pre = _conv_patches(m, x)
+        post = out.movedim(1, -1).reshape(-1, out.shape[1])
+    else:
+        pre = x.reshape(-1, x.shape[-1])
+        post = out.reshape(-1, out.shape[-1])
+    if pre.dtype in (torch.float16, torch.bfloat16):
+        pre, post = pre.float(), post.float()
+    n = pre.shape[0]
+    H = hebbian_direction(pre, post)
+    if m.bias is not None:
+        # (out − b)ᵀ pre / N = outᵀ pre / N − b ⊗ mean(pre): removes the bias without copying the output
+        H = H - torch.outer(m.bias.detach().to(H.dtype), pre.mean(0))
+    return H * n, n
+
+
+class HebbianProbe:
+    """Measure the Hebbian alignment of every ``nn.Linear``/``nn.Conv2d`` of ``model`` (or the named ``layers``).
+
+    Two lines in a user's loop::
+
+        probe = HebbianProbe(model, every=10)
+        probe.attach_optimizer(optimizer)      # or: with probe.update(): <manual update>;  or probe.step()
+        ...
+        probe.to_frame()                       # step, layer, alignment_signal, alignment_update, batch_size, …
+        probe.remove()
+
+    ``writer``: anything with ``add_scalar(tag, value, step)`` (e.g. a TensorBoard SummaryWriter); tags are
+    ``hebbian/signal/<layer>`` and ``hebbian/update/<layer>``.
+    """
+
+    def __init__(self, model: nn.Module, layers: Iterable[str] | None = None, every: int = 1,
+                 writer: Any = None):
+        if not isinstance(model, nn.Module):
+            raise PlasticlabError(f"HebbianProbe needs a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(every, bool) or not isinstance(every, int):
+            raise PlasticlabError(f"every must be a positive int, got {every!r}")
+        check_positive("every", every)
+        self.model = model
+        self.every = every
+        self.writer = writer
+        self.layers = self._select(model, layers)
+        self._step = 0  # closed steps so far
+        self._records: list[dict[str, Any]] = []
+        self._handles: list[Any] = []
+        self._opt_handles: list[Any] = []
+        self._active = True
+        for st in self.layers.values():
+            self._handles.append(st.module.register_forward_hook(self._forward_hook(st), with_kwargs=True))
+
+    # -- setup ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _select(model: nn.Module, layers: Iterable[str] | None) -> dict[str, _LayerState]:
+        named = dict(model.named_modules())
+        if layers is None:
+            chosen = [(n, m) for n, m in named.items() if isinstance(m, _KINDS) and _supported(m) is None
+                      and m.weight.requires_grad]
+            if not chosen:
+                raise PlasticlabError(f"model {type(model).__name__} has no nn.Linear or nn.Conv2d layer "
+                                      "to probe")
+        else:
+            if isinstance(layers, str):
+                layers = [layers]
+            valid = [n for n, m in named.items() if isinstance(m, _KINDS)]
+            chosen = []
+            for n in layers:
+                if n not in valid:
+                    raise PlasticlabError(f"unknown layer {n!r} for HebbianProbe; valid choices (nn.Linear/"
+                                          f"nn.Conv2d modules): {', '.join(valid) or 'none'}")
+                why = _supported(named[n])
+                if why:
+                    raise PlasticlabError(f"layer {n!r} can't be probed: {why}")
+                chosen.append((n, named[n]))
+        return {n: _LayerState(n, m, "conv2d" if isinstance(m, nn.Conv2d) else "linear") for n, m in chosen}
+
+    def _forward_hook(self, st: _LayerState):
+        def hook(module, args, kwargs, output):
+            if not (self._active and self._step % self.every == 0 and module.training
+                    and torch.is_grad_enabled() and isinstance(output, torch.Tensor) and output.requires_grad):
+                return None
+            x = args[0] if args else kwargs.get("input")
+            if x is None:
+                return None
+            H_sum, n = _hebb_sum(module, x, output)
+            entry = [H_sum, n, False]
+            st.pending.append(entry)
+            output.register_hook(lambda g, e=entry: e.__setitem__(2, True))
+            return None
+
+        return hook
+
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> "HebbianProbe":
+        """Measure around every ``optimizer.step()``: signal before it, actual update across it."""
+        if self._opt_handles:
+            raise PlasticlabError("HebbianProbe already has an optimizer attached; call remove() first or use "
+                                  "`with probe.update():` for a second one")
+        self._opt_handles = [optimizer.register_step_pre_hook(lambda *a, **k: self._pre()),
+                             optimizer.register_step_post_hook(lambda *a, **k: self._post(True))]
+        return self
+
+    @contextlib.contextmanager
+    def update(self):
+        """``with probe.update(): <any parameter update>`` — for hand-written update rules."""
+        self._pre()
+        try:
+            yield self
+        finally:
+            self._post(True)
+
+    def step(self) -> None:
+        """Close a step without an update to compare against (signal alignment only); call after backward."""
+        self._pre()
+        self._post(False)
+
+    def remove(self) -> None:
+        """Detach every hook; the model is left exactly as it was."""
+        for h in self._handles + self._opt_handles:
+            h.remove()
+        self._handles, self._opt_handles = [], []
+        self._active = False
+        for st in self.layers.values():
+            self._reset(st)
+
+    # -- measurement ------------------------------------------------------------------------------------
+    @property
+    def measuring(self) -> bool:
+        """Whether the current (open) step is measured."""
+        return self._step % self.every == 0
+
+    def _pre(self) -> None:
+        if not self._active or not self.measuring:
+            return
+        for st in self.layers.values():
+            for H_sum, n, confirmed in st.pending:
+                if confirmed:
+                    st.h_sum = H_sum if st.h_sum is None else st.h_sum + H_sum
+                    st.n += n
+                    st.calls += 1
+            st.pending = []
+            W = st.module.weight
+            if st.h_sum is None or W.grad is None:
+                continue
+            st.signal = -W.grad.detach().reshape(W.shape[0], -1)
+            st.w_before = W.detach().reshape(W.shape[0], -1).clone()
+
+    def _post(self, updated: bool) -> None:
+        if not self._active:
+            return
+        if self.measuring:
+            self._record(updated)
+        for st in self.layers.values():
+            self._reset(st)
+        self._step += 1
+
+    def _record(self, updated: bool) -> None:
+        rows, values = [], []
+        for st in self.layers.values():
+            if st.signal is None:
+                continue
+            H = st.h_sum / st.n
+            W = st.module.weight.detach().reshape(H.shape[0], -1)
+            dW = (W - st.w_before) if updated else torch.full_like(W, float("nan"))
+            sig = st.signal.to(H.dtype)
+            values.append(torch.stack([cosine(sig, H), cosine(dW.to(H.dtype), H),
+                                       sig.norm(), dW.norm(), H.norm()]))
+            rows.append(st)
+        if not rows:
+            return
+        table = torch.stack(values).double().tolist()  # one conversion per step, not per layer
+        for st, (a_sig, a_upd, g_norm, dw_norm, h_norm) in zip(rows, table):
+            self._records.append(dict(step=self._step, layer=st.name, kind=st.kind, alignment_signal=a_sig,
+                                      alignment_update=a_upd, batch_size=st.n, calls=st.calls,
+                                      signal_norm=g_norm, update_norm=dw_norm, hebbian_norm=h_norm))
+            if self.writer is not None:
+                self.writer.add_scalar(f"hebbian/signal/{st.name}", a_sig, self._step)
+                if updated:
+                    self.writer.add_scalar(f"hebbian/update/{st.name}", a_upd, self._step)
+
+    @staticmethod
+    def _reset(st: _LayerState) -> None:
+        st.h_sum, st.n, st.calls, st.pending, st.w_before, st.signal = None, 0, 0, [], None, None
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy table, one row per (measured step, layer that took part in it)."""
+        cols = ["step", "layer", "kind", "alignment_signal", "alignment_update", "batch_size", "calls",
+                "signal_norm", "update_norm", "hebbian_norm"]
+        return pd.DataFrame(self._records, columns=cols)
+
+    def __enter__(self) -> "HebbianProbe":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def _supported(m: nn.Module) -> str | None:
+    """Why a layer can't be measured as one matrix acting on samples, or None if it can."""
+    if isinstance(m, nn.Conv2d) and m.groups != 1:
+        return f"grouped convolution (groups={m.groups}) is not one (out, in·k·k) matrix"
+    return None
