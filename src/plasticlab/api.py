@@ -10,24 +10,30 @@ from plasticlab.experiments import get
 
 
 def run(name: str, quick: bool = False, out: str | Path | None = None, *, executor: str = "local",
-        workers: int = 1, scheduler: str | None = None, progress: bool = False,
+        workers: int | None = None, scheduler: str | None = None, progress: bool = False,
         **overrides: Any) -> pd.DataFrame:
     """Run experiment ``name``; return its tidy results table and, with ``out``, write
     ``out/results.parquet``, the figures and ``out/report.md``.
 
-    Finished chunks are kept under ``out`` so that running the same call again only computes what is
-    missing (see :mod:`plasticlab.sweeps`).
+    Each chunk is an independent task (``executor="local"`` with ``workers`` processes, 1 = in-process,
+    or ``executor="dask"`` on ``scheduler`` / a loopback LocalCluster). With ``out``, finished chunks are
+    kept under ``out`` so that running the same call again only computes what is missing (see
+    :mod:`plasticlab.sweeps`). If chunks raise, the others still finish and are saved, then
+    :class:`plasticlab.sweeps.SweepFailed` is raised; calling again retries only the failed chunks.
     """
     from plasticlab.sweeps import execute
+    from plasticlab.sweeps.store import atomic_write
 
     exp = get(name)
     p = exp.params(quick=quick, **overrides)
     specs = exp.chunks(p)
+    if out is not None:
+        # A table from an earlier grid must not outlive a run of this one that fails.
+        (Path(out) / "results.parquet").unlink(missing_ok=True)
     df = execute(exp, specs, out=out, executor=executor, workers=workers, scheduler=scheduler,
-                 progress=progress)
+                 progress=progress, params=p)
     if out is not None:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        df.to_parquet(out / "results.parquet", index=False)
+        atomic_write(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
         exp.report(df, p, out)
     return df

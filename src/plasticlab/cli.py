@@ -48,17 +48,31 @@ def run(
     set_: List[str] = typer.Option([], "--set", "-s", help="override a parameter: key=value (lists: a,b,c)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default runs/NAME)"),
     executor: str = typer.Option("local", help="local | dask"),
-    workers: int = typer.Option(1, help="worker processes for the local executor"),
-    scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address (executor dask)"),
+    workers: Optional[int] = typer.Option(
+        None, help="worker processes (local: default 1 = in-process; dask LocalCluster: default all cores)"),
+    scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address, e.g. tcp://host:8786 "
+                                            "(executor dask; default: a LocalCluster on 127.0.0.1)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
-    """Run an experiment; writes OUT/results.parquet, figures and OUT/report.md."""
+    """Run an experiment; writes OUT/results.parquet, figures and OUT/report.md.
+
+    Resumable: finished chunks are kept in OUT, so running the same command again computes only the
+    chunks that are missing or failed.
+    """
     from plasticlab.api import run as run_api
+    from plasticlab.sweeps import SweepFailed
 
     out = out or Path("runs") / (name + ("-quick" if quick else ""))
     try:
         run_api(name, quick=quick, out=out, executor=executor, workers=workers, scheduler=scheduler,
                 progress=not quiet, **_parse_sets(set_))
+    except SweepFailed as e:
+        # Not a usage error: the run happened, some chunks raised. Summary, then exit 1.
+        typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
+        for i, err in e.failed:
+            typer.echo(f"  chunk {i}: {err['type']}: {err['message']}", err=True)
+        typer.echo(f"tracebacks: {out / 'manifest.json'}; status: plasticlab status {out}", err=True)
+        raise typer.Exit(1)
     except PlasticlabError as e:
         _fail(str(e))
     typer.echo(f"Report: {out / 'report.md'}")
@@ -80,10 +94,8 @@ def show(path: Path = typer.Argument(..., help="an output folder of `plasticlab 
 @app.command()
 def status(path: Path = typer.Argument(..., help="an output folder of `plasticlab run`")) -> None:
     """Done / pending / failed chunks of a (possibly interrupted) run."""
-    try:
-        from plasticlab.sweeps import status as sweep_status
-    except ImportError:
-        _fail("status needs the resumable sweep layer")
+    from plasticlab.sweeps import status as sweep_status
+
     try:
         typer.echo(sweep_status(path))
     except PlasticlabError as e:
