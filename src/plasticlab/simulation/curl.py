@@ -80,3 +80,292 @@ def flips(k: torch.Tensor | list[int], n: int, dtype=torch.float64) -> torch.Ten
     """(E, n) diagonals with the first k[e] entries −1 (SPEC B.2)."""
     k = torch.as_tensor(k, dtype=torch.int64).reshape(-1, 1)
     return torch.where(torch.arange(n)[None, :] < k, -1.0, 1.0).to(dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Simulator
+# ---------------------------------------------------------------------------------------------------------
+import itertools  # noqa: E402
+import math  # noqa: E402
+from dataclasses import asdict, dataclass, field  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from plasticlab import seeding  # noqa: E402
+from plasticlab.errors import PlasticlabError, check_positive  # noqa: E402
+
+RULES = ("gd", "curl", "dfa", "dfa_flip")
+INITS = ("random", "teacher")
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def _key(purpose: str) -> int:
+    return seeding.key_of("curl", purpose)
+
+
+@dataclass(frozen=True)
+class CurlConfig:
+    """One network/data shape; every member of a batch shares it (different shapes = different chunks)."""
+
+    M: int
+    N: int
+    activation: str = "tanh"
+    P: int = 250                    # training-set size (fixed, reshuffled every epoch)
+    B: int = 10                     # mini-batch; B = P is full batch (no shuffling needed)
+    epochs: int = 1000
+    eta: float = 0.1                # per-step lr is eta·B/P so an epoch is comparable across P
+    n_test: int = 100
+    norm_constraint: bool = True    # rescale each layer to its initial Frobenius norm after every step
+    init: str = "random"            # "random": teacher-like draw × init_scale; "teacher": teacher + noise
+    perturbation: float = 1e-15     # std of the per-weight Gaussian added to the teacher when init="teacher"
+    balanced_teacher: bool = False  # rescale the teacher to ‖W1‖_F = √N, ‖W2‖ = 1 (SPEC B.4/B.5)
+    threshold: float = 1e-3         # for epochs_to_threshold (train error)
+    n_checkpoints: int = 60         # log-spaced evaluation epochs (plus epoch 0)
+    record_last: int = 0            # keep all weights over the last K epochs (chaos measurements)
+    stop_when_converged: bool = False  # stop once every live member is below threshold
+    dtype: str = "float64"
+
+    def validate(self) -> "CurlConfig":
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("init", self.init, INITS)
+        check_choice("dtype", self.dtype, DTYPES)
+        for name in ("M", "N", "P", "B", "epochs", "n_test", "n_checkpoints"):
+            check_positive(name, getattr(self, name))
+        check_positive("eta", self.eta)
+        if self.B > self.P or self.P % self.B:
+            raise PlasticlabError(f"batch size B={self.B} must divide the training-set size P={self.P}")
+        if not 0 <= self.record_last <= self.epochs:
+            raise PlasticlabError(f"record_last={self.record_last} must be in [0, epochs={self.epochs}]")
+        return self
+
+    def checkpoints(self) -> np.ndarray:
+        ts = np.unique(np.round(np.logspace(0, math.log10(self.epochs), self.n_checkpoints)).astype(int))
+        return np.concatenate([[0], ts[(ts >= 1) & (ts <= self.epochs)]])
+
+
+def grid(seeds, k1s=(0,), k2s=(0,), init_scales=(1.0,), rules=("curl",)) -> dict[str, list]:
+    """Member lists for the full product (rule-major, seed-minor) — pass as ``simulate(cfg, **grid(...))``."""
+    rows = list(itertools.product(rules, k1s, k2s, init_scales, seeds))
+    return dict(rule=[r[0] for r in rows], k1=[r[1] for r in rows], k2=[r[2] for r in rows],
+                init_scale=[r[3] for r in rows], seeds=[r[4] for r in rows])
+
+
+@dataclass
+class CurlResult:
+    config: CurlConfig
+    members: pd.DataFrame             # one row per member: seed, rule, k1, k2, init_scale, eta
+    checkpoints: np.ndarray           # (T,) epochs at which errors were measured
+    train_error: np.ndarray           # (E, T), NaN after divergence / early stop
+    test_error: np.ndarray            # (E, T)
+    peak_train_error: np.ndarray      # (E,) max over checkpoints (over every step when full batch)
+    epochs_to_threshold: np.ndarray   # (E,) first checkpoint with train error < threshold, else NaN
+    diverged: np.ndarray              # (E,) bool
+    diverged_at: np.ndarray           # (E,) epoch at which non-finite weights were found, else NaN
+    W1: torch.Tensor                  # final weights (E, N, M) (the initial ones for diverged members)
+    W2: torch.Tensor
+    history: dict = field(default_factory=dict)  # "W1" (K,E,N,M), "W2" (K,E,1,N), "epochs" (K,)
+    epochs_run: int = 0
+
+    def table(self) -> pd.DataFrame:
+        """Tidy per-member summary (final = last measured checkpoint)."""
+        df = self.members.copy()
+        last = np.where(np.isnan(self.train_error), -np.inf, self.checkpoints[None, :]).argmax(axis=1)
+        rows = np.arange(len(df))
+        df["train_error"] = np.where(self.diverged, np.nan, self.train_error[rows, last])
+        df["test_error"] = np.where(self.diverged, np.nan, self.test_error[rows, last])
+        df["peak_train_error"] = self.peak_train_error
+        df["epochs_to_threshold"] = self.epochs_to_threshold
+        df["diverged"] = self.diverged
+        df["diverged_at"] = self.diverged_at
+        for k, v in asdict(self.config).items():
+            if k not in df:
+                df[k] = v
+        return df
+
+
+def _broadcast(name: str, v, E: int) -> list:
+    v = list(v) if isinstance(v, (list, tuple, np.ndarray, torch.Tensor)) else [v] * E
+    if len(v) != E:
+        raise PlasticlabError(f"{name} has {len(v)} entries but there are {E} seeds")
+    return v
+
+
+def _uniform_pm(seeds, key: int, shape, bound: float, dtype) -> torch.Tensor:
+    return (2.0 * seeding.uniform(seeds, key, shape) - 1.0).mul_(bound).to(dtype)
+
+
+def _init(cfg: CurlConfig, seeds: torch.Tensor, scale: torch.Tensor, dt):
+    M, N = cfg.M, cfg.N
+    T1 = _uniform_pm(seeds, _key("teacher_W1"), (N, M), 1 / math.sqrt(M), torch.float64)
+    T2 = _uniform_pm(seeds, _key("teacher_W2"), (1, N), 1 / math.sqrt(N), torch.float64)
+    if cfg.balanced_teacher:
+        T1 *= math.sqrt(N) / torch.linalg.vector_norm(T1, dim=(1, 2), keepdim=True)
+        T2 /= torch.linalg.vector_norm(T2, dim=(1, 2), keepdim=True)
+    if cfg.init == "teacher":
+        W1 = T1 + cfg.perturbation * seeding.normal(seeds, _key("perturb_W1"), (N, M))
+        W2 = T2 + cfg.perturbation * seeding.normal(seeds, _key("perturb_W2"), (1, N))
+    else:
+        s = scale.reshape(-1, 1, 1)
+        W1 = s * _uniform_pm(seeds, _key("student_W1"), (N, M), 1 / math.sqrt(M), torch.float64)
+        W2 = s * _uniform_pm(seeds, _key("student_W2"), (1, N), 1 / math.sqrt(N), torch.float64)
+    X = seeding.normal(seeds, _key("x_train"), (cfg.P, M)) / math.sqrt(2.0)
+    Xt = seeding.normal(seeds, _key("x_test"), (cfg.n_test, M)) / math.sqrt(2.0)
+    Y = curl_forward(T1, T2, X, cfg.activation)
+    Yt = curl_forward(T1, T2, Xt, cfg.activation)
+    F = _uniform_pm(seeds, _key("feedback"), (N, 1), 1 / math.sqrt(N), torch.float64)
+    return [t.to(dt).contiguous() for t in (W1, W2, X, Y, Xt, Yt, F)]
+
+
+def _error(W1, W2, X, Y, activation) -> torch.Tensor:
+    return 0.5 * (curl_forward(W1, W2, X, activation) - Y).pow(2).mean(dim=(1, 2))
+
+
+def simulate(cfg: CurlConfig, seeds, k1=0, k2=0, init_scale=1.0, rule="curl", eta=None) -> CurlResult:
+    """Advance an ensemble (one member per entry of ``seeds``; the other arguments broadcast) together.
+
+    Each member's teacher, data, student init, shuffles and DFA feedback are functions of its seed only,
+    so a member gives the same trajectory alone or inside any batch. ``eta`` (per member) overrides
+    ``cfg.eta``. Members whose weights go non-finite are recorded as diverged, reset to their initial
+    weights and frozen; the rest go on.
+    """
+    cfg.validate()
+    seeds = [int(s) for s in _broadcast("seeds", seeds, len(seeds))]
+    E = len(seeds)
+    if E == 0:
+        raise PlasticlabError("simulate needs at least one seed")
+    rules = _broadcast("rule", rule, E)
+    for r in rules:
+        check_choice("rule", r, RULES)
+    k1s = [int(k) for k in _broadcast("k1", k1, E)]
+    k2s = [int(k) for k in _broadcast("k2", k2, E)]
+    scales = [float(r) for r in _broadcast("init_scale", init_scale, E)]
+    etas = [float(v) for v in _broadcast("eta", cfg.eta if eta is None else eta, E)]
+    for k, n, name in ((k1s, cfg.M, "k1"), (k2s, cfg.N, "k2")):
+        bad = [v for v in k if not 0 <= v <= n]
+        if bad:
+            raise PlasticlabError(f"{name}={bad[0]} out of range [0, {n}]")
+    members = pd.DataFrame(dict(seed=seeds, rule=rules, k1=k1s, k2=k2s, init_scale=scales, eta=etas))
+    dt = DTYPES[cfg.dtype]
+    threads = torch.get_num_threads()
+    # Small per-step tensors gain nothing from intra-op threads, and on a busy machine the thread pool's
+    # hand-offs cost milliseconds per op; only wide layers are worth the second core.
+    if E * cfg.N * cfg.M * cfg.B < 2_000_000:
+        torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            return _run(cfg, members, dt)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
+    E, M, N, P, B, act = len(members), cfg.M, cfg.N, cfg.P, cfg.B, cfg.activation
+    seeds_t = torch.tensor(members.seed.to_numpy(), dtype=torch.int64)
+    flipped = members.rule.isin(["curl", "dfa_flip"]).to_numpy()
+    dfa = torch.tensor(members.rule.isin(["dfa", "dfa_flip"]).to_numpy())
+    W1, W2, X, Y, Xt, Yt, F = _init(cfg, seeds_t, torch.tensor(members.init_scale.to_numpy()), dt)
+    W10, W20 = W1.clone(), W2.clone()
+    d1 = flips(np.where(flipped, members.k1, 0), M, dt)
+    d2 = flips(np.where(flipped, members.k2, 0), N, dt)
+    use_d1, use_d2 = bool((d1 < 0).any()), bool((d2 < 0).any())
+    n1 = torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True)
+    n2 = torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True)
+    # Folding 1/B and the sign into the error makes every update a single in-place baddbmm.
+    lr = torch.tensor(members.eta.to_numpy(), dtype=dt).reshape(E, 1, 1) * (B / P) / B
+    Ft = F.transpose(1, 2).contiguous()
+    dfa_all, dfa_any = bool(dfa.all()), bool(dfa.any())
+    dfa_mask = dfa.reshape(E, 1, 1)
+    d2r = d2[:, None, :]
+    full = B == P
+    steps = P // B
+
+    cps = cfg.checkpoints()
+    cp_index = {int(t): i for i, t in enumerate(cps)}
+    T = len(cps)
+    train_err = np.full((E, T), np.nan)
+    test_err = np.full((E, T), np.nan)
+    peak = torch.full((E,), -math.inf, dtype=dt)
+    diverged = np.zeros(E, bool)
+    diverged_at = np.full(E, np.nan)
+    hist_W1, hist_W2, hist_ep = [], [], []
+    first_hist = cfg.epochs - cfg.record_last + 1
+
+    def freeze(bad: np.ndarray, epoch: int) -> None:
+        new = bad & ~diverged
+        if new.any():
+            diverged[new] = True
+            diverged_at[new] = epoch
+            m = torch.from_numpy(new)
+            W1[m], W2[m] = W10[m], W20[m]
+            lr[m] = 0.0
+
+    def measure(i: int, epoch: int) -> None:
+        tr = _error(W1, W2, X, Y, act).double().numpy()
+        te = _error(W1, W2, Xt, Yt, act).double().numpy()
+        # errors can overflow while the weights are still finite: that is divergence too
+        freeze(~(np.isfinite(tr) & np.isfinite(te)), epoch)
+        tr[diverged], te[diverged] = np.nan, np.nan
+        train_err[:, i], test_err[:, i] = tr, te
+
+    measure(0, 0)
+    shuffle_key = _key("shuffle")
+    epoch = 0
+    for epoch in range(1, cfg.epochs + 1):
+        if full:
+            Xs, Ys = X, Y
+        else:
+            perm = seeding.permutation(seeds_t, shuffle_key + epoch, P)
+            Xs = torch.gather(X, 1, perm[:, :, None].expand(E, P, M))
+            Ys = torch.gather(Y, 1, perm[:, :, None])
+        Xd = Xs * d1[:, None, :] if use_d1 else Xs
+        for s in range(steps):
+            sl = slice(s * B, (s + 1) * B)
+            xb, yb = Xs[:, sl], Ys[:, sl]
+            a1 = torch.bmm(xb, W1.transpose(1, 2))
+            h = _phi(a1, act)
+            e = torch.bmm(h, W2.transpose(1, 2))
+            if act == "tanh":
+                e.tanh_()
+            elif act == "relu":
+                e.relu_()
+            e -= yb
+            if full:
+                torch.maximum(peak, e.pow(2).mean(dim=(1, 2)).mul_(0.5), out=peak)
+            e *= lr
+            back = Ft if dfa_all else (torch.where(dfa_mask, Ft, W2) if dfa_any else W2)
+            delta = torch.bmm(e, back)
+            if act == "tanh":
+                delta.mul_(torch.addcmul(torch.ones((), dtype=dt), h, h, value=-1.0))
+            elif act == "relu":
+                delta.mul_(a1 > 0)
+            W2.baddbmm_(e.transpose(1, 2), h * d2r if use_d2 else h, alpha=-1.0)
+            W1.baddbmm_(delta.transpose(1, 2), Xd[:, sl], alpha=-1.0)
+            if cfg.norm_constraint:
+                W1.mul_(n1 / torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True))
+                W2.mul_(n2 / torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True))
+        # A sum is non-finite iff some entry is (or it overflowed, which is divergence too).
+        bad = ~torch.isfinite(W1.sum(dim=(1, 2)) + W2.sum(dim=(1, 2)))
+        if bad.any():
+            freeze(bad.numpy(), epoch)
+        if epoch >= first_hist:
+            hist_W1.append(W1.clone()), hist_W2.append(W2.clone()), hist_ep.append(epoch)
+        if epoch in cp_index:
+            measure(cp_index[epoch], epoch)
+            if cfg.stop_when_converged:
+                live = ~diverged
+                done = (np.nan_to_num(train_err[live, : cp_index[epoch] + 1], nan=np.inf)
+                        < cfg.threshold).any(axis=1)
+                if done.all():
+                    break
+
+    below = np.nan_to_num(train_err, nan=np.inf) < cfg.threshold
+    ett = np.where(below.any(axis=1), cps[below.argmax(axis=1)], np.nan).astype(float)
+    pk = np.fmax(np.nanmax(np.where(np.isnan(train_err), -np.inf, train_err), axis=1),
+                 peak.double().numpy())
+    pk[diverged] = np.nan
+    history = {}
+    if hist_W1:
+        history = dict(W1=torch.stack(hist_W1), W2=torch.stack(hist_W2), epochs=np.array(hist_ep))
+    return CurlResult(cfg, members, cps, train_err, test_err, pk, ett, diverged, diverged_at, W1, W2,
+                      history, epoch)
