@@ -72,9 +72,13 @@ def run_dask(name: str, specs: list[dict], workers: int, scheduler: str | None) 
             raise PlasticlabError(f"cannot reach Dask scheduler {scheduler!r}: {e}") from None
         threads = None  # remote workers know their own cores; leave torch's default
     else:
-        # Loopback only, no dashboard: nothing is exposed beyond this machine.
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, silence_logs=logging.ERROR)
+        import dask
+
+        # Loopback only, no dashboard: nothing is exposed beyond this machine. Workers fork from a
+        # forkserver (dask preloaded) rather than spawning a fresh interpreter each: faster start.
+        with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
         client = Client(cluster)
         threads = threads_per_worker(workers)
     tag = uuid.uuid4().hex[:8]

@@ -42,10 +42,12 @@ def run_task(name: str, spec: dict[str, Any], threads: int | None = None) -> dic
     from plasticlab.experiments import get
 
     set_threads(threads)
-    t0 = time.perf_counter()
     where = f"{socket.gethostname()}:{os.getpid()}"
+    t0 = time.perf_counter()
     try:
-        df = get(name).run_chunk(spec)
+        exp = get(name)  # first call in a process imports the experiment modules
+        t0 = time.perf_counter()
+        df = exp.run_chunk(spec)
         return dict(ok=True, df=df, seconds=time.perf_counter() - t0, worker=where)
     except Exception as e:  # noqa: BLE001 - any chunk error is data for the manifest, not a crash
         err = dict(type=type(e).__name__, message=str(e), traceback=traceback.format_exc())
