@@ -1,0 +1,92 @@
+"""CLI: list / run / show / status; user errors are one line with exit 2 and never a traceback."""
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from plasticlab.cli import app
+
+TINY = ["--set", "seeds=0,1", "--set", "size=6", "--set", "steps=4", "-q"]
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return CliRunner()
+
+
+def assert_user_error(result, *needles):
+    text = result.output
+    assert result.exit_code == 2, text
+    assert "Traceback" not in text
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    for n in needles:
+        assert n in text, (n, text)
+
+
+def test_list_names_the_experiments(runner):
+    r = runner.invoke(app, ["list"])
+    assert r.exit_code == 0
+    assert any(line.startswith("sweep-demo") for line in r.output.splitlines())
+
+
+def test_unknown_experiment(runner, tmp_path):
+    r = runner.invoke(app, ["run", "sweep-dem", "--out", str(tmp_path)])
+    assert_user_error(r, "unknown experiment", "'sweep-dem'", "sweep-demo")
+
+
+def test_unknown_set_key(runner, tmp_path):
+    r = runner.invoke(app, ["run", "sweep-demo", "--set", "stepz=3", "--out", str(tmp_path)])
+    assert_user_error(r, "'stepz'", "steps", "Did you mean 'steps'")
+
+
+def test_bad_values(runner, tmp_path):
+    r = runner.invoke(app, ["run", "sweep-demo", "--set", "steps=many", "--out", str(tmp_path)])
+    assert_user_error(r, "'steps'", "'many'", "int")
+    r = runner.invoke(app, ["run", "sweep-demo", "--set", "steps", "--out", str(tmp_path)])
+    assert_user_error(r, "key=value")
+    r = runner.invoke(app, ["run", "sweep-demo", "--executor", "slurm", "--out", str(tmp_path)] + TINY)
+    assert_user_error(r, "unknown executor", "'slurm'", "dask, local")
+
+
+def test_run_show_status_on_finished_dir(runner, tmp_path):
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["run", "sweep-demo", "--set", "gains=0.5,2", "--out", str(out)] + TINY)
+    assert r.exit_code == 0, r.output
+    assert (out / "report.md").exists() and (out / "results.parquet").exists()
+    r = runner.invoke(app, ["show", str(out)])
+    assert r.exit_code == 0 and "growth rate" in r.output and "results.parquet" in r.output
+    r = runner.invoke(app, ["status", str(out)])
+    assert r.exit_code == 0
+    assert "2 done, 0 pending, 0 failed of 2 chunks" in r.output
+
+
+def test_show_and_status_on_a_folder_that_is_not_a_run(runner, tmp_path):
+    assert_user_error(runner.invoke(app, ["show", str(tmp_path)]), "no report.md")
+    assert_user_error(runner.invoke(app, ["status", str(tmp_path)]), "no manifest.json")
+
+
+def test_failed_chunk_exits_1_with_summary_then_rerun_retries(runner, tmp_path):
+    out, heal = tmp_path / "run", tmp_path / "heal"
+    args = ["run", "sweep-demo", "--set", "gains=0.5,1,2", "--set", "fail=2", "--set", f"heal_file={heal}",
+            "--out", str(out)] + TINY
+    r = runner.invoke(app, args)
+    assert r.exit_code == 1, r.output
+    assert "1 of 3 chunks" in r.output and "chunk 2: RuntimeError" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["status", str(out)])
+    assert "2 done, 0 pending, 1 failed of 3 chunks" in r.output and "chunk 2 failed" in r.output
+    heal.touch()
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "3 done, 0 pending, 0 failed" in runner.invoke(app, ["status", str(out)]).output
+
+
+def test_real_process_user_error_is_one_line_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "plasticlab.cli", "run", "sweep-demo", "--set", "gains=0,1",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr + r.stdout
+    assert r.stderr.strip().count("\n") == 0 and "gains must be > 0" in r.stderr
