@@ -1,0 +1,303 @@
+"""curl-theory: large-N phase diagrams of the solution manifold (SPEC B.4) with finite-N sampled spectra.
+
+Theory rows give α*(c) on a log grid of c; sampled rows give λ_min(A) at balanced points of finite size
+(N hidden neurons, M = round(cN) inputs) on a grid of flipped fractions, and the bisected first unstable
+flip count per seed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from plasticlab.errors import PlasticlabError
+from plasticlab.experiments.base import Experiment, register
+from plasticlab.report import Report
+from plasticlab.theory import LAYERS, FlipPath, balanced_point, critical_flip_fraction
+
+# SPEC B.4's listed large-N thresholds: the paper's values, used only as the reference column.
+PAPER = {"hidden": {0.3: 0.559, 0.4: 0.177, 0.5: 0.047}, "readout": {0.1: 0.245, 1.0: 0.055, 10.0: 0.006}}
+SYMBOL = {"hidden": "α_h", "readout": "α_r"}
+C_RANGE = (1e-3, 1e2)
+
+
+@register
+class CurlTheory(Experiment):
+    name = "curl-theory"
+    summary = "curl descent: critical flip fractions α_h*(c), α_r*(c) and finite-N sampled spectra"
+    budget_s = 60
+    defaults = dict(
+        seeds=[0, 1, 2, 3, 4],
+        sizes=[50, 200, 1000],  # N, hidden neurons; M = round(c N)
+        c_hidden=[0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.85, 1.0, 1.3],
+        c_readout=[1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0],
+        n_alpha=21,
+        n_theory=300,
+        max_weights=12_000_000,  # skip sampled points whose W1 would be larger (memory, draw time)
+    )
+    quick = dict(seeds=[0, 1, 2], sizes=[30, 100, 300], c_hidden=[0.15, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0],
+                 c_readout=[0.01, 0.1, 1.0, 10.0], n_alpha=11, n_theory=200)
+
+    def validate(self, p):
+        for key in ("sizes", "n_alpha", "n_theory", "max_weights"):
+            vals = p[key] if isinstance(p[key], list) else [p[key]]
+            if any(v < 2 for v in vals):
+                raise PlasticlabError(f"curl-theory parameter {key!r} must be >= 2, got {p[key]!r}")
+        for key in ("c_hidden", "c_readout"):
+            if any(not c > 0 for c in p[key]):
+                raise PlasticlabError(f"curl-theory parameter {key!r}: c = M/N must be > 0, got {p[key]!r}")
+
+    def chunks(self, p):
+        cs = np.geomspace(*C_RANGE, p["n_theory"])
+        out = [dict(kind="theory", layer=layer, c=sorted(set(cs.tolist()) | set(PAPER[layer])))
+               for layer in LAYERS]
+        for layer in LAYERS:
+            for c in p[f"c_{layer}"]:
+                for N in p["sizes"]:
+                    M = int(round(c * N))
+                    if M < 1 or M * N > p["max_weights"]:
+                        continue
+                    out.append(dict(kind="sampled", layer=layer, c_target=float(c), M=M, N=int(N),
+                                    seeds=list(p["seeds"]), n_alpha=int(p["n_alpha"])))
+        return out
+
+    def run_chunk(self, spec):
+        if spec["kind"] == "theory":
+            c = np.asarray(spec["c"], dtype=float)
+            df = pd.DataFrame(dict(source="theory", layer=spec["layer"], c=c,
+                                   alpha=critical_flip_fraction(c, spec["layer"])))
+            return _typed(df)
+        from threadpoolctl import threadpool_limits
+
+        # one BLAS thread: chunks run side by side on few cores and OpenBLAS spin-waits when oversubscribed
+        with threadpool_limits(limits=1, user_api="blas"):
+            return _sampled(spec)
+
+    def report(self, df, p, out):
+        _report(df, p, Path(out))
+
+
+def _sampled(spec) -> pd.DataFrame:
+    layer, M, N, seeds = spec["layer"], spec["M"], spec["N"], spec["seeds"]
+    W1, _ = balanced_point(M, N, seeds)  # ‖W2‖² = 1 is all A needs of W2
+    path = FlipPath(W1, layer)
+    dim = path.dim
+    grid = np.unique(np.round(np.linspace(0, 1, spec["n_alpha"]) * dim).astype(int))
+    k_star, grid, lam = path.threshold(grid)
+    c = M / N
+    common = dict(layer=layer, c=c, c_target=spec["c_target"], M=M, N=N,
+                  alpha_theory=critical_flip_fraction(c, layer))
+    E, K = lam.shape
+    rows = pd.DataFrame(dict(source="sampled", **common, seed=np.repeat(seeds, K), k=np.tile(grid, E),
+                             alpha=np.tile(grid, E) / dim, min_eig=lam.ravel()))
+    rows["stable"] = rows["min_eig"] > 0
+    crossed = k_star <= dim
+    # threshold fraction: halfway between the last stable and the first unstable flip count
+    thr = pd.DataFrame(dict(source="sampled-threshold", **common, seed=seeds, k=k_star,
+                            alpha=np.where(crossed, (k_star - 0.5) / dim, 1.0), min_eig=np.nan,
+                            crossed=crossed))
+    return _typed(pd.concat([rows, thr], ignore_index=True))
+
+
+_INT_COLS = ("M", "N", "seed", "k")
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    """Same columns and dtypes for theory and sampled chunks, so the concatenated table keeps integer
+    sizes (nullable where a theory row has none)."""
+    for col in _INT_COLS:
+        df[col] = (df[col] if col in df else pd.NA)
+        df[col] = df[col].astype("Int64")
+    for col in ("c_target", "alpha_theory", "min_eig"):
+        df[col] = df[col].astype(float) if col in df else np.nan
+    for col in ("stable", "crossed"):
+        df[col] = (df[col] if col in df else pd.NA)
+        df[col] = df[col].astype("boolean")
+    return df
+
+
+# -- report --------------------------------------------------------------------------------------------
+def _nearest(values, target):
+    values = np.asarray(values)
+    return values[np.argmin(np.abs(np.log(values) - np.log(target)))]
+
+
+def _phase_figure(df, p):
+    import matplotlib.pyplot as plt
+
+    th = df[df.source == "theory"]
+    thr = df[df.source == "sampled-threshold"]
+    sizes = sorted(thr.N.unique())
+    colors = plt.cm.viridis(np.linspace(0.15, 0.85, max(len(sizes), 1)))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, layer in zip(axes, LAYERS):
+        t = th[th.layer == layer].sort_values("c")
+        top = 1.02 if layer == "hidden" else 0.55
+        ax.fill_between(t.c, 0, t.alpha, color="tab:green", alpha=0.15, lw=0, label="stable (theory)")
+        ax.fill_between(t.c, t.alpha, top, color="tab:red", alpha=0.08, lw=0, label="unstable (theory)")
+        ax.plot(t.c, t.alpha, "k-", lw=1.6, label=f"large-N boundary {SYMBOL[layer]}*")
+        s = thr[thr.layer == layer]
+        for N, col in zip(sizes, colors):
+            g = s[s.N == N]
+            if g.empty:
+                continue
+            ax.scatter(g.c, g.alpha, s=8, color=col, alpha=0.35, lw=0)
+            m = g.groupby("c").alpha.agg(["mean", "std"]).reset_index()
+            ax.errorbar(m.c, m["mean"], yerr=m["std"].fillna(0), fmt="o-", ms=4, lw=1, color=col,
+                        capsize=2, label=f"sampled N={N} (mean ± sd over seeds)")
+        pc = np.array(list(PAPER[layer]))
+        ax.scatter(pc, [PAPER[layer][c] for c in pc], marker="s", s=45, facecolor="none",
+                   edgecolor="k", zorder=5, label="SPEC/paper listed values")
+        ax.set_xscale("log")
+        ax.set_xlim(*C_RANGE)
+        ax.set_ylim(0, top)
+        ax.set_xlabel("c = M / N (inputs / hidden)")
+        ax.set_ylabel(f"flipped fraction {SYMBOL[layer]}")
+        ax.set_title(f"{layer} flips: A = " + ("D1 + W1ᵀW1" if layer == "hidden" else "I + W1ᵀD2W1"))
+        ax.legend(fontsize=7, loc="lower left")
+        if layer == "hidden" and not s.empty:
+            _hidden_zoom(ax, t, s, sizes, colors)
+    fig.tight_layout()
+    return fig
+
+
+def _hidden_zoom(ax, t, s, sizes, colors):
+    """The hidden boundary lives in c ∈ [¼, ⅔]: an inset shows the sampled points there."""
+    ins = ax.inset_axes([0.56, 0.38, 0.42, 0.58])
+    lo, hi = s.c.min() / 1.2, s.c.max() * 1.2
+    t = t[(t.c >= lo) & (t.c <= hi)]
+    ins.fill_between(t.c, 0, t.alpha, color="tab:green", alpha=0.15, lw=0)
+    ins.plot(t.c, t.alpha, "k-", lw=1.4)
+    for N, col in zip(sizes, colors):
+        m = s[s.N == N].groupby("c").alpha.agg(["mean", "std"]).reset_index()
+        ins.errorbar(m.c, m["mean"], yerr=m["std"].fillna(0), fmt="o-", ms=3, lw=1, color=col, capsize=2)
+    pc = np.array(list(PAPER["hidden"]))
+    ins.scatter(pc, [PAPER["hidden"][c] for c in pc], marker="s", s=30, facecolor="none", edgecolor="k",
+                zorder=5)
+    ins.set_xscale("log")
+    ins.set_xlim(lo, hi)
+    ins.set_ylim(0, 1.02)
+    ins.tick_params(labelsize=7)
+    ins.set_title("zoom", fontsize=7)
+
+
+def _curve_figure(df, focus):
+    import matplotlib.pyplot as plt
+
+    smp = df[df.source == "sampled"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, layer in zip(axes, LAYERS):
+        s = smp[(smp.layer == layer) & (smp.c_target == focus[layer])]
+        sizes = sorted(s.N.unique())
+        colors = plt.cm.viridis(np.linspace(0.15, 0.85, max(len(sizes), 1)))
+        for N, col in zip(sizes, colors):
+            g = s[s.N == N].groupby("alpha").min_eig.agg(["mean", "min", "max"]).reset_index()
+            ax.plot(g.alpha, g["mean"], "o-", ms=3, color=col, label=f"N={N}, M={int(s[s.N == N].M.iloc[0])}")
+            ax.fill_between(g.alpha, g["min"], g["max"], color=col, alpha=0.2, lw=0)
+        if not s.empty:
+            ax.axvline(s.alpha_theory.iloc[0], color="k", ls="--", lw=1, label=f"large-N {SYMBOL[layer]}*")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xlabel(f"flipped fraction {SYMBOL[layer]}")
+        ax.set_ylabel("λ_min(A)")
+        ax.set_title(f"{layer} flips at c ≈ {focus[layer]:g} (band: seed range)")
+        if layer == "readout" and not s.empty:
+            ax.set_xlim(0, 0.6)
+            shown = s[s.alpha <= 0.6].min_eig
+            pad = 0.05 * (shown.max() - shown.min())
+            ax.set_ylim(shown.min() - pad, shown.max() + pad)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _report(df: pd.DataFrame, p, out: Path) -> None:
+    rep = Report(out, "curl-theory: stability of the solution manifold under rule flips (SPEC B.3–B.4)", p)
+    th = df[df.source == "theory"]
+    thr = df[df.source == "sampled-threshold"]
+    rep.text(
+        "Large-N critical flipped fractions from SPEC B.4's parametric closed forms, inverted for c by "
+        "vectorised bisection, and finite-size checks: λ_min(A) of A = ‖W2‖²D1 + W1ᵀD2W1 at balanced "
+        "points (W1 ~ N(0, 1/M), ‖W2‖² = 1) with N hidden neurons and M = round(cN) inputs. A sampled "
+        "threshold is halfway between the last stable and first unstable flip count (found by bisection; "
+        "λ_min is non-increasing in the number of flips). The manifold is stable iff A is positive definite.")
+
+    # theory vs the paper's listed values
+    paper = pd.DataFrame([dict(layer=l, c=c, alpha=a) for l, d in PAPER.items() for c, a in d.items()])
+    ours = th[th.c.isin(paper.c) & th.set_index(["layer", "c"]).index.isin(
+        paper.set_index(["layer", "c"]).index)][["layer", "c", "alpha"]]
+    cmp = rep.compare(ours, paper, on=["layer", "c"], value="alpha",
+                      caption="Large-N threshold α*: ours (closed form inverted) vs the paper's listed values")
+    spec_ok = bool((cmp["ours − paper"].abs() <= 1e-3).all()) and len(cmp) == 6
+    rep.claim("SPEC B.4 threshold values (hidden c=0.3/0.4/0.5 → 0.559/0.177/0.047; readout c=0.1/1/10 → "
+              "0.245/0.055/0.006)", spec_ok,
+              f"max |ours − paper| = {cmp['ours − paper'].abs().max():.1e} (rounding of the paper's 3 digits)")
+
+    # asymptotes of the readout threshold
+    r = th[th.layer == "readout"].sort_values("c")
+    lo, hi = r.iloc[0], r.iloc[-1]
+    asym = pd.DataFrame(dict(layer="readout", c=[lo.c, hi.c], alpha=[lo.alpha, hi.alpha]))
+    asym_ref = pd.DataFrame(dict(layer="readout", c=[lo.c, hi.c],
+                                 alpha=[0.5 - np.sqrt(lo.c), 1 / (16 * hi.c)]))
+    a = rep.compare(asym, asym_ref, on=["layer", "c"], value="alpha",
+                    caption="Readout asymptotes: ours vs the paper's ½ − √c (c → 0) and 1/(16c) (c → ∞)")
+    rel = (a["ours − paper"].abs() / a["paper"]).to_numpy()
+    rep.claim("α_r* ≈ ½ − √c as c → 0 and ≈ 1/(16c) as c → ∞", bool((rel < 0.01).all()),
+              f"relative difference {rel[0]:.1e} at c = {lo.c:g}, {rel[1]:.1e} at c = {hi.c:g}")
+
+    h = th[th.layer == "hidden"].sort_values("c")
+    plateau_lo = h[h.c <= 0.25].alpha
+    plateau_hi = h[h.c >= 2 / 3].alpha
+    mid = h[(h.c > 0.25) & (h.c < 2 / 3)].alpha.to_numpy()
+    ok = bool((plateau_lo == 1).all() and (plateau_hi == 0).all() and np.all(np.diff(mid) < 0)
+              and mid.max() <= 1 and mid.min() >= 0)
+    rep.claim("Hidden flips: stable for every α_h when c ≤ 1/4; α_h* falls from 1 to 0 as c goes 1/4 → 2/3; "
+              "any flip destabilises for c > 2/3 (large N)", ok,
+              f"theory rows: α=1 at {len(plateau_lo)} c ≤ 1/4, α=0 at {len(plateau_hi)} c ≥ 2/3, "
+              f"strictly decreasing over {len(mid)} c in between")
+    ok = bool(((r.alpha > 0) & (r.alpha < 0.5)).all() and np.all(np.diff(r.alpha.to_numpy()) < 0))
+    rep.claim("Readout flips: 0 < α_r* < ½ for all c, decreasing in c", ok,
+              f"range over c ∈ [{r.c.min():g}, {r.c.max():g}]: {r.alpha.min():.2e} … {r.alpha.max():.3f}")
+
+    rep.figure(_phase_figure(df, p), "phase_diagrams",
+               "Large-N phase diagrams (black line; green = stable, red = unstable) with finite-N sampled "
+               "thresholds (dots: seeds; markers: mean ± sd) and the paper's listed values (squares).")
+
+    if thr.empty:
+        rep.write()
+        return
+    focus = {layer: _nearest(thr[thr.layer == layer].c_target.unique(), target)
+             for layer, target in (("hidden", 0.4), ("readout", 0.1)) if (thr.layer == layer).any()}
+    if len(focus) == 2:
+        rep.figure(_curve_figure(df, focus), "min_eig_curves",
+                   "λ_min(A) vs flipped fraction at finite N (mean over seeds; band = seed range); the sign "
+                   "change should approach the dashed large-N threshold as N grows.")
+
+    # finite-N thresholds vs theory
+    g = thr.groupby(["layer", "c_target", "N"]).agg(c=("c", "first"), M=("M", "first"),
+                                                     sampled=("alpha", "mean"), sd=("alpha", "std"),
+                                                     theory=("alpha_theory", "first"),
+                                                     crossed=("crossed", "sum")).reset_index()
+    g["sampled − theory"] = g["sampled"] - g["theory"]
+    Nmax = g.N.max()
+    rep.table(g[g.N == Nmax][["layer", "c", "M", "N", "sampled", "sd", "crossed", "theory",
+                              "sampled − theory"]],
+              f"Sampled thresholds at the largest N = {Nmax} (mean and sd over {len(p['seeds'])} seeds; "
+              "crossed = seeds whose A lost definiteness before every neuron was flipped, the others count "
+              "as 1) vs large-N theory at the same c = M/N")
+    dev = g.assign(absdev=g["sampled − theory"].abs()).groupby(["layer", "N"]).absdev.mean().unstack("N")
+    rep.table(dev.reset_index(), "Mean |sampled − theory| over c, by layer (rows) and N (columns)")
+    for layer in dev.index:
+        d = dev.loc[layer].dropna()
+        rep.claim(f"Finite N shifts the {layer} threshold; the shift shrinks as N grows (SPEC B.4)",
+                  bool(len(d) >= 2 and d.iloc[-1] < d.iloc[0]),
+                  "mean |sampled − theory|: " + ", ".join(f"N={n}: {v:.3f}" for n, v in d.items()))
+    for layer, c0 in focus.items():
+        s = g[(g.layer == layer) & (g.c_target == c0) & (g.N == Nmax)]
+        if s.empty:
+            continue
+        s = s.iloc[0]
+        rep.claim(f"At N = {Nmax}, c = {s.c:.3g} the sampled {SYMBOL[layer]} threshold is within 0.05 of "
+                  "the large-N value", bool(abs(s["sampled − theory"]) <= 0.05),
+                  f"sampled {s.sampled:.3f} ± {s.sd:.3f} vs theory {s.theory:.3f}")
+    rep.write()
