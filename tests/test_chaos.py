@@ -88,3 +88,15 @@ def test_member_alone_equals_member_in_batch_and_divergence_is_recorded():
     assert torch.isfinite(full.state[0]).all()
     alone = lyapunov_exponent(step, (x[1:2], r[1:2]), 3000, seeds=seeds[1:2])
     assert alone.exponent[0].item() == full.exponent[1].item()
+
+
+def test_measure_removes_transient_growth_along_a_non_normal_line_of_fixed_points():
+    # x -> J x with J = [[1, 50], [0, 0.5]]: e1 is a line of fixed points, the transverse direction contracts
+    # by 0.5 but feeds e1 strongly, so in the full norm a short window comes out spuriously positive
+    J = torch.tensor([[1.0, 50.0], [0.0, 0.5]], dtype=torch.float64)
+    x0, seeds = torch.zeros(3, 2, dtype=torch.float64), [0, 1, 2]
+    step = lambda s: (s[0] @ J.T,)  # noqa: E731
+    plain = lyapunov_exponent(step, (x0,), 100, seeds=seeds)
+    assert (plain.exponent > 0).all()
+    transverse = lyapunov_exponent(step, (x0,), 100, seeds=seeds, measure=lambda sep, ref: sep[0][:, 1].abs())
+    torch.testing.assert_close(transverse.exponent, torch.full((3,), math.log(0.5), dtype=torch.float64))

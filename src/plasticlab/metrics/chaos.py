@@ -8,9 +8,16 @@ O(1) fluctuations, q ~ 1e-3…1. Both variances are population variances (ddof =
 The Lyapunov estimator is Benettin's: a reference and a perturbed copy advance with the same ensemble step,
 the separation is measured and renormalised to d0 every ``renorm_every`` steps, and the exponent is the mean
 log growth per unit of ``dt`` (``dt = 1`` gives it per step; for a full-batch simulation one step is one
-epoch). The initial perturbation direction is random (per-member seeding), so at a stable point of a manifold
-of fixed points the estimate is the log of the surviving tangent fraction divided by the window: ≈ 0 and
-never positive beyond rounding noise, which the renormalisation keeps at ~rounding/d0 per block.
+epoch). The initial perturbation direction is random (per-member seeding).
+
+Manifolds of fixed points: along the manifold the exact exponent is 0, and a finite window in the full
+weight norm can even come out slightly *positive*, because a non-normal Jacobian lets the tangent part of a
+unit perturbation exceed 1 (transient growth, ~log(condition number)/window). Pass ``measure`` — a seminorm
+of the separation that vanishes on the neutral directions, e.g. the change of the network function — and the
+growth is counted only in what the dynamics can change: at a stable manifold it then decays at the
+transverse rate (clearly negative), while on a chaotic attractor the leading Lyapunov vector has a
+non-zero measure and the same positive exponent is found. Separations are still renormalised in the full
+norm (to stay linear); the seminorm's growth factors are accumulated between renormalisations.
 """
 from __future__ import annotations
 
@@ -111,13 +118,15 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def lyapunov_exponent(step_fn: Callable[[State], State], state, n_steps: int, *, seeds,
                       key: int = seeding.key_of("lyapunov perturbation"), d0: float = 1e-8,
                       renorm_every: int = 10, dt: float = 1.0,
-                      observe: Callable[[int, State], None] | None = None) -> LyapunovResult:
+                      observe: Callable[[int, State], None] | None = None,
+                      measure: Callable[[State, State], torch.Tensor] | None = None) -> LyapunovResult:
     """Largest Lyapunov exponent of ``state -> step_fn(state)``, one per ensemble member.
 
     ``state`` is a tensor or tuple of tensors, each with leading ensemble dim E; ``step_fn`` maps such a
     tuple to the next one (it is called separately on the reference and on the perturbed copy, so it needs
     no knowledge of the pairing). ``seeds`` (E,) drive the random initial direction. ``observe(t, ref)`` is
     called after every reference step (t = 1..n_steps), e.g. to accumulate q over the same window.
+    ``measure(separation, ref) -> (E,)`` sizes a separation (default: the joint Euclidean norm).
     """
     single = isinstance(state, torch.Tensor)
     ref: State = (state,) if single else tuple(state)
@@ -128,9 +137,11 @@ def lyapunov_exponent(step_fn: Callable[[State], State], state, n_steps: int, *,
     direction = [seeding.normal(seeds, key + i, tuple(x.shape[1:]), dtype=x.dtype) for i, x in enumerate(ref)]
     scale = d0 / _joint_norm(direction)
     pert = tuple(x + _bcast(scale, x) * u for x, u in zip(ref, direction))
+    size = (lambda sep, r: _joint_norm(sep)) if measure is None else measure
     log_sum = torch.zeros(E, dtype=torch.float64)
     diverged = torch.zeros(E, dtype=torch.bool)
     last_sep = [_bcast(scale, u) * u for u in direction]
+    size0 = size(tuple(last_sep), ref).to(torch.float64)
     for t in range(1, n_steps + 1):
         new_ref, new_pert = step(ref), step(pert)
         bad = ~(torch.stack([torch.isfinite(x).reshape(E, -1).all(1) for x in new_ref + new_pert]).all(0))
@@ -140,13 +151,16 @@ def lyapunov_exponent(step_fn: Callable[[State], State], state, n_steps: int, *,
         pert = tuple(torch.where(_bcast(diverged, n), o, n) for o, n in zip(pert, new_pert))
         if t % renorm_every == 0 or t == n_steps:
             sep = [p - r for p, r in zip(pert, ref)]
+            size1 = size(tuple(sep), ref).to(torch.float64)
+            growth = torch.log(size1.clamp_min(1e-300) / size0.clamp_min(1e-300))
+            log_sum += torch.where(diverged, torch.zeros_like(growth), growth)
             dist = _joint_norm(sep).to(torch.float64)
             collapsed = dist <= 0  # both copies landed on the same float: keep the old direction
-            growth = torch.log(torch.where(collapsed, torch.full_like(dist, 1e-300), dist) / d0)
-            log_sum += torch.where(diverged, torch.zeros_like(growth), growth)
             sep = [torch.where(_bcast(collapsed, s), ls, s) for s, ls in zip(sep, last_sep)]
-            dist = torch.where(collapsed, torch.full_like(dist, d0), dist).to(ref[0].dtype)
-            last_sep = [s * _bcast(d0 / dist, s) for s in sep]
+            dist = torch.where(collapsed, torch.full_like(dist, d0), dist)
+            ratio = d0 / dist
+            last_sep = [s * _bcast(ratio.to(s.dtype), s) for s in sep]
+            size0 = torch.where(collapsed, size0, size1 * ratio)  # a seminorm scales with its argument
             pert = tuple(r + s for r, s in zip(ref, last_sep))
         if observe is not None:
             observe(t, ref)
