@@ -123,63 +123,58 @@ def _nearest(values, target):
     return values[np.argmin(np.abs(np.log(values) - np.log(target)))]
 
 
+def _phase_panel(ax, t, s, layer, sizes, colors, xlim, top):
+    ax.fill_between(t.c, 0, t.alpha, color="tab:green", alpha=0.15, lw=0, label="stable (theory)")
+    ax.fill_between(t.c, t.alpha, top, color="tab:red", alpha=0.08, lw=0, label="unstable (theory)")
+    ax.plot(t.c, t.alpha, "k-", lw=1.6, label="large-N boundary α*")
+    for N, col in zip(sizes, colors):
+        g = s[s.N == N]
+        if g.empty:
+            continue
+        ax.scatter(g.c, g.alpha, s=8, color=col, alpha=0.35, lw=0)
+        m = g.groupby("c").alpha.agg(["mean", "std"]).reset_index()
+        ax.errorbar(m.c, m["mean"], yerr=m["std"].fillna(0), fmt="o-", ms=4, lw=1, color=col,
+                    capsize=2, label=f"sampled N={N} (dots: seeds; mean ± sd)")
+    pc = np.array(list(PAPER[layer]))
+    ax.scatter(pc, [PAPER[layer][c] for c in pc], marker="s", s=45, facecolor="none",
+               edgecolor="k", zorder=5, label="paper's listed values (SPEC B.4)")
+    ax.set_xscale("log")
+    ax.set_xlim(*xlim)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("c = M / N (inputs / hidden)")
+    ax.set_ylabel(f"flipped fraction {SYMBOL[layer]}")
+
+
 def _phase_figure(df, p):
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     th = df[df.source == "theory"]
     thr = df[df.source == "sampled-threshold"]
     sizes = sorted(thr.N.unique())
     colors = plt.cm.viridis(np.linspace(0.15, 0.85, max(len(sizes), 1)))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, layer in zip(axes, LAYERS):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    panels = [("hidden", C_RANGE, "hidden flips: A = D1 + W1ᵀW1"),
+              ("hidden", None, "hidden flips, zoom on the sampled range"),
+              ("readout", C_RANGE, "readout flips: A = I + W1ᵀD2W1")]
+    for ax, (layer, xlim, title) in zip(axes, panels):
         t = th[th.layer == layer].sort_values("c")
-        top = 1.02 if layer == "hidden" else 0.55
-        ax.fill_between(t.c, 0, t.alpha, color="tab:green", alpha=0.15, lw=0, label="stable (theory)")
-        ax.fill_between(t.c, t.alpha, top, color="tab:red", alpha=0.08, lw=0, label="unstable (theory)")
-        ax.plot(t.c, t.alpha, "k-", lw=1.6, label=f"large-N boundary {SYMBOL[layer]}*")
         s = thr[thr.layer == layer]
-        for N, col in zip(sizes, colors):
-            g = s[s.N == N]
-            if g.empty:
-                continue
-            ax.scatter(g.c, g.alpha, s=8, color=col, alpha=0.35, lw=0)
-            m = g.groupby("c").alpha.agg(["mean", "std"]).reset_index()
-            ax.errorbar(m.c, m["mean"], yerr=m["std"].fillna(0), fmt="o-", ms=4, lw=1, color=col,
-                        capsize=2, label=f"sampled N={N} (mean ± sd over seeds)")
-        pc = np.array(list(PAPER[layer]))
-        ax.scatter(pc, [PAPER[layer][c] for c in pc], marker="s", s=45, facecolor="none",
-                   edgecolor="k", zorder=5, label="SPEC/paper listed values")
-        ax.set_xscale("log")
-        ax.set_xlim(*C_RANGE)
-        ax.set_ylim(0, top)
-        ax.set_xlabel("c = M / N (inputs / hidden)")
-        ax.set_ylabel(f"flipped fraction {SYMBOL[layer]}")
-        ax.set_title(f"{layer} flips: A = " + ("D1 + W1ᵀW1" if layer == "hidden" else "I + W1ᵀD2W1"))
-        ax.legend(fontsize=7, loc="lower left")
-        if layer == "hidden" and not s.empty:
-            _hidden_zoom(ax, t, s, sizes, colors)
+        zoom = xlim is None
+        if zoom:
+            # the hidden boundary lives in c ∈ [¼, ⅔]; the full range squeezes it into a cliff
+            xlim = (s.c.min() / 1.25, s.c.max() * 1.25) if not s.empty else (0.1, 1.5)
+        _phase_panel(ax, t, s, layer, sizes, colors, xlim, 1.02 if layer == "hidden" else 0.55)
+        if zoom:
+            ax.set_xticks([x for x in (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0, 1.5)
+                           if xlim[0] <= x <= xlim[1]])
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_title(title)
+    handles, labels = axes[2].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, -0.1))
     fig.tight_layout()
     return fig
-
-
-def _hidden_zoom(ax, t, s, sizes, colors):
-    """The hidden boundary lives in c ∈ [¼, ⅔]: an inset shows the sampled points there."""
-    ins = ax.inset_axes([0.56, 0.38, 0.42, 0.58])
-    lo, hi = s.c.min() / 1.2, s.c.max() * 1.2
-    t = t[(t.c >= lo) & (t.c <= hi)]
-    ins.fill_between(t.c, 0, t.alpha, color="tab:green", alpha=0.15, lw=0)
-    ins.plot(t.c, t.alpha, "k-", lw=1.4)
-    for N, col in zip(sizes, colors):
-        m = s[s.N == N].groupby("c").alpha.agg(["mean", "std"]).reset_index()
-        ins.errorbar(m.c, m["mean"], yerr=m["std"].fillna(0), fmt="o-", ms=3, lw=1, color=col, capsize=2)
-    pc = np.array(list(PAPER["hidden"]))
-    ins.scatter(pc, [PAPER["hidden"][c] for c in pc], marker="s", s=30, facecolor="none", edgecolor="k",
-                zorder=5)
-    ins.set_xscale("log")
-    ins.set_xlim(lo, hi)
-    ins.set_ylim(0, 1.02)
-    ins.tick_params(labelsize=7)
-    ins.set_title("zoom", fontsize=7)
 
 
 def _curve_figure(df, focus):
