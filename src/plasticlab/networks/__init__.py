@@ -1,1 +1,5 @@
-"""networks"""
+"""Ensemble-batched networks."""
+from plasticlab.networks.activations import ACTIVATIONS, activation
+from plasticlab.networks.mlp import MLP, Trace, init_mlp
+
+__all__ = ["ACTIVATIONS", "activation", "MLP", "Trace", "init_mlp"]

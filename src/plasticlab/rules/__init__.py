@@ -1,1 +1,34 @@
-"""rules"""
+"""Learning rules as composable pieces: ``chain(dfa(), weight_decay(1e-3), signal_noise(0.1))``."""
+from __future__ import annotations
+
+from plasticlab.errors import unknown_choice
+from plasticlab.rules.base import Chain, Context, StepOutput, Transform, chain, tree_map
+from plasticlab.rules.signals import anti_hebbian, dfa, hebbian, oja, random_nn, sgd
+from plasticlab.rules.transforms import adam, param_noise, signal_noise, weight_decay
+
+SIGNALS = {"sgd": sgd, "dfa": dfa, "random_nn": random_nn, "hebbian": hebbian,
+           "anti_hebbian": anti_hebbian, "oja": oja}
+
+
+def make_rule(name: str, gamma: float = 0.0, param_sigma: float = 0.0, signal_sigma: float = 0.0) -> Chain:
+    """A named rule as used by experiments: a signal name, or "adam" (= sgd preconditioned by Adam),
+    followed by the noise pieces and decoupled weight decay."""
+    if name == "adam":
+        parts = [sgd(), adam()]
+    elif name in SIGNALS:
+        parts = [SIGNALS[name]()]
+    else:
+        raise unknown_choice("rule", name, [*SIGNALS, "adam"])
+    if param_sigma:
+        parts.append(param_noise(param_sigma))
+    if signal_sigma:
+        parts.append(signal_noise(signal_sigma))
+    parts.append(weight_decay(gamma))
+    return chain(*parts)
+
+
+RULE_NAMES = [*SIGNALS, "adam"]
+
+__all__ = ["Chain", "Context", "StepOutput", "Transform", "chain", "tree_map", "sgd", "dfa", "random_nn",
+           "hebbian", "anti_hebbian", "oja", "adam", "weight_decay", "signal_noise", "param_noise",
+           "make_rule", "SIGNALS", "RULE_NAMES"]

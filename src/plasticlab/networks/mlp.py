@@ -1,0 +1,81 @@
+"""Ensemble-batched MLPs that expose every layer's presynaptic h_a and postsynaptic h_b (SPEC A.1).
+
+Weights of layer l are (E, out, in): E ensemble members advance together. Conventions:
+- h_a: the post-activation of the previous layer (the input x for the first layer);
+- h_b: the pre-activation W h_a **without the bias** (the bias is added after, to form z). Alignment is
+  measured on W alone, so the bias never enters the Hebbian factor.
+- Hidden layers apply the activation; the output layer is linear (regression / logits).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from plasticlab import seeding
+from plasticlab.errors import PlasticlabError
+from plasticlab.networks.activations import activation as get_activation
+
+
+@dataclass
+class MLP:
+    weights: list[torch.Tensor]  # (E, out, in)
+    biases: list[torch.Tensor | None]  # (E, out) or None
+    activation: str
+
+    @property
+    def depth(self) -> int:
+        return len(self.weights)
+
+    @property
+    def ensemble_size(self) -> int:
+        return self.weights[0].shape[0]
+
+    @property
+    def widths(self) -> list[int]:
+        return [self.weights[0].shape[2]] + [w.shape[1] for w in self.weights]
+
+    def params(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        return list(zip(self.weights, self.biases))
+
+    def with_params(self, params) -> "MLP":
+        return MLP([w for w, _ in params], [b for _, b in params], self.activation)
+
+    def forward(self, x: torch.Tensor, weights: list[torch.Tensor] | None = None) -> "Trace":
+        """x (E, B, in) -> Trace; ``weights`` replaces W in the pass (e.g. perturbed by parameter noise)."""
+        weights = self.weights if weights is None else weights
+        phi, _ = get_activation(self.activation)
+        pre, post, z_all = [], [], []
+        h = x
+        for l, (W, b) in enumerate(zip(weights, self.biases)):
+            hb = torch.bmm(h, W.transpose(1, 2))
+            z = hb if b is None else hb + b[:, None, :]
+            pre.append(h)
+            post.append(hb)
+            z_all.append(z)
+            h = phi(z) if l < len(weights) - 1 else z
+        return Trace(pre=pre, post=post, z=z_all, out=h, weights=weights)
+
+
+@dataclass
+class Trace:
+    pre: list[torch.Tensor]  # h_a per layer (E, B, in)
+    post: list[torch.Tensor]  # h_b per layer (E, B, out), without bias
+    z: list[torch.Tensor]  # pre-activation with bias
+    out: torch.Tensor  # network output (E, B, d_out)
+    weights: list[torch.Tensor] = field(repr=False)  # the weights this pass used
+
+
+def init_mlp(seeds, widths: list[int], activation: str = "tanh", *, bias: bool = False,
+             scale: float = 1.0, tag: str = "student", dtype=torch.float64) -> MLP:
+    """Gaussian init with std scale/sqrt(fan_in); member e depends on seeds[e] and ``tag`` only."""
+    get_activation(activation)  # validate early
+    if len(widths) < 2 or any(int(w) < 1 for w in widths):
+        raise PlasticlabError(f"widths must list at least two positive sizes (in, ..., out), got {widths}")
+    weights, biases = [], []
+    for l, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+        W = seeding.normal(seeds, seeding.key_of(tag, "W", l), (fan_out, fan_in), dtype)
+        weights.append(W * (scale / math.sqrt(fan_in)))
+        biases.append(torch.zeros(len(weights[-1]), fan_out, dtype=dtype) if bias else None)
+    return MLP(weights, biases, activation)
