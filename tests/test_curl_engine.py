@@ -105,7 +105,7 @@ def test_bad_activation_names_choices(net):
 
 # -- simulator ---------------------------------------------------------------------------------------
 def small_cfg(**kw):
-    base = dict(M=6, N=4, activation="tanh", P=20, B=5, epochs=6, n_checkpoints=4, n_test=7)
+    base = dict(M=6, N=4, activation="tanh", P=20, B=5, epochs=6, points_per_decade=4, n_test=7)
     base.update(kw)
     return CurlConfig(**base)
 
@@ -144,7 +144,7 @@ def test_member_alone_equals_member_in_batch():
 
 
 def test_divergence_is_recorded_and_isolated():
-    cfg = small_cfg(norm_constraint=False, activation="linear", epochs=30, n_checkpoints=8)
+    cfg = small_cfg(norm_constraint=False, activation="linear", epochs=30, points_per_decade=8)
     ok = simulate(cfg, [0, 1], eta=[0.1, 0.1])
     bad = simulate(cfg, [0, 5, 1], eta=[0.1, 1e6, 0.1])
     assert bad.diverged.tolist() == [False, True, False]
@@ -156,7 +156,7 @@ def test_divergence_is_recorded_and_isolated():
 
 
 def test_threshold_epoch_is_first_checkpoint_below_and_teacher_init_converged():
-    cfg = small_cfg(activation="linear", B=20, P=20, epochs=200, n_checkpoints=12, threshold=1e-2,
+    cfg = small_cfg(activation="linear", B=20, P=20, epochs=200, points_per_decade=12, threshold=1e-2,
                     norm_constraint=False, eta=1.0)
     r = simulate(cfg, [0, 1, 2])
     for e in range(3):

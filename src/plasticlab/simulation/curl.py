@@ -121,7 +121,7 @@ class CurlConfig:
     perturbation: float = 1e-15     # std of the per-weight Gaussian added to the teacher when init="teacher"
     balanced_teacher: bool = False  # rescale the teacher to ‖W1‖_F = √N, ‖W2‖ = 1 (SPEC B.4/B.5)
     threshold: float = 1e-3         # for epochs_to_threshold (train error)
-    n_checkpoints: int = 60         # log-spaced evaluation epochs (plus epoch 0)
+    points_per_decade: int = 20     # log-spaced evaluation epochs (plus epoch 0 and the last epoch)
     record_last: int = 0            # keep all weights over the last K epochs (chaos measurements)
     stop_when_converged: bool = False  # stop once every live member is below threshold
     dtype: str = "float64"
@@ -130,7 +130,7 @@ class CurlConfig:
         check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("init", self.init, INITS)
         check_choice("dtype", self.dtype, DTYPES)
-        for name in ("M", "N", "P", "B", "epochs", "n_test", "n_checkpoints"):
+        for name in ("M", "N", "P", "B", "epochs", "n_test", "points_per_decade"):
             check_positive(name, getattr(self, name))
         check_positive("eta", self.eta)
         if self.B > self.P or self.P % self.B:
@@ -140,8 +140,10 @@ class CurlConfig:
         return self
 
     def checkpoints(self) -> np.ndarray:
-        ts = np.unique(np.round(np.logspace(0, math.log10(self.epochs), self.n_checkpoints)).astype(int))
-        return np.concatenate([[0], ts[(ts >= 1) & (ts <= self.epochs)]])
+        # a grid fixed per decade (not per run length) so thresholds are comparable across epoch budgets
+        n = int(math.ceil(math.log10(self.epochs) * self.points_per_decade)) + 1
+        ts = np.round(10.0 ** (np.arange(n) / self.points_per_decade)).astype(int)
+        return np.unique(np.concatenate([[0], ts[ts < self.epochs], [self.epochs]]))
 
 
 def grid(seeds, k1s=(0,), k2s=(0,), init_scales=(1.0,), rules=("curl",)) -> dict[str, list]:
@@ -195,25 +197,34 @@ def _uniform_pm(seeds, key: int, shape, bound: float, dtype) -> torch.Tensor:
     return (2.0 * seeding.uniform(seeds, key, shape) - 1.0).mul_(bound).to(dtype)
 
 
-def _init(cfg: CurlConfig, seeds: torch.Tensor, scale: torch.Tensor, dt):
+def _teacher_data(cfg: CurlConfig, seeds: torch.Tensor):
+    """Teacher, data and DFA feedback: functions of the seed alone, so members sharing a seed share them."""
     M, N = cfg.M, cfg.N
     T1 = _uniform_pm(seeds, _key("teacher_W1"), (N, M), 1 / math.sqrt(M), torch.float64)
     T2 = _uniform_pm(seeds, _key("teacher_W2"), (1, N), 1 / math.sqrt(N), torch.float64)
     if cfg.balanced_teacher:
         T1 *= math.sqrt(N) / torch.linalg.vector_norm(T1, dim=(1, 2), keepdim=True)
         T2 /= torch.linalg.vector_norm(T2, dim=(1, 2), keepdim=True)
-    if cfg.init == "teacher":
-        W1 = T1 + cfg.perturbation * seeding.normal(seeds, _key("perturb_W1"), (N, M))
-        W2 = T2 + cfg.perturbation * seeding.normal(seeds, _key("perturb_W2"), (1, N))
-    else:
-        s = scale.reshape(-1, 1, 1)
-        W1 = s * _uniform_pm(seeds, _key("student_W1"), (N, M), 1 / math.sqrt(M), torch.float64)
-        W2 = s * _uniform_pm(seeds, _key("student_W2"), (1, N), 1 / math.sqrt(N), torch.float64)
     X = seeding.normal(seeds, _key("x_train"), (cfg.P, M)) / math.sqrt(2.0)
     Xt = seeding.normal(seeds, _key("x_test"), (cfg.n_test, M)) / math.sqrt(2.0)
-    Y = curl_forward(T1, T2, X, cfg.activation)
-    Yt = curl_forward(T1, T2, Xt, cfg.activation)
     F = _uniform_pm(seeds, _key("feedback"), (N, 1), 1 / math.sqrt(N), torch.float64)
+    return T1, T2, X, curl_forward(T1, T2, X, cfg.activation), Xt, curl_forward(T1, T2, Xt, cfg.activation), F
+
+
+def _student(cfg: CurlConfig, seeds: torch.Tensor, scale: torch.Tensor, T1, T2):
+    M, N = cfg.M, cfg.N
+    if cfg.init == "teacher":
+        return (T1 + cfg.perturbation * seeding.normal(seeds, _key("perturb_W1"), (N, M)),
+                T2 + cfg.perturbation * seeding.normal(seeds, _key("perturb_W2"), (1, N)))
+    s = scale.to(torch.float64).reshape(-1, 1, 1)
+    return (s * _uniform_pm(seeds, _key("student_W1"), (N, M), 1 / math.sqrt(M), torch.float64),
+            s * _uniform_pm(seeds, _key("student_W2"), (1, N), 1 / math.sqrt(N), torch.float64))
+
+
+def _init(cfg: CurlConfig, seeds: torch.Tensor, scale: torch.Tensor, dt):
+    """Per-member (W1, W2, X, Y, Xt, Yt, F) — the simulator's starting point, exposed for tests."""
+    T1, T2, X, Y, Xt, Yt, F = _teacher_data(cfg, seeds)
+    W1, W2 = _student(cfg, seeds, scale, T1, T2)
     return [t.to(dt).contiguous() for t in (W1, W2, X, Y, Xt, Yt, F)]
 
 
@@ -261,14 +272,23 @@ def simulate(cfg: CurlConfig, seeds, k1=0, k2=0, init_scale=1.0, rule="curl", et
 
 def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
     E, M, N, P, B, act = len(members), cfg.M, cfg.N, cfg.P, cfg.B, cfg.activation
-    seeds_t = torch.tensor(members.seed.to_numpy(), dtype=torch.int64)
+    seeds_np = members.seed.to_numpy()
+    seeds_t = torch.tensor(seeds_np, dtype=torch.int64)
+    # Data depend on the seed only: generate them once per distinct seed, members index into them.
+    useeds, inv_np = np.unique(seeds_np, return_inverse=True)
+    useeds_t, inv = torch.tensor(useeds, dtype=torch.int64), torch.tensor(inv_np, dtype=torch.int64)
+    T1, T2, Xu, Yu, Xtu, Ytu, Fu = _teacher_data(cfg, useeds_t)
+    W1, W2 = _student(cfg, seeds_t, torch.tensor(members.init_scale.to_numpy()), T1[inv], T2[inv])
+    W1, W2 = W1.to(dt).contiguous(), W2.to(dt).contiguous()
+    Xu, Yu, Xt, Yt = Xu.to(dt), Yu.to(dt), Xtu[inv].to(dt), Ytu[inv].to(dt)
+    F = Fu[inv].to(dt)
     flipped = members.rule.isin(["curl", "dfa_flip"]).to_numpy()
     dfa = torch.tensor(members.rule.isin(["dfa", "dfa_flip"]).to_numpy())
-    W1, W2, X, Y, Xt, Yt, F = _init(cfg, seeds_t, torch.tensor(members.init_scale.to_numpy()), dt)
     W10, W20 = W1.clone(), W2.clone()
     d1 = flips(np.where(flipped, members.k1, 0), M, dt)
     d2 = flips(np.where(flipped, members.k2, 0), N, dt)
     use_d1, use_d2 = bool((d1 < 0).any()), bool((d2 < 0).any())
+    d1r, d2r = d1[:, None, :], d2[:, None, :]
     n1 = torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True)
     n2 = torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True)
     # Folding 1/B and the sign into the error makes every update a single in-place baddbmm.
@@ -276,9 +296,37 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
     Ft = F.transpose(1, 2).contiguous()
     dfa_all, dfa_any = bool(dfa.all()), bool(dfa.any())
     dfa_mask = dfa.reshape(E, 1, 1)
-    d2r = d2[:, None, :]
     full = B == P
     steps = P // B
+    Xf, Yf = Xu.reshape(-1, M), Yu.reshape(-1, 1)
+    row0 = (inv * P)[:, None]
+    if full:  # one batch, no shuffling: order does not change a full-batch mean
+        X_all, Y_all = Xu[inv].contiguous(), Yu[inv].contiguous()
+        Xd_all = X_all * d1r if use_d1 else X_all
+
+    def step(xb, xdb, yb) -> None:
+        a1 = torch.bmm(xb, W1.transpose(1, 2))
+        h = _phi(a1, act)
+        e = torch.bmm(h, W2.transpose(1, 2))
+        if act == "tanh":
+            e.tanh_()
+        elif act == "relu":
+            e.relu_()
+        e -= yb
+        if full:
+            torch.maximum(peak, e.pow(2).mean(dim=(1, 2)).mul_(0.5), out=peak)
+        e *= lr
+        back = Ft if dfa_all else (torch.where(dfa_mask, Ft, W2) if dfa_any else W2)
+        delta = e * back  # (E,B,1)·(E,1,N): an outer product, cheaper broadcast than as a bmm
+        if act == "tanh":
+            delta.mul_(torch.addcmul(torch.ones((), dtype=dt), h, h, value=-1.0))
+        elif act == "relu":
+            delta.mul_(a1 > 0)
+        W2.baddbmm_(e.transpose(1, 2), h * d2r if use_d2 else h, alpha=-1.0)
+        W1.baddbmm_(delta.transpose(1, 2), xdb, alpha=-1.0)
+        if cfg.norm_constraint:
+            W1.mul_(n1 / torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True))
+            W2.mul_(n2 / torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True))
 
     cps = cfg.checkpoints()
     cp_index = {int(t): i for i, t in enumerate(cps)}
@@ -301,7 +349,7 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
             lr[m] = 0.0
 
     def measure(i: int, epoch: int) -> None:
-        tr = _error(W1, W2, X, Y, act).double().numpy()
+        tr = _error(W1, W2, Xu[inv], Yu[inv], act).double().numpy()
         te = _error(W1, W2, Xt, Yt, act).double().numpy()
         # errors can overflow while the weights are still finite: that is divergence too
         freeze(~(np.isfinite(tr) & np.isfinite(te)), epoch)
@@ -313,37 +361,14 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
     epoch = 0
     for epoch in range(1, cfg.epochs + 1):
         if full:
-            Xs, Ys = X, Y
+            step(X_all, Xd_all, Y_all)
         else:
-            perm = seeding.permutation(seeds_t, shuffle_key + epoch, P)
-            Xs = torch.gather(X, 1, perm[:, :, None].expand(E, P, M))
-            Ys = torch.gather(Y, 1, perm[:, :, None])
-        Xd = Xs * d1[:, None, :] if use_d1 else Xs
-        for s in range(steps):
-            sl = slice(s * B, (s + 1) * B)
-            xb, yb = Xs[:, sl], Ys[:, sl]
-            a1 = torch.bmm(xb, W1.transpose(1, 2))
-            h = _phi(a1, act)
-            e = torch.bmm(h, W2.transpose(1, 2))
-            if act == "tanh":
-                e.tanh_()
-            elif act == "relu":
-                e.relu_()
-            e -= yb
-            if full:
-                torch.maximum(peak, e.pow(2).mean(dim=(1, 2)).mul_(0.5), out=peak)
-            e *= lr
-            back = Ft if dfa_all else (torch.where(dfa_mask, Ft, W2) if dfa_any else W2)
-            delta = torch.bmm(e, back)
-            if act == "tanh":
-                delta.mul_(torch.addcmul(torch.ones((), dtype=dt), h, h, value=-1.0))
-            elif act == "relu":
-                delta.mul_(a1 > 0)
-            W2.baddbmm_(e.transpose(1, 2), h * d2r if use_d2 else h, alpha=-1.0)
-            W1.baddbmm_(delta.transpose(1, 2), Xd[:, sl], alpha=-1.0)
-            if cfg.norm_constraint:
-                W1.mul_(n1 / torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True))
-                W2.mul_(n2 / torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True))
+            # one vectorised draw per epoch; each step then copies just its B rows per member
+            perm = seeding.permutation(useeds_t, shuffle_key + epoch, P)[inv] + row0
+            rows = perm.view(E, steps, B).transpose(0, 1).reshape(steps, E * B)
+            for s in range(steps):
+                xb = Xf.index_select(0, rows[s]).view(E, B, M)
+                step(xb, xb * d1r if use_d1 else xb, Yf.index_select(0, rows[s]).view(E, B, 1))
         # A sum is non-finite iff some entry is (or it overflowed, which is divergence too).
         bad = ~torch.isfinite(W1.sum(dim=(1, 2)) + W2.sum(dim=(1, 2)))
         if bad.any():
