@@ -166,7 +166,7 @@ def _phase_figure(df, p):
             xlim = (s.c.min() / 1.25, s.c.max() * 1.25) if not s.empty else (0.1, 1.5)
         _phase_panel(ax, t, s, layer, sizes, colors, xlim, 1.02 if layer == "hidden" else 0.55)
         if zoom:
-            ax.set_xticks([x for x in (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0, 1.5)
+            ax.set_xticks([x for x in (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.5)
                            if xlim[0] <= x <= xlim[1]])
             ax.xaxis.set_major_formatter(ScalarFormatter())
             ax.xaxis.set_minor_formatter(NullFormatter())
@@ -181,6 +181,7 @@ def _curve_figure(df, focus):
     import matplotlib.pyplot as plt
 
     smp = df[df.source == "sampled"]
+    thr = df[df.source == "sampled-threshold"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for ax, layer in zip(axes, LAYERS):
         s = smp[(smp.layer == layer) & (smp.c_target == focus[layer])]
@@ -190,6 +191,8 @@ def _curve_figure(df, focus):
             g = s[s.N == N].groupby("alpha").min_eig.agg(["mean", "min", "max"]).reset_index()
             ax.plot(g.alpha, g["mean"], "o-", ms=3, color=col, label=f"N={N}, M={int(s[s.N == N].M.iloc[0])}")
             ax.fill_between(g.alpha, g["min"], g["max"], color=col, alpha=0.2, lw=0)
+            a = thr[(thr.layer == layer) & (thr.c_target == focus[layer]) & (thr.N == N)].alpha
+            ax.plot(a.mean(), 0, "v", ms=8, color=col, mec="k", mew=0.5, zorder=5)
         if not s.empty:
             ax.axvline(s.alpha_theory.iloc[0], color="k", ls="--", lw=1, label=f"large-N {SYMBOL[layer]}*")
         ax.axhline(0, color="grey", lw=0.8)
@@ -265,8 +268,9 @@ def _report(df: pd.DataFrame, p, out: Path) -> None:
              for layer, target in (("hidden", 0.4), ("readout", 0.1)) if (thr.layer == layer).any()}
     if len(focus) == 2:
         rep.figure(_curve_figure(df, focus), "min_eig_curves",
-                   "λ_min(A) vs flipped fraction at finite N (mean over seeds; band = seed range); the sign "
-                   "change should approach the dashed large-N threshold as N grows.")
+                   "λ_min(A) vs flipped fraction at finite N (mean over seeds; band = seed range; triangles: "
+                   "bisected sign change, mean over seeds); it should approach the dashed large-N threshold "
+                   "as N grows.")
 
     # finite-N thresholds vs theory
     g = thr.groupby(["layer", "c_target", "N"]).agg(c=("c", "first"), M=("M", "first"),
