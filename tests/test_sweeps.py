@@ -100,6 +100,8 @@ def test_sigkill_mid_sweep_then_rerun_equals_uninterrupted(tmp_path):
     done = [h for h in before["grid"] if before["chunks"][h]["state"] == "done"]
     assert 2 <= len(done) < len(gains), "the kill must land mid-sweep"
     assert not (out / "results.parquet").exists()
+    s = summary(out)  # the grid was recorded before any work, so the unfinished chunks show as pending
+    assert (s["done"], s["pending"], s["failed"], s["running"]) == (len(done), len(gains) - len(done), 0, False)
 
     resumed = plasticlab.run("sweep-demo", out=out, gains=gains, seeds=[0, 1], size=6, steps=4, sleep_s=0.4)
     after = manifest(out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 import uuid
 from contextlib import closing
 from pathlib import Path
@@ -156,7 +157,12 @@ def _execute_resumable(exp, specs, hashes, out, executor, workers, scheduler, pr
                 entry.update(attempts=entry.get("attempts", 0) + 1, run=run_id, finished=now(),
                              seconds=res["seconds"], worker=res["worker"])
                 if res["ok"]:
-                    write_part(out, h, res["df"])  # part first: a manifest entry never points at nothing
+                    try:  # part first: a manifest entry never points at nothing
+                        write_part(out, h, res["df"])
+                    except Exception as e:  # noqa: BLE001 - e.g. a column parquet cannot store
+                        res = dict(ok=False, error=dict(type=type(e).__name__, message=f"writing part: {e}",
+                                                        traceback=traceback.format_exc()))
+                if res["ok"]:
                     entry.update(state="done", rows=len(res["df"]))
                     entry.pop("error", None)
                     run_rec["computed"] += 1

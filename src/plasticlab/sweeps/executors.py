@@ -40,7 +40,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     # pools may already be running, which can deadlock after fork) but still start fast, since the heavy
     # imports are done once in the server.
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "pandas", "pyarrow", "plasticlab.sweeps.worker"])
+    ctx.set_forkserver_preload(["torch", "pandas", "pyarrow", "plasticlab.sweeps._preload"])
     return ctx
 
 

@@ -36,6 +36,10 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"chunk spec value {obj!r} of type {type(obj).__name__} is not JSON-serialisable")
 
 
+def _lenient(obj: Any) -> Any:
+    return obj.tolist() if hasattr(obj, "tolist") else str(obj)
+
+
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
 
@@ -113,7 +117,8 @@ class Manifest:
         return cls(Path(out), data)
 
     def save(self) -> None:
-        text = json.dumps(self.data, indent=1, default=_json_default)
+        # Lenient: params may hold e.g. Paths; only chunk identity (chunk_hash) needs strict JSON.
+        text = json.dumps(self.data, indent=1, default=_lenient)
         atomic_write(self.out / MANIFEST, lambda tmp: tmp.write_text(text))
 
     @property

@@ -12,6 +12,8 @@ import time
 import traceback
 from typing import Any
 
+import pandas as pd
+
 
 def usable_cores() -> int:
     try:
@@ -48,6 +50,8 @@ def run_task(name: str, spec: dict[str, Any], threads: int | None = None) -> dic
         exp = get(name)  # first call in a process imports the experiment modules
         t0 = time.perf_counter()
         df = exp.run_chunk(spec)
+        if not isinstance(df, pd.DataFrame):
+            raise TypeError(f"{name}.run_chunk must return a pandas DataFrame, got {type(df).__name__}")
         return dict(ok=True, df=df, seconds=time.perf_counter() - t0, worker=where)
     except Exception as e:  # noqa: BLE001 - any chunk error is data for the manifest, not a crash
         err = dict(type=type(e).__name__, message=str(e), traceback=traceback.format_exc())
