@@ -100,3 +100,65 @@ def test_measure_removes_transient_growth_along_a_non_normal_line_of_fixed_point
     assert (plain.exponent > 0).all()
     transverse = lyapunov_exponent(step, (x0,), 100, seeds=seeds, measure=lambda sep, ref: sep[0][:, 1].abs())
     torch.testing.assert_close(transverse.exponent, torch.full((3,), math.log(0.5), dtype=torch.float64))
+
+
+# -- curl-chaos experiment ---------------------------------------------------------------------------------
+def test_moment_matched_data_gives_the_full_batch_linear_step():
+    from plasticlab.experiments.curl_chaos import moment_matched
+    from plasticlab.simulation.curl import curl_step, flips
+
+    seeds, M, N, P = [0, 1], 5, 7, 40
+    X = seeding.normal(seeds, 1, (P, M))
+    Y = X @ seeding.normal(seeds, 2, (M, 1))
+    W1, W2 = seeding.normal(seeds, 3, (N, M)), seeding.normal(seeds, 4, (1, N))
+    Xr, Yr = moment_matched(X, Y)
+    assert Xr.shape == (2, M, M)
+    args = (flips([2, 3], M), flips([1, 0], N), 0.1, "linear")
+    for a, b in zip(curl_step(W1, W2, X, Y, *args), curl_step(W1, W2, Xr, Yr, *args)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_shapes_and_chunks_follow_the_spec():
+    from plasticlab.experiments import get
+    from plasticlab.experiments.curl_chaos import shape_for
+
+    assert [shape_for(c) for c in (0.3, 0.4, 0.5)] == [(50, 169), (62, 157), (73, 146)]
+    exp = get("curl-chaos")
+    p = exp.params(quick=True, cs=[0.4], alphas=[0.1], c_grid=[0.4, 1.0], c_alphas=[0.5])
+    chunks = exp.chunks(p)
+    assert [(ch["c"], ch["M"], ch["alphas"]) for ch in chunks] == [(0.4, 62, [0.1, 0.5]), (1.0, 109, [0.5])]
+    from plasticlab.errors import PlasticlabError
+
+    with pytest.raises(PlasticlabError, match="activation"):
+        exp.params(activation="sigmoid")
+    with pytest.raises(PlasticlabError, match="record"):
+        exp.params(epochs=10, record=20)
+
+
+def test_gd_from_teacher_stays_converged_and_full_flips_leave_the_manifold():
+    from plasticlab.experiments.curl_chaos import run_members
+
+    kw = dict(epochs=200, record=100, P=40)
+    df = run_members(6, 14, [0.0, 1.0, 0.0], [0, 0, 1], **kw)
+    assert list(df.columns[:6]) == ["M", "N", "alpha_h", "k1", "alpha_h_eff", "seed"]
+    gd, flipped = df.iloc[0], df.iloc[1]
+    assert gd.q < 1e-20 and gd.lyapunov < 0 and gd.train_error < 1e-20
+    # c = 6/14: with every input flipped A = -‖W2‖² I + W1ᵀW1 is indefinite, so the manifold repels
+    assert flipped.lyapunov > 0 and flipped.q > 1e3 * gd.q
+    # a member alone equals itself in a batch (up to BLAS rounding, which q resolves at the 1e-32 level)
+    alone = run_members(6, 14, [1.0, 0.0], [0, 1], **kw)
+    np.testing.assert_allclose(alone[["q", "lyapunov"]].iloc[0], df[["q", "lyapunov"]].iloc[1], rtol=1e-6)
+    np.testing.assert_allclose(alone.lyapunov[1], df.lyapunov[2], rtol=1e-6)
+    assert alone.q[1] < 1e-25 and df.q[2] < 1e-25
+    assert not df.diverged.any()
+
+
+def test_report_is_written_from_the_table(tmp_path):
+    import plasticlab
+
+    df = plasticlab.run("curl-chaos", quick=True, out=tmp_path, cs=[0.05], alphas=[0.0, 1.0], c_grid=[0.05],
+                        c_alphas=[1.0], epochs=120, record=40)
+    assert set(df.columns) >= {"c", "alpha_h", "seed", "q", "lyapunov", "M", "N", "diverged"}
+    text = (tmp_path / "report.md").read_text()
+    assert "## Verdicts" in text and "q and λ agree" in text
+    assert (tmp_path / "chaos_vs_alpha.png").exists() and (tmp_path / "chaos_vs_c.png").exists()

@@ -142,28 +142,34 @@ def lyapunov_exponent(step_fn: Callable[[State], State], state, n_steps: int, *,
     diverged = torch.zeros(E, dtype=torch.bool)
     last_sep = [_bcast(scale, u) * u for u in direction]
     size0 = size(tuple(last_sep), ref).to(torch.float64)
-    for t in range(1, n_steps + 1):
-        new_ref, new_pert = step(ref), step(pert)
-        bad = ~(torch.stack([torch.isfinite(x).reshape(E, -1).all(1) for x in new_ref + new_pert]).all(0))
-        diverged |= bad
-        # frozen members keep their last finite state so that inf/NaN never spreads through later ops
-        ref = tuple(torch.where(_bcast(diverged, n), o, n) for o, n in zip(ref, new_ref))
-        pert = tuple(torch.where(_bcast(diverged, n), o, n) for o, n in zip(pert, new_pert))
-        if t % renorm_every == 0 or t == n_steps:
+    done = 0
+    while done < n_steps:
+        start_ref, start_pert = ref, pert  # finite by construction: diverged members are restored to it
+        for _ in range(min(renorm_every, n_steps - done)):
+            ref, pert = step(ref), step(pert)
+            done += 1
+            if observe is not None:
+                observe(done, ref)
+        sep = [p - r for p, r in zip(pert, ref)]
+        size1 = size(tuple(sep), ref).to(torch.float64)
+        # checked once per block: a sum is non-finite iff some entry is (or it overflowed: divergence too)
+        bad = ~torch.isfinite(sum(x.reshape(E, -1).sum(1).to(torch.float64) for x in ref + pert) + size1)
+        if bad.any():
+            diverged |= bad
+            ref = tuple(torch.where(_bcast(diverged, n), o, n) for o, n in zip(start_ref, ref))
+            pert = tuple(torch.where(_bcast(diverged, n), o, n) for o, n in zip(start_pert, pert))
             sep = [p - r for p, r in zip(pert, ref)]
-            size1 = size(tuple(sep), ref).to(torch.float64)
-            growth = torch.log(size1.clamp_min(1e-300) / size0.clamp_min(1e-300))
-            log_sum += torch.where(diverged, torch.zeros_like(growth), growth)
-            dist = _joint_norm(sep).to(torch.float64)
-            collapsed = dist <= 0  # both copies landed on the same float: keep the old direction
-            sep = [torch.where(_bcast(collapsed, s), ls, s) for s, ls in zip(sep, last_sep)]
-            dist = torch.where(collapsed, torch.full_like(dist, d0), dist)
-            ratio = d0 / dist
-            last_sep = [s * _bcast(ratio.to(s.dtype), s) for s in sep]
-            size0 = torch.where(collapsed, size0, size1 * ratio)  # a seminorm scales with its argument
-            pert = tuple(r + s for r, s in zip(ref, last_sep))
-        if observe is not None:
-            observe(t, ref)
+            size1 = torch.where(diverged, size0, size1)
+        growth = torch.log(size1.clamp_min(1e-300) / size0.clamp_min(1e-300))
+        log_sum += torch.where(diverged, torch.zeros_like(growth), growth)
+        dist = _joint_norm(sep).to(torch.float64)
+        collapsed = dist <= 0  # both copies landed on the same float: keep the old direction
+        sep = [torch.where(_bcast(collapsed, s), ls, s) for s, ls in zip(sep, last_sep)]
+        dist = torch.where(collapsed, torch.full_like(dist, d0), dist)
+        ratio = d0 / dist
+        last_sep = [s * _bcast(ratio.to(s.dtype), s) for s in sep]
+        size0 = torch.where(collapsed, size0, size1 * ratio)  # a seminorm scales with its argument
+        pert = tuple(r + s for r, s in zip(ref, last_sep))
     exponent = log_sum / (n_steps * dt)
     exponent = torch.where(diverged, torch.full_like(exponent, float("nan")), exponent)
     return LyapunovResult(exponent, ref[0] if single else ref, diverged)
