@@ -212,3 +212,11 @@ def test_jacobian_of_update_map_matches_manifold_spectrum():
     assert len(nonzero) == Mj and np.sum(np.abs(ev) <= 1e-9) == Nj * Mj + Nj - Mj
     np.testing.assert_allclose(nonzero, np.sort(want), rtol=1e-8, atol=1e-10)
     assert (nonzero > 0).any()  # the flips chosen here do destabilise: the test sees a positive eigenvalue
+
+
+def test_moment_matched_full_batch_equals_plain_full_batch():
+    cfg = small_cfg(activation="linear", P=30, B=30, epochs=40, norm_constraint=True)
+    fast = simulate(cfg, [0, 1], k1=[1, 0], k2=[0, 2])
+    plain = simulate(CurlConfig(**{**cfg.__dict__, "moment_match": False}), [0, 1], k1=[1, 0], k2=[0, 2])
+    torch.testing.assert_close(fast.W1, plain.W1, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(fast.peak_train_error, plain.peak_train_error, rtol=1e-9)

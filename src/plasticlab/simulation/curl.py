@@ -124,6 +124,7 @@ class CurlConfig:
     points_per_decade: int = 20     # log-spaced evaluation epochs (plus epoch 0 and the last epoch)
     record_last: int = 0            # keep all weights over the last K epochs (chaos measurements)
     stop_when_converged: bool = False  # stop once every live member is below threshold
+    moment_match: bool = True       # linear + full batch: train on M rows with the same moments as the P
     dtype: str = "float64"
 
     def validate(self) -> "CurlConfig":
@@ -228,6 +229,17 @@ def _init(cfg: CurlConfig, seeds: torch.Tensor, scale: torch.Tensor, dt):
     return [t.to(dt).contiguous() for t in (W1, W2, X, Y, Xt, Yt, F)]
 
 
+def moment_matched(X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """M rows (X', Y') with X'ᵀX'/M = XᵀX/P and X'ᵀY'/M = XᵀY/P (and, for a linear teacher, the same
+    mean squared target). A linear network's full-batch update depends on the data only through these
+    moments, so the trajectory is the same (to rounding) at M/P of the cost."""
+    P, M = X.shape[-2], X.shape[-1]
+    L = torch.linalg.cholesky(X.transpose(-1, -2) @ X / P)  # Σ̂ = L Lᵀ
+    Xr = math.sqrt(M) * L.transpose(-1, -2)
+    Yr = math.sqrt(M) * torch.linalg.solve_triangular(L, X.transpose(-1, -2) @ Y / P, upper=False)
+    return Xr.contiguous(), Yr.contiguous()
+
+
 def _error(W1, W2, X, Y, activation) -> torch.Tensor:
     return 0.5 * (curl_forward(W1, W2, X, activation) - Y).pow(2).mean(dim=(1, 2))
 
@@ -302,6 +314,9 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
     row0 = (inv * P)[:, None]
     if full:  # one batch, no shuffling: order does not change a full-batch mean
         X_all, Y_all = Xu[inv].contiguous(), Yu[inv].contiguous()
+        if act == "linear" and cfg.moment_match and M < P:
+            X_all, Y_all = moment_matched(X_all, Y_all)
+            lr *= B / M  # the mean is now over M rows
         Xd_all = X_all * d1r if use_d1 else X_all
 
     def step(xb, xdb, yb) -> None:

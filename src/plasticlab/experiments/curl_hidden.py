@@ -1,0 +1,172 @@
+"""curl-hidden (SPEC B.5 "Hidden-flip simulations"): final test error over (c = M/N, α_h = k1/M) with
+M + N fixed. Theory (B.4): the solution manifold is stable below α_h*(c) — for every α_h when c ≤ 1/4, for
+no α_h > 0 when c ≥ 2/3 — so learning should succeed below the boundary and fail above it.
+
+One chunk = one (M, N, activation) shape; its members are α_h values × seeds.
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from plasticlab.errors import PlasticlabError  # noqa: E402
+from plasticlab.experiments.base import Experiment, register  # noqa: E402
+from plasticlab.report import Report  # noqa: E402
+from plasticlab.simulation.curl import CurlConfig, simulate  # noqa: E402
+
+
+def shape_for(c: float, total: int) -> tuple[int, int]:
+    """(M, N) with M + N = total and M/N ≈ c (floor, as the paper's (62, 157) at c = 0.4)."""
+    M = max(1, min(total - 1, int(math.floor(total * c / (1 + c) + 1e-9))))
+    return M, total - M
+
+
+def log_cs(lo: float, hi: float, n: int) -> list[float]:
+    return [float(c) for c in np.logspace(math.log10(lo), math.log10(hi), n)]
+
+
+def theory_alpha(c, layer: str):
+    """The large-N boundary from the theory module (owned elsewhere); None if it is not importable."""
+    try:
+        from plasticlab.theory.curl import critical_flip_fraction
+    except ImportError:
+        return None
+    return critical_flip_fraction(np.asarray(c, float), layer)
+
+
+def empirical_boundary(grid: pd.DataFrame, xcol: str, acol: str, value: str) -> pd.DataFrame:
+    """Per x: the smallest α whose log10 error lies closer to the column's worst than to its α=0 value
+    (NaN if none) — a threshold-free estimate of where learning breaks down."""
+    rows = []
+    for x, g in grid.groupby(xcol):
+        g = g.sort_values(acol)
+        v = g[value].to_numpy()
+        good, bad = v[0], np.nanmax(v)
+        if not np.isfinite(good) or bad - good < 1.0:  # < 1 decade apart: no breakdown visible
+            rows.append((x, np.nan))
+            continue
+        over = np.flatnonzero(v > (good + bad) / 2)
+        rows.append((x, float(g[acol].to_numpy()[over[0]]) if len(over) else np.nan))
+    return pd.DataFrame(rows, columns=[xcol, "alpha_breakdown"])
+
+
+def heatmap(ax, piv: pd.DataFrame, xlabel: str, ylabel: str, vmin=None, vmax=None):
+    xs, ys = piv.columns.to_numpy(float), piv.index.to_numpy(float)
+    im = ax.pcolormesh(np.arange(len(xs) + 1) - 0.5, np.arange(len(ys) + 1) - 0.5, piv.to_numpy(float),
+                       cmap="viridis", vmin=vmin, vmax=vmax, shading="flat")
+    step = max(1, len(xs) // 6)
+    ax.set_xticks(range(0, len(xs), step), [f"{x:.2g}" for x in xs[::step]])
+    ystep = max(1, len(ys) // 6)
+    ax.set_yticks(range(0, len(ys), ystep), [f"{y:.2g}" for y in ys[::ystep]])
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    return im, xs, ys
+
+
+def boundary_on_index_axes(ax, xs, ys, alpha_star, label="theory α* (large N)"):
+    """Draw α*(x) on a heatmap whose axes are cell indices (x log-spaced, α linear)."""
+    lx = np.log(xs)
+    fine = np.exp(np.linspace(lx[0], lx[-1], 400))
+    a = alpha_star(fine)
+    if a is None:
+        return
+    xi = np.interp(np.log(fine), lx, np.arange(len(xs)))
+    yi = np.interp(a, ys, np.arange(len(ys)))
+    ax.plot(xi, yi, "w--", lw=2, label=label)
+    ax.legend(loc="upper right", fontsize=7)
+
+
+@register
+class CurlHidden(Experiment):
+    name = "curl-hidden"
+    summary = "final test error over (c, α_h): hidden-flip curl descent vs the theory stability boundary"
+    budget_s = 180
+    defaults = dict(c_min=0.1, c_max=10.0, n_c=20, alphas=[round(0.05 * i, 2) for i in range(21)],
+                    activations=["linear", "tanh"], seeds=list(range(10)), total=219, P=250, B=10,
+                    epochs=100000, eta=0.1, init_scale=1.0, norm_constraint=True, points_per_decade=10,
+                    dtype="float64")
+    # quick: 5 c values, 6 flip fractions, 2 seeds, 400 epochs — the stable/unstable contrast is already
+    # orders of magnitude wide there; the full run is the paper's grid.
+    quick = dict(c_min=0.15, c_max=4.0, n_c=5, alphas=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0], seeds=[0, 1],
+                 epochs=400, dtype="float32")
+    choices = dict(activations=["linear", "tanh", "relu"], dtype=["float32", "float64"])
+
+    def validate(self, p):
+        if not 0 < p["c_min"] <= p["c_max"]:
+            raise PlasticlabError(f"curl-hidden: need 0 < c_min <= c_max, got {p['c_min']}, {p['c_max']}")
+        bad = [a for a in p["alphas"] if not 0 <= a <= 1]
+        if bad:
+            raise PlasticlabError(f"curl-hidden: alphas must lie in [0, 1], got {bad[0]}")
+
+    def chunks(self, p):
+        out = []
+        for act in p["activations"]:
+            for c in log_cs(p["c_min"], p["c_max"], p["n_c"]):
+                M, N = shape_for(c, p["total"])
+                out.append(dict(activation=act, c_nominal=c, M=M, N=N, alphas=p["alphas"],
+                                **{k: p[k] for k in ("seeds", "P", "B", "epochs", "eta", "init_scale",
+                                                     "norm_constraint", "points_per_decade", "dtype")}))
+        return out
+
+    def run_chunk(self, spec):
+        M, N = spec["M"], spec["N"]
+        cfg = CurlConfig(M=M, N=N, activation=spec["activation"], P=spec["P"], B=spec["B"],
+                         epochs=spec["epochs"], eta=spec["eta"], norm_constraint=spec["norm_constraint"],
+                         points_per_decade=spec["points_per_decade"], dtype=spec["dtype"])
+        members = [(a, s) for a in spec["alphas"] for s in spec["seeds"]]
+        k1 = [int(round(a * M)) for a, _ in members]
+        res = simulate(cfg, [s for _, s in members], k1=k1, rule="curl", init_scale=spec["init_scale"])
+        t = res.table()
+        return pd.DataFrame(dict(c=M / N, c_nominal=spec["c_nominal"], M=M, N=N,
+                                 alpha_h=[a for a, _ in members], k1=k1, activation=cfg.activation,
+                                 seed=t.seed, test_error=t.test_error, train_error=t.train_error,
+                                 peak_train_error=t.peak_train_error, diverged=t.diverged,
+                                 epochs=cfg.epochs))
+
+    def report(self, df, p, out):
+        rep = Report(out, "curl-hidden: hidden-flip curl descent vs the stability boundary", p)
+        rep.text(f"Median over {len(p['seeds'])} seeds of log10 final test error after {p['epochs']} epochs, "
+                 f"M + N = {p['total']}, P = {p['P']}, B = {p['B']}, norm constraint "
+                 f"{'on' if p['norm_constraint'] else 'off'}. White dashed line: the large-N theory boundary "
+                 f"α_h*(c) (SPEC B.4); learning should succeed below it and fail above it.")
+        df = df.assign(log10_test_error=np.log10(df.test_error.clip(lower=1e-300)))
+        acts = list(dict.fromkeys(df.activation))
+        fig, axes = plt.subplots(1, len(acts), figsize=(5 * len(acts), 4), squeeze=False)
+        vmin, vmax = np.nanmin(df.log10_test_error), np.nanmax(df.log10_test_error)
+        for ax, act in zip(axes[0], acts):
+            g = df[df.activation == act]
+            piv = g.pivot_table(index="alpha_h", columns="c", values="log10_test_error", aggfunc="median")
+            im, xs, ys = heatmap(ax, piv, "c = M/N", "α_h (flipped input fraction)", vmin, vmax)
+            boundary_on_index_axes(ax, xs, ys, lambda c: theory_alpha(c, "hidden"))
+            ax.set_title(f"{act}: log10 test error")
+        fig.colorbar(im, ax=axes[0].tolist(), shrink=0.85)
+        rep.figure(fig, "hidden_heatmap", "log10 final test error over (c, α_h); dashed: theory boundary")
+
+        for act in acts:
+            g = df[df.activation == act].copy()
+            a_star = theory_alpha(g.c.to_numpy(), "hidden")
+            if a_star is None:
+                rep.claim(f"{act}: learning fails above the theory boundary", None, "theory.curl missing")
+                continue
+            g["theory_stable"] = g.alpha_h.to_numpy() < a_star
+            cell = g.groupby(["c", "alpha_h", "theory_stable"]).log10_test_error.median().reset_index()
+            st, un = cell[cell.theory_stable], cell[~cell.theory_stable]
+            gap = float(un.log10_test_error.median() - st.log10_test_error.median())
+            rep.table(cell.groupby("theory_stable").log10_test_error.describe()[["count", "50%", "min", "max"]]
+                      .reset_index(), f"{act}: log10 test error of cells theory calls stable / unstable")
+            rep.claim(f"{act}: cells above the theory boundary end ≥ 1 decade worse than cells below it",
+                      gap >= 1.0 if len(st) and len(un) else None,
+                      f"median log10 error: stable {st.log10_test_error.median():.2f}, "
+                      f"unstable {un.log10_test_error.median():.2f} (gap {gap:.2f} decades)")
+            emp = empirical_boundary(cell, "c", "alpha_h", "log10_test_error")
+            emp["theory"] = theory_alpha(emp.c.to_numpy(), "hidden")
+            rep.compare(emp[["c", "alpha_breakdown"]].rename(columns={"alpha_breakdown": "alpha"}),
+                        emp[["c", "theory"]].rename(columns={"theory": "alpha"}), on=["c"], value="alpha",
+                        caption=f"{act}: empirical breakdown α_h (first α on the bad side of the column's "
+                                "midpoint) vs the paper's large-N theory α_h*(c); finite N shifts it")
+        rep.write()
