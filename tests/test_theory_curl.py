@@ -147,3 +147,25 @@ def test_finite_size_sign_change_near_large_n_threshold(layer, c):
     with threadpool_limits(limits=1, user_api="blas"):
         spec = sample_manifold_spectrum(M, N, seed=7, **kw)
     assert spec.stable.tolist() == [True, False]
+
+
+def test_curl_theory_experiment_tiny(tmp_path):
+    import pandas as pd
+
+    from plasticlab.experiments import get
+
+    exp = get("curl-theory")
+    p = exp.params(quick=True, seeds=[0, 1], sizes=[20, 40], c_hidden=[0.4], c_readout=[0.5], n_alpha=5,
+                   n_theory=20)
+    df = pd.concat([exp.run_chunk(s) for s in exp.chunks(p)], ignore_index=True)
+    assert {"layer", "c", "alpha", "N", "seed", "min_eig", "stable", "source"} <= set(df.columns)
+    th = df[df.source == "theory"]
+    np.testing.assert_allclose(th.alpha, [critical_flip_fraction(c, l) for c, l in zip(th.c, th.layer)])
+    smp, thr = df[df.source == "sampled"], df[df.source == "sampled-threshold"]
+    for r in thr.itertuples():
+        g = smp[(smp.layer == r.layer) & (smp.N == r.N) & (smp.seed == r.seed)]
+        assert g[g.k < r.k].stable.all() and not g[g.k >= r.k].stable.any()
+    exp.report(df, p, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "## Verdicts" in text and "paper" in text
+    assert (tmp_path / "phase_diagrams.png").exists() and (tmp_path / "min_eig_curves.png").exists()
