@@ -69,10 +69,16 @@ def run(
     except SweepFailed as e:
         # Not a usage error: the run happened, some chunks raised. Summary, then exit 1.
         typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
-        for i, err in e.failed:
+        for i, err in e.failed[:10]:
             typer.echo(f"  chunk {i}: {err['type']}: {err['message']}", err=True)
+        if len(e.failed) > 10:
+            typer.echo(f"  ... and {len(e.failed) - 10} more", err=True)
         typer.echo(f"tracebacks: {out / 'manifest.json'}; status: plasticlab status {out}", err=True)
         raise typer.Exit(1)
+    except KeyboardInterrupt:
+        typer.secho(f"interrupted: finished chunks are saved in {out}; run the same command to resume",
+                    err=True, fg=typer.colors.YELLOW)
+        raise typer.Exit(130)
     except PlasticlabError as e:
         _fail(str(e))
     typer.echo(f"Report: {out / 'report.md'}")
