@@ -5,9 +5,11 @@ from plasticlab.errors import unknown_choice
 from plasticlab.rules.base import Chain, Context, StepOutput, Transform, chain, tree_map
 from plasticlab.rules.signals import anti_hebbian, dfa, hebbian, oja, random_nn, sgd
 from plasticlab.rules.transforms import adam, param_noise, signal_noise, weight_decay
+from plasticlab.rules.atlas import (ATLAS_SIGNALS, bcm, curl, exp_grad, fa, flip, sign_symmetry, soft_wta,
+                                    three_factor)
 
 SIGNALS = {"sgd": sgd, "dfa": dfa, "random_nn": random_nn, "hebbian": hebbian,
-           "anti_hebbian": anti_hebbian, "oja": oja}
+           "anti_hebbian": anti_hebbian, "oja": oja, **ATLAS_SIGNALS}
 
 
 def make_rule(name: str, gamma: float = 0.0, param_sigma: float = 0.0, signal_sigma: float = 0.0) -> Chain:
@@ -31,4 +33,5 @@ RULE_NAMES = [*SIGNALS, "adam"]
 
 __all__ = ["Chain", "Context", "StepOutput", "Transform", "chain", "tree_map", "sgd", "dfa", "random_nn",
            "hebbian", "anti_hebbian", "oja", "adam", "weight_decay", "signal_noise", "param_noise",
-           "make_rule", "SIGNALS", "RULE_NAMES"]
+           "make_rule", "SIGNALS", "RULE_NAMES", "bcm", "soft_wta", "three_factor", "fa", "sign_symmetry",
+           "exp_grad", "curl", "flip"]

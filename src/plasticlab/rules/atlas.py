@@ -1,0 +1,291 @@
+"""The Part C rule family (SPEC C) as learning-signal Transforms, plus the ``flip`` transform of curl descent.
+
+Every signal here follows the library convention: g is a *descent-like direction* added as
+``W <- W + lr (g - gamma W)``; weight decay and noise stay separate pieces of the chain. Conventions shared
+with ``signals.py``: pre = h_a (previous layer's post-activation), post = h_b = W h_a without the bias.
+
+- ``bcm``: g = <post (post - theta) pre^T>, theta_i a running mean of post_i^2 (the sliding threshold).
+- ``soft_wta``: g_ij = <s_i (pre_j - post_i W_ij)>, s = softmax(beta post) over the layer's units: soft
+  competition (Krotov-Hopfield style gain) times an Oja-style term that pulls each row to unit norm.
+- ``three_factor``: g = <m pre-post Hebb>, modulator m_n = -(loss_n - baseline) per sample (reward-modulated
+  Hebb: samples that did better than the running baseline are potentiated, worse ones depressed).
+- ``fa``: feedback alignment: backprop with a fixed random B_l in place of W_l in the backward chain.
+- ``sign_symmetry``: backprop with sign(W_l) (scaled by mean |W_l|) in place of W_l.
+- ``exp_grad``: Dale's law: W <- W exp(lr sign(W) g_base); written as an additive signal, never flips a sign.
+- ``curl``: sgd followed by ``flip``: the update's presynaptic columns of flipped inputs are negated.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from plasticlab import seeding
+from plasticlab.errors import PlasticlabError, check_positive
+from plasticlab.networks.activations import activation as get_activation
+from plasticlab.rules.base import Context, Transform
+from plasticlab.rules.signals import SGD
+
+
+def _hebb(post: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+    return torch.bmm(post.transpose(1, 2), pre) / pre.shape[1]
+
+
+def _bias(b, post_term: torch.Tensor):
+    """Bias signal: the same rule with a constant presynaptic 1 (None for bias-free layers)."""
+    return None if b is None else post_term.mean(dim=1)
+
+
+def per_sample_loss(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    """(E, B) loss of each sample: 1/2 ||out - y||^2 (mse) or softmax cross-entropy (xent)."""
+    if loss == "mse":
+        return 0.5 * ((out - y) ** 2).sum(-1)
+    return -(torch.log_softmax(out, -1) * y).sum(-1)
+
+
+def backprop_through(ctx: Context, delta_out: torch.Tensor, back: list) -> list[torch.Tensor]:
+    """Deltas with ``back[l]`` (E, out_l, in_l) standing in for W_l in the backward chain (FA, sign
+    symmetry). ``back[0]`` is never used: nothing is propagated below the first layer."""
+    _, dphi = get_activation(ctx.net.activation)
+    L = len(ctx.trace.weights)
+    deltas = [None] * L
+    deltas[-1] = delta_out
+    for l in range(L - 2, -1, -1):
+        deltas[l] = torch.bmm(deltas[l + 1], back[l + 1]) * dphi(ctx.trace.z[l])
+    return deltas
+
+
+class BCM(Transform):
+    """Bienenstock-Cooper-Munro: potentiate when post exceeds the threshold theta, depress below it; the
+    threshold slides with the recent mean of post^2 (rate ``rate`` per step), which is what stabilises it."""
+
+    kind, name = "signal", "bcm"
+
+    def __init__(self, rate: float = 0.1):
+        self.rate = float(rate)
+        if not 0 < self.rate <= 1:
+            raise PlasticlabError(f"bcm rate must be in (0, 1], got {rate!r}")
+
+    def init(self, net, seeds):
+        return None  # thresholds start at the first batch's mean post^2 (no arbitrary constant)
+
+    def update(self, updates, state, ctx: Context):
+        out, thresholds = [], []
+        for l, (h_a, h_b, b) in enumerate(zip(ctx.trace.pre, ctx.trace.post, ctx.net.biases)):
+            m2 = (h_b**2).mean(dim=1)  # (E, out)
+            th = m2 if state is None else (1 - self.rate) * state[l] + self.rate * m2
+            phi = h_b * (h_b - th[:, None, :])
+            out.append((_hebb(phi, h_a), _bias(b, phi)))
+            thresholds.append(th)
+        return out, thresholds
+
+
+class SoftWTA(Transform):
+    """Soft winner-take-all Hebb: each sample's gain s = softmax(beta * post) across the layer's units, so the
+    most active unit takes most of the update; the -s post W term keeps each learning row near unit norm."""
+
+    kind, name = "signal", "soft_wta"
+
+    def __init__(self, beta: float = 5.0):
+        self.beta = check_positive("beta", float(beta))
+
+    def update(self, updates, state, ctx: Context):
+        out = []
+        for h_a, h_b, W, b in zip(ctx.trace.pre, ctx.trace.post, ctx.net.weights, ctx.net.biases):
+            s = torch.softmax(self.beta * h_b, dim=-1)
+            decay = (s * h_b).mean(dim=1)  # (E, out)
+            out.append((_hebb(s, h_a) - decay[:, :, None] * W, None if b is None else torch.zeros_like(b)))
+        return out, state
+
+
+class ThreeFactor(Transform):
+    """Reward-modulated Hebb: g = (1/B) sum_n m_n h_b,n h_a,n^T with m_n = -(loss_n - baseline). The baseline
+    is a running mean of the batch loss (``rate`` per step), updated after the signal is formed, so it is
+    the expectation *before* this batch."""
+
+    kind, name = "signal", "three_factor"
+
+    def __init__(self, rate: float = 0.1):
+        self.rate = float(rate)
+        if not 0 < self.rate <= 1:
+            raise PlasticlabError(f"three_factor rate must be in (0, 1], got {rate!r}")
+
+    def update(self, updates, state, ctx: Context):
+        loss = per_sample_loss(ctx.trace.out, ctx.y, ctx.loss)  # (E, B)
+        base = loss.mean(dim=1) if state is None else state
+        m = -(loss - base[:, None])
+        out = []
+        for h_a, h_b, b in zip(ctx.trace.pre, ctx.trace.post, ctx.net.biases):
+            post = m[:, :, None] * h_b
+            out.append((_hebb(post, h_a), _bias(b, post)))
+        return out, (1 - self.rate) * base + self.rate * loss.mean(dim=1)
+
+
+class FA(Transform):
+    """Feedback alignment (Lillicrap et al.): the error travels back layer by layer, as in backprop, but
+    through fixed random matrices B_l (shaped like W_l, std scale/sqrt(fan_in)) instead of W_l. Unlike DFA,
+    each hidden layer hears the error of the layer above it, not the output error directly."""
+
+    kind, name = "signal", "fa"
+
+    def __init__(self, scale: float = 1.0):
+        self.scale = float(scale)
+
+    def init(self, net, seeds):
+        mats = [None]
+        for l, W in enumerate(net.weights[1:], start=1):
+            B = seeding.normal(seeds, seeding.key_of("fa-feedback", l), W.shape[1:], W.dtype)
+            mats.append(B * (self.scale / math.sqrt(W.shape[2])))
+        return mats
+
+    def update(self, updates, state, ctx: Context):
+        return ctx.descent(backprop_through(ctx, ctx.output_delta(), state)), state
+
+
+class SignSymmetry(Transform):
+    """Sign-symmetric feedback (Liao, Leibo, Poggio): the backward chain uses sign(W_l) times mean|W_l| (the
+    rescaling keeps hidden-layer step sizes comparable to backprop; only the signs of W are shared)."""
+
+    kind, name = "signal", "sign_symmetry"
+
+    def update(self, updates, state, ctx: Context):
+        back = [None] + [torch.sign(W) * W.abs().mean(dim=(1, 2), keepdim=True) for W in ctx.trace.weights[1:]]
+        return ctx.descent(backprop_through(ctx, ctx.output_delta(), back)), state
+
+
+class ExpGrad(Transform):
+    """Dale's law by exponentiated gradient: every weight keeps its sign, W <- W exp(eta sign(W) g) with g the
+    base signal (sgd by default). As an additive signal for ``W + lr u``:
+
+        u = W (exp(max_lr sign(W) g) - 1) / max_lr,
+
+    exactly the exponentiated step when lr = max_lr, and sign-preserving for every lr <= max_lr (the factor
+    1 + (lr/max_lr)(e^a - 1) stays > 0). To first order u = |W| g (multiplicative). Zero weights stay zero."""
+
+    kind, name = "signal", "exp_grad"
+
+    def __init__(self, base: Transform | None = None, max_lr: float = 1.0):
+        self.base = SGD() if base is None else base
+        if self.base.kind != "signal":
+            raise PlasticlabError(f"exp_grad needs a learning signal as base, got {self.base!r}")
+        self.max_lr = check_positive("max_lr", float(max_lr))
+
+    def init(self, net, seeds):
+        return self.base.init(net, seeds)
+
+    def update(self, updates, state, ctx: Context):
+        g, state = self.base.update(updates, state, ctx)
+        out = []
+        for (gW, gb), W in zip(g, ctx.net.weights):
+            uW = W * torch.expm1(self.max_lr * torch.sign(W) * gW) / self.max_lr
+            out.append((uW, gb))
+        return out, state
+
+
+class Flip(Transform):
+    """Curl-descent flips (SPEC B.2) on the presynaptic (column) index: dW_l <- dW_l D_l, D_l diagonal over
+    layer l's inputs with its first k_l entries -1. Biases (presynaptic constant 1) are never flipped.
+
+    ``k`` (int, or one per layer) or ``fraction`` (float, or one per layer: k_l = round(fraction * in_l));
+    ``layers`` restricts the flips to those layer indices (default: every layer)."""
+
+    def __init__(self, fraction=None, k=None, layers=None):
+        if (fraction is None) == (k is None):
+            raise PlasticlabError("flip needs exactly one of fraction= (e.g. 0.25) or k= (e.g. 3)")
+        self.fraction, self.k = fraction, k
+        self.layers = None if layers is None else [int(l) for l in layers]
+        for f in _as_list(fraction):
+            if not 0 <= float(f) <= 1:
+                raise PlasticlabError(f"flip fraction must be in [0, 1], got {f!r}")
+        for kk in _as_list(k):
+            if int(kk) < 0:
+                raise PlasticlabError(f"flip k must be >= 0, got {kk!r}")
+        what = f"fraction={fraction}" if k is None else f"k={k}"
+        self.name = f"flip({what}{'' if layers is None else f', layers={self.layers}'})"
+
+    def k_of(self, l: int, n_in: int) -> int:
+        if self.layers is not None and l not in self.layers:
+            return 0
+        if self.k is not None:
+            kk = _pick(self.k, l)
+            if kk > n_in:
+                raise PlasticlabError(f"flip k={kk} exceeds layer {l}'s {n_in} inputs")
+            return int(kk)
+        return int(round(float(_pick(self.fraction, l)) * n_in))
+
+    def diagonal(self, l: int, n_in: int, dtype=torch.float64) -> torch.Tensor:
+        k = self.k_of(l, n_in)
+        return torch.where(torch.arange(n_in) < k, -1.0, 1.0).to(dtype)
+
+    def apply(self, updates):
+        return [(uW * self.diagonal(l, uW.shape[-1], uW.dtype), ub) for l, (uW, ub) in enumerate(updates)]
+
+    def update(self, updates, state, ctx: Context):
+        return self.apply(updates), state
+
+
+class Curl(Transform):
+    """Curl descent in an MLP: a base signal (sgd) with its presynaptic columns flipped (see ``Flip``)."""
+
+    kind, name = "signal", "curl"
+
+    def __init__(self, fraction=0.25, k=None, layers=None, base: Transform | None = None):
+        self.flip = Flip(fraction=None if k is not None else fraction, k=k, layers=layers)
+        self.base = SGD() if base is None else base
+
+    def init(self, net, seeds):
+        return self.base.init(net, seeds)
+
+    def update(self, updates, state, ctx: Context):
+        g, state = self.base.update(updates, state, ctx)
+        return self.flip.apply(g), state
+
+
+def _as_list(v):
+    if v is None:
+        return []
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def _pick(v, l: int):
+    if isinstance(v, (list, tuple)):
+        if l >= len(v):
+            raise PlasticlabError(f"flip was given {len(v)} per-layer values but the network has layer {l}")
+        return v[l]
+    return v
+
+
+def bcm(rate: float = 0.1) -> BCM:
+    return BCM(rate)
+
+
+def soft_wta(beta: float = 5.0) -> SoftWTA:
+    return SoftWTA(beta)
+
+
+def three_factor(rate: float = 0.1) -> ThreeFactor:
+    return ThreeFactor(rate)
+
+
+def fa(scale: float = 1.0) -> FA:
+    return FA(scale)
+
+
+def sign_symmetry() -> SignSymmetry:
+    return SignSymmetry()
+
+
+def exp_grad(base: Transform | None = None, max_lr: float = 1.0) -> ExpGrad:
+    return ExpGrad(base, max_lr)
+
+
+def flip(fraction=None, k=None, layers=None) -> Flip:
+    return Flip(fraction, k, layers)
+
+
+def curl(fraction=0.25, k=None, layers=None, base: Transform | None = None) -> Curl:
+    return Curl(fraction, k, layers, base)
+
+
+ATLAS_SIGNALS = {"bcm": bcm, "soft_wta": soft_wta, "three_factor": three_factor, "fa": fa,
+                 "sign_symmetry": sign_symmetry, "exp_grad": exp_grad, "curl": curl}
