@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import traceback
 import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -47,7 +48,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 def run_pool(name: str, specs: list[dict], workers: int) -> Iterator[Result]:
     threads = threads_per_worker(workers)
     pool = ProcessPoolExecutor(max_workers=min(workers, len(specs)), mp_context=_pool_context(),
-                               initializer=init_worker, initargs=(threads,))
+                               initializer=init_worker, initargs=(threads, os.getpid()))
     try:
         futures = {pool.submit(run_task, name, spec, threads): i for i, spec in enumerate(specs)}
         for fut in as_completed(futures):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import traceback
 from typing import Any
@@ -35,8 +36,23 @@ def set_threads(n: int | None) -> None:
             torch.set_num_threads(n)
 
 
-def init_worker(threads: int | None) -> None:
+def _exit_when_gone(pid: int) -> None:
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # pid reused by another user's process: ours is gone too
+            os._exit(1)
+
+
+def init_worker(threads: int | None, main_pid: int | None = None) -> None:
     set_threads(threads)
+    if main_pid:
+        # A SIGKILLed main process cannot shut its pool down, and pool workers never see EOF on their
+        # task queue (they hold its write end themselves), so without this they would linger forever.
+        threading.Thread(target=_exit_when_gone, args=(main_pid,), daemon=True).start()
 
 
 def run_task(name: str, spec: dict[str, Any], threads: int | None = None) -> dict[str, Any]:
