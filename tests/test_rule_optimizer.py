@@ -126,6 +126,7 @@ def test_backprop_based_signals_use_autograd_deltas():
     run(model, RuleOptimizer(model, curl(fraction=0.0), lr=0.1), x, y, loss_fn=nn.functional.l1_loss)
     assert_same(model, ref)
     opt = RuleOptimizer(model, curl(k=2, layers=[0]), lr=0.1)
+    opt.zero_grad()
     nn.functional.mse_loss(model(x), y).backward()
     g = -model[0].weight.grad.clone()
     opt.step()
