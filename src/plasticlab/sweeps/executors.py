@@ -75,11 +75,13 @@ def run_dask(name: str, specs: list[dict], workers: int, scheduler: str | None) 
     else:
         import dask
 
-        # Loopback only, no dashboard: nothing is exposed beyond this machine. Workers fork from a
-        # forkserver (dask preloaded) rather than spawning a fresh interpreter each: faster start.
+        # Loopback only (scheduler, workers, nannies and the HTTP status server, on a random port so two
+        # runs never collide on 8787). Workers fork from a forkserver (dask preloaded) rather than
+        # spawning a fresh interpreter each: faster start.
         with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
+                                   host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                   silence_logs=logging.ERROR)
         client = Client(cluster)
         threads = threads_per_worker(workers)
     tag = uuid.uuid4().hex[:8]
