@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from plasticlab.errors import PlasticlabError, check_positive
-from plasticlab.metrics.hebbian import hebbian_alignment, neuron_alignment
+from plasticlab.metrics.hebbian import cosine, hebbian_direction
 from plasticlab.networks.mlp import MLP
 from plasticlab.rules.base import Chain, Context
 from plasticlab.tasks.base import Dataset
@@ -58,8 +58,12 @@ def _finite(net: MLP) -> torch.Tensor:
 
 def train_mlp(net: MLP, rule: Chain, data: Dataset, seeds, *, steps: int, lr: float, batch_size: int = 256,
               record_every: int = 100, average_from: int | None = None, neurons: bool = False,
-              val_batch: int | None = None, progress=None) -> TrainResult:
-    """Train E members together. ``seeds`` (E,) drive each member's batches and noise."""
+              val_batch: int | None = None, progress=None, late_every: int = 1) -> TrainResult:
+    """Train E members together. ``seeds`` (E,) drive each member's batches and noise.
+
+    ``late_every`` = k samples the late window (alignment mean, G/H/W/E||h_b||^2 sums) every k-th step
+    only: those extra products cost about as much as the step itself, and successive steps are strongly
+    correlated, so k of a few loses little. Checkpoints are always recorded."""
     seeds = torch.as_tensor(seeds, dtype=torch.int64)
     E = net.ensemble_size
     if len(seeds) != E:
@@ -67,6 +71,7 @@ def train_mlp(net: MLP, rule: Chain, data: Dataset, seeds, *, steps: int, lr: fl
     check_positive("steps", steps)
     check_positive("lr", lr)
     check_positive("batch_size", batch_size)
+    check_positive("late_every", late_every)
     average_from = steps // 2 if average_from is None else average_from
     L = net.depth
     state = rule.init(net, seeds)
@@ -92,19 +97,20 @@ def train_mlp(net: MLP, rule: Chain, data: Dataset, seeds, *, steps: int, lr: fl
         out = rule.step(state, ctx)
         state = out.state
         checkpoint = step % record_every == 0 or step == steps - 1
-        late = step >= average_from
+        late = step >= average_from and (step - average_from) % late_every == 0
         if checkpoint or late:
-            al = torch.stack([hebbian_alignment(g, h_a, h_b) for (g, _), h_a, h_b
-                              in zip(out.signal, trace.pre, trace.post)])  # (L, E)
+            # H once per layer, shared by the alignment, the late sums and the per-neuron cosines
+            Hs = [hebbian_direction(h_a, h_b) for h_a, h_b in zip(trace.pre, trace.post)]
+            al = torch.stack([cosine(g, H) for (g, _), H in zip(out.signal, Hs)])  # (L, E)
             al = torch.where(alive[None], al, torch.full_like(al, float("nan")))
         if late:
             n_avg += 1
             ok = ~torch.isnan(al)
             A_sum += torch.where(ok, al, torch.zeros_like(al))
             A_n += ok
-            for l, ((g, _), h_a, h_b) in enumerate(zip(out.signal, trace.pre, trace.post)):
+            for l, ((g, _), H, h_b) in enumerate(zip(out.signal, Hs, trace.post)):
                 G_sum[l] += g
-                H_sum[l] += torch.bmm(h_b.transpose(1, 2), h_a) / h_a.shape[1]
+                H_sum[l] += H
                 P_sum[l] += (h_b**2).sum(-1).mean(-1)
                 W_sum[l] += net.weights[l]
         if checkpoint:
@@ -113,8 +119,8 @@ def train_mlp(net: MLP, rule: Chain, data: Dataset, seeds, *, steps: int, lr: fl
             trains.append(loss_value(trace.out, y, data.loss))
             vals.append(loss_value(net.forward(xv).out, yv, data.loss))
             if neurons:
-                for l, ((g, _), h_a, h_b) in enumerate(zip(out.signal, trace.pre, trace.post)):
-                    neuron_rec[l].append(neuron_alignment(g, h_a, h_b))
+                for l, ((g, _), H) in enumerate(zip(out.signal, Hs)):
+                    neuron_rec[l].append(cosine(g, H, dims=(-1,)))
         new_params = []
         for (W, b), (uW, ub) in zip(net.params(), out.updates):
             W2 = torch.where(alive[:, None, None], W + lr * uW, W)

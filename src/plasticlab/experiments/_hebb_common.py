@@ -1,0 +1,153 @@
+"""Shared pieces of the Part-A (emergent Hebbian) experiments.
+
+Conditions that only change numbers, not shapes (decay γ, noise σ, seeds), are folded into ONE ensemble:
+every member carries its own γ and σ, so a whole γ × σ × seed grid advances as one batched program.
+The lead's ``weight_decay`` / ``param_noise`` take one float for all members, hence the per-member
+versions here (same random keys as ``param_noise``, so a member equals its scalar-σ run).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from plasticlab import seeding
+from plasticlab.errors import PlasticlabError
+from plasticlab.rules import SIGNALS, adam, chain
+from plasticlab.rules.base import Chain, Context, Transform
+from plasticlab.tasks.base import Dataset
+
+RULES = [*SIGNALS, "adam"]
+ACTIVATIONS = ["linear", "relu", "tanh", "sigmoid"]
+
+
+class MemberDecay(Transform):
+    """Decoupled L2 decay with one γ per member: updates − γ_e W (ends the learning signal)."""
+
+    kind = "decay"
+
+    def __init__(self, gammas):
+        self.gammas = torch.as_tensor(gammas, dtype=torch.float64)
+        if (self.gammas < 0).any() or not torch.isfinite(self.gammas).all():
+            raise PlasticlabError(f"gamma must be finite and >= 0, got {self.gammas.tolist()}")
+        self.name = "member_weight_decay"
+
+    def update(self, updates, state, ctx: Context):
+        out = []
+        for (uW, ub), (W, _) in zip(updates, ctx.net.params()):
+            g = self.gammas.to(W.dtype)[:, None, None]
+            out.append((uW - g * W, ub))
+        return out, state
+
+
+class MemberParamNoise(Transform):
+    """SPEC A.3 forward-pass noise w = v + σ_e ε with one σ per member; ε uses param_noise's keys."""
+
+    def __init__(self, sigmas):
+        self.sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
+        if (self.sigmas < 0).any() or not torch.isfinite(self.sigmas).all():
+            raise PlasticlabError(f"sigma must be finite and >= 0, got {self.sigmas.tolist()}")
+        self.name = "member_param_noise"
+
+    def perturb(self, weights, state, seeds, step):
+        if not (self.sigmas > 0).any():
+            return weights
+        out = []
+        for l, W in enumerate(weights):
+            eps = seeding.normal(seeds, seeding.key_of("param-noise", l, step), W.shape[1:], W.dtype)
+            out.append(W + self.sigmas.to(W.dtype)[:, None, None] * eps)
+        return out
+
+    def update(self, updates, state, ctx):
+        return updates, state
+
+
+def member_rule(name: str, gammas, sigmas=None) -> Chain:
+    """``make_rule`` with per-member γ (and σ): signal [→ adam] [→ param noise] → decay."""
+    if name == "adam":
+        parts = [SIGNALS["sgd"](), adam()]
+    elif name in SIGNALS:
+        parts = [SIGNALS[name]()]
+    else:
+        from plasticlab.errors import unknown_choice
+
+        raise unknown_choice("rule", name, RULES)
+    if sigmas is not None:
+        parts.append(MemberParamNoise(sigmas))
+    parts.append(MemberDecay(gammas))
+    return chain(*parts)
+
+
+@dataclass
+class SharedData(Dataset):
+    """Data stored once per distinct seed; ``member`` maps each ensemble member to its seed's copy.
+
+    Members that share a seed (same seed, other γ/σ) see the same data and the same mini-batches, so
+    differences between them are the condition's effect, not sampling noise.
+    """
+
+    member: torch.Tensor | None = None  # (E,) index into the stored copies
+
+    def batch(self, seeds, step: int, batch_size: int):
+        idx = seeding.randint(seeds, seeding.key_of("batch", step), (batch_size,), self.n_train)
+        # one flat index_select is much faster than torch.gather on an expanded index
+        flat = (self.member * self.n_train)[:, None] + idx
+        x = self.x_train.reshape(-1, self.d_in)[flat]
+        y = self.y_train.reshape(-1, self.d_out)[flat]
+        return x, y
+
+
+def share(data: Dataset, member, n_val: int | None = None) -> SharedData:
+    """Wrap per-seed (or single shared, leading dim 1) data for an ensemble; validation sets are
+    expanded per member (the trainer's forward pass needs (E, n, d))."""
+    member = torch.as_tensor(np.asarray(member).copy(), dtype=torch.int64)
+    xv, yv = data.x_val, data.y_val
+    if n_val is not None:
+        xv, yv = xv[:, :n_val], yv[:, :n_val]
+    if data.x_train.shape[0] == 1:
+        member = torch.zeros_like(member)
+        xv, yv = xv.expand(len(member), -1, -1), yv.expand(len(member), -1, -1)
+    else:
+        xv, yv = xv[member], yv[member]
+    # contiguous once here, so each step's flat view is free (a train/val slice is not contiguous)
+    return SharedData(data.x_train.contiguous(), data.y_train.contiguous(), xv.contiguous(),
+                      yv.contiguous(), data.loss, data.name, member=member)
+
+
+def members(seeds, **axes) -> pd.DataFrame:
+    """One row per ensemble member: the product of the condition axes and seeds (seed varies fastest)."""
+    keys = list(axes)
+    rows = [dict(zip(keys, combo), seed=s) for combo in itertools.product(*axes.values()) for s in seeds]
+    df = pd.DataFrame(rows, columns=[*keys, "seed"])
+    uniq = list(dict.fromkeys(seeds))
+    df["seed_index"] = [uniq.index(s) for s in df.seed]
+    return df
+
+
+def unique_seeds(seeds) -> list[int]:
+    return list(dict.fromkeys(int(s) for s in seeds))
+
+
+def check_nonneg(exp: str, key: str, values) -> None:
+    bad = [v for v in values if not (np.isfinite(v) and v >= 0)]
+    if bad:
+        raise PlasticlabError(f"{exp} parameter {key!r} must hold finite values >= 0, got {bad}")
+
+
+def check_min(exp: str, p: dict, **minimum) -> None:
+    for key, lo in minimum.items():
+        vals = p[key] if isinstance(p[key], list) else [p[key]]
+        if any(v < lo for v in vals):
+            raise PlasticlabError(f"{exp} parameter {key!r} must be >= {lo}, got {p[key]!r}")
+
+
+def summarise(df: pd.DataFrame, by: list[str], value: str = "alignment") -> pd.DataFrame:
+    """Mean ± sem over seeds of runs that neither diverged nor collapsed; ``n`` counts them."""
+    ok = df[~df.diverged & ~df.collapsed] if "collapsed" in df else df[~df.diverged]
+    g = ok.groupby(by, sort=True)[value]
+    out = g.agg(["mean", "sem", "count"]).rename(columns={"count": "n"}).reset_index()
+    full = df[by].drop_duplicates().sort_values(by)
+    return full.merge(out, on=by, how="left").fillna({"n": 0})
