@@ -134,7 +134,7 @@ class CurlHidden(Experiment):
                  f"M + N = {p['total']}, P = {p['P']}, B = {p['B']}, norm constraint "
                  f"{'on' if p['norm_constraint'] else 'off'}. White dashed line: the large-N theory boundary "
                  f"α_h*(c) (SPEC B.4); learning should succeed below it and fail above it.")
-        df = df.assign(log10_test_error=np.log10(df.test_error.clip(lower=1e-300)))
+        df = df.assign(log10_test_error=np.log10(df.test_error.clip(lower=1e-40)))
         acts = list(dict.fromkeys(df.activation))
         fig, axes = plt.subplots(1, len(acts), figsize=(5 * len(acts), 4), squeeze=False)
         vmin, vmax = np.nanmin(df.log10_test_error), np.nanmax(df.log10_test_error)

@@ -1,0 +1,119 @@
+"""curl-readout (SPEC B.5 "Readout-flip simulations"): start on the teacher (+1e-15 per weight), full batch,
+flip a fraction α_r = k2/N of the hidden neurons feeding the readout. Theory (B.4): the solution manifold
+is stable for α_r < α_r*(c) (≈ ½ − √c at small c, ≈ 1/(16c) at large c), so a run from the teacher should
+stay there below the boundary and be thrown off it — a large peak training error — above it.
+
+One chunk = one (M, N, activation) shape; its members are α_r values × seeds. Linear full batch runs on
+moment-matched rows (same trajectory, M/P of the cost; see ``simulation.curl.moment_matched``).
+"""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from plasticlab.errors import PlasticlabError  # noqa: E402
+from plasticlab.experiments.base import Experiment, register  # noqa: E402
+from plasticlab.experiments.curl_hidden import (boundary_on_index_axes, empirical_boundary, heatmap,  # noqa: E402
+                                                log_cs, shape_for, theory_alpha)
+from plasticlab.report import Report  # noqa: E402
+from plasticlab.simulation.curl import CurlConfig, simulate  # noqa: E402
+
+LEAVES = 1e-6  # peak training error above this: the run left the solution manifold (it starts at ~1e-30)
+
+
+@register
+class CurlReadout(Experiment):
+    name = "curl-readout"
+    summary = "runs from the teacher with flipped readout inputs: final test / peak train error over (c, α_r)"
+    budget_s = 180
+    defaults = dict(c_min=0.01, c_max=20.0, n_c=20, alphas=[round(0.05 * i, 2) for i in range(21)],
+                    activations=["linear"], seeds=list(range(20)), total=219, P=250, epochs=100000,
+                    eta=0.1, perturbation=1e-15, balanced_teacher=True, norm_constraint=True,
+                    points_per_decade=10, dtype="float64")
+    # quick: 5 c values, 6 flip fractions, 3 seeds, 3000 full-batch epochs (unstable runs leave the
+    # teacher within a few hundred epochs, so the peak error already separates the two regions).
+    quick = dict(c_min=0.03, c_max=10.0, n_c=5, alphas=[0.0, 0.05, 0.1, 0.2, 0.3, 0.5], seeds=[0, 1, 2],
+                 epochs=3000)
+    choices = dict(activations=["linear", "tanh", "relu"], dtype=["float32", "float64"])
+
+    def validate(self, p):
+        if not 0 < p["c_min"] <= p["c_max"]:
+            raise PlasticlabError(f"curl-readout: need 0 < c_min <= c_max, got {p['c_min']}, {p['c_max']}")
+        bad = [a for a in p["alphas"] if not 0 <= a <= 1]
+        if bad:
+            raise PlasticlabError(f"curl-readout: alphas must lie in [0, 1], got {bad[0]}")
+
+    def chunks(self, p):
+        out = []
+        for act in p["activations"]:
+            for c in log_cs(p["c_min"], p["c_max"], p["n_c"]):
+                M, N = shape_for(c, p["total"])
+                out.append(dict(activation=act, c_nominal=c, M=M, N=N, alphas=p["alphas"],
+                                **{k: p[k] for k in ("seeds", "P", "epochs", "eta", "perturbation",
+                                                     "balanced_teacher", "norm_constraint",
+                                                     "points_per_decade", "dtype")}))
+        return out
+
+    def run_chunk(self, spec):
+        M, N = spec["M"], spec["N"]
+        cfg = CurlConfig(M=M, N=N, activation=spec["activation"], P=spec["P"], B=spec["P"],
+                         epochs=spec["epochs"], eta=spec["eta"], init="teacher",
+                         perturbation=spec["perturbation"], balanced_teacher=spec["balanced_teacher"],
+                         norm_constraint=spec["norm_constraint"], points_per_decade=spec["points_per_decade"],
+                         dtype=spec["dtype"])
+        members = [(a, s) for a in spec["alphas"] for s in spec["seeds"]]
+        k2 = [int(round(a * N)) for a, _ in members]
+        res = simulate(cfg, [s for _, s in members], k2=k2, rule="curl")
+        t = res.table()
+        return pd.DataFrame(dict(c=M / N, c_nominal=spec["c_nominal"], M=M, N=N,
+                                 alpha_r=[a for a, _ in members], k2=k2, activation=cfg.activation,
+                                 seed=t.seed, test_error=t.test_error, train_error=t.train_error,
+                                 peak_train_error=t.peak_train_error, diverged=t.diverged,
+                                 epochs=cfg.epochs))
+
+    def report(self, df, p, out):
+        rep = Report(out, "curl-readout: readout flips from the teacher vs the stability boundary", p)
+        rep.text(f"Runs start on the {'balanced ' if p['balanced_teacher'] else ''}teacher plus "
+                 f"{p['perturbation']:g} per weight, full batch (P = {p['P']}), {p['epochs']} epochs, "
+                 f"M + N = {p['total']}, median over {len(p['seeds'])} seeds. Dashed: the large-N theory "
+                 f"boundary α_r*(c) (SPEC B.4).")
+        df = df.assign(log10_test_error=np.log10(df.test_error.clip(lower=1e-40)),
+                       log10_peak_train_error=np.log10(df.peak_train_error.clip(lower=1e-40)))
+        for act in dict.fromkeys(df.activation):
+            g = df[df.activation == act].copy()
+            fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+            for ax, col, title in ((axes[0], "log10_test_error", "final test error"),
+                                   (axes[1], "log10_peak_train_error", "peak training error")):
+                piv = g.pivot_table(index="alpha_r", columns="c", values=col, aggfunc="median")
+                im, xs, ys = heatmap(ax, piv, "c = M/N", "α_r (flipped readout fraction)")
+                boundary_on_index_axes(ax, xs, ys, lambda c: theory_alpha(c, "readout"))
+                ax.set_title(f"{act}: log10 {title}")
+                fig.colorbar(im, ax=ax, shrink=0.85)
+            rep.figure(fig, f"readout_heatmaps_{act}",
+                       f"{act}: log10 final test error and peak training error over (c, α_r)")
+            a_star = theory_alpha(g.c.to_numpy(), "readout")
+            if a_star is None:
+                rep.claim(f"{act}: runs leave the teacher above the theory boundary", None, "theory.curl missing")
+                continue
+            g["theory_stable"] = g.alpha_r.to_numpy() < a_star
+            g["left"] = g.peak_train_error > LEAVES
+            agree = float((g.left != g.theory_stable).mean())
+            cell = g.groupby(["c", "alpha_r", "theory_stable"]).agg(
+                log10_peak=("log10_peak_train_error", "median"), left=("left", "mean")).reset_index()
+            rep.table(g.groupby("theory_stable").agg(runs=("left", "size"), left_teacher=("left", "mean"),
+                                                    median_log10_peak=("log10_peak_train_error", "median"))
+                      .reset_index(), f"{act}: fraction of runs whose peak train error exceeds {LEAVES:g}")
+            rep.claim(f"{act}: runs stay on the teacher below α_r*(c) and leave it above (peak train error "
+                      f"> {LEAVES:g})", agree >= 0.8,
+                      f"{agree:.0%} of {len(g)} runs agree with the large-N theory")
+            emp = empirical_boundary(cell, "c", "alpha_r", "log10_peak")
+            emp["theory"] = theory_alpha(emp.c.to_numpy(), "readout")
+            rep.compare(emp[["c", "alpha_breakdown"]].rename(columns={"alpha_breakdown": "alpha"}),
+                        emp[["c", "theory"]].rename(columns={"theory": "alpha"}), on=["c"], value="alpha",
+                        caption=f"{act}: empirical α_r where the peak error jumps vs the paper's large-N "
+                                "theory α_r*(c) (our grid is coarse: the difference is bounded by its step)")
+        rep.write()
