@@ -100,6 +100,10 @@ def test_measure_removes_transient_growth_along_a_non_normal_line_of_fixed_point
     assert (plain.exponent > 0).all()
     transverse = lyapunov_exponent(step, (x0,), 100, seeds=seeds, measure=lambda sep, ref: sep[0][:, 1].abs())
     torch.testing.assert_close(transverse.exponent, torch.full((3,), math.log(0.5), dtype=torch.float64))
+    both = lyapunov_exponent(step, (x0,), 100, seeds=seeds,
+                             measure=lambda sep, ref: torch.stack([sep[0][:, 1].abs(), sep[0].norm(dim=1)], 1))
+    assert both.exponent.shape == (3, 2)
+    torch.testing.assert_close(both.exponent, torch.stack([transverse.exponent, plain.exponent], 1))
 
 
 # -- curl-chaos experiment ---------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ class QAccumulator:
 
 
 class LyapunovResult(NamedTuple):
-    exponent: torch.Tensor  # (E,) mean log growth per unit dt; NaN for diverged members
+    exponent: torch.Tensor  # (E,) — or (E, k) for k measures — mean log growth per unit dt; NaN if diverged
     state: State  # the reference state after n_steps (diverged members frozen at their last finite state)
     diverged: torch.Tensor  # (E,) bool
 
@@ -126,7 +126,8 @@ def lyapunov_exponent(step_fn: Callable[[State], State], state, n_steps: int, *,
     tuple to the next one (it is called separately on the reference and on the perturbed copy, so it needs
     no knowledge of the pairing). ``seeds`` (E,) drive the random initial direction. ``observe(t, ref)`` is
     called after every reference step (t = 1..n_steps), e.g. to accumulate q over the same window.
-    ``measure(separation, ref) -> (E,)`` sizes a separation (default: the joint Euclidean norm).
+    ``measure(separation, ref) -> (E,)`` sizes a separation (default: the joint Euclidean norm); it may
+    return (E, k) — k seminorms of the same separations — for k exponents from one perturbed copy.
     """
     single = isinstance(state, torch.Tensor)
     ref: State = (state,) if single else tuple(state)
@@ -138,10 +139,10 @@ def lyapunov_exponent(step_fn: Callable[[State], State], state, n_steps: int, *,
     scale = d0 / _joint_norm(direction)
     pert = tuple(x + _bcast(scale, x) * u for x, u in zip(ref, direction))
     size = (lambda sep, r: _joint_norm(sep)) if measure is None else measure
-    log_sum = torch.zeros(E, dtype=torch.float64)
     diverged = torch.zeros(E, dtype=torch.bool)
     last_sep = [_bcast(scale, u) * u for u in direction]
     size0 = size(tuple(last_sep), ref).to(torch.float64)
+    log_sum = torch.zeros_like(size0)
     done = 0
     while done < n_steps:
         start_ref, start_pert = ref, pert  # finite by construction: diverged members are restored to it
@@ -153,23 +154,24 @@ def lyapunov_exponent(step_fn: Callable[[State], State], state, n_steps: int, *,
         sep = [p - r for p, r in zip(pert, ref)]
         size1 = size(tuple(sep), ref).to(torch.float64)
         # checked once per block: a sum is non-finite iff some entry is (or it overflowed: divergence too)
-        bad = ~torch.isfinite(sum(x.reshape(E, -1).sum(1).to(torch.float64) for x in ref + pert) + size1)
+        bad = ~torch.isfinite(sum(x.reshape(E, -1).sum(1).to(torch.float64) for x in ref + pert)
+                              + size1.reshape(E, -1).sum(1))
         if bad.any():
             diverged |= bad
             ref = tuple(torch.where(_bcast(diverged, n), o, n) for o, n in zip(start_ref, ref))
             pert = tuple(torch.where(_bcast(diverged, n), o, n) for o, n in zip(start_pert, pert))
             sep = [p - r for p, r in zip(pert, ref)]
-            size1 = torch.where(diverged, size0, size1)
+            size1 = torch.where(_bcast(diverged, size1), size0, size1)
         growth = torch.log(size1.clamp_min(1e-300) / size0.clamp_min(1e-300))
-        log_sum += torch.where(diverged, torch.zeros_like(growth), growth)
+        log_sum = log_sum + torch.where(_bcast(diverged, growth), torch.zeros_like(growth), growth)
         dist = _joint_norm(sep).to(torch.float64)
         collapsed = dist <= 0  # both copies landed on the same float: keep the old direction
         sep = [torch.where(_bcast(collapsed, s), ls, s) for s, ls in zip(sep, last_sep)]
         dist = torch.where(collapsed, torch.full_like(dist, d0), dist)
         ratio = d0 / dist
         last_sep = [s * _bcast(ratio.to(s.dtype), s) for s in sep]
-        size0 = torch.where(collapsed, size0, size1 * ratio)  # a seminorm scales with its argument
+        size0 = torch.where(_bcast(collapsed, size1), size0, size1 * _bcast(ratio, size1))  # seminorms scale
         pert = tuple(r + s for r, s in zip(ref, last_sep))
     exponent = log_sum / (n_steps * dt)
-    exponent = torch.where(diverged, torch.full_like(exponent, float("nan")), exponent)
+    exponent = torch.where(_bcast(diverged, exponent), torch.full_like(exponent, float("nan")), exponent)
     return LyapunovResult(exponent, ref[0] if single else ref, diverged)
