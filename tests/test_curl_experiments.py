@@ -1,0 +1,80 @@
+"""The three curl experiments at toy sizes: parameter checks, chunking, tidy columns, reports."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from plasticlab.errors import PlasticlabError
+from plasticlab.experiments.base import get
+
+
+def test_registered_with_quick_budgets():
+    for name in ("curl-hidden", "curl-readout", "curl-speedup"):
+        exp = get(name)
+        assert exp.budget_s <= 180 and exp.quick
+
+
+def test_bad_overrides_name_key_and_choices():
+    with pytest.raises(PlasticlabError, match="ks"):
+        get("curl-speedup").params(quick=True, kz=[1])
+    with pytest.raises(PlasticlabError, match="k=11"):
+        get("curl-speedup").params(quick=True, ks=[11])
+    with pytest.raises(PlasticlabError, match="tanh"):
+        get("curl-hidden").params(quick=True, activations=["sigmoid"])
+    with pytest.raises(PlasticlabError, match="alphas"):
+        get("curl-readout").params(quick=True, alphas=[1.5])
+
+
+def test_speedup_chunks_put_k_and_r_sweeps_at_sweep_P_only():
+    exp = get("curl-speedup")
+    p = exp.params(Ps=[2000, 100], ks=[1, 3], init_scales=[2.0, 6.0], activations=["tanh"], norms=[True])
+    by_P = {c["P"]: set(map(tuple, c["conditions"])) for c in exp.chunks(p)}
+    assert by_P[100] == {("gd", 0, 2.0), ("curl", 1, 2.0)}
+    assert {("curl", 3, 2.0), ("gd", 0, 6.0), ("curl", 1, 6.0)} <= by_P[2000]
+    assert not any(r == "gd" and k for r, k, _ in by_P[2000])  # GD has no flips: one run per r
+
+
+def test_hidden_chunks_keep_m_plus_n():
+    exp = get("curl-hidden")
+    specs = exp.chunks(exp.params(quick=True))
+    assert all(s["M"] + s["N"] == 219 for s in specs)
+    cs = [s["M"] / s["N"] for s in specs if s["activation"] == "linear"]
+    assert cs == sorted(cs) and len(specs) == 2 * len(cs)
+
+
+def test_speedup_chunk_columns_and_pairing(tmp_path):
+    exp = get("curl-speedup")
+    p = exp.params(Ps=[100], ks=[1], init_scales=[2.0], activations=["tanh"], norms=[True], seeds=[0, 1],
+                   epochs=400, sweep_P=100)
+    df = pd.concat([exp.run_chunk(s) for s in exp.chunks(p)])
+    need = {"rule", "activation", "P", "k_readout", "init_scale", "norm_constraint", "seed", "epochs_to_threshold"}
+    assert need <= set(df.columns) and len(df) == 4
+    assert (df[df.rule == "gd"].k_readout == 0).all() and (df[df.rule == "curl"].k_readout == 1).all()
+    # small P: both rules reach 1e-3 within a few hundred epochs (paper: 191 and 204 at P=100)
+    assert df.epochs_to_threshold.notna().all() and (df.epochs_to_threshold < 400).all()
+    exp.report(df, p, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "speedup_vs_P.png" in text and (tmp_path / "speedup_vs_P.png").exists() and "paper" in text
+
+
+def test_readout_from_teacher_leaves_only_when_flipped(tmp_path):
+    exp = get("curl-readout")
+    # c = 4 (M=24, N=6): theory α_r* ≈ 1/64, so 3 of 6 flipped readout inputs must destabilise the teacher
+    p = exp.params(c_min=4.0, c_max=4.0, n_c=1, alphas=[0.0, 0.5], seeds=[0], total=30, epochs=600,
+                   perturbation=1e-6)
+    df = pd.concat([exp.run_chunk(s) for s in exp.chunks(p)])
+    assert {"c", "alpha_r", "activation", "seed", "test_error", "peak_train_error"} <= set(df.columns)
+    stay, leave = df[df.alpha_r == 0].iloc[0], df[df.alpha_r == 0.5].iloc[0]
+    assert stay.peak_train_error < 1e-10 and leave.peak_train_error > 1e3 * stay.peak_train_error
+    exp.report(df, p, tmp_path)
+    assert (tmp_path / "readout_heatmaps_linear.png").exists()
+
+
+def test_hidden_report_draws_heatmap(tmp_path):
+    exp = get("curl-hidden")
+    p = exp.params(n_c=2, c_min=0.2, c_max=2.0, alphas=[0.0, 1.0], seeds=[0], total=24, epochs=30,
+                   activations=["linear"])
+    df = pd.concat([exp.run_chunk(s) for s in exp.chunks(p)])
+    assert {"c", "alpha_h", "activation", "seed", "test_error"} <= set(df.columns)
+    assert np.isfinite(df.test_error).all()
+    exp.report(df, p, tmp_path)
+    assert (tmp_path / "hidden_heatmap.png").exists() and "Verdicts" in (tmp_path / "report.md").read_text()
