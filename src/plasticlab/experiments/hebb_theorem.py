@@ -1,0 +1,131 @@
+"""hebb-theorem: the stationarity identity ⟨E g, E[h_b h_aᵀ]⟩ = γ E‖h_b‖² (SPEC A.3), rule by rule.
+
+At stationarity E[ΔW] = 0, i.e. E g = γ E W, whatever produced g; then
+⟨E g, E[h_b h_aᵀ]⟩ = γ ⟨E W, E[W h_a h_aᵀ]⟩ ≈ γ E‖h_b‖² (exact up to the weights' own fluctuations). Both
+sides are time averages over the late window of one run. Hebbian and Oja are shown as counterexamples of
+a different kind: plain Hebb has no stationary point under weak decay (it grows without bound), Oja's
+signal is Hebbian by construction.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from plasticlab.errors import PlasticlabError
+from plasticlab.experiments._hebb_common import (ACTIVATIONS, RULES, check_min, check_nonneg, dtype_of,
+                                                 train_regression)
+from plasticlab.experiments.base import Experiment, register
+from plasticlab.metrics.hebbian import cosine
+from plasticlab.report import Report
+
+MUST = ["sgd", "dfa", "random_nn"]
+
+
+@register
+class HebbTheorem(Experiment):
+    name = "hebb-theorem"
+    summary = "stationarity identity ⟨E g, E h_b h_aᵀ⟩ = γ E‖h_b‖² checked for every rule"
+    budget_s = 60
+    defaults = dict(rules=["sgd", "adam", "dfa", "random_nn", "hebbian", "oja"], gammas=[5e-3, 2e-2],
+                    seeds=[0, 1, 2, 3, 4], widths=[32, 32, 32, 32], activation="tanh", steps=20000,
+                    lr=0.1, adam_lr=0.003, batch_size=256, n_train=20000, n_val=2000, tolerance=0.1,
+                    dtype="float64")
+    quick = dict(gammas=[2e-2], seeds=[0, 1], steps=2000, n_train=5000, n_val=500, dtype="float32",
+                 adam_lr=0.03)
+    choices = dict(rules=RULES, activation=ACTIVATIONS, dtype=["float64", "float32"])
+
+    def validate(self, p):
+        check_nonneg(self.name, "gammas", p["gammas"])
+        check_min(self.name, p, widths=1, steps=4, batch_size=1, n_train=1, n_val=1)
+        if len(p["widths"]) < 2:
+            raise PlasticlabError(f"hebb-theorem parameter 'widths' needs at least (in, out), got {p['widths']}")
+        for key in ("lr", "adam_lr", "tolerance"):
+            if not p[key] > 0:
+                raise PlasticlabError(f"hebb-theorem parameter {key!r} must be > 0, got {p[key]!r}")
+
+    def chunks(self, p):
+        keep = ("gammas", "seeds", "widths", "activation", "steps", "batch_size", "n_train", "n_val", "dtype")
+        return [dict(rule=r, lr=p["adam_lr"] if r == "adam" else p["lr"], **{k: p[k] for k in keep})
+                for r in p["rules"]]
+
+    def run_chunk(self, spec):
+        torch.set_num_threads(1)
+        steps = spec["steps"]
+        m, res = train_regression(spec["rule"], spec["gammas"], spec["seeds"], widths=spec["widths"],
+                                  activation=spec["activation"], steps=steps, lr=spec["lr"],
+                                  batch_size=spec["batch_size"], n_train=spec["n_train"],
+                                  n_val=spec["n_val"], average_from=steps // 2, record_every=steps // 10,
+                                  dtype=dtype_of(spec["dtype"]))
+        rows = []
+        gam = torch.as_tensor(m.gamma.values, dtype=torch.float64)
+        for l, (G, H, P) in enumerate(zip(res.G_mean, res.H_mean, res.post_sq_mean)):
+            lhs = (G.double() * H.double()).flatten(1).sum(1)
+            rhs = gam * P.double()
+            rows.append(m.assign(rule=spec["rule"], layer=l, lhs=lhs.numpy(), rhs=rhs.numpy(),
+                                 rel_error=((lhs - rhs).abs() / rhs.abs()).numpy(),
+                                 alignment=res.alignment_late[l].double().numpy(),
+                                 alignment_timeavg=cosine(G.double(), H.double()).numpy(),
+                                 diverged=res.diverged.numpy(), collapsed=res.collapsed[l].numpy()))
+        return pd.concat(rows, ignore_index=True)
+
+    def report(self, df, p, out):
+        _report(df, p, Path(out))
+
+
+def _report(df, p, out):
+    import matplotlib.pyplot as plt
+
+    rep = Report(out, "hebb-theorem — at stationarity every rule's signal is Hebbian on average", p)
+    rep.text(
+        "SPEC A.3: if E[ΔW] = 0 with ΔW = η(g − γW), then E g = γ E W for *any* rule g, so "
+        "⟨E g, E[h_b h_aᵀ]⟩ = γ E‖h_b‖² ≥ 0. Left side: time-mean signal · time-mean Hebbian matrix over the "
+        f"second half of {p['steps']} steps; right side: γ × time-mean ‖h_b‖² per sample. Relative error = "
+        "|lhs − rhs| / rhs; diverged runs are excluded (their count is shown). "
+        f"Network widths {p['widths']}, {p['activation']}, lr {p['lr']} (Adam {p['adam_lr']}).")
+    ok = df[~df.diverged]
+    agg = (ok.groupby(["rule", "gamma", "layer"])
+           .agg(lhs=("lhs", "mean"), rhs=("rhs", "mean"), rel_error_mean=("rel_error", "mean"),
+                rel_error_max=("rel_error", "max"), alignment=("alignment", "mean"),
+                alignment_timeavg=("alignment_timeavg", "mean"), n=("seed", "count")).reset_index())
+    div = df.groupby(["rule", "gamma", "layer"]).diverged.sum().rename("diverged").reset_index()
+    agg = div.merge(agg, on=["rule", "gamma", "layer"], how="left")
+    order = {r: i for i, r in enumerate(p["rules"])}
+    agg = agg.sort_values(["rule", "gamma", "layer"], key=lambda c: c.map(order) if c.name == "rule" else c)
+    rep.table(agg, "Both sides of the identity per rule, γ and layer (means over seeds)")
+
+    fig, ax = plt.subplots(figsize=(6.2, 5))
+    markers = dict(zip(p["rules"], "osD^vPX*"))
+    for rule in p["rules"]:
+        s = ok[ok.rule == rule]
+        if len(s):
+            ax.scatter(s.rhs, s.lhs, marker=markers.get(rule, "o"), s=28, alpha=0.75, label=rule)
+    lim = ok[["lhs", "rhs"]].abs().replace(0, np.nan).stack().dropna()
+    if len(lim):
+        xs = np.geomspace(lim.min() / 1.5, lim.max() * 1.5, 10)
+        ax.plot(xs, xs, "k--", lw=1, label="identity: lhs = rhs")
+    ax.set_xscale("log")
+    # linear only well below every rhs, so the identity line stays straight where the points are
+    ax.set_yscale("symlog", linthresh=max(float(ok.rhs.abs().min()) / 10 if len(ok) else 1e-6, 1e-12))
+    ax.set_xlabel("γ E‖h_b‖²  (rhs)")
+    ax.set_ylabel("⟨E g, E h_b h_aᵀ⟩  (lhs)")
+    ax.set_title("stationarity identity, every run × layer")
+    ax.legend(fontsize=8)
+    rep.figure(fig, "theorem_identity", "Each point is one run and layer; on the dashed line the identity holds.")
+
+    for rule in p["rules"]:
+        s = ok[ok.rule == rule]
+        n_div = int(df[df.rule == rule].diverged.sum()) // max(df.layer.nunique(), 1)
+        if s.empty:
+            rep.claim(f"{rule}: stationarity identity holds (relative error < {p['tolerance']:.0%})",
+                      False if rule in MUST else None, f"every run diverged ({n_div}) — no stationary state")
+            continue
+        worst = float(s.rel_error.max())
+        verdict = worst < p["tolerance"] if rule in MUST else None
+        extra = "" if rule in MUST else " (reported, not part of the must-show)"
+        rep.claim(f"{rule}: stationarity identity holds (relative error < {p['tolerance']:.0%}){extra}", verdict,
+                  f"relative error mean {s.rel_error.mean():.3%}, worst {worst:.3%} over {len(s)} runs×layers"
+                  f"; {n_div} diverged; lhs > 0 in {int((s.lhs > 0).sum())}/{len(s)}")
+    rep.write()
