@@ -92,10 +92,19 @@ def run_members(M: int, N: int, alphas, seeds, *, epochs: int, record: int, acti
                 n1, n2 = torch.where(keep, W1, n1), torch.where(keep, W2, n2)
             W1, W2 = n1, n2
         acc = QAccumulator()
+        errs = []
+
+        def observe(t, s):
+            acc.update(_flat(*s))
+            # the training error along the window tells a fluctuating function from weights that move
+            # along the symmetry orbit at a fixed function (large q either way)
+            errs.append(0.5 * (curl_forward(s[0], s[1], Xs, activation) - Ys).pow(2).mean(dim=(1, 2)))
+
         lyap = lyapunov_exponent(step, (W1, W2), record, seeds=seeds_t, d0=d0, renorm_every=renorm_every,
-                                 observe=lambda t, s: acc.update(_flat(*s)), measure=measures)
+                                 observe=observe, measure=measures)
         W1, W2 = lyap.state
         err = 0.5 * (curl_forward(W1, W2, X, activation) - Y).pow(2).mean(dim=(1, 2))
+        errs = torch.stack(errs, 1).numpy()
     qres = acc.result()
     late = lyap.diverged.numpy() & np.isnan(diverged_at)
     diverged_at[late] = burn + record  # found inside the recorded window (epoch not resolved further)
@@ -106,7 +115,9 @@ def run_members(M: int, N: int, alphas, seeds, *, epochs: int, record: int, acti
         lyapunov=np.where(diverged, np.nan, lyap.exponent[:, 0].numpy()),
         lyapunov_gram=np.where(diverged, np.nan, lyap.exponent[:, 1].numpy()),
         lyapunov_weights=np.where(diverged, np.nan, lyap.exponent[:, 2].numpy()),
-        train_error=np.where(diverged, np.nan, err.numpy()), diverged=diverged, diverged_at=diverged_at,
+        train_error=np.where(diverged, np.nan, err.numpy()),
+        error_min=np.where(diverged, np.nan, errs.min(1)), error_max=np.where(diverged, np.nan, errs.max(1)),
+        diverged=diverged, diverged_at=diverged_at,
         epochs=epochs, record=record, activation=activation))
 
 
@@ -199,6 +210,8 @@ def _summary(df: pd.DataFrame) -> pd.DataFrame:
     g = d.groupby(["c", "M", "N", "alpha_h"], as_index=False)
     return g.agg(alpha_h_eff=("alpha_h_eff", "first"), runs=("seed", "size"),
                  median_q=("q", "median"), mean_lyapunov=("lyapunov", "mean"),
+                 mean_lyapunov_gram=("lyapunov_gram", "mean"), mean_lyapunov_weights=("lyapunov_weights", "mean"),
+                 error_min=("error_min", "min"), error_max=("error_max", "max"),
                  chaotic=("phase", lambda s: int((s == "chaotic").sum())),
                  converged=("phase", lambda s: int((s == "converged").sum())),
                  diverged=("diverged", "sum"))
@@ -213,6 +226,7 @@ def _plot_panels(ax_q, ax_l, groups, xcol, vlines, label_fmt, xlog=False):
         s = sub.sort_values(xcol)
         ax_q.plot(s[xcol], s.median_q.clip(lower=1e-32), "o-", color=colour, label=label_fmt(key))
         ax_l.plot(s[xcol], s.mean_lyapunov, "o-", color=colour, label=label_fmt(key))
+        ax_l.plot(s[xcol], s.mean_lyapunov_gram, "x:", color=colour)
         if key in vlines and np.isfinite(vlines[key]):
             for ax in (ax_q, ax_l):
                 ax.axvline(vlines[key], color=colour, ls="--", lw=1)
@@ -222,7 +236,7 @@ def _plot_panels(ax_q, ax_l, groups, xcol, vlines, label_fmt, xlog=False):
     ax_l.axhline(0.0, color="k", lw=0.8)
     ax_l.set_yscale("symlog", linthresh=1e-5)
     ax_q.set_ylabel("q (median over seeds)")
-    ax_l.set_ylabel("largest Lyapunov exponent λ [1/epoch]")
+    ax_l.set_ylabel("λ [1/epoch]: o output change, x Gram (symmetry-reduced)")
     for ax in (ax_q, ax_l):
         ax.set_xlabel({"alpha_h": "α_h (flipped input fraction)", "c": "c = M/N"}[xcol])
         if xlog:
@@ -342,6 +356,20 @@ def write_report(df: pd.DataFrame, p: dict, out: Path) -> None:
                   f"{int((below.q < Q_CONVERGED).sum())}/{len(below)} converged below c*; "
                   f"{int((far.q > Q_CHAOTIC).sum())}/{len(far)} chaotic at c = {sub.c.max():g}")
 
+    hi = df[df.q > Q_CHAOTIC]
+    if len(hi):
+        swing = (hi.error_max - hi.error_min) / hi.error_max
+        rep.text(
+            f"**What the large-q states are.** {len(hi)} runs have q > {Q_CHAOTIC:g}. Their exponents: "
+            f"output-change λ in [{hi.lyapunov.min():.3g}, {hi.lyapunov.max():.3g}], positive in "
+            f"{int((hi.lyapunov > 0).sum())}; Gram (hidden-rotation-reduced) λ in [{hi.lyapunov_gram.min():.3g}, "
+            f"{hi.lyapunov_gram.max():.3g}], positive in {int((hi.lyapunov_gram > 0).sum())}; plain weight-norm λ "
+            f"in [{hi.lyapunov_weights.min():.3g}, {hi.lyapunov_weights.max():.3g}]. Relative swing of the "
+            f"training error over the window (max − min)/max: median {swing.median():.3g}, range "
+            f"[{swing.min():.3g}, {swing.max():.3g}]; training error from {hi.error_min.min():.3g} to "
+            f"{hi.error_max.max():.3g}. A large q with λ ≤ 0 and a nearly constant error is a regular state — "
+            f"the weights keep moving (e.g. along the exact hidden-layer rotation symmetry, which q counts) "
+            f"while the function settles — not chaos; only λ > 0 (a positive Gram/output exponent) marks chaos.")
     ok = df[~df.diverged]
     agree = ((ok.q > Q_CHAOTIC) & (ok.lyapunov > 0)) | ((ok.q < Q_CONVERGED) & (ok.lyapunov < 0))
     decided = (ok.q > Q_CHAOTIC) | (ok.q < Q_CONVERGED)
