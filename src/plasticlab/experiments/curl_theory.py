@@ -304,12 +304,15 @@ def _report(df: pd.DataFrame, p, out: Path) -> None:
                   f"{int((~below.crossed).sum())}/{len(below)} (c, seed) never lost definiteness "
                   f"(c = {', '.join(f'{c:g}' for c in sorted(below.c.unique()))})")
     if not above.empty:
-        # α_h* = 0 is a large-N statement (a vanishing fraction); near c = 2/3 a finite net may need 2–3
-        rep.claim(f"Hidden, c > 2/3 at N = {Nmax}: a vanishing fraction of flipped inputs destabilises "
-                  "(threshold ≤ 1% of inputs)", bool((above.alpha <= 0.01).all()),
-                  f"max sampled α_h = {above.alpha.max():.4f}; a single flip suffices in "
-                  f"{int((above.k == 1).sum())}/{len(above)} (c, seed) "
-                  f"(c = {', '.join(f'{c:g}' for c in sorted(above.c.unique()))})")
+        # α_h* = 0 is a large-N statement: a few flips (not a fraction) suffice, so k*/M shrinks with N
+        hid = thr[(thr.layer == "hidden") & (thr.c > 2 / 3)]
+        trend = hid.groupby("N").alpha.mean().sort_index()
+        ok = bool((above.k <= 5).all() and (len(trend) < 2 or np.all(np.diff(trend.to_numpy()) < 0)))
+        rep.claim("Hidden, c > 2/3: a vanishing fraction of flipped inputs destabilises (a handful of flips, "
+                  "k* ≤ 5, at the largest N; the threshold fraction shrinks with N)", ok,
+                  f"k* at N = {Nmax}: max {int(above.k.max())}, = 1 in {int((above.k == 1).sum())}/{len(above)} "
+                  "(c, seed); mean α_h over c > 2/3: "
+                  + ", ".join(f"N={n}: {v:.4f}" for n, v in trend.items()))
     for layer, c0 in focus.items():
         s = g[(g.layer == layer) & (g.c_target == c0) & (g.N == Nmax)]
         if s.empty:
