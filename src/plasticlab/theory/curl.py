@@ -186,7 +186,7 @@ def flip_diagonal(n: int, k) -> np.ndarray:
     return np.where(np.arange(n) < k[..., None], -1.0, 1.0)
 
 
-def balanced_point(M: int, N: int, seeds: Sequence[int], dtype=None):
+def balanced_point(M: int, N: int, seeds: Sequence[int]):
     """W1 (E, N, M) with entries N(0, 1/M) and W2 (E, N) with ‖W2‖ = 1, one draw per seed."""
     import torch
 
