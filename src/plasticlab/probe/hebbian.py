@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from plasticlab.errors import PlasticlabError, check_positive
-from plasticlab.metrics.hebbian import cosine, hebbian_direction
+from plasticlab.metrics.hebbian import _EPS
 
 _KINDS = (nn.Linear, nn.Conv2d)
 
@@ -68,7 +68,10 @@ def _conv_patches(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 def _hebb_sum(m: nn.Module, x: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(Σ_i h_b,i h_a,iᵀ, N) for one forward call, h_b without the bias; one matmul."""
+    """(Σ_i h_b,i h_a,iᵀ, N) for one forward call, h_b without the bias: one matmul + one rank-1 pass.
+
+    N·hebbian_direction(pre, post) computed without its division pass (the cosine ignores the scale).
+    """
     x = x.detach()
     out = out.detach()
     if isinstance(m, nn.Conv2d):
@@ -79,12 +82,22 @@ def _hebb_sum(m: nn.Module, x: torch.Tensor, out: torch.Tensor) -> tuple[torch.T
         post = out.reshape(-1, out.shape[-1])
     if pre.dtype in (torch.float16, torch.bfloat16):
         pre, post = pre.float(), post.float()
-    n = pre.shape[0]
-    H = hebbian_direction(pre, post)
+    H_sum = post.T @ pre
     if m.bias is not None:
-        # (out − b)ᵀ pre / N = outᵀ pre / N − b ⊗ mean(pre): removes the bias without copying the output
-        H = H - torch.outer(m.bias.detach().to(H.dtype), pre.mean(0))
-    return H * n, n
+        # Σ (out_i − b) pre_iᵀ = Σ out_i pre_iᵀ − b (Σ pre_i)ᵀ: removes the bias without copying the output
+        H_sum.addr_(m.bias.detach().to(H_sum.dtype), pre.sum(0), alpha=-1)
+    return H_sum, pre.shape[0]
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.dot(a.reshape(-1), b.reshape(-1))
+
+
+def _cos(dot: torch.Tensor, sq_a: torch.Tensor, sq_b: torch.Tensor) -> torch.Tensor:
+    """metrics.cosine from precomputed inner products (one BLAS pass each instead of three temporaries);
+    NaN where either side is zero, as there."""
+    denom = (sq_a * sq_b).sqrt()
+    return torch.where(denom > _EPS, dot / denom.clamp_min(_EPS), torch.full_like(dot, float("nan")))
 
 
 class HebbianProbe:
@@ -213,7 +226,9 @@ class HebbianProbe:
             W = st.module.weight
             if st.h_sum is None or W.grad is None:
                 continue
-            st.signal = -W.grad.detach().reshape(W.shape[0], -1)
+            # reduce the signal to scalars now: the optimizer may not leave .grad as it found it
+            g = W.grad.detach().to(st.h_sum.dtype)
+            st.signal = (-_dot(g, st.h_sum), _dot(g, g), _dot(st.h_sum, st.h_sum))
             st.w_before = W.detach().reshape(W.shape[0], -1).clone()
 
     def _post(self, updated: bool) -> None:
@@ -230,12 +245,15 @@ class HebbianProbe:
         for st in self.layers.values():
             if st.signal is None:
                 continue
-            H = st.h_sum / st.n
-            W = st.module.weight.detach().reshape(H.shape[0], -1)
-            dW = (W - st.w_before) if updated else torch.full_like(W, float("nan"))
-            sig = st.signal.to(H.dtype)
-            values.append(torch.stack([cosine(sig, H), cosine(dW.to(H.dtype), H),
-                                       sig.norm(), dW.norm(), H.norm()]))
+            gh, gg, hh = st.signal
+            if updated:
+                W = st.module.weight.detach().reshape(st.w_before.shape)
+                dW = torch.sub(W, st.w_before, out=st.w_before).to(st.h_sum.dtype)  # in place: no new buffer
+                dh, dd = _dot(dW, st.h_sum), _dot(dW, dW)
+            else:
+                dh = dd = torch.full_like(gh, float("nan"))
+            values.append(torch.stack([_cos(gh, gg, hh), _cos(dh, dd, hh), gg.sqrt(), dd.sqrt(),
+                                       hh.sqrt() / st.n]))
             rows.append(st)
         if not rows:
             return

@@ -1,0 +1,60 @@
+"""A user's own model and training loop, with the HebbianProbe attached in two lines.
+
+    .venv/bin/python examples/probe_mlp.py [out.png]
+
+Trains a small tanh MLP on a synthetic regression task with AdamW (lr 1e-2, weight decay 0.3: stationary within the run) and plots, per layer,
+the Hebbian alignment of the learning signal (−grad) and of the actual update over training.
+"""
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+from plasticlab.probe import HebbianProbe  # noqa: E402
+
+
+def main(out: str = "probe_mlp.png", steps: int = 1500) -> None:
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(32, 64), nn.Tanh(), nn.Linear(64, 8))
+    model = nn.Sequential(nn.Linear(32, 128), nn.Tanh(), nn.Linear(128, 128), nn.Tanh(), nn.Linear(128, 8))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.3)
+
+    probe = HebbianProbe(model, every=10)      # line 1: hooks on every nn.Linear
+    probe.attach_optimizer(opt)                # line 2: measure around each opt.step()
+
+    for step in range(steps):                  # the user's loop, unchanged
+        x = torch.randn(128, 32)
+        with torch.no_grad():
+            y = teacher(x)
+        loss = nn.functional.mse_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    df = probe.to_frame()
+    probe.remove()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    for layer, d in df.groupby("layer"):
+        smooth = d.set_index("step")[["alignment_signal", "alignment_update"]].rolling(10, min_periods=1).mean()
+        axes[0].plot(smooth.index, smooth.alignment_signal, label=f"layer {layer}")
+        axes[1].plot(smooth.index, smooth.alignment_update, label=f"layer {layer}")
+    axes[0].set_title("learning signal −∂ℓ/∂W")
+    axes[1].set_title("actual AdamW update (decay included)")
+    for ax in axes:
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_xlabel("step")
+    axes[0].set_ylabel("Hebbian alignment")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    late = df[df.step >= steps // 2].groupby("layer")[["alignment_signal", "alignment_update"]].mean()
+    print(late.round(3).to_string())
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:2])
