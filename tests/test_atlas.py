@@ -160,6 +160,9 @@ def test_flip_negates_presynaptic_columns(small):
         assert torch.equal(b[..., :k], -a[..., :k]) and torch.equal(b[..., k:], a[..., k:])
     c = chain(curl(fraction=0.5, layers=[1])).step((None,), ctx).updates  # round(0.5 * 4) = 2 columns
     assert torch.equal(c[1][0][..., :2], -g[1][0][..., :2]) and torch.equal(c[0][0], g[0][0])
+    d = chain(curl()).step((None,), ctx).updates  # default: one flipped readout neuron
+    assert torch.equal(d[2][0][..., :1], -g[2][0][..., :1]) and torch.equal(d[2][0][..., 1:], g[2][0][..., 1:])
+    assert torch.equal(d[0][0], g[0][0]) and torch.equal(d[1][0], g[1][0])
     with pytest.raises(PlasticlabError, match="fraction"):
         flip(fraction=1.5)
     with pytest.raises(PlasticlabError, match="exactly one"):
@@ -180,3 +183,29 @@ def test_every_rule_trains_and_members_are_independent():
         for W2, W1 in zip(both.net.weights, one.net.weights):
             assert torch.allclose(W2[1:], W1, atol=1e-12), name
         assert math.isfinite(both.val_loss_final[0].item()), name
+
+
+def test_rule_atlas_chunk_and_report(tmp_path):
+    """A tiny rule-atlas run: required columns, NaN only where marked, claims computed from the table."""
+    import pandas as pd
+
+    from plasticlab.experiments.base import get
+
+    exp = get("rule-atlas")
+    p = exp.params(rules=["sgd", "hebbian", "curl"], seeds=[0], steps=40, n_train=200, n_val=50, d_in=4,
+                   hidden=4, d_out=2, analysis_batch=32, warm_steps=2, noise_draws=2, batch_size=16)
+    df = pd.concat([exp.run_chunk(spec) for spec in exp.chunks(p)], ignore_index=True)
+    for col in ["rule", "weight_decay", "noise", "final_loss", "alignment", "nongradient_fraction", "converged"]:
+        assert col in df
+    assert len(df) == 3 * 4
+    ok = df[df.status.isin(["converged", "not converged"])]
+    assert not ok[["final_loss", "alignment", "nongradient_fraction"]].isna().any().any()
+    sgd_rows = df[df.rule == "sgd"]
+    assert (sgd_rows.nongradient_fraction < 1e-6).all()
+    assert (df[df.rule == "curl"].nongradient_fraction_init > 0.01).all()
+    exp.report(df, p, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "rule_atlas.png" in text and (tmp_path / "rule_atlas.png").exists()
+    assert "sgd (and random_nn) fields are gradients" in text
+    with pytest.raises(PlasticlabError, match="valid choices"):
+        exp.params(rules=["sgd", "nope"])

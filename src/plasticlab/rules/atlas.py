@@ -12,7 +12,8 @@ with ``signals.py``: pre = h_a (previous layer's post-activation), post = h_b = 
 - ``fa``: feedback alignment: backprop with a fixed random B_l in place of W_l in the backward chain.
 - ``sign_symmetry``: backprop with sign(W_l) (scaled by mean |W_l|) in place of W_l.
 - ``exp_grad``: Dale's law: W <- W exp(lr sign(W) g_base); written as an additive signal, never flips a sign.
-- ``curl``: sgd followed by ``flip``: the update's presynaptic columns of flipped inputs are negated.
+- ``curl``: sgd followed by ``flip``: the update's presynaptic columns of flipped inputs are negated
+  (default: one flipped readout neuron, k = 1 on the last layer).
 """
 from __future__ import annotations
 
@@ -187,7 +188,8 @@ class Flip(Transform):
     layer l's inputs with its first k_l entries -1. Biases (presynaptic constant 1) are never flipped.
 
     ``k`` (int, or one per layer) or ``fraction`` (float, or one per layer: k_l = round(fraction * in_l));
-    ``layers`` restricts the flips to those layer indices (default: every layer)."""
+    ``layers`` restricts the flips to those layer indices, negative ones counting from the output
+    (default: every layer)."""
 
     def __init__(self, fraction=None, k=None, layers=None):
         if (fraction is None) == (k is None):
@@ -203,9 +205,11 @@ class Flip(Transform):
         what = f"fraction={fraction}" if k is None else f"k={k}"
         self.name = f"flip({what}{'' if layers is None else f', layers={self.layers}'})"
 
-    def k_of(self, l: int, n_in: int) -> int:
-        if self.layers is not None and l not in self.layers:
-            return 0
+    def k_of(self, l: int, n_in: int, n_layers: int | None = None) -> int:
+        if self.layers is not None:
+            chosen = self.layers if n_layers is None else [i % n_layers for i in self.layers]
+            if l not in chosen:
+                return 0
         if self.k is not None:
             kk = _pick(self.k, l)
             if kk > n_in:
@@ -213,23 +217,29 @@ class Flip(Transform):
             return int(kk)
         return int(round(float(_pick(self.fraction, l)) * n_in))
 
-    def diagonal(self, l: int, n_in: int, dtype=torch.float64) -> torch.Tensor:
-        k = self.k_of(l, n_in)
+    def diagonal(self, l: int, n_in: int, dtype=torch.float64, n_layers: int | None = None) -> torch.Tensor:
+        k = self.k_of(l, n_in, n_layers)
         return torch.where(torch.arange(n_in) < k, -1.0, 1.0).to(dtype)
 
     def apply(self, updates):
-        return [(uW * self.diagonal(l, uW.shape[-1], uW.dtype), ub) for l, (uW, ub) in enumerate(updates)]
+        L = len(updates)
+        return [(uW * self.diagonal(l, uW.shape[-1], uW.dtype, L), ub) for l, (uW, ub) in enumerate(updates)]
 
     def update(self, updates, state, ctx: Context):
         return self.apply(updates), state
 
 
 class Curl(Transform):
-    """Curl descent in an MLP: a base signal (sgd) with its presynaptic columns flipped (see ``Flip``)."""
+    """Curl descent in an MLP: a base signal (sgd) with its presynaptic columns flipped (see ``Flip``).
+
+    Without ``fraction``/``k``: one flipped readout neuron (k = 1 on the last layer's inputs, as in SPEC B.5's
+    speed-up experiment; stable at small flipped fractions). With them and no ``layers``: every layer."""
 
     kind, name = "signal", "curl"
 
-    def __init__(self, fraction=0.25, k=None, layers=None, base: Transform | None = None):
+    def __init__(self, fraction=None, k=None, layers=None, base: Transform | None = None):
+        if fraction is None and k is None:
+            k, layers = 1, ([-1] if layers is None else layers)
         self.flip = Flip(fraction=None if k is not None else fraction, k=k, layers=layers)
         self.base = SGD() if base is None else base
 
@@ -283,7 +293,7 @@ def flip(fraction=None, k=None, layers=None) -> Flip:
     return Flip(fraction, k, layers)
 
 
-def curl(fraction=0.25, k=None, layers=None, base: Transform | None = None) -> Curl:
+def curl(fraction=None, k=None, layers=None, base: Transform | None = None) -> Curl:
     return Curl(fraction, k, layers, base)
 
 
