@@ -85,8 +85,9 @@ def test_resume_skips_done_and_changed_grid_computes_only_new(tmp_path):
 def test_sigkill_mid_sweep_then_rerun_equals_uninterrupted(tmp_path):
     out = tmp_path / "killed"
     gains = [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0]
-    sets = ["gains=" + ",".join(map(str, gains)), "seeds=0,1", "size=6", "steps=4", "sleep_s=0.4"]
-    cmd = [sys.executable, "-m", "plasticlab.cli", "run", "sweep-demo", "--out", str(out), "-q", "--workers", "2"]
+    sets = ["gains=" + ",".join(map(str, gains)), "seeds=0,1", "size=6", "steps=4", "sleep_s=0.25"]
+    cmd = [sys.executable, "-m", "plasticlab.cli", "run", "sweep-demo", "--out", str(out), "-q",
+           "--workers", "2"]
     for s in sets:
         cmd += ["--set", s]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -115,9 +116,11 @@ def test_sigkill_mid_sweep_then_rerun_equals_uninterrupted(tmp_path):
         time.sleep(0.2)
     assert not any(alive(p) for p in pids)
     s = summary(out)  # the grid was recorded before any work, so the unfinished chunks show as pending
-    assert (s["done"], s["pending"], s["failed"], s["running"]) == (len(done), len(gains) - len(done), 0, False)
+    n_done = len(done)
+    assert (s["done"], s["pending"], s["failed"], s["running"]) == (n_done, len(gains) - n_done, 0, False)
 
-    resumed = plasticlab.run("sweep-demo", out=out, gains=gains, seeds=[0, 1], size=6, steps=4, sleep_s=0.4)
+    resumed = plasticlab.run("sweep-demo", out=out, gains=gains, seeds=[0, 1], size=6, steps=4,
+                             sleep_s=0.25)
     after = manifest(out)
     rerun = after["runs"][-1]
     assert rerun["computed"] == len(gains) - len(done)  # only the unfinished chunks were recomputed

@@ -40,6 +40,7 @@ def status(path: str | Path) -> str:
         lines.append(f"{s['stale']} chunks of earlier grids are kept on disk but not in the results")
     if s["last_run"]:
         r = s["last_run"]
+        ended = f", ended {r['ended']}" if "ended" in r else " (still running or killed)"
         lines.append(f"last run {r['id']}: {r['computed']} computed, {r['failed']} failed "
-                     f"({r['executor']}, started {r['started']}{', ended ' + r['ended'] if 'ended' in r else ''})")
+                     f"({r['executor']}, started {r['started']}{ended})")
     return "\n".join(lines)
