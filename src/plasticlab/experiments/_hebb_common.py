@@ -155,7 +155,8 @@ def summarise(df: pd.DataFrame, by: list[str], value: str = "alignment") -> pd.D
 
 def train_regression(rule: str, gammas, seeds, *, widths, activation: str, steps: int, lr: float,
                      batch_size: int = 256, n_train: int = 20000, n_val: int = 2000, average_from=None,
-                     record_every=None, late_every: int = 1, neurons: bool = False, dtype=torch.float64):
+                     record_every=None, late_every: int = 1, neurons: bool = False, dtype=torch.float64,
+                     record_at=None):
     """The standard regression (SPEC A.5: tanh-teacher with 32 hidden units, Gaussian inputs) trained by
     one rule for every γ × seed member at once. Returns the member table and the TrainResult."""
     from plasticlab.networks.mlp import init_mlp
@@ -171,7 +172,7 @@ def train_regression(rule: str, gammas, seeds, *, widths, activation: str, steps
     res = train_mlp(net, member_rule(rule, m.gamma.values), data, seeds_e, steps=steps, lr=lr,
                     batch_size=batch_size, record_every=record_every or max(steps // 20, 1),
                     average_from=steps // 2 if average_from is None else average_from,
-                    late_every=late_every, neurons=neurons)
+                    late_every=late_every, neurons=neurons, record_at=record_at)
     return m.drop(columns="seed_index"), res
 
 

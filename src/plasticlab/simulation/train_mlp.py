@@ -58,12 +58,14 @@ def _finite(net: MLP) -> torch.Tensor:
 
 def train_mlp(net: MLP, rule: Chain, data: Dataset, seeds, *, steps: int, lr: float, batch_size: int = 256,
               record_every: int = 100, average_from: int | None = None, neurons: bool = False,
-              val_batch: int | None = None, progress=None, late_every: int = 1) -> TrainResult:
+              val_batch: int | None = None, progress=None, late_every: int = 1,
+              record_at=None) -> TrainResult:
     """Train E members together. ``seeds`` (E,) drive each member's batches and noise.
 
     ``late_every`` = k samples the late window (alignment mean, G/H/W/E||h_b||^2 sums) every k-th step
     only: those extra products cost about as much as the step itself, and successive steps are strongly
-    correlated, so k of a few loses little. Checkpoints are always recorded."""
+    correlated, so k of a few loses little. Checkpoints are always recorded. ``record_at`` adds extra
+    checkpoint steps (e.g. log-spaced, to resolve early transients)."""
     seeds = torch.as_tensor(seeds, dtype=torch.int64)
     E = net.ensemble_size
     if len(seeds) != E:
@@ -73,6 +75,7 @@ def train_mlp(net: MLP, rule: Chain, data: Dataset, seeds, *, steps: int, lr: fl
     check_positive("batch_size", batch_size)
     check_positive("late_every", late_every)
     average_from = steps // 2 if average_from is None else average_from
+    extra = set() if record_at is None else {int(s) for s in record_at}
     L = net.depth
     state = rule.init(net, seeds)
     alive = torch.ones(E, dtype=torch.bool)
@@ -96,7 +99,7 @@ def train_mlp(net: MLP, rule: Chain, data: Dataset, seeds, *, steps: int, lr: fl
         ctx = Context(net=net, trace=trace, x=x, y=y, loss=data.loss, seeds=seeds, step=step)
         out = rule.step(state, ctx)
         state = out.state
-        checkpoint = step % record_every == 0 or step == steps - 1
+        checkpoint = step % record_every == 0 or step == steps - 1 or step in extra
         late = step >= average_from and (step - average_from) % late_every == 0
         if checkpoint or late:
             # H once per layer, shared by the alignment, the late sums and the per-neuron cosines
