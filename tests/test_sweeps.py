@@ -16,7 +16,7 @@ import plasticlab
 from plasticlab.errors import PlasticlabError
 from plasticlab.experiments import get
 from plasticlab.sweeps import SweepFailed, chunk_hash, execute, summary
-from plasticlab.sweeps.store import DirLock
+from plasticlab.sweeps.store import DirLock, atomic_write
 from plasticlab.sweeps.worker import threads_per_worker, usable_cores
 
 TINY = dict(seeds=[0, 1], size=6, steps=4)  # milliseconds per chunk
@@ -51,6 +51,19 @@ def test_chunk_hash_is_canonical_and_sensitive():
     assert a != chunk_hash("x", {"g": 1.0, "seeds": [0, 1]}, code_version=2)
 
 
+def test_atomic_write_never_leaves_half_a_file(tmp_path):
+    target = tmp_path / "x.txt"
+    atomic_write(target, lambda tmp: tmp.write_text("old"))
+
+    def crash(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(target, crash)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
 def test_threads_per_worker_never_oversubscribes():
     cores = usable_cores()
     for n in (1, 2, cores, 4 * cores):
@@ -62,15 +75,22 @@ def test_resume_skips_done_and_changed_grid_computes_only_new(tmp_path):
     out = tmp_path / "run"
     first = plasticlab.run("sweep-demo", out=out, gains=[0.5, 1.0], **TINY)
     run1 = {e["spec"]["gain"]: e["run"] for e in entries(out)}
+    stale_tmp = out / "parts" / ".x.parquet.123.abc.tmp"  # as left by a run killed mid-write
+    stale_tmp.write_bytes(b"half a file")
     again = plasticlab.run("sweep-demo", out=out, gains=[0.5, 1.0], **TINY)
     pd.testing.assert_frame_equal(first, again)
-    assert manifest(out)["runs"][-1]["computed"] == 0
+    assert manifest(out)["runs"][-1]["computed"] == 0 and not stale_tmp.exists()
+
+    (out / "parts" / f"{manifest(out)['grid'][1]}.parquet").unlink()  # a lost part is recomputed
+    pd.testing.assert_frame_equal(plasticlab.run("sweep-demo", out=out, gains=[0.5, 1.0], **TINY), first)
+    assert manifest(out)["runs"][-1]["computed"] == 1 and entries(out)[1]["attempts"] == 2
+    run1[1.0] = entries(out)[1]["run"]
 
     grown = plasticlab.run("sweep-demo", out=out, gains=[2.0, 0.5, 1.0], **TINY)
     assert manifest(out)["runs"][-1]["computed"] == 1
     es = {e["spec"]["gain"]: e for e in entries(out)}
     assert es[0.5]["run"] == run1[0.5] and es[1.0]["run"] == run1[1.0] and es[2.0]["run"] != run1[0.5]
-    assert all(e["attempts"] == 1 for e in es.values())
+    assert [es[g]["attempts"] for g in (2.0, 0.5, 1.0)] == [1, 1, 2]
     # results follow the current grid's chunk order
     assert list(grown["gain"].drop_duplicates()) == [2.0, 0.5, 1.0]
     pd.testing.assert_frame_equal(grown[grown.gain != 2.0].reset_index(drop=True), first)
