@@ -132,3 +132,19 @@ def test_backprop_based_signals_use_autograd_deltas():
     opt.step()
     s = opt.last_signal[0][0][0]
     assert torch.allclose(s[:, :2], -g[:, :2], atol=1e-12) and torch.allclose(s[:, 2:], g[:, 2:], atol=1e-12)
+
+
+def test_three_factor_takes_targets_through_step():
+    from plasticlab.rules import three_factor
+
+    model, x, y = model_and_data()
+    opt = RuleOptimizer(model, three_factor(), lr=0.01)
+    model(x)
+    with pytest.raises(PlasticlabError, match="targets"):
+        opt.step()
+    w0 = model[0].weight.detach().clone()
+    model(x)
+    opt.step(y=y)
+    model(x)
+    opt.step(y=y)  # the second step has a baseline from the first: a non-zero modulator
+    assert not torch.allclose(model[0].weight, w0)

@@ -112,6 +112,9 @@ class ThreeFactor(Transform):
             raise PlasticlabError(f"three_factor rate must be in (0, 1], got {rate!r}")
 
     def update(self, updates, state, ctx: Context):
+        if ctx.y is None:
+            raise PlasticlabError("three_factor needs the targets for its per-sample loss: pass them as "
+                                  "opt.step(y=...) when using RuleOptimizer")
         loss = per_sample_loss(ctx.trace.out, ctx.y, ctx.loss)  # (E, B)
         base = loss.mean(dim=1) if state is None else state
         m = -(loss - base[:, None])
