@@ -1,6 +1,8 @@
 """HebbianProbe against hand computations from the same tensors (float64), and its robustness rules."""
 import math
 
+import pandas as pd
+
 import pytest
 import torch
 import torch.nn as nn
@@ -277,3 +279,26 @@ def test_collapsed_weights_give_nan_and_bad_input_names_choices(mlp):
         HebbianProbe(mlp, every=0)
     with pytest.raises(PlasticlabError, match="groups"):
         HebbianProbe(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), layers=["0"])
+
+
+def test_hebb_transformer_chunk_and_report(tmp_path):
+    from plasticlab.experiments import get
+
+    exp = get("hebb-transformer")
+    p = exp.params(quick=True, seeds=[0], gammas=[0.0, 5e-3], steps=12, batch_size=8, every=2, n_train=64,
+                   n_val=16)
+    specs = exp.chunks(p)
+    assert len(specs) == 2 * 2 * 1
+    df = exp.run_chunk(specs[1])
+    assert {"rule", "gamma", "seed", "layer", "alignment"} <= set(df.columns)
+    assert len(df) == 14 and df.layer.str.startswith("blocks.").sum() == 12  # 4 attn + 2 ff per block
+    assert df.alignment.between(-1, 1).all() and (df.measured == 3).all()  # steps 6, 8, 10
+    assert (df.alignment == df.alignment_grad).sum() < 14  # Adam: its direction, not −grad
+    again = exp.run_chunk(specs[1])
+    assert again.alignment.tolist() == df.alignment.tolist()  # a chunk depends on its spec only
+    full = pd.concat([df, exp.run_chunk(specs[0])] + [exp.run_chunk(s) for s in specs[2:]])
+    exp.report(full, p, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "Transformer / sgd: alignment increases with γ" in text and (tmp_path / "alignment_vs_gamma.png").exists()
+    with pytest.raises(PlasticlabError, match="heads"):
+        exp.params(quick=True, heads=5)
