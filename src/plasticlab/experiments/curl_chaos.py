@@ -210,7 +210,8 @@ def _summary(df: pd.DataFrame) -> pd.DataFrame:
     g = d.groupby(["c", "M", "N", "alpha_h"], as_index=False)
     return g.agg(alpha_h_eff=("alpha_h_eff", "first"), runs=("seed", "size"),
                  median_q=("q", "median"), mean_lyapunov=("lyapunov", "mean"),
-                 mean_lyapunov_gram=("lyapunov_gram", "mean"), mean_lyapunov_weights=("lyapunov_weights", "mean"),
+                 mean_lyapunov_gram=("lyapunov_gram", "mean"),
+                 mean_lyapunov_weights=("lyapunov_weights", "mean"),
                  error_min=("error_min", "min"), error_max=("error_max", "max"),
                  chaotic=("phase", lambda s: int((s == "chaotic").sum())),
                  converged=("phase", lambda s: int((s == "converged").sum())),
@@ -260,7 +261,9 @@ def write_report(df: pd.DataFrame, p: dict, out: Path) -> None:
         f"{p['epochs']} epochs; q and λ over the last {p['record']} epochs. λ is per epoch (one full-batch "
         f"step; per unit time divide by η). λ is Benettin's estimate with d0 = {p['d0']:g}, renormalised every "
         f"{p['renorm_every']} epochs, its growth measured as the RMS change of the network output on the "
-        f"training set, so the neutral directions along the solution manifold count as 0, not as noise. "
+        f"training set, so the neutral directions along the solution manifold count as 0, not as noise; the "
+        f"same perturbed copy also gives λ_gram (change of the Gram matrix of [W1, W2ᵀ], blind to rotations of "
+        f"the hidden layer, an exact symmetry) and λ_weights (plain weight norm). "
         f"Phases from q: converged q < {Q_CONVERGED:g}, chaotic q > {Q_CHAOTIC:g}, otherwise intermediate "
         f"(still leaving the manifold or settling). Dashed lines: large-N threshold "
         f"(plasticlab.theory.critical_flip_fraction). {len(df)} runs, {int(df.diverged.sum())} diverged.")
@@ -273,7 +276,8 @@ def write_report(df: pd.DataFrame, p: dict, out: Path) -> None:
                      lambda c: f"c = {c:g} (M, N) = {shape_for(c)}")
         fig.suptitle("q and λ vs α_h; dashed: large-N threshold α_h*(c)")
         rep.figure(fig, "chaos_vs_alpha", "q (log) and λ vs the flipped input fraction α_h at fixed c")
-    by_c = summ[summ.alpha_h.isin([float(a) for a in p["c_alphas"]]) & summ.c.isin([float(c) for c in p["c_grid"]])]
+    by_c = summ[summ.alpha_h.isin([float(a) for a in p["c_alphas"]])
+                & summ.c.isin([float(c) for c in p["c_grid"]])]
     if len(by_c):
         fig, (aq, al) = plt.subplots(1, 2, figsize=(11, 4))
         _plot_panels(aq, al, list(by_c.groupby("alpha_h")), "c",
