@@ -54,11 +54,14 @@ def test_run_show_status_on_finished_dir(runner, tmp_path):
     r = runner.invoke(app, ["run", "sweep-demo", "--set", "gains=0.5,2", "--out", str(out)] + TINY)
     assert r.exit_code == 0, r.output
     assert (out / "report.md").exists() and (out / "results.parquet").exists()
+    assert "chunks: 2 computed, 0 reused" in r.output
+    r = runner.invoke(app, ["run", "sweep-demo", "--set", "gains=0.5,2,3", "--out", str(out)] + TINY)
+    assert r.exit_code == 0 and "chunks: 1 computed, 2 reused" in r.output
     r = runner.invoke(app, ["show", str(out)])
     assert r.exit_code == 0 and "growth rate" in r.output and "results.parquet" in r.output
     r = runner.invoke(app, ["status", str(out)])
     assert r.exit_code == 0
-    assert "2 done, 0 pending, 0 failed of 2 chunks" in r.output
+    assert "3 done, 0 pending, 0 failed of 3 chunks" in r.output
 
 
 def test_show_and_status_on_a_folder_that_is_not_a_run(runner, tmp_path):

@@ -61,6 +61,7 @@ def run(
     """
     from plasticlab.api import run as run_api
     from plasticlab.sweeps import SweepFailed
+    from plasticlab.sweeps import summary as sweep_summary
 
     out = out or Path("runs") / (name + ("-quick" if quick else ""))
     try:
@@ -81,7 +82,9 @@ def run(
         raise typer.Exit(130)
     except PlasticlabError as e:
         _fail(str(e))
-    typer.echo(f"Report: {out / 'report.md'}")
+    last = sweep_summary(out)["last_run"]
+    typer.echo(f"Report: {out / 'report.md'}  (chunks: {last['computed']} computed, "
+               f"{last['chunks'] - last['todo']} reused)")
 
 
 @app.command()
