@@ -30,7 +30,7 @@ class MemberDecay(Transform):
     kind = "decay"
 
     def __init__(self, gammas):
-        self.gammas = torch.as_tensor(gammas, dtype=torch.float64)
+        self.gammas = torch.tensor(np.asarray(gammas, dtype=np.float64))
         if (self.gammas < 0).any() or not torch.isfinite(self.gammas).all():
             raise PlasticlabError(f"gamma must be finite and >= 0, got {self.gammas.tolist()}")
         self.name = "member_weight_decay"
@@ -47,7 +47,7 @@ class MemberParamNoise(Transform):
     """SPEC A.3 forward-pass noise w = v + σ_e ε with one σ per member; ε uses param_noise's keys."""
 
     def __init__(self, sigmas):
-        self.sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
+        self.sigmas = torch.tensor(np.asarray(sigmas, dtype=np.float64))
         if (self.sigmas < 0).any() or not torch.isfinite(self.sigmas).all():
             raise PlasticlabError(f"sigma must be finite and >= 0, got {self.sigmas.tolist()}")
         self.name = "member_param_noise"

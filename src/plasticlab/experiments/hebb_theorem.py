@@ -60,7 +60,7 @@ class HebbTheorem(Experiment):
                                   n_val=spec["n_val"], average_from=steps // 2, record_every=steps // 10,
                                   dtype=dtype_of(spec["dtype"]))
         rows = []
-        gam = torch.as_tensor(m.gamma.values, dtype=torch.float64)
+        gam = torch.tensor(m.gamma.to_numpy(dtype=np.float64, copy=True))
         for l, (G, H, P) in enumerate(zip(res.G_mean, res.H_mean, res.post_sq_mean)):
             lhs = (G.double() * H.double()).flatten(1).sum(1)
             rhs = gam * P.double()
