@@ -93,3 +93,10 @@ def test_real_process_user_error_is_one_line_exit_2(tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr + r.stdout
     assert r.stderr.strip().count("\n") == 0 and "gains must be > 0" in r.stderr
+
+
+def test_progress_bar_counts_chunks_and_shows_eta(runner, tmp_path):
+    args = ["--set", "gains=0.5,2", "--set", "seeds=0", "--set", "size=4", "--set", "steps=2"]
+    r = runner.invoke(app, ["run", "sweep-demo", "--out", str(tmp_path)] + args)
+    assert r.exit_code == 0, r.output
+    assert "2/2" in r.output and "ETA" in r.output
