@@ -41,9 +41,7 @@ def _exit_when_gone(pid: int) -> None:
         time.sleep(1.0)
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
-            os._exit(1)
-        except PermissionError:  # pid reused by another user's process: ours is gone too
+        except (ProcessLookupError, PermissionError):  # PermissionError: the pid now belongs to another user
             os._exit(1)
 
 
