@@ -124,7 +124,7 @@ class CurlConfig:
     points_per_decade: int = 20     # log-spaced evaluation epochs (plus epoch 0 and the last epoch)
     record_last: int = 0            # keep all weights over the last K epochs (chaos measurements)
     stop_when_converged: bool = False  # stop once every live member is below threshold
-    moment_match: bool = True       # linear + full batch: train on M rows with the same moments as the P
+    moment_match: bool = True       # linear + full batch: step on the data moments (XᵀX/P, YᵀX/P)
     dtype: str = "float64"
 
     def validate(self) -> "CurlConfig":
@@ -229,17 +229,6 @@ def _init(cfg: CurlConfig, seeds: torch.Tensor, scale: torch.Tensor, dt):
     return [t.to(dt).contiguous() for t in (W1, W2, X, Y, Xt, Yt, F)]
 
 
-def moment_matched(X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """M rows (X', Y') with X'ᵀX'/M = XᵀX/P and X'ᵀY'/M = XᵀY/P (and, for a linear teacher, the same
-    mean squared target). A linear network's full-batch update depends on the data only through these
-    moments, so the trajectory is the same (to rounding) at M/P of the cost."""
-    P, M = X.shape[-2], X.shape[-1]
-    L = torch.linalg.cholesky(X.transpose(-1, -2) @ X / P)  # Σ̂ = L Lᵀ
-    Xr = math.sqrt(M) * L.transpose(-1, -2)
-    Yr = math.sqrt(M) * torch.linalg.solve_triangular(L, X.transpose(-1, -2) @ Y / P, upper=False)
-    return Xr.contiguous(), Yr.contiguous()
-
-
 def _error(W1, W2, X, Y, activation) -> torch.Tensor:
     return 0.5 * (curl_forward(W1, W2, X, activation) - Y).pow(2).mean(dim=(1, 2))
 
@@ -273,7 +262,8 @@ def simulate(cfg: CurlConfig, seeds, k1=0, k2=0, init_scale=1.0, rule="curl", et
     threads = torch.get_num_threads()
     # Small per-step tensors gain nothing from intra-op threads, and on a busy machine the thread pool's
     # hand-offs cost milliseconds per op; only wide layers are worth the second core.
-    if E * cfg.N * cfg.M * cfg.B < 2_000_000:
+    rows = cfg.B if not (cfg.B == cfg.P and cfg.activation == "linear" and cfg.moment_match) else 1
+    if E * cfg.N * cfg.M * rows < 4_000_000:
         torch.set_num_threads(1)
     try:
         with torch.no_grad():
@@ -309,15 +299,36 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
     dfa_all, dfa_any = bool(dfa.all()), bool(dfa.any())
     dfa_mask = dfa.reshape(E, 1, 1)
     full = B == P
+    track_peak = full  # full batch: every step's error is the training error, so the peak is exact
     steps = P // B
     Xf, Yf = Xu.reshape(-1, M), Yu.reshape(-1, 1)
     row0 = (inv * P)[:, None]
     if full:  # one batch, no shuffling: order does not change a full-batch mean
         X_all, Y_all = Xu[inv].contiguous(), Yu[inv].contiguous()
-        if act == "linear" and cfg.moment_match and M < P:
-            X_all, Y_all = moment_matched(X_all, Y_all)
-            lr *= B / M  # the mean is now over M rows
         Xd_all = X_all * d1r if use_d1 else X_all
+    moments = full and act == "linear" and cfg.moment_match
+    if moments:
+        # Linear, one output, full batch: the update depends on the data only through Σ̂ = XᵀX/P and
+        # c = YᵀX/P, so a step costs O(NM + M²) instead of O(PNM).
+        # The teacher is linear too, so c = v* Σ̂: working with v − v* avoids the cancellation of
+        # vΣ̂ − c, which would put a 1e-17 floor under errors that start at 1e-30 on the teacher.
+        Sigma = (Xu.transpose(1, 2) @ Xu / P)[inv].to(dt).contiguous()
+        vstar = (T2 @ T1)[inv].to(dt).contiguous()
+        lr_m = lr * B  # the batch mean is already inside Σ̂
+
+    def step_moments() -> None:
+        dv = torch.bmm(W2, W1).sub_(vstar)              # (E, 1, M): end-to-end map minus the teacher's
+        g = torch.bmm(dv, Sigma)                        # mean e xᵀ
+        if track_peak:
+            torch.maximum(peak, torch.bmm(g, dv.transpose(1, 2)).view(E).mul_(0.5), out=peak)
+        g *= lr_m
+        back = Ft if dfa_all else (torch.where(dfa_mask, Ft, W2) if dfa_any else W2)
+        G2 = torch.bmm(g, W1.transpose(1, 2))           # mean e hᵀ, from the pre-update W1
+        W1.baddbmm_(back.transpose(1, 2), g * d1r if use_d1 else g, alpha=-1.0)
+        W2.addcmul_(G2, d2r, value=-1.0) if use_d2 else W2.sub_(G2)
+        if cfg.norm_constraint:
+            W1.mul_(n1 / torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True))
+            W2.mul_(n2 / torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True))
 
     def step(xb, xdb, yb) -> None:
         a1 = torch.bmm(xb, W1.transpose(1, 2))
@@ -328,7 +339,7 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
         elif act == "relu":
             e.relu_()
         e -= yb
-        if full:
+        if track_peak:
             torch.maximum(peak, e.pow(2).mean(dim=(1, 2)).mul_(0.5), out=peak)
         e *= lr
         back = Ft if dfa_all else (torch.where(dfa_mask, Ft, W2) if dfa_any else W2)
@@ -364,6 +375,7 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
             lr[m] = 0.0
 
     def measure(i: int, epoch: int) -> None:
+        freeze((~torch.isfinite(W1.sum(dim=(1, 2)))).numpy(), epoch)
         tr = _error(W1, W2, Xu[inv], Yu[inv], act).double().numpy()
         te = _error(W1, W2, Xt, Yt, act).double().numpy()
         # errors can overflow while the weights are still finite: that is divergence too
@@ -375,7 +387,9 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
     shuffle_key = _key("shuffle")
     epoch = 0
     for epoch in range(1, cfg.epochs + 1):
-        if full:
+        if moments:
+            step_moments()
+        elif full:
             step(X_all, Xd_all, Y_all)
         else:
             # one vectorised draw per epoch; each step then copies just its B rows per member
@@ -384,8 +398,9 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
             for s in range(steps):
                 xb = Xf.index_select(0, rows[s]).view(E, B, M)
                 step(xb, xb * d1r if use_d1 else xb, Yf.index_select(0, rows[s]).view(E, B, 1))
-        # A sum is non-finite iff some entry is (or it overflowed, which is divergence too).
-        bad = ~torch.isfinite(W1.sum(dim=(1, 2)) + W2.sum(dim=(1, 2)))
+        # A non-finite W1 reaches W2 through the error within one step, so watching the small W2 every
+        # epoch (and W1 at checkpoints) catches every blow-up; a sum is non-finite iff an entry is.
+        bad = ~torch.isfinite(W2.sum(dim=(1, 2)))
         if bad.any():
             freeze(bad.numpy(), epoch)
         if epoch >= first_hist:
