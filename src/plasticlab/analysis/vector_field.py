@@ -6,9 +6,11 @@ splits into S = (J + J^T)/2 and A = (J - J^T)/2; a gradient field (F = -grad V) 
 
     nongradient_fraction = ||A||_F / ||J||_F   (0 for a gradient field, 1 for a pure rotation).
 
-The loop test measures the same thing without a Jacobian: the circulation of F around small circles in
-random 2-planes, divided by 2 pi r^2 times the rms in-plane change of F per unit length. For the 2x2 in-plane
-Jacobian K this is ||K_A||_F / ||K||_F (signed), so it is 0 for a gradient field and +-1 for a rotation.
+The loop test needs no Jacobian: the circulation of F around small circles in random 2-planes, divided by
+2 pi r^2 times the rms in-plane change of F per unit length. For the 2x2 in-plane Jacobian K this is
+||K_A||_F / ||K||_F (signed): exactly 0 in every plane for a gradient field, +-1 for a rotation. It is a zero
+test, not an estimate of the full fraction: in a random plane u^T S u picks up tr(S)/P while u^T A v has no
+trace term, so fields whose Jacobian has a large trace read smaller there.
 
 Everything is deterministic: noise transforms draw with fixed keys (``steps``: one draw per listed step,
 averaged), and stateful pieces (Adam moments, BCM thresholds, baselines) use a frozen ``state``.
