@@ -116,8 +116,10 @@ class Chain(Transform):
         if not parts:
             raise PlasticlabError("chain() needs at least one piece, e.g. chain(sgd(), weight_decay(1e-4))")
         if parts[0].kind != "signal":
+            from plasticlab.rules import SIGNALS  # late: the registry imports this module
+
             raise PlasticlabError(f"a rule must start with a learning signal, got {parts[0]!r}; "
-                                  "signals: sgd, dfa, random_nn, hebbian, anti_hebbian, oja")
+                                  f"signals: {', '.join(SIGNALS)}")
         for p in parts[1:]:
             if p.kind == "signal":
                 raise PlasticlabError(f"only one learning signal per rule, got {parts[0]!r} and {p!r}")
