@@ -34,10 +34,10 @@ class CurlReadout(Experiment):
                     activations=["linear"], seeds=list(range(20)), total=219, P=250, epochs=100000,
                     eta=0.1, perturbation=1e-15, balanced_teacher=True, norm_constraint=True,
                     points_per_decade=10, dtype="float64")
-    # quick: 5 c values, 6 flip fractions, 3 seeds, 3000 full-batch epochs (unstable runs leave the
-    # teacher within a few hundred epochs, so the peak error already separates the two regions).
+    # quick: 5 c values, 6 flip fractions, 3 seeds, 10^4 full-batch epochs (clearly unstable runs leave
+    # the teacher within a few hundred epochs; marginal ones near the boundary need the full 10^5).
     quick = dict(c_min=0.03, c_max=10.0, n_c=5, alphas=[0.0, 0.05, 0.1, 0.2, 0.3, 0.5], seeds=[0, 1, 2],
-                 epochs=3000)
+                 epochs=10000)
     choices = dict(activations=["linear", "tanh", "relu"], dtype=["float32", "float64"])
 
     def validate(self, p):
@@ -101,6 +101,15 @@ class CurlReadout(Experiment):
                 continue
             g["theory_stable"] = g.alpha_r.to_numpy() < a_star
             g["left"] = g.peak_train_error > LEAVES
+            # Where even GD (α_r = 0) leaves the teacher, the cause is the step size (η·λmax(W1 Σ W1ᵀ) > 2
+            # once ‖W1‖² = N is spread over few inputs), not curl: those c columns cannot test the theory.
+            gd_left = g[g.alpha_r == 0].groupby("c").left.mean()
+            bad_c = gd_left[gd_left > 0].index
+            if len(bad_c):
+                rep.text(f"{act}: at c = {', '.join(f'{c:.3g}' for c in bad_c)} plain GD (α_r = 0) already "
+                         "leaves the teacher: full-batch η = 0.1 is above the step-size stability limit there "
+                         "(a discrete-time effect, not curl); these columns are left out of the verdict.")
+            g = g[~g.c.isin(bad_c)]
             agree = float((g.left != g.theory_stable).mean())
             cell = g.groupby(["c", "alpha_r", "theory_stable"]).agg(
                 log10_peak=("log10_peak_train_error", "median"), left=("left", "mean")).reset_index()
