@@ -26,6 +26,7 @@ class HebbClassify(Experiment):
     name = "hebb-classify"
     summary = "alignment vs weight decay for a 128-tanh MLP classifier (digits, or local CIFAR-10)"
     budget_s = 60
+    code_version = 1  # bump when run_chunk changes its numbers, so saved chunks are not reused
     defaults = dict(dataset="digits", data_path="", rules=["sgd"], gammas=[0.0, 1e-3, 1e-2, 3e-2, 1e-1],
                     seeds=[0, 1, 2, 3, 4], hidden=128, steps=10000, lr=0.01, batch_size=256,
                     average_from=0.5, dtype="float64")

@@ -46,6 +46,7 @@ class HebbPhase(Experiment):
     name = "hebb-phase"
     summary = "noise σ × decay γ: Hebbian ↔ anti-Hebbian phase diagram, theory line γ = σ² (the demo)"
     budget_s = 60
+    code_version = 1  # bump when run_chunk changes its numbers, so saved chunks are not reused
     defaults = dict(
         activations=[LINREG, "linear", "relu", "tanh", "sigmoid"],
         sigmas=_SIGMAS,

@@ -29,6 +29,7 @@ class HebbTheorem(Experiment):
     name = "hebb-theorem"
     summary = "stationarity identity ⟨E g, E h_b h_aᵀ⟩ = γ E‖h_b‖² checked for every rule"
     budget_s = 60
+    code_version = 1  # bump when run_chunk changes its numbers, so saved chunks are not reused
     defaults = dict(rules=["sgd", "adam", "dfa", "random_nn", "hebbian", "oja"], gammas=[5e-3, 2e-2],
                     seeds=[0, 1, 2, 3, 4], widths=[32, 32, 32, 32], activation="tanh", steps=20000,
                     lr=0.1, adam_lr=0.003, batch_size=256, n_train=20000, n_val=2000, tolerance=0.1,

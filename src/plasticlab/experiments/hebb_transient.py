@@ -26,6 +26,7 @@ class HebbTransient(Experiment):
     name = "hebb-transient"
     summary = "alignment vs training step (early bump) and neurons flipping Hebbian ↔ anti-Hebbian"
     budget_s = 60
+    code_version = 1  # bump when run_chunk changes its numbers, so saved chunks are not reused
     defaults = dict(rules=["sgd"], gammas=[0.0, 5e-4, 5e-3], seeds=[0, 1, 2, 3, 4], widths=[32, 64, 64, 32],
                     activation="relu", steps=40000, lr=0.01, batch_size=256, n_train=20000, n_val=2000,
                     checkpoints=400, late_from=0.75, dtype="float64")
@@ -106,7 +107,7 @@ def _report(df, p, out):
     rep = Report(out, "hebb-transient — the early Hebbian bump and neurons that keep flipping sign", p)
     rep.text(
         f"{p['activation']} MLP {p['widths']}, lr {p['lr']}, batch {p['batch_size']}, {p['steps']} steps, "
-        f"{len(p['seeds'])} seeds. Alignment is recorded every {max(p['steps'] // p['checkpoints'], 1)} steps; "
+        f"{len(p['seeds'])} seeds. Alignment is recorded every {max(p['steps'] // p['checkpoints'], 1)} steps and at 60 log-spaced steps; "
         f"per-neuron alignment (cosine of each postsynaptic neuron's row of G and H) is examined over the last "
         f"{1 - p['late_from']:.0%} of training (steps ≥ {late_step:g}).")
     fig, axes = plt.subplots(1, len(layers), figsize=(4.3 * len(layers), 3.8), squeeze=False, sharey=True)
