@@ -87,6 +87,7 @@ def flips(k: torch.Tensor | list[int], n: int, dtype=torch.float64) -> torch.Ten
 # ---------------------------------------------------------------------------------------------------------
 import itertools  # noqa: E402
 import math  # noqa: E402
+import time  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -169,6 +170,8 @@ class CurlResult:
     W2: torch.Tensor
     history: dict = field(default_factory=dict)  # "W1" (K,E,N,M), "W2" (K,E,1,N), "epochs" (K,)
     epochs_run: int = 0
+    loop_seconds: float = 0.0         # wall time of the epoch loop (init and data generation excluded)
+    steps_run: int = 0
 
     def table(self) -> pd.DataFrame:
         """Tidy per-member summary (final = last measured checkpoint)."""
@@ -386,6 +389,7 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
     measure(0, 0)
     shuffle_key = _key("shuffle")
     epoch = 0
+    t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         if moments:
             step_moments()
@@ -414,6 +418,7 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
                 if done.all():
                     break
 
+    loop_seconds = time.perf_counter() - t0
     below = np.nan_to_num(train_err, nan=np.inf) < cfg.threshold
     ett = np.where(below.any(axis=1), cps[below.argmax(axis=1)], np.nan).astype(float)
     pk = np.fmax(np.nanmax(np.where(np.isnan(train_err), -np.inf, train_err), axis=1),
@@ -423,4 +428,4 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
     if hist_W1:
         history = dict(W1=torch.stack(hist_W1), W2=torch.stack(hist_W2), epochs=np.array(hist_ep))
     return CurlResult(cfg, members, cps, train_err, test_err, pk, ett, diverged, diverged_at, W1, W2,
-                      history, epoch)
+                      history, epoch, loop_seconds, epoch * (1 if moments else steps))
