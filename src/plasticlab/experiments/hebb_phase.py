@@ -37,7 +37,7 @@ def gamma_grid(sigmas, ratios=(0.25, 1.0, 4.0), extra=(1e-5,)) -> list[float]:
     return sorted(vals)
 
 
-_SIGMAS = [0.03, 0.1, 0.3, 1.0]
+_SIGMAS = [0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
 _QUICK_SIGMAS = [0.03, 0.1, 0.3]
 
 
@@ -46,7 +46,7 @@ class HebbPhase(Experiment):
     name = "hebb-phase"
     summary = "noise σ × decay γ: Hebbian ↔ anti-Hebbian phase diagram, theory line γ = σ² (the demo)"
     budget_s = 60
-    code_version = 1  # bump when run_chunk changes its numbers, so saved chunks are not reused
+    code_version = 2  # bump when run_chunk changes its numbers, so saved chunks are not reused
     defaults = dict(
         activations=[LINREG, "linear", "relu", "tanh", "sigmoid"],
         sigmas=_SIGMAS,
@@ -113,7 +113,7 @@ def run_phase_chunk(spec) -> pd.DataFrame:
             activation=act, model="linear" if act == LINREG else "mlp", sigma=spec["sigma"], layer=l,
             alignment=res.alignment_late[l].numpy(), val_loss=res.val_loss_final.numpy(),
             diverged=res.diverged.numpy(), collapsed=res.collapsed[l].numpy(),
-            w_sq=res.W_mean[l].flatten(1).pow(2).sum(1).numpy()))
+            w_sq=res.W_mean[l].flatten(1).pow(2).sum(1).numpy(), fan_in=widths[l], fan_out=widths[l + 1]))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -136,9 +136,20 @@ def _edges(v):
     return 10 ** np.concatenate([[first], mid, [last]])
 
 
-def _theory_line(ax, sig):
+def band_factor(s: pd.DataFrame) -> float:
+    """k in the rescaled theory line γ = k σ²: SPEC A.3's γ‖v‖² ≈ σ² d per output row, i.e.
+    k = d_in / ‖v_row‖², with ‖v_row‖² the learned row norm² at the smallest γ (≈ 1 for linear regression
+    on ‖w*‖² ≈ d; ≈ 1/fan_in-scaled for an MLP layer)."""
+    low = s[s.gamma == s.gamma.min()]
+    k = low.fan_in * low.fan_out / low.w_sq
+    return float(np.nanmedian(k)) if len(k) else float("nan")
+
+
+def _theory_line(ax, sig, k=None):
     xs = np.geomspace(sig.min() / 1.5, sig.max() * 1.5, 50)
     ax.plot(xs, xs**2, "k--", lw=1.6, label="theory: γ = σ²")
+    if k is not None and np.isfinite(k) and not 0.5 < k < 2:
+        ax.plot(xs, k * xs**2, "k:", lw=1.6, label=f"rescaled: γ = σ² d_in/‖v_row‖² ≈ {k:.3g}σ²")
 
 
 def _phase_figure(df, acts, value, title, cmap, norm_fn, cbar_label, mark_min=False):
@@ -148,8 +159,8 @@ def _phase_figure(df, acts, value, title, cmap, norm_fn, cbar_label, mark_min=Fa
     n = len(acts)
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n + 0.6, 4.2), squeeze=False)
     for ax, act in zip(axes[0], acts):
-        s = summarise(df[(df.activation == act) & (df.layer == plot_layer(act)) & (df.gamma > 0)
-                         & (df.sigma > 0)], ["sigma", "gamma"], value)
+        cells = df[(df.activation == act) & (df.layer == plot_layer(act)) & (df.gamma > 0) & (df.sigma > 0)]
+        s = summarise(cells, ["sigma", "gamma"], value)
         sig, gam, Z = _grid(s, "mean")
         norm = norm_fn(Z)
         mesh = ax.pcolormesh(_edges(sig), _edges(gam), Z, cmap=cmap, norm=norm, shading="flat")
@@ -160,7 +171,7 @@ def _phase_figure(df, acts, value, title, cmap, norm_fn, cbar_label, mark_min=Fa
                     dark = abs(shade - 0.5) > 0.3 if value == "alignment" else shade < 0.45
                     ax.text(x, g, f"{Z[i, j]:.2f}" if value == "alignment" else f"{Z[i, j]:.2g}",
                             ha="center", va="center", fontsize=6.5, color="white" if dark else "black")
-        _theory_line(ax, sig)
+        _theory_line(ax, sig, band_factor(cells) if {"w_sq", "fan_in"} <= set(cells) else None)
         if mark_min and np.isfinite(Z).any():
             i, j = np.unravel_index(np.nanargmin(Z), Z.shape)
             ax.plot(sig[j], gam[i], marker="*", ms=16, mfc="gold", mec="k", ls="none",
@@ -193,7 +204,9 @@ def _report(df, p, out):
         "pushes it the other way (blue). For linear regression theory (SPEC A.3) puts the border at "
         "**γ ≈ σ²** (dashed line). Colour = cosine of the batch-mean signal and the batch-mean Hebbian "
         f"matrix, averaged over the second half of {p['steps']} SGD steps (lr {p['lr']}, batch "
-        f"{p['batch_size']}) and over {len(p['seeds'])} seeds; cells print the value.")
+        f"{p['batch_size']}) and over {len(p['seeds'])} seeds; cells print the value. For an MLP layer the "
+        "same balance γ‖v_row‖² ≈ σ² d_in sits higher, because its rows are not of norm² ≈ d: the dotted "
+        "line rescales the theory by the measured row norms.")
     div = lambda Z: mcolors.TwoSlopeNorm(vcenter=0.0, vmin=-1.0, vmax=1.0)  # noqa: E731
     rep.figure(_phase_figure(df, acts, "alignment", "Hebbian alignment: red = Hebbian, blue = anti-Hebbian",
                              "RdBu_r", div, "alignment cos(G, H)"), "phase_alignment",
