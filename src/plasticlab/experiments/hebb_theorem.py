@@ -29,10 +29,10 @@ class HebbTheorem(Experiment):
     name = "hebb-theorem"
     summary = "stationarity identity ⟨E g, E h_b h_aᵀ⟩ = γ E‖h_b‖² checked for every rule"
     budget_s = 60
-    code_version = 1  # bump when run_chunk changes its numbers, so saved chunks are not reused
+    code_version = 2  # bump when run_chunk changes its numbers, so saved chunks are not reused
     defaults = dict(rules=["sgd", "adam", "dfa", "random_nn", "hebbian", "oja"], gammas=[5e-3, 2e-2],
                     seeds=[0, 1, 2, 3, 4], widths=[32, 32, 32, 32], activation="tanh", steps=20000,
-                    lr=0.1, adam_lr=0.003, batch_size=256, n_train=20000, n_val=2000, tolerance=0.1,
+                    lr=0.1, adam_lr=0.003, local_lr=0.01, batch_size=256, n_train=20000, n_val=2000, tolerance=0.1,
                     dtype="float64")
     quick = dict(gammas=[2e-2], seeds=[0, 1], steps=2000, n_train=5000, n_val=500, dtype="float32",
                  adam_lr=0.03)
@@ -43,14 +43,15 @@ class HebbTheorem(Experiment):
         check_min(self.name, p, widths=1, steps=4, batch_size=1, n_train=1, n_val=1)
         if len(p["widths"]) < 2:
             raise PlasticlabError(f"hebb-theorem parameter 'widths' needs at least (in, out), got {p['widths']}")
-        for key in ("lr", "adam_lr", "tolerance"):
+        for key in ("lr", "adam_lr", "local_lr", "tolerance"):
             if not p[key] > 0:
                 raise PlasticlabError(f"hebb-theorem parameter {key!r} must be > 0, got {p[key]!r}")
 
     def chunks(self, p):
         keep = ("gammas", "seeds", "widths", "activation", "steps", "batch_size", "n_train", "n_val", "dtype")
-        return [dict(rule=r, lr=p["adam_lr"] if r == "adam" else p["lr"], **{k: p[k] for k in keep})
-                for r in p["rules"]]
+        # purely local rules get their own step: Oja's -y²W term is Euler-unstable once lr·y² > 2
+        lr = dict(adam=p["adam_lr"], hebbian=p["local_lr"], anti_hebbian=p["local_lr"], oja=p["local_lr"])
+        return [dict(rule=r, lr=lr.get(r, p["lr"]), **{k: p[k] for k in keep}) for r in p["rules"]]
 
     def run_chunk(self, spec):
         torch.set_num_threads(1)
@@ -85,7 +86,9 @@ def _report(df, p, out):
         "⟨E g, E[h_b h_aᵀ]⟩ = γ E‖h_b‖² ≥ 0. Left side: time-mean signal · time-mean Hebbian matrix over the "
         f"second half of {p['steps']} steps; right side: γ × time-mean ‖h_b‖² per sample. Relative error = "
         "|lhs − rhs| / rhs; diverged runs are excluded (their count is shown). "
-        f"Network widths {p['widths']}, {p['activation']}, lr {p['lr']} (Adam {p['adam_lr']}).")
+        f"Network widths {p['widths']}, {p['activation']}, lr {p['lr']} (Adam {p['adam_lr']}, Hebbian/Oja "
+        f"{p['local_lr']}). Plain Hebb + decay has no stationary point when the input covariance's top "
+        "eigenvalue exceeds γ: it grows until it is marked diverged.")
     ok = df[~df.diverged]
     agg = (ok.groupby(["rule", "gamma", "layer"])
            .agg(lhs=("lhs", "mean"), rhs=("rhs", "mean"), rel_error_mean=("rel_error", "mean"),
