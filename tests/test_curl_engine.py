@@ -143,8 +143,9 @@ def test_member_alone_equals_member_in_batch():
     assert not torch.allclose(batch.W1[0], batch.W1[6])
 
 
-def test_divergence_is_recorded_and_isolated():
-    cfg = small_cfg(norm_constraint=False, activation="linear", epochs=30, points_per_decade=8)
+@pytest.mark.parametrize("B", [5, 20])  # 20 = full batch: the moment-based linear path
+def test_divergence_is_recorded_and_isolated(B):
+    cfg = small_cfg(norm_constraint=False, activation="linear", epochs=30, points_per_decade=8, B=B)
     ok = simulate(cfg, [0, 1], eta=[0.1, 0.1])
     bad = simulate(cfg, [0, 5, 1], eta=[0.1, 1e6, 0.1])
     assert bad.diverged.tolist() == [False, True, False]

@@ -317,14 +317,14 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
         # vΣ̂ − c, which would put a 1e-17 floor under errors that start at 1e-30 on the teacher.
         Sigma = (Xu.transpose(1, 2) @ Xu / P)[inv].to(dt).contiguous()
         vstar = (T2 @ T1)[inv].to(dt).contiguous()
-        lr_m = lr * B  # the batch mean is already inside Σ̂
+        lr.mul_(B)  # the batch mean is already inside Σ̂ (in place: freezing zeroes this same tensor)
 
     def step_moments() -> None:
         dv = torch.bmm(W2, W1).sub_(vstar)              # (E, 1, M): end-to-end map minus the teacher's
         g = torch.bmm(dv, Sigma)                        # mean e xᵀ
         if track_peak:
             torch.maximum(peak, torch.bmm(g, dv.transpose(1, 2)).view(E).mul_(0.5), out=peak)
-        g *= lr_m
+        g *= lr
         back = Ft if dfa_all else (torch.where(dfa_mask, Ft, W2) if dfa_any else W2)
         G2 = torch.bmm(g, W1.transpose(1, 2))           # mean e hᵀ, from the pre-update W1
         W1.baddbmm_(back.transpose(1, 2), g * d1r if use_d1 else g, alpha=-1.0)
@@ -332,6 +332,8 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
         if cfg.norm_constraint:
             W1.mul_(n1 / torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True))
             W2.mul_(n2 / torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True))
+
+    lr_scalar = float(lr[0]) if bool((lr == lr[0]).all()) else None
 
     def step(xb, xdb, yb) -> None:
         a1 = torch.bmm(xb, W1.transpose(1, 2))
@@ -344,15 +346,18 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
         e -= yb
         if track_peak:
             torch.maximum(peak, e.pow(2).mean(dim=(1, 2)).mul_(0.5), out=peak)
-        e *= lr
+        # one shared learning rate (the usual case) rides on the scalar alpha of the updates below
+        if lr_scalar is None:
+            e *= lr
         back = Ft if dfa_all else (torch.where(dfa_mask, Ft, W2) if dfa_any else W2)
         delta = e * back  # (E,B,1)·(E,1,N): an outer product, cheaper broadcast than as a bmm
         if act == "tanh":
             delta.mul_(torch.addcmul(torch.ones((), dtype=dt), h, h, value=-1.0))
         elif act == "relu":
             delta.mul_(a1 > 0)
-        W2.baddbmm_(e.transpose(1, 2), h * d2r if use_d2 else h, alpha=-1.0)
-        W1.baddbmm_(delta.transpose(1, 2), xdb, alpha=-1.0)
+        alpha = -1.0 if lr_scalar is None else -lr_scalar
+        W2.baddbmm_(e.transpose(1, 2), h * d2r if use_d2 else h, alpha=alpha)
+        W1.baddbmm_(delta.transpose(1, 2), xdb, alpha=alpha)
         if cfg.norm_constraint:
             W1.mul_(n1 / torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True))
             W2.mul_(n2 / torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True))
@@ -376,6 +381,8 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
             m = torch.from_numpy(new)
             W1[m], W2[m] = W10[m], W20[m]
             lr[m] = 0.0
+            nonlocal lr_scalar
+            lr_scalar = None  # frozen members need the per-member (now zero) rate from here on
 
     def measure(i: int, epoch: int) -> None:
         freeze((~torch.isfinite(W1.sum(dim=(1, 2)))).numpy(), epoch)
@@ -399,9 +406,10 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
             # one vectorised draw per epoch; each step then copies just its B rows per member
             perm = seeding.permutation(useeds_t, shuffle_key + epoch, P)[inv] + row0
             rows = perm.view(E, steps, B).transpose(0, 1).reshape(steps, E * B)
+            Ys = Yf.index_select(0, rows.view(-1)).view(steps, E, B, 1)
             for s in range(steps):
                 xb = Xf.index_select(0, rows[s]).view(E, B, M)
-                step(xb, xb * d1r if use_d1 else xb, Yf.index_select(0, rows[s]).view(E, B, 1))
+                step(xb, xb * d1r if use_d1 else xb, Ys[s])
         # A non-finite W1 reaches W2 through the error within one step, so watching the small W2 every
         # epoch (and W1 at checkpoints) catches every blow-up; a sum is non-finite iff an entry is.
         bad = ~torch.isfinite(W2.sum(dim=(1, 2)))
