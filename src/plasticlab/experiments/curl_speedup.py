@@ -8,7 +8,6 @@ shape; its members are seeds × (rule, k, r) conditions. GD and curl share teach
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import matplotlib
 
