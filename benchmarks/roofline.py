@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dtype", choices=list(DTYPES), default="float64")
     ap.add_argument("--full", action="store_true", help="5x more epochs")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores available)")
+    ap.add_argument("--square", type=int, default=1000, help="size of the square reference matmul")
     a = ap.parse_args(argv)
     threads = set_threads(a.threads)
     E, M, N, P = a.members, a.M, a.N, a.P
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     simulate(CurlConfig(M=M, N=N, P=P, B=B, epochs=1, dtype=a.dtype), seeds[:1], **kw)  # warm-up
     sq, own, sim = [], [], []
     for _ in range(3):
-        sq.append(matmul_flops_per_s((1000, 1000), (1000, 1000), dt, number=5))
+        sq.append(matmul_flops_per_s((a.square, a.square), (a.square, a.square), dt, number=5))
         own.append(matmul_flops_per_s((E, B, M), (E, M, N), dt, number=5))
         t0 = time.perf_counter()
         res = simulate(cfg, seeds, **kw)
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     line("matmul FLOPs per step (analytic)", step_flops(E, B, M, N) / 1e9, "GFLOP")
     line("simulation wall time (median of 3)", t_sim, "s")
     line("simulation achieved", achieved / 1e9, "GFLOP/s")
-    line(f"dense torch.matmul 1000x1000x1000 ({a.dtype}, median of 3 rounds, best of 3 each)", peak / 1e9,
+    line(f"dense torch.matmul {a.square}^3 ({a.dtype}, median of 3 rounds, best of 3 each)", peak / 1e9,
          "GFLOP/s")
     line(f"torch.matmul of the step's own shape ({E}x{B}x{M} @ {E}x{M}x{N})", peak_own / 1e9, "GFLOP/s")
     line("fraction of the step-shape matmul throughput", 100 * achieved / peak_own, "%", ".1f")
