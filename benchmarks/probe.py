@@ -36,7 +36,7 @@ def _time(step, n: int) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def measure(rounds: int = 7, steps: int = 20, every: tuple[int, ...] = (1, 10)) -> dict[str, float]:
+def measure(rounds: int = 11, steps: int = 10, every: tuple[int, ...] = (1, 10)) -> dict[str, float]:
     """Median step time per round, plain and probed (each ``every``), rounds interleaved so that drifts in
     machine load hit every variant alike."""
     variants = {"plain": _setup(0)[2]}
