@@ -2,8 +2,10 @@
 
     .venv/bin/python examples/probe_mlp.py [out.png]
 
-Trains a small tanh MLP on a synthetic regression task with AdamW (lr 1e-2, weight decay 0.3: stationary within the run) and plots, per layer,
-the Hebbian alignment of the learning signal (−grad) and of the actual update over training.
+Trains a small tanh MLP on a synthetic regression task with SGD + weight decay (lr 0.1, γ 0.03: 1/(ηγ) ≈ 330
+steps, so the run reaches stationarity) and plots, per layer, the Hebbian alignment of the learning signal
+(−grad, decay excluded: it turns Hebbian) and of the actual update (decay included: ≈ 0 at stationarity,
+where the mean update vanishes).
 """
 import sys
 
@@ -18,10 +20,11 @@ from plasticlab.probe import HebbianProbe  # noqa: E402
 
 
 def main(out: str = "probe_mlp.png", steps: int = 1500) -> None:
+    torch.set_num_threads(1)  # tiny matmuls: threads only add synchronisation
     torch.manual_seed(0)
     teacher = nn.Sequential(nn.Linear(32, 64), nn.Tanh(), nn.Linear(64, 8))
     model = nn.Sequential(nn.Linear(32, 128), nn.Tanh(), nn.Linear(128, 128), nn.Tanh(), nn.Linear(128, 8))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.03)
 
     probe = HebbianProbe(model, every=10)      # line 1: hooks on every nn.Linear
     probe.attach_optimizer(opt)                # line 2: measure around each opt.step()
@@ -43,7 +46,7 @@ def main(out: str = "probe_mlp.png", steps: int = 1500) -> None:
         axes[0].plot(smooth.index, smooth.alignment_signal, label=f"layer {layer}")
         axes[1].plot(smooth.index, smooth.alignment_update, label=f"layer {layer}")
     axes[0].set_title("learning signal −∂ℓ/∂W")
-    axes[1].set_title("actual AdamW update (decay included)")
+    axes[1].set_title("actual SGD update (decay included)")
     for ax in axes:
         ax.axhline(0, color="k", lw=0.5)
         ax.set_xlabel("step")
