@@ -112,7 +112,10 @@ def _report(df, p, out):
         ax.plot(xs, xs, "k--", lw=1, label="identity: lhs = rhs")
     ax.set_xscale("log")
     # linear only well below every rhs, so the identity line stays straight where the points are
-    ax.set_yscale("symlog", linthresh=max(float(ok.rhs.abs().min()) / 10 if len(ok) else 1e-6, 1e-12))
+    if len(ok) and (ok.lhs > 0).all():
+        ax.set_yscale("log")
+    else:
+        ax.set_yscale("symlog", linthresh=max(float(ok.rhs.abs().min()) / 10 if len(ok) else 1e-6, 1e-12))
     ax.set_xlabel("γ E‖h_b‖²  (rhs)")
     ax.set_ylabel("⟨E g, E h_b h_aᵀ⟩  (lhs)")
     ax.set_title("stationarity identity, every run × layer")
