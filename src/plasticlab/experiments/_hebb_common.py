@@ -94,10 +94,10 @@ class SharedData(Dataset):
     def batch(self, seeds, step: int, batch_size: int):
         idx = seeding.randint(seeds, seeding.key_of("batch", step), (batch_size,), self.n_train)
         # one flat index_select is much faster than torch.gather on an expanded index
-        flat = (self.member * self.n_train)[:, None] + idx
-        x = self.x_train.reshape(-1, self.d_in)[flat]
-        y = self.y_train.reshape(-1, self.d_out)[flat]
-        return x, y
+        flat = ((self.member * self.n_train)[:, None] + idx).reshape(-1)
+        x = torch.index_select(self.x_train.reshape(-1, self.d_in), 0, flat)
+        y = torch.index_select(self.y_train.reshape(-1, self.d_out), 0, flat)
+        return x.reshape(*idx.shape, self.d_in), y.reshape(*idx.shape, self.d_out)
 
 
 def share(data: Dataset, member, n_val: int | None = None) -> SharedData:
