@@ -61,7 +61,7 @@ def test_roofline_harness_runs(capsys):
                    "--threads", "1"])
     out = capsys.readouterr().out
     assert len([ln for ln in out.splitlines() if ln.startswith("fraction of dense matmul throughput")]) == 1
-    achieved = [ln for ln in out.splitlines() if ln.startswith("simulation achieved")]
+    achieved = [ln for ln in out.splitlines() if ln.startswith("simulation achieved, whole run")]
     assert len(achieved) == 1 and float(achieved[0].split(":")[1].split()[0]) > 0
 
 
