@@ -1,6 +1,6 @@
 """hebb-transformer: the transformer rows of SPEC Table 1, measured with the HebbianProbe only.
 
-A small pre-LN transformer (2 blocks, 4 heads, 32-d embedding; attention written by hand from nn.Linear q/k/v/o
+A small pre-LN transformer (``norm="none"`` drops the LayerNorms; 2 blocks, 4 heads, 32-d embedding; attention written by hand from nn.Linear q/k/v/o
 projections so the probe sees every matrix) on the teacher regression task: the 32-d Gaussian input is split
 into 8 tokens × 4 features, embedded to 32-d (+ a learned position embedding), mean-pooled and read out to 32
 outputs. Rules: Adam and SGD, each with *decoupled* decay applied after the optimizer step,
@@ -56,10 +56,14 @@ class Attention(nn.Module):
         return self.o((att @ v).transpose(1, 2).reshape(B, T, d))
 
 
+def _norm(kind: str, d: int) -> nn.Module:
+    return nn.LayerNorm(d) if kind == "layernorm" else nn.Identity()
+
+
 class Block(nn.Module):
-    def __init__(self, d: int, heads: int, d_ff: int):
+    def __init__(self, d: int, heads: int, d_ff: int, norm: str = "layernorm"):
         super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.ln1, self.ln2 = _norm(norm, d), _norm(norm, d)
         self.attn = Attention(d, heads)
         self.ff = nn.ModuleDict(dict(fc1=nn.Linear(d, d_ff), fc2=nn.Linear(d_ff, d)))
 
@@ -69,13 +73,13 @@ class Block(nn.Module):
 
 
 class TinyTransformer(nn.Module):
-    def __init__(self, tokens=8, features=4, d=32, heads=4, layers=2, d_ff=64, d_out=32):
+    def __init__(self, tokens=8, features=4, d=32, heads=4, layers=2, d_ff=64, d_out=32, norm="layernorm"):
         super().__init__()
         self.tokens, self.features = tokens, features
         self.embed = nn.Linear(features, d)
         self.pos = nn.Parameter(torch.zeros(tokens, d))
-        self.blocks = nn.ModuleList(Block(d, heads, d_ff) for _ in range(layers))
-        self.ln_f = nn.LayerNorm(d)
+        self.blocks = nn.ModuleList(Block(d, heads, d_ff, norm) for _ in range(layers))
+        self.ln_f = _norm(norm, d)
         self.readout = nn.Linear(d, d_out)
 
     def forward(self, x):  # x (B, tokens·features)
@@ -113,7 +117,7 @@ def train_one(spec: dict) -> pd.DataFrame:
     lr = spec["lr_adam"] if rule == "adam" else spec["lr_sgd"]
     xt, yt, xv, yv = make_data(seed, spec)
     model = TinyTransformer(spec["tokens"], spec["features"], spec["d_model"], spec["heads"], spec["layers"],
-                            spec["d_ff"], yt.shape[1])
+                            spec["d_ff"], yt.shape[1], spec.get("norm", "layernorm"))
     seeded_init(model, seed)
     opt = (torch.optim.Adam(model.parameters(), lr=lr) if rule == "adam"
            else torch.optim.SGD(model.parameters(), lr=lr))
@@ -177,9 +181,10 @@ class HebbTransformer(Experiment):
     # 5e-2 is beyond Table 1: at quick sizes it is the only γ whose decay time 1/(ηγ) fits in the run
     defaults = dict(seeds=list(range(10)), rules=["adam", "sgd"], gammas=[0.0, 5e-5, 5e-4, 5e-3, 5e-2],
                     steps=40000, batch_size=256, lr_adam=1e-2, lr_sgd=0.05, every=20, late=0.5,
-                    n_train=20000, n_val=2000, tokens=8, features=4, d_model=32, heads=4, layers=2, d_ff=64)
+                    n_train=20000, n_val=2000, tokens=8, features=4, d_model=32, heads=4, layers=2, d_ff=64,
+                    norm="layernorm")
     quick = dict(seeds=[0], steps=1500, batch_size=128, every=10)
-    choices = dict(rules=["adam", "sgd"])
+    choices = dict(rules=["adam", "sgd"], norm=["layernorm", "none"])
 
     def validate(self, p):
         for key in ("steps", "batch_size", "every", "n_train", "n_val", "lr_adam", "lr_sgd", "tokens",
