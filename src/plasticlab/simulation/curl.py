@@ -236,13 +236,15 @@ def _error(W1, W2, X, Y, activation) -> torch.Tensor:
     return 0.5 * (curl_forward(W1, W2, X, activation) - Y).pow(2).mean(dim=(1, 2))
 
 
-def simulate(cfg: CurlConfig, seeds, k1=0, k2=0, init_scale=1.0, rule="curl", eta=None) -> CurlResult:
+def simulate(cfg: CurlConfig, seeds, k1=0, k2=0, init_scale=1.0, rule="curl", eta=None,
+             threads: int | None = None) -> CurlResult:
     """Advance an ensemble (one member per entry of ``seeds``; the other arguments broadcast) together.
 
     Each member's teacher, data, student init, shuffles and DFA feedback are functions of its seed only,
     so a member gives the same trajectory alone or inside any batch. ``eta`` (per member) overrides
     ``cfg.eta``. Members whose weights go non-finite are recorded as diverged, reset to their initial
-    weights and frozen; the rest go on.
+    weights and frozen; the rest go on. ``threads``: intra-op threads for the loop (default: 1 for small
+    steps, torch's setting for big ones; on a busy machine 1 is often faster even for big ones).
     """
     cfg.validate()
     seeds = [int(s) for s in _broadcast("seeds", seeds, len(seeds))]
@@ -266,7 +268,9 @@ def simulate(cfg: CurlConfig, seeds, k1=0, k2=0, init_scale=1.0, rule="curl", et
     # Small per-step tensors gain nothing from intra-op threads, and on a busy machine the thread pool's
     # hand-offs cost milliseconds per op; only wide layers are worth the second core.
     rows = cfg.B if not (cfg.B == cfg.P and cfg.activation == "linear" and cfg.moment_match) else 1
-    if E * cfg.N * cfg.M * rows < 4_000_000:
+    if threads is not None:
+        torch.set_num_threads(max(1, int(threads)))
+    elif E * cfg.N * cfg.M * rows < 4_000_000:
         torch.set_num_threads(1)
     try:
         with torch.no_grad():
