@@ -28,6 +28,7 @@ Pairing rules (why the bookkeeping looks the way it does):
 from __future__ import annotations
 
 import contextlib
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -119,8 +120,10 @@ class HebbianProbe:
                  writer: Any = None):
         if not isinstance(model, nn.Module):
             raise PlasticlabError(f"HebbianProbe needs a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(every, bool) or not isinstance(every, int):
-            raise PlasticlabError(f"every must be a positive int, got {every!r}")
+        try:
+            every = operator.index(every)  # ints and numpy ints, not floats or bools-as-floats
+        except TypeError:
+            raise PlasticlabError(f"every must be a positive int, got {every!r}") from None
         check_positive("every", every)
         self.model = model
         self.every = every
