@@ -43,7 +43,7 @@ class HebbTable(Experiment):
     budget_s = 60
     code_version = 2  # bump when run_chunk changes its numbers, so saved chunks are not reused
     defaults = dict(rules=TABLE_RULES, gammas=PAPER_GAMMAS, seeds=list(range(10)), widths=[32, 64, 64, 32],
-                    activation="tanh", steps=100000, lr=0.1, adam_lr=0.001, batch_size=256, n_train=20000,
+                    activation="tanh", steps=100000, lr=0.1, adam_lr=0.01, batch_size=256, n_train=20000,
                     n_val=2000, layer=1, average_from=0.75, dtype="float64")
     quick = dict(seeds=[0, 1], widths=[32, 32, 32, 32], steps=5000, lr=0.2, adam_lr=0.03, n_train=10000,
                  n_val=500, dtype="float32", average_from=0.8)

@@ -31,8 +31,8 @@ class HebbTheorem(Experiment):
     budget_s = 60
     code_version = 2  # bump when run_chunk changes its numbers, so saved chunks are not reused
     defaults = dict(rules=["sgd", "adam", "dfa", "random_nn", "hebbian", "oja"], gammas=[5e-3, 2e-2],
-                    seeds=[0, 1, 2, 3, 4], widths=[32, 32, 32, 32], activation="tanh", steps=20000,
-                    lr=0.1, adam_lr=0.003, local_lr=0.01, batch_size=256, n_train=20000, n_val=2000, tolerance=0.1,
+                    seeds=[0, 1, 2, 3, 4], widths=[32, 32, 32, 32], activation="tanh", steps=40000,
+                    lr=0.1, adam_lr=0.03, local_lr=0.01, batch_size=256, n_train=20000, n_val=2000, tolerance=0.1,
                     dtype="float64")
     quick = dict(gammas=[2e-2], seeds=[0, 1], steps=2000, n_train=5000, n_val=500, dtype="float32",
                  adam_lr=0.03)

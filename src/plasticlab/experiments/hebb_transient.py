@@ -107,7 +107,8 @@ def _report(df, p, out):
     rep = Report(out, "hebb-transient — the early Hebbian bump and neurons that keep flipping sign", p)
     rep.text(
         f"{p['activation']} MLP {p['widths']}, lr {p['lr']}, batch {p['batch_size']}, {p['steps']} steps, "
-        f"{len(p['seeds'])} seeds. Alignment is recorded every {max(p['steps'] // p['checkpoints'], 1)} steps and at 60 log-spaced steps; "
+        f"{len(p['seeds'])} seeds. Alignment is recorded every {max(p['steps'] // p['checkpoints'], 1)} "
+        "steps and at 60 log-spaced steps; "
         f"per-neuron alignment (cosine of each postsynaptic neuron's row of G and H) is examined over the last "
         f"{1 - p['late_from']:.0%} of training (steps ≥ {late_step:g}).")
     fig, axes = plt.subplots(1, len(layers), figsize=(4.3 * len(layers), 3.8), squeeze=False, sharey=True)
