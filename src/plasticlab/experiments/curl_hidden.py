@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from plasticlab.errors import PlasticlabError  # noqa: E402
-from plasticlab.experiments.base import Experiment, register  # noqa: E402
-from plasticlab.report import Report  # noqa: E402
-from plasticlab.simulation.curl import CurlConfig, simulate  # noqa: E402
+from plasticlab.errors import PlasticlabError
+from plasticlab.experiments.base import Experiment, register
+from plasticlab.report import Report
+from plasticlab.simulation.curl import CurlConfig, simulate
 
 
 def shape_for(c: float, total: int) -> tuple[int, int]:
@@ -129,6 +125,8 @@ class CurlHidden(Experiment):
                                  epochs=cfg.epochs))
 
     def report(self, df, p, out):
+        import matplotlib.pyplot as plt  # late: workers never plot, and pyplot costs ~1 s to import
+
         rep = Report(out, "curl-hidden: hidden-flip curl descent vs the stability boundary", p)
         rep.text(f"Median over {len(p['seeds'])} seeds of log10 final test error after {p['epochs']} epochs, "
                  f"M + N = {p['total']}, P = {p['P']}, B = {p['B']}, norm constraint "

@@ -8,19 +8,15 @@ moment-matched rows (same trajectory, M/P of the cost; see ``simulation.curl.mom
 """
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from plasticlab.errors import PlasticlabError  # noqa: E402
-from plasticlab.experiments.base import Experiment, register  # noqa: E402
-from plasticlab.experiments.curl_hidden import (boundary_on_index_axes, empirical_boundary, heatmap,  # noqa: E402
+from plasticlab.errors import PlasticlabError
+from plasticlab.experiments.base import Experiment, register
+from plasticlab.experiments.curl_hidden import (boundary_on_index_axes, empirical_boundary, heatmap,
                                                 log_cs, shape_for, theory_alpha)
-from plasticlab.report import Report  # noqa: E402
-from plasticlab.simulation.curl import CurlConfig, simulate  # noqa: E402
+from plasticlab.report import Report
+from plasticlab.simulation.curl import CurlConfig, simulate
 
 LEAVES = 1e-6  # peak training error above this: the run left the solution manifold (it starts at ~1e-30)
 
@@ -96,6 +92,8 @@ class CurlReadout(Experiment):
                                  epochs=cfg.epochs, growth_rate=finite_n_growth(cfg, seeds, k2)))
 
     def report(self, df, p, out):
+        import matplotlib.pyplot as plt  # late: workers never plot, and pyplot costs ~1 s to import
+
         rep = Report(out, "curl-readout: readout flips from the teacher vs the stability boundary", p)
         rep.text(f"Runs start on the {'balanced ' if p['balanced_teacher'] else ''}teacher plus "
                  f"{p['perturbation']:g} per weight, full batch (P = {p['P']}), {p['epochs']} epochs, "

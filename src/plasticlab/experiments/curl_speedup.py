@@ -9,17 +9,13 @@ shape; its members are seeds × (rule, k, r) conditions. GD and curl share teach
 from __future__ import annotations
 
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from plasticlab.errors import PlasticlabError  # noqa: E402
-from plasticlab.experiments.base import Experiment, register  # noqa: E402
-from plasticlab.report import Report  # noqa: E402
-from plasticlab.simulation.curl import CurlConfig, simulate  # noqa: E402
+from plasticlab.errors import PlasticlabError
+from plasticlab.experiments.base import Experiment, register
+from plasticlab.report import Report
+from plasticlab.simulation.curl import CurlConfig, simulate
 
 # The paper's numbers (SPEC B.5): tanh, norm constraint on, k = 1, r = 2, 40 seeds.
 PAPER_P = pd.DataFrame(dict(P=[2000, 1600, 1000, 600, 300, 140, 100],
@@ -91,6 +87,8 @@ class CurlSpeedup(Experiment):
 
     # -- report -----------------------------------------------------------------------------------------
     def report(self, df, p, out):
+        import matplotlib.pyplot as plt  # late: workers never plot, and pyplot costs ~1 s to import
+
         rep = Report(out, "curl-speedup: curl descent escapes the saddle faster than GD at large P", p)
         k0, r0, Ps = p["k"], p["r"], p["sweep_P"]
         med = (df.groupby(["activation", "norm_constraint", "P", "rule", "k_readout", "init_scale"])
@@ -177,6 +175,8 @@ class CurlSpeedup(Experiment):
         rep.write()
 
     def _k_sweep(self, rep, med, ks, p):
+        import matplotlib.pyplot as plt  # late: workers never plot, and pyplot costs ~1 s to import
+
         fig, ax = plt.subplots(figsize=(4.5, 3.4))
         for (act, norm), g in ks.groupby(["activation", "norm_constraint"]):
             ax.plot(g.k_readout, g["median"], "-o", label=f"{act}, norm {'on' if norm else 'off'}")
@@ -204,6 +204,8 @@ class CurlSpeedup(Experiment):
                           f"Spearman ρ(k, median epochs) = {rho:.2f}")
 
     def _r_sweep(self, rep, rs, p):
+        import matplotlib.pyplot as plt  # late: workers never plot, and pyplot costs ~1 s to import
+
         fig, ax = plt.subplots(figsize=(4.5, 3.4))
         for (act, norm, rule), g in rs.groupby(["activation", "norm_constraint", "rule"]):
             ax.plot(g.init_scale, g["median"], "-o", label=f"{rule}, {act}, norm {'on' if norm else 'off'}")
