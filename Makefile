@@ -16,7 +16,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/plasticlab run hebb-phase --quick --out runs/hebb-phase-quick
-	@echo "Report: $(CURDIR)/runs/hebb-phase-quick/report.md"
+	@echo "Demo done: open $(CURDIR)/runs/hebb-phase-quick/report.md (figures beside it)"
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -p no:cacheprovider
