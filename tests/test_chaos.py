@@ -166,3 +166,21 @@ def test_report_is_written_from_the_table(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "## Verdicts" in text and "q and λ agree" in text
     assert (tmp_path / "chaos_vs_alpha.png").exists() and (tmp_path / "chaos_vs_c.png").exists()
+
+
+def test_warmup_removes_the_alignment_bias_of_a_short_window():
+    # x -> diag(0.3, 0.9) x from a random direction: counting the first steps mixes in the 0.3 direction
+    # (and the random start's small share of the leading one), so a 10-step window comes out below log 0.9;
+    # after a warm-up the separation lies along the leading direction and the window is exact
+    A = torch.diag(torch.tensor([0.3, 0.9], dtype=torch.float64))
+    step = lambda s: (s[0] @ A,)  # noqa: E731
+    x0, seeds = torch.zeros(8, 2, dtype=torch.float64), list(range(8))
+    seen = []
+    cold = lyapunov_exponent(step, (x0,), 10, seeds=seeds, renorm_every=5)
+    warm = lyapunov_exponent(step, (x0,), 10, seeds=seeds, renorm_every=5, warmup=40,
+                             observe=lambda t, s: seen.append(t))
+    assert seen == list(range(1, 11))  # only the counted window is observed
+    assert (cold.exponent < math.log(0.9) - 1e-3).any()
+    torch.testing.assert_close(warm.exponent, torch.full((8,), math.log(0.9), dtype=torch.float64))
+    with pytest.raises(ValueError, match="warmup"):
+        lyapunov_exponent(step, (x0,), 10, seeds=seeds, warmup=-1)
