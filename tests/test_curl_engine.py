@@ -221,3 +221,11 @@ def test_moment_matched_full_batch_equals_plain_full_batch():
     plain = simulate(CurlConfig(**{**cfg.__dict__, "moment_match": False}), [0, 1], k1=[1, 0], k2=[0, 2])
     torch.testing.assert_close(fast.W1, plain.W1, rtol=0, atol=1e-11)
     np.testing.assert_allclose(fast.peak_train_error, plain.peak_train_error, rtol=1e-9)
+
+
+def test_block_permutations_equal_per_key_draws():
+    keys = [_key("shuffle") + k for k in (1, 2, 7)]
+    block = seeding.permutations([3, 11], keys, 40)
+    assert block.shape == (2, 3, 40)
+    for j, k in enumerate(keys):
+        assert torch.equal(block[:, j], seeding.permutation([3, 11], k, 40))

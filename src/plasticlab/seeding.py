@@ -83,3 +83,14 @@ def randint(seeds, key: int, shape: Sequence[int], high: int) -> torch.Tensor:
 def permutation(seeds, key: int, n: int) -> torch.Tensor:
     """One random permutation of range(n) per member, shape (E, n)."""
     return torch.argsort(random_bits(seeds, key, (n,)), dim=1)
+
+
+def permutations(seeds, keys: Sequence[int], n: int) -> torch.Tensor:
+    """``permutation(seeds, k, n)`` for every k in ``keys`` in one vectorised draw, shape (E, len(keys), n):
+    the same numbers (each is a function of (seed, key, index) only) for a fraction of the per-call cost,
+    e.g. a block of epochs' shuffles at once."""
+    s = _as_seeds(seeds)
+    k = torch.tensor([_s64(int(key)) for key in keys], dtype=torch.int64)
+    base = splitmix64(splitmix64(s[:, None] * _GOLDEN ^ k[None, :]))  # (E, K), as in random_bits
+    idx = torch.arange(n, dtype=torch.int64)
+    return torch.argsort(splitmix64(base[:, :, None] + idx * _M1), dim=2)

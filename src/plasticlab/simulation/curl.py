@@ -339,32 +339,46 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
 
     lr_scalar = float(lr[0]) if bool((lr == lr[0]).all()) else None
 
+    # Every op of a step writes into buffers allocated once: at small sizes a step is ~20 tiny ops and
+    # allocating their outputs is a visible share of each.
+    Bs = P if full else B
+    a1 = torch.empty(E, Bs, N, dtype=dt)
+    h = a1 if act == "linear" else torch.empty(E, Bs, N, dtype=dt)
+    e = torch.empty(E, Bs, 1, dtype=dt)
+    delta, dp, hd = (torch.empty(E, Bs, N, dtype=dt) for _ in range(3))
+    nrm1, nrm2 = torch.empty(E, 1, 1, dtype=dt), torch.empty(E, 1, 1, dtype=dt)
+    one = torch.ones((), dtype=dt)
+    W1t, W2t = W1.transpose(1, 2), W2.transpose(1, 2)  # views: W1 and W2 are only ever updated in place
+
     def step(xb, xdb, yb) -> None:
-        a1 = torch.bmm(xb, W1.transpose(1, 2))
-        h = _phi(a1, act)
-        e = torch.bmm(h, W2.transpose(1, 2))
+        torch.bmm(xb, W1t, out=a1)
+        if act == "tanh":
+            torch.tanh(a1, out=h)
+        elif act == "relu":
+            torch.clamp_min(a1, 0.0, out=h)
+        torch.bmm(h, W2t, out=e)
         if act == "tanh":
             e.tanh_()
         elif act == "relu":
             e.relu_()
-        e -= yb
+        e.sub_(yb)
         if track_peak:
             torch.maximum(peak, e.pow(2).mean(dim=(1, 2)).mul_(0.5), out=peak)
         # one shared learning rate (the usual case) rides on the scalar alpha of the updates below
         if lr_scalar is None:
-            e *= lr
+            e.mul_(lr)
         back = Ft if dfa_all else (torch.where(dfa_mask, Ft, W2) if dfa_any else W2)
-        delta = e * back  # (E,B,1)·(E,1,N): an outer product, cheaper broadcast than as a bmm
+        torch.mul(e, back, out=delta)  # (E,B,1)·(E,1,N): an outer product, cheaper broadcast than as a bmm
         if act == "tanh":
-            delta.mul_(torch.addcmul(torch.ones((), dtype=dt), h, h, value=-1.0))
+            delta.mul_(torch.addcmul(one, h, h, value=-1.0, out=dp))
         elif act == "relu":
             delta.mul_(a1 > 0)
         alpha = -1.0 if lr_scalar is None else -lr_scalar
-        W2.baddbmm_(e.transpose(1, 2), h * d2r if use_d2 else h, alpha=alpha)
+        W2.baddbmm_(e.transpose(1, 2), torch.mul(h, d2r, out=hd) if use_d2 else h, alpha=alpha)
         W1.baddbmm_(delta.transpose(1, 2), xdb, alpha=alpha)
         if cfg.norm_constraint:
-            W1.mul_(n1 / torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True))
-            W2.mul_(n2 / torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True))
+            W1.mul_(torch.div(n1, torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True, out=nrm1), out=nrm1))
+            W2.mul_(torch.div(n2, torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True, out=nrm2), out=nrm2))
 
     cps = cfg.checkpoints()
     cp_index = {int(t): i for i, t in enumerate(cps)}
@@ -388,9 +402,13 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
             nonlocal lr_scalar
             lr_scalar = None  # frozen members need the per-member (now zero) rate from here on
 
+    # all seeds distinct (the usual case): the members' training sets are Xu itself, no gather needed
+    X_tr, Y_tr = (Xu, Yu) if len(useeds) == E else (None, None)
+
     def measure(i: int, epoch: int) -> None:
         freeze((~torch.isfinite(W1.sum(dim=(1, 2)))).numpy(), epoch)
-        tr = _error(W1, W2, Xu[inv], Yu[inv], act).double().numpy()
+        tr = _error(W1, W2, Xu[inv] if X_tr is None else X_tr, Yu[inv] if Y_tr is None else Y_tr,
+                    act).double().numpy()
         te = _error(W1, W2, Xt, Yt, act).double().numpy()
         # errors can overflow while the weights are still finite: that is divergence too
         freeze(~(np.isfinite(tr) & np.isfinite(te)), epoch)
@@ -400,6 +418,9 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
     measure(0, 0)
     shuffle_key = _key("shuffle")
     epoch = 0
+    # shuffles are drawn for a block of epochs at once (≤ 8 MB of int64 per draw), not one call per epoch
+    block = max(1, min(cfg.epochs, (1 << 20) // (len(useeds) * P)))
+    queue: list[torch.Tensor] = []
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         if moments:
@@ -407,9 +428,14 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
         elif full:
             step(X_all, Xd_all, Y_all)
         else:
-            # one vectorised draw per epoch; each step then copies just its B rows per member
-            perm = seeding.permutation(useeds_t, shuffle_key + epoch, P)[inv] + row0
-            rows = perm.view(E, steps, B).transpose(0, 1).reshape(steps, E * B)
+            if not queue:
+                ks = range(epoch, min(epoch + block, cfg.epochs + 1))
+                perm = seeding.permutations(useeds_t, [shuffle_key + k for k in ks], P)[inv] + row0[:, :, None]
+                # (E, K, P) -> per epoch: (steps, E·B), the rows of each step
+                queue = list(perm.view(E, len(ks), steps, B).permute(1, 2, 0, 3)
+                             .reshape(len(ks), steps, E * B).unbind(0))[::-1]
+            rows = queue.pop()
+            # each step then copies just its B rows per member
             Ys = Yf.index_select(0, rows.view(-1)).view(steps, E, B, 1)
             for s in range(steps):
                 xb = Xf.index_select(0, rows[s]).view(E, B, M)
