@@ -264,7 +264,7 @@ def simulate(cfg: CurlConfig, seeds, k1=0, k2=0, init_scale=1.0, rule="curl", et
             raise PlasticlabError(f"{name}={bad[0]} out of range [0, {n}]")
     members = pd.DataFrame(dict(seed=seeds, rule=rules, k1=k1s, k2=k2s, init_scale=scales, eta=etas))
     dt = DTYPES[cfg.dtype]
-    threads = torch.get_num_threads()
+    saved_threads = torch.get_num_threads()  # not `threads`: that name is the caller's argument
     # Small per-step tensors gain nothing from intra-op threads, and on a busy machine the thread pool's
     # hand-offs cost milliseconds per op; only wide layers are worth the second core.
     rows = cfg.B if not (cfg.B == cfg.P and cfg.activation == "linear" and cfg.moment_match) else 1
@@ -276,7 +276,7 @@ def simulate(cfg: CurlConfig, seeds, k1=0, k2=0, init_scale=1.0, rule="curl", et
         with torch.no_grad():
             return _run(cfg, members, dt)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(saved_threads)
 
 
 def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
