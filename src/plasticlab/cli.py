@@ -5,6 +5,7 @@ exit code 2, never a traceback.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -49,7 +50,7 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default runs/NAME)"),
     executor: str = typer.Option("local", help="local | dask"),
     workers: Optional[int] = typer.Option(
-        None, help="worker processes (local: default 1 = in-process; dask LocalCluster: default all cores)"),
+        None, help="worker processes (default: all cores, one chunk each; 1 = in-process)"),
     scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address, e.g. tcp://host:8786 "
                                             "(executor dask; default: a LocalCluster on 127.0.0.1)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
@@ -64,6 +65,10 @@ def run(
     from plasticlab.sweeps import summary as sweep_summary
 
     out = out or Path("runs") / (name + ("-quick" if quick else ""))
+    if workers is None and executor == "local":
+        # The command line owns its process, so it can use every core; the Python API stays in-process
+        # by default because worker processes re-import a user's script (which then needs a __main__ guard).
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
         run_api(name, quick=quick, out=out, executor=executor, workers=workers, scheduler=scheduler,
                 progress=not quiet, **_parse_sets(set_))

@@ -115,6 +115,7 @@ def run(name: str, specs: list[dict], executor: str, workers: int | None,
         return run_serial(name, [])
     if executor == "dask":
         return run_dask(name, specs, workers, scheduler)
-    if workers == 1:
+    if workers == 1 or len(specs) == 1:  # a pool for one chunk only adds start-up time
         return run_serial(name, specs)
+    workers = min(workers, len(specs))
     return run_pool(name, specs, workers)
