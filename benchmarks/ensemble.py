@@ -35,7 +35,7 @@ import torch
 
 from benchmarks.common import header, line, set_threads
 from plasticlab import seeding
-from plasticlab.simulation.curl import DTYPES, CurlConfig, _init, _key, simulate
+from plasticlab.simulation.curl import DTYPES, CurlConfig, initial_state, _key, simulate
 
 TOL = {"float64": 1e-9, "float32": 2e-3}  # max |Δ| relative to the weights' scale / relative error change
 
@@ -50,7 +50,7 @@ def reference_run(cfg: CurlConfig, seed: int, k2: int, init_scale: float):
     spent in the epoch loop), the errors as lists over ``cfg.checkpoints()``."""
     dt = DTYPES[cfg.dtype]
     # this run's teacher, data and student init (the same seeded draws the engine uses)
-    W1_0, W2_0, X, Y, Xt, Yt, _ = _init(cfg, torch.tensor([seed]), torch.tensor([init_scale]), dt)
+    W1_0, W2_0, X, Y, Xt, Yt, _ = initial_state(cfg, torch.tensor([seed]), torch.tensor([init_scale]), dt)
     X, Y, Xt, Yt = X[0], Y[0], Xt[0], Yt[0]
     W1 = W1_0[0].clone().requires_grad_(True)
     W2 = W2_0[0].clone().requires_grad_(True)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from plasticlab.errors import PlasticlabError
-from plasticlab.simulation.curl import (CurlConfig, _init, _key, curl_forward, curl_step, flips, grid,
+from plasticlab.simulation.curl import (CurlConfig, initial_state, _key, curl_forward, curl_step, flips, grid,
                                         simulate)
 from plasticlab import seeding
 
@@ -116,7 +116,7 @@ def test_fused_simulator_equals_repeated_curl_step(norm):
     seeds, k1, k2 = [3, 4], [2, 0], [1, 3]
     res = simulate(cfg, seeds, k1=k1, k2=k2, init_scale=[2.0, 1.0], rule="curl")
     st = torch.tensor(seeds)
-    W1, W2, X, Y, *_ = _init(cfg, st, torch.tensor([2.0, 1.0]), D)
+    W1, W2, X, Y, *_ = initial_state(cfg, st, torch.tensor([2.0, 1.0]), D)
     norms = (torch.linalg.vector_norm(W1, dim=(1, 2)), torch.linalg.vector_norm(W2, dim=(1, 2))) if norm else None
     d1, d2 = flips(k1, cfg.M, D), flips(k2, cfg.N, D)
     for ep in range(1, cfg.epochs + 1):

@@ -24,7 +24,7 @@ import torch
 from plasticlab.errors import PlasticlabError
 from plasticlab.experiments.base import Experiment, register
 from plasticlab.metrics.chaos import QAccumulator, lyapunov_exponent
-from plasticlab.simulation.curl import CurlConfig, _init, curl_forward, curl_step, flips
+from plasticlab.simulation.curl import CurlConfig, initial_state, curl_forward, curl_step, flips
 
 TOTAL = 219  # M + N in the paper's c sweeps
 Q_CONVERGED, Q_CHAOTIC = 1e-12, 1e-4  # q bands: rounding-level fluctuations vs O(1e-3…1) chaos
@@ -59,7 +59,7 @@ def run_members(M: int, N: int, alphas, seeds, *, epochs: int, record: int, acti
     cfg = CurlConfig(M=M, N=N, activation=activation, P=P, B=P, epochs=epochs, eta=eta, init="teacher",
                      perturbation=perturbation, balanced_teacher=True, norm_constraint=True).validate()
     seeds_t = torch.tensor([int(s) for s in seeds], dtype=torch.int64)
-    W1, W2, X, Y, _, _, _ = _init(cfg, seeds_t, torch.ones(E, dtype=torch.float64), torch.float64)
+    W1, W2, X, Y, _, _, _ = initial_state(cfg, seeds_t, torch.ones(E, dtype=torch.float64), torch.float64)
     Xs, Ys = moment_matched(X, Y) if activation == "linear" else (X, Y)
     k1 = [int(round(a * M)) for a in alphas]
     d1, d2 = flips(k1, M), flips([0] * E, N)

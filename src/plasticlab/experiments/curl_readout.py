@@ -31,9 +31,9 @@ def finite_n_growth(cfg: CurlConfig, seeds, k2) -> np.ndarray:
         return np.full(len(seeds), np.nan)
     import torch
 
-    from plasticlab.simulation.curl import _init, flips
+    from plasticlab.simulation.curl import initial_state, flips
 
-    W1, W2, X, *_ = _init(cfg, torch.tensor(seeds), torch.ones(len(seeds)), torch.float64)
+    W1, W2, X, *_ = initial_state(cfg, torch.tensor(seeds), torch.ones(len(seeds)), torch.float64)
     Sigma = (X.transpose(1, 2) @ X / cfg.P).numpy()
     spec = manifold_spectrum(W1.numpy(), W2.numpy(), np.ones((len(seeds), cfg.M)),
                              flips(k2, cfg.N).numpy(), Sigma)

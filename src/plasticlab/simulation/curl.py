@@ -225,8 +225,8 @@ def _student(cfg: CurlConfig, seeds: torch.Tensor, scale: torch.Tensor, T1, T2):
             s * _uniform_pm(seeds, _key("student_W2"), (1, N), 1 / math.sqrt(N), torch.float64))
 
 
-def _init(cfg: CurlConfig, seeds: torch.Tensor, scale: torch.Tensor, dt):
-    """Per-member (W1, W2, X, Y, Xt, Yt, F) — the simulator's starting point, exposed for tests."""
+def initial_state(cfg: CurlConfig, seeds: torch.Tensor, scale: torch.Tensor, dt):
+    """Per-member (W1, W2, X, Y, Xt, Yt, F) — the simulator's starting point (teacher, data, student), shared by experiments that step it themselves."""
     T1, T2, X, Y, Xt, Yt, F = _teacher_data(cfg, seeds)
     W1, W2 = _student(cfg, seeds, scale, T1, T2)
     return [t.to(dt).contiguous() for t in (W1, W2, X, Y, Xt, Yt, F)]
