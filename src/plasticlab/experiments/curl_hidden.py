@@ -17,6 +17,15 @@ from plasticlab.report import Report
 from plasticlab.simulation.curl import CurlConfig, simulate
 
 
+def check_c_range_and_alphas(name: str, p: dict) -> None:
+    """The (c, α) grid checks shared by the flip-fraction sweeps."""
+    if not 0 < p["c_min"] <= p["c_max"]:
+        raise PlasticlabError(f"{name}: need 0 < c_min <= c_max, got {p['c_min']}, {p['c_max']}")
+    bad = [a for a in p["alphas"] if not 0 <= a <= 1]
+    if bad:
+        raise PlasticlabError(f"{name}: alphas must lie in [0, 1], got {bad[0]}")
+
+
 def shape_for(c: float, total: int) -> tuple[int, int]:
     """(M, N) with M + N = total and M/N ≈ c (floor, as the paper's (62, 157) at c = 0.4)."""
     M = max(1, min(total - 1, int(math.floor(total * c / (1 + c) + 1e-9))))
@@ -93,11 +102,7 @@ class CurlHidden(Experiment):
     choices = dict(activations=["linear", "tanh", "relu"], dtype=["float32", "float64"])
 
     def validate(self, p):
-        if not 0 < p["c_min"] <= p["c_max"]:
-            raise PlasticlabError(f"curl-hidden: need 0 < c_min <= c_max, got {p['c_min']}, {p['c_max']}")
-        bad = [a for a in p["alphas"] if not 0 <= a <= 1]
-        if bad:
-            raise PlasticlabError(f"curl-hidden: alphas must lie in [0, 1], got {bad[0]}")
+        check_c_range_and_alphas(self.name, p)
 
     def chunks(self, p):
         out = []

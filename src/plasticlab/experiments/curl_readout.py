@@ -11,10 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from plasticlab.errors import PlasticlabError
 from plasticlab.experiments.base import Experiment, register
-from plasticlab.experiments.curl_hidden import (boundary_on_index_axes, empirical_boundary, heatmap,
-                                                log_cs, shape_for, theory_alpha)
+from plasticlab.experiments.curl_hidden import (boundary_on_index_axes, check_c_range_and_alphas,
+                                                empirical_boundary, heatmap, log_cs, shape_for, theory_alpha)
 from plasticlab.report import Report
 from plasticlab.simulation.curl import CurlConfig, simulate
 
@@ -56,11 +55,7 @@ class CurlReadout(Experiment):
     choices = dict(activations=["linear", "tanh", "relu"], dtype=["float32", "float64"])
 
     def validate(self, p):
-        if not 0 < p["c_min"] <= p["c_max"]:
-            raise PlasticlabError(f"curl-readout: need 0 < c_min <= c_max, got {p['c_min']}, {p['c_max']}")
-        bad = [a for a in p["alphas"] if not 0 <= a <= 1]
-        if bad:
-            raise PlasticlabError(f"curl-readout: alphas must lie in [0, 1], got {bad[0]}")
+        check_c_range_and_alphas(self.name, p)
 
     def chunks(self, p):
         out = []
