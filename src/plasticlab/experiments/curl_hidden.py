@@ -17,6 +17,13 @@ from plasticlab.report import Report
 from plasticlab.simulation.curl import CurlConfig, simulate
 
 
+def shape_chunks(p: dict, keys: tuple[str, ...]) -> list[dict]:
+    """One chunk per (activation, c): each c fixes a network shape (M, N), i.e. one ensemble batch."""
+    return [dict(activation=act, c_nominal=c, M=M, N=N, alphas=p["alphas"], **{k: p[k] for k in keys})
+            for act in p["activations"] for c in log_cs(p["c_min"], p["c_max"], p["n_c"])
+            for M, N in [shape_for(c, p["total"])]]
+
+
 def check_c_range_and_alphas(name: str, p: dict) -> None:
     """The (c, α) grid checks shared by the flip-fraction sweeps."""
     if not 0 < p["c_min"] <= p["c_max"]:
@@ -105,14 +112,8 @@ class CurlHidden(Experiment):
         check_c_range_and_alphas(self.name, p)
 
     def chunks(self, p):
-        out = []
-        for act in p["activations"]:
-            for c in log_cs(p["c_min"], p["c_max"], p["n_c"]):
-                M, N = shape_for(c, p["total"])
-                out.append(dict(activation=act, c_nominal=c, M=M, N=N, alphas=p["alphas"],
-                                **{k: p[k] for k in ("seeds", "P", "B", "epochs", "eta", "init_scale",
-                                                     "norm_constraint", "points_per_decade", "dtype")}))
-        return out
+        return shape_chunks(p, ("seeds", "P", "B", "epochs", "eta", "init_scale", "norm_constraint",
+                                "points_per_decade", "dtype"))
 
     def run_chunk(self, spec):
         M, N = spec["M"], spec["N"]

@@ -13,7 +13,7 @@ import pandas as pd
 
 from plasticlab.experiments.base import Experiment, register
 from plasticlab.experiments.curl_hidden import (boundary_on_index_axes, check_c_range_and_alphas,
-                                                empirical_boundary, heatmap, log_cs, shape_for, theory_alpha)
+                                                empirical_boundary, heatmap, shape_chunks, theory_alpha)
 from plasticlab.report import Report
 from plasticlab.simulation.curl import CurlConfig, simulate
 
@@ -58,15 +58,8 @@ class CurlReadout(Experiment):
         check_c_range_and_alphas(self.name, p)
 
     def chunks(self, p):
-        out = []
-        for act in p["activations"]:
-            for c in log_cs(p["c_min"], p["c_max"], p["n_c"]):
-                M, N = shape_for(c, p["total"])
-                out.append(dict(activation=act, c_nominal=c, M=M, N=N, alphas=p["alphas"],
-                                **{k: p[k] for k in ("seeds", "P", "epochs", "eta", "perturbation",
-                                                     "balanced_teacher", "norm_constraint",
-                                                     "points_per_decade", "dtype")}))
-        return out
+        return shape_chunks(p, ("seeds", "P", "epochs", "eta", "perturbation", "balanced_teacher",
+                                "norm_constraint", "points_per_decade", "dtype"))
 
     def run_chunk(self, spec):
         M, N = spec["M"], spec["N"]
