@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test lint typecheck bench install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -18,7 +18,15 @@ demo: $(STAMP)
 	$(VENV)/bin/plasticlab run hebb-phase --quick --out runs/hebb-phase-quick
 	@echo "Demo done: open $(CURDIR)/runs/hebb-phase-quick/report.md (figures beside it)"
 
-test: $(STAMP)
+# ruff (lint + format) runs before the tests, so CI fails on a finding as it fails on a test.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+test: $(STAMP) lint
 	$(PY) -m pytest -n 2 -p no:cacheprovider
 
 bench: $(STAMP)

@@ -3,6 +3,7 @@
 ``all`` runs each benchmark in its own fresh process (thread settings and allocator state do not leak from
 one to the next, and a crash in one does not stop the rest) and exits non-zero if any of them crashed.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -33,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     names = list(BENCHMARKS) + ["all"]
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in names:
         print(__doc__.strip())
-        print("\nbenchmarks: " + ", ".join(names) + "\n`python -m benchmarks NAME --help` for a benchmark's options "
-              "(`--full` for the longer runs)")
+        print(
+            "\nbenchmarks: " + ", ".join(names) + "\n`python -m benchmarks NAME --help` for a benchmark's options "
+            "(`--full` for the longer runs)"
+        )
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     name, rest = argv[0], argv[1:]
     if name != "all":
@@ -44,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     for b in BENCHMARKS:
         t0 = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "benchmarks", b, *([] if b == "probe" else rest)])
-        print(f"[{b}: {'ok' if r.returncode == 0 else f'CRASHED (exit {r.returncode})'}, "
-              f"{time.perf_counter() - t0:.0f} s]\n", flush=True)
+        print(
+            f"[{b}: {'ok' if r.returncode == 0 else f'CRASHED (exit {r.returncode})'}, "
+            f"{time.perf_counter() - t0:.0f} s]\n",
+            flush=True,
+        )
         if r.returncode:
             failed.append(b)
     if failed:

@@ -1,11 +1,12 @@
 """Helpers shared by the benchmarks: thread setup, machine/load description, robust timing."""
+
 from __future__ import annotations
 
 import os
 import platform
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -46,8 +47,10 @@ def cpu_model() -> str:
 
 def header(name: str, what: str) -> None:
     print(f"== {name}: {what}")
-    print(f"machine: {cpu_model()}, {cores()} cores available, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} torch thread(s), load average {load()} (1/5/15 min)")
+    print(
+        f"machine: {cpu_model()}, {cores()} cores available, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch thread(s), load average {load()} (1/5/15 min)"
+    )
 
 
 def line(label: str, value: float, unit: str = "", fmt: str = ".4g") -> None:

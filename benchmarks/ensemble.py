@@ -23,6 +23,7 @@ Threads: 1 by default for both. The tensors are far too small for a second intra
 engine itself drops to 1 thread at these sizes), and on a loaded machine a second OpenMP thread makes the
 one-run-at-a-time reference many times slower, which would flatter the ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,14 +36,15 @@ import torch
 
 from benchmarks.common import header, line, set_threads
 from plasticlab import seeding
-from plasticlab.simulation.curl import DTYPES, CurlConfig, initial_state, _key, simulate
+from plasticlab.simulation.curl import DTYPES, CurlConfig, _key, initial_state, simulate
 
 TOL = {"float64": 1e-9, "float32": 2e-3}  # max |Δ| relative to the weights' scale / relative error change
 
 
 def config(P: int = 100, epochs: int = 300, dtype: str = "float32") -> CurlConfig:
-    return CurlConfig(M=100, N=10, activation="tanh", P=P, B=10, epochs=epochs, eta=0.1,
-                      norm_constraint=True, dtype=dtype)
+    return CurlConfig(
+        M=100, N=10, activation="tanh", P=P, B=10, epochs=epochs, eta=0.1, norm_constraint=True, dtype=dtype
+    )
 
 
 def reference_run(cfg: CurlConfig, seed: int, k2: int, init_scale: float):
@@ -57,7 +59,7 @@ def reference_run(cfg: CurlConfig, seed: int, k2: int, init_scale: float):
     n1, n2 = W1.detach().norm(), W2.detach().norm()
     d1 = torch.ones(cfg.M, dtype=dt)
     d2 = torch.ones(cfg.N, dtype=dt)
-    d2[:k2] = -1.0                                    # anti-Hebbian readout synapses of the first k2 hidden
+    d2[:k2] = -1.0  # anti-Hebbian readout synapses of the first k2 hidden
     lr = cfg.eta * cfg.B / cfg.P
 
     def err(A, b):
@@ -70,17 +72,17 @@ def reference_run(cfg: CurlConfig, seed: int, k2: int, init_scale: float):
     for epoch in range(1, cfg.epochs + 1):
         perm = seeding.permutation(torch.tensor([seed]), _key("shuffle") + epoch, cfg.P)[0]
         for s in range(cfg.P // cfg.B):
-            idx = perm[s * cfg.B:(s + 1) * cfg.B]
+            idx = perm[s * cfg.B : (s + 1) * cfg.B]
             x, y = X[idx], Y[idx]
             h = torch.tanh(x @ W1.T)
             z = h @ W2.T
-            out = z + (torch.tanh(z) - z).detach()    # output delta omits tanh' (SPEC B.2)
+            out = z + (torch.tanh(z) - z).detach()  # output delta omits tanh' (SPEC B.2)
             loss = 0.5 * ((out - y) ** 2).mean()
             loss.backward()
             with torch.no_grad():
-                W1 -= lr * W1.grad * d1               # flipped update: columns (presynaptic)
+                W1 -= lr * W1.grad * d1  # flipped update: columns (presynaptic)
                 W2 -= lr * W2.grad * d2
-                W1 *= n1 / W1.norm()                  # norm constraint
+                W1 *= n1 / W1.norm()  # norm constraint
                 W2 *= n2 / W2.norm()
             W1.grad = None
             W2.grad = None
@@ -116,12 +118,17 @@ def compare(cfg, res, ref, seeds) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks ensemble", description=__doc__.split("\n")[0])
     ap.add_argument("--members", type=int, default=64)
-    ap.add_argument("--ref-members", type=int, default=None,
-                    help="members the reference runs (its time is scaled to --members); default 8, all with --full")
+    ap.add_argument(
+        "--ref-members",
+        type=int,
+        default=None,
+        help="members the reference runs (its time is scaled to --members); default 8, all with --full",
+    )
     ap.add_argument("--P", type=int, default=100, help="training-set size (P/B updates per epoch)")
     ap.add_argument("--epochs", type=int, default=300, help="default 300 (3000 updates at P=100)")
-    ap.add_argument("--dtype", choices=list(DTYPES), default="float32",
-                    help="float32 is what curl-speedup runs in (default)")
+    ap.add_argument(
+        "--dtype", choices=list(DTYPES), default="float32", help="float32 is what curl-speedup runs in (default)"
+    )
     ap.add_argument("--full", action="store_true", help="the reference runs all members (about 8x longer)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for both paths (default 1, see above)")
     a = ap.parse_args(argv)
@@ -131,10 +138,15 @@ def main(argv: list[str] | None = None) -> None:
     cfg = config(a.P, epochs, a.dtype)
     seeds, k2, r = list(range(a.members)), 1, 2.0
     steps = epochs * (cfg.P // cfg.B)
-    header("ensemble", f"curl-descent student–teacher (M={cfg.M}, N={cfg.N}, B={cfg.B}, P={cfg.P}, tanh, "
-                       f"k2={k2}, r={r:g}, norm constraint, {cfg.dtype}), {a.members} members × {steps} updates")
-    print(f"threads: {threads} torch thread(s) for both paths; reference runs {n_ref} of the {a.members} members"
-          + (f", its time scaled by {a.members / n_ref:g}" if n_ref < a.members else ""))
+    header(
+        "ensemble",
+        f"curl-descent student–teacher (M={cfg.M}, N={cfg.N}, B={cfg.B}, P={cfg.P}, tanh, "
+        f"k2={k2}, r={r:g}, norm constraint, {cfg.dtype}), {a.members} members × {steps} updates",
+    )
+    print(
+        f"threads: {threads} torch thread(s) for both paths; reference runs {n_ref} of the {a.members} members"
+        + (f", its time scaled by {a.members / n_ref:g}" if n_ref < a.members else "")
+    )
 
     # warm-up both paths (lazy initialisation, allocator) on a tiny run
     small = config(a.P, 1, a.dtype)
@@ -170,7 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"agreement within {TOL[cfg.dtype]:g}: {'yes' if ok else 'NO'}")
     line("engine epoch-loop time (data generation excluded, median of 3)", statistics.median(l_eng), "s")
     line(f"reference epoch-loop time scaled to {a.members} runs", l_ref, "s")
-    line(f"epoch-loop ratio reference / engine ({a.members} members)", l_ref / statistics.median(l_eng), "x", ".1f")
+    line(
+        f"epoch-loop ratio reference / engine ({a.members} members)", l_ref / statistics.median(l_eng), "x", ".1f"
+    )
     line(f"CPU-time ratio reference / engine ({a.members} members)", c_ref / statistics.median(c_eng), "x", ".1f")
     line(f"ratio reference / engine ({a.members} members, wall time, same process)", t_ref / eng, "x", ".1f")
     print(f"target >= 50x (for 64 members, wall time): {'met' if t_ref / eng >= 50 else 'MISSED'}")

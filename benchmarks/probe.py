@@ -1,5 +1,6 @@
 """HebbianProbe overhead: a 3-layer MLP training step (batch 256, width 512) with and without the probe
 measuring every step, timed side by side in the same process (interleaved rounds, median per round)."""
+
 from __future__ import annotations
 
 import statistics
@@ -16,8 +17,9 @@ BATCH, WIDTH, D_OUT = 256, 512, 10
 
 def _setup(seed: int):
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH), nn.ReLU(),
-                          nn.Linear(WIDTH, D_OUT))
+    model = nn.Sequential(
+        nn.Linear(WIDTH, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH), nn.ReLU(), nn.Linear(WIDTH, D_OUT)
+    )
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x, y = torch.randn(BATCH, WIDTH), torch.randn(BATCH, D_OUT)
 
@@ -61,8 +63,9 @@ def main(threads: int = 1) -> None:
     torch.set_num_threads(threads)
     r = measure()
     plain = r.pop("plain")
-    print(f"train step without probe (3-layer MLP, batch {BATCH}, width {WIDTH}, {threads} thread): "
-          f"{plain:.2f} ms")
+    print(
+        f"train step without probe (3-layer MLP, batch {BATCH}, width {WIDTH}, {threads} thread): {plain:.2f} ms"
+    )
     for name, ms in r.items():
         print(f"train step with probe measuring {name} step(s): {ms:.2f} ms")
         print(f"probe overhead, {name}: {100 * (ms / plain - 1):.1f} %")

@@ -7,6 +7,7 @@ One line per experiment: wall seconds, CPU seconds (user + sys of the child: muc
 jobs on the machine than wall time), the budget and pass/fail (exit 0 and wall ≤ budget). The machine's load
 average is printed before and after, since wall times on a shared machine scale with it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"unknown experiment(s) {unknown}; registered: {', '.join(exps)}")
     print(f"== quick-suite: `plasticlab run NAME --quick` for {len(names)} experiments, each in a fresh process")
-    print(f"machine: {cores()} cores available (runs use torch's default threads), "
-          f"load average {load()} (1/5/15 min) at start")
+    print(
+        f"machine: {cores()} cores available (runs use torch's default threads), "
+        f"load average {load()} (1/5/15 min) at start"
+    )
     rows = []
     with tempfile.TemporaryDirectory(prefix="plasticlab-quick-") as tmp:
         for name in names:
@@ -61,16 +64,26 @@ def main(argv: list[str] | None = None) -> None:
             after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the child was reaped: its usage is in
             cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             ok = code == 0 and wall <= budget
-            status = ("pass" if ok else "FAIL (over budget)") if code == 0 else (
-                f"FAIL (timeout after {wall:.0f} s)" if code is None else f"FAIL (exit {code}: {last[:120]})")
-            print(f"{name}: wall {wall:.1f} s, cpu {cpu:.1f} s, budget {budget:.0f} s, "
-                  f"wall/budget {wall / budget:.2f}, {status}  [load {load()}]", flush=True)
+            status = (
+                ("pass" if ok else "FAIL (over budget)")
+                if code == 0
+                else (
+                    f"FAIL (timeout after {wall:.0f} s)" if code is None else f"FAIL (exit {code}: {last[:120]})"
+                )
+            )
+            print(
+                f"{name}: wall {wall:.1f} s, cpu {cpu:.1f} s, budget {budget:.0f} s, "
+                f"wall/budget {wall / budget:.2f}, {status}  [load {load()}]",
+                flush=True,
+            )
             rows.append((name, wall, cpu, budget, code, ok))
     n_ok = sum(r[-1] for r in rows)
     worst = max(rows, key=lambda r: r[1] / r[3])
     print(f"load average at end: {load()}")
-    print(f"within budget: {n_ok}/{len(rows)}; cpu within budget: "
-          f"{sum(r[4] == 0 and r[2] <= r[3] for r in rows)}/{len(rows)}")
+    print(
+        f"within budget: {n_ok}/{len(rows)}; cpu within budget: "
+        f"{sum(r[4] == 0 and r[2] <= r[3] for r in rows)}/{len(rows)}"
+    )
     print(f"worst ratio wall/budget: {worst[1] / worst[3]:.2f} ({worst[0]})")
 
 

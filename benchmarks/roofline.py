@@ -20,6 +20,7 @@ dtype and thread count: square 1000 × 1000 × 1000 products (the headline denom
 the step's own product shape (E × (B × M) @ (M × N)) in isolation. Matmul and simulation timings are
 interleaved (3 rounds each) so that drifts in machine load hit both; medians are used.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,13 +66,21 @@ def main(argv: list[str] | None = None) -> None:
     B = a.B or P
     epochs = a.epochs or (100 if a.full else 20)
     dt = DTYPES[a.dtype]
-    cfg = CurlConfig(M=M, N=N, activation="tanh", P=P, B=B, epochs=epochs, norm_constraint=True,
-                     points_per_decade=2, dtype=a.dtype)
+    cfg = CurlConfig(
+        M=M,
+        N=N,
+        activation="tanh",
+        P=P,
+        B=B,
+        epochs=epochs,
+        norm_constraint=True,
+        points_per_decade=2,
+        dtype=a.dtype,
+    )
     steps = epochs * (P // B)
     seeds = list(range(E))
     kw = dict(k1=M // 10, k2=N // 10, rule="curl")
-    header("roofline", f"curl engine, E={E} members, M={M}, N={N}, B={B}, P={P}, tanh, {a.dtype}, "
-                       f"{steps} steps")
+    header("roofline", f"curl engine, E={E} members, M={M}, N={N}, B={B}, P={P}, tanh, {a.dtype}, {steps} steps")
     print(f"threads: {threads} (the engine keeps them at this size)")
 
     simulate(CurlConfig(M=M, N=N, P=P, B=B, epochs=1, dtype=a.dtype), seeds[:1], **kw)  # warm-up
@@ -91,21 +100,27 @@ def main(argv: list[str] | None = None) -> None:
     t_sim, t_one = statistics.median(sim), statistics.median(sim1)
     achieved = step_flops(E, B, M, N) * steps / t_sim
     # (noisy for tiny runs, where the two times are close: NaN rather than a meaningless huge number)
-    steady = (step_flops(E, B, M, N) * (steps - P // B) / (t_sim - t_one)
-              if epochs > 1 and t_sim > 1.2 * t_one else float("nan"))
+    steady = (
+        step_flops(E, B, M, N) * (steps - P // B) / (t_sim - t_one)
+        if epochs > 1 and t_sim > 1.2 * t_one
+        else float("nan")
+    )
     peak, peak_own = statistics.median(sq), statistics.median(own)
     line("matmul FLOPs per step (analytic)", step_flops(E, B, M, N) / 1e9, "GFLOP")
     line("simulation wall time (median of 3)", t_sim, "s")
     line("1-epoch run (setup + one epoch, median of 3)", t_one, "s")
     line("simulation achieved, whole run", achieved / 1e9, "GFLOP/s")
     line("simulation achieved, steady state (run minus 1-epoch run)", steady / 1e9, "GFLOP/s")
-    line(f"dense torch.matmul {a.square}^3 ({a.dtype}, median of 3 rounds, best of 3 each)", peak / 1e9,
-         "GFLOP/s")
+    line(f"dense torch.matmul {a.square}^3 ({a.dtype}, median of 3 rounds, best of 3 each)", peak / 1e9, "GFLOP/s")
     line(f"torch.matmul of the step's own shape ({E}x{B}x{M} @ {E}x{M}x{N})", peak_own / 1e9, "GFLOP/s")
     line("fraction of the step-shape matmul throughput, whole run", 100 * achieved / peak_own, "%", ".1f")
     line("steady-state fraction of dense matmul throughput", 100 * steady / peak, "%", ".1f")
-    line("fraction of dense matmul throughput (whole simulation / torch.matmul, same process)",
-         100 * achieved / peak, "%", ".1f")
+    line(
+        "fraction of dense matmul throughput (whole simulation / torch.matmul, same process)",
+        100 * achieved / peak,
+        "%",
+        ".1f",
+    )
     print(f"target >= 30 %: {'met' if achieved / peak >= 0.30 else 'MISSED'}")
 
 

@@ -7,16 +7,17 @@ steps, so the run reaches stationarity) and plots, per layer, the Hebbian alignm
 (−grad, decay excluded: it turns Hebbian) and of the actual update (decay included: ≈ 0 at stationarity,
 where the mean update vanishes).
 """
+
 import sys
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+import torch.nn as nn
 
-from plasticlab.probe import HebbianProbe  # noqa: E402
+from plasticlab.probe import HebbianProbe
 
 
 def main(out: str = "probe_mlp.png", steps: int = 1500) -> None:
@@ -26,10 +27,10 @@ def main(out: str = "probe_mlp.png", steps: int = 1500) -> None:
     model = nn.Sequential(nn.Linear(32, 128), nn.Tanh(), nn.Linear(128, 128), nn.Tanh(), nn.Linear(128, 8))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.03)
 
-    probe = HebbianProbe(model, every=10)      # line 1: hooks on every nn.Linear
-    probe.attach_optimizer(opt)                # line 2: measure around each opt.step()
+    probe = HebbianProbe(model, every=10)  # line 1: hooks on every nn.Linear
+    probe.attach_optimizer(opt)  # line 2: measure around each opt.step()
 
-    for step in range(steps):                  # the user's loop, unchanged
+    for _step in range(steps):  # the user's loop, unchanged
         x = torch.randn(128, 32)
         with torch.no_grad():
             y = teacher(x)

@@ -1,5 +1,6 @@
 """Non-gradient analysis: gradient fields have no antisymmetric Jacobian part and no circulation; curl,
 DFA and Hebbian fields do; the scalar example of SPEC B.3 is a centre."""
+
 import math
 
 import pytest
@@ -8,8 +9,7 @@ import torch
 from plasticlab import seeding
 from plasticlab.analysis import analyse, loop_test, nongradient_fraction_hutchinson, rule_field, warm_state
 from plasticlab.networks.mlp import MLP, init_mlp
-from plasticlab.rules import (adam, chain, curl, dfa, flip, hebbian, param_noise, sgd, signal_noise,
-                              weight_decay)
+from plasticlab.rules import adam, chain, curl, dfa, flip, hebbian, param_noise, sgd, signal_noise, weight_decay
 from plasticlab.simulation.curl import curl_step
 from plasticlab.tasks import teacher_regression
 
@@ -25,9 +25,15 @@ def problem():
     return net, x, y
 
 
-@pytest.mark.parametrize("rule", [chain(sgd()), chain(sgd(), weight_decay(0.05)),
-                                  chain(sgd(), param_noise(0.3), signal_noise(0.2), weight_decay(0.05))],
-                         ids=["sgd", "sgd+wd", "sgd+noise+wd"])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        chain(sgd()),
+        chain(sgd(), weight_decay(0.05)),
+        chain(sgd(), param_noise(0.3), signal_noise(0.2), weight_decay(0.05)),
+    ],
+    ids=["sgd", "sgd+wd", "sgd+noise+wd"],
+)
 def test_gradient_rules_have_no_curl(problem, rule):
     net, x, y = problem
     F, theta = rule_field(rule, net, x, y, steps=(0, 1))
@@ -55,8 +61,11 @@ def test_sgd_jacobian_is_minus_hessian_plus_decay(problem):
     assert torch.allclose(J, -H - gamma * torch.eye(len(theta), dtype=J.dtype), atol=1e-10)
 
 
-@pytest.mark.parametrize("rule", [chain(curl(0.5)), chain(sgd(), flip(k=2, layers=[1]), weight_decay(0.01)),
-                                  chain(dfa()), chain(hebbian())], ids=["curl", "hidden-flip", "dfa", "hebbian"])
+@pytest.mark.parametrize(
+    "rule",
+    [chain(curl(0.5)), chain(sgd(), flip(k=2, layers=[1]), weight_decay(0.01)), chain(dfa()), chain(hebbian())],
+    ids=["curl", "hidden-flip", "dfa", "hebbian"],
+)
 def test_non_gradient_rules_have_curl(problem, rule):
     net, x, y = problem
     F, theta = rule_field(rule, net, x, y)
@@ -68,8 +77,11 @@ def test_non_gradient_rules_have_curl(problem, rule):
 
 
 def _scalar(w1, w2, wstar=1.5):
-    net = MLP([torch.tensor([[[w1]]], dtype=torch.float64), torch.tensor([[[w2]]], dtype=torch.float64)],
-              [None, None], "linear")
+    net = MLP(
+        [torch.tensor([[[w1]]], dtype=torch.float64), torch.tensor([[[w2]]], dtype=torch.float64)],
+        [None, None],
+        "linear",
+    )
     x = torch.ones(1, 1, 1, dtype=torch.float64)
     return net, x, wstar * x
 

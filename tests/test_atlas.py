@@ -2,6 +2,7 @@
 exp_grad never changes a sign; bcm's threshold slides; soft_wta is competitive; three_factor follows its
 modulator; flip negates presynaptic columns. Plus: every rule runs in the ensemble trainer, and a member
 alone equals itself inside a batch."""
+
 import math
 
 import pytest
@@ -10,8 +11,21 @@ import torch
 from plasticlab import seeding
 from plasticlab.errors import PlasticlabError
 from plasticlab.networks.mlp import MLP, Trace, init_mlp
-from plasticlab.rules import (RULE_NAMES, SIGNALS, bcm, chain, curl, exp_grad, fa, flip, make_rule, sgd,
-                              sign_symmetry, soft_wta, three_factor)
+from plasticlab.rules import (
+    RULE_NAMES,
+    SIGNALS,
+    bcm,
+    chain,
+    curl,
+    exp_grad,
+    fa,
+    flip,
+    make_rule,
+    sgd,
+    sign_symmetry,
+    soft_wta,
+    three_factor,
+)
 from plasticlab.rules.base import Context
 from plasticlab.simulation.train_mlp import train_mlp
 from plasticlab.tasks import teacher_regression
@@ -20,8 +34,7 @@ torch.set_num_threads(1)
 
 
 def ctx_for(net, x, y, seeds=(0,), step=0):
-    return Context(net=net, trace=net.forward(x), x=x, y=y, loss="mse",
-                   seeds=torch.as_tensor(seeds), step=step)
+    return Context(net=net, trace=net.forward(x), x=x, y=y, loss="mse", seeds=torch.as_tensor(seeds), step=step)
 
 
 @pytest.fixture
@@ -54,12 +67,20 @@ def test_fa_uses_fixed_feedback_not_transposed_weights(small):
     tr = net.forward(x)
     other = [net.weights[0], net.weights[1] * 3.0, net.weights[2] * -2.0]
     tr2 = Trace(tr.pre, tr.post, tr.z, tr.out, weights=other)
-    c2 = Context(net=MLP(other, net.biases, net.activation), trace=tr2, x=x, y=y, loss="mse",
-                 seeds=torch.as_tensor(seeds), step=0)
+    c2 = Context(
+        net=MLP(other, net.biases, net.activation),
+        trace=tr2,
+        x=x,
+        y=y,
+        loss="mse",
+        seeds=torch.as_tensor(seeds),
+        step=0,
+    )
     assert torch.allclose(chain(fa()).step(st, c2).updates[0][0], g[0])
     assert not torch.allclose(chain(sgd()).step((None,), c2).updates[0][0], s[0])
     # …and FA chains layer by layer, unlike DFA: the first layer hears B_2 B_3, computed here by hand
     from plasticlab.networks.activations import activation as act
+
     _, dphi = act("tanh")
     d3 = tr.out - y
     d2 = torch.bmm(d3, st[0][2]) * dphi(tr.z[1])
@@ -87,8 +108,7 @@ def test_exp_grad_never_changes_a_sign():
     net = init_mlp(seeds, [6, 5, 3], "tanh", scale=0.5)
     signs = [torch.sign(W) for W in net.weights]
     lr = 0.5  # far too large for sgd here; exp_grad with max_lr = lr still keeps every sign
-    res = train_mlp(net, chain(exp_grad(max_lr=lr)), data, seeds, steps=60, lr=lr, batch_size=32,
-                    record_every=20)
+    res = train_mlp(net, chain(exp_grad(max_lr=lr)), data, seeds, steps=60, lr=lr, batch_size=32, record_every=20)
     for s, W in zip(signs, res.net.weights):
         assert torch.equal(torch.sign(W), s)
     # and it is the exponentiated step: W_new = W exp(lr sign(W) g)
@@ -98,8 +118,9 @@ def test_exp_grad_never_changes_a_sign():
     u = chain(exp_grad(max_lr=lr)).step((None,), ctx).updates[0][0]
     W = net.weights[0]
     assert torch.allclose(W + lr * u, W * torch.exp(lr * torch.sign(W) * g))
-    assert torch.allclose(chain(exp_grad(max_lr=1e-6)).step((None,), ctx).updates[0][0], W.abs() * g,
-                          rtol=1e-4, atol=1e-12)  # first order: |W| g
+    assert torch.allclose(
+        chain(exp_grad(max_lr=1e-6)).step((None,), ctx).updates[0][0], W.abs() * g, rtol=1e-4, atol=1e-12
+    )  # first order: |W| g
 
 
 def test_bcm_threshold_slides(small):
@@ -175,11 +196,20 @@ def test_every_rule_trains_and_members_are_independent():
     data = teacher_regression(seeds, d_in=4, d_out=2, n_train=100, n_val=20, teacher_hidden=(3,))
     for name in RULE_NAMES:
         rule = make_rule(name, gamma=1e-3, param_sigma=0.01)
-        both = train_mlp(init_mlp(seeds, [4, 3, 2], "tanh"), rule, data, seeds, steps=6, lr=0.05,
-                         batch_size=8, record_every=3)
+        both = train_mlp(
+            init_mlp(seeds, [4, 3, 2], "tanh"), rule, data, seeds, steps=6, lr=0.05, batch_size=8, record_every=3
+        )
         one_data = teacher_regression(seeds[1:], d_in=4, d_out=2, n_train=100, n_val=20, teacher_hidden=(3,))
-        one = train_mlp(init_mlp(seeds[1:], [4, 3, 2], "tanh"), make_rule(name, gamma=1e-3, param_sigma=0.01),
-                        one_data, seeds[1:], steps=6, lr=0.05, batch_size=8, record_every=3)
+        one = train_mlp(
+            init_mlp(seeds[1:], [4, 3, 2], "tanh"),
+            make_rule(name, gamma=1e-3, param_sigma=0.01),
+            one_data,
+            seeds[1:],
+            steps=6,
+            lr=0.05,
+            batch_size=8,
+            record_every=3,
+        )
         for W2, W1 in zip(both.net.weights, one.net.weights):
             assert torch.allclose(W2[1:], W1, atol=1e-12), name
         assert math.isfinite(both.val_loss_final[0].item()), name
@@ -192,8 +222,20 @@ def test_rule_atlas_chunk_and_report(tmp_path):
     from plasticlab.experiments.base import get
 
     exp = get("rule-atlas")
-    p = exp.params(rules=["sgd", "hebbian", "curl"], seeds=[0], steps=40, n_train=200, n_val=50, d_in=4,
-                   hidden=4, d_out=2, analysis_batch=32, warm_steps=2, noise_draws=2, batch_size=16)
+    p = exp.params(
+        rules=["sgd", "hebbian", "curl"],
+        seeds=[0],
+        steps=40,
+        n_train=200,
+        n_val=50,
+        d_in=4,
+        hidden=4,
+        d_out=2,
+        analysis_batch=32,
+        warm_steps=2,
+        noise_draws=2,
+        batch_size=16,
+    )
     df = pd.concat([exp.run_chunk(spec) for spec in exp.chunks(p)], ignore_index=True)
     for col in ["rule", "weight_decay", "noise", "final_loss", "alignment", "nongradient_fraction", "converged"]:
         assert col in df

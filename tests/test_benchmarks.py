@@ -1,15 +1,16 @@
 """The benchmarks' correctness (not their speed): the research-style reference and the batched engine
 compute the same trajectories, the roofline's analytic FLOP count matches the step's matmuls, and each
 harness runs end to end on a tiny case."""
+
 import subprocess
 import sys
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from benchmarks import ensemble, quick_suite, roofline
 from benchmarks.__main__ import main as dispatch
+from torch.utils.flop_counter import FlopCounterMode
+
 from plasticlab.simulation.curl import curl_step
 
 
@@ -24,7 +25,7 @@ def test_reference_agrees_with_engine():
     dw, de = ensemble.compare(cfg, res, ref, seeds)
     assert dw < 1e-12 and de < 1e-10
     assert len(ref[0][2]) == len(cfg.checkpoints())  # errors recorded at the engine's checkpoints
-    assert not torch.equal(ref[0][0], ref[1][0])       # members really differ
+    assert not torch.equal(ref[0][0], ref[1][0])  # members really differ
 
 
 def test_compare_catches_a_different_rule():
@@ -57,10 +58,35 @@ def test_ensemble_harness_runs(capsys):
 
 
 def test_roofline_harness_runs(capsys):
-    roofline.main(["--members", "1", "--M", "20", "--N", "30", "--P", "10", "--epochs", "2", "--square", "64",
-                   "--threads", "1"])
+    roofline.main(
+        [
+            "--members",
+            "1",
+            "--M",
+            "20",
+            "--N",
+            "30",
+            "--P",
+            "10",
+            "--epochs",
+            "2",
+            "--square",
+            "64",
+            "--threads",
+            "1",
+        ]
+    )
     out = capsys.readouterr().out
-    assert len([ln for ln in out.splitlines() if ln.startswith("fraction of dense matmul throughput (whole simulation")]) == 1
+    assert (
+        len(
+            [
+                ln
+                for ln in out.splitlines()
+                if ln.startswith("fraction of dense matmul throughput (whole simulation")
+            ]
+        )
+        == 1
+    )
     achieved = [ln for ln in out.splitlines() if ln.startswith("simulation achieved, whole run")]
     assert len(achieved) == 1 and float(achieved[0].split(":")[1].split()[0]) > 0
 

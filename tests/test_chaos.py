@@ -62,13 +62,15 @@ def test_contraction_negative_and_neutral_direction_not_positive():
     seeds = [0, 1, 2, 3]
     A = torch.diag(torch.tensor([0.5, 0.8], dtype=torch.float64))
     res = lyapunov_exponent(lambda s: (s[0] @ A,), (torch.ones(4, 2, dtype=torch.float64),), 300, seeds=seeds)
-    torch.testing.assert_close(res.exponent, torch.full((4,), math.log(0.8), dtype=torch.float64),
-                               rtol=0.02, atol=0)
+    torch.testing.assert_close(
+        res.exponent, torch.full((4,), math.log(0.8), dtype=torch.float64), rtol=0.02, atol=0
+    )
     # a line of fixed points (eigenvalue 1 tangent, 0.5 across): the exponent must not come out positive,
     # and with dt = lr it is reported per unit time
     B = torch.diag(torch.tensor([1.0, 0.5], dtype=torch.float64))
-    res = lyapunov_exponent(lambda s: (s[0] @ B,), (torch.ones(4, 2, dtype=torch.float64),), 2000,
-                            seeds=seeds, dt=0.1)
+    res = lyapunov_exponent(
+        lambda s: (s[0] @ B,), (torch.ones(4, 2, dtype=torch.float64),), 2000, seeds=seeds, dt=0.1
+    )
     assert (res.exponent <= 1e-9).all() and (res.exponent > -0.05).all()
 
 
@@ -95,13 +97,18 @@ def test_measure_removes_transient_growth_along_a_non_normal_line_of_fixed_point
     # by 0.5 but feeds e1 strongly, so in the full norm a short window comes out spuriously positive
     J = torch.tensor([[1.0, 50.0], [0.0, 0.5]], dtype=torch.float64)
     x0, seeds = torch.zeros(3, 2, dtype=torch.float64), [0, 1, 2]
-    step = lambda s: (s[0] @ J.T,)  # noqa: E731
+    step = lambda s: (s[0] @ J.T,)
     plain = lyapunov_exponent(step, (x0,), 100, seeds=seeds)
     assert (plain.exponent > 0).all()
     transverse = lyapunov_exponent(step, (x0,), 100, seeds=seeds, measure=lambda sep, ref: sep[0][:, 1].abs())
     torch.testing.assert_close(transverse.exponent, torch.full((3,), math.log(0.5), dtype=torch.float64))
-    both = lyapunov_exponent(step, (x0,), 100, seeds=seeds,
-                             measure=lambda sep, ref: torch.stack([sep[0][:, 1].abs(), sep[0].norm(dim=1)], 1))
+    both = lyapunov_exponent(
+        step,
+        (x0,),
+        100,
+        seeds=seeds,
+        measure=lambda sep, ref: torch.stack([sep[0][:, 1].abs(), sep[0].norm(dim=1)], 1),
+    )
     assert both.exponent.shape == (3, 2)
     torch.testing.assert_close(both.exponent, torch.stack([transverse.exponent, plain.exponent], 1))
 
@@ -160,8 +167,17 @@ def test_gd_from_teacher_stays_converged_and_full_flips_leave_the_manifold():
 def test_report_is_written_from_the_table(tmp_path):
     import plasticlab
 
-    df = plasticlab.run("curl-chaos", quick=True, out=tmp_path, cs=[0.05], alphas=[0.0, 1.0], c_grid=[0.05],
-                        c_alphas=[1.0], epochs=120, record=40)
+    df = plasticlab.run(
+        "curl-chaos",
+        quick=True,
+        out=tmp_path,
+        cs=[0.05],
+        alphas=[0.0, 1.0],
+        c_grid=[0.05],
+        c_alphas=[1.0],
+        epochs=120,
+        record=40,
+    )
     assert set(df.columns) >= {"c", "alpha_h", "seed", "q", "lyapunov", "M", "N", "diverged"}
     text = (tmp_path / "report.md").read_text()
     assert "## Verdicts" in text and "q and λ agree" in text
@@ -173,12 +189,13 @@ def test_warmup_removes_the_alignment_bias_of_a_short_window():
     # (and the random start's small share of the leading one), so a 10-step window comes out below log 0.9;
     # after a warm-up the separation lies along the leading direction and the window is exact
     A = torch.diag(torch.tensor([0.3, 0.9], dtype=torch.float64))
-    step = lambda s: (s[0] @ A,)  # noqa: E731
+    step = lambda s: (s[0] @ A,)
     x0, seeds = torch.zeros(8, 2, dtype=torch.float64), list(range(8))
     seen = []
     cold = lyapunov_exponent(step, (x0,), 10, seeds=seeds, renorm_every=5)
-    warm = lyapunov_exponent(step, (x0,), 10, seeds=seeds, renorm_every=5, warmup=40,
-                             observe=lambda t, s: seen.append(t))
+    warm = lyapunov_exponent(
+        step, (x0,), 10, seeds=seeds, renorm_every=5, warmup=40, observe=lambda t, s: seen.append(t)
+    )
     assert seen == list(range(1, 11))  # only the counted window is observed
     assert (cold.exponent < math.log(0.9) - 1e-3).any()
     torch.testing.assert_close(warm.exponent, torch.full((8,), math.log(0.9), dtype=torch.float64))

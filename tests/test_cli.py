@@ -1,4 +1,5 @@
 """CLI: list / run / show / status; user errors are one line with exit 2 and never a traceback."""
+
 from __future__ import annotations
 
 import pytest
@@ -71,8 +72,18 @@ def test_show_and_status_on_a_folder_that_is_not_a_run(runner, tmp_path):
 
 def test_failed_chunk_exits_1_with_summary_then_rerun_retries(runner, tmp_path):
     out, heal = tmp_path / "run", tmp_path / "heal"
-    args = ["run", "sweep-demo", "--set", "gains=0.5,1,2", "--set", "fail=2", "--set", f"heal_file={heal}",
-            "--out", str(out)] + TINY
+    args = [
+        "run",
+        "sweep-demo",
+        "--set",
+        "gains=0.5,1,2",
+        "--set",
+        "fail=2",
+        "--set",
+        f"heal_file={heal}",
+        "--out",
+        str(out),
+    ] + TINY
     r = runner.invoke(app, args)
     assert r.exit_code == 1, r.output
     assert "1 of 3 chunks" in r.output and "chunk 2: RuntimeError" in r.output and "Traceback" not in r.output
@@ -88,8 +99,22 @@ def test_real_process_user_error_is_one_line_exit_2(tmp_path):
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "plasticlab.cli", "run", "sweep-demo", "--set", "gains=0,1",
-                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "plasticlab.cli",
+            "run",
+            "sweep-demo",
+            "--set",
+            "gains=0,1",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr + r.stdout
     assert r.stderr.strip().count("\n") == 0 and "gains must be > 0" in r.stderr

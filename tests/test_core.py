@@ -1,4 +1,5 @@
 """Foundation: seeding, the alignment metric, rule sign conventions, ensemble invariance, bad input."""
+
 import math
 import pickle
 
@@ -12,8 +13,19 @@ from plasticlab import PlasticlabError, seeding
 from plasticlab.experiments.base import Experiment, coerce, parse_value
 from plasticlab.metrics import hebbian_alignment, neuron_alignment
 from plasticlab.networks import init_mlp
-from plasticlab.rules import (Context, adam, chain, dfa, hebbian, make_rule, oja, param_noise, sgd,
-                              signal_noise, weight_decay)
+from plasticlab.rules import (
+    Context,
+    adam,
+    chain,
+    dfa,
+    hebbian,
+    make_rule,
+    oja,
+    param_noise,
+    sgd,
+    signal_noise,
+    weight_decay,
+)
 from plasticlab.simulation.train_mlp import train_mlp
 from plasticlab.tasks import cifar10, digits, teacher_regression
 
@@ -49,7 +61,9 @@ def test_alignment_hand_computed():
     assert hebbian_alignment(G, pre, post).item() == pytest.approx(expected, rel=1e-12)
     assert hebbian_alignment(H, pre, post).item() == pytest.approx(1.0)
     assert hebbian_alignment(-H, pre, post).item() == pytest.approx(-1.0)
-    assert hebbian_alignment(torch.tensor([[-1.0, 1.5]], dtype=torch.float64), pre, post).item() == pytest.approx(0.0, abs=1e-12)
+    assert hebbian_alignment(torch.tensor([[-1.0, 1.5]], dtype=torch.float64), pre, post).item() == pytest.approx(
+        0.0, abs=1e-12
+    )
 
 
 def test_alignment_is_of_batch_means_not_mean_of_per_sample_cosines():
@@ -135,7 +149,9 @@ def test_hebbian_signal_has_alignment_one_and_oja_is_hebb_minus_decay():
     x, y = seeding.normal(seeds, 1, (9, 4)), seeding.normal(seeds, 2, (9, 3))
     ctx = _ctx(net, x, y)
     sig = chain(hebbian()).step((None,), ctx).signal[0][0]
-    assert torch.allclose(hebbian_alignment(sig, ctx.trace.pre[0], ctx.trace.post[0]), torch.ones(3, dtype=torch.float64))
+    assert torch.allclose(
+        hebbian_alignment(sig, ctx.trace.pre[0], ctx.trace.post[0]), torch.ones(3, dtype=torch.float64)
+    )
     o = chain(oja()).step((None,), ctx).signal[0][0]
     post = ctx.trace.post[0]
     assert torch.allclose(o, sig - (post**2).mean(1)[:, :, None] * net.weights[0])
@@ -200,8 +216,17 @@ def test_rule_construction_errors_are_readable():
 def _train(seeds, lr=0.05, steps=40, rule="sgd", **kw):
     data = teacher_regression(seeds, d_in=6, d_out=2, n_train=64, n_val=16)
     net = init_mlp(seeds, [6, 8, 2], "tanh")
-    return train_mlp(net, make_rule(rule, gamma=1e-3, param_sigma=0.05), data, seeds, steps=steps, lr=lr,
-                     batch_size=8, record_every=10, **kw)
+    return train_mlp(
+        net,
+        make_rule(rule, gamma=1e-3, param_sigma=0.05),
+        data,
+        seeds,
+        steps=steps,
+        lr=lr,
+        batch_size=8,
+        record_every=10,
+        **kw,
+    )
 
 
 def test_member_alone_equals_member_in_batch():
@@ -235,11 +260,27 @@ def test_strong_decay_collapses_to_nan_alignment():
 
 # -- tasks --------------------------------------------------------------------------------------------------
 def test_teacher_regression_is_per_member_and_linear_teacher_norm():
-    d = teacher_regression([0, 1], d_in=32, d_out=1, n_train=10, n_val=5, teacher_hidden=(),
-                           teacher_activation="linear", teacher_scale=32**0.5)
+    d = teacher_regression(
+        [0, 1],
+        d_in=32,
+        d_out=1,
+        n_train=10,
+        n_val=5,
+        teacher_hidden=(),
+        teacher_activation="linear",
+        teacher_scale=32**0.5,
+    )
     assert d.x_train.shape == (2, 10, 32) and d.y_val.shape == (2, 5, 1)
-    single = teacher_regression([1], d_in=32, d_out=1, n_train=10, n_val=5, teacher_hidden=(),
-                                teacher_activation="linear", teacher_scale=32**0.5)
+    single = teacher_regression(
+        [1],
+        d_in=32,
+        d_out=1,
+        n_train=10,
+        n_val=5,
+        teacher_hidden=(),
+        teacher_activation="linear",
+        teacher_scale=32**0.5,
+    )
     assert torch.allclose(d.y_train[1], single.y_train[0], rtol=1e-12, atol=1e-12)  # same to float tolerance
     with pytest.raises(PlasticlabError):
         teacher_regression([0], d_in=0)
@@ -251,8 +292,13 @@ def test_digits_and_cifar_from_a_local_file(tmp_path):
     rng = np.random.default_rng(0)
     for name, n in [("data_batch_1", 12), ("data_batch_2", 8), ("test_batch", 6)]:
         with open(tmp_path / name, "wb") as f:
-            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                         b"labels": rng.integers(0, 10, n).tolist()}, f)
+            pickle.dump(
+                {
+                    b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                    b"labels": rng.integers(0, 10, n).tolist(),
+                },
+                f,
+            )
     c = cifar10(tmp_path)
     assert c.x_train.shape == (1, 20, 3072) and c.x_val.shape == (1, 6, 3072)
     assert torch.allclose(c.y_train.sum(-1), torch.ones(1, 20))
@@ -273,11 +319,11 @@ def test_overrides_are_validated_and_coerced():
     p = t.params(gammas="0,5e-4", steps="200", bias="true")
     assert p["gammas"] == [0.0, 5e-4] and p["steps"] == 200 and p["bias"] is True
     assert t.params(gammas=0.1)["gammas"] == [0.1]
-    with pytest.raises(PlasticlabError, match="stepz.*valid choices.*steps"):
+    with pytest.raises(PlasticlabError, match=r"stepz.*valid choices.*steps"):
         t.params(stepz=3)
     with pytest.raises(PlasticlabError, match="steps"):
         t.params(steps="many")
-    with pytest.raises(PlasticlabError, match="activation.*valid choices"):
+    with pytest.raises(PlasticlabError, match=r"activation.*valid choices"):
         t.params(activation="relu")
     assert parse_value("[1, 2]") == [1, 2] and parse_value("tanh") == "tanh"
     assert coerce("x", "k", "linear,tanh", ["tanh"]) == ["linear", "tanh"]

@@ -1,14 +1,23 @@
 """Sign conventions of SPEC B.2, the norm constraint, the fused simulator and its ensemble semantics."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from plasticlab.errors import PlasticlabError
-from plasticlab.simulation.curl import (CurlConfig, initial_state, _key, curl_forward, curl_step, flips, grid,
-                                        simulate)
 from plasticlab import seeding
+from plasticlab.errors import PlasticlabError
+from plasticlab.simulation.curl import (
+    CurlConfig,
+    _key,
+    curl_forward,
+    curl_step,
+    flips,
+    grid,
+    initial_state,
+    simulate,
+)
 
 D = torch.float64
 E, B, M, N = 3, 5, 4, 6
@@ -50,8 +59,8 @@ def test_gd_is_minus_lr_times_gradient(net, act):
 
 def test_output_delta_omits_phi_prime(net):
     W1, W2, x, y = net
-    n1, n2 = curl_step(W1, W2, x, y, ones(M), ones(N), 1.0, "tanh")
-    g1, g2 = autograd_grads(W1, W2, x, y, "tanh", output_phi_grad=True)
+    _n1, n2 = curl_step(W1, W2, x, y, ones(M), ones(N), 1.0, "tanh")
+    _g1, g2 = autograd_grads(W1, W2, x, y, "tanh", output_phi_grad=True)
     assert not torch.allclose(n2, W2 - g2)  # the full gradient would include tanh' at the output
     h = torch.tanh(x @ W1.transpose(1, 2))
     e = torch.tanh(h @ W2.transpose(1, 2)) - y
@@ -124,8 +133,17 @@ def test_fused_simulator_equals_repeated_curl_step(norm):
         Xs = torch.gather(X, 1, perm[:, :, None].expand(-1, -1, cfg.M))
         Ys = torch.gather(Y, 1, perm[:, :, None])
         for s in range(0, cfg.P, cfg.B):
-            W1, W2 = curl_step(W1, W2, Xs[:, s:s + cfg.B], Ys[:, s:s + cfg.B], d1, d2,
-                               cfg.eta * cfg.B / cfg.P, "tanh", norms=norms)
+            W1, W2 = curl_step(
+                W1,
+                W2,
+                Xs[:, s : s + cfg.B],
+                Ys[:, s : s + cfg.B],
+                d1,
+                d2,
+                cfg.eta * cfg.B / cfg.P,
+                "tanh",
+                norms=norms,
+            )
     torch.testing.assert_close(res.W1, W1, rtol=0, atol=1e-12)
     torch.testing.assert_close(res.W2, W2, rtol=0, atol=1e-12)
 
@@ -157,13 +175,24 @@ def test_divergence_is_recorded_and_isolated(B):
 
 
 def test_threshold_epoch_is_first_checkpoint_below_and_teacher_init_converged():
-    cfg = small_cfg(activation="linear", B=20, P=20, epochs=200, points_per_decade=12, threshold=1e-2,
-                    norm_constraint=False, eta=1.0)
+    cfg = small_cfg(
+        activation="linear",
+        B=20,
+        P=20,
+        epochs=200,
+        points_per_decade=12,
+        threshold=1e-2,
+        norm_constraint=False,
+        eta=1.0,
+    )
     r = simulate(cfg, [0, 1, 2])
     for e in range(3):
         below = np.flatnonzero(r.train_error[e] < 1e-2)
-        assert (r.epochs_to_threshold[e] == r.checkpoints[below[0]]) if len(below) else \
-            np.isnan(r.epochs_to_threshold[e])
+        assert (
+            (r.epochs_to_threshold[e] == r.checkpoints[below[0]])
+            if len(below)
+            else np.isnan(r.epochs_to_threshold[e])
+        )
     assert (r.train_error[:, -1] < r.train_error[:, 0]).all()
     t = simulate(CurlConfig(**{**cfg.__dict__, "init": "teacher", "perturbation": 1e-12}), [0])
     assert t.train_error[0, 0] < 1e-20 and t.epochs_to_threshold[0] == 0
@@ -197,7 +226,7 @@ def test_jacobian_of_update_map_matches_manifold_spectrum():
 
     def update(theta):
         a = theta[: Nj * Mj].reshape(1, Nj, Mj)
-        b = theta[Nj * Mj:].reshape(1, 1, Nj)
+        b = theta[Nj * Mj :].reshape(1, 1, Nj)
         n1, n2 = curl_step(a, b, X, Y, d1, d2, lr, "linear")
         return torch.cat([n1.reshape(-1), n2.reshape(-1)])
 
@@ -208,8 +237,7 @@ def test_jacobian_of_update_map_matches_manifold_spectrum():
     ev = np.sort(ev.real)
     nonzero = ev[np.abs(ev) > 1e-9]
     Sigma = (X[0].T @ X[0] / P).numpy()
-    want = theory.manifold_spectrum(W1[0].numpy(), W2[0].numpy(), d1[0].numpy(), d2[0].numpy(),
-                                    Sigma).jacobian
+    want = theory.manifold_spectrum(W1[0].numpy(), W2[0].numpy(), d1[0].numpy(), d2[0].numpy(), Sigma).jacobian
     assert len(nonzero) == Mj and np.sum(np.abs(ev) <= 1e-9) == Nj * Mj + Nj - Mj
     np.testing.assert_allclose(nonzero, np.sort(want), rtol=1e-8, atol=1e-10)
     assert (nonzero > 0).any()  # the flips chosen here do destabilise: the test sees a positive eigenvalue

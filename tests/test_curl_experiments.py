@@ -1,4 +1,5 @@
 """The three curl experiments at toy sizes: parameter checks, chunking, tidy columns, reports."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -43,8 +44,16 @@ def test_hidden_chunks_keep_m_plus_n():
 
 def test_speedup_chunk_columns_and_pairing(tmp_path):
     exp = get("curl-speedup")
-    p = exp.params(Ps=[100], ks=[1], init_scales=[2.0], activations=["tanh"], norms=[True], seeds=[0, 1],
-                   epochs=400, sweep_P=100)
+    p = exp.params(
+        Ps=[100],
+        ks=[1],
+        init_scales=[2.0],
+        activations=["tanh"],
+        norms=[True],
+        seeds=[0, 1],
+        epochs=400,
+        sweep_P=100,
+    )
     df = pd.concat([exp.run_chunk(s) for s in exp.chunks(p)])
     need = {"rule", "activation", "P", "k_readout", "init_scale", "norm_constraint", "seed", "epochs_to_threshold"}
     assert need <= set(df.columns) and len(df) == 4
@@ -59,8 +68,9 @@ def test_speedup_chunk_columns_and_pairing(tmp_path):
 def test_readout_from_teacher_leaves_only_when_flipped(tmp_path):
     exp = get("curl-readout")
     # c = 4 (M=24, N=6): theory α_r* ≈ 1/64, so 3 of 6 flipped readout inputs must destabilise the teacher
-    p = exp.params(c_min=4.0, c_max=4.0, n_c=1, alphas=[0.0, 0.5], seeds=[0], total=30, epochs=600,
-                   perturbation=1e-6)
+    p = exp.params(
+        c_min=4.0, c_max=4.0, n_c=1, alphas=[0.0, 0.5], seeds=[0], total=30, epochs=600, perturbation=1e-6
+    )
     df = pd.concat([exp.run_chunk(s) for s in exp.chunks(p)])
     assert {"c", "alpha_r", "activation", "seed", "test_error", "peak_train_error"} <= set(df.columns)
     stay, leave = df[df.alpha_r == 0].iloc[0], df[df.alpha_r == 0.5].iloc[0]
@@ -71,8 +81,9 @@ def test_readout_from_teacher_leaves_only_when_flipped(tmp_path):
 
 def test_hidden_report_draws_heatmap(tmp_path):
     exp = get("curl-hidden")
-    p = exp.params(n_c=2, c_min=0.2, c_max=2.0, alphas=[0.0, 1.0], seeds=[0], total=24, epochs=30,
-                   activations=["linear"])
+    p = exp.params(
+        n_c=2, c_min=0.2, c_max=2.0, alphas=[0.0, 1.0], seeds=[0], total=24, epochs=30, activations=["linear"]
+    )
     df = pd.concat([exp.run_chunk(s) for s in exp.chunks(p)])
     assert {"c", "alpha_h", "activation", "seed", "test_error"} <= set(df.columns)
     assert np.isfinite(df.test_error).all()

@@ -1,5 +1,6 @@
 """Part-A (emergent Hebbian) experiments: tiny real simulations of the SPEC A.3 claims, the experiment
 contract (columns, reports, user errors), and the per-member ensemble pieces."""
+
 from __future__ import annotations
 
 import math
@@ -20,14 +21,26 @@ from plasticlab.tasks import teacher_regression
 torch.set_num_threads(1)
 
 TINY = {
-    "hebb-table": dict(seeds=[0], gammas=[0.0, 5e-3], widths=[6, 5, 5, 3], steps=40, n_train=200, n_val=20,
-                       rules=["sgd", "adam"]),
-    "hebb-phase": dict(activations=["linear-regression", "tanh"], sigmas=[0.1], gammas=[2.5e-3, 0.04],
-                       seeds=[0], d_in=6, hidden=4, n_train=200, n_val=20, steps=40),
-    "hebb-theorem": dict(rules=["sgd", "hebbian"], gammas=[0.02], seeds=[0], widths=[6, 5, 3], steps=40,
-                         n_train=200, n_val=20),
-    "hebb-transient": dict(gammas=[0.0, 0.05], seeds=[0], widths=[6, 5, 3], steps=60, n_train=200,
-                           n_val=20, checkpoints=10),
+    "hebb-table": dict(
+        seeds=[0], gammas=[0.0, 5e-3], widths=[6, 5, 5, 3], steps=40, n_train=200, n_val=20, rules=["sgd", "adam"]
+    ),
+    "hebb-phase": dict(
+        activations=["linear-regression", "tanh"],
+        sigmas=[0.1],
+        gammas=[2.5e-3, 0.04],
+        seeds=[0],
+        d_in=6,
+        hidden=4,
+        n_train=200,
+        n_val=20,
+        steps=40,
+    ),
+    "hebb-theorem": dict(
+        rules=["sgd", "hebbian"], gammas=[0.02], seeds=[0], widths=[6, 5, 3], steps=40, n_train=200, n_val=20
+    ),
+    "hebb-transient": dict(
+        gammas=[0.0, 0.05], seeds=[0], widths=[6, 5, 3], steps=60, n_train=200, n_val=20, checkpoints=10
+    ),
     "hebb-classify": dict(gammas=[0.0, 0.1], seeds=[0], hidden=8, steps=30, batch_size=32),
 }
 COLUMNS = {
@@ -52,9 +65,22 @@ def test_experiment_runs_tiny_and_reports(name, tmp_path):
 def test_noise_turns_alignment_anti_hebbian_below_sigma_squared():
     # SPEC A.3 at d = 32, σ = 0.3: ≈ −0.25 at γ = σ²/4, ≈ +0.26 at γ = 4σ²
     s = 0.3
-    df = run_phase_chunk(dict(activation="linear-regression", sigma=s, gammas=[s * s / 4, 4 * s * s],
-                              seeds=[0, 1], d_in=32, hidden=1, n_train=2000, n_val=50, steps=300, lr=0.1,
-                              batch_size=256, label_noise=0.0))
+    df = run_phase_chunk(
+        dict(
+            activation="linear-regression",
+            sigma=s,
+            gammas=[s * s / 4, 4 * s * s],
+            seeds=[0, 1],
+            d_in=32,
+            hidden=1,
+            n_train=2000,
+            n_val=50,
+            steps=300,
+            lr=0.1,
+            batch_size=256,
+            label_noise=0.0,
+        )
+    )
     m = df.groupby("gamma").alignment.mean()
     assert m[s * s / 4] < -0.1
     assert m[4 * s * s] > 0.1
@@ -65,8 +91,16 @@ def test_stationarity_identity_holds_for_sgd():
     data = teacher_regression(seeds, d_in=8, d_out=4, n_train=1000, n_val=50, teacher_hidden=(8,))
     net = init_mlp(seeds, [8, 8, 4], "tanh")
     gamma = 0.05
-    res = train_mlp(net, chain(sgd(), weight_decay(gamma)), data, seeds, steps=2000, lr=0.1,
-                    average_from=1000, record_every=500)
+    res = train_mlp(
+        net,
+        chain(sgd(), weight_decay(gamma)),
+        data,
+        seeds,
+        steps=2000,
+        lr=0.1,
+        average_from=1000,
+        record_every=500,
+    )
     for G, H, P in zip(res.G_mean, res.H_mean, res.post_sq_mean):
         lhs = float((G * H).sum())
         rhs = gamma * float(P[0])
@@ -85,8 +119,17 @@ def test_member_alone_equals_member_in_batch():
         seeds = sub.seed.tolist()
         data = share(base, sub.seed_index.values)
         net = init_mlp(seeds, [5, 4, 3], "tanh")
-        return train_mlp(net, member_rule("dfa", sub.gamma.values, sig[idx]), data, seeds, steps=30, lr=0.1,
-                         record_every=7, average_from=10, late_every=3)
+        return train_mlp(
+            net,
+            member_rule("dfa", sub.gamma.values, sig[idx]),
+            data,
+            seeds,
+            steps=30,
+            lr=0.1,
+            record_every=7,
+            average_from=10,
+            late_every=3,
+        )
 
     full, alone = run([0, 1, 2, 3]), run([2])
     torch.testing.assert_close(alone.alignment[..., 0], full.alignment[..., 2], rtol=1e-12, atol=1e-14)
@@ -107,16 +150,19 @@ def test_member_pieces_equal_the_scalar_rule():
         torch.testing.assert_close(Wa, Wb)
 
 
-@pytest.mark.parametrize("name,bad,key", [
-    ("hebb-phase", dict(sigmas=[-0.1]), "sigmas"),
-    ("hebb-phase", dict(activations=["softplus"]), "activations"),
-    ("hebb-phase", dict(bogus=1), "bogus"),
-    ("hebb-table", dict(layer=7), "layer"),
-    ("hebb-table", dict(rules=["sgdd"]), "rules"),
-    ("hebb-theorem", dict(gammas=[-1.0]), "gammas"),
-    ("hebb-transient", dict(widths=[4, 2]), "widths"),
-    ("hebb-classify", dict(dataset="cifar10"), "data_path"),
-])
+@pytest.mark.parametrize(
+    "name,bad,key",
+    [
+        ("hebb-phase", dict(sigmas=[-0.1]), "sigmas"),
+        ("hebb-phase", dict(activations=["softplus"]), "activations"),
+        ("hebb-phase", dict(bogus=1), "bogus"),
+        ("hebb-table", dict(layer=7), "layer"),
+        ("hebb-table", dict(rules=["sgdd"]), "rules"),
+        ("hebb-theorem", dict(gammas=[-1.0]), "gammas"),
+        ("hebb-transient", dict(widths=[4, 2]), "widths"),
+        ("hebb-classify", dict(dataset="cifar10"), "data_path"),
+    ],
+)
 def test_bad_override_names_the_key(name, bad, key):
     with pytest.raises(PlasticlabError, match=key):
         plasticlab.run(name, quick=True, **bad)

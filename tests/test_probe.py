@@ -1,8 +1,8 @@
 """HebbianProbe against hand computations from the same tensors (float64), and its robustness rules."""
+
 import math
 
 import pandas as pd
-
 import pytest
 import torch
 import torch.nn as nn
@@ -29,8 +29,9 @@ class MLP(nn.Module):
         for i, fc in enumerate(self.fcs):
             pre = x
             x = fc(x)
-            self.seen.append((pre.detach().reshape(-1, pre.shape[-1]),
-                              (x - fc.bias).detach().reshape(-1, x.shape[-1])))
+            self.seen.append(
+                (pre.detach().reshape(-1, pre.shape[-1]), (x - fc.bias).detach().reshape(-1, x.shape[-1]))
+            )
             if i < len(self.fcs) - 1:
                 x = torch.tanh(x)
         return x
@@ -96,19 +97,20 @@ def test_sgd_update_alignment_equals_signal_and_decay_stays_out_of_signal(mlp):
 
 def conv_patches_by_hand(x, k, stride, pad):
     xp = F.pad(x, (pad, pad, pad, pad))
-    B, C, Hh, Ww = xp.shape
+    B, _C, Hh, Ww = xp.shape
     rows = []
     for b in range(B):
         for i in range(0, Hh - k + 1, stride):
             for j in range(0, Ww - k + 1, stride):
-                rows.append(xp[b, :, i:i + k, j:j + k].reshape(-1))
+                rows.append(xp[b, :, i : i + k, j : j + k].reshape(-1))
     return torch.stack(rows)
 
 
 def test_conv2d_matches_hand_unfolded_patches():
     torch.manual_seed(2)
-    net = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.ReLU(inplace=True), nn.Flatten(),
-                        nn.Linear(3 * 3 * 3, 2)).double()
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(3 * 3 * 3, 2)
+    ).double()
     conv = net[0]
     opt = torch.optim.SGD(net.parameters(), lr=0.05)
     probe = HebbianProbe(net).attach_optimizer(opt)
@@ -141,8 +143,9 @@ def test_token_dims_flattened_batch_sizes_change_and_accumulation_pools(mlp):
     seen, grads, _ = train_step(mlp, opt, x, torch.zeros(4, 3, dtype=torch.float64))
     df = probe.to_frame()
     assert df.batch_size.tolist() == [15 + 14, 4] and df.calls.tolist() == [2, 1]
-    assert df.alignment_signal[0] == pytest.approx(hand_cos(g, hand_H(torch.cat(pres), torch.cat(posts))),
-                                                   abs=1e-10)
+    assert df.alignment_signal[0] == pytest.approx(
+        hand_cos(g, hand_H(torch.cat(pres), torch.cat(posts))), abs=1e-10
+    )
     assert df.alignment_signal[1] == pytest.approx(hand_cos(grads[1], hand_H(*seen[1])), abs=1e-10)
 
 
@@ -285,8 +288,9 @@ def test_hebb_transformer_chunk_and_report(tmp_path):
     from plasticlab.experiments import get
 
     exp = get("hebb-transformer")
-    p = exp.params(quick=True, seeds=[0], gammas=[0.0, 5e-3], steps=12, batch_size=8, every=2, n_train=64,
-                   n_val=16)
+    p = exp.params(
+        quick=True, seeds=[0], gammas=[0.0, 5e-3], steps=12, batch_size=8, every=2, n_train=64, n_val=16
+    )
     specs = exp.chunks(p)
     assert len(specs) == 2 * 2 * 1
     df = exp.run_chunk(specs[1])
@@ -299,6 +303,8 @@ def test_hebb_transformer_chunk_and_report(tmp_path):
     full = pd.concat([df, exp.run_chunk(specs[0])] + [exp.run_chunk(s) for s in specs[2:]])
     exp.report(full, p, tmp_path)
     text = (tmp_path / "report.md").read_text()
-    assert "Transformer / sgd: alignment increases with γ" in text and (tmp_path / "alignment_vs_gamma.png").exists()
+    assert (
+        "Transformer / sgd: alignment increases with γ" in text and (tmp_path / "alignment_vs_gamma.png").exists()
+    )
     with pytest.raises(PlasticlabError, match="heads"):
         exp.params(quick=True, heads=5)

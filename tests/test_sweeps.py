@@ -1,4 +1,5 @@
 """The sweep layer: resume after SIGKILL, changed grids, failures and retries, local pool vs Dask."""
+
 from __future__ import annotations
 
 import json
@@ -106,8 +107,7 @@ def test_sigkill_mid_sweep_then_rerun_equals_uninterrupted(tmp_path):
     out = tmp_path / "killed"
     gains = [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0]
     sets = ["gains=" + ",".join(map(str, gains)), "seeds=0,1", "size=6", "steps=4", "sleep_s=0.25"]
-    cmd = [sys.executable, "-m", "plasticlab.cli", "run", "sweep-demo", "--out", str(out), "-q",
-           "--workers", "2"]
+    cmd = [sys.executable, "-m", "plasticlab.cli", "run", "sweep-demo", "--out", str(out), "-q", "--workers", "2"]
     for s in sets:
         cmd += ["--set", s]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -139,8 +139,7 @@ def test_sigkill_mid_sweep_then_rerun_equals_uninterrupted(tmp_path):
     n_done = len(done)
     assert (s["done"], s["pending"], s["failed"], s["running"]) == (n_done, len(gains) - n_done, 0, False)
 
-    resumed = plasticlab.run("sweep-demo", out=out, gains=gains, seeds=[0, 1], size=6, steps=4,
-                             sleep_s=0.25)
+    resumed = plasticlab.run("sweep-demo", out=out, gains=gains, seeds=[0, 1], size=6, steps=4, sleep_s=0.25)
     after = manifest(out)
     rerun = after["runs"][-1]
     assert rerun["computed"] == len(gains) - len(done)  # only the unfinished chunks were recomputed
@@ -191,9 +190,8 @@ def test_in_memory_failure_still_runs_the_rest():
 
 
 def test_second_concurrent_run_on_same_dir_is_refused(tmp_path):
-    with DirLock(tmp_path):
-        with pytest.raises(PlasticlabError, match="another run"):
-            plasticlab.run("sweep-demo", out=tmp_path, gains=[1.0], **TINY)
+    with DirLock(tmp_path), pytest.raises(PlasticlabError, match="another run"):
+        plasticlab.run("sweep-demo", out=tmp_path, gains=[1.0], **TINY)
 
 
 def test_bad_executor_options_are_user_errors(tmp_path):

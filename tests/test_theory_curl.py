@@ -1,4 +1,5 @@
 """Curl-descent theory (SPEC B.3–B.4): thresholds, manifold spectra, the scalar saddle → centre example."""
+
 import numpy as np
 import pytest
 import torch
@@ -18,10 +19,17 @@ from plasticlab.theory import (
 )
 
 
-@pytest.mark.parametrize("layer,c,expected", [
-    ("hidden", 0.3, 0.559), ("hidden", 0.4, 0.177), ("hidden", 0.5, 0.047),
-    ("readout", 0.1, 0.245), ("readout", 1.0, 0.055), ("readout", 10.0, 0.006),
-])
+@pytest.mark.parametrize(
+    "layer,c,expected",
+    [
+        ("hidden", 0.3, 0.559),
+        ("hidden", 0.4, 0.177),
+        ("hidden", 0.5, 0.047),
+        ("readout", 0.1, 0.245),
+        ("readout", 1.0, 0.055),
+        ("readout", 10.0, 0.006),
+    ],
+)
 def test_spec_threshold_values(layer, c, expected):
     a = critical_flip_fraction(c, layer)
     assert isinstance(a, float)
@@ -82,8 +90,14 @@ def _jac_eigs(flow, *params):
 def test_scalar_example_saddle_becomes_centre(d1, expected):
     w_star = 1.7
     one = torch.ones(1, 1, dtype=torch.float64)
-    flow = lambda w1, w2: linear_flow(w1, w2, torch.tensor([d1], dtype=torch.float64),  # noqa: E731
-                                      torch.ones(1, dtype=torch.float64), w_star * one, one)
+    flow = lambda w1, w2: linear_flow(
+        w1,
+        w2,
+        torch.tensor([d1], dtype=torch.float64),
+        torch.ones(1, dtype=torch.float64),
+        w_star * one,
+        one,
+    )
     ev = _jac_eigs(flow, torch.zeros(1, 1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64))
     ev = ev[torch.argsort(ev.real + ev.imag)]
     target = [-w_star, w_star] if expected == "saddle" else [-1j * w_star, 1j * w_star]
@@ -98,7 +112,7 @@ def test_manifold_spectrum_matches_autodiff_jacobian():
     d1, d2 = np.array([-1.0, 1, 1, 1]), np.array([1.0, -1, 1, 1, -1, 1])
     L = rng.normal(size=(M, M))
     Sigma = L @ L.T + 0.5 * np.eye(M)
-    t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    t = lambda x: torch.tensor(x, dtype=torch.float64)
     v_star = t(W2 @ W1)
     ev = _jac_eigs(lambda a, b: linear_flow(a, b, t(d1), t(d2), v_star, t(Sigma)), t(W1), t(W2))
     ev = ev.numpy()
@@ -155,8 +169,9 @@ def test_curl_theory_experiment_tiny(tmp_path):
     from plasticlab.experiments import get
 
     exp = get("curl-theory")
-    p = exp.params(quick=True, seeds=[0, 1], sizes=[20, 40], c_hidden=[0.4], c_readout=[0.5], n_alpha=5,
-                   n_theory=20)
+    p = exp.params(
+        quick=True, seeds=[0, 1], sizes=[20, 40], c_hidden=[0.4], c_readout=[0.5], n_alpha=5, n_theory=20
+    )
     df = pd.concat([exp.run_chunk(s) for s in exp.chunks(p)], ignore_index=True)
     assert {"layer", "c", "alpha", "N", "seed", "min_eig", "stable", "source"} <= set(df.columns)
     th = df[df.source == "theory"]

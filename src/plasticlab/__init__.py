@@ -1,7 +1,8 @@
 """plasticlab: which learning rule is this network really following, and what does that rule do to learning?"""
+
 __version__ = "0.1.0"
 
 from plasticlab.api import run
 from plasticlab.errors import PlasticlabError
 
-__all__ = ["run", "PlasticlabError", "__version__"]
+__all__ = ["PlasticlabError", "__version__", "run"]

@@ -1,4 +1,5 @@
 """``plasticlab.run``: params -> chunks -> (sweep executor) -> results table -> figures/report."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,9 +10,17 @@ import pandas as pd
 from plasticlab.experiments import get
 
 
-def run(name: str, quick: bool = False, out: str | Path | None = None, *, executor: str = "local",
-        workers: int | None = None, scheduler: str | None = None, progress: bool = False,
-        **overrides: Any) -> pd.DataFrame:
+def run(
+    name: str,
+    quick: bool = False,
+    out: str | Path | None = None,
+    *,
+    executor: str = "local",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: bool = False,
+    **overrides: Any,
+) -> pd.DataFrame:
     """Run experiment ``name``; return its tidy results table and, with ``out``, write
     ``out/results.parquet``, the figures and ``out/report.md``.
 
@@ -30,8 +39,9 @@ def run(name: str, quick: bool = False, out: str | Path | None = None, *, execut
     if out is not None:
         # A table from an earlier grid must not outlive a run of this one that fails.
         (Path(out) / "results.parquet").unlink(missing_ok=True)
-    df = execute(exp, specs, out=out, executor=executor, workers=workers, scheduler=scheduler,
-                 progress=progress, params=p)
+    df = execute(
+        exp, specs, out=out, executor=executor, workers=workers, scheduler=scheduler, progress=progress, params=p
+    )
     if out is not None:
         out = Path(out)
         atomic_write(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))

@@ -3,19 +3,22 @@
 User errors (unknown experiment, key or value) are one line naming the bad input and the valid choices,
 exit code 2, never a traceback.
 """
+
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 from plasticlab.errors import PlasticlabError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="plasticlab: which learning rule is this network really following?")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="plasticlab: which learning rule is this network really following?",
+)
 
 
 def _fail(msg: str) -> None:
@@ -46,13 +49,16 @@ def list_cmd() -> None:
 def run(
     name: str = typer.Argument(..., help="experiment name (see `plasticlab list`)"),
     quick: bool = typer.Option(False, "--quick", help="small version, minutes on a laptop CPU"),
-    set_: List[str] = typer.Option([], "--set", "-s", help="override a parameter: key=value (lists: a,b,c)"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default runs/NAME)"),
+    set_: list[str] = typer.Option([], "--set", "-s", help="override a parameter: key=value (lists: a,b,c)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="output folder (default runs/NAME)"),
     executor: str = typer.Option("local", help="local | dask"),
-    workers: Optional[int] = typer.Option(
-        None, help="worker processes (default: all cores, one chunk each; 1 = in-process)"),
-    scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address, e.g. tcp://host:8786 "
-                                            "(executor dask; default: a LocalCluster on 127.0.0.1)"),
+    workers: int | None = typer.Option(
+        None, help="worker processes (default: all cores, one chunk each; 1 = in-process)"
+    ),
+    scheduler: str | None = typer.Option(
+        None,
+        help="Dask scheduler address, e.g. tcp://host:8786 (executor dask; default: a LocalCluster on 127.0.0.1)",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Run an experiment; writes OUT/results.parquet, figures and OUT/report.md.
@@ -70,8 +76,16 @@ def run(
         # by default because worker processes re-import a user's script (which then needs a __main__ guard).
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
-        run_api(name, quick=quick, out=out, executor=executor, workers=workers, scheduler=scheduler,
-                progress=not quiet, **_parse_sets(set_))
+        run_api(
+            name,
+            quick=quick,
+            out=out,
+            executor=executor,
+            workers=workers,
+            scheduler=scheduler,
+            progress=not quiet,
+            **_parse_sets(set_),
+        )
     except SweepFailed as e:
         # Not a usage error: the run happened, some chunks raised. Summary, then exit 1.
         typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
@@ -80,16 +94,21 @@ def run(
         if len(e.failed) > 10:
             typer.echo(f"  ... and {len(e.failed) - 10} more", err=True)
         typer.echo(f"tracebacks: {out / 'manifest.json'}; status: plasticlab status {out}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        typer.secho(f"interrupted: finished chunks are saved in {out}; run the same command to resume",
-                    err=True, fg=typer.colors.YELLOW)
-        raise typer.Exit(130)
+        typer.secho(
+            f"interrupted: finished chunks are saved in {out}; run the same command to resume",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+        raise typer.Exit(130) from None
     except PlasticlabError as e:
         _fail(str(e))
     last = sweep_summary(out)["last_run"]
-    typer.echo(f"Report: {out / 'report.md'}  (chunks: {last['computed']} computed, "
-               f"{last['chunks'] - last['todo']} reused)")
+    typer.echo(
+        f"Report: {out / 'report.md'}  (chunks: {last['computed']} computed, "
+        f"{last['chunks'] - last['todo']} reused)"
+    )
 
 
 @app.command()

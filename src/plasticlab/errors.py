@@ -1,8 +1,9 @@
 """User-facing errors: the CLI prints them as one line and exits 2, never a traceback."""
+
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class PlasticlabError(ValueError):

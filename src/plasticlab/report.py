@@ -3,12 +3,13 @@
 Every number and figure in a report comes from the results table passed in; nothing is typed in, except the
 paper's reference values, which are always labelled as the paper's and shown beside ours with the difference.
 """
+
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -40,17 +41,17 @@ class Report:
         self.parts: list[str] = []
         self.claims: list[tuple[str, bool | None, str]] = []
 
-    def text(self, md: str) -> "Report":
+    def text(self, md: str) -> Report:
         self.parts.append(md.strip())
         return self
 
-    def table(self, df: pd.DataFrame, caption: str | None = None, digits: int = 3) -> "Report":
+    def table(self, df: pd.DataFrame, caption: str | None = None, digits: int = 3) -> Report:
         if caption:
             self.parts.append(f"**{caption}**")
         self.parts.append(markdown_table(df, digits))
         return self
 
-    def figure(self, fig, name: str, caption: str) -> "Report":
+    def figure(self, fig, name: str, caption: str) -> Report:
         """Save a matplotlib figure as OUT/name.png and link it."""
         import matplotlib.pyplot as plt
 
@@ -60,13 +61,14 @@ class Report:
         self.parts.append(f"![{caption}]({fname})\n\n*{caption}*")
         return self
 
-    def claim(self, statement: str, passed: bool | None, measured: str) -> "Report":
+    def claim(self, statement: str, passed: bool | None, measured: str) -> Report:
         """A claim of the paper (or the issue) and whether our run supports it; None = not tested here."""
         self.claims.append((statement, None if passed is None else bool(passed), measured))
         return self
 
-    def compare(self, ours: pd.DataFrame, paper: pd.DataFrame, on: list[str], value: str,
-                caption: str) -> pd.DataFrame:
+    def compare(
+        self, ours: pd.DataFrame, paper: pd.DataFrame, on: list[str], value: str, caption: str
+    ) -> pd.DataFrame:
         """Our value beside the paper's, with the difference; returns the joined table."""
         m = ours.merge(paper.rename(columns={value: "paper"}), on=on, how="outer")
         m = m.rename(columns={value: "ours"})

@@ -5,11 +5,12 @@ gives the same numbers alone or inside a batch of 1000, and no generator state i
 The mixing function is SplitMix64 written with int64 tensor ops (wrap-around multiply, masked shifts so
 that right shifts are logical), so a whole (E, ...) draw is one vectorised computation.
 """
+
 from __future__ import annotations
 
 import hashlib
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

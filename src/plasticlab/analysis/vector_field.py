@@ -17,11 +17,13 @@ averaged), and stateful pieces (Adam moments, BCM thresholds, baselines) use a f
 Note the metric is Euclidean: a preconditioned gradient (Adam, J = -P H) also counts as non-gradient,
 exactly as curl descent does (P = a +-1 diagonal); the difference is that a positive P keeps stability.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -33,8 +35,11 @@ from plasticlab.rules.base import Chain, Context
 
 def member(net: MLP, e: int) -> MLP:
     """Member e of an ensemble as an E=1 network."""
-    return MLP([W[e:e + 1] for W in net.weights], [None if b is None else b[e:e + 1] for b in net.biases],
-               net.activation)
+    return MLP(
+        [W[e : e + 1] for W in net.weights],
+        [None if b is None else b[e : e + 1] for b in net.biases],
+        net.activation,
+    )
 
 
 def flatten(weights: list[torch.Tensor]) -> torch.Tensor:
@@ -62,7 +67,7 @@ class RuleField:
         out, i = [], 0
         for s in self.shapes:
             n = math.prod(s)
-            out.append(theta[i:i + n].reshape(s))
+            out.append(theta[i : i + n].reshape(s))
             i += n
         return out
 
@@ -80,24 +85,37 @@ class RuleField:
         return torch.func.jacrev(self)(theta)
 
 
-def rule_field(rule: Chain, net: MLP, x: torch.Tensor, y: torch.Tensor, loss: str = "mse", *, e: int = 0,
-               seed: int | None = None, state: Any = None, steps=(0,)) -> tuple[RuleField, torch.Tensor]:
+def rule_field(
+    rule: Chain,
+    net: MLP,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: str = "mse",
+    *,
+    e: int = 0,
+    seed: int | None = None,
+    state: Any = None,
+    steps=(0,),
+) -> tuple[RuleField, torch.Tensor]:
     """(F, theta0) for member ``e`` of ``net`` on the batch (x, y) ((E, B, d) or (B, d)).
 
     ``seed`` fixes the member's random feedback / target networks / noise (default: e); ``state`` the
     frozen rule state (default ``rule.init`` at theta0, see ``warm_state`` for stateful rules)."""
     if not isinstance(rule, Chain):
-        raise PlasticlabError(f"rule_field needs a rule chain, e.g. chain(sgd(), weight_decay(1e-3)); got {rule!r}")
+        raise PlasticlabError(
+            f"rule_field needs a rule chain, e.g. chain(sgd(), weight_decay(1e-3)); got {rule!r}"
+        )
     one = member(net, e)
-    pick = lambda t: (t[e:e + 1] if t.shape[0] > 1 else t) if t.ndim == 3 else t[None]  # noqa: E731
+    pick = lambda t: (t[e : e + 1] if t.shape[0] > 1 else t) if t.ndim == 3 else t[None]
     seeds = torch.tensor([e if seed is None else int(seed)], dtype=torch.int64)
     state = rule.init(one, seeds) if state is None else state
     field = RuleField(rule, one, pick(x), pick(y), loss, seeds, state, tuple(int(s) for s in steps))
     return field, flatten(one.weights)
 
 
-def warm_state(rule: Chain, net: MLP, data, seed: int, *, steps: int = 50, batch_size: int = 256,
-               e: int = 0) -> Any:
+def warm_state(
+    rule: Chain, net: MLP, data, seed: int, *, steps: int = 50, batch_size: int = 256, e: int = 0
+) -> Any:
     """Advance a stateful rule's state ``steps`` mini-batches with member e's weights held fixed (Adam's
     moments become batch averages of g and g^2 at this point; BCM thresholds settle)."""
     one = member(net, e)
@@ -106,8 +124,9 @@ def warm_state(rule: Chain, net: MLP, data, seed: int, *, steps: int = 50, batch
     for s in range(steps):
         x, y = member_batch(data, e, seeds, seeding.key_of("warm-batch", s), batch_size)
         trace = one.forward(x, rule.perturb(one.weights, state, seeds, s))
-        state = rule.step(state, Context(net=one, trace=trace, x=x, y=y, loss=data.loss, seeds=seeds,
-                                         step=s)).state
+        state = rule.step(
+            state, Context(net=one, trace=trace, x=x, y=y, loss=data.loss, seeds=seeds, step=s)
+        ).state
     return state
 
 
@@ -131,9 +150,14 @@ class FieldAnalysis:
     max_imag: float  # largest |imaginary part|: rotation rate
 
     def as_dict(self) -> dict[str, float]:
-        return dict(nongradient_fraction=self.nongradient_fraction, norm_J=self.norm_J,
-                    norm_sym=self.norm_sym, norm_antisym=self.norm_antisym, max_real_eig=self.max_real,
-                    max_imag_eig=self.max_imag)
+        return dict(
+            nongradient_fraction=self.nongradient_fraction,
+            norm_J=self.norm_J,
+            norm_sym=self.norm_sym,
+            norm_antisym=self.norm_antisym,
+            max_real_eig=self.max_real,
+            max_imag_eig=self.max_imag,
+        )
 
 
 def split(J: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,7 +166,7 @@ def split(J: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def nongradient_fraction(J: torch.Tensor) -> float:
-    S, A = split(J)
+    _S, A = split(J)
     nJ = torch.linalg.matrix_norm(J).item()
     return float("nan") if not nJ > 0 else torch.linalg.matrix_norm(A).item() / nJ
 
@@ -166,13 +190,13 @@ def analyse(field: Callable, theta: torch.Tensor, eigenvalues: bool = True) -> F
     return analyse_jacobian(J, eigenvalues)
 
 
-def nongradient_fraction_hutchinson(field: Callable, theta: torch.Tensor, probes: int = 32,
-                                    seed: int = 0) -> float:
+def nongradient_fraction_hutchinson(
+    field: Callable, theta: torch.Tensor, probes: int = 32, seed: int = 0
+) -> float:
     """The same ratio for large theta without forming J: ||M||_F^2 = E||M v||^2 for v ~ N(0, I), with
     J v from one jvp and J^T v from one vjp per probe (a biased ratio of unbiased estimates)."""
     _, vjp = torch.func.vjp(field, theta)
-    V = seeding.normal(torch.tensor([seed]), seeding.key_of("hutchinson"), (probes, theta.numel()),
-                       theta.dtype)[0]
+    V = seeding.normal(torch.tensor([seed]), seeding.key_of("hutchinson"), (probes, theta.numel()), theta.dtype)[0]
     sJ = sA = 0.0
     for v in V:
         Jv = torch.func.jvp(field, (theta,), (v,))[1]
@@ -196,14 +220,23 @@ class LoopResult:
         return self.ratios.abs().max().item()
 
 
-def loop_test(field: Callable, theta: torch.Tensor, *, planes: int = 8, radius: float = 1e-3,
-              points: int = 16, seed: int = 0, plane_vectors=None) -> LoopResult:
+def loop_test(
+    field: Callable,
+    theta: torch.Tensor,
+    *,
+    planes: int = 8,
+    radius: float = 1e-3,
+    points: int = 16,
+    seed: int = 0,
+    plane_vectors=None,
+) -> LoopResult:
     """Circulation of F around circles theta + r (cos t u + sin t v) in random orthonormal 2-planes (u, v),
     by the trapezoid rule (spectrally accurate for a periodic integrand). ``plane_vectors`` = list of (u, v)
     overrides the random planes."""
     if plane_vectors is None:
-        G = seeding.normal(torch.tensor([seed]), seeding.key_of("loop-planes"), (planes, 2, theta.numel()),
-                           theta.dtype)[0]
+        G = seeding.normal(
+            torch.tensor([seed]), seeding.key_of("loop-planes"), (planes, 2, theta.numel()), theta.dtype
+        )[0]
         plane_vectors = []
         for g in G:
             q, _ = torch.linalg.qr(g.T)

@@ -5,6 +5,7 @@ every member carries its own γ and σ, so a whole γ × σ × seed grid advance
 The lead's ``weight_decay`` / ``param_noise`` take one float for all members, hence the per-member
 versions here (same random keys as ``param_noise``, so a member equals its scalar-σ run).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -113,8 +114,15 @@ def share(data: Dataset, member, n_val: int | None = None) -> SharedData:
     else:
         xv, yv = xv[member], yv[member]
     # contiguous once here, so each step's flat view is free (a train/val slice is not contiguous)
-    return SharedData(data.x_train.contiguous(), data.y_train.contiguous(), xv.contiguous(),
-                      yv.contiguous(), data.loss, data.name, member=member)
+    return SharedData(
+        data.x_train.contiguous(),
+        data.y_train.contiguous(),
+        xv.contiguous(),
+        yv.contiguous(),
+        data.loss,
+        data.name,
+        member=member,
+    )
 
 
 def members(seeds, **axes) -> pd.DataFrame:
@@ -153,10 +161,25 @@ def summarise(df: pd.DataFrame, by: list[str], value: str = "alignment") -> pd.D
     return full.merge(out, on=by, how="left").fillna({"n": 0})
 
 
-def train_regression(rule: str, gammas, seeds, *, widths, activation: str, steps: int, lr: float,
-                     batch_size: int = 256, n_train: int = 20000, n_val: int = 2000, average_from=None,
-                     record_every=None, late_every: int = 1, neurons: bool = False, dtype=torch.float64,
-                     record_at=None):
+def train_regression(
+    rule: str,
+    gammas,
+    seeds,
+    *,
+    widths,
+    activation: str,
+    steps: int,
+    lr: float,
+    batch_size: int = 256,
+    n_train: int = 20000,
+    n_val: int = 2000,
+    average_from=None,
+    record_every=None,
+    late_every: int = 1,
+    neurons: bool = False,
+    dtype=torch.float64,
+    record_at=None,
+):
     """The standard regression (SPEC A.5: tanh-teacher with 32 hidden units, Gaussian inputs) trained by
     one rule for every γ × seed member at once. Returns the member table and the TrainResult."""
     from plasticlab.networks.mlp import init_mlp
@@ -164,20 +187,32 @@ def train_regression(rule: str, gammas, seeds, *, widths, activation: str, steps
     from plasticlab.tasks import teacher_regression
 
     m = members(seeds, gamma=gammas)
-    data = teacher_regression(unique_seeds(seeds), d_in=widths[0], d_out=widths[-1], n_train=n_train,
-                              n_val=n_val, dtype=dtype)
+    data = teacher_regression(
+        unique_seeds(seeds), d_in=widths[0], d_out=widths[-1], n_train=n_train, n_val=n_val, dtype=dtype
+    )
     data = share(data, m.seed_index.values)
     seeds_e = m.seed.tolist()
     net = init_mlp(seeds_e, list(widths), activation, dtype=dtype)
-    res = train_mlp(net, member_rule(rule, m.gamma.values), data, seeds_e, steps=steps, lr=lr,
-                    batch_size=batch_size, record_every=record_every or max(steps // 20, 1),
-                    average_from=steps // 2 if average_from is None else average_from,
-                    late_every=late_every, neurons=neurons, record_at=record_at)
+    res = train_mlp(
+        net,
+        member_rule(rule, m.gamma.values),
+        data,
+        seeds_e,
+        steps=steps,
+        lr=lr,
+        batch_size=batch_size,
+        record_every=record_every or max(steps // 20, 1),
+        average_from=steps // 2 if average_from is None else average_from,
+        late_every=late_every,
+        neurons=neurons,
+        record_at=record_at,
+    )
     return m.drop(columns="seed_index"), res
 
 
 def dtype_of(name: str):
     from plasticlab.errors import check_choice
 
-    return {"float64": torch.float64, "float32": torch.float32}[check_choice("dtype", name,
-                                                                            ["float64", "float32"])]
+    return {"float64": torch.float64, "float32": torch.float32}[
+        check_choice("dtype", name, ["float64", "float32"])
+    ]

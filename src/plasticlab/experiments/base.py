@@ -5,6 +5,7 @@ one shape that advance together as one ensemble batch. ``run_chunk(spec)`` is pu
 ``spec`` only), which is what lets the sweep layer hash, skip, retry and ship chunks to other processes.
 Data flows one way: params -> chunks -> results table -> figures/report.
 """
+
 from __future__ import annotations
 
 import ast
@@ -16,7 +17,7 @@ import pandas as pd
 
 from plasticlab.errors import PlasticlabError, unknown_choice
 
-_REGISTRY: dict[str, "Experiment"] = {}
+_REGISTRY: dict[str, Experiment] = {}
 
 
 class Experiment:

@@ -4,6 +4,7 @@ no α_h > 0 when c ≥ 2/3 — so learning should succeed below the boundary and
 
 One chunk = one (M, N, activation) shape; its members are α_h values × seeds.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,9 +20,12 @@ from plasticlab.simulation.curl import CurlConfig, simulate
 
 def shape_chunks(p: dict, keys: tuple[str, ...]) -> list[dict]:
     """One chunk per (activation, c): each c fixes a network shape (M, N), i.e. one ensemble batch."""
-    return [dict(activation=act, c_nominal=c, M=M, N=N, alphas=p["alphas"], **{k: p[k] for k in keys})
-            for act in p["activations"] for c in log_cs(p["c_min"], p["c_max"], p["n_c"])
-            for M, N in [shape_for(c, p["total"])]]
+    return [
+        dict(activation=act, c_nominal=c, M=M, N=N, alphas=p["alphas"], **{k: p[k] for k in keys})
+        for act in p["activations"]
+        for c in log_cs(p["c_min"], p["c_max"], p["n_c"])
+        for M, N in [shape_for(c, p["total"])]
+    ]
 
 
 def check_c_range_and_alphas(name: str, p: dict) -> None:
@@ -70,8 +74,15 @@ def empirical_boundary(grid: pd.DataFrame, xcol: str, acol: str, value: str) -> 
 
 def heatmap(ax, piv: pd.DataFrame, xlabel: str, ylabel: str, vmin=None, vmax=None):
     xs, ys = piv.columns.to_numpy(float), piv.index.to_numpy(float)
-    im = ax.pcolormesh(np.arange(len(xs) + 1) - 0.5, np.arange(len(ys) + 1) - 0.5, piv.to_numpy(float),
-                       cmap="viridis", vmin=vmin, vmax=vmax, shading="flat")
+    im = ax.pcolormesh(
+        np.arange(len(xs) + 1) - 0.5,
+        np.arange(len(ys) + 1) - 0.5,
+        piv.to_numpy(float),
+        cmap="viridis",
+        vmin=vmin,
+        vmax=vmax,
+        shading="flat",
+    )
     step = max(1, len(xs) // 6)
     ax.set_xticks(range(0, len(xs), step), [f"{x:.2g}" for x in xs[::step]])
     ystep = max(1, len(ys) // 6)
@@ -98,46 +109,90 @@ class CurlHidden(Experiment):
     name = "curl-hidden"
     summary = "final test error over (c, α_h): hidden-flip curl descent vs the theory stability boundary"
     budget_s = 180
-    defaults = dict(c_min=0.1, c_max=10.0, n_c=20, alphas=[round(0.05 * i, 2) for i in range(21)],
-                    activations=["linear", "tanh"], seeds=list(range(10)), total=219, P=250, B=10,
-                    epochs=100000, eta=0.1, init_scale=1.0, norm_constraint=True, points_per_decade=10,
-                    dtype="float64")
+    defaults = dict(
+        c_min=0.1,
+        c_max=10.0,
+        n_c=20,
+        alphas=[round(0.05 * i, 2) for i in range(21)],
+        activations=["linear", "tanh"],
+        seeds=list(range(10)),
+        total=219,
+        P=250,
+        B=10,
+        epochs=100000,
+        eta=0.1,
+        init_scale=1.0,
+        norm_constraint=True,
+        points_per_decade=10,
+        dtype="float64",
+    )
     # quick: 5 c values, 6 flip fractions, 2 seeds, 400 epochs — the stable/unstable contrast is already
     # orders of magnitude wide there; the full run is the paper's grid.
-    quick = dict(c_min=0.15, c_max=4.0, n_c=5, alphas=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0], seeds=[0, 1],
-                 epochs=400, dtype="float32")
+    quick = dict(
+        c_min=0.15,
+        c_max=4.0,
+        n_c=5,
+        alphas=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+        seeds=[0, 1],
+        epochs=400,
+        dtype="float32",
+    )
     choices = dict(activations=["linear", "tanh", "relu"], dtype=["float32", "float64"])
 
     def validate(self, p):
         check_c_range_and_alphas(self.name, p)
 
     def chunks(self, p):
-        return shape_chunks(p, ("seeds", "P", "B", "epochs", "eta", "init_scale", "norm_constraint",
-                                "points_per_decade", "dtype"))
+        return shape_chunks(
+            p, ("seeds", "P", "B", "epochs", "eta", "init_scale", "norm_constraint", "points_per_decade", "dtype")
+        )
 
     def run_chunk(self, spec):
         M, N = spec["M"], spec["N"]
-        cfg = CurlConfig(M=M, N=N, activation=spec["activation"], P=spec["P"], B=spec["B"],
-                         epochs=spec["epochs"], eta=spec["eta"], norm_constraint=spec["norm_constraint"],
-                         points_per_decade=spec["points_per_decade"], dtype=spec["dtype"])
+        cfg = CurlConfig(
+            M=M,
+            N=N,
+            activation=spec["activation"],
+            P=spec["P"],
+            B=spec["B"],
+            epochs=spec["epochs"],
+            eta=spec["eta"],
+            norm_constraint=spec["norm_constraint"],
+            points_per_decade=spec["points_per_decade"],
+            dtype=spec["dtype"],
+        )
         members = [(a, s) for a in spec["alphas"] for s in spec["seeds"]]
         k1 = [int(round(a * M)) for a, _ in members]
         res = simulate(cfg, [s for _, s in members], k1=k1, rule="curl", init_scale=spec["init_scale"])
         t = res.table()
-        return pd.DataFrame(dict(c=M / N, c_nominal=spec["c_nominal"], M=M, N=N,
-                                 alpha_h=[a for a, _ in members], k1=k1, activation=cfg.activation,
-                                 seed=t.seed, test_error=t.test_error, train_error=t.train_error,
-                                 peak_train_error=t.peak_train_error, diverged=t.diverged,
-                                 epochs=cfg.epochs))
+        return pd.DataFrame(
+            dict(
+                c=M / N,
+                c_nominal=spec["c_nominal"],
+                M=M,
+                N=N,
+                alpha_h=[a for a, _ in members],
+                k1=k1,
+                activation=cfg.activation,
+                seed=t.seed,
+                test_error=t.test_error,
+                train_error=t.train_error,
+                peak_train_error=t.peak_train_error,
+                diverged=t.diverged,
+                epochs=cfg.epochs,
+            )
+        )
 
     def report(self, df, p, out):
         import matplotlib.pyplot as plt  # late: workers never plot, and pyplot costs ~1 s to import
 
         rep = Report(out, "curl-hidden: hidden-flip curl descent vs the stability boundary", p)
-        rep.text(f"Median over {len(p['seeds'])} seeds of log10 final test error after {p['epochs']} epochs, "
-                 f"M + N = {p['total']}, P = {p['P']}, B = {p['B']}, norm constraint "
-                 f"{'on' if p['norm_constraint'] else 'off'}. White dashed line: the large-N theory boundary "
-                 f"α_h*(c) (SPEC B.4); learning should succeed below it and fail above it.")
+        rep.text(
+            f"Median over {len(p['seeds'])} seeds of log10 final test error after {p['epochs']} epochs, "
+            f"M + N = {p['total']}, P = {p['P']}, B = {p['B']}, norm constraint "
+            f"{'on' if p['norm_constraint'] else 'off'}. White dashed line: the large-N theory boundary "
+            f"α_h*(c) (SPEC B.4); learning should succeed below it and fail above it."
+        )
         df = df.assign(log10_test_error=np.log10(df.test_error.clip(lower=1e-40)))
         acts = list(dict.fromkeys(df.activation))
         fig, axes = plt.subplots(1, len(acts), figsize=(5 * len(acts), 4), squeeze=False)
@@ -161,16 +216,26 @@ class CurlHidden(Experiment):
             cell = g.groupby(["c", "alpha_h", "theory_stable"]).log10_test_error.median().reset_index()
             st, un = cell[cell.theory_stable], cell[~cell.theory_stable]
             gap = float(un.log10_test_error.median() - st.log10_test_error.median())
-            rep.table(cell.groupby("theory_stable").log10_test_error.describe()[["count", "50%", "min", "max"]]
-                      .reset_index(), f"{act}: log10 test error of cells theory calls stable / unstable")
-            rep.claim(f"{act}: cells above the theory boundary end ≥ 1 decade worse than cells below it",
-                      gap >= 1.0 if len(st) and len(un) else None,
-                      f"median log10 error: stable {st.log10_test_error.median():.2f}, "
-                      f"unstable {un.log10_test_error.median():.2f} (gap {gap:.2f} decades)")
+            rep.table(
+                cell.groupby("theory_stable")
+                .log10_test_error.describe()[["count", "50%", "min", "max"]]
+                .reset_index(),
+                f"{act}: log10 test error of cells theory calls stable / unstable",
+            )
+            rep.claim(
+                f"{act}: cells above the theory boundary end ≥ 1 decade worse than cells below it",
+                gap >= 1.0 if len(st) and len(un) else None,
+                f"median log10 error: stable {st.log10_test_error.median():.2f}, "
+                f"unstable {un.log10_test_error.median():.2f} (gap {gap:.2f} decades)",
+            )
             emp = empirical_boundary(cell, "c", "alpha_h", "log10_test_error")
             emp["theory"] = theory_alpha(emp.c.to_numpy(), "hidden")
-            rep.compare(emp[["c", "alpha_breakdown"]].rename(columns={"alpha_breakdown": "alpha"}),
-                        emp[["c", "theory"]].rename(columns={"theory": "alpha"}), on=["c"], value="alpha",
-                        caption=f"{act}: empirical breakdown α_h (first α on the bad side of the column's "
-                                "midpoint) vs the paper's large-N theory α_h*(c); finite N shifts it")
+            rep.compare(
+                emp[["c", "alpha_breakdown"]].rename(columns={"alpha_breakdown": "alpha"}),
+                emp[["c", "theory"]].rename(columns={"theory": "alpha"}),
+                on=["c"],
+                value="alpha",
+                caption=f"{act}: empirical breakdown α_h (first α on the bad side of the column's "
+                "midpoint) vs the paper's large-N theory α_h*(c); finite N shifts it",
+            )
         rep.write()

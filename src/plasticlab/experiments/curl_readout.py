@@ -6,14 +6,21 @@ stay there below the boundary and be thrown off it — a large peak training err
 One chunk = one (M, N, activation) shape; its members are α_r values × seeds. Linear full batch runs on
 moment-matched rows (same trajectory, M/P of the cost; see ``simulation.curl.moment_matched``).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
 from plasticlab.experiments.base import Experiment, register
-from plasticlab.experiments.curl_hidden import (boundary_on_index_axes, check_c_range_and_alphas,
-                                                empirical_boundary, heatmap, shape_chunks, theory_alpha)
+from plasticlab.experiments.curl_hidden import (
+    boundary_on_index_axes,
+    check_c_range_and_alphas,
+    empirical_boundary,
+    heatmap,
+    shape_chunks,
+    theory_alpha,
+)
 from plasticlab.report import Report
 from plasticlab.simulation.curl import CurlConfig, simulate
 
@@ -30,12 +37,11 @@ def finite_n_growth(cfg: CurlConfig, seeds, k2) -> np.ndarray:
         return np.full(len(seeds), np.nan)
     import torch
 
-    from plasticlab.simulation.curl import initial_state, flips
+    from plasticlab.simulation.curl import flips, initial_state
 
     W1, W2, X, *_ = initial_state(cfg, torch.tensor(seeds), torch.ones(len(seeds)), torch.float64)
     Sigma = (X.transpose(1, 2) @ X / cfg.P).numpy()
-    spec = manifold_spectrum(W1.numpy(), W2.numpy(), np.ones((len(seeds), cfg.M)),
-                             flips(k2, cfg.N).numpy(), Sigma)
+    spec = manifold_spectrum(W1.numpy(), W2.numpy(), np.ones((len(seeds), cfg.M)), flips(k2, cfg.N).numpy(), Sigma)
     return spec.jacobian.max(axis=-1)
 
 
@@ -44,63 +50,121 @@ class CurlReadout(Experiment):
     name = "curl-readout"
     summary = "runs from the teacher with flipped readout inputs: final test / peak train error over (c, α_r)"
     budget_s = 180
-    defaults = dict(c_min=0.01, c_max=20.0, n_c=20, alphas=[round(0.05 * i, 2) for i in range(21)],
-                    activations=["linear"], seeds=list(range(20)), total=219, P=250, epochs=100000,
-                    eta=0.1, perturbation=1e-15, balanced_teacher=True, norm_constraint=True,
-                    points_per_decade=10, dtype="float64")
+    defaults = dict(
+        c_min=0.01,
+        c_max=20.0,
+        n_c=20,
+        alphas=[round(0.05 * i, 2) for i in range(21)],
+        activations=["linear"],
+        seeds=list(range(20)),
+        total=219,
+        P=250,
+        epochs=100000,
+        eta=0.1,
+        perturbation=1e-15,
+        balanced_teacher=True,
+        norm_constraint=True,
+        points_per_decade=10,
+        dtype="float64",
+    )
     # quick: 5 c values, 6 flip fractions, 3 seeds, 10^4 full-batch epochs (clearly unstable runs leave
     # the teacher within a few hundred epochs; marginal ones near the boundary need the full 10^5).
-    quick = dict(c_min=0.03, c_max=10.0, n_c=5, alphas=[0.0, 0.05, 0.1, 0.2, 0.3, 0.5], seeds=[0, 1, 2],
-                 epochs=10000)
+    quick = dict(
+        c_min=0.03, c_max=10.0, n_c=5, alphas=[0.0, 0.05, 0.1, 0.2, 0.3, 0.5], seeds=[0, 1, 2], epochs=10000
+    )
     choices = dict(activations=["linear", "tanh", "relu"], dtype=["float32", "float64"])
 
     def validate(self, p):
         check_c_range_and_alphas(self.name, p)
 
     def chunks(self, p):
-        return shape_chunks(p, ("seeds", "P", "epochs", "eta", "perturbation", "balanced_teacher",
-                                "norm_constraint", "points_per_decade", "dtype"))
+        return shape_chunks(
+            p,
+            (
+                "seeds",
+                "P",
+                "epochs",
+                "eta",
+                "perturbation",
+                "balanced_teacher",
+                "norm_constraint",
+                "points_per_decade",
+                "dtype",
+            ),
+        )
 
     def run_chunk(self, spec):
         M, N = spec["M"], spec["N"]
-        cfg = CurlConfig(M=M, N=N, activation=spec["activation"], P=spec["P"], B=spec["P"],
-                         epochs=spec["epochs"], eta=spec["eta"], init="teacher",
-                         perturbation=spec["perturbation"], balanced_teacher=spec["balanced_teacher"],
-                         norm_constraint=spec["norm_constraint"], points_per_decade=spec["points_per_decade"],
-                         dtype=spec["dtype"])
+        cfg = CurlConfig(
+            M=M,
+            N=N,
+            activation=spec["activation"],
+            P=spec["P"],
+            B=spec["P"],
+            epochs=spec["epochs"],
+            eta=spec["eta"],
+            init="teacher",
+            perturbation=spec["perturbation"],
+            balanced_teacher=spec["balanced_teacher"],
+            norm_constraint=spec["norm_constraint"],
+            points_per_decade=spec["points_per_decade"],
+            dtype=spec["dtype"],
+        )
         members = [(a, s) for a in spec["alphas"] for s in spec["seeds"]]
         k2 = [int(round(a * N)) for a, _ in members]
         seeds = [s for _, s in members]
         res = simulate(cfg, seeds, k2=k2, rule="curl")
         t = res.table()
-        return pd.DataFrame(dict(c=M / N, c_nominal=spec["c_nominal"], M=M, N=N,
-                                 alpha_r=[a for a, _ in members], k2=k2, activation=cfg.activation,
-                                 seed=t.seed, test_error=t.test_error, train_error=t.train_error,
-                                 peak_train_error=t.peak_train_error, diverged=t.diverged,
-                                 epochs=cfg.epochs, growth_rate=finite_n_growth(cfg, seeds, k2)))
+        return pd.DataFrame(
+            dict(
+                c=M / N,
+                c_nominal=spec["c_nominal"],
+                M=M,
+                N=N,
+                alpha_r=[a for a, _ in members],
+                k2=k2,
+                activation=cfg.activation,
+                seed=t.seed,
+                test_error=t.test_error,
+                train_error=t.train_error,
+                peak_train_error=t.peak_train_error,
+                diverged=t.diverged,
+                epochs=cfg.epochs,
+                growth_rate=finite_n_growth(cfg, seeds, k2),
+            )
+        )
 
     def report(self, df, p, out):
         import matplotlib.pyplot as plt  # late: workers never plot, and pyplot costs ~1 s to import
 
         rep = Report(out, "curl-readout: readout flips from the teacher vs the stability boundary", p)
-        rep.text(f"Runs start on the {'balanced ' if p['balanced_teacher'] else ''}teacher plus "
-                 f"{p['perturbation']:g} per weight, full batch (P = {p['P']}), {p['epochs']} epochs, "
-                 f"M + N = {p['total']}, median over {len(p['seeds'])} seeds. Dashed: the large-N theory "
-                 f"boundary α_r*(c) (SPEC B.4).")
-        df = df.assign(log10_test_error=np.log10(df.test_error.clip(lower=1e-40)),
-                       log10_peak_train_error=np.log10(df.peak_train_error.clip(lower=1e-40)))
+        rep.text(
+            f"Runs start on the {'balanced ' if p['balanced_teacher'] else ''}teacher plus "
+            f"{p['perturbation']:g} per weight, full batch (P = {p['P']}), {p['epochs']} epochs, "
+            f"M + N = {p['total']}, median over {len(p['seeds'])} seeds. Dashed: the large-N theory "
+            f"boundary α_r*(c) (SPEC B.4)."
+        )
+        df = df.assign(
+            log10_test_error=np.log10(df.test_error.clip(lower=1e-40)),
+            log10_peak_train_error=np.log10(df.peak_train_error.clip(lower=1e-40)),
+        )
         for act in dict.fromkeys(df.activation):
             g = df[df.activation == act].copy()
             fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-            for ax, col, title in ((axes[0], "log10_test_error", "final test error"),
-                                   (axes[1], "log10_peak_train_error", "peak training error")):
+            for ax, col, title in (
+                (axes[0], "log10_test_error", "final test error"),
+                (axes[1], "log10_peak_train_error", "peak training error"),
+            ):
                 piv = g.pivot_table(index="alpha_r", columns="c", values=col, aggfunc="median")
                 im, xs, ys = heatmap(ax, piv, "c = M/N", "α_r (flipped readout fraction)")
                 boundary_on_index_axes(ax, xs, ys, lambda c: theory_alpha(c, "readout"))
                 ax.set_title(f"{act}: log10 {title}")
                 fig.colorbar(im, ax=ax, shrink=0.85)
-            rep.figure(fig, f"readout_heatmaps_{act}",
-                       f"{act}: log10 final test error and peak training error over (c, α_r)")
+            rep.figure(
+                fig,
+                f"readout_heatmaps_{act}",
+                f"{act}: log10 final test error and peak training error over (c, α_r)",
+            )
             a_star = theory_alpha(g.c.to_numpy(), "readout")
             if a_star is None:
                 rep.claim(f"{act}: runs leave the teacher above the theory boundary", None, "theory.curl missing")
@@ -112,9 +176,11 @@ class CurlReadout(Experiment):
             gd_left = g[g.alpha_r == 0].groupby("c").left.mean()
             bad_c = gd_left[gd_left > 0].index
             if len(bad_c):
-                rep.text(f"{act}: at c = {', '.join(f'{c:.3g}' for c in bad_c)} plain GD (α_r = 0) already "
-                         "leaves the teacher: full-batch η = 0.1 is above the step-size stability limit there "
-                         "(a discrete-time effect, not curl); these columns are left out of the verdict.")
+                rep.text(
+                    f"{act}: at c = {', '.join(f'{c:.3g}' for c in bad_c)} plain GD (α_r = 0) already "
+                    "leaves the teacher: full-batch η = 0.1 is above the step-size stability limit there "
+                    "(a discrete-time effect, not curl); these columns are left out of the verdict."
+                )
             g = g[~g.c.isin(bad_c)]
             agree = float((g.left != g.theory_stable).mean())
             if g.growth_rate.notna().all():
@@ -122,24 +188,52 @@ class CurlReadout(Experiment):
                 efolds = g.growth_rate * p["eta"] * p["epochs"]
                 pred = efolds > 0.5 * np.log(LEAVES / (p["perturbation"] ** 2))
                 agree_n = float((g.left == pred).mean())
-                rep.table(pd.DataFrame(dict(prediction=["leaves", "stays"], runs=[int(pred.sum()), int((~pred).sum())],
-                                            left_teacher=[g.left[pred].mean(), g.left[~pred].mean()])),
-                          f"{act}: finite-N prediction at each run's own start (largest Jacobian eigenvalue "
-                          f"of Σ̂A, grown over {p['epochs']} epochs) vs what the run did")
-                rep.claim(f"{act}: the finite-N linear stability of each run's start predicts whether it leaves "
-                          "the teacher", agree_n >= 0.9, f"{agree_n:.0%} of {len(g)} runs agree")
-            cell = g.groupby(["c", "alpha_r", "theory_stable"]).agg(
-                log10_peak=("log10_peak_train_error", "median"), left=("left", "mean")).reset_index()
-            rep.table(g.groupby("theory_stable").agg(runs=("left", "size"), left_teacher=("left", "mean"),
-                                                    median_log10_peak=("log10_peak_train_error", "median"))
-                      .reset_index(), f"{act}: fraction of runs whose peak train error exceeds {LEAVES:g}")
-            rep.claim(f"{act}: runs stay on the teacher below α_r*(c) and leave it above (peak train error "
-                      f"> {LEAVES:g})", agree >= 0.8,
-                      f"{agree:.0%} of {len(g)} runs agree with the large-N theory")
+                rep.table(
+                    pd.DataFrame(
+                        dict(
+                            prediction=["leaves", "stays"],
+                            runs=[int(pred.sum()), int((~pred).sum())],
+                            left_teacher=[g.left[pred].mean(), g.left[~pred].mean()],
+                        )
+                    ),
+                    f"{act}: finite-N prediction at each run's own start (largest Jacobian eigenvalue "
+                    f"of Σ̂A, grown over {p['epochs']} epochs) vs what the run did",
+                )
+                rep.claim(
+                    f"{act}: the finite-N linear stability of each run's start predicts whether it leaves "
+                    "the teacher",
+                    agree_n >= 0.9,
+                    f"{agree_n:.0%} of {len(g)} runs agree",
+                )
+            cell = (
+                g.groupby(["c", "alpha_r", "theory_stable"])
+                .agg(log10_peak=("log10_peak_train_error", "median"), left=("left", "mean"))
+                .reset_index()
+            )
+            rep.table(
+                g.groupby("theory_stable")
+                .agg(
+                    runs=("left", "size"),
+                    left_teacher=("left", "mean"),
+                    median_log10_peak=("log10_peak_train_error", "median"),
+                )
+                .reset_index(),
+                f"{act}: fraction of runs whose peak train error exceeds {LEAVES:g}",
+            )
+            rep.claim(
+                f"{act}: runs stay on the teacher below α_r*(c) and leave it above (peak train error "
+                f"> {LEAVES:g})",
+                agree >= 0.8,
+                f"{agree:.0%} of {len(g)} runs agree with the large-N theory",
+            )
             emp = empirical_boundary(cell, "c", "alpha_r", "log10_peak")
             emp["theory"] = theory_alpha(emp.c.to_numpy(), "readout")
-            rep.compare(emp[["c", "alpha_breakdown"]].rename(columns={"alpha_breakdown": "alpha"}),
-                        emp[["c", "theory"]].rename(columns={"theory": "alpha"}), on=["c"], value="alpha",
-                        caption=f"{act}: empirical α_r where the peak error jumps vs the paper's large-N "
-                                "theory α_r*(c) (our grid is coarse: the difference is bounded by its step)")
+            rep.compare(
+                emp[["c", "alpha_breakdown"]].rename(columns={"alpha_breakdown": "alpha"}),
+                emp[["c", "theory"]].rename(columns={"theory": "alpha"}),
+                on=["c"],
+                value="alpha",
+                caption=f"{act}: empirical α_r where the peak error jumps vs the paper's large-N "
+                "theory α_r*(c) (our grid is coarse: the difference is bounded by its step)",
+            )
         rep.write()

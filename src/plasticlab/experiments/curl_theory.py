@@ -4,6 +4,7 @@ Theory rows give α*(c) on a log grid of c; sampled rows give λ_min(A) at balan
 (N hidden neurons, M = round(cN) inputs) on a grid of flipped fractions, and the bisected first unstable
 flip count per seed.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,8 +37,14 @@ class CurlTheory(Experiment):
         n_theory=300,
         max_weights=12_000_000,  # skip sampled points whose W1 would be larger (memory, draw time)
     )
-    quick = dict(seeds=[0, 1, 2], sizes=[30, 100, 300], c_hidden=[0.15, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0],
-                 c_readout=[0.01, 0.1, 1.0, 10.0], n_alpha=11, n_theory=200)
+    quick = dict(
+        seeds=[0, 1, 2],
+        sizes=[30, 100, 300],
+        c_hidden=[0.15, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0],
+        c_readout=[0.01, 0.1, 1.0, 10.0],
+        n_alpha=11,
+        n_theory=200,
+    )
 
     def validate(self, p):
         for key in ("sizes", "n_alpha", "n_theory", "max_weights"):
@@ -50,23 +57,34 @@ class CurlTheory(Experiment):
 
     def chunks(self, p):
         cs = np.geomspace(*C_RANGE, p["n_theory"])
-        out = [dict(kind="theory", layer=layer, c=sorted(set(cs.tolist()) | set(PAPER[layer])))
-               for layer in LAYERS]
+        out = [
+            dict(kind="theory", layer=layer, c=sorted(set(cs.tolist()) | set(PAPER[layer]))) for layer in LAYERS
+        ]
         for layer in LAYERS:
             for c in p[f"c_{layer}"]:
                 for N in p["sizes"]:
                     M = int(round(c * N))
-                    if M < 1 or M * N > p["max_weights"]:
+                    if M < 1 or p["max_weights"] < M * N:
                         continue
-                    out.append(dict(kind="sampled", layer=layer, c_target=float(c), M=M, N=int(N),
-                                    seeds=list(p["seeds"]), n_alpha=int(p["n_alpha"])))
+                    out.append(
+                        dict(
+                            kind="sampled",
+                            layer=layer,
+                            c_target=float(c),
+                            M=M,
+                            N=int(N),
+                            seeds=list(p["seeds"]),
+                            n_alpha=int(p["n_alpha"]),
+                        )
+                    )
         return out
 
     def run_chunk(self, spec):
         if spec["kind"] == "theory":
             c = np.asarray(spec["c"], dtype=float)
-            df = pd.DataFrame(dict(source="theory", layer=spec["layer"], c=c,
-                                   alpha=critical_flip_fraction(c, spec["layer"])))
+            df = pd.DataFrame(
+                dict(source="theory", layer=spec["layer"], c=c, alpha=critical_flip_fraction(c, spec["layer"]))
+            )
             return _typed(df)
         from threadpoolctl import threadpool_limits
 
@@ -86,17 +104,34 @@ def _sampled(spec) -> pd.DataFrame:
     grid = np.unique(np.round(np.linspace(0, 1, spec["n_alpha"]) * dim).astype(int))
     k_star, grid, lam = path.threshold(grid)
     c = M / N
-    common = dict(layer=layer, c=c, c_target=spec["c_target"], M=M, N=N,
-                  alpha_theory=critical_flip_fraction(c, layer))
+    common = dict(
+        layer=layer, c=c, c_target=spec["c_target"], M=M, N=N, alpha_theory=critical_flip_fraction(c, layer)
+    )
     E, K = lam.shape
-    rows = pd.DataFrame(dict(source="sampled", **common, seed=np.repeat(seeds, K), k=np.tile(grid, E),
-                             alpha=np.tile(grid, E) / dim, min_eig=lam.ravel()))
+    rows = pd.DataFrame(
+        dict(
+            source="sampled",
+            **common,
+            seed=np.repeat(seeds, K),
+            k=np.tile(grid, E),
+            alpha=np.tile(grid, E) / dim,
+            min_eig=lam.ravel(),
+        )
+    )
     rows["stable"] = rows["min_eig"] > 0
     crossed = k_star <= dim
     # threshold fraction: halfway between the last stable and the first unstable flip count
-    thr = pd.DataFrame(dict(source="sampled-threshold", **common, seed=seeds, k=k_star,
-                            alpha=np.where(crossed, (k_star - 0.5) / dim, 1.0), min_eig=np.nan,
-                            crossed=crossed))
+    thr = pd.DataFrame(
+        dict(
+            source="sampled-threshold",
+            **common,
+            seed=seeds,
+            k=k_star,
+            alpha=np.where(crossed, (k_star - 0.5) / dim, 1.0),
+            min_eig=np.nan,
+            crossed=crossed,
+        )
+    )
     return _typed(pd.concat([rows, thr], ignore_index=True))
 
 
@@ -107,12 +142,12 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     """Same columns and dtypes for theory and sampled chunks, so the concatenated table keeps integer
     sizes (nullable where a theory row has none)."""
     for col in _INT_COLS:
-        df[col] = (df[col] if col in df else pd.NA)
+        df[col] = df.get(col, pd.NA)
         df[col] = df[col].astype("Int64")
     for col in ("c_target", "alpha_theory", "min_eig"):
         df[col] = df[col].astype(float) if col in df else np.nan
     for col in ("stable", "crossed"):
-        df[col] = (df[col] if col in df else pd.NA)
+        df[col] = df.get(col, pd.NA)
         df[col] = df[col].astype("boolean")
     return df
 
@@ -133,11 +168,28 @@ def _phase_panel(ax, t, s, layer, sizes, colors, xlim, top):
             continue
         ax.scatter(g.c, g.alpha, s=8, color=col, alpha=0.35, lw=0)
         m = g.groupby("c").alpha.agg(["mean", "std"]).reset_index()
-        ax.errorbar(m.c, m["mean"], yerr=m["std"].fillna(0), fmt="o-", ms=4, lw=1, color=col,
-                    capsize=2, label=f"sampled N={N} (dots: seeds; mean ± sd)")
+        ax.errorbar(
+            m.c,
+            m["mean"],
+            yerr=m["std"].fillna(0),
+            fmt="o-",
+            ms=4,
+            lw=1,
+            color=col,
+            capsize=2,
+            label=f"sampled N={N} (dots: seeds; mean ± sd)",
+        )
     pc = np.array(list(PAPER[layer]))
-    ax.scatter(pc, [PAPER[layer][c] for c in pc], marker="s", s=45, facecolor="none",
-               edgecolor="k", zorder=5, label="paper's listed values (SPEC B.4)")
+    ax.scatter(
+        pc,
+        [PAPER[layer][c] for c in pc],
+        marker="s",
+        s=45,
+        facecolor="none",
+        edgecolor="k",
+        zorder=5,
+        label="paper's listed values (SPEC B.4)",
+    )
     ax.set_xscale("log")
     ax.set_xlim(*xlim)
     ax.set_ylim(0, top)
@@ -154,9 +206,11 @@ def _phase_figure(df, p):
     sizes = sorted(thr.N.unique())
     colors = plt.cm.viridis(np.linspace(0.15, 0.85, max(len(sizes), 1)))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
-    panels = [("hidden", C_RANGE, "hidden flips: A = D1 + W1ᵀW1"),
-              ("hidden", None, "hidden flips, zoom on the sampled range"),
-              ("readout", C_RANGE, "readout flips: A = I + W1ᵀD2W1")]
+    panels = [
+        ("hidden", C_RANGE, "hidden flips: A = D1 + W1ᵀW1"),
+        ("hidden", None, "hidden flips, zoom on the sampled range"),
+        ("readout", C_RANGE, "readout flips: A = I + W1ᵀD2W1"),
+    ]
     for ax, (layer, xlim, title) in zip(axes, panels):
         t = th[th.layer == layer].sort_values("c")
         s = thr[thr.layer == layer]
@@ -166,8 +220,7 @@ def _phase_figure(df, p):
             xlim = (s.c.min() / 1.25, s.c.max() * 1.25) if not s.empty else (0.1, 1.5)
         _phase_panel(ax, t, s, layer, sizes, colors, xlim, 1.02 if layer == "hidden" else 0.55)
         if zoom:
-            ax.set_xticks([x for x in (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.5)
-                           if xlim[0] <= x <= xlim[1]])
+            ax.set_xticks([x for x in (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.5) if xlim[0] <= x <= xlim[1]])
             ax.xaxis.set_major_formatter(ScalarFormatter())
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(title)
@@ -218,107 +271,163 @@ def _report(df: pd.DataFrame, p, out: Path) -> None:
         "vectorised bisection, and finite-size checks: λ_min(A) of A = ‖W2‖²D1 + W1ᵀD2W1 at balanced "
         "points (W1 ~ N(0, 1/M), ‖W2‖² = 1) with N hidden neurons and M = round(cN) inputs. A sampled "
         "threshold is halfway between the last stable and first unstable flip count (found by bisection; "
-        "λ_min is non-increasing in the number of flips). The manifold is stable iff A is positive definite.")
+        "λ_min is non-increasing in the number of flips). The manifold is stable iff A is positive definite."
+    )
 
     # theory vs the paper's listed values
     paper = pd.DataFrame([dict(layer=l, c=c, alpha=a) for l, d in PAPER.items() for c, a in d.items()])
-    ours = th[th.c.isin(paper.c) & th.set_index(["layer", "c"]).index.isin(
-        paper.set_index(["layer", "c"]).index)][["layer", "c", "alpha"]]
-    cmp = rep.compare(ours, paper, on=["layer", "c"], value="alpha",
-                      caption="Large-N threshold α*: ours (closed form inverted) vs the paper's listed values")
+    ours = th[th.c.isin(paper.c) & th.set_index(["layer", "c"]).index.isin(paper.set_index(["layer", "c"]).index)][
+        ["layer", "c", "alpha"]
+    ]
+    cmp = rep.compare(
+        ours,
+        paper,
+        on=["layer", "c"],
+        value="alpha",
+        caption="Large-N threshold α*: ours (closed form inverted) vs the paper's listed values",
+    )
     spec_ok = bool((cmp["ours − paper"].abs() <= 1e-3).all()) and len(cmp) == 6
-    rep.claim("SPEC B.4 threshold values (hidden c=0.3/0.4/0.5 → 0.559/0.177/0.047; readout c=0.1/1/10 → "
-              "0.245/0.055/0.006)", spec_ok,
-              f"max |ours − paper| = {cmp['ours − paper'].abs().max():.1e} (rounding of the paper's 3 digits)")
+    rep.claim(
+        "SPEC B.4 threshold values (hidden c=0.3/0.4/0.5 → 0.559/0.177/0.047; readout c=0.1/1/10 → "
+        "0.245/0.055/0.006)",
+        spec_ok,
+        f"max |ours − paper| = {cmp['ours − paper'].abs().max():.1e} (rounding of the paper's 3 digits)",
+    )
 
     # asymptotes of the readout threshold
     r = th[th.layer == "readout"].sort_values("c")
     lo, hi = r.iloc[0], r.iloc[-1]
     asym = pd.DataFrame(dict(layer="readout", c=[lo.c, hi.c], alpha=[lo.alpha, hi.alpha]))
-    asym_ref = pd.DataFrame(dict(layer="readout", c=[lo.c, hi.c],
-                                 alpha=[0.5 - np.sqrt(lo.c), 1 / (16 * hi.c)]))
-    a = rep.compare(asym, asym_ref, on=["layer", "c"], value="alpha",
-                    caption="Readout asymptotes: ours vs the paper's ½ − √c (c → 0) and 1/(16c) (c → ∞)")
+    asym_ref = pd.DataFrame(dict(layer="readout", c=[lo.c, hi.c], alpha=[0.5 - np.sqrt(lo.c), 1 / (16 * hi.c)]))
+    a = rep.compare(
+        asym,
+        asym_ref,
+        on=["layer", "c"],
+        value="alpha",
+        caption="Readout asymptotes: ours vs the paper's ½ − √c (c → 0) and 1/(16c) (c → ∞)",
+    )
     rel = (a["ours − paper"].abs() / a["paper"]).to_numpy()
-    rep.claim("α_r* ≈ ½ − √c as c → 0 and ≈ 1/(16c) as c → ∞", bool((rel < 0.01).all()),
-              f"relative difference {rel[0]:.1e} at c = {lo.c:g}, {rel[1]:.1e} at c = {hi.c:g}")
+    rep.claim(
+        "α_r* ≈ ½ − √c as c → 0 and ≈ 1/(16c) as c → ∞",
+        bool((rel < 0.01).all()),
+        f"relative difference {rel[0]:.1e} at c = {lo.c:g}, {rel[1]:.1e} at c = {hi.c:g}",
+    )
 
     h = th[th.layer == "hidden"].sort_values("c")
     plateau_lo = h[h.c <= 0.25].alpha
     plateau_hi = h[h.c >= 2 / 3].alpha
     mid = h[(h.c > 0.25) & (h.c < 2 / 3)].alpha.to_numpy()
-    ok = bool((plateau_lo == 1).all() and (plateau_hi == 0).all() and np.all(np.diff(mid) < 0)
-              and mid.max() <= 1 and mid.min() >= 0)
-    rep.claim("Hidden flips: stable for every α_h when c ≤ 1/4; α_h* falls from 1 to 0 as c goes 1/4 → 2/3; "
-              "any flip destabilises for c > 2/3 (large N)", ok,
-              f"theory rows: α=1 at {len(plateau_lo)} c ≤ 1/4, α=0 at {len(plateau_hi)} c ≥ 2/3, "
-              f"strictly decreasing over {len(mid)} c in between")
+    ok = bool(
+        (plateau_lo == 1).all()
+        and (plateau_hi == 0).all()
+        and np.all(np.diff(mid) < 0)
+        and mid.max() <= 1
+        and mid.min() >= 0
+    )
+    rep.claim(
+        "Hidden flips: stable for every α_h when c ≤ 1/4; α_h* falls from 1 to 0 as c goes 1/4 → 2/3; "
+        "any flip destabilises for c > 2/3 (large N)",
+        ok,
+        f"theory rows: α=1 at {len(plateau_lo)} c ≤ 1/4, α=0 at {len(plateau_hi)} c ≥ 2/3, "
+        f"strictly decreasing over {len(mid)} c in between",
+    )
     ok = bool(((r.alpha > 0) & (r.alpha < 0.5)).all() and np.all(np.diff(r.alpha.to_numpy()) < 0))
-    rep.claim("Readout flips: 0 < α_r* < ½ for all c, decreasing in c", ok,
-              f"range over c ∈ [{r.c.min():g}, {r.c.max():g}]: {r.alpha.min():.2e} … {r.alpha.max():.3f}")
+    rep.claim(
+        "Readout flips: 0 < α_r* < ½ for all c, decreasing in c",
+        ok,
+        f"range over c ∈ [{r.c.min():g}, {r.c.max():g}]: {r.alpha.min():.2e} … {r.alpha.max():.3f}",
+    )
 
-    rep.figure(_phase_figure(df, p), "phase_diagrams",
-               "Large-N phase diagrams (black line; green = stable, red = unstable) with finite-N sampled "
-               "thresholds (dots: seeds; markers: mean ± sd) and the paper's listed values (squares).")
+    rep.figure(
+        _phase_figure(df, p),
+        "phase_diagrams",
+        "Large-N phase diagrams (black line; green = stable, red = unstable) with finite-N sampled "
+        "thresholds (dots: seeds; markers: mean ± sd) and the paper's listed values (squares).",
+    )
 
     if thr.empty:
         rep.write()
         return
-    focus = {layer: _nearest(thr[thr.layer == layer].c_target.unique(), target)
-             for layer, target in (("hidden", 0.4), ("readout", 0.1)) if (thr.layer == layer).any()}
+    focus = {
+        layer: _nearest(thr[thr.layer == layer].c_target.unique(), target)
+        for layer, target in (("hidden", 0.4), ("readout", 0.1))
+        if (thr.layer == layer).any()
+    }
     if len(focus) == 2:
-        rep.figure(_curve_figure(df, focus), "min_eig_curves",
-                   "λ_min(A) vs flipped fraction at finite N (mean over seeds; band = seed range; triangles: "
-                   "bisected sign change, mean over seeds); it should approach the dashed large-N threshold "
-                   "as N grows.")
+        rep.figure(
+            _curve_figure(df, focus),
+            "min_eig_curves",
+            "λ_min(A) vs flipped fraction at finite N (mean over seeds; band = seed range; triangles: "
+            "bisected sign change, mean over seeds); it should approach the dashed large-N threshold "
+            "as N grows.",
+        )
 
     # finite-N thresholds vs theory
-    g = thr.groupby(["layer", "c_target", "N"]).agg(c=("c", "first"), M=("M", "first"),
-                                                     sampled=("alpha", "mean"), sd=("alpha", "std"),
-                                                     theory=("alpha_theory", "first"),
-                                                     crossed=("crossed", "sum")).reset_index()
+    g = (
+        thr.groupby(["layer", "c_target", "N"])
+        .agg(
+            c=("c", "first"),
+            M=("M", "first"),
+            sampled=("alpha", "mean"),
+            sd=("alpha", "std"),
+            theory=("alpha_theory", "first"),
+            crossed=("crossed", "sum"),
+        )
+        .reset_index()
+    )
     g["sampled − theory"] = g["sampled"] - g["theory"]
     Nmax = g.N.max()
-    rep.table(g[g.N == Nmax][["layer", "c", "M", "N", "sampled", "sd", "crossed", "theory",
-                              "sampled − theory"]],
-              f"Sampled thresholds at the largest N = {Nmax} (mean and sd over {len(p['seeds'])} seeds; "
-              "crossed = seeds whose A lost definiteness before every neuron was flipped, the others count "
-              "as 1) vs large-N theory at the same c = M/N")
+    rep.table(
+        g[Nmax == g.N][["layer", "c", "M", "N", "sampled", "sd", "crossed", "theory", "sampled − theory"]],
+        f"Sampled thresholds at the largest N = {Nmax} (mean and sd over {len(p['seeds'])} seeds; "
+        "crossed = seeds whose A lost definiteness before every neuron was flipped, the others count "
+        "as 1) vs large-N theory at the same c = M/N",
+    )
     # only c values sampled at every size, so that the sizes are compared on the same points
     n_sizes = g.groupby("layer").N.transform("nunique")
     common = g[g.groupby(["layer", "c_target"]).N.transform("nunique") == n_sizes]
-    dev = (common.assign(absdev=common["sampled − theory"].abs())
-           .groupby(["layer", "N"]).absdev.mean().unstack("N"))
-    rep.table(dev.reset_index(), "Mean |sampled − theory| over the c values sampled at every N, by layer "
-              "(rows) and N (columns)")
+    dev = common.assign(absdev=common["sampled − theory"].abs()).groupby(["layer", "N"]).absdev.mean().unstack("N")
+    rep.table(
+        dev.reset_index(),
+        "Mean |sampled − theory| over the c values sampled at every N, by layer (rows) and N (columns)",
+    )
     for layer in dev.index:
         d = dev.loc[layer].dropna()
-        rep.claim(f"Finite N shifts the {layer} threshold; the shift shrinks as N grows (SPEC B.4)",
-                  bool(len(d) >= 2 and d.iloc[-1] < d.iloc[0]),
-                  "mean |sampled − theory|: " + ", ".join(f"N={n}: {v:.3f}" for n, v in d.items()))
-    h = thr[(thr.layer == "hidden") & (thr.N == Nmax)]
+        rep.claim(
+            f"Finite N shifts the {layer} threshold; the shift shrinks as N grows (SPEC B.4)",
+            bool(len(d) >= 2 and d.iloc[-1] < d.iloc[0]),
+            "mean |sampled − theory|: " + ", ".join(f"N={n}: {v:.3f}" for n, v in d.items()),
+        )
+    h = thr[(thr.layer == "hidden") & (Nmax == thr.N)]
     below, above = h[h.c < 0.25], h[h.c > 2 / 3]
     if not below.empty:
-        rep.claim(f"Hidden, c < 1/4 at N = {Nmax}: A stays positive definite with every input flipped",
-                  bool((~below.crossed).all()),
-                  f"{int((~below.crossed).sum())}/{len(below)} (c, seed) never lost definiteness "
-                  f"(c = {', '.join(f'{c:g}' for c in sorted(below.c.unique()))})")
+        rep.claim(
+            f"Hidden, c < 1/4 at N = {Nmax}: A stays positive definite with every input flipped",
+            bool((~below.crossed).all()),
+            f"{int((~below.crossed).sum())}/{len(below)} (c, seed) never lost definiteness "
+            f"(c = {', '.join(f'{c:g}' for c in sorted(below.c.unique()))})",
+        )
     if not above.empty:
         # α_h* = 0 is a large-N statement: a few flips (not a fraction) suffice, so k*/M shrinks with N
         hid = thr[(thr.layer == "hidden") & (thr.c > 2 / 3)]
         trend = hid.groupby("N").alpha.mean().sort_index()
         ok = bool((above.k <= 5).all() and (len(trend) < 2 or np.all(np.diff(trend.to_numpy()) < 0)))
-        rep.claim("Hidden, c > 2/3: a vanishing fraction of flipped inputs destabilises (a handful of flips, "
-                  "k* ≤ 5, at the largest N; the threshold fraction shrinks with N)", ok,
-                  f"k* at N = {Nmax}: max {int(above.k.max())}, = 1 in {int((above.k == 1).sum())}/{len(above)} "
-                  "(c, seed); mean α_h over c > 2/3: "
-                  + ", ".join(f"N={n}: {v:.4f}" for n, v in trend.items()))
+        rep.claim(
+            "Hidden, c > 2/3: a vanishing fraction of flipped inputs destabilises (a handful of flips, "
+            "k* ≤ 5, at the largest N; the threshold fraction shrinks with N)",
+            ok,
+            f"k* at N = {Nmax}: max {int(above.k.max())}, = 1 in {int((above.k == 1).sum())}/{len(above)} "
+            "(c, seed); mean α_h over c > 2/3: " + ", ".join(f"N={n}: {v:.4f}" for n, v in trend.items()),
+        )
     for layer, c0 in focus.items():
-        s = g[(g.layer == layer) & (g.c_target == c0) & (g.N == Nmax)]
+        s = g[(g.layer == layer) & (g.c_target == c0) & (Nmax == g.N)]
         if s.empty:
             continue
         s = s.iloc[0]
-        rep.claim(f"At N = {Nmax}, c = {s.c:.3g} the sampled {SYMBOL[layer]} threshold is within 0.05 of "
-                  "the large-N value", bool(abs(s["sampled − theory"]) <= 0.05),
-                  f"sampled {s.sampled:.3f} ± {s.sd:.3f} vs theory {s.theory:.3f}")
+        rep.claim(
+            f"At N = {Nmax}, c = {s.c:.3g} the sampled {SYMBOL[layer]} threshold is within 0.05 of "
+            "the large-N value",
+            bool(abs(s["sampled − theory"]) <= 0.05),
+            f"sampled {s.sampled:.3f} ± {s.sd:.3f} vs theory {s.theory:.3f}",
+        )
     rep.write()

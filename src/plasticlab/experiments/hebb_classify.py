@@ -4,6 +4,7 @@
 bundled digits (nothing downloads), or CIFAR-10 from a local folder with ``dataset=cifar10
 data_path=/path/to/cifar-10-batches-py``. One chunk per rule; γ × seeds form one ensemble.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +14,16 @@ import pandas as pd
 import torch
 
 from plasticlab.errors import PlasticlabError
-from plasticlab.experiments._hebb_common import (RULES, check_min, check_nonneg, dtype_of, member_rule,
-                                                 members, share, summarise)
+from plasticlab.experiments._hebb_common import (
+    RULES,
+    check_min,
+    check_nonneg,
+    dtype_of,
+    member_rule,
+    members,
+    share,
+    summarise,
+)
 from plasticlab.experiments.base import Experiment, register
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.report import Report
@@ -27,9 +36,19 @@ class HebbClassify(Experiment):
     summary = "alignment vs weight decay for a 128-tanh MLP classifier (digits, or local CIFAR-10)"
     budget_s = 60
     code_version = 1  # bump when run_chunk changes its numbers, so saved chunks are not reused
-    defaults = dict(dataset="digits", data_path="", rules=["sgd"], gammas=[0.0, 1e-3, 1e-2, 3e-2, 1e-1],
-                    seeds=[0, 1, 2, 3, 4], hidden=128, steps=10000, lr=0.01, batch_size=256,
-                    average_from=0.5, dtype="float64")
+    defaults = dict(
+        dataset="digits",
+        data_path="",
+        rules=["sgd"],
+        gammas=[0.0, 1e-3, 1e-2, 3e-2, 1e-1],
+        seeds=[0, 1, 2, 3, 4],
+        hidden=128,
+        steps=10000,
+        lr=0.01,
+        batch_size=256,
+        average_from=0.5,
+        dtype="float64",
+    )
     quick = dict(gammas=[0.0, 1e-3, 1e-2, 1e-1], seeds=[0, 1], steps=2500, dtype="float32")
     choices = dict(dataset=["digits", "cifar10"], rules=RULES, dtype=["float64", "float32"])
 
@@ -37,17 +56,31 @@ class HebbClassify(Experiment):
         check_nonneg(self.name, "gammas", p["gammas"])
         check_min(self.name, p, hidden=1, steps=4, batch_size=1)
         if p["dataset"] == "cifar10" and not p["data_path"]:
-            raise PlasticlabError("hebb-classify parameter 'data_path' is required for dataset=cifar10 "
-                                  "(a local folder with the CIFAR-10 python batches; nothing downloads)")
+            raise PlasticlabError(
+                "hebb-classify parameter 'data_path' is required for dataset=cifar10 "
+                "(a local folder with the CIFAR-10 python batches; nothing downloads)"
+            )
         if not 0 <= p["average_from"] < 1:
-            raise PlasticlabError(f"hebb-classify parameter 'average_from' is a fraction of steps in [0, 1), "
-                                  f"got {p['average_from']!r}")
+            raise PlasticlabError(
+                f"hebb-classify parameter 'average_from' is a fraction of steps in [0, 1), "
+                f"got {p['average_from']!r}"
+            )
         if not p["lr"] > 0:
             raise PlasticlabError(f"hebb-classify parameter 'lr' must be > 0, got {p['lr']!r}")
 
     def chunks(self, p):
-        keep = ("dataset", "data_path", "gammas", "seeds", "hidden", "steps", "lr", "batch_size",
-                "average_from", "dtype")
+        keep = (
+            "dataset",
+            "data_path",
+            "gammas",
+            "seeds",
+            "hidden",
+            "steps",
+            "lr",
+            "batch_size",
+            "average_from",
+            "dtype",
+        )
         return [dict(rule=r, **{k: p[k] for k in keep}) for r in p["rules"]]
 
     def run_chunk(self, spec):
@@ -61,17 +94,34 @@ class HebbClassify(Experiment):
         seeds = m.seed.tolist()
         net = init_mlp(seeds, [data.d_in, spec["hidden"], data.d_out], "tanh", bias=True, dtype=dt)
         steps = spec["steps"]
-        res = train_mlp(net, member_rule(spec["rule"], m.gamma.values), data, seeds, steps=steps, lr=spec["lr"],
-                        batch_size=spec["batch_size"], record_every=max(steps // 40, 1),
-                        average_from=int(spec["average_from"] * steps), late_every=4)
+        res = train_mlp(
+            net,
+            member_rule(spec["rule"], m.gamma.values),
+            data,
+            seeds,
+            steps=steps,
+            lr=spec["lr"],
+            batch_size=spec["batch_size"],
+            record_every=max(steps // 40, 1),
+            average_from=int(spec["average_from"] * steps),
+            late_every=4,
+        )
         logits = res.net.forward(data.x_val).out
         acc = (logits.argmax(-1) == data.y_val.argmax(-1)).double().mean(-1)
         rows = []
         for l in range(2):
-            rows.append(m.drop(columns="seed_index").assign(
-                dataset=spec["dataset"], rule=spec["rule"], layer=l,
-                alignment=res.alignment_late[l].double().numpy(), val_loss=res.val_loss_final.double().numpy(),
-                val_acc=acc.numpy(), diverged=res.diverged.numpy(), collapsed=res.collapsed[l].numpy()))
+            rows.append(
+                m.drop(columns="seed_index").assign(
+                    dataset=spec["dataset"],
+                    rule=spec["rule"],
+                    layer=l,
+                    alignment=res.alignment_late[l].double().numpy(),
+                    val_loss=res.val_loss_final.double().numpy(),
+                    val_acc=acc.numpy(),
+                    diverged=res.diverged.numpy(),
+                    collapsed=res.collapsed[l].numpy(),
+                )
+            )
         return pd.concat(rows, ignore_index=True)
 
     def report(self, df, p, out):
@@ -87,21 +137,38 @@ def _report(df, p, out):
         f"cross-entropy, lr {p['lr']}, batch {p['batch_size']}, {p['steps']} steps, {len(p['seeds'])} seeds; "
         f"alignment averaged over the last {1 - p['average_from']:.0%} of steps. lr·γ·steps at the largest γ: "
         f"{p['lr'] * max(p['gammas']) * p['steps']:.3g} (≳ 3 means stationary). The SPEC's setting is "
-        "CIFAR-10 (50 epochs); digits is the offline stand-in.")
+        "CIFAR-10 (50 epochs); digits is the offline stand-in."
+    )
     s = summarise(df, ["rule", "layer", "gamma"])
     acc = summarise(df[df.layer == 0], ["rule", "gamma"], "val_acc").rename(
-        columns={"mean": "val_acc", "sem": "val_acc_sem"})[["rule", "gamma", "val_acc", "val_acc_sem"]]
-    rep.table(s.merge(acc, on=["rule", "gamma"], how="left"),
-              "Alignment (mean ± sem over seeds) and validation accuracy")
+        columns={"mean": "val_acc", "sem": "val_acc_sem"}
+    )[["rule", "gamma", "val_acc", "val_acc_sem"]]
+    rep.table(
+        s.merge(acc, on=["rule", "gamma"], how="left"), "Alignment (mean ± sem over seeds) and validation accuracy"
+    )
     gam = sorted(set(df.gamma))
     pos = {g: i for i, g in enumerate(gam)}
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for i, ((rule, l), g) in enumerate(s.groupby(["rule", "layer"])):
-        axes[0].errorbar([pos[x] for x in g.gamma], g["mean"], yerr=g["sem"].fillna(0), fmt="o-", capsize=3,
-                         color=f"C{i}", label=f"{rule}, layer {l + 1}")
+        axes[0].errorbar(
+            [pos[x] for x in g.gamma],
+            g["mean"],
+            yerr=g["sem"].fillna(0),
+            fmt="o-",
+            capsize=3,
+            color=f"C{i}",
+            label=f"{rule}, layer {l + 1}",
+        )
     for i, (rule, g) in enumerate(acc.groupby("rule")):
-        axes[1].errorbar([pos[x] for x in g.gamma], g.val_acc, yerr=g.val_acc_sem.fillna(0), fmt="o-",
-                         capsize=3, color=f"C{i}", label=rule)
+        axes[1].errorbar(
+            [pos[x] for x in g.gamma],
+            g.val_acc,
+            yerr=g.val_acc_sem.fillna(0),
+            fmt="o-",
+            capsize=3,
+            color=f"C{i}",
+            label=rule,
+        )
     for ax in axes:
         ax.set_xticks(list(pos.values()), [f"{x:g}" for x in gam])
         ax.set_xlabel("weight decay γ")
@@ -116,12 +183,17 @@ def _report(df, p, out):
         v = g["mean"].to_numpy()
         fin = v[np.isfinite(v)]
         inc = len(fin) >= 2 and fin[-1] > fin[0] and fin[-1] > 0
-        rep.claim(f"{rule}, layer {l + 1}: alignment grows with γ and is positive at the largest γ", inc,
-                  ", ".join(f"γ={x:g}: {y:+.3f}" for x, y in zip(g.gamma, v)))
+        rep.claim(
+            f"{rule}, layer {l + 1}: alignment grows with γ and is positive at the largest γ",
+            inc,
+            ", ".join(f"γ={x:g}: {y:+.3f}" for x, y in zip(g.gamma, v)),
+        )
     a = acc.dropna(subset=["val_acc"])
     if len(a):
         best = a.loc[a.val_acc.idxmax()]
-        rep.claim("strong Hebbian alignment does not mean better generalisation (best accuracy not at the "
-                  "largest γ)", bool(best.gamma < max(gam)),
-                  f"best val. accuracy {best.val_acc:.3f} at γ = {best.gamma:g}")
+        rep.claim(
+            "strong Hebbian alignment does not mean better generalisation (best accuracy not at the largest γ)",
+            bool(best.gamma < max(gam)),
+            f"best val. accuracy {best.val_acc:.3f} at γ = {best.gamma:g}",
+        )
     rep.write()

@@ -7,6 +7,7 @@ linear regression with ‖w*‖² ≈ d the sign changes near γ ≈ σ². ``act
 activation) on the standard tanh-teacher regression. One chunk per (model, σ): its γ × seed grid is one
 ensemble.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,16 @@ import pandas as pd
 import torch
 
 from plasticlab.errors import PlasticlabError
-from plasticlab.experiments._hebb_common import (ACTIVATIONS, check_min, check_nonneg, member_rule, members,
-                                                 share, summarise, unique_seeds)
+from plasticlab.experiments._hebb_common import (
+    ACTIVATIONS,
+    check_min,
+    check_nonneg,
+    member_rule,
+    members,
+    share,
+    summarise,
+    unique_seeds,
+)
 from plasticlab.experiments.base import Experiment, register
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.report import Report
@@ -61,8 +70,15 @@ class HebbPhase(Experiment):
         batch_size=256,
         label_noise=0.0,
     )
-    quick = dict(activations=[LINREG], sigmas=_QUICK_SIGMAS, gammas=gamma_grid(_QUICK_SIGMAS),
-                 seeds=[0, 1, 2], n_train=5000, n_val=1000, steps=1500)
+    quick = dict(
+        activations=[LINREG],
+        sigmas=_QUICK_SIGMAS,
+        gammas=gamma_grid(_QUICK_SIGMAS),
+        seeds=[0, 1, 2],
+        n_train=5000,
+        n_val=1000,
+        steps=1500,
+    )
     choices = dict(activations=[LINREG, *ACTIVATIONS])
 
     def validate(self, p):
@@ -73,10 +89,23 @@ class HebbPhase(Experiment):
             raise PlasticlabError(f"hebb-phase parameter 'lr' must be > 0, got {p['lr']!r}")
 
     def chunks(self, p):
-        keep = ("gammas", "seeds", "d_in", "hidden", "n_train", "n_val", "steps", "lr", "batch_size",
-                "label_noise")
-        return [dict(activation=a, sigma=float(s), **{k: p[k] for k in keep})
-                for a in p["activations"] for s in p["sigmas"]]
+        keep = (
+            "gammas",
+            "seeds",
+            "d_in",
+            "hidden",
+            "n_train",
+            "n_val",
+            "steps",
+            "lr",
+            "batch_size",
+            "label_noise",
+        )
+        return [
+            dict(activation=a, sigma=float(s), **{k: p[k] for k in keep})
+            for a in p["activations"]
+            for s in p["sigmas"]
+        ]
 
     def run_chunk(self, spec):
         torch.set_num_threads(1)
@@ -91,29 +120,57 @@ def run_phase_chunk(spec) -> pd.DataFrame:
     m = members(spec["seeds"], gamma=spec["gammas"])
     useeds = unique_seeds(spec["seeds"])
     if act == LINREG:
-        data = teacher_regression(useeds, d_in=d, d_out=1, n_train=spec["n_train"], n_val=spec["n_val"],
-                                  teacher_hidden=(), teacher_activation="linear",
-                                  teacher_scale=math.sqrt(d), label_noise=spec["label_noise"])
+        data = teacher_regression(
+            useeds,
+            d_in=d,
+            d_out=1,
+            n_train=spec["n_train"],
+            n_val=spec["n_val"],
+            teacher_hidden=(),
+            teacher_activation="linear",
+            teacher_scale=math.sqrt(d),
+            label_noise=spec["label_noise"],
+        )
         widths, net_act = [d, 1], "linear"
     else:
-        data = teacher_regression(useeds, d_in=d, d_out=d, n_train=spec["n_train"], n_val=spec["n_val"],
-                                  label_noise=spec["label_noise"])
+        data = teacher_regression(
+            useeds, d_in=d, d_out=d, n_train=spec["n_train"], n_val=spec["n_val"], label_noise=spec["label_noise"]
+        )
         widths, net_act = [d, spec["hidden"], d], act
     data = share(data, m.seed_index.values)
     seeds = m.seed.tolist()
     net = init_mlp(seeds, widths, net_act)
     sig = np.full(len(m), spec["sigma"])
     steps = spec["steps"]
-    res = train_mlp(net, member_rule("sgd", m.gamma.values, sig), data, seeds, steps=steps, lr=spec["lr"],
-                    batch_size=spec["batch_size"], record_every=max(steps // 20, 1), average_from=steps // 2,
-                    late_every=2)
+    res = train_mlp(
+        net,
+        member_rule("sgd", m.gamma.values, sig),
+        data,
+        seeds,
+        steps=steps,
+        lr=spec["lr"],
+        batch_size=spec["batch_size"],
+        record_every=max(steps // 20, 1),
+        average_from=steps // 2,
+        late_every=2,
+    )
     rows = []
     for l in range(len(widths) - 1):
-        rows.append(m.drop(columns="seed_index").assign(
-            activation=act, model="linear" if act == LINREG else "mlp", sigma=spec["sigma"], layer=l,
-            alignment=res.alignment_late[l].numpy(), val_loss=res.val_loss_final.numpy(),
-            diverged=res.diverged.numpy(), collapsed=res.collapsed[l].numpy(),
-            w_sq=res.W_mean[l].flatten(1).pow(2).sum(1).numpy(), fan_in=widths[l], fan_out=widths[l + 1]))
+        rows.append(
+            m.drop(columns="seed_index").assign(
+                activation=act,
+                model="linear" if act == LINREG else "mlp",
+                sigma=spec["sigma"],
+                layer=l,
+                alignment=res.alignment_late[l].numpy(),
+                val_loss=res.val_loss_final.numpy(),
+                diverged=res.diverged.numpy(),
+                collapsed=res.collapsed[l].numpy(),
+                w_sq=res.W_mean[l].flatten(1).pow(2).sum(1).numpy(),
+                fan_in=widths[l],
+                fan_out=widths[l + 1],
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -169,13 +226,28 @@ def _phase_figure(df, acts, value, title, cmap, norm_fn, cbar_label, mark_min=Fa
                 if np.isfinite(Z[i, j]) and len(gam) * len(sig) <= 80:
                     shade = float(norm(Z[i, j])) if norm is not None else 0.5
                     dark = abs(shade - 0.5) > 0.3 if value == "alignment" else shade < 0.45
-                    ax.text(x, g, f"{Z[i, j]:.2f}" if value == "alignment" else f"{Z[i, j]:.2g}",
-                            ha="center", va="center", fontsize=6.5, color="white" if dark else "black")
+                    ax.text(
+                        x,
+                        g,
+                        f"{Z[i, j]:.2f}" if value == "alignment" else f"{Z[i, j]:.2g}",
+                        ha="center",
+                        va="center",
+                        fontsize=6.5,
+                        color="white" if dark else "black",
+                    )
         _theory_line(ax, sig, band_factor(cells) if {"w_sq", "fan_in"} <= set(cells) else None)
         if mark_min and np.isfinite(Z).any():
             i, j = np.unravel_index(np.nanargmin(Z), Z.shape)
-            ax.plot(sig[j], gam[i], marker="*", ms=16, mfc="gold", mec="k", ls="none",
-                    label=f"lowest val. loss (σ={sig[j]:g}, γ={gam[i]:.3g})")
+            ax.plot(
+                sig[j],
+                gam[i],
+                marker="*",
+                ms=16,
+                mfc="gold",
+                mec="k",
+                ls="none",
+                label=f"lowest val. loss (σ={sig[j]:g}, γ={gam[i]:.3g})",
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xticks(sig, [f"{x:g}" for x in sig])
@@ -206,24 +278,48 @@ def _report(df, p, out):
         f"matrix, averaged over the second half of {p['steps']} SGD steps (lr {p['lr']}, batch "
         f"{p['batch_size']}) and over {len(p['seeds'])} seeds; cells print the value. For an MLP layer the "
         "same balance γ‖v_row‖² ≈ σ² d_in sits higher, because its rows are not of norm² ≈ d: the dotted "
-        "line rescales the theory by the measured row norms.")
-    div = lambda Z: mcolors.TwoSlopeNorm(vcenter=0.0, vmin=-1.0, vmax=1.0)  # noqa: E731
-    rep.figure(_phase_figure(df, acts, "alignment", "Hebbian alignment: red = Hebbian, blue = anti-Hebbian",
-                             "RdBu_r", div, "alignment cos(G, H)"), "phase_alignment",
-               "Stationary Hebbian alignment over noise σ and decay γ (log axes); dashed: theory γ = σ².")
+        "line rescales the theory by the measured row norms."
+    )
+    div = lambda Z: mcolors.TwoSlopeNorm(vcenter=0.0, vmin=-1.0, vmax=1.0)
+    rep.figure(
+        _phase_figure(
+            df,
+            acts,
+            "alignment",
+            "Hebbian alignment: red = Hebbian, blue = anti-Hebbian",
+            "RdBu_r",
+            div,
+            "alignment cos(G, H)",
+        ),
+        "phase_alignment",
+        "Stationary Hebbian alignment over noise σ and decay γ (log axes); dashed: theory γ = σ².",
+    )
 
     def lognorm(Z):
         Z = Z[np.isfinite(Z) & (Z > 0)]
         return mcolors.LogNorm(vmin=Z.min(), vmax=Z.max()) if len(Z) else None
 
-    rep.figure(_phase_figure(df, acts, "val_loss", "Validation loss (star: lowest)", "viridis", lognorm,
-                             "validation loss", mark_min=True), "phase_val_loss",
-               "Final validation loss of the learned (unperturbed) weights; star = its minimum.")
+    rep.figure(
+        _phase_figure(
+            df,
+            acts,
+            "val_loss",
+            "Validation loss (star: lowest)",
+            "viridis",
+            lognorm,
+            "validation loss",
+            mark_min=True,
+        ),
+        "phase_val_loss",
+        "Final validation loss of the learned (unperturbed) weights; star = its minimum.",
+    )
     _claims(rep, df, p)
     rows = summarise(df, ["activation", "layer", "sigma", "gamma"])
     rows["gamma/σ²"] = rows.gamma / rows.sigma.replace(0, np.nan) ** 2
-    rep.table(rows[["activation", "layer", "sigma", "gamma", "gamma/σ²", "mean", "sem", "n"]],
-              "All cells: mean alignment ± sem over seeds (n = runs that neither diverged nor collapsed)")
+    rep.table(
+        rows[["activation", "layer", "sigma", "gamma", "gamma/σ²", "mean", "sem", "n"]],
+        "All cells: mean alignment ± sem over seeds (n = runs that neither diverged nor collapsed)",
+    )
     rep.write()
 
 
@@ -238,8 +334,11 @@ def _nearest(values, target, tol=1.2):
 def _claims(rep: Report, df: pd.DataFrame, p):
     lin = df[(df.activation == LINREG) & (df.layer == 0)]
     if lin.empty:
-        rep.claim("linear regression: alignment < 0 at γ = σ²/4 and > 0 at γ = 4σ²", None,
-                  "linear-regression not in `activations`")
+        rep.claim(
+            "linear regression: alignment < 0 at γ = σ²/4 and > 0 at γ = 4σ²",
+            None,
+            "linear-regression not in `activations`",
+        )
         return
     s = summarise(lin, ["sigma", "gamma"])
     lines = []
@@ -253,22 +352,32 @@ def _claims(rep: Report, df: pd.DataFrame, p):
         if np.isnan(vals[0.25]) or np.isnan(vals[4.0]):
             continue
         ok = vals[0.25] < 0 < vals[4.0]
-        rep.claim(f"linear regression, σ = {sigma:g}: alignment < 0 at γ = σ²/4 and > 0 at γ = 4σ² "
-                  "(sign change near γ ≈ σ²)", ok,
-                  f"{vals[0.25]:+.3f} at σ²/4, {vals[1.0]:+.3f} at σ², {vals[4.0]:+.3f} at 4σ²")
+        rep.claim(
+            f"linear regression, σ = {sigma:g}: alignment < 0 at γ = σ²/4 and > 0 at γ = 4σ² "
+            "(sign change near γ ≈ σ²)",
+            ok,
+            f"{vals[0.25]:+.3f} at σ²/4, {vals[1.0]:+.3f} at σ², {vals[4.0]:+.3f} at 4σ²",
+        )
         for r, v in vals.items():
             lines.append(dict(sigma=sigma, ratio=r, alignment=v))
     if lines:
         ours = pd.DataFrame(lines)
         paper = pd.DataFrame([dict(sigma=0.3, ratio=r, alignment=v) for r, v in PAPER_A3.items()])
-        rep.compare(ours, paper, ["sigma", "ratio"], "alignment",
-                    f"Linear regression (d = {p['d_in']}): alignment at γ = ratio·σ², ours vs the paper's "
-                    "(SPEC A.3 gives σ = 0.3 only)")
+        rep.compare(
+            ours,
+            paper,
+            ["sigma", "ratio"],
+            "alignment",
+            f"Linear regression (d = {p['d_in']}): alignment at γ = ratio·σ², ours vs the paper's "
+            "(SPEC A.3 gives σ = 0.3 only)",
+        )
     # The paper: the lowest validation loss lies near the transition band (alignment ≈ 0)
-    rep.text("*Validation loss.* The paper finds the lowest validation loss near the alignment ≈ 0 band. "
-             "Decay can only help generalisation where there is something to regularise: with n_train ≫ d "
-             "and no label noise, linear regression's best γ is ≈ 0 and its loss is flat below γ ≈ σ², "
-             "so the verdict below is expected to fail there (try `label_noise` and a small `n_train`).")
+    rep.text(
+        "*Validation loss.* The paper finds the lowest validation loss near the alignment ≈ 0 band. "
+        "Decay can only help generalisation where there is something to regularise: with n_train ≫ d "
+        "and no label noise, linear regression's best γ is ≈ 0 and its loss is flat below γ ≈ σ², "
+        "so the verdict below is expected to fail there (try `label_noise` and a small `n_train`)."
+    )
     for act in sorted(set(df.activation)):
         a = df[(df.activation == act) & (df.layer == plot_layer(act)) & (df.sigma > 0) & (df.gamma > 0)]
         vs = summarise(a, ["sigma", "gamma"], "val_loss").dropna(subset=["mean"])
@@ -282,8 +391,11 @@ def _claims(rep: Report, df: pd.DataFrame, p):
         row = vs[vs.sigma == best.sigma].sort_values("gamma")
         gain = 1 - best["mean"] / row["mean"].iloc[0]
         near = abs(a_best) < 0.1 and gain > 0.05
-        rep.claim(f"{act}: the lowest validation loss lies near the transition band (alignment ≈ 0 there, "
-                  "and decay lowers the loss by > 5 % vs the smallest γ)", near if np.isfinite(a_best) else None,
-                  f"min val loss {best['mean']:.4g} at σ = {best.sigma:g}, γ = {best.gamma:.3g} "
-                  f"(γ/σ² = {best.gamma / best.sigma**2:.3g}), alignment there {a_best:+.3f}; "
-                  f"{100 * gain:.1f} % below the loss at the smallest γ")
+        rep.claim(
+            f"{act}: the lowest validation loss lies near the transition band (alignment ≈ 0 there, "
+            "and decay lowers the loss by > 5 % vs the smallest γ)",
+            near if np.isfinite(a_best) else None,
+            f"min val loss {best['mean']:.4g} at σ = {best.sigma:g}, γ = {best.gamma:.3g} "
+            f"(γ/σ² = {best.gamma / best.sigma**2:.3g}), alignment there {a_best:+.3f}; "
+            f"{100 * gain:.1f} % below the loss at the smallest γ",
+        )

@@ -5,6 +5,7 @@ the standard one (SPEC A.5: 32-d Gaussian inputs, 32-d outputs of a random tanh 
 needs steps ≳ a few / (lr γ): reached at the largest γ, not at γ = 5e-5 in the quick run (only the
 trend in γ is expected there).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,14 @@ import pandas as pd
 import torch
 
 from plasticlab.errors import PlasticlabError
-from plasticlab.experiments._hebb_common import (ACTIVATIONS, check_min, check_nonneg, dtype_of, summarise,
-                                                 train_regression)
+from plasticlab.experiments._hebb_common import (
+    ACTIVATIONS,
+    check_min,
+    check_nonneg,
+    dtype_of,
+    summarise,
+    train_regression,
+)
 from plasticlab.experiments.base import Experiment, register
 from plasticlab.report import Report
 
@@ -32,8 +39,9 @@ MUST = ["sgd", "dfa", "random_nn"]
 
 
 def paper_table() -> pd.DataFrame:
-    return pd.DataFrame([dict(rule=r, gamma=g, alignment=v) for r, vals in PAPER.items()
-                         for g, v in zip(PAPER_GAMMAS, vals)])
+    return pd.DataFrame(
+        [dict(rule=r, gamma=g, alignment=v) for r, vals in PAPER.items() for g, v in zip(PAPER_GAMMAS, vals)]
+    )
 
 
 @register
@@ -42,13 +50,38 @@ class HebbTable(Experiment):
     summary = "Table 1 (MLP rows): 2nd-layer Hebbian alignment per rule × weight decay γ"
     budget_s = 60
     code_version = 2  # bump when run_chunk changes its numbers, so saved chunks are not reused
-    defaults = dict(rules=TABLE_RULES, gammas=PAPER_GAMMAS, seeds=list(range(10)), widths=[32, 64, 64, 32],
-                    activation="tanh", steps=100000, lr=0.1, adam_lr=0.01, batch_size=256, n_train=20000,
-                    n_val=2000, layer=1, average_from=0.75, dtype="float64")
-    quick = dict(seeds=[0, 1], widths=[32, 32, 32, 32], steps=5000, lr=0.2, adam_lr=0.03, n_train=10000,
-                 n_val=500, dtype="float32", average_from=0.8)
-    choices = dict(rules=["adam", "sgd", "dfa", "random_nn", "hebbian", "anti_hebbian", "oja"],
-                   activation=ACTIVATIONS, dtype=["float64", "float32"])
+    defaults = dict(
+        rules=TABLE_RULES,
+        gammas=PAPER_GAMMAS,
+        seeds=list(range(10)),
+        widths=[32, 64, 64, 32],
+        activation="tanh",
+        steps=100000,
+        lr=0.1,
+        adam_lr=0.01,
+        batch_size=256,
+        n_train=20000,
+        n_val=2000,
+        layer=1,
+        average_from=0.75,
+        dtype="float64",
+    )
+    quick = dict(
+        seeds=[0, 1],
+        widths=[32, 32, 32, 32],
+        steps=5000,
+        lr=0.2,
+        adam_lr=0.03,
+        n_train=10000,
+        n_val=500,
+        dtype="float32",
+        average_from=0.8,
+    )
+    choices = dict(
+        rules=["adam", "sgd", "dfa", "random_nn", "hebbian", "anti_hebbian", "oja"],
+        activation=ACTIVATIONS,
+        dtype=["float64", "float32"],
+    )
 
     def validate(self, p):
         check_nonneg(self.name, "gammas", p["gammas"])
@@ -56,37 +89,69 @@ class HebbTable(Experiment):
         if len(p["widths"]) < 2:
             raise PlasticlabError(f"hebb-table parameter 'widths' needs at least (in, out), got {p['widths']}")
         if p["layer"] >= len(p["widths"]) - 1:
-            raise PlasticlabError(f"hebb-table parameter 'layer' = {p['layer']} but widths {p['widths']} "
-                                  f"have layers 0..{len(p['widths']) - 2}")
+            raise PlasticlabError(
+                f"hebb-table parameter 'layer' = {p['layer']} but widths {p['widths']} "
+                f"have layers 0..{len(p['widths']) - 2}"
+            )
         if not 0 <= p["average_from"] < 1:
-            raise PlasticlabError(f"hebb-table parameter 'average_from' is a fraction of steps in [0, 1), "
-                                  f"got {p['average_from']!r}")
+            raise PlasticlabError(
+                f"hebb-table parameter 'average_from' is a fraction of steps in [0, 1), got {p['average_from']!r}"
+            )
         for key in ("lr", "adam_lr"):
             if not p[key] > 0:
                 raise PlasticlabError(f"hebb-table parameter {key!r} must be > 0, got {p[key]!r}")
 
     def chunks(self, p):
-        keep = ("gammas", "seeds", "widths", "activation", "steps", "batch_size", "n_train", "n_val",
-                "average_from", "dtype")
-        return [dict(rule=r, lr=p["adam_lr"] if r == "adam" else p["lr"], **{k: p[k] for k in keep})
-                for r in p["rules"]]
+        keep = (
+            "gammas",
+            "seeds",
+            "widths",
+            "activation",
+            "steps",
+            "batch_size",
+            "n_train",
+            "n_val",
+            "average_from",
+            "dtype",
+        )
+        return [
+            dict(rule=r, lr=p["adam_lr"] if r == "adam" else p["lr"], **{k: p[k] for k in keep})
+            for r in p["rules"]
+        ]
 
     def run_chunk(self, spec):
         torch.set_num_threads(1)
         steps = spec["steps"]
-        m, res = train_regression(spec["rule"], spec["gammas"], spec["seeds"], widths=spec["widths"],
-                                  activation=spec["activation"], steps=steps, lr=spec["lr"],
-                                  batch_size=spec["batch_size"], n_train=spec["n_train"],
-                                  n_val=spec["n_val"], average_from=int(spec["average_from"] * steps),
-                                  record_every=max(steps // 40, 1), late_every=4,
-                                  dtype=dtype_of(spec["dtype"]))
+        m, res = train_regression(
+            spec["rule"],
+            spec["gammas"],
+            spec["seeds"],
+            widths=spec["widths"],
+            activation=spec["activation"],
+            steps=steps,
+            lr=spec["lr"],
+            batch_size=spec["batch_size"],
+            n_train=spec["n_train"],
+            n_val=spec["n_val"],
+            average_from=int(spec["average_from"] * steps),
+            record_every=max(steps // 40, 1),
+            late_every=4,
+            dtype=dtype_of(spec["dtype"]),
+        )
         rows = []
         for l in range(len(spec["widths"]) - 1):
-            rows.append(m.assign(rule=spec["rule"], layer=l, lr=spec["lr"],
-                                 alignment=res.alignment_late[l].double().numpy(),
-                                 val_loss=res.val_loss_final.double().numpy(),
-                                 diverged=res.diverged.numpy(), collapsed=res.collapsed[l].numpy(),
-                                 w_norm=res.W_mean[l].double().flatten(1).norm(dim=1).numpy()))
+            rows.append(
+                m.assign(
+                    rule=spec["rule"],
+                    layer=l,
+                    lr=spec["lr"],
+                    alignment=res.alignment_late[l].double().numpy(),
+                    val_loss=res.val_loss_final.double().numpy(),
+                    diverged=res.diverged.numpy(),
+                    collapsed=res.collapsed[l].numpy(),
+                    w_norm=res.W_mean[l].double().flatten(1).norm(dim=1).numpy(),
+                )
+            )
         # the alignment trajectory, for the figure: one row per checkpoint (layer = the table's layer only)
         return pd.concat(rows, ignore_index=True)
 
@@ -118,7 +183,8 @@ def _report(df, p, out):
         f"when layer = 1), averaged over the last {1 - p['average_from']:.0%} of training and over "
         f"{len(p['seeds'])} seeds. '—' = collapsed or diverged. Stationarity takes ≳ a few/(lr·γ) steps: "
         f"lr·γ·(steps) = {p['lr'] * max(p['gammas']) * p['steps']:.3g} at the largest γ, "
-        f"{p['lr'] * sorted(set(p['gammas']) - {0} or [0])[0] * p['steps']:.3g} at the smallest γ > 0.")
+        f"{p['lr'] * sorted(set(p['gammas']) - {0} or [0])[0] * p['steps']:.3g} at the smallest γ > 0."
+    )
     sel = df[df.layer == layer]
     s = summarise(sel, ["rule", "gamma"])
     order = {r: i for i, r in enumerate(p["rules"])}
@@ -126,8 +192,13 @@ def _report(df, p, out):
     ours = s.rename(columns={"mean": "alignment"})[["rule", "gamma", "alignment"]]
     paper = paper_table()
     paper = paper[paper.rule.isin(p["rules"])]
-    m = rep.compare(ours, paper, ["rule", "gamma"], "alignment",
-                    f"Layer {layer + 1} alignment: ours vs the paper's Table 1 (difference; — = collapsed/absent)")
+    m = rep.compare(
+        ours,
+        paper,
+        ["rule", "gamma"],
+        "alignment",
+        f"Layer {layer + 1} alignment: ours vs the paper's Table 1 (difference; — = collapsed/absent)",
+    )
     wide = s.pivot(index="rule", columns="gamma", values="mean").reindex(p["rules"]).reset_index()
     wide.columns = ["rule"] + [f"γ={g:g}" for g in wide.columns[1:]]
     rep.table(wide, "Ours, in the paper's layout")
@@ -137,15 +208,30 @@ def _report(df, p, out):
     for i, rule in enumerate(p["rules"]):
         r = s[s.rule == rule]
         col = f"C{i}"
-        axes[0].errorbar([gpos[g] for g in r.gamma], r["mean"], yerr=r["sem"].fillna(0), fmt="o-", color=col,
-                         capsize=3, label=f"{rule} (ours)")
+        axes[0].errorbar(
+            [gpos[g] for g in r.gamma],
+            r["mean"],
+            yerr=r["sem"].fillna(0),
+            fmt="o-",
+            color=col,
+            capsize=3,
+            label=f"{rule} (ours)",
+        )
         pr = paper[paper.rule == rule]
         pr = pr[pr.gamma.isin(gpos)]
-        axes[0].plot([gpos[g] for g in pr.gamma], pr.alignment, "s--", color=col, mfc="none", alpha=0.7,
-                     label=f"{rule} (paper)")
+        axes[0].plot(
+            [gpos[g] for g in pr.gamma],
+            pr.alignment,
+            "s--",
+            color=col,
+            mfc="none",
+            alpha=0.7,
+            label=f"{rule} (paper)",
+        )
         pts = sel[sel.rule == rule]
-        axes[1].scatter([gpos[g] + 0.08 * (i - 1.5) for g in pts.gamma], pts.alignment, s=14, color=col,
-                        label=rule)
+        axes[1].scatter(
+            [gpos[g] + 0.08 * (i - 1.5) for g in pts.gamma], pts.alignment, s=14, color=col, label=rule
+        )
     for ax in axes:
         ax.set_xticks(list(gpos.values()), [f"{g:g}" for g in gpos])
         ax.axhline(0, color="grey", lw=0.8)
@@ -156,27 +242,38 @@ def _report(df, p, out):
     axes[0].legend(fontsize=7, ncol=2)
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    rep.figure(fig, "table_alignment", "Hebbian alignment vs weight decay, ours (solid) beside the paper's (dashed).")
+    rep.figure(
+        fig, "table_alignment", "Hebbian alignment vs weight decay, ours (solid) beside the paper's (dashed)."
+    )
 
     for rule in p["rules"]:
         r = s[s.rule == rule].sort_values("gamma")
         vals, sems = r["mean"].tolist(), r["sem"].tolist()
         up = increases(vals, sems)
         measured = ", ".join(f"γ={g:g}: {v:+.3f}±{e:.3f}" for g, v, e in zip(r.gamma, vals, np.nan_to_num(sems)))
-        rep.claim(f"{rule}: alignment increases with γ (beyond 2 sem, min 0.01)" +
-                  ("" if rule in MUST else " (reported)"), up if rule in MUST else None,
-                  ("increases: " if up else "does not increase: ") + measured)
+        rep.claim(
+            f"{rule}: alignment increases with γ (beyond 2 sem, min 0.01)"
+            + ("" if rule in MUST else " (reported)"),
+            up if rule in MUST else None,
+            ("increases: " if up else "does not increase: ") + measured,
+        )
     gmax = max(p["gammas"])
     r = s[(s.rule == "sgd") & (s.gamma == gmax)]
     if len(r):
         v = float(r["mean"].iloc[0])
-        rep.claim(f"sgd: alignment > 0.3 at the largest γ = {gmax:g} (paper at 5e-3: 0.59)",
-                  v > 0.3 if np.isfinite(v) else False, f"{v:+.3f}")
+        rep.claim(
+            f"sgd: alignment > 0.3 at the largest γ = {gmax:g} (paper at 5e-3: 0.59)",
+            v > 0.3 if np.isfinite(v) else False,
+            f"{v:+.3f}",
+        )
     dfa = m[m.rule == "dfa"]
     if len(dfa) and dfa.ours.notna().any():
-        rep.claim("dfa at γ = 0 is already Hebbian (paper: 0.45)", None,
-                  f"ours {float(dfa[dfa.gamma == 0].ours.iloc[0]) if (dfa.gamma == 0).any() else float('nan'):+.3f}"
-                  " (quick runs are far shorter than the paper's)")
+        rep.claim(
+            "dfa at γ = 0 is already Hebbian (paper: 0.45)",
+            None,
+            f"ours {float(dfa[dfa.gamma == 0].ours.iloc[0]) if (dfa.gamma == 0).any() else float('nan'):+.3f}"
+            " (quick runs are far shorter than the paper's)",
+        )
     per_layer = summarise(df, ["rule", "layer", "gamma"])
     rep.table(per_layer, "Every layer (mean ± sem over seeds)")
     rep.write()

@@ -6,6 +6,7 @@ sides are time averages over the late window of one run. Hebbian and Oja are sho
 a different kind: plain Hebb has no stationary point under weak decay (it grows without bound), Oja's
 signal is Hebbian by construction.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,14 @@ import pandas as pd
 import torch
 
 from plasticlab.errors import PlasticlabError
-from plasticlab.experiments._hebb_common import (ACTIVATIONS, RULES, check_min, check_nonneg, dtype_of,
-                                                 train_regression)
+from plasticlab.experiments._hebb_common import (
+    ACTIVATIONS,
+    RULES,
+    check_min,
+    check_nonneg,
+    dtype_of,
+    train_regression,
+)
 from plasticlab.experiments.base import Experiment, register
 from plasticlab.metrics.hebbian import cosine
 from plasticlab.report import Report
@@ -30,12 +37,23 @@ class HebbTheorem(Experiment):
     summary = "stationarity identity ⟨E g, E h_b h_aᵀ⟩ = γ E‖h_b‖² checked for every rule"
     budget_s = 60
     code_version = 2  # bump when run_chunk changes its numbers, so saved chunks are not reused
-    defaults = dict(rules=["sgd", "adam", "dfa", "random_nn", "hebbian", "oja"], gammas=[5e-3, 2e-2],
-                    seeds=[0, 1, 2, 3, 4], widths=[32, 32, 32, 32], activation="tanh", steps=40000,
-                    lr=0.1, adam_lr=0.03, local_lr=0.01, batch_size=256, n_train=20000, n_val=2000, tolerance=0.1,
-                    dtype="float64")
-    quick = dict(gammas=[2e-2], seeds=[0, 1], steps=2000, n_train=5000, n_val=500, dtype="float32",
-                 adam_lr=0.03)
+    defaults = dict(
+        rules=["sgd", "adam", "dfa", "random_nn", "hebbian", "oja"],
+        gammas=[5e-3, 2e-2],
+        seeds=[0, 1, 2, 3, 4],
+        widths=[32, 32, 32, 32],
+        activation="tanh",
+        steps=40000,
+        lr=0.1,
+        adam_lr=0.03,
+        local_lr=0.01,
+        batch_size=256,
+        n_train=20000,
+        n_val=2000,
+        tolerance=0.1,
+        dtype="float64",
+    )
+    quick = dict(gammas=[2e-2], seeds=[0, 1], steps=2000, n_train=5000, n_val=500, dtype="float32", adam_lr=0.03)
     choices = dict(rules=RULES, activation=ACTIVATIONS, dtype=["float64", "float32"])
 
     def validate(self, p):
@@ -56,21 +74,39 @@ class HebbTheorem(Experiment):
     def run_chunk(self, spec):
         torch.set_num_threads(1)
         steps = spec["steps"]
-        m, res = train_regression(spec["rule"], spec["gammas"], spec["seeds"], widths=spec["widths"],
-                                  activation=spec["activation"], steps=steps, lr=spec["lr"],
-                                  batch_size=spec["batch_size"], n_train=spec["n_train"],
-                                  n_val=spec["n_val"], average_from=steps // 2, record_every=steps // 10,
-                                  dtype=dtype_of(spec["dtype"]))
+        m, res = train_regression(
+            spec["rule"],
+            spec["gammas"],
+            spec["seeds"],
+            widths=spec["widths"],
+            activation=spec["activation"],
+            steps=steps,
+            lr=spec["lr"],
+            batch_size=spec["batch_size"],
+            n_train=spec["n_train"],
+            n_val=spec["n_val"],
+            average_from=steps // 2,
+            record_every=steps // 10,
+            dtype=dtype_of(spec["dtype"]),
+        )
         rows = []
         gam = torch.tensor(m.gamma.to_numpy(dtype=np.float64, copy=True))
         for l, (G, H, P) in enumerate(zip(res.G_mean, res.H_mean, res.post_sq_mean)):
             lhs = (G.double() * H.double()).flatten(1).sum(1)
             rhs = gam * P.double()
-            rows.append(m.assign(rule=spec["rule"], layer=l, lhs=lhs.numpy(), rhs=rhs.numpy(),
-                                 rel_error=((lhs - rhs).abs() / rhs.abs()).numpy(),
-                                 alignment=res.alignment_late[l].double().numpy(),
-                                 alignment_timeavg=cosine(G.double(), H.double()).numpy(),
-                                 diverged=res.diverged.numpy(), collapsed=res.collapsed[l].numpy()))
+            rows.append(
+                m.assign(
+                    rule=spec["rule"],
+                    layer=l,
+                    lhs=lhs.numpy(),
+                    rhs=rhs.numpy(),
+                    rel_error=((lhs - rhs).abs() / rhs.abs()).numpy(),
+                    alignment=res.alignment_late[l].double().numpy(),
+                    alignment_timeavg=cosine(G.double(), H.double()).numpy(),
+                    diverged=res.diverged.numpy(),
+                    collapsed=res.collapsed[l].numpy(),
+                )
+            )
         return pd.concat(rows, ignore_index=True)
 
     def report(self, df, p, out):
@@ -88,12 +124,22 @@ def _report(df, p, out):
         "|lhs − rhs| / rhs; diverged runs are excluded (their count is shown). "
         f"Network widths {p['widths']}, {p['activation']}, lr {p['lr']} (Adam {p['adam_lr']}, Hebbian/Oja "
         f"{p['local_lr']}). Plain Hebb + decay has no stationary point when the input covariance's top "
-        "eigenvalue exceeds γ: it grows until it is marked diverged.")
+        "eigenvalue exceeds γ: it grows until it is marked diverged."
+    )
     ok = df[~df.diverged]
-    agg = (ok.groupby(["rule", "gamma", "layer"])
-           .agg(lhs=("lhs", "mean"), rhs=("rhs", "mean"), rel_error_mean=("rel_error", "mean"),
-                rel_error_max=("rel_error", "max"), alignment=("alignment", "mean"),
-                alignment_timeavg=("alignment_timeavg", "mean"), n=("seed", "count")).reset_index())
+    agg = (
+        ok.groupby(["rule", "gamma", "layer"])
+        .agg(
+            lhs=("lhs", "mean"),
+            rhs=("rhs", "mean"),
+            rel_error_mean=("rel_error", "mean"),
+            rel_error_max=("rel_error", "max"),
+            alignment=("alignment", "mean"),
+            alignment_timeavg=("alignment_timeavg", "mean"),
+            n=("seed", "count"),
+        )
+        .reset_index()
+    )
     div = df.groupby(["rule", "gamma", "layer"]).diverged.sum().rename("diverged").reset_index()
     agg = div.merge(agg, on=["rule", "gamma", "layer"], how="left")
     order = {r: i for i, r in enumerate(p["rules"])}
@@ -126,13 +172,19 @@ def _report(df, p, out):
         s = ok[ok.rule == rule]
         n_div = int(df[df.rule == rule].diverged.sum()) // max(df.layer.nunique(), 1)
         if s.empty:
-            rep.claim(f"{rule}: stationarity identity holds (relative error < {p['tolerance']:.0%})",
-                      False if rule in MUST else None, f"every run diverged ({n_div}) — no stationary state")
+            rep.claim(
+                f"{rule}: stationarity identity holds (relative error < {p['tolerance']:.0%})",
+                False if rule in MUST else None,
+                f"every run diverged ({n_div}) — no stationary state",
+            )
             continue
         worst = float(s.rel_error.max())
         verdict = worst < p["tolerance"] if rule in MUST else None
         extra = "" if rule in MUST else " (reported, not part of the must-show)"
-        rep.claim(f"{rule}: stationarity identity holds (relative error < {p['tolerance']:.0%}){extra}", verdict,
-                  f"relative error mean {s.rel_error.mean():.3%}, worst {worst:.3%} over {len(s)} runs×layers"
-                  f"; {n_div} diverged; lhs > 0 in {int((s.lhs > 0).sum())}/{len(s)}")
+        rep.claim(
+            f"{rule}: stationarity identity holds (relative error < {p['tolerance']:.0%}){extra}",
+            verdict,
+            f"relative error mean {s.rel_error.mean():.3%}, worst {worst:.3%} over {len(s)} runs×layers"
+            f"; {n_div} diverged; lhs > 0 in {int((s.lhs > 0).sum())}/{len(s)}",
+        )
     rep.write()

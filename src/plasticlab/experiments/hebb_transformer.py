@@ -1,9 +1,10 @@
 """hebb-transformer: the transformer rows of SPEC Table 1, measured with the HebbianProbe only.
 
-A small pre-LN transformer (``norm="none"`` drops the LayerNorms; 2 blocks, 4 heads, 32-d embedding; attention written by hand from nn.Linear q/k/v/o
-projections so the probe sees every matrix) on the teacher regression task: the 32-d Gaussian input is split
-into 8 tokens × 4 features, embedded to 32-d (+ a learned position embedding), mean-pooled and read out to 32
-outputs. Rules: Adam and SGD, each with *decoupled* decay applied after the optimizer step,
+A small pre-LN transformer (``norm="none"`` drops the LayerNorms; 2 blocks, 4 heads, 32-d embedding;
+attention written by hand from nn.Linear q/k/v/o projections so the probe sees every matrix) on the teacher
+regression task: the 32-d Gaussian input is split into 8 tokens × 4 features, embedded to 32-d (+ a learned
+position embedding), mean-pooled and read out to 32 outputs. Rules: Adam and SGD, each with *decoupled* decay
+applied after the optimizer step,
 W ← W(1 − ηγ) on every parameter. Adam + that decay is the AdamW form (AdamW decays just before its Adam step;
 the order changes ΔW by O(η²γ)). Because the decay runs outside the probed ``optimizer.step()``, the probe's
 "actual update" is exactly the rule's learning signal g of SPEC A.2 with decay excluded: −η·grad for SGD,
@@ -17,6 +18,7 @@ steps) per layer, then over seeds. "2nd layer" (Table 1 uses the 2nd layer): the
 projections q, k, v — the 2nd weight matrices in forward order (in nn.MultiheadAttention they are one in_proj
 matrix) — averaged; the mean over all 14 layers is reported too. "—" when the weights collapse.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +37,16 @@ from plasticlab.probe import HebbianProbe
 from plasticlab.report import Report
 
 # SPEC A.5 Table 1, transformer rows (the paper's numbers; NaN = "—", weights collapsed)
-PAPER = {("adam", 0.0): -0.02, ("adam", 5e-5): 0.50, ("adam", 5e-4): 0.99, ("adam", 5e-3): math.nan,
-         ("sgd", 0.0): 0.00, ("sgd", 5e-5): 0.04, ("sgd", 5e-4): 0.47, ("sgd", 5e-3): 0.88}
+PAPER = {
+    ("adam", 0.0): -0.02,
+    ("adam", 5e-5): 0.50,
+    ("adam", 5e-4): 0.99,
+    ("adam", 5e-3): math.nan,
+    ("sgd", 0.0): 0.00,
+    ("sgd", 5e-5): 0.04,
+    ("sgd", 5e-4): 0.47,
+    ("sgd", 5e-3): 0.88,
+}
 SECOND = ("blocks.0.attn.q", "blocks.0.attn.k", "blocks.0.attn.v")
 COLLAPSE = 1e-3  # a layer whose ‖W‖ fell below this fraction of its initial norm has collapsed
 TOL = 0.02  # dips smaller than this between consecutive γ count as noise in the monotonicity verdict
@@ -50,7 +60,7 @@ class Attention(nn.Module):
 
     def forward(self, x):
         B, T, d = x.shape
-        split = lambda t: t.view(B, T, self.heads, d // self.heads).transpose(1, 2)  # noqa: E731
+        split = lambda t: t.view(B, T, self.heads, d // self.heads).transpose(1, 2)
         q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
         att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // self.heads), dim=-1)
         return self.o((att @ v).transpose(1, 2).reshape(B, T, d))
@@ -107,8 +117,14 @@ def seeded_init(model: nn.Module, seed: int) -> None:
 def make_data(seed: int, p: dict):
     from plasticlab.tasks import teacher_regression
 
-    d = teacher_regression([seed], d_in=p["tokens"] * p["features"], d_out=32, n_train=p["n_train"],
-                           n_val=p["n_val"], dtype=torch.float32)
+    d = teacher_regression(
+        [seed],
+        d_in=p["tokens"] * p["features"],
+        d_out=32,
+        n_train=p["n_train"],
+        n_val=p["n_val"],
+        dtype=torch.float32,
+    )
     return d.x_train[0], d.y_train[0], d.x_val[0], d.y_val[0]
 
 
@@ -116,14 +132,25 @@ def train_one(spec: dict) -> pd.DataFrame:
     rule, gamma, seed = spec["rule"], float(spec["gamma"]), int(spec["seed"])
     lr = spec["lr_adam"] if rule == "adam" else spec["lr_sgd"]
     xt, yt, xv, yv = make_data(seed, spec)
-    model = TinyTransformer(spec["tokens"], spec["features"], spec["d_model"], spec["heads"], spec["layers"],
-                            spec["d_ff"], yt.shape[1], spec.get("norm", "layernorm"))
+    model = TinyTransformer(
+        spec["tokens"],
+        spec["features"],
+        spec["d_model"],
+        spec["heads"],
+        spec["layers"],
+        spec["d_ff"],
+        yt.shape[1],
+        spec.get("norm", "layernorm"),
+    )
     seeded_init(model, seed)
-    opt = (torch.optim.Adam(model.parameters(), lr=lr) if rule == "adam"
-           else torch.optim.SGD(model.parameters(), lr=lr))
+    opt = (
+        torch.optim.Adam(model.parameters(), lr=lr)
+        if rule == "adam"
+        else torch.optim.SGD(model.parameters(), lr=lr)
+    )
     probe = HebbianProbe(model, every=spec["every"]).attach_optimizer(opt)
     norm0 = {n: st.module.weight.detach().norm().item() for n, st in probe.layers.items()}
-    loss_fn = lambda out, y: 0.5 * (out - y).pow(2).sum(1).mean()  # noqa: E731  ½‖ŷ−y‖², batch mean
+    loss_fn = lambda out, y: 0.5 * (out - y).pow(2).sum(1).mean()
     steps, B = spec["steps"], spec["batch_size"]
     late_from = int(steps * (1 - spec["late"]))
     chunk = 500  # batch indices drawn a block of steps at a time: (seed, key, step) → same as one per step
@@ -161,15 +188,30 @@ def train_one(spec: dict) -> pd.DataFrame:
         collapsed = w < COLLAPSE * norm0[name]
         lt, er = late[late.layer == name], early[early.layer == name]
         a, ag = lt.alignment_update.mean(), lt.alignment_signal.mean()
-        rows.append(dict(rule=rule, gamma=gamma, seed=seed, layer=name,
-                         alignment=math.nan if collapsed or diverged_at is not None else a,
-                         alignment_grad=math.nan if collapsed or diverged_at is not None else ag,
-                         alignment_early=er.alignment_update.mean(), alignment_sd=lt.alignment_update.std(),
-                         measured=len(lt), weight_norm=w, weight_norm0=norm0[name], collapsed=collapsed,
-                         diverged=diverged_at is not None, diverged_at=diverged_at if diverged_at else -1,
-                         train_loss_late=float(np.mean(losses)) if losses else math.nan, val_loss=val,
-                         val_loss_trivial=val_trivial, lr=lr,
-                         steps=steps, seconds=time.perf_counter() - t0))
+        rows.append(
+            dict(
+                rule=rule,
+                gamma=gamma,
+                seed=seed,
+                layer=name,
+                alignment=math.nan if collapsed or diverged_at is not None else a,
+                alignment_grad=math.nan if collapsed or diverged_at is not None else ag,
+                alignment_early=er.alignment_update.mean(),
+                alignment_sd=lt.alignment_update.std(),
+                measured=len(lt),
+                weight_norm=w,
+                weight_norm0=norm0[name],
+                collapsed=collapsed,
+                diverged=diverged_at is not None,
+                diverged_at=diverged_at if diverged_at else -1,
+                train_loss_late=float(np.mean(losses)) if losses else math.nan,
+                val_loss=val,
+                val_loss_trivial=val_trivial,
+                lr=lr,
+                steps=steps,
+                seconds=time.perf_counter() - t0,
+            )
+        )
     return pd.DataFrame(rows)
 
 
@@ -179,16 +221,45 @@ class HebbTransformer(Experiment):
     summary = "Table 1 transformer rows: Hebbian alignment vs weight decay for Adam/SGD, via HebbianProbe"
     budget_s = 120
     # 5e-2 is beyond Table 1: at quick sizes it is the only γ whose decay time 1/(ηγ) fits in the run
-    defaults = dict(seeds=list(range(10)), rules=["adam", "sgd"], gammas=[0.0, 5e-5, 5e-4, 5e-3, 5e-2],
-                    steps=40000, batch_size=256, lr_adam=1e-2, lr_sgd=0.05, every=20, late=0.5,
-                    n_train=20000, n_val=2000, tokens=8, features=4, d_model=32, heads=4, layers=2, d_ff=64,
-                    norm="layernorm")
+    defaults = dict(
+        seeds=list(range(10)),
+        rules=["adam", "sgd"],
+        gammas=[0.0, 5e-5, 5e-4, 5e-3, 5e-2],
+        steps=40000,
+        batch_size=256,
+        lr_adam=1e-2,
+        lr_sgd=0.05,
+        every=20,
+        late=0.5,
+        n_train=20000,
+        n_val=2000,
+        tokens=8,
+        features=4,
+        d_model=32,
+        heads=4,
+        layers=2,
+        d_ff=64,
+        norm="layernorm",
+    )
     quick = dict(seeds=[0], steps=1500, batch_size=128, every=10)
     choices = dict(rules=["adam", "sgd"], norm=["layernorm", "none"])
 
     def validate(self, p):
-        for key in ("steps", "batch_size", "every", "n_train", "n_val", "lr_adam", "lr_sgd", "tokens",
-                    "features", "d_model", "heads", "layers", "d_ff"):
+        for key in (
+            "steps",
+            "batch_size",
+            "every",
+            "n_train",
+            "n_val",
+            "lr_adam",
+            "lr_sgd",
+            "tokens",
+            "features",
+            "d_model",
+            "heads",
+            "layers",
+            "d_ff",
+        ):
             check_positive(key, p[key])
         if not 0 < p["late"] <= 1:
             raise PlasticlabError(f"late must be a fraction in (0, 1], got {p['late']!r}")
@@ -197,13 +268,13 @@ class HebbTransformer(Experiment):
         if any(g < 0 for g in p["gammas"]):
             raise PlasticlabError(f"gammas must be >= 0, got {p['gammas']!r}")
         if p["tokens"] * p["features"] != 32:
-            raise PlasticlabError(f"tokens × features must be the 32 input dims, got {p['tokens']} × "
-                                  f"{p['features']}")
+            raise PlasticlabError(
+                f"tokens × features must be the 32 input dims, got {p['tokens']} × {p['features']}"
+            )
 
     def chunks(self, p):
         common = {k: v for k, v in p.items() if k not in ("seeds", "rules", "gammas")}
-        return [dict(common, rule=r, gamma=g, seed=s) for r in p["rules"] for g in p["gammas"]
-                for s in p["seeds"]]
+        return [dict(common, rule=r, gamma=g, seed=s) for r in p["rules"] for g in p["gammas"] for s in p["seeds"]]
 
     def run_chunk(self, spec):
         return train_one(spec)
@@ -217,11 +288,16 @@ def _mean_over(df: pd.DataFrame, layers=None) -> pd.DataFrame:
     excluded (ARCHITECTURE convention); NaN ("—") if any remaining seed collapsed, since a mean over the
     survivors would hide it."""
     d = df[~df.diverged] if layers is None else df[~df.diverged & df.layer.isin(layers)]
-    per_seed = d.groupby(["rule", "gamma", "seed"]).alignment.agg(lambda a: a.mean() if a.notna().all()
-                                                                  else math.nan)
+    per_seed = d.groupby(["rule", "gamma", "seed"]).alignment.agg(
+        lambda a: a.mean() if a.notna().all() else math.nan
+    )
     g = per_seed.groupby(["rule", "gamma"])
-    out = pd.DataFrame({"alignment": g.agg(lambda a: a.mean() if a.notna().all() else math.nan),
-                        "err": g.agg(lambda a: a.std() / math.sqrt(len(a)) if len(a) > 1 else math.nan)})
+    out = pd.DataFrame(
+        {
+            "alignment": g.agg(lambda a: a.mean() if a.notna().all() else math.nan),
+            "err": g.agg(lambda a: a.std() / math.sqrt(len(a)) if len(a) > 1 else math.nan),
+        }
+    )
     return out.reset_index()
 
 
@@ -246,27 +322,42 @@ def write_report(df: pd.DataFrame, p: dict, out: Path) -> None:
 
     rep = Report(out, "hebb-transformer: Hebbian alignment of a small transformer vs weight decay", p)
     rep.text(__doc__.split("\n\n", 1)[1])
-    paper = pd.DataFrame([dict(rule=r, gamma=g, alignment=v) for (r, g), v in PAPER.items()
-                          if r in p["rules"] and g in p["gammas"]])
+    paper = pd.DataFrame(
+        [dict(rule=r, gamma=g, alignment=v) for (r, g), v in PAPER.items() if r in p["rules"] and g in p["gammas"]]
+    )
     mean_all, second = _mean_over(df), _mean_over(df, SECOND)
-    rep.compare(second[["rule", "gamma", "alignment"]], paper, ["rule", "gamma"], "alignment",
-                "Table 1 transformer rows: ours = 2nd layer (block 0 q/k/v, mean), late-time mean over seeds; "
-                "paper = SPEC Table 1 (10 seeds); — = collapsed (or not in the paper's table)")
-    rep.compare(mean_all[["rule", "gamma", "alignment"]], paper, ["rule", "gamma"], "alignment",
-                "Same, ours = mean over all 14 probed layers")
+    rep.compare(
+        second[["rule", "gamma", "alignment"]],
+        paper,
+        ["rule", "gamma"],
+        "alignment",
+        "Table 1 transformer rows: ours = 2nd layer (block 0 q/k/v, mean), late-time mean over seeds; "
+        "paper = SPEC Table 1 (10 seeds); — = collapsed (or not in the paper's table)",
+    )
+    rep.compare(
+        mean_all[["rule", "gamma", "alignment"]],
+        paper,
+        ["rule", "gamma"],
+        "alignment",
+        "Same, ours = mean over all 14 probed layers",
+    )
     per_layer = df.groupby(["layer", "rule", "gamma"]).alignment.mean().unstack(["rule", "gamma"])
     order = list(dict.fromkeys(df.layer))
     per_layer = per_layer.loc[order]
     per_layer.columns = [f"{r} γ={g:g}" for r, g in per_layer.columns]
-    rep.table(per_layer.reset_index(), "Per layer: late-time alignment of the rule's learning signal, mean "
-                                       "over seeds")
+    rep.table(
+        per_layer.reset_index(), "Per layer: late-time alignment of the rule's learning signal, mean over seeds"
+    )
     cols = ["alignment", "alignment_grad", "alignment_early", "train_loss_late", "val_loss", "val_loss_trivial"]
     grad = df.groupby(["rule", "gamma"])[[c for c in cols if c in df]].mean().reset_index()
     grad["collapsed_layers"] = df.groupby(["rule", "gamma"]).collapsed.sum().to_numpy()
     grad["diverged_runs"] = df.groupby(["rule", "gamma"]).diverged.any().to_numpy().astype(int)
-    rep.table(grad, "Mean over layers and seeds: rule signal (Adam direction / −grad) vs raw −∂ℓ/∂W, first "
-                    "10 % of training, late train loss, final validation loss (and that of predicting the "
-                    "training mean: a run near it has stopped fitting the teacher)")
+    rep.table(
+        grad,
+        "Mean over layers and seeds: rule signal (Adam direction / −grad) vs raw −∂ℓ/∂W, first "
+        "10 % of training, late train loss, final validation loss (and that of predicting the "
+        "training mean: a run near it has stopped fitting the teacher)",
+    )
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     xs = {g: i for i, g in enumerate(sorted(df.gamma.unique()))}
@@ -274,18 +365,21 @@ def write_report(df: pd.DataFrame, p: dict, out: Path) -> None:
         x = curve.gamma.map(xs)
         ax.errorbar(x, curve.alignment, yerr=curve["err"], marker="o", color=color, label=f"{rule} (all layers)")
         sc = second[second.rule == rule]
-        ax.plot(sc.gamma.map(xs), sc.alignment, ls="--", marker="s", ms=4, color=color,
-                label=f"{rule} (2nd layer)")
+        ax.plot(
+            sc.gamma.map(xs), sc.alignment, ls="--", marker="s", ms=4, color=color, label=f"{rule} (2nd layer)"
+        )
         pp = paper[paper.rule == rule]
-        ax.plot(pp.gamma.map(xs), pp.alignment, ls=":", marker="x", color=color, alpha=0.6,
-                label=f"{rule}, paper")
+        ax.plot(pp.gamma.map(xs), pp.alignment, ls=":", marker="x", color=color, alpha=0.6, label=f"{rule}, paper")
     ax.set_xticks(list(xs.values()), [f"{g:g}" for g in xs])
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xlabel("weight decay γ")
     ax.set_ylabel("Hebbian alignment (late)")
     ax.legend(fontsize=7)
-    rep.figure(fig, "alignment_vs_gamma", "Late-time Hebbian alignment vs γ (mean ± s.e.m. over seeds); "
-                                          "dotted: the paper's Table 1")
+    rep.figure(
+        fig,
+        "alignment_vs_gamma",
+        "Late-time Hebbian alignment vs γ (mean ± s.e.m. over seeds); dotted: the paper's Table 1",
+    )
     for rule in p["rules"]:
         ok, msg = trend(mean_all[mean_all.rule == rule])
         rep.claim(f"Transformer / {rule}: alignment increases with γ (mean over layers)", ok, msg)
@@ -294,17 +388,25 @@ def write_report(df: pd.DataFrame, p: dict, out: Path) -> None:
         c = mean_all[mean_all.rule == rule].dropna(subset=["alignment"]).sort_values("gamma")
         if len(c):
             top = c.iloc[-1]
-            rep.claim(f"Transformer / {rule}: positive alignment at the largest non-collapsed γ", top.alignment > 0,
-                      f"γ={top.gamma:g}: {top.alignment:.3f}")
+            rep.claim(
+                f"Transformer / {rule}: positive alignment at the largest non-collapsed γ",
+                top.alignment > 0,
+                f"γ={top.gamma:g}: {top.alignment:.3f}",
+            )
         # the trend is the SPEC's target, but say plainly whether the size matches too
         pr = paper[(paper.rule == rule)].dropna(subset=["alignment"]).sort_values("gamma")
         ours = second[second.rule == rule].set_index("gamma").alignment
         if len(pr) and pr.gamma.iloc[-1] in ours.index:
             g, ref = pr.gamma.iloc[-1], pr.alignment.iloc[-1]
-            rep.claim(f"Transformer / {rule}: 2nd-layer alignment at γ={g:g} near the paper's {ref:.2f} "
-                      f"(within 0.2)", abs(ours[g] - ref) <= 0.2, f"ours {ours[g]:.3f}")
+            rep.claim(
+                f"Transformer / {rule}: 2nd-layer alignment at γ={g:g} near the paper's {ref:.2f} (within 0.2)",
+                abs(ours[g] - ref) <= 0.2,
+                f"ours {ours[g]:.3f}",
+            )
     lrs = {"adam": p["lr_adam"], "sgd": p["lr_sgd"]}
-    rep.text("Stationarity under decay needs roughly steps ≳ 1/(ηγ): " + "; ".join(
-        f"{r}, γ={g:g}: {1 / (lrs[r] * g):.3g}" for r in p["rules"] for g in p["gammas"] if g > 0)
-        + f". This run: {p['steps']} steps, so γ with 1/(ηγ) above that were not stationary.")
+    rep.text(
+        "Stationarity under decay needs roughly steps ≳ 1/(ηγ): "
+        + "; ".join(f"{r}, γ={g:g}: {1 / (lrs[r] * g):.3g}" for r in p["rules"] for g in p["gammas"] if g > 0)
+        + f". This run: {p['steps']} steps, so γ with 1/(ηγ) above that were not stationary."
+    )
     rep.write()

@@ -6,6 +6,7 @@ One chunk per rule; seeds × γ members form one ensemble. The table has two kin
 (one per member, layer and postsynaptic neuron over the late window: the fraction of checkpoints its
 row-wise alignment was positive, and whether it took both signs).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,14 @@ import pandas as pd
 import torch
 
 from plasticlab.errors import PlasticlabError
-from plasticlab.experiments._hebb_common import (ACTIVATIONS, RULES, check_min, check_nonneg, dtype_of,
-                                                 train_regression)
+from plasticlab.experiments._hebb_common import (
+    ACTIVATIONS,
+    RULES,
+    check_min,
+    check_nonneg,
+    dtype_of,
+    train_regression,
+)
 from plasticlab.experiments.base import Experiment, register
 from plasticlab.report import Report
 
@@ -27,28 +34,63 @@ class HebbTransient(Experiment):
     summary = "alignment vs training step (early bump) and neurons flipping Hebbian ↔ anti-Hebbian"
     budget_s = 60
     code_version = 1  # bump when run_chunk changes its numbers, so saved chunks are not reused
-    defaults = dict(rules=["sgd"], gammas=[0.0, 5e-4, 5e-3], seeds=[0, 1, 2, 3, 4], widths=[32, 64, 64, 32],
-                    activation="relu", steps=40000, lr=0.01, batch_size=256, n_train=20000, n_val=2000,
-                    checkpoints=400, late_from=0.75, dtype="float64")
-    quick = dict(gammas=[0.0, 5e-3, 5e-2], seeds=[0, 1, 2], widths=[32, 32, 32, 32], steps=3000, lr=0.02,
-                 n_train=5000, n_val=500, checkpoints=150, dtype="float32")
+    defaults = dict(
+        rules=["sgd"],
+        gammas=[0.0, 5e-4, 5e-3],
+        seeds=[0, 1, 2, 3, 4],
+        widths=[32, 64, 64, 32],
+        activation="relu",
+        steps=40000,
+        lr=0.01,
+        batch_size=256,
+        n_train=20000,
+        n_val=2000,
+        checkpoints=400,
+        late_from=0.75,
+        dtype="float64",
+    )
+    quick = dict(
+        gammas=[0.0, 5e-3, 5e-2],
+        seeds=[0, 1, 2],
+        widths=[32, 32, 32, 32],
+        steps=3000,
+        lr=0.02,
+        n_train=5000,
+        n_val=500,
+        checkpoints=150,
+        dtype="float32",
+    )
     choices = dict(rules=RULES, activation=ACTIVATIONS, dtype=["float64", "float32"])
 
     def validate(self, p):
         check_nonneg(self.name, "gammas", p["gammas"])
         check_min(self.name, p, widths=1, steps=10, batch_size=1, n_train=1, n_val=1, checkpoints=4)
         if len(p["widths"]) < 3:
-            raise PlasticlabError(f"hebb-transient parameter 'widths' needs a hidden layer (in, hidden, out), "
-                                  f"got {p['widths']}")
+            raise PlasticlabError(
+                f"hebb-transient parameter 'widths' needs a hidden layer (in, hidden, out), got {p['widths']}"
+            )
         if not 0 < p["late_from"] < 1:
-            raise PlasticlabError(f"hebb-transient parameter 'late_from' is a fraction in (0, 1), "
-                                  f"got {p['late_from']!r}")
+            raise PlasticlabError(
+                f"hebb-transient parameter 'late_from' is a fraction in (0, 1), got {p['late_from']!r}"
+            )
         if not p["lr"] > 0:
             raise PlasticlabError(f"hebb-transient parameter 'lr' must be > 0, got {p['lr']!r}")
 
     def chunks(self, p):
-        keep = ("gammas", "seeds", "widths", "activation", "steps", "lr", "batch_size", "n_train", "n_val",
-                "checkpoints", "late_from", "dtype")
+        keep = (
+            "gammas",
+            "seeds",
+            "widths",
+            "activation",
+            "steps",
+            "lr",
+            "batch_size",
+            "n_train",
+            "n_val",
+            "checkpoints",
+            "late_from",
+            "dtype",
+        )
         return [dict(rule=r, **{k: p[k] for k in keep}) for r in p["rules"]]
 
     def run_chunk(self, spec):
@@ -56,30 +98,62 @@ class HebbTransient(Experiment):
         steps = spec["steps"]
         every = max(steps // spec["checkpoints"], 1)
         late = int(spec["late_from"] * steps)
-        m, res = train_regression(spec["rule"], spec["gammas"], spec["seeds"], widths=spec["widths"],
-                                  activation=spec["activation"], steps=steps, lr=spec["lr"],
-                                  batch_size=spec["batch_size"], n_train=spec["n_train"],
-                                  n_val=spec["n_val"], average_from=late, record_every=every, late_every=8,
-                                  neurons=True, dtype=dtype_of(spec["dtype"]),
-                                  record_at=np.unique(np.geomspace(1, steps, 60).astype(int)).tolist())
+        m, res = train_regression(
+            spec["rule"],
+            spec["gammas"],
+            spec["seeds"],
+            widths=spec["widths"],
+            activation=spec["activation"],
+            steps=steps,
+            lr=spec["lr"],
+            batch_size=spec["batch_size"],
+            n_train=spec["n_train"],
+            n_val=spec["n_val"],
+            average_from=late,
+            record_every=every,
+            late_every=8,
+            neurons=True,
+            dtype=dtype_of(spec["dtype"]),
+            record_at=np.unique(np.geomspace(1, steps, 60).astype(int)).tolist(),
+        )
         steps_rec = np.asarray(res.steps_recorded)
         T, L, E = res.alignment.shape
         frames = []
         for l in range(L):
-            frames.append(pd.DataFrame(dict(
-                kind="trace", rule=spec["rule"], gamma=np.tile(m.gamma.values, T), seed=np.tile(m.seed.values, T),
-                layer=l, step=np.repeat(steps_rec, E), alignment=res.alignment[:, l].double().numpy().ravel(),
-                val_loss=res.val_loss.double().numpy().ravel())))
+            frames.append(
+                pd.DataFrame(
+                    dict(
+                        kind="trace",
+                        rule=spec["rule"],
+                        gamma=np.tile(m.gamma.values, T),
+                        seed=np.tile(m.seed.values, T),
+                        layer=l,
+                        step=np.repeat(steps_rec, E),
+                        alignment=res.alignment[:, l].double().numpy().ravel(),
+                        val_loss=res.val_loss.double().numpy().ravel(),
+                    )
+                )
+            )
             na = res.neuron_alignment[l].double().numpy()[steps_rec >= late]  # (T_late, E, out)
             pos = np.nanmean(na > 0, axis=0)  # (E, out): fraction of late checkpoints Hebbian
             valid = np.isfinite(na).any(axis=0)
             both = (np.nanmax(na, axis=0) > 0) & (np.nanmin(na, axis=0) < 0)
             out = na.shape[2]
-            frames.append(pd.DataFrame(dict(
-                kind="neuron", rule=spec["rule"], gamma=np.repeat(m.gamma.values, out),
-                seed=np.repeat(m.seed.values, out), layer=l, neuron=np.tile(np.arange(out), E),
-                frac_hebbian=np.where(valid, pos, np.nan).ravel(), flips=np.where(valid, both, False).ravel(),
-                mean_neuron_alignment=np.nanmean(na, axis=0).ravel())))
+            frames.append(
+                pd.DataFrame(
+                    dict(
+                        kind="neuron",
+                        rule=spec["rule"],
+                        gamma=np.repeat(m.gamma.values, out),
+                        seed=np.repeat(m.seed.values, out),
+                        layer=l,
+                        neuron=np.tile(np.arange(out), E),
+                        frac_hebbian=np.where(valid, pos, np.nan).ravel(),
+                        flips=np.where(valid, both, False).ravel(),
+                        mean_neuron_alignment=np.nanmean(na, axis=0).ravel(),
+                    )
+                )
+            )
         df = pd.concat(frames, ignore_index=True)
         flags = pd.DataFrame(dict(gamma=m.gamma.values, seed=m.seed.values, diverged=res.diverged.numpy()))
         return df.merge(flags, on=["gamma", "seed"], how="left")
@@ -110,7 +184,8 @@ def _report(df, p, out):
         f"{len(p['seeds'])} seeds. Alignment is recorded every {max(p['steps'] // p['checkpoints'], 1)} "
         "steps and at 60 log-spaced steps; "
         f"per-neuron alignment (cosine of each postsynaptic neuron's row of G and H) is examined over the last "
-        f"{1 - p['late_from']:.0%} of training (steps ≥ {late_step:g}).")
+        f"{1 - p['late_from']:.0%} of training (steps ≥ {late_step:g})."
+    )
     fig, axes = plt.subplots(1, len(layers), figsize=(4.3 * len(layers), 3.8), squeeze=False, sharey=True)
     for ax, l in zip(axes[0], layers):
         for i, (key, g) in enumerate(tr[tr.layer == l].groupby(["rule", "gamma"])):
@@ -126,27 +201,47 @@ def _report(df, p, out):
     axes[0][0].set_ylabel("Hebbian alignment (mean ± sd over seeds)")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    rep.figure(fig, "transient_alignment", "Alignment vs step (log axis); shaded: late window for the "
-               "neuron statistics.")
+    rep.figure(
+        fig, "transient_alignment", "Alignment vs step (log axis); shaded: late window for the neuron statistics."
+    )
 
     rows = []
     for (rule, gamma, l), g in tr.groupby(["rule", "gamma", "layer"]):
         peak, at, late = _bump(g, late_step)
         n = nr[(nr.rule == rule) & (nr.gamma == gamma) & (nr.layer == l) & nr.frac_hebbian.notna()]
-        rows.append(dict(rule=rule, gamma=gamma, layer=l, early_peak=peak, peak_step=at, late_mean=late,
-                         bump=peak - late, neurons_flipping=float(n.flips.mean()) if len(n) else np.nan,
-                         neurons_mixed=float(n.frac_hebbian.between(0.2, 0.8).mean()) if len(n) else np.nan,
-                         neurons_mostly_anti=float((n.frac_hebbian < 0.5).mean()) if len(n) else np.nan))
+        rows.append(
+            dict(
+                rule=rule,
+                gamma=gamma,
+                layer=l,
+                early_peak=peak,
+                peak_step=at,
+                late_mean=late,
+                bump=peak - late,
+                neurons_flipping=float(n.flips.mean()) if len(n) else np.nan,
+                neurons_mixed=float(n.frac_hebbian.between(0.2, 0.8).mean()) if len(n) else np.nan,
+                neurons_mostly_anti=float((n.frac_hebbian < 0.5).mean()) if len(n) else np.nan,
+            )
+        )
     summ = pd.DataFrame(rows)
-    rep.table(summ, "Early peak (before half the late-window start) vs late mean of the seed-mean curve; "
-                    "fraction of neurons whose alignment took both signs in the late window; 'mixed': "
-                    "Hebbian in 20–80 % of late checkpoints (a real oscillation, not a rare excursion); "
-                    "fraction Hebbian less than half the time")
+    rep.table(
+        summ,
+        "Early peak (before half the late-window start) vs late mean of the seed-mean curve; "
+        "fraction of neurons whose alignment took both signs in the late window; 'mixed': "
+        "Hebbian in 20–80 % of late checkpoints (a real oscillation, not a rare excursion); "
+        "fraction Hebbian less than half the time",
+    )
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for i, (key, g) in enumerate(nr[nr.layer == (1 if len(layers) > 1 else 0)].groupby(["rule", "gamma"])):
-        ax.hist(g.frac_hebbian.dropna(), bins=np.linspace(0, 1, 21), histtype="step", lw=1.5, color=f"C{i}",
-                label=f"{key[0]}, γ={key[1]:g}")
+        ax.hist(
+            g.frac_hebbian.dropna(),
+            bins=np.linspace(0, 1, 21),
+            histtype="step",
+            lw=1.5,
+            color=f"C{i}",
+            label=f"{key[0]}, γ={key[1]:g}",
+        )
     ax.set_xlabel("fraction of late checkpoints a neuron's update was Hebbian")
     ax.set_ylabel("neurons")
     ax.set_title("layer 2 neurons near stationarity")
@@ -156,14 +251,19 @@ def _report(df, p, out):
     sel = summ[summ.layer == (1 if len(layers) > 1 else 0)]
     if len(sel):
         best = sel.loc[sel.bump.idxmax()]
-        rep.claim("an early bump of alignment: the early peak exceeds the late level",
-                  bool(best.bump > 0.05),
-                  f"largest bump {best.bump:+.3f} (peak {best.early_peak:+.3f} at step {best.peak_step:g} vs "
-                  f"late {best.late_mean:+.3f}; {best.rule}, γ={best.gamma:g}, layer {int(best.layer) + 1})")
+        rep.claim(
+            "an early bump of alignment: the early peak exceeds the late level",
+            bool(best.bump > 0.05),
+            f"largest bump {best.bump:+.3f} (peak {best.early_peak:+.3f} at step {best.peak_step:g} vs "
+            f"late {best.late_mean:+.3f}; {best.rule}, γ={best.gamma:g}, layer {int(best.layer) + 1})",
+        )
         mixed = float(sel.neurons_mixed.max())
-        rep.claim("near stationarity single neurons oscillate between Hebbian and anti-Hebbian updates",
-                  mixed > 0.1, f"up to {mixed:.1%} of layer-2 neurons were Hebbian in only 20–80 % of late "
-                  f"checkpoints (per γ: {', '.join(f'{g:g}: {v:.1%}' for g, v in zip(sel.gamma, sel.neurons_mixed))}"
-                  f"); took both signs at least once: "
-                  f"{', '.join(f'{v:.1%}' for v in sel.neurons_flipping)}")
+        rep.claim(
+            "near stationarity single neurons oscillate between Hebbian and anti-Hebbian updates",
+            mixed > 0.1,
+            f"up to {mixed:.1%} of layer-2 neurons were Hebbian in only 20–80 % of late "
+            f"checkpoints (per γ: {', '.join(f'{g:g}: {v:.1%}' for g, v in zip(sel.gamma, sel.neurons_mixed))}"
+            f"); took both signs at least once: "
+            f"{', '.join(f'{v:.1%}' for v in sel.neurons_flipping)}",
+        )
     rep.write()

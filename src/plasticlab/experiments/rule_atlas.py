@@ -10,6 +10,7 @@ fraction uses ``plasticlab.analysis`` at each member's final weights on a fixed 
 with the rule's state warmed up there (Adam moments, BCM thresholds, baselines) and noise averaged over a
 few fixed draws.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -30,8 +31,22 @@ from plasticlab.rules.base import Context, Transform
 from plasticlab.simulation.train_mlp import train_mlp
 from plasticlab.tasks import teacher_regression
 
-ATLAS = ["sgd", "adam", "dfa", "random_nn", "hebbian", "anti_hebbian", "oja", "bcm", "soft_wta",
-         "three_factor", "fa", "sign_symmetry", "exp_grad", "curl"]
+ATLAS = [
+    "sgd",
+    "adam",
+    "dfa",
+    "random_nn",
+    "hebbian",
+    "anti_hebbian",
+    "oja",
+    "bcm",
+    "soft_wta",
+    "three_factor",
+    "fa",
+    "sign_symmetry",
+    "exp_grad",
+    "curl",
+]
 GRADIENT_RULES = ["sgd", "random_nn"]  # exact gradients of a batch loss (random_nn: of the pseudo-target loss)
 CURL_RULES = ["dfa", "fa", "curl", "hebbian"]  # must show clear curl (issue 4)
 LEARNING_RULES = ["sgd", "adam", "dfa", "random_nn", "fa", "sign_symmetry", "exp_grad", "curl"]
@@ -46,8 +61,9 @@ class _MemberDecay(Transform):
         self.g = torch.as_tensor(gammas, dtype=torch.float64)
 
     def update(self, updates, state, ctx: Context):
-        return [(uW - self.g.to(W.dtype)[:, None, None] * W, ub)
-                for (uW, ub), (W, _) in zip(updates, ctx.net.params())], state
+        return [
+            (uW - self.g.to(W.dtype)[:, None, None] * W, ub) for (uW, ub), (W, _) in zip(updates, ctx.net.params())
+        ], state
 
 
 class _MemberNoise(Transform):
@@ -60,9 +76,12 @@ class _MemberNoise(Transform):
         self.s = torch.as_tensor(sigmas, dtype=torch.float64)
 
     def perturb(self, weights, state, seeds, step):
-        return [W + self.s.to(W.dtype)[:, None, None]
-                * seeding.normal(seeds, seeding.key_of("param-noise", l, step), W.shape[1:], W.dtype)
-                for l, W in enumerate(weights)]
+        return [
+            W
+            + self.s.to(W.dtype)[:, None, None]
+            * seeding.normal(seeds, seeding.key_of("param-noise", l, step), W.shape[1:], W.dtype)
+            for l, W in enumerate(weights)
+        ]
 
     def update(self, updates, state, ctx):
         return updates, state
@@ -86,9 +105,24 @@ class RuleAtlas(Experiment):
     summary = "Every rule on teacher regression ± decay ± noise: loss, Hebbian alignment, non-gradient fraction"
     budget_s = 300
     defaults = dict(
-        rules=list(ATLAS), gammas=[0.0, 1e-2], sigmas=[0.0, 0.2], seeds=[0, 1, 2, 3, 4],
-        steps=20000, lr=0.05, adam_lr=2e-3, batch_size=64, d_in=16, hidden=16, d_out=8, activation="tanh",
-        n_train=4000, n_val=500, analysis_batch=128, warm_steps=20, noise_draws=4, loop_planes=2,
+        rules=list(ATLAS),
+        gammas=[0.0, 1e-2],
+        sigmas=[0.0, 0.2],
+        seeds=[0, 1, 2, 3, 4],
+        steps=20000,
+        lr=0.05,
+        adam_lr=2e-3,
+        batch_size=64,
+        d_in=16,
+        hidden=16,
+        d_out=8,
+        activation="tanh",
+        n_train=4000,
+        n_val=500,
+        analysis_batch=128,
+        warm_steps=20,
+        noise_draws=4,
+        loop_planes=2,
         converge_ratio=0.1,
     )
     quick = dict(seeds=[0, 1], steps=2000, n_train=2000)
@@ -99,8 +133,17 @@ class RuleAtlas(Experiment):
             bad = [v for v in p[key] if not (math.isfinite(v) and v >= 0)]
             if bad:
                 raise PlasticlabError(f"rule-atlas parameter {key!r} must hold finite values >= 0, got {bad}")
-        for key in ("steps", "batch_size", "d_in", "hidden", "d_out", "n_train", "n_val", "analysis_batch",
-                    "noise_draws"):
+        for key in (
+            "steps",
+            "batch_size",
+            "d_in",
+            "hidden",
+            "d_out",
+            "n_train",
+            "n_val",
+            "analysis_batch",
+            "noise_draws",
+        ):
             if p[key] < 1:
                 raise PlasticlabError(f"rule-atlas parameter {key!r} must be >= 1, got {p[key]!r}")
         if p["analysis_batch"] > p["n_train"]:
@@ -125,30 +168,53 @@ def run_rule(spec: dict) -> pd.DataFrame:
     sigmas = [c[1] for c in conds]
     seeds = torch.tensor([c[2] for c in conds], dtype=torch.int64)
     widths = [spec["d_in"], spec["hidden"], spec["d_out"]]
-    data = teacher_regression(seeds, d_in=spec["d_in"], d_out=spec["d_out"], n_train=spec["n_train"],
-                              n_val=spec["n_val"], teacher_hidden=(spec["hidden"],))
+    data = teacher_regression(
+        seeds,
+        d_in=spec["d_in"],
+        d_out=spec["d_out"],
+        n_train=spec["n_train"],
+        n_val=spec["n_val"],
+        teacher_hidden=(spec["hidden"],),
+    )
     net = init_mlp(seeds, widths, spec["activation"])
     parts = signal_parts(name, lr)
     if any(sigmas):
         parts.append(_MemberNoise(sigmas))
     rule = chain(*parts, _MemberDecay(gammas))
-    res = train_mlp(net, rule, data, seeds, steps=spec["steps"], lr=lr, batch_size=spec["batch_size"],
-                    record_every=max(1, spec["steps"] // 20))
+    res = train_mlp(
+        net,
+        rule,
+        data,
+        seeds,
+        steps=spec["steps"],
+        lr=lr,
+        batch_size=spec["batch_size"],
+        record_every=max(1, spec["steps"] // 20),
+    )
     zero_loss = 0.5 * (data.y_val**2).sum(-1).mean(-1)
     # the bare signal (no decay, no noise) at each seed's initial weights: defined even when runs diverge
     init = {}
-    for e, (g, s, seed) in enumerate(conds):
+    for e, (_g, _s, seed) in enumerate(conds):
         if seed not in init:
-            init[seed] = _field_stats(name, lr, 0.0, 0.0, int(seed), net, data, e, spec,
-                                      loop=False)["nongradient_fraction"]
+            init[seed] = _field_stats(name, lr, 0.0, 0.0, int(seed), net, data, e, spec, loop=False)[
+                "nongradient_fraction"
+            ]
     rows = []
     for e, (g, s, seed) in enumerate(conds):
-        row = dict(rule=name, weight_decay=g, noise=s, seed=seed, lr=lr,
-                   final_loss=res.val_loss_final[e].item(),
-                   loss_ratio=(res.val_loss_final[e] / zero_loss[e]).item(),
-                   alignment=res.alignment_late[-1, e].item(), alignment_hidden=res.alignment_late[0, e].item(),
-                   diverged=bool(res.diverged[e]), collapsed=bool(res.collapsed[:, e].any()),
-                   weight_norm=math.sqrt(sum(W[e].pow(2).sum().item() for W in res.net.weights)))
+        row = dict(
+            rule=name,
+            weight_decay=g,
+            noise=s,
+            seed=seed,
+            lr=lr,
+            final_loss=res.val_loss_final[e].item(),
+            loss_ratio=(res.val_loss_final[e] / zero_loss[e]).item(),
+            alignment=res.alignment_late[-1, e].item(),
+            alignment_hidden=res.alignment_late[0, e].item(),
+            diverged=bool(res.diverged[e]),
+            collapsed=bool(res.collapsed[:, e].any()),
+            weight_norm=math.sqrt(sum(W[e].pow(2).sum().item() for W in res.net.weights)),
+        )
         row.update(_field_stats(name, lr, g, s, int(seed), res.net, data, e, spec))
         row["nongradient_fraction_init"] = init[seed]
         row["status"] = _status(row, spec["converge_ratio"])
@@ -157,8 +223,12 @@ def run_rule(spec: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-NAN_FIELD = dict(nongradient_fraction=float("nan"), max_real_eig=float("nan"), max_imag_eig=float("nan"),
-                 loop_ratio=float("nan"))
+NAN_FIELD = dict(
+    nongradient_fraction=float("nan"),
+    max_real_eig=float("nan"),
+    max_imag_eig=float("nan"),
+    loop_ratio=float("nan"),
+)
 
 
 def _field_stats(name, lr, gamma, sigma, seed, net, data, e, spec, loop=True) -> dict:
@@ -168,28 +238,48 @@ def _field_stats(name, lr, gamma, sigma, seed, net, data, e, spec, loop=True) ->
     parts = signal_parts(name, lr) + ([param_noise(sigma)] if sigma else []) + [weight_decay(gamma)]
     rule = chain(*parts)
     one = member(net, e)
-    state = warm_state(rule, one, _member_data(data, e), seed, steps=spec["warm_steps"],
-                       batch_size=spec["batch_size"])
+    state = warm_state(
+        rule, one, _member_data(data, e), seed, steps=spec["warm_steps"], batch_size=spec["batch_size"]
+    )
     B = spec["analysis_batch"]
     steps = tuple(range(spec["noise_draws"])) if sigma else (0,)
-    F, theta = rule_field(rule, one, data.x_train[e:e + 1, :B], data.y_train[e:e + 1, :B], data.loss,
-                          seed=seed, state=state, steps=steps)
+    F, theta = rule_field(
+        rule,
+        one,
+        data.x_train[e : e + 1, :B],
+        data.y_train[e : e + 1, :B],
+        data.loss,
+        seed=seed,
+        state=state,
+        steps=steps,
+    )
     a = analyse(F, theta)
     if not (math.isfinite(a.nongradient_fraction) and math.isfinite(a.max_real)):
         return dict(NAN_FIELD)
-    out = dict(nongradient_fraction=a.nongradient_fraction, max_real_eig=a.max_real, max_imag_eig=a.max_imag,
-               loop_ratio=float("nan"))
+    out = dict(
+        nongradient_fraction=a.nongradient_fraction,
+        max_real_eig=a.max_real,
+        max_imag_eig=a.max_imag,
+        loop_ratio=float("nan"),
+    )
     if loop and spec["loop_planes"]:
-        out["loop_ratio"] = loop_test(F, theta, planes=spec["loop_planes"], points=8, seed=seed,
-                                      radius=1e-4 * max(1.0, theta.norm().item())).mean_abs
+        out["loop_ratio"] = loop_test(
+            F, theta, planes=spec["loop_planes"], points=8, seed=seed, radius=1e-4 * max(1.0, theta.norm().item())
+        ).mean_abs
     return out
 
 
 def _member_data(data, e):
     from plasticlab.tasks.base import Dataset
 
-    return Dataset(data.x_train[e:e + 1], data.y_train[e:e + 1], data.x_val[e:e + 1], data.y_val[e:e + 1],
-                   data.loss, data.name)
+    return Dataset(
+        data.x_train[e : e + 1],
+        data.y_train[e : e + 1],
+        data.x_val[e : e + 1],
+        data.y_val[e : e + 1],
+        data.loss,
+        data.name,
+    )
 
 
 def _status(row: dict, converge_ratio: float) -> str:
@@ -210,16 +300,29 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per (rule, γ, σ): means over members that neither diverged nor collapsed, plus status counts."""
     keys = ["rule", "weight_decay", "noise"]
     ok = df[df.status.isin(["converged", "not converged"])]
-    means = ok.groupby(keys)[["final_loss", "loss_ratio", "alignment", "alignment_hidden",
-                              "nongradient_fraction", "loop_ratio", "max_real_eig"]].mean()
+    means = ok.groupby(keys)[
+        [
+            "final_loss",
+            "loss_ratio",
+            "alignment",
+            "alignment_hidden",
+            "nongradient_fraction",
+            "loop_ratio",
+            "max_real_eig",
+        ]
+    ].mean()
     init = df.groupby(keys).nongradient_fraction_init.mean()
     counts = df.groupby(keys).status.agg(
-        n=len, converged=lambda s: int((s == "converged").sum()), diverged=lambda s: int((s == "diverged").sum()),
-        collapsed=lambda s: int((s == "collapsed").sum()))
+        n=len,
+        converged=lambda s: int((s == "converged").sum()),
+        diverged=lambda s: int((s == "diverged").sum()),
+        collapsed=lambda s: int((s == "collapsed").sum()),
+    )
     out = counts.join(means).join(init).reset_index()
     order = {r: i for i, r in enumerate(ATLAS)}
-    return out.sort_values(["rule", "weight_decay", "noise"], key=lambda c: c.map(order) if c.name == "rule"
-                           else c).reset_index(drop=True)
+    return out.sort_values(
+        ["rule", "weight_decay", "noise"], key=lambda c: c.map(order) if c.name == "rule" else c
+    ).reset_index(drop=True)
 
 
 def _figure(summ: pd.DataFrame):
@@ -235,8 +338,15 @@ def _figure(summ: pd.DataFrame):
         for _, row in summ[summ.rule == r].iterrows():
             if not np.isfinite(row.alignment):
                 continue
-            ax.scatter(row.alignment, max(row.nongradient_fraction, floor), color=cmap(i % 20), s=55,
-                       marker=markers[(row.weight_decay, row.noise)], edgecolor="k", linewidth=0.4)
+            ax.scatter(
+                row.alignment,
+                max(row.nongradient_fraction, floor),
+                color=cmap(i % 20),
+                s=55,
+                marker=markers[(row.weight_decay, row.noise)],
+                edgecolor="k",
+                linewidth=0.4,
+            )
         ax.scatter([], [], color=cmap(i % 20), label=r)
     for (g, s), m in markers.items():
         ax.scatter([], [], color="w", edgecolor="k", marker=m, label=_condition(g, s))
@@ -281,20 +391,45 @@ def _figure(summ: pd.DataFrame):
 def _report(df: pd.DataFrame, p: dict, out) -> None:
     rep = Report(out, "Rule atlas: Hebbian signatures versus non-gradient structure", p)
     summ = summary_table(df)
-    rep.text("Every rule of the library trained on the same student–teacher regression "
-             f"({p['d_in']}→{p['hidden']}→{p['d_out']} {p['activation']} MLP, {p['steps']} steps, "
-             f"{len(p['seeds'])} seeds) with weight decay γ ∈ {p['gammas']} and forward-pass weight noise "
-             f"σ ∈ {p['sigmas']}. *alignment*: stationary Hebbian alignment of the output layer's learning "
-             "signal (late-window mean); *non-gradient fraction*: ‖J_A‖_F/‖J‖_F of the rule's expected "
-             "update field at the final weights (0 = gradient field); status from the final validation loss "
-             f"relative to the zero predictor (converged < {p['converge_ratio']}).")
+    rep.text(
+        "Every rule of the library trained on the same student–teacher regression "
+        f"({p['d_in']}→{p['hidden']}→{p['d_out']} {p['activation']} MLP, {p['steps']} steps, "
+        f"{len(p['seeds'])} seeds) with weight decay γ ∈ {p['gammas']} and forward-pass weight noise "
+        f"σ ∈ {p['sigmas']}. *alignment*: stationary Hebbian alignment of the output layer's learning "
+        "signal (late-window mean); *non-gradient fraction*: ‖J_A‖_F/‖J‖_F of the rule's expected "
+        "update field at the final weights (0 = gradient field); status from the final validation loss "
+        f"relative to the zero predictor (converged < {p['converge_ratio']})."
+    )
     status = df.groupby("status").size()
     rep.text("Runs by status: " + ", ".join(f"{k}: {v}" for k, v in status.items()) + ".")
-    rep.figure(_figure(summ), "rule_atlas", "Left: alignment vs non-gradient fraction (one point per rule "
-               "and condition; gradient fields sit at rounding level). Right: alignment per rule and condition.")
-    rep.table(summ[["rule", "weight_decay", "noise", "n", "converged", "diverged", "collapsed", "final_loss",
-                    "loss_ratio", "alignment", "alignment_hidden", "nongradient_fraction", "loop_ratio",
-                    "max_real_eig", "nongradient_fraction_init"]], "Means over members that neither diverged nor collapsed")
+    rep.figure(
+        _figure(summ),
+        "rule_atlas",
+        "Left: alignment vs non-gradient fraction (one point per rule "
+        "and condition; gradient fields sit at rounding level). Right: alignment per rule and condition.",
+    )
+    rep.table(
+        summ[
+            [
+                "rule",
+                "weight_decay",
+                "noise",
+                "n",
+                "converged",
+                "diverged",
+                "collapsed",
+                "final_loss",
+                "loss_ratio",
+                "alignment",
+                "alignment_hidden",
+                "nongradient_fraction",
+                "loop_ratio",
+                "max_real_eig",
+                "nongradient_fraction_init",
+            ]
+        ],
+        "Means over members that neither diverged nor collapsed",
+    )
     _claims(rep, df, summ, p)
     rep.write()
 
@@ -304,14 +439,20 @@ def _claims(rep: Report, df: pd.DataFrame, summ: pd.DataFrame, p: dict) -> None:
     g = fin[fin.rule.isin(GRADIENT_RULES)]
     if len(g):
         worst = g.nongradient_fraction.max()
-        rep.claim("sgd (and random_nn) fields are gradients at every decay and noise: non-gradient "
-                  "fraction ≤ 1e-6", worst <= 1e-6, f"max over {len(g)} runs: {worst:.2e}")
+        rep.claim(
+            "sgd (and random_nn) fields are gradients at every decay and noise: non-gradient fraction ≤ 1e-6",
+            worst <= 1e-6,
+            f"max over {len(g)} runs: {worst:.2e}",
+        )
     c = df[df.rule.isin(CURL_RULES)]
     if len(c):  # at init, where every run is defined (plain Hebb diverges at any useful lr)
         per = c.groupby("rule").nongradient_fraction_init.min()
-        rep.claim("dfa, fa, curl and hebbian fields have clear curl (non-gradient fraction of the bare signal "
-                  "at init > 0.01)", bool((per > 0.01).all()),
-                  ", ".join(f"{r}: min {v:.3f}" for r, v in per.items()))
+        rep.claim(
+            "dfa, fa, curl and hebbian fields have clear curl (non-gradient fraction of the bare signal "
+            "at init > 0.01)",
+            bool((per > 0.01).all()),
+            ", ".join(f"{r}: min {v:.3f}" for r, v in per.items()),
+        )
     g0 = df[df.rule.isin(GRADIENT_RULES)].nongradient_fraction_init
     if len(g0):
         rep.text(f"At init the bare sgd/random_nn signals have non-gradient fraction ≤ {g0.max():.1e}.")
@@ -321,32 +462,50 @@ def _claims(rep: Report, df: pd.DataFrame, summ: pd.DataFrame, p: dict) -> None:
     if len(heb):
         lo, hi = heb.nongradient_fraction.min(), heb.nongradient_fraction.max()
         rules = sorted(set(heb.rule))
-        rep.claim("A Hebbian signature does not identify the rule: cells with alignment > 0.1 include gradient "
-                  "fields and strongly non-gradient ones (fraction spans < 1e-6 to > 0.1)",
-                  bool(lo <= 1e-6 and hi > 0.1),
-                  f"{len(heb)} cells from {len(rules)} rules ({', '.join(rules)}); fraction {lo:.1e} … {hi:.2f}")
+        rep.claim(
+            "A Hebbian signature does not identify the rule: cells with alignment > 0.1 include gradient "
+            "fields and strongly non-gradient ones (fraction spans < 1e-6 to > 0.1)",
+            bool(lo <= 1e-6 and hi > 0.1),
+            f"{len(heb)} cells from {len(rules)} rules ({', '.join(rules)}); fraction {lo:.1e} … {hi:.2f}",
+        )
     gmax = max(p["gammas"])
     if gmax > 0 and 0.0 in p["gammas"] and 0.0 in p["sigmas"]:
         a0 = summ[(summ.weight_decay == 0) & (summ.noise == 0)].set_index("rule").alignment
         a1 = summ[(summ.weight_decay == gmax) & (summ.noise == 0)].set_index("rule").alignment
-        both = [r for r in LEARNING_RULES if r in a0.index and r in a1.index
-                and np.isfinite(a0[r]) and np.isfinite(a1[r])]
+        both = [
+            r
+            for r in LEARNING_RULES
+            if r in a0.index and r in a1.index and np.isfinite(a0[r]) and np.isfinite(a1[r])
+        ]
         if both:
             up = [r for r in both if a1[r] > a0[r]]
-            rep.claim(f"Weight decay raises the alignment of learning rules (SPEC A.3), γ = 0 → {gmax:g}, σ = 0",
-                      len(up) >= 0.75 * len(both),
-                      f"{len(up)}/{len(both)} rise: " + ", ".join(f"{r} {a0[r]:+.2f}→{a1[r]:+.2f}" for r in both))
+            rep.claim(
+                f"Weight decay raises the alignment of learning rules (SPEC A.3), γ = 0 → {gmax:g}, σ = 0",
+                len(up) >= 0.75 * len(both),
+                f"{len(up)}/{len(both)} rise: " + ", ".join(f"{r} {a0[r]:+.2f}→{a1[r]:+.2f}" for r in both),
+            )
     smax = max(p["sigmas"])
     if smax > 0 and 0.0 in p["sigmas"]:
         s = summ[summ.rule == "sgd"].set_index(["weight_decay", "noise"]).alignment
         pairs = [(gm, s.get((gm, 0.0)), s.get((gm, smax))) for gm in p["gammas"]]
-        pairs = [(gm, a, b) for gm, a, b in pairs if a is not None and b is not None and np.isfinite(a)
-                 and np.isfinite(b)]
+        pairs = [
+            (gm, a, b)
+            for gm, a, b in pairs
+            if a is not None and b is not None and np.isfinite(a) and np.isfinite(b)
+        ]
         if pairs:
-            rep.claim(f"Forward-pass noise σ = {smax:g} pushes sgd towards anti-Hebbian (SPEC A.3)",
-                      all(b < a for _, a, b in pairs),
-                      ", ".join(f"γ={gm:g}: {a:+.2f}→{b:+.2f}" for gm, a, b in pairs))
-    bad = df[df.status.isin(["converged", "not converged"])][
-        ["final_loss", "alignment", "nongradient_fraction"]].isna().any(axis=1)
-    rep.claim("No NaN except in runs marked diverged or collapsed", not bool(bad.any()),
-              f"{int(bad.sum())} unmarked rows with NaN out of {len(df)}")
+            rep.claim(
+                f"Forward-pass noise σ = {smax:g} pushes sgd towards anti-Hebbian (SPEC A.3)",
+                all(b < a for _, a, b in pairs),
+                ", ".join(f"γ={gm:g}: {a:+.2f}→{b:+.2f}" for gm, a, b in pairs),
+            )
+    bad = (
+        df[df.status.isin(["converged", "not converged"])][["final_loss", "alignment", "nongradient_fraction"]]
+        .isna()
+        .any(axis=1)
+    )
+    rep.claim(
+        "No NaN except in runs marked diverged or collapsed",
+        not bool(bad.any()),
+        f"{int(bad.sum())} unmarked rows with NaN out of {len(df)}",
+    )

@@ -10,6 +10,7 @@ Knobs for testing the sweep layer (they change nothing in the science): ``steps`
 ``sleep_s`` adds a fixed wait per chunk, ``fail`` lists chunk indices that raise on purpose unless the file
 ``heal_file`` exists (so a rerun with the same grid can succeed).
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,15 @@ class SweepDemo(Experiment):
     name = "sweep-demo"
     summary = "toy random-matrix product, for testing sweeps (resume, Dask, failures)"
     budget_s = 10
-    defaults = dict(gains=[0.5, 0.8, 1.0, 1.2, 1.5, 2.0, 3.0, 100.0], seeds=[0, 1, 2, 3], size=64,
-                    steps=300, sleep_s=0.0, fail=[], heal_file="")
+    defaults = dict(
+        gains=[0.5, 0.8, 1.0, 1.2, 1.5, 2.0, 3.0, 100.0],
+        seeds=[0, 1, 2, 3],
+        size=64,
+        steps=300,
+        sleep_s=0.0,
+        fail=[],
+        heal_file="",
+    )
     quick = dict(steps=100)
 
     def validate(self, p):
@@ -78,22 +86,44 @@ class SweepDemo(Experiment):
         norm = x.norm(dim=(1, 2))
         diverged = diverged_at >= 0
         rate = torch.where(diverged, torch.nan, torch.log(norm) / steps)
-        return pd.DataFrame(dict(gain=g, seed=seeds, size=n, steps=steps, growth_rate=rate.tolist(),
-                                 theory=growth_rate_theory(g, n), diverged=diverged.tolist(),
-                                 diverged_at=diverged_at.tolist()))
+        return pd.DataFrame(
+            dict(
+                gain=g,
+                seed=seeds,
+                size=n,
+                steps=steps,
+                growth_rate=rate.tolist(),
+                theory=growth_rate_theory(g, n),
+                diverged=diverged.tolist(),
+                diverged_at=diverged_at.tolist(),
+            )
+        )
 
     def report(self, df, p, out):
         r = Report(out, "sweep-demo: growth rate of a random matrix product", p)
         ok = df[~df["diverged"]]
-        agg = ok.groupby("gain").agg(ours=("growth_rate", "mean"), sd=("growth_rate", "std"),
-                                     n=("growth_rate", "size"), theory=("theory", "first")).reset_index()
+        agg = (
+            ok.groupby("gain")
+            .agg(
+                ours=("growth_rate", "mean"),
+                sd=("growth_rate", "std"),
+                n=("growth_rate", "size"),
+                theory=("theory", "first"),
+            )
+            .reset_index()
+        )
         agg["ours − theory"] = agg["ours"] - agg["theory"]
         div = df.groupby("gain")["diverged"].mean().rename("diverged fraction").reset_index()
-        r.table(agg.merge(div, on="gain", how="outer"), "growth rate per step: ours (mean over seeds) "
-                "vs closed form log g + (ψ(N/2) + log(2/N))/2")
+        r.table(
+            agg.merge(div, on="gain", how="outer"),
+            "growth rate per step: ours (mean over seeds) vs closed form log g + (ψ(N/2) + log(2/N))/2",
+        )
         # Per-seed sd of the estimate is about 1/sqrt(2 N T); allow 4 standard errors of the mean.
         tol = 4 / math.sqrt(2 * p["size"] * p["steps"] * max(1, len(p["seeds"])))
         err = float(agg["ours − theory"].abs().max()) if len(agg) else float("nan")
-        r.claim("mean growth rate matches the closed form (non-diverged gains)", len(agg) > 0 and err < tol,
-                f"max |ours − theory| = {err:.2e} (tolerance {tol:.2e})")
+        r.claim(
+            "mean growth rate matches the closed form (non-diverged gains)",
+            len(agg) > 0 and err < tol,
+            f"max |ours − theory| = {err:.2e} (tolerance {tol:.2e})",
+        )
         r.write()

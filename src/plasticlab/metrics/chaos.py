@@ -19,9 +19,11 @@ transverse rate (clearly negative), while on a chaotic attractor the leading Lya
 non-zero measure and the same positive exponent is found. Separations are still renormalised in the full
 norm (to stay linear); the seminorm's growth factors are accumulated between renormalisations.
 """
+
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -115,11 +117,20 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.reshape(-1, *([1] * (like.ndim - 1)))
 
 
-def lyapunov_exponent(step_fn: Callable[[State], State], state, n_steps: int, *, seeds,
-                      key: int = seeding.key_of("lyapunov perturbation"), d0: float = 1e-8,
-                      renorm_every: int = 10, dt: float = 1.0, warmup: int = 0,
-                      observe: Callable[[int, State], None] | None = None,
-                      measure: Callable[[State, State], torch.Tensor] | None = None) -> LyapunovResult:
+def lyapunov_exponent(
+    step_fn: Callable[[State], State],
+    state,
+    n_steps: int,
+    *,
+    seeds,
+    key: int = seeding.key_of("lyapunov perturbation"),
+    d0: float = 1e-8,
+    renorm_every: int = 10,
+    dt: float = 1.0,
+    warmup: int = 0,
+    observe: Callable[[int, State], None] | None = None,
+    measure: Callable[[State, State], torch.Tensor] | None = None,
+) -> LyapunovResult:
     """Largest Lyapunov exponent of ``state -> step_fn(state)``, one per ensemble member.
 
     ``state`` is a tensor or tuple of tensors, each with leading ensemble dim E; ``step_fn`` maps such a
@@ -137,8 +148,9 @@ def lyapunov_exponent(step_fn: Callable[[State], State], state, n_steps: int, *,
     ref: State = (state,) if single else tuple(state)
     step = (lambda s: (step_fn(s[0]),)) if single else (lambda s: tuple(step_fn(s)))
     if n_steps < 1 or renorm_every < 1 or warmup < 0:
-        raise ValueError(f"n_steps and renorm_every must be >= 1 and warmup >= 0, got {n_steps}, "
-                         f"{renorm_every}, {warmup}")
+        raise ValueError(
+            f"n_steps and renorm_every must be >= 1 and warmup >= 0, got {n_steps}, {renorm_every}, {warmup}"
+        )
     E = ref[0].shape[0]
     direction = [seeding.normal(seeds, key + i, tuple(x.shape[1:]), dtype=x.dtype) for i, x in enumerate(ref)]
     scale = d0 / _joint_norm(direction)
@@ -161,8 +173,9 @@ def lyapunov_exponent(step_fn: Callable[[State], State], state, n_steps: int, *,
         sep = [p - r for p, r in zip(pert, ref)]
         size1 = size(tuple(sep), ref).to(torch.float64)
         # checked once per block: a sum is non-finite iff some entry is (or it overflowed: divergence too)
-        bad = ~torch.isfinite(sum(x.reshape(E, -1).sum(1).to(torch.float64) for x in ref + pert)
-                              + size1.reshape(E, -1).sum(1))
+        bad = ~torch.isfinite(
+            sum(x.reshape(E, -1).sum(1).to(torch.float64) for x in ref + pert) + size1.reshape(E, -1).sum(1)
+        )
         if bad.any():
             diverged |= bad
             ref = tuple(torch.where(_bcast(diverged, n), o, n) for o, n in zip(start_ref, ref))

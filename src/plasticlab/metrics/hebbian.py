@@ -4,6 +4,7 @@ Hebbian direction H = (1/B) Σ_i h_b,i h_a,iᵀ.
 Cosines are of *batch-mean matrices*, never means of per-sample cosines. Where G or H is zero (weights
 collapsed under strong decay) the alignment is undefined and returned as NaN.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,8 +37,7 @@ def hebbian_alignment(signal: torch.Tensor, pre: torch.Tensor, post: torch.Tenso
     """
     H = hebbian_direction(pre, post)
     if signal.shape[-2:] != H.shape[-2:]:
-        raise ValueError(f"signal is {tuple(signal.shape[-2:])} (out, in) but pre/post give "
-                         f"{tuple(H.shape[-2:])}")
+        raise ValueError(f"signal is {tuple(signal.shape[-2:])} (out, in) but pre/post give {tuple(H.shape[-2:])}")
     return cosine(signal, H)
 
 

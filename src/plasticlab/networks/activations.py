@@ -1,4 +1,5 @@
 """Activations and their derivatives (written out so local rules and hand backprop need no autograd)."""
+
 from __future__ import annotations
 
 import torch

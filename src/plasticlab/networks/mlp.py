@@ -6,6 +6,7 @@ Weights of layer l are (E, out, in): E ensemble members advance together. Conven
   measured on W alone, so the bias never enters the Hebbian factor.
 - Hidden layers apply the activation; the output layer is linear (regression / logits).
 """
+
 from __future__ import annotations
 
 import math
@@ -39,10 +40,10 @@ class MLP:
     def params(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         return list(zip(self.weights, self.biases))
 
-    def with_params(self, params) -> "MLP":
+    def with_params(self, params) -> MLP:
         return MLP([w for w, _ in params], [b for _, b in params], self.activation)
 
-    def forward(self, x: torch.Tensor, weights: list[torch.Tensor] | None = None) -> "Trace":
+    def forward(self, x: torch.Tensor, weights: list[torch.Tensor] | None = None) -> Trace:
         """x (E, B, in) -> Trace; ``weights`` replaces W in the pass (e.g. perturbed by parameter noise)."""
         weights = self.weights if weights is None else weights
         phi, _ = get_activation(self.activation)
@@ -67,8 +68,16 @@ class Trace:
     weights: list[torch.Tensor] = field(repr=False)  # the weights this pass used
 
 
-def init_mlp(seeds, widths: list[int], activation: str = "tanh", *, bias: bool = False,
-             scale: float = 1.0, tag: str = "student", dtype=torch.float64) -> MLP:
+def init_mlp(
+    seeds,
+    widths: list[int],
+    activation: str = "tanh",
+    *,
+    bias: bool = False,
+    scale: float = 1.0,
+    tag: str = "student",
+    dtype=torch.float64,
+) -> MLP:
     """Gaussian init with std scale/sqrt(fan_in); member e depends on seeds[e] and ``tag`` only."""
     get_activation(activation)  # validate early
     if len(widths) < 2 or any(int(w) < 1 for w in widths):

@@ -25,12 +25,14 @@ Pairing rules (why the bookkeeping looks the way it does):
   accumulation, a module called twice) are pooled: H over all their samples, as ``.grad`` sums over them.
 * Unmeasured steps (``every`` > 1) cost one Python check per forward call.
 """
+
 from __future__ import annotations
 
 import contextlib
 import operator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 import torch
@@ -116,8 +118,7 @@ class HebbianProbe:
     ``hebbian/signal/<layer>`` and ``hebbian/update/<layer>``.
     """
 
-    def __init__(self, model: nn.Module, layers: Iterable[str] | None = None, every: int = 1,
-                 writer: Any = None):
+    def __init__(self, model: nn.Module, layers: Iterable[str] | None = None, every: int = 1, writer: Any = None):
         if not isinstance(model, nn.Module):
             raise PlasticlabError(f"HebbianProbe needs a torch.nn.Module, got {type(model).__name__}")
         try:
@@ -142,11 +143,13 @@ class HebbianProbe:
     def _select(model: nn.Module, layers: Iterable[str] | None) -> dict[str, _LayerState]:
         named = dict(model.named_modules())
         if layers is None:
-            chosen = [(n, m) for n, m in named.items() if isinstance(m, _KINDS) and _supported(m) is None
-                      and m.weight.requires_grad]
+            chosen = [
+                (n, m)
+                for n, m in named.items()
+                if isinstance(m, _KINDS) and _supported(m) is None and m.weight.requires_grad
+            ]
             if not chosen:
-                raise PlasticlabError(f"model {type(model).__name__} has no nn.Linear or nn.Conv2d layer "
-                                      "to probe")
+                raise PlasticlabError(f"model {type(model).__name__} has no nn.Linear or nn.Conv2d layer to probe")
         else:
             if isinstance(layers, str):
                 layers = [layers]
@@ -154,8 +157,10 @@ class HebbianProbe:
             chosen = []
             for n in layers:
                 if n not in valid:
-                    raise PlasticlabError(f"unknown layer {n!r} for HebbianProbe; valid choices (nn.Linear/"
-                                          f"nn.Conv2d modules): {', '.join(valid) or 'none'}")
+                    raise PlasticlabError(
+                        f"unknown layer {n!r} for HebbianProbe; valid choices (nn.Linear/"
+                        f"nn.Conv2d modules): {', '.join(valid) or 'none'}"
+                    )
                 why = _supported(named[n])
                 if why:
                     raise PlasticlabError(f"layer {n!r} can't be probed: {why}")
@@ -164,8 +169,14 @@ class HebbianProbe:
 
     def _forward_hook(self, st: _LayerState):
         def hook(module, args, kwargs, output):
-            if not (self._active and self._step % self.every == 0 and module.training
-                    and torch.is_grad_enabled() and isinstance(output, torch.Tensor) and output.requires_grad):
+            if not (
+                self._active
+                and self._step % self.every == 0
+                and module.training
+                and torch.is_grad_enabled()
+                and isinstance(output, torch.Tensor)
+                and output.requires_grad
+            ):
                 return None
             x = args[0] if args else kwargs.get("input")
             if x is None:
@@ -178,13 +189,17 @@ class HebbianProbe:
 
         return hook
 
-    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> "HebbianProbe":
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> HebbianProbe:
         """Measure around every ``optimizer.step()``: signal before it, actual update across it."""
         if self._opt_handles:
-            raise PlasticlabError("HebbianProbe already has an optimizer attached; call remove() first or use "
-                                  "`with probe.update():` for a second one")
-        self._opt_handles = [optimizer.register_step_pre_hook(lambda *a, **k: self._pre()),
-                             optimizer.register_step_post_hook(lambda *a, **k: self._post(True))]
+            raise PlasticlabError(
+                "HebbianProbe already has an optimizer attached; call remove() first or use "
+                "`with probe.update():` for a second one"
+            )
+        self._opt_handles = [
+            optimizer.register_step_pre_hook(lambda *a, **k: self._pre()),
+            optimizer.register_step_post_hook(lambda *a, **k: self._post(True)),
+        ]
         return self
 
     @contextlib.contextmanager
@@ -255,16 +270,28 @@ class HebbianProbe:
                 dh, dd = _dot(dW, st.h_sum), _dot(dW, dW)
             else:
                 dh = dd = torch.full_like(gh, float("nan"))
-            values.append(torch.stack([_cos(gh, gg, hh), _cos(dh, dd, hh), gg.sqrt(), dd.sqrt(),
-                                       hh.sqrt() / st.n]))
+            values.append(
+                torch.stack([_cos(gh, gg, hh), _cos(dh, dd, hh), gg.sqrt(), dd.sqrt(), hh.sqrt() / st.n])
+            )
             rows.append(st)
         if not rows:
             return
         table = torch.stack(values).double().tolist()  # one conversion per step, not per layer
         for st, (a_sig, a_upd, g_norm, dw_norm, h_norm) in zip(rows, table):
-            self._records.append(dict(step=self._step, layer=st.name, kind=st.kind, alignment_signal=a_sig,
-                                      alignment_update=a_upd, batch_size=st.n, calls=st.calls,
-                                      signal_norm=g_norm, update_norm=dw_norm, hebbian_norm=h_norm))
+            self._records.append(
+                dict(
+                    step=self._step,
+                    layer=st.name,
+                    kind=st.kind,
+                    alignment_signal=a_sig,
+                    alignment_update=a_upd,
+                    batch_size=st.n,
+                    calls=st.calls,
+                    signal_norm=g_norm,
+                    update_norm=dw_norm,
+                    hebbian_norm=h_norm,
+                )
+            )
             if self.writer is not None:
                 self.writer.add_scalar(f"hebbian/signal/{st.name}", a_sig, self._step)
                 if updated:
@@ -276,11 +303,21 @@ class HebbianProbe:
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy table, one row per (measured step, layer that took part in it)."""
-        cols = ["step", "layer", "kind", "alignment_signal", "alignment_update", "batch_size", "calls",
-                "signal_norm", "update_norm", "hebbian_norm"]
+        cols = [
+            "step",
+            "layer",
+            "kind",
+            "alignment_signal",
+            "alignment_update",
+            "batch_size",
+            "calls",
+            "signal_norm",
+            "update_norm",
+            "hebbian_norm",
+        ]
         return pd.DataFrame(self._records, columns=cols)
 
-    def __enter__(self) -> "HebbianProbe":
+    def __enter__(self) -> HebbianProbe:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,15 +1,32 @@
 """Learning rules as composable pieces: ``chain(dfa(), weight_decay(1e-3), signal_noise(0.1))``."""
+
 from __future__ import annotations
 
 from plasticlab.errors import unknown_choice
+from plasticlab.rules.atlas import (
+    ATLAS_SIGNALS,
+    bcm,
+    curl,
+    exp_grad,
+    fa,
+    flip,
+    sign_symmetry,
+    soft_wta,
+    three_factor,
+)
 from plasticlab.rules.base import Chain, Context, StepOutput, Transform, chain, tree_map
 from plasticlab.rules.signals import anti_hebbian, dfa, hebbian, oja, random_nn, sgd
 from plasticlab.rules.transforms import adam, param_noise, signal_noise, weight_decay
-from plasticlab.rules.atlas import (ATLAS_SIGNALS, bcm, curl, exp_grad, fa, flip, sign_symmetry, soft_wta,
-                                    three_factor)
 
-SIGNALS = {"sgd": sgd, "dfa": dfa, "random_nn": random_nn, "hebbian": hebbian,
-           "anti_hebbian": anti_hebbian, "oja": oja, **ATLAS_SIGNALS}
+SIGNALS = {
+    "sgd": sgd,
+    "dfa": dfa,
+    "random_nn": random_nn,
+    "hebbian": hebbian,
+    "anti_hebbian": anti_hebbian,
+    "oja": oja,
+    **ATLAS_SIGNALS,
+}
 
 
 def make_rule(name: str, gamma: float = 0.0, param_sigma: float = 0.0, signal_sigma: float = 0.0) -> Chain:
@@ -31,7 +48,32 @@ def make_rule(name: str, gamma: float = 0.0, param_sigma: float = 0.0, signal_si
 
 RULE_NAMES = [*SIGNALS, "adam"]
 
-__all__ = ["Chain", "Context", "StepOutput", "Transform", "chain", "tree_map", "sgd", "dfa", "random_nn",
-           "hebbian", "anti_hebbian", "oja", "adam", "weight_decay", "signal_noise", "param_noise",
-           "make_rule", "SIGNALS", "RULE_NAMES", "bcm", "soft_wta", "three_factor", "fa", "sign_symmetry",
-           "exp_grad", "curl", "flip"]
+__all__ = [
+    "RULE_NAMES",
+    "SIGNALS",
+    "Chain",
+    "Context",
+    "StepOutput",
+    "Transform",
+    "adam",
+    "anti_hebbian",
+    "bcm",
+    "chain",
+    "curl",
+    "dfa",
+    "exp_grad",
+    "fa",
+    "flip",
+    "hebbian",
+    "make_rule",
+    "oja",
+    "param_noise",
+    "random_nn",
+    "sgd",
+    "sign_symmetry",
+    "signal_noise",
+    "soft_wta",
+    "three_factor",
+    "tree_map",
+    "weight_decay",
+]

@@ -15,6 +15,7 @@ with ``signals.py``: pre = h_a (previous layer's post-activation), post = h_b = 
 - ``curl``: sgd followed by ``flip``: the update's presynaptic columns of flipped inputs are negated
   (default: one flipped readout neuron, k = 1 on the last layer).
 """
+
 from __future__ import annotations
 
 import math
@@ -113,8 +114,10 @@ class ThreeFactor(Transform):
 
     def update(self, updates, state, ctx: Context):
         if ctx.y is None:
-            raise PlasticlabError("three_factor needs the targets for its per-sample loss: pass them as "
-                                  "opt.step(y=...) when using RuleOptimizer")
+            raise PlasticlabError(
+                "three_factor needs the targets for its per-sample loss: pass them as "
+                "opt.step(y=...) when using RuleOptimizer"
+            )
         loss = per_sample_loss(ctx.trace.out, ctx.y, ctx.loss)  # (E, B)
         base = loss.mean(dim=1) if state is None else state
         m = -(loss - base[:, None])
@@ -300,5 +303,12 @@ def curl(fraction=None, k=None, layers=None, base: Transform | None = None) -> C
     return Curl(fraction, k, layers, base)
 
 
-ATLAS_SIGNALS = {"bcm": bcm, "soft_wta": soft_wta, "three_factor": three_factor, "fa": fa,
-                 "sign_symmetry": sign_symmetry, "exp_grad": exp_grad, "curl": curl}
+ATLAS_SIGNALS = {
+    "bcm": bcm,
+    "soft_wta": soft_wta,
+    "three_factor": three_factor,
+    "fa": fa,
+    "sign_symmetry": sign_symmetry,
+    "exp_grad": exp_grad,
+    "curl": curl,
+}

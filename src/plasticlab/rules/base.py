@@ -9,10 +9,12 @@ Hebbian alignment is measured on (decay never inside the signal).
 
 Updates and params are lists over layers of ``(dW, db)`` pairs; ``db`` is None for bias-free layers.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -118,8 +120,9 @@ class Chain(Transform):
         if parts[0].kind != "signal":
             from plasticlab.rules import SIGNALS  # late: the registry imports this module
 
-            raise PlasticlabError(f"a rule must start with a learning signal, got {parts[0]!r}; "
-                                  f"signals: {', '.join(SIGNALS)}")
+            raise PlasticlabError(
+                f"a rule must start with a learning signal, got {parts[0]!r}; signals: {', '.join(SIGNALS)}"
+            )
         for p in parts[1:]:
             if p.kind == "signal":
                 raise PlasticlabError(f"only one learning signal per rule, got {parts[0]!r} and {p!r}")

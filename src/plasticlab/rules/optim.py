@@ -17,6 +17,7 @@ How a rule sees the model (an ensemble of one, E = 1):
 - ``W <- W + lr * update`` (the library's sign convention: updates are descent directions).
 Parameter noise perturbs the forward pass, which the user runs, so it is refused here.
 """
+
 from __future__ import annotations
 
 import torch
@@ -64,8 +65,10 @@ class HookContext(Context):
         if out is None and y is None and self.captured_out is not None:
             return self.captured_out
         if (self.y if y is None else y) is None:
-            raise PlasticlabError("this rule needs the output error: call loss.backward() before step(), "
-                                  "or pass the targets as opt.step(y=...)")
+            raise PlasticlabError(
+                "this rule needs the output error: call loss.backward() before step(), "
+                "or pass the targets as opt.step(y=...)"
+            )
         return super().output_delta(out, y)
 
     def backprop(self, delta_out, feedback=None):
@@ -80,8 +83,9 @@ class RuleOptimizer(torch.optim.Optimizer):
     ``loss`` ("mse" or "xent") is only used when a rule computes its own error from targets (random_nn,
     three_factor, or ``step(y=...)`` without a backward pass); ``seed`` fixes feedback matrices and noise."""
 
-    def __init__(self, model: nn.Module, rule, lr: float, *, loss: str = "mse", activation: str | None = None,
-                 seed: int = 0):
+    def __init__(
+        self, model: nn.Module, rule, lr: float, *, loss: str = "mse", activation: str | None = None, seed: int = 0
+    ):
         if lr <= 0:
             raise PlasticlabError(f"lr must be > 0, got {lr!r}")
         self.layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -94,8 +98,10 @@ class RuleOptimizer(torch.optim.Optimizer):
             rule = make_rule(rule)
         self.rule = rule if isinstance(rule, Chain) else chain(rule)
         if any(isinstance(p, ParamNoise) and p.sigma > 0 for p in self.rule.parts):
-            raise PlasticlabError("param_noise perturbs the forward pass, which your model runs itself: "
-                                  "add the noise in the model, or use signal_noise")
+            raise PlasticlabError(
+                "param_noise perturbs the forward pass, which your model runs itself: "
+                "add the noise in the model, or use signal_noise"
+            )
         parts = list(self.rule.parts)
         if type(parts[0]) is SGD:
             parts[0] = _GradSignal()
@@ -114,6 +120,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             self._acts[i] = (inputs[0].detach(), output.detach())
             if output.requires_grad:
                 output.register_hook(lambda g: self._grads.__setitem__(i, g.detach()))
+
         return record
 
     def _net(self) -> MLP:
@@ -132,16 +139,27 @@ class RuleOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         if len(self._acts) < len(self.layers):
-            raise PlasticlabError("step() before a forward pass: run the model on a batch first "
-                                  "(and loss.backward() for rules that need the error)")
+            raise PlasticlabError(
+                "step() before a forward pass: run the model on a batch first "
+                "(and loss.backward() for rules that need the error)"
+            )
         net = self._net()
-        flat = lambda t: t.reshape(1, -1, t.shape[-1])  # noqa: E731
-        pre, z = [flat(self._acts[i][0]) for i in range(len(self.layers))], \
-            [flat(self._acts[i][1]) for i in range(len(self.layers))]
+        flat = lambda t: t.reshape(1, -1, t.shape[-1])
+        pre, z = (
+            [flat(self._acts[i][0]) for i in range(len(self.layers))],
+            [flat(self._acts[i][1]) for i in range(len(self.layers))],
+        )
         post = [zz if b is None else zz - b[:, None, :] for zz, b in zip(z, net.biases)]
         trace = Trace(pre=pre, post=post, z=z, out=z[-1], weights=net.weights)
-        ctx = HookContext(net=net, trace=trace, x=pre[0], y=None if y is None else flat(y), loss=self.loss,
-                          seeds=self.seeds, step=self.t)
+        ctx = HookContext(
+            net=net,
+            trace=trace,
+            x=pre[0],
+            y=None if y is None else flat(y),
+            loss=self.loss,
+            seeds=self.seeds,
+            step=self.t,
+        )
         B = pre[0].shape[1]
         if len(self._grads) == len(self.layers):
             ctx.captured = [B * flat(self._grads[i]) for i in range(len(self.layers))]
@@ -151,8 +169,10 @@ class RuleOptimizer(torch.optim.Optimizer):
         if type(self._chain.parts[0]) is _GradSignal:
             if any(m.weight.grad is None for m in self.layers):
                 raise PlasticlabError("sgd reads p.grad: call loss.backward() before step()")
-            ctx.grads = [(-m.weight.grad[None], None if m.bias is None or m.bias.grad is None
-                          else -m.bias.grad[None]) for m in self.layers]
+            ctx.grads = [
+                (-m.weight.grad[None], None if m.bias is None or m.bias.grad is None else -m.bias.grad[None])
+                for m in self.layers
+            ]
         out = self._chain.step(self.rule_state, ctx)
         self.rule_state = out.state
         lr = self.param_groups[0]["lr"]

@@ -1,4 +1,5 @@
 """Learning signals g (descent direction). Each ignores incoming updates and builds them from the context."""
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,9 @@ class RandomNN(Transform):
     kind, name = "signal", "random_nn"
 
     def init(self, net, seeds):
-        return init_mlp(seeds, net.widths, net.activation, bias=False, tag="random-nn-target",
-                        dtype=net.weights[0].dtype)
+        return init_mlp(
+            seeds, net.widths, net.activation, bias=False, tag="random-nn-target", dtype=net.weights[0].dtype
+        )
 
     def update(self, updates, state, ctx: Context):
         target = state.forward(ctx.x).out

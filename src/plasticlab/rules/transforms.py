@@ -1,4 +1,5 @@
 """Transforms applied after the learning signal: preconditioning, noise, decoupled weight decay."""
+
 from __future__ import annotations
 
 import torch
@@ -75,9 +76,10 @@ class ParamNoise(Transform):
     def perturb(self, weights, state, seeds, step):
         if self.sigma == 0:
             return weights
-        return [W + self.sigma * seeding.normal(seeds, seeding.key_of("param-noise", l, step), W.shape[1:],
-                                                W.dtype)
-                for l, W in enumerate(weights)]
+        return [
+            W + self.sigma * seeding.normal(seeds, seeding.key_of("param-noise", l, step), W.shape[1:], W.dtype)
+            for l, W in enumerate(weights)
+        ]
 
     def update(self, updates, state, ctx: Context):
         return updates, state

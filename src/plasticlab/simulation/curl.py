@@ -10,11 +10,20 @@ Network ``y = phi(W2 phi(W1 x))`` with W1 (E, N, M), W2 (E, 1, N). Conventions (
 ``curl_step`` is the pure, differentiable reference (torch.func works on it); ``simulate`` runs the same
 arithmetic fused and in place.
 """
+
 from __future__ import annotations
 
+import itertools
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
 import torch
 
-from plasticlab.errors import check_choice
+from plasticlab import seeding
+from plasticlab.errors import PlasticlabError, check_choice, check_positive
 
 ACTIVATIONS = ("linear", "tanh", "relu")
 
@@ -58,12 +67,12 @@ def curl_step(W1, W2, x, y, d1, d2, lr, activation, feedback=None, norms=None):
     """
     check_choice("activation", activation, ACTIVATIONS)
     B = x.shape[-2]
-    a1 = x @ W1.transpose(-1, -2)                       # (E, B, N)
+    a1 = x @ W1.transpose(-1, -2)  # (E, B, N)
     h = _phi(a1, activation)
     e = _phi(h @ W2.transpose(-1, -2), activation) - y  # (E, B, 1); no phi' at the output
     e = e * (_per_member(lr, W1) / B)
     back = W2 if feedback is None else feedback.transpose(-1, -2)  # (E, 1, N)
-    delta = e @ back                                    # (E, B, N)
+    delta = e @ back  # (E, B, N)
     dp = _dphi(a1, h, activation)
     if dp is not None:
         delta = delta * dp
@@ -85,16 +94,6 @@ def flips(k: torch.Tensor | list[int], n: int, dtype=torch.float64) -> torch.Ten
 # ---------------------------------------------------------------------------------------------------------
 # Simulator
 # ---------------------------------------------------------------------------------------------------------
-import itertools  # noqa: E402
-import math  # noqa: E402
-import time  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from plasticlab import seeding  # noqa: E402
-from plasticlab.errors import PlasticlabError, check_positive  # noqa: E402
 
 RULES = ("gd", "curl", "dfa", "dfa_flip")
 INITS = ("random", "teacher")
@@ -112,23 +111,23 @@ class CurlConfig:
     M: int
     N: int
     activation: str = "tanh"
-    P: int = 250                    # training-set size (fixed, reshuffled every epoch)
-    B: int = 10                     # mini-batch; B = P is full batch (no shuffling needed)
+    P: int = 250  # training-set size (fixed, reshuffled every epoch)
+    B: int = 10  # mini-batch; B = P is full batch (no shuffling needed)
     epochs: int = 1000
-    eta: float = 0.1                # per-step lr is eta·B/P so an epoch is comparable across P
+    eta: float = 0.1  # per-step lr is eta·B/P so an epoch is comparable across P
     n_test: int = 100
-    norm_constraint: bool = True    # rescale each layer to its initial Frobenius norm after every step
-    init: str = "random"            # "random": teacher-like draw × init_scale; "teacher": teacher + noise
-    perturbation: float = 1e-15     # std of the per-weight Gaussian added to the teacher when init="teacher"
+    norm_constraint: bool = True  # rescale each layer to its initial Frobenius norm after every step
+    init: str = "random"  # "random": teacher-like draw × init_scale; "teacher": teacher + noise
+    perturbation: float = 1e-15  # std of the per-weight Gaussian added to the teacher when init="teacher"
     balanced_teacher: bool = False  # rescale the teacher to ‖W1‖_F = √N, ‖W2‖ = 1 (SPEC B.4/B.5)
-    threshold: float = 1e-3         # for epochs_to_threshold (train error)
-    points_per_decade: int = 20     # log-spaced evaluation epochs (plus epoch 0 and the last epoch)
-    record_last: int = 0            # keep all weights over the last K epochs (chaos measurements)
+    threshold: float = 1e-3  # for epochs_to_threshold (train error)
+    points_per_decade: int = 20  # log-spaced evaluation epochs (plus epoch 0 and the last epoch)
+    record_last: int = 0  # keep all weights over the last K epochs (chaos measurements)
     stop_when_converged: bool = False  # stop once every live member is below threshold
-    moment_match: bool = True       # linear + full batch: step on the data moments (XᵀX/P, YᵀX/P)
+    moment_match: bool = True  # linear + full batch: step on the data moments (XᵀX/P, YᵀX/P)
     dtype: str = "float64"
 
-    def validate(self) -> "CurlConfig":
+    def validate(self) -> CurlConfig:
         check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("init", self.init, INITS)
         check_choice("dtype", self.dtype, DTYPES)
@@ -151,26 +150,31 @@ class CurlConfig:
 def grid(seeds, k1s=(0,), k2s=(0,), init_scales=(1.0,), rules=("curl",)) -> dict[str, list]:
     """Member lists for the full product (rule-major, seed-minor) — pass as ``simulate(cfg, **grid(...))``."""
     rows = list(itertools.product(rules, k1s, k2s, init_scales, seeds))
-    return dict(rule=[r[0] for r in rows], k1=[r[1] for r in rows], k2=[r[2] for r in rows],
-                init_scale=[r[3] for r in rows], seeds=[r[4] for r in rows])
+    return dict(
+        rule=[r[0] for r in rows],
+        k1=[r[1] for r in rows],
+        k2=[r[2] for r in rows],
+        init_scale=[r[3] for r in rows],
+        seeds=[r[4] for r in rows],
+    )
 
 
 @dataclass
 class CurlResult:
     config: CurlConfig
-    members: pd.DataFrame             # one row per member: seed, rule, k1, k2, init_scale, eta
-    checkpoints: np.ndarray           # (T,) epochs at which errors were measured
-    train_error: np.ndarray           # (E, T), NaN after divergence / early stop
-    test_error: np.ndarray            # (E, T)
-    peak_train_error: np.ndarray      # (E,) max over checkpoints (over every step when full batch)
-    epochs_to_threshold: np.ndarray   # (E,) first checkpoint with train error < threshold, else NaN
-    diverged: np.ndarray              # (E,) bool
-    diverged_at: np.ndarray           # (E,) epoch at which non-finite weights were found, else NaN
-    W1: torch.Tensor                  # final weights (E, N, M) (the initial ones for diverged members)
+    members: pd.DataFrame  # one row per member: seed, rule, k1, k2, init_scale, eta
+    checkpoints: np.ndarray  # (T,) epochs at which errors were measured
+    train_error: np.ndarray  # (E, T), NaN after divergence / early stop
+    test_error: np.ndarray  # (E, T)
+    peak_train_error: np.ndarray  # (E,) max over checkpoints (over every step when full batch)
+    epochs_to_threshold: np.ndarray  # (E,) first checkpoint with train error < threshold, else NaN
+    diverged: np.ndarray  # (E,) bool
+    diverged_at: np.ndarray  # (E,) epoch at which non-finite weights were found, else NaN
+    W1: torch.Tensor  # final weights (E, N, M) (the initial ones for diverged members)
     W2: torch.Tensor
     history: dict = field(default_factory=dict)  # "W1" (K,E,N,M), "W2" (K,E,1,N), "epochs" (K,)
     epochs_run: int = 0
-    loop_seconds: float = 0.0         # wall time of the epoch loop (init and data generation excluded)
+    loop_seconds: float = 0.0  # wall time of the epoch loop (init and data generation excluded)
     steps_run: int = 0
 
     def table(self) -> pd.DataFrame:
@@ -218,15 +222,22 @@ def _teacher_data(cfg: CurlConfig, seeds: torch.Tensor):
 def _student(cfg: CurlConfig, seeds: torch.Tensor, scale: torch.Tensor, T1, T2):
     M, N = cfg.M, cfg.N
     if cfg.init == "teacher":
-        return (T1 + cfg.perturbation * seeding.normal(seeds, _key("perturb_W1"), (N, M)),
-                T2 + cfg.perturbation * seeding.normal(seeds, _key("perturb_W2"), (1, N)))
+        return (
+            T1 + cfg.perturbation * seeding.normal(seeds, _key("perturb_W1"), (N, M)),
+            T2 + cfg.perturbation * seeding.normal(seeds, _key("perturb_W2"), (1, N)),
+        )
     s = scale.to(torch.float64).reshape(-1, 1, 1)
-    return (s * _uniform_pm(seeds, _key("student_W1"), (N, M), 1 / math.sqrt(M), torch.float64),
-            s * _uniform_pm(seeds, _key("student_W2"), (1, N), 1 / math.sqrt(N), torch.float64))
+    return (
+        s * _uniform_pm(seeds, _key("student_W1"), (N, M), 1 / math.sqrt(M), torch.float64),
+        s * _uniform_pm(seeds, _key("student_W2"), (1, N), 1 / math.sqrt(N), torch.float64),
+    )
 
 
 def initial_state(cfg: CurlConfig, seeds: torch.Tensor, scale: torch.Tensor, dt):
-    """Per-member (W1, W2, X, Y, Xt, Yt, F) — the simulator's starting point (teacher, data, student), shared by experiments that step it themselves."""
+    """Per-member (W1, W2, X, Y, Xt, Yt, F): the simulator's starting point (teacher, data, student).
+
+    Shared by experiments that step the engine themselves.
+    """
     T1, T2, X, Y, Xt, Yt, F = _teacher_data(cfg, seeds)
     W1, W2 = _student(cfg, seeds, scale, T1, T2)
     return [t.to(dt).contiguous() for t in (W1, W2, X, Y, Xt, Yt, F)]
@@ -236,8 +247,9 @@ def _error(W1, W2, X, Y, activation) -> torch.Tensor:
     return 0.5 * (curl_forward(W1, W2, X, activation) - Y).pow(2).mean(dim=(1, 2))
 
 
-def simulate(cfg: CurlConfig, seeds, k1=0, k2=0, init_scale=1.0, rule="curl", eta=None,
-             threads: int | None = None) -> CurlResult:
+def simulate(
+    cfg: CurlConfig, seeds, k1=0, k2=0, init_scale=1.0, rule="curl", eta=None, threads: int | None = None
+) -> CurlResult:
     """Advance an ensemble (one member per entry of ``seeds``; the other arguments broadcast) together.
 
     Each member's teacher, data, student init, shuffles and DFA feedback are functions of its seed only,
@@ -324,13 +336,13 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
         lr.mul_(B)  # the batch mean is already inside Σ̂ (in place: freezing zeroes this same tensor)
 
     def step_moments() -> None:
-        dv = torch.bmm(W2, W1).sub_(vstar)              # (E, 1, M): end-to-end map minus the teacher's
-        g = torch.bmm(dv, Sigma)                        # mean e xᵀ
+        dv = torch.bmm(W2, W1).sub_(vstar)  # (E, 1, M): end-to-end map minus the teacher's
+        g = torch.bmm(dv, Sigma)  # mean e xᵀ
         if track_peak:
             torch.maximum(peak, torch.bmm(g, dv.transpose(1, 2)).view(E).mul_(0.5), out=peak)
         g *= lr
         back = Ft if dfa_all else (torch.where(dfa_mask, Ft, W2) if dfa_any else W2)
-        G2 = torch.bmm(g, W1.transpose(1, 2))           # mean e hᵀ, from the pre-update W1
+        G2 = torch.bmm(g, W1.transpose(1, 2))  # mean e hᵀ, from the pre-update W1
         W1.baddbmm_(back.transpose(1, 2), g * d1r if use_d1 else g, alpha=-1.0)
         W2.addcmul_(G2, d2r, value=-1.0) if use_d2 else W2.sub_(G2)
         if cfg.norm_constraint:
@@ -407,8 +419,11 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
 
     def measure(i: int, epoch: int) -> None:
         freeze((~torch.isfinite(W1.sum(dim=(1, 2)))).numpy(), epoch)
-        tr = _error(W1, W2, Xu[inv] if X_tr is None else X_tr, Yu[inv] if Y_tr is None else Y_tr,
-                    act).double().numpy()
+        tr = (
+            _error(W1, W2, Xu[inv] if X_tr is None else X_tr, Yu[inv] if Y_tr is None else Y_tr, act)
+            .double()
+            .numpy()
+        )
         te = _error(W1, W2, Xt, Yt, act).double().numpy()
         # errors can overflow while the weights are still finite: that is divergence too
         freeze(~(np.isfinite(tr) & np.isfinite(te)), epoch)
@@ -432,8 +447,9 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
                 ks = range(epoch, min(epoch + block, cfg.epochs + 1))
                 perm = seeding.permutations(useeds_t, [shuffle_key + k for k in ks], P)[inv] + row0[:, :, None]
                 # (E, K, P) -> per epoch: (steps, E·B), the rows of each step
-                queue = list(perm.view(E, len(ks), steps, B).permute(1, 2, 0, 3)
-                             .reshape(len(ks), steps, E * B).unbind(0))[::-1]
+                queue = list(
+                    perm.view(E, len(ks), steps, B).permute(1, 2, 0, 3).reshape(len(ks), steps, E * B).unbind(0)
+                )[::-1]
             rows = queue.pop()
             # each step then copies just its B rows per member
             Ys = Yf.index_select(0, rows.view(-1)).view(steps, E, B, 1)
@@ -451,19 +467,34 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
             measure(cp_index[epoch], epoch)
             if cfg.stop_when_converged:
                 live = ~diverged
-                done = (np.nan_to_num(train_err[live, : cp_index[epoch] + 1], nan=np.inf)
-                        < cfg.threshold).any(axis=1)
+                done = (np.nan_to_num(train_err[live, : cp_index[epoch] + 1], nan=np.inf) < cfg.threshold).any(
+                    axis=1
+                )
                 if done.all():
                     break
 
     loop_seconds = time.perf_counter() - t0
     below = np.nan_to_num(train_err, nan=np.inf) < cfg.threshold
     ett = np.where(below.any(axis=1), cps[below.argmax(axis=1)], np.nan).astype(float)
-    pk = np.fmax(np.nanmax(np.where(np.isnan(train_err), -np.inf, train_err), axis=1),
-                 peak.double().numpy())
+    pk = np.fmax(np.nanmax(np.where(np.isnan(train_err), -np.inf, train_err), axis=1), peak.double().numpy())
     pk[diverged] = np.nan
     history = {}
     if hist_W1:
         history = dict(W1=torch.stack(hist_W1), W2=torch.stack(hist_W2), epochs=np.array(hist_ep))
-    return CurlResult(cfg, members, cps, train_err, test_err, pk, ett, diverged, diverged_at, W1, W2,
-                      history, epoch, loop_seconds, epoch * (1 if moments else steps))
+    return CurlResult(
+        cfg,
+        members,
+        cps,
+        train_err,
+        test_err,
+        pk,
+        ett,
+        diverged,
+        diverged_at,
+        W1,
+        W2,
+        history,
+        epoch,
+        loop_seconds,
+        epoch * (1 if moments else steps),
+    )

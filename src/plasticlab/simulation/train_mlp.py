@@ -8,6 +8,7 @@ matrix H and E||h_b||^2 that the stationarity identity (SPEC A.3) needs.
 
 A member whose weights stop being finite is marked diverged at that step and frozen; the others go on.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -56,10 +57,23 @@ def _finite(net: MLP) -> torch.Tensor:
     return ok
 
 
-def train_mlp(net: MLP, rule: Chain, data: Dataset, seeds, *, steps: int, lr: float, batch_size: int = 256,
-              record_every: int = 100, average_from: int | None = None, neurons: bool = False,
-              val_batch: int | None = None, progress=None, late_every: int = 1,
-              record_at=None) -> TrainResult:
+def train_mlp(
+    net: MLP,
+    rule: Chain,
+    data: Dataset,
+    seeds,
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int = 256,
+    record_every: int = 100,
+    average_from: int | None = None,
+    neurons: bool = False,
+    val_batch: int | None = None,
+    progress=None,
+    late_every: int = 1,
+    record_at=None,
+) -> TrainResult:
     """Train E members together. ``seeds`` (E,) drive each member's batches and noise.
 
     ``late_every`` = k samples the late window (alignment mean, G/H/W/E||h_b||^2 sums) every k-th step
@@ -145,12 +159,23 @@ def train_mlp(net: MLP, rule: Chain, data: Dataset, seeds, *, steps: int, lr: fl
     H_mean = [h / n for h in H_sum]
     late_align = A_sum / A_n.clamp_min(1)
     late_align = torch.where(A_n > 0, late_align, torch.full_like(late_align, float("nan")))
-    collapsed = torch.stack([(g.flatten(1).norm(dim=1) < 1e-12) | (h.flatten(1).norm(dim=1) < 1e-12)
-                             for g, h in zip(G_mean, H_mean)])
+    collapsed = torch.stack(
+        [(g.flatten(1).norm(dim=1) < 1e-12) | (h.flatten(1).norm(dim=1) < 1e-12) for g, h in zip(G_mean, H_mean)]
+    )
     return TrainResult(
-        net=net, steps_recorded=rec_steps, alignment=torch.stack(aligns), val_loss=torch.stack(vals),
-        train_loss=torch.stack(trains), alignment_late=late_align, val_loss_final=val_final,
-        diverged=~alive, diverged_at=diverged_at, collapsed=collapsed & alive[None],
-        G_mean=G_mean, H_mean=H_mean, post_sq_mean=[p / n for p in P_sum], W_mean=[w / n for w in W_sum],
+        net=net,
+        steps_recorded=rec_steps,
+        alignment=torch.stack(aligns),
+        val_loss=torch.stack(vals),
+        train_loss=torch.stack(trains),
+        alignment_late=late_align,
+        val_loss_final=val_final,
+        diverged=~alive,
+        diverged_at=diverged_at,
+        collapsed=collapsed & alive[None],
+        G_mean=G_mean,
+        H_mean=H_mean,
+        post_sq_mean=[p / n for p in P_sum],
+        W_mean=[w / n for w in W_sum],
         neuron_alignment=[torch.stack(r) for r in neuron_rec] if neurons else None,
     )

@@ -1,4 +1,5 @@
 """Sweeps: run an experiment's chunks as independent tasks, resumably, in local processes or on Dask."""
+
 from plasticlab.sweeps.execute import SweepFailed, execute
 from plasticlab.sweeps.status import status, summary
 from plasticlab.sweeps.store import chunk_hash

@@ -5,6 +5,7 @@ arrives, so a killed run loses only the chunks that were in flight. Running agai
 of the current grid that are not done (new, failed or never finished); the table returned is always the
 current grid's chunks in chunk order.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,9 @@ class SweepFailed(PlasticlabError):
     """Some chunks raised. Everything that finished is saved; running the same command again retries
     only the failed chunks. ``failed``: list of (chunk index, error dict); ``partial``: the finished rows."""
 
-    def __init__(self, message: str, failed: list[tuple[int, dict]], total: int, out: Path | None,
-                 partial: pd.DataFrame):
+    def __init__(
+        self, message: str, failed: list[tuple[int, dict]], total: int, out: Path | None, partial: pd.DataFrame
+    ):
         super().__init__(message)
         self.failed, self.total, self.out, self.partial = failed, total, out, partial
 
@@ -51,12 +53,26 @@ class _Bar:
         if not enabled or total == 0:
             return
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("chunks"), TimeElapsedColumn(), TextColumn("ETA"),
-                                 TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("chunks"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
         self.name = name + (f" ({skipped} already done)" if skipped else "")
         self.task = self.progress.add_task(self.name, total=total)
         self.progress.start()
@@ -73,19 +89,33 @@ class _Bar:
             self.progress.stop()
 
 
-def _failure(exp, failed: list[tuple[int, dict]], total: int, out: Path | None,
-             partial: pd.DataFrame) -> SweepFailed:
+def _failure(
+    exp, failed: list[tuple[int, dict]], total: int, out: Path | None, partial: pd.DataFrame
+) -> SweepFailed:
     i, err = failed[0]
-    where = f"; finished chunks are saved in {out}, run the same command again to retry only the failed " \
-            f"ones (see `plasticlab status {out}`)" if out is not None else ""
-    msg = (f"{len(failed)} of {total} chunks of {exp.name} failed (first: chunk {i}, "
-           f"{err['type']}: {err['message']}){where}")
+    where = (
+        f"; finished chunks are saved in {out}, run the same command again to retry only the failed "
+        f"ones (see `plasticlab status {out}`)"
+        if out is not None
+        else ""
+    )
+    msg = (
+        f"{len(failed)} of {total} chunks of {exp.name} failed (first: chunk {i}, "
+        f"{err['type']}: {err['message']}){where}"
+    )
     return SweepFailed(msg, failed, total, out, partial)
 
 
-def execute(exp, specs: list[dict[str, Any]], out: str | Path | None = None, executor: str = "local",
-            workers: int | None = None, scheduler: str | None = None, progress: bool = False,
-            params: dict[str, Any] | None = None) -> pd.DataFrame:
+def execute(
+    exp,
+    specs: list[dict[str, Any]],
+    out: str | Path | None = None,
+    executor: str = "local",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: bool = False,
+    params: dict[str, Any] | None = None,
+) -> pd.DataFrame:
     """Compute ``specs`` (chunks of ``exp``) and return their rows, in chunk order.
 
     Raises SweepFailed (after saving everything that finished) if any chunk raised.
@@ -124,8 +154,7 @@ def _execute_in_memory(exp, specs, hashes, executor, workers, scheduler, progres
     return df
 
 
-def _execute_resumable(exp, specs, hashes, out, executor, workers, scheduler, progress,
-                       params) -> pd.DataFrame:
+def _execute_resumable(exp, specs, hashes, out, executor, workers, scheduler, progress, params) -> pd.DataFrame:
     remove_temp_files(out)
     m = Manifest.load(out)
     m.data.update(experiment=exp.name, params=params, grid=hashes)
@@ -141,8 +170,18 @@ def _execute_resumable(exp, specs, hashes, out, executor, workers, scheduler, pr
             entry["state"] = "pending" if entry["state"] == "done" else entry["state"]  # part went missing
             todo.append(i)
     run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
-    run_rec = dict(id=run_id, started=now(), pid=os.getpid(), executor=executor, workers=workers,
-                   scheduler=scheduler, chunks=len(hashes), todo=len(todo), computed=0, failed=0)
+    run_rec = dict(
+        id=run_id,
+        started=now(),
+        pid=os.getpid(),
+        executor=executor,
+        workers=workers,
+        scheduler=scheduler,
+        chunks=len(hashes),
+        todo=len(todo),
+        computed=0,
+        failed=0,
+    )
     m.data["runs"].append(run_rec)
     m.save()  # the grid is on disk before any work, so `status` can show what is pending
 
@@ -154,14 +193,25 @@ def _execute_resumable(exp, specs, hashes, out, executor, workers, scheduler, pr
                 i = todo[j]
                 h = hashes[i]
                 entry = m.chunks[h]
-                entry.update(attempts=entry.get("attempts", 0) + 1, run=run_id, finished=now(),
-                             seconds=res["seconds"], worker=res["worker"])
+                entry.update(
+                    attempts=entry.get("attempts", 0) + 1,
+                    run=run_id,
+                    finished=now(),
+                    seconds=res["seconds"],
+                    worker=res["worker"],
+                )
                 if res["ok"]:
                     try:  # part first: a manifest entry never points at nothing
                         write_part(out, h, res["df"])
-                    except Exception as e:  # noqa: BLE001 - e.g. a column parquet cannot store
-                        res = dict(ok=False, error=dict(type=type(e).__name__, message=f"writing part: {e}",
-                                                        traceback=traceback.format_exc()))
+                    except Exception as e:
+                        res = dict(
+                            ok=False,
+                            error=dict(
+                                type=type(e).__name__,
+                                message=f"writing part: {e}",
+                                traceback=traceback.format_exc(),
+                            ),
+                        )
                 if res["ok"]:
                     entry.update(state="done", rows=len(res["df"]))
                     entry.pop("error", None)

@@ -3,6 +3,7 @@
 They only compute; the caller writes parts and the manifest as results arrive. Closing the generator
 (normal end, Ctrl-C, an error in the caller) shuts the workers down.
 """
+
 from __future__ import annotations
 
 import logging
@@ -10,8 +11,9 @@ import multiprocessing
 import os
 import traceback
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Any, Iterator
+from typing import Any
 
 from plasticlab.errors import PlasticlabError, check_choice
 from plasticlab.sweeps.worker import init_worker, run_task, threads_per_worker, usable_cores
@@ -22,9 +24,14 @@ Result = tuple[int, dict[str, Any]]
 
 def _lost(e: BaseException, what: str) -> dict[str, Any]:
     """A chunk whose worker died (OOM kill, segfault): a failure to retry, like a chunk that raised."""
-    return dict(ok=False, seconds=float("nan"), worker="?",
-                error=dict(type=type(e).__name__, message=f"{what}: {e}",
-                           traceback="".join(traceback.format_exception(e))))
+    return dict(
+        ok=False,
+        seconds=float("nan"),
+        worker="?",
+        error=dict(
+            type=type(e).__name__, message=f"{what}: {e}", traceback="".join(traceback.format_exception(e))
+        ),
+    )
 
 
 def default_workers(executor: str) -> int:
@@ -47,14 +54,18 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
 def run_pool(name: str, specs: list[dict], workers: int) -> Iterator[Result]:
     threads = threads_per_worker(workers)
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(specs)), mp_context=_pool_context(),
-                               initializer=init_worker, initargs=(threads, os.getpid()))
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(specs)),
+        mp_context=_pool_context(),
+        initializer=init_worker,
+        initargs=(threads, os.getpid()),
+    )
     try:
         futures = {pool.submit(run_task, name, spec, threads): i for i, spec in enumerate(specs)}
         for fut in as_completed(futures):
             try:
                 res = fut.result()
-            except Exception as e:  # noqa: BLE001 - BrokenProcessPool and friends
+            except Exception as e:
                 res = _lost(e, "worker process died")
             yield futures[fut], res
     finally:
@@ -79,20 +90,27 @@ def run_dask(name: str, specs: list[dict], workers: int, scheduler: str | None) 
         # runs never collide on 8787). Workers fork from a forkserver (dask preloaded) rather than
         # spawning a fresh interpreter each: faster start.
         with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                   silence_logs=logging.ERROR)
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+                silence_logs=logging.ERROR,
+            )
         client = Client(cluster)
         threads = threads_per_worker(workers)
     tag = uuid.uuid4().hex[:8]
     futures: dict = {}
     try:
-        futures = {client.submit(run_task, name, spec, threads, pure=False, key=f"{name}-{i}-{tag}"): i
-                   for i, spec in enumerate(specs)}
+        futures = {
+            client.submit(run_task, name, spec, threads, pure=False, key=f"{name}-{i}-{tag}"): i
+            for i, spec in enumerate(specs)
+        }
         for fut in dask_completed(list(futures)):
             try:
                 res = fut.result()
-            except Exception as e:  # noqa: BLE001 - KilledWorker, lost connection
+            except Exception as e:
                 res = _lost(e, "dask task lost")
             yield futures[fut], res
     finally:
@@ -102,8 +120,9 @@ def run_dask(name: str, specs: list[dict], workers: int, scheduler: str | None) 
             cluster.close()
 
 
-def run(name: str, specs: list[dict], executor: str, workers: int | None,
-        scheduler: str | None) -> Iterator[Result]:
+def run(
+    name: str, specs: list[dict], executor: str, workers: int | None, scheduler: str | None
+) -> Iterator[Result]:
     check_choice("executor", executor, EXECUTORS)
     if workers is None:
         workers = default_workers(executor)

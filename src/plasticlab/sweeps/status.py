@@ -1,4 +1,5 @@
 """`plasticlab status DIR`: done / pending / failed chunks of the grid last recorded in DIR."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,16 +21,28 @@ def summary(path: str | Path) -> dict[str, Any]:
             failed.append(dict(index=i, hash=h, **e.get("error", {})))
     stale = len(set(m.chunks) - set(m.grid))
     runs = m.data.get("runs", [])
-    return dict(experiment=m.data.get("experiment"), total=len(states), done=states.count("done"),
-                pending=states.count("pending"), failed=len(failed), states=states, failures=failed,
-                stale=stale, runs=len(runs), last_run=runs[-1] if runs else None,
-                running=is_locked(Path(path)), pid=holder(Path(path) / LOCK))
+    return dict(
+        experiment=m.data.get("experiment"),
+        total=len(states),
+        done=states.count("done"),
+        pending=states.count("pending"),
+        failed=len(failed),
+        states=states,
+        failures=failed,
+        stale=stale,
+        runs=len(runs),
+        last_run=runs[-1] if runs else None,
+        running=is_locked(Path(path)),
+        pid=holder(Path(path) / LOCK),
+    )
 
 
 def status(path: str | Path) -> str:
     s = summary(path)
-    lines = [f"{s['experiment']} in {path}: {s['done']} done, {s['pending']} pending, {s['failed']} failed "
-             f"of {s['total']} chunks"]
+    lines = [
+        f"{s['experiment']} in {path}: {s['done']} done, {s['pending']} pending, {s['failed']} failed "
+        f"of {s['total']} chunks"
+    ]
     if s["running"]:
         lines.append(f"a run is in progress (pid {s['pid']})")
     elif s["pending"] or s["failed"]:
@@ -41,6 +54,8 @@ def status(path: str | Path) -> str:
     if s["last_run"]:
         r = s["last_run"]
         ended = f", ended {r['ended']}" if "ended" in r else " (still running or killed)"
-        lines.append(f"last run {r['id']}: {r['computed']} computed, {r['failed']} failed "
-                     f"({r['executor']}, started {r['started']}{ended})")
+        lines.append(
+            f"last run {r['id']}: {r['computed']} computed, {r['failed']} failed "
+            f"({r['executor']}, started {r['started']}{ended})"
+        )
     return "\n".join(lines)

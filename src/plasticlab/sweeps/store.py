@@ -9,6 +9,7 @@ Layout of an output folder::
 A crash can therefore leave at worst a finished part that the manifest does not list yet (it is simply
 recomputed and replaced) or a ``*.tmp`` file, which the next run deletes before it starts.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -17,8 +18,9 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from plasticlab.errors import PlasticlabError
 
@@ -46,8 +48,7 @@ def canonical_json(obj: Any) -> str:
 
 def chunk_hash(experiment: str, spec: dict[str, Any], code_version: Any = 0) -> str:
     """Identity of a chunk: same experiment, spec and versions -> same rows, so it may be reused."""
-    payload = canonical_json(dict(experiment=experiment, spec=spec, format=FORMAT_VERSION,
-                                  code=code_version))
+    payload = canonical_json(dict(experiment=experiment, spec=spec, format=FORMAT_VERSION, code=code_version))
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -97,11 +98,10 @@ class Manifest:
 
     def __init__(self, out: Path, data: dict[str, Any] | None = None):
         self.out = Path(out)
-        self.data = data or dict(format=FORMAT_VERSION, experiment=None, params=None, grid=[],
-                                 chunks={}, runs=[])
+        self.data = data or dict(format=FORMAT_VERSION, experiment=None, params=None, grid=[], chunks={}, runs=[])
 
     @classmethod
-    def load(cls, out: Path | str, must_exist: bool = False) -> "Manifest":
+    def load(cls, out: Path | str, must_exist: bool = False) -> Manifest:
         path = Path(out) / MANIFEST
         if not path.exists():
             if must_exist:
@@ -144,7 +144,7 @@ class DirLock:
         self.path = Path(out) / LOCK
         self.fd: int | None = None
 
-    def __enter__(self) -> "DirLock":
+    def __enter__(self) -> DirLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -152,8 +152,10 @@ class DirLock:
         except BlockingIOError:
             os.close(self.fd)
             self.fd = None
-            raise PlasticlabError(f"another run is using {self.path.parent} (pid {holder(self.path)}); "
-                                  "wait for it or choose another --out") from None
+            raise PlasticlabError(
+                f"another run is using {self.path.parent} (pid {holder(self.path)}); "
+                "wait for it or choose another --out"
+            ) from None
         os.ftruncate(self.fd, 0)
         os.write(self.fd, str(os.getpid()).encode())
         return self

@@ -4,6 +4,7 @@ Experiments are never pickled: a worker only needs ``plasticlab`` importable and
 Errors are caught here and returned as plain data, because arbitrary exception objects do not always
 pickle and a traceback is most useful as text in the manifest anyway.
 """
+
 from __future__ import annotations
 
 import os
@@ -67,6 +68,6 @@ def run_task(name: str, spec: dict[str, Any], threads: int | None = None) -> dic
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"{name}.run_chunk must return a pandas DataFrame, got {type(df).__name__}")
         return dict(ok=True, df=df, seconds=time.perf_counter() - t0, worker=where)
-    except Exception as e:  # noqa: BLE001 - any chunk error is data for the manifest, not a crash
+    except Exception as e:
         err = dict(type=type(e).__name__, message=str(e), traceback=traceback.format_exc())
         return dict(ok=False, error=err, seconds=time.perf_counter() - t0, worker=where)

@@ -1,4 +1,5 @@
 """A task is per-member data: tensors with a leading ensemble dimension E."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

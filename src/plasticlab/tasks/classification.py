@@ -3,6 +3,7 @@
 The data is shared by all members (stored once with a leading dim of 1); members differ by their own
 mini-batch draws and initialisations.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -26,7 +27,7 @@ def _split(x: np.ndarray, labels: np.ndarray, n_val: int, k: int, name: str, dty
     order = np.random.default_rng(0).permutation(len(x))
     x, labels = x[order], labels[order]
     y = _one_hot(labels, k)
-    t = lambda a: torch.as_tensor(a, dtype=dtype)[None]  # noqa: E731
+    t = lambda a: torch.as_tensor(a, dtype=dtype)[None]
     return Dataset(t(x[n_val:]), t(y[n_val:]), t(x[:n_val]), t(y[:n_val]), "xent", name)
 
 
@@ -40,8 +41,7 @@ def digits(n_val: int = 297, dtype=torch.float64) -> Dataset:
     return _split(x, d.target, n_val, 10, "digits", dtype)
 
 
-def cifar10(data_path: str | Path, n_train: int | None = None, n_val: int = 10000,
-            dtype=torch.float32) -> Dataset:
+def cifar10(data_path: str | Path, n_train: int | None = None, n_val: int = 10000, dtype=torch.float32) -> Dataset:
     """CIFAR-10 from the standard python-pickle batches (data_batch_1..5, test_batch) in ``data_path``.
 
     Features are flattened to 3072 and standardised; the test batch is the validation set.
@@ -52,8 +52,10 @@ def cifar10(data_path: str | Path, n_train: int | None = None, n_val: int = 1000
     train_files = sorted(root.glob("data_batch_*")) if root.is_dir() else []
     test_file = root / "test_batch"
     if not train_files or not test_file.exists():
-        raise PlasticlabError(f"no CIFAR-10 python batches in {data_path!s}: expected data_batch_1..5 and "
-                              "test_batch (the 'CIFAR-10 python version' archive, extracted)")
+        raise PlasticlabError(
+            f"no CIFAR-10 python batches in {data_path!s}: expected data_batch_1..5 and "
+            "test_batch (the 'CIFAR-10 python version' archive, extracted)"
+        )
 
     def load(path):
         with open(path, "rb") as f:
@@ -70,6 +72,7 @@ def cifar10(data_path: str | Path, n_train: int | None = None, n_val: int = 1000
         x_tr, l_tr = x_tr[:n_train], l_tr[:n_train]
     x_te, l_te = x_te[:n_val], l_te[:n_val]
     mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-8
-    t = lambda a: torch.as_tensor(a, dtype=dtype)[None]  # noqa: E731
-    return Dataset(t((x_tr - mu) / sd), t(_one_hot(l_tr, 10)), t((x_te - mu) / sd), t(_one_hot(l_te, 10)),
-                   "xent", "cifar10")
+    t = lambda a: torch.as_tensor(a, dtype=dtype)[None]
+    return Dataset(
+        t((x_tr - mu) / sd), t(_one_hot(l_tr, 10)), t((x_te - mu) / sd), t(_one_hot(l_te, 10)), "xent", "cifar10"
+    )

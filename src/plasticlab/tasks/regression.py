@@ -1,4 +1,5 @@
 """Student–teacher regression (SPEC A.5): isotropic Gaussian inputs, targets from a random teacher MLP."""
+
 from __future__ import annotations
 
 import torch
@@ -9,10 +10,18 @@ from plasticlab.networks.mlp import init_mlp
 from plasticlab.tasks.base import Dataset
 
 
-def teacher_regression(seeds, d_in: int = 32, d_out: int = 32, n_train: int = 20000, n_val: int = 2000,
-                       teacher_hidden: list[int] | tuple[int, ...] = (32,), teacher_activation: str = "tanh",
-                       teacher_scale: float = 1.0, label_noise: float = 0.0,
-                       dtype=torch.float64) -> Dataset:
+def teacher_regression(
+    seeds,
+    d_in: int = 32,
+    d_out: int = 32,
+    n_train: int = 20000,
+    n_val: int = 2000,
+    teacher_hidden: list[int] | tuple[int, ...] = (32,),
+    teacher_activation: str = "tanh",
+    teacher_scale: float = 1.0,
+    label_noise: float = 0.0,
+    dtype=torch.float64,
+) -> Dataset:
     """Each member's teacher and samples come from its own seed.
 
     ``teacher_hidden=()`` gives a linear teacher y = W* x; with ``teacher_scale = sqrt(d_in)`` its entries are
@@ -22,12 +31,19 @@ def teacher_regression(seeds, d_in: int = 32, d_out: int = 32, n_train: int = 20
         raise PlasticlabError(f"d_in, d_out, n_train, n_val must be >= 1, got {d_in}, {d_out}, {n_train}, {n_val}")
     if label_noise < 0:
         raise PlasticlabError(f"label_noise must be >= 0, got {label_noise}")
-    teacher = init_mlp(seeds, [d_in, *teacher_hidden, d_out], teacher_activation, scale=teacher_scale,
-                       tag="teacher", dtype=dtype)
+    teacher = init_mlp(
+        seeds, [d_in, *teacher_hidden, d_out], teacher_activation, scale=teacher_scale, tag="teacher", dtype=dtype
+    )
     n = n_train + n_val
     x = seeding.normal(seeds, seeding.key_of("teacher-x"), (n, d_in), dtype)
     y = teacher.forward(x).out
     if label_noise:
         y = y + label_noise * seeding.normal(seeds, seeding.key_of("label-noise"), (n, d_out), dtype)
-    return Dataset(x[:, :n_train], y[:, :n_train], x[:, n_train:], y[:, n_train:], "mse",
-                   f"teacher-regression(d_in={d_in}, d_out={d_out})")
+    return Dataset(
+        x[:, :n_train],
+        y[:, :n_train],
+        x[:, n_train:],
+        y[:, n_train:],
+        "mse",
+        f"teacher-regression(d_in={d_in}, d_out={d_out})",
+    )

@@ -8,10 +8,11 @@ unchanged; at a zero-error point of y = W2 W1 x the non-zero Jacobian eigenvalue
 so the solution manifold is stable iff A is positive definite. Its large-N threshold (W1 entries of variance
 1/M, ‖W2‖² = 1) is given by parametric closed forms which :func:`critical_flip_fraction` inverts.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -198,8 +199,7 @@ def balanced_point(M: int, N: int, seeds: Sequence[int]):
     return W1.numpy(), W2.numpy()
 
 
-def sample_manifold_spectrum(M: int, N: int, k_hidden=0, k_readout=0, seed=0, Sigma=None
-                             ) -> ManifoldSpectrum:
+def sample_manifold_spectrum(M: int, N: int, k_hidden=0, k_readout=0, seed=0, Sigma=None) -> ManifoldSpectrum:
     """Spectra at a sampled balanced point with the first ``k_hidden`` inputs and ``k_readout`` hidden
     neurons flipped.
 
@@ -210,8 +210,7 @@ def sample_manifold_spectrum(M: int, N: int, k_hidden=0, k_readout=0, seed=0, Si
         if int(v) != v or v < 1:
             raise PlasticlabError(f"{name} must be a positive integer, got {v!r}")
     scalar = all(np.ndim(x) == 0 for x in (seed, k_hidden, k_readout))
-    seeds, kh, kr = np.broadcast_arrays(np.atleast_1d(seed), np.atleast_1d(k_hidden),
-                                        np.atleast_1d(k_readout))
+    seeds, kh, kr = np.broadcast_arrays(np.atleast_1d(seed), np.atleast_1d(k_hidden), np.atleast_1d(k_readout))
     uniq, inv = np.unique(seeds, return_inverse=True)
     W1, W2 = balanced_point(int(M), int(N), uniq.tolist())
     spec = manifold_spectrum(W1[inv], W2[inv], flip_diagonal(M, kh), flip_diagonal(N, kr), Sigma)
