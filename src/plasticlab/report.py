@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from plasticlab.claims import Claim, claims_table
+
 
 def _fmt(x: Any, digits: int = 3) -> str:
     if isinstance(x, float):
@@ -40,6 +42,7 @@ class Report:
         self.params = params
         self.parts: list[str] = []
         self.claims: list[tuple[str, bool | None, str]] = []
+        self.verdicts: list[Claim] = []
 
     def text(self, md: str) -> Report:
         self.parts.append(md.strip())
@@ -61,8 +64,13 @@ class Report:
         self.parts.append(f"![{caption}]({fname})\n\n*{caption}*")
         return self
 
+    def add_claims(self, claims: list[Claim]) -> Report:
+        """Claims of the papers with our numbers; rendered first, verdicts from ``plasticlab.claims.verdict``."""
+        self.verdicts.extend(claims)
+        return self
+
     def claim(self, statement: str, passed: bool | None, measured: str) -> Report:
-        """A claim of the paper (or the issue) and whether our run supports it; None = not tested here."""
+        """Legacy pass/fail claim (being replaced by ``add_claims``); None = nothing measured."""
         self.claims.append((statement, None if passed is None else bool(passed), measured))
         return self
 
@@ -78,10 +86,14 @@ class Report:
 
     def render(self) -> str:
         lines = [f"# {self.title}", ""]
+        if self.verdicts or self.claims:
+            lines += ["## Verdicts", ""]
+        if self.verdicts:
+            lines += [claims_table(self.verdicts), ""]
         if self.claims:
-            lines += ["## Verdicts", "", "| claim | verdict | measured |", "|---|---|---|"]
+            lines += ["| claim | verdict | measured |", "|---|---|---|"]
             for s, ok, m in self.claims:
-                v = "not tested" if ok is None else ("✅ reproduced" if ok else "❌ not reproduced")
+                v = "⚪ not run" if ok is None else ("✅ reproduced" if ok else "❌ not reproduced")
                 lines.append(f"| {s} | {v} | {m} |")
             lines.append("")
         lines += [p + "\n" for p in self.parts]
