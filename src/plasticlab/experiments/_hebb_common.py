@@ -17,11 +17,12 @@ import torch
 
 from plasticlab import seeding
 from plasticlab.errors import PlasticlabError
-from plasticlab.rules import SIGNALS, adam, chain
+from plasticlab.rules import SIGNALS, adam, chain, l2
 from plasticlab.rules.base import Chain, Context, Transform
 from plasticlab.tasks.base import Dataset
 
-RULES = [*SIGNALS, "adam"]
+RULES = [*SIGNALS, "adam", "adam_l2"]
+ADAM_RULES = ("adam", "adam_l2")
 ACTIVATIONS = ["linear", "relu", "tanh", "sigmoid"]
 
 
@@ -66,20 +67,25 @@ class MemberParamNoise(Transform):
         return updates, state
 
 
-def member_rule(name: str, gammas, sigmas=None) -> Chain:
-    """``make_rule`` with per-member γ (and σ): signal [→ adam] [→ param noise] → decay."""
+def member_rule(name: str, gammas, sigmas=None, measure: str = "signal") -> Chain:
+    """``make_rule`` with per-member γ (and σ): signal [→ adam] [→ param noise] → decay.
+
+    ``adam_l2`` puts coupled L2 before Adam (signal → l2(γ_e) → adam): the measured signal is −∂ℓ/∂W.
+    ``measure="grad"`` makes decoupled ``adam`` report −∂ℓ/∂W too (a zero decay piece right after sgd ends
+    the measured signal there; the update is unchanged), so both Adam forms can be compared on one quantity."""
+    noise = [] if sigmas is None else [MemberParamNoise(sigmas)]
+    if name == "adam_l2":
+        return chain(SIGNALS["sgd"](), *noise, l2(np.asarray(gammas, dtype=np.float64)), adam())
     if name == "adam":
-        parts = [SIGNALS["sgd"](), adam()]
+        mark = [MemberDecay(np.zeros(len(gammas)))] if measure == "grad" else []
+        parts = [SIGNALS["sgd"](), *mark, adam()]
     elif name in SIGNALS:
         parts = [SIGNALS[name]()]
     else:
         from plasticlab.errors import unknown_choice
 
         raise unknown_choice("rule", name, RULES)
-    if sigmas is not None:
-        parts.append(MemberParamNoise(sigmas))
-    parts.append(MemberDecay(gammas))
-    return chain(*parts)
+    return chain(*parts, *noise, MemberDecay(gammas))
 
 
 @dataclass
@@ -179,6 +185,7 @@ def train_regression(
     neurons: bool = False,
     dtype=torch.float64,
     record_at=None,
+    measure: str = "signal",
 ):
     """The standard regression (SPEC A.5: tanh-teacher with 32 hidden units, Gaussian inputs) trained by
     one rule for every γ × seed member at once. Returns the member table and the TrainResult."""
@@ -195,7 +202,7 @@ def train_regression(
     net = init_mlp(seeds_e, list(widths), activation, dtype=dtype)
     res = train_mlp(
         net,
-        member_rule(rule, m.gamma.values),
+        member_rule(rule, m.gamma.values, measure=measure),
         data,
         seeds_e,
         steps=steps,

@@ -16,7 +16,7 @@ from plasticlab.rules.atlas import (
 )
 from plasticlab.rules.base import Chain, Context, StepOutput, Transform, chain, tree_map
 from plasticlab.rules.signals import anti_hebbian, dfa, hebbian, oja, random_nn, sgd
-from plasticlab.rules.transforms import adam, param_noise, signal_noise, weight_decay
+from plasticlab.rules.transforms import adam, l2, param_noise, signal_noise, weight_decay
 
 SIGNALS = {
     "sgd": sgd,
@@ -30,23 +30,28 @@ SIGNALS = {
 
 
 def make_rule(name: str, gamma: float = 0.0, param_sigma: float = 0.0, signal_sigma: float = 0.0) -> Chain:
-    """A named rule as used by experiments: a signal name, or "adam" (= sgd preconditioned by Adam),
-    followed by the noise pieces and decoupled weight decay."""
+    """A named rule as used by experiments: a signal name, "adam" (sgd preconditioned by Adam, decay
+    decoupled: AdamW) or "adam_l2" (coupled L2 added to the gradient before Adam: torch's
+    ``Adam(weight_decay=γ)``), with the noise pieces and the decay."""
     if name == "adam":
         parts = [sgd(), adam()]
+    elif name == "adam_l2":
+        parts = [sgd()]
     elif name in SIGNALS:
         parts = [SIGNALS[name]()]
     else:
-        raise unknown_choice("rule", name, [*SIGNALS, "adam"])
+        raise unknown_choice("rule", name, RULE_NAMES)
     if param_sigma:
         parts.append(param_noise(param_sigma))
     if signal_sigma:
         parts.append(signal_noise(signal_sigma))
+    if name == "adam_l2":
+        return chain(*parts, l2(gamma), adam())
     parts.append(weight_decay(gamma))
     return chain(*parts)
 
 
-RULE_NAMES = [*SIGNALS, "adam"]
+RULE_NAMES = [*SIGNALS, "adam", "adam_l2"]
 
 __all__ = [
     "RULE_NAMES",
@@ -65,6 +70,7 @@ __all__ = [
     "fa",
     "flip",
     "hebbian",
+    "l2",
     "make_rule",
     "oja",
     "param_noise",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from plasticlab import seeding
-from plasticlab.errors import check_positive
+from plasticlab.errors import PlasticlabError, check_positive
 from plasticlab.rules.base import Context, Transform, tree_map
 
 
@@ -46,6 +46,36 @@ class WeightDecay(Transform):
         for (uW, ub), (W, b) in zip(updates, ctx.net.params()):
             ub = ub if (ub is None or not self.biases) else ub - self.gamma * b
             out.append((uW - self.gamma * W, ub))
+        return out, state
+
+
+class CoupledL2(Transform):
+    """Coupled L2 (``torch.optim.Adam(weight_decay=γ)``): updates − γW *before* the optimizer's preconditioning.
+
+    Placed between the signal and ``adam`` — ``chain(sgd(), l2(γ), adam())`` — it adds γW to the gradient
+    that Adam normalises, unlike ``weight_decay`` after ``adam`` (AdamW, decoupled). It is a decay piece, so
+    the learning signal the chain reports (and alignment is measured on) is everything before it: for
+    ``adam_l2`` that is −∂ℓ/∂W of the data loss, never the L2 term. ``gamma`` is one float or one value per
+    ensemble member (E,)."""
+
+    kind = "decay"
+
+    def __init__(self, gamma, biases: bool = False):
+        g = torch.as_tensor(gamma, dtype=torch.float64)
+        if g.ndim > 1 or (g < 0).any() or not torch.isfinite(g).all():
+            raise PlasticlabError(f"l2 gamma must be a finite value >= 0 or one per member, got {gamma!r}")
+        self.gamma, self.biases = g, biases
+        self.name = f"l2({float(g):g})" if g.ndim == 0 else "l2(per-member)"
+
+    def _scaled(self, t: torch.Tensor) -> torch.Tensor:
+        g = self.gamma.to(t.dtype)
+        return g * t if g.ndim == 0 else g.reshape(-1, *([1] * (t.ndim - 1))) * t
+
+    def update(self, updates, state, ctx: Context):
+        out = []
+        for (uW, ub), (W, b) in zip(updates, ctx.net.params()):
+            ub = ub if (ub is None or b is None or not self.biases) else ub - self._scaled(b)
+            out.append((uW - self._scaled(W), ub))
         return out, state
 
 
@@ -91,6 +121,12 @@ def adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Adam:
 
 def weight_decay(gamma: float, biases: bool = False) -> WeightDecay:
     return WeightDecay(gamma, biases)
+
+
+def l2(gamma, biases: bool = False) -> CoupledL2:
+    """Coupled L2 piece: put it before ``adam()`` (``chain(sgd(), l2(γ), adam())`` is torch's Adam with
+    ``weight_decay=γ``); after ``adam()`` use ``weight_decay`` (AdamW)."""
+    return CoupledL2(gamma, biases)
 
 
 def signal_noise(sigma: float) -> SignalNoise:
