@@ -73,13 +73,17 @@ def train_mlp(
     progress=None,
     late_every: int = 1,
     record_at=None,
+    observe=None,
 ) -> TrainResult:
     """Train E members together. ``seeds`` (E,) drive each member's batches and noise.
 
     ``late_every`` = k samples the late window (alignment mean, G/H/W/E||h_b||^2 sums) every k-th step
     only: those extra products cost about as much as the step itself, and successive steps are strongly
     correlated, so k of a few loses little. Checkpoints are always recorded. ``record_at`` adds extra
-    checkpoint steps (e.g. log-spaced, to resolve early transients)."""
+    checkpoint steps (e.g. log-spaced, to resolve early transients). ``observe(step, ctx, out, state, alive)``,
+    if given, is called at every checkpoint before the update is applied, with this step's context, the
+    rule's output, the rule state the step started from (so an observer may re-run ``rule.step`` on a
+    perturbed context without disturbing training) and the (E,) mask of members still alive."""
     seeds = torch.as_tensor(seeds, dtype=torch.int64)
     E = net.ensemble_size
     if len(seeds) != E:
@@ -112,8 +116,10 @@ def train_mlp(
         trace = net.forward(x, weights)
         ctx = Context(net=net, trace=trace, x=x, y=y, loss=data.loss, seeds=seeds, step=step)
         out = rule.step(state, ctx)
-        state = out.state
         checkpoint = step % record_every == 0 or step == steps - 1 or step in extra
+        if checkpoint and observe is not None:
+            observe(step, ctx, out, state, alive)
+        state = out.state
         late = step >= average_from and (step - average_from) % late_every == 0
         if checkpoint or late:
             # H once per layer, shared by the alignment, the late sums and the per-neuron cosines
