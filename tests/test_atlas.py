@@ -12,8 +12,6 @@ from plasticlab import seeding
 from plasticlab.errors import PlasticlabError
 from plasticlab.networks.mlp import MLP, Trace, init_mlp
 from plasticlab.rules import (
-    RULE_NAMES,
-    SIGNALS,
     bcm,
     chain,
     curl,
@@ -21,11 +19,13 @@ from plasticlab.rules import (
     fa,
     flip,
     make_rule,
+    rule_names,
     sgd,
     sign_symmetry,
     soft_wta,
     three_factor,
 )
+from plasticlab.rules.atlas import Running
 from plasticlab.rules.base import Context
 from plasticlab.simulation.train_mlp import train_mlp
 from plasticlab.tasks import teacher_regression
@@ -127,17 +127,17 @@ def test_bcm_threshold_slides(small):
     net, x, y, seeds = small
     r = chain(bcm(rate=0.5))
     out = r.step(r.init(net, torch.as_tensor(seeds)), ctx_for(net, x, y, seeds))
-    th0 = out.state[0]
+    th0 = out.state[0].value
     assert torch.allclose(th0[0], (net.forward(x).post[0] ** 2).mean(1))  # starts at <post^2>
     # stronger input: post^2 grows, the threshold follows (halfway per step at rate 0.5)
     out2 = r.step(out.state, ctx_for(net, 3 * x, y, seeds))
     m2 = (net.forward(3 * x).post[0] ** 2).mean(1)
-    assert torch.allclose(out2.state[0][0], 0.5 * th0[0] + 0.5 * m2)
-    assert (out2.state[0][0] > th0[0]).all()
+    assert torch.allclose(out2.state[0].value[0], 0.5 * th0[0] + 0.5 * m2)
+    assert (out2.state[0].value[0] > th0[0]).all()
     # g = <post (post - theta) pre^T>: a raised threshold turns the same activity into depression
     tr = net.forward(x)
-    hi = [t * 100 for t in out.state[0]]
-    g_hi = r.step((hi,), ctx_for(net, x, y, seeds)).updates[0][0]
+    hi = [t * 100 for t in th0]
+    g_hi = r.step((Running(1, hi),), ctx_for(net, x, y, seeds)).updates[0][0]
     th = (1 - 0.5) * hi[0] + 0.5 * (tr.post[0] ** 2).mean(1)
     phi = tr.post[0] * (tr.post[0] - th[:, None, :])
     assert torch.allclose(g_hi, torch.bmm(phi.transpose(1, 2), tr.pre[0]) / 16)
@@ -162,14 +162,14 @@ def test_three_factor_follows_its_modulator(small):
     tr = net.forward(x)
     loss = 0.5 * ((tr.out - y) ** 2).sum(-1)
     base = torch.tensor([loss[0].mean().item(), 1e6], dtype=torch.float64)  # member 1: everything beat baseline
-    out = r.step((base,), ctx_for(net, x, y, seeds))
+    out = r.step((Running(1, base),), ctx_for(net, x, y, seeds))
     m = -(loss - base[:, None])
     for l in range(3):
         want = torch.bmm((m[:, :, None] * tr.post[l]).transpose(1, 2), tr.pre[l]) / 16
         assert torch.allclose(out.updates[l][0], want)
     hebb = torch.bmm(tr.post[0].transpose(1, 2), tr.pre[0])
     assert (out.updates[0][0][1] * hebb[1]).sum() > 0  # rewarded: Hebbian
-    assert torch.allclose(out.state[0], 0.9 * base + 0.1 * loss.mean(1))  # baseline moves after the signal
+    assert torch.allclose(out.state[0].value, 0.9 * base + 0.1 * loss.mean(1))  # baseline moves after the signal
 
 
 def test_flip_negates_presynaptic_columns(small):
@@ -191,18 +191,18 @@ def test_flip_negates_presynaptic_columns(small):
 
 
 def test_every_rule_trains_and_members_are_independent():
-    assert {"bcm", "soft_wta", "three_factor", "fa", "sign_symmetry", "exp_grad", "curl"} <= set(SIGNALS)
+    assert {"bcm", "soft_wta", "three_factor", "fa", "sign_symmetry", "exp_grad", "curl"} <= set(rule_names())
     seeds = [4, 5]
     data = teacher_regression(seeds, d_in=4, d_out=2, n_train=100, n_val=20, teacher_hidden=(3,))
-    for name in RULE_NAMES:
-        rule = make_rule(name, gamma=1e-3, param_sigma=0.01)
+    for name in rule_names():
+        rule = make_rule(name, gamma=1e-3, sigma=0.01)
         both = train_mlp(
             init_mlp(seeds, [4, 3, 2], "tanh"), rule, data, seeds, steps=6, lr=0.05, batch_size=8, record_every=3
         )
         one_data = teacher_regression(seeds[1:], d_in=4, d_out=2, n_train=100, n_val=20, teacher_hidden=(3,))
         one = train_mlp(
             init_mlp(seeds[1:], [4, 3, 2], "tanh"),
-            make_rule(name, gamma=1e-3, param_sigma=0.01),
+            make_rule(name, gamma=1e-3, sigma=0.01),
             one_data,
             seeds[1:],
             steps=6,

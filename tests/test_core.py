@@ -218,7 +218,7 @@ def _train(seeds, lr=0.05, steps=40, rule="sgd", **kw):
     net = init_mlp(seeds, [6, 8, 2], "tanh")
     return train_mlp(
         net,
-        make_rule(rule, gamma=1e-3, param_sigma=0.05),
+        make_rule(rule, gamma=1e-3, sigma=0.05),
         data,
         seeds,
         steps=steps,

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from plasticlab import PlasticlabError, seeding
-from plasticlab.experiments._hebb_common import member_rule
 from plasticlab.networks import init_mlp
 from plasticlab.rules import Context, adam, chain, l2, make_rule, sgd, weight_decay
 from plasticlab.rules.optim import RuleOptimizer
@@ -67,7 +66,7 @@ def test_adam_l2_signal_is_the_data_gradient_and_l2_is_preconditioned():
 def test_per_member_l2_equals_scalar_runs():
     net, x, y = _setup(E=3)
     gammas = [0.0, 0.1, 0.5]
-    rule = member_rule("adam_l2", gammas)
+    rule = make_rule("adam_l2", gamma=gammas)
     state = rule.init(net, torch.arange(3))
     for step in range(3):
         out = rule.step(state, _ctx(net, x, y, step))
@@ -84,8 +83,8 @@ def test_per_member_l2_equals_scalar_runs():
 
 def test_decoupled_adam_measured_on_the_gradient_keeps_its_update():
     net, x, y = _setup()
-    plain = member_rule("adam", [0.1, 0.1])
-    at_grad = member_rule("adam", [0.1, 0.1], measure="grad")
+    plain = make_rule("adam", gamma=[0.1, 0.1])
+    at_grad = make_rule("adam", gamma=[0.1, 0.1], measure="grad")
     a = plain.step(plain.init(net, torch.arange(2)), _ctx(net, x, y))
     b = at_grad.step(at_grad.init(net, torch.arange(2)), _ctx(net, x, y))
     grad = chain(sgd()).step((None,), _ctx(net, x, y)).signal

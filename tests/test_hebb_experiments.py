@@ -11,10 +11,10 @@ import torch
 
 import plasticlab
 from plasticlab.errors import PlasticlabError
-from plasticlab.experiments._hebb_common import member_rule, members, share
+from plasticlab.experiments._hebb_common import members, share
 from plasticlab.experiments.hebb_phase import run_phase_chunk
 from plasticlab.networks.mlp import init_mlp
-from plasticlab.rules import chain, param_noise, sgd, weight_decay
+from plasticlab.rules import chain, make_rule, param_noise, sgd, weight_decay
 from plasticlab.simulation.train_mlp import train_mlp
 from plasticlab.tasks import teacher_regression
 
@@ -121,7 +121,7 @@ def test_member_alone_equals_member_in_batch():
         net = init_mlp(seeds, [5, 4, 3], "tanh")
         return train_mlp(
             net,
-            member_rule("dfa", sub.gamma.values, sig[idx]),
+            make_rule("dfa", gamma=sub.gamma.values, sigma=sig[idx]),
             data,
             seeds,
             steps=30,
@@ -144,7 +144,7 @@ def test_member_pieces_equal_the_scalar_rule():
     net = init_mlp(seeds, [5, 3, 2], "relu")
     kw = dict(steps=20, lr=0.05, record_every=5, average_from=10)
     a = train_mlp(net, chain(sgd(), param_noise(0.1), weight_decay(0.02)), data, seeds, **kw)
-    b = train_mlp(net, member_rule("sgd", [0.02, 0.02], [0.1, 0.1]), share(data, [0, 1]), seeds, **kw)
+    b = train_mlp(net, make_rule("sgd", gamma=[0.02, 0.02], sigma=[0.1, 0.1]), share(data, [0, 1]), seeds, **kw)
     torch.testing.assert_close(a.alignment, b.alignment)
     for Wa, Wb in zip(a.net.weights, b.net.weights):
         torch.testing.assert_close(Wa, Wb)

@@ -152,3 +152,69 @@ def test_three_factor_takes_targets_through_step():
     model(x)
     opt.step(y=y)  # the second step has a baseline from the first: a non-zero modulator
     assert not torch.allclose(model[0].weight, w0)
+
+
+def test_state_dict_round_trips_adam_moments_and_running_states():
+    import io
+
+    from plasticlab.rules import bcm
+
+    for rule in (chain(sgd(), adam(), weight_decay(1e-3)), chain(dfa(), adam()), bcm()):
+        model, x, y = model_and_data()
+        opt = RuleOptimizer(model, rule, lr=0.01)
+        run(model, opt, x, y, steps=3)
+        assert opt.state["step"] == 3
+        buf = io.BytesIO()
+        torch.save(opt.state_dict(), buf)
+        twin = copy.deepcopy(model)
+        opt2 = RuleOptimizer(twin, rule, lr=0.01)
+        opt2.load_state_dict(torch.load(io.BytesIO(buf.getvalue())))  # torch's safe (weights_only) load
+        run(model, opt, x, y, steps=2)
+        run(twin, opt2, x, y, steps=2)
+        assert_same(model, twin, tol=0)
+        fresh = copy.deepcopy(twin)
+        run(fresh, RuleOptimizer(fresh, rule, lr=0.01), x, y, steps=1)  # without the state: not the same
+        if not isinstance(rule, type(bcm())):
+            assert not torch.equal(next(fresh.parameters()), next(twin.parameters()))
+
+
+def test_every_param_group_is_honoured():
+    model, x, y = model_and_data()
+    ref = copy.deepcopy(model)
+    first, last = [p for p in ref[0].parameters()], [p for p in ref[4].parameters()]
+    run(ref, torch.optim.SGD([dict(params=first, lr=0.3), dict(params=last)], lr=0.1), x, y)
+    groups = [dict(params=list(model[0].parameters()), lr=0.3), dict(params=list(model[4].parameters()))]
+    w_mid = model[2].weight.detach().clone()
+    run(model, RuleOptimizer(model, sgd(), lr=0.1, params=groups), x, y)
+    assert_same(model, ref, tol=1e-12)
+    assert torch.equal(model[2].weight, w_mid)  # in no group: left alone, as torch does
+    opt = RuleOptimizer(model, sgd(), lr=0.1)
+    opt.param_groups[0]["lr"] = 0.0  # a scheduler's change is read at the next step
+    before = model[0].weight.detach().clone()
+    run(model, opt, x, y, steps=1)
+    assert torch.equal(model[0].weight, before)
+    with pytest.raises(PlasticlabError, match="momentum"):
+        RuleOptimizer(model, sgd(), lr=0.1, params=[dict(params=list(model.parameters()), momentum=0.9)])
+    with pytest.raises(PlasticlabError, match="not in the model"):
+        RuleOptimizer(model[0], sgd(), lr=0.1, params=list(model.parameters()))
+
+
+def test_forward_perturbing_pieces_are_refused_by_tag():
+    from plasticlab.rules import Signal, register, unregister
+
+    class Jitter(Signal):
+        name, perturbs_forward = "jitter", True
+
+        def update(self, updates, state, ctx):
+            return ctx.descent(ctx.backprop(ctx.output_delta())), state
+
+    model, _x, _y = model_and_data()
+    with pytest.raises(PlasticlabError, match="jitter perturbs the forward pass"):
+        RuleOptimizer(model, Jitter(), lr=0.1)
+    RuleOptimizer(model, chain(sgd(), param_noise(0.0)), lr=0.1)  # σ = 0 leaves the forward pass alone
+    register("jitter_t", Jitter, gradient=False, local=False, needs_targets=True, perturbs_forward=True)
+    try:
+        with pytest.raises(PlasticlabError, match="perturbs the forward pass"):
+            RuleOptimizer(model, "jitter_t", lr=0.1)
+    finally:
+        unregister("jitter_t")

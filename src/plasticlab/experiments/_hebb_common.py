@@ -2,8 +2,8 @@
 
 Conditions that only change numbers, not shapes (decay γ, noise σ, seeds), are folded into ONE ensemble:
 every member carries its own γ and σ, so a whole γ × σ × seed grid advances as one batched program.
-The lead's ``weight_decay`` / ``param_noise`` take one float for all members, hence the per-member
-versions here (same random keys as ``param_noise``, so a member equals its scalar-σ run).
+``make_rule``'s γ and σ take one value per member (same random keys as a float σ, so a member equals
+its scalar-σ run).
 """
 
 from __future__ import annotations
@@ -17,75 +17,12 @@ import torch
 
 from plasticlab import seeding
 from plasticlab.errors import PlasticlabError
-from plasticlab.rules import SIGNALS, adam, chain, l2
-from plasticlab.rules.base import Chain, Context, Transform
+from plasticlab.rules import make_rule, rule_names
 from plasticlab.tasks.base import Dataset
 
-RULES = [*SIGNALS, "adam", "adam_l2"]
+RULES = rule_names()  # live: includes rules registered after import
 ADAM_RULES = ("adam", "adam_l2")
 ACTIVATIONS = ["linear", "relu", "tanh", "sigmoid"]
-
-
-class MemberDecay(Transform):
-    """Decoupled L2 decay with one γ per member: updates − γ_e W (ends the learning signal)."""
-
-    kind = "decay"
-
-    def __init__(self, gammas):
-        self.gammas = torch.tensor(np.asarray(gammas, dtype=np.float64))
-        if (self.gammas < 0).any() or not torch.isfinite(self.gammas).all():
-            raise PlasticlabError(f"gamma must be finite and >= 0, got {self.gammas.tolist()}")
-        self.name = "member_weight_decay"
-
-    def update(self, updates, state, ctx: Context):
-        out = []
-        for (uW, ub), (W, _) in zip(updates, ctx.net.params()):
-            g = self.gammas.to(W.dtype)[:, None, None]
-            out.append((uW - g * W, ub))
-        return out, state
-
-
-class MemberParamNoise(Transform):
-    """SPEC A.3 forward-pass noise w = v + σ_e ε with one σ per member; ε uses param_noise's keys."""
-
-    def __init__(self, sigmas):
-        self.sigmas = torch.tensor(np.asarray(sigmas, dtype=np.float64))
-        if (self.sigmas < 0).any() or not torch.isfinite(self.sigmas).all():
-            raise PlasticlabError(f"sigma must be finite and >= 0, got {self.sigmas.tolist()}")
-        self.name = "member_param_noise"
-
-    def perturb(self, weights, state, seeds, step):
-        if not (self.sigmas > 0).any():
-            return weights
-        out = []
-        for l, W in enumerate(weights):
-            eps = seeding.normal(seeds, seeding.key_of("param-noise", l, step), W.shape[1:], W.dtype)
-            out.append(W + self.sigmas.to(W.dtype)[:, None, None] * eps)
-        return out
-
-    def update(self, updates, state, ctx):
-        return updates, state
-
-
-def member_rule(name: str, gammas, sigmas=None, measure: str = "signal") -> Chain:
-    """``make_rule`` with per-member γ (and σ): signal [→ adam] [→ param noise] → decay.
-
-    ``adam_l2`` puts coupled L2 before Adam (signal → l2(γ_e) → adam): the measured signal is −∂ℓ/∂W.
-    ``measure="grad"`` makes decoupled ``adam`` report −∂ℓ/∂W too (a zero decay piece right after sgd ends
-    the measured signal there; the update is unchanged), so both Adam forms can be compared on one quantity."""
-    noise = [] if sigmas is None else [MemberParamNoise(sigmas)]
-    if name == "adam_l2":
-        return chain(SIGNALS["sgd"](), *noise, l2(np.asarray(gammas, dtype=np.float64)), adam())
-    if name == "adam":
-        mark = [MemberDecay(np.zeros(len(gammas)))] if measure == "grad" else []
-        parts = [SIGNALS["sgd"](), *mark, adam()]
-    elif name in SIGNALS:
-        parts = [SIGNALS[name]()]
-    else:
-        from plasticlab.errors import unknown_choice
-
-        raise unknown_choice("rule", name, RULES)
-    return chain(*parts, *noise, MemberDecay(gammas))
 
 
 @dataclass
@@ -99,6 +36,7 @@ class SharedData(Dataset):
     member: torch.Tensor | None = None  # (E,) index into the stored copies
 
     def batch(self, seeds, step: int, batch_size: int):
+        assert self.member is not None, "SharedData needs member: build it with share()"
         idx = seeding.randint(seeds, seeding.key_of("batch", step), (batch_size,), self.n_train)
         # one flat index_select is much faster than torch.gather on an expanded index
         flat = ((self.member * self.n_train)[:, None] + idx).reshape(-1)
@@ -202,7 +140,7 @@ def train_regression(
     net = init_mlp(seeds_e, list(widths), activation, dtype=dtype)
     res = train_mlp(
         net,
-        member_rule(rule, m.gamma.values, measure=measure),
+        make_rule(rule, gamma=m.gamma.values, **({"measure": measure} if rule == "adam" else {})),
         data,
         seeds_e,
         steps=steps,

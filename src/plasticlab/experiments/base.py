@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import copy
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,7 +27,7 @@ class Experiment:
     budget_s: ClassVar[float] = 60.0  # the promise for quick=True on 2 cores
     defaults: ClassVar[dict[str, Any]]  # full (paper) size
     quick: ClassVar[dict[str, Any]] = {}  # overrides applied by quick=True
-    choices: ClassVar[dict[str, list]] = {}  # allowed values for a key (each element, for lists)
+    choices: ClassVar[Mapping[str, Sequence[Any]]] = {}  # allowed values for a key (each element, for lists)
 
     def chunks(self, p: dict[str, Any]) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -139,7 +140,7 @@ def _coerce_scalar(exp: str, key: str, value: Any, like: Any) -> Any:
     )
 
 
-def coerce(exp: str, key: str, value: Any, like: Any, choices: list | None = None) -> Any:
+def coerce(exp: str, key: str, value: Any, like: Any, choices: Sequence[Any] | None = None) -> Any:
     if isinstance(value, str):
         value = parse_value(value)
     if isinstance(like, (list, tuple)):

@@ -19,7 +19,6 @@ from plasticlab.experiments._hebb_common import (
     check_min,
     check_nonneg,
     dtype_of,
-    member_rule,
     members,
     share,
     summarise,
@@ -27,6 +26,7 @@ from plasticlab.experiments._hebb_common import (
 from plasticlab.experiments.base import Experiment, register
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.report import Report
+from plasticlab.rules import make_rule
 from plasticlab.simulation.train_mlp import train_mlp
 
 
@@ -96,7 +96,7 @@ class HebbClassify(Experiment):
         steps = spec["steps"]
         res = train_mlp(
             net,
-            member_rule(spec["rule"], m.gamma.values),
+            make_rule(spec["rule"], gamma=m.gamma.values),
             data,
             seeds,
             steps=steps,

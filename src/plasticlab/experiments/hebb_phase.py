@@ -22,7 +22,6 @@ from plasticlab.experiments._hebb_common import (
     ACTIVATIONS,
     check_min,
     check_nonneg,
-    member_rule,
     members,
     share,
     summarise,
@@ -31,6 +30,7 @@ from plasticlab.experiments._hebb_common import (
 from plasticlab.experiments.base import Experiment, register
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.report import Report
+from plasticlab.rules import make_rule
 from plasticlab.simulation.train_mlp import train_mlp
 from plasticlab.tasks import teacher_regression
 
@@ -144,7 +144,7 @@ def run_phase_chunk(spec) -> pd.DataFrame:
     steps = spec["steps"]
     res = train_mlp(
         net,
-        member_rule("sgd", m.gamma.values, sig),
+        make_rule("sgd", gamma=m.gamma.values, sigma=sig),
         data,
         seeds,
         steps=steps,

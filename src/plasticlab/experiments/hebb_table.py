@@ -18,6 +18,7 @@ from plasticlab.errors import PlasticlabError
 from plasticlab.experiments._hebb_common import (
     ACTIVATIONS,
     ADAM_RULES,
+    RULES,
     check_min,
     check_nonneg,
     dtype_of,
@@ -81,7 +82,7 @@ class HebbTable(Experiment):
         average_from=0.8,
     )
     choices = dict(
-        rules=["adam", "adam_l2", "sgd", "dfa", "random_nn", "hebbian", "anti_hebbian", "oja"],
+        rules=RULES,
         activation=ACTIVATIONS,
         dtype=["float64", "float32"],
     )

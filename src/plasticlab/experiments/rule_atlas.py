@@ -20,83 +20,35 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plasticlab import seeding
 from plasticlab.analysis import analyse, loop_test, member, rule_field, warm_state
 from plasticlab.errors import PlasticlabError
+from plasticlab.experiments._hebb_common import ADAM_RULES
 from plasticlab.experiments.base import Experiment, register
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.report import Report
-from plasticlab.rules import SIGNALS, adam, chain, exp_grad, param_noise, sgd, weight_decay
-from plasticlab.rules.base import Context, Transform
+from plasticlab.rules import make_rule, parse_rule, rule_names
 from plasticlab.simulation.train_mlp import train_mlp
 from plasticlab.tasks import teacher_regression
 
-ATLAS = [
-    "sgd",
-    "adam",
-    "dfa",
-    "random_nn",
-    "hebbian",
-    "anti_hebbian",
-    "oja",
-    "bcm",
-    "soft_wta",
-    "three_factor",
-    "fa",
-    "sign_symmetry",
-    "exp_grad",
-    "curl",
-]
-GRADIENT_RULES = ["sgd", "random_nn"]  # exact gradients of a batch loss (random_nn: of the pseudo-target loss)
+# Rule lists and categories are views of the rule registry, read when used: a rule registered from user
+# code joins them (and the atlas's default list) with no edit here.
+ATLAS = rule_names()
+GRADIENT_RULES = rule_names(
+    gradient=True
+)  # exact gradients of a batch loss (random_nn: of the pseudo-target loss)
+LEARNING_RULES = rule_names(local=False)  # rules that transport an error: they learn the task
 CURL_RULES = ["dfa", "fa", "curl", "hebbian"]  # must show clear curl (issue 4)
-LEARNING_RULES = ["sgd", "adam", "dfa", "random_nn", "fa", "sign_symmetry", "exp_grad", "curl"]
 
 
-class _MemberDecay(Transform):
-    """Decoupled decay with one γ per member (ends the learning signal)."""
-
-    kind, name = "decay", "member_decay"
-
-    def __init__(self, gammas):
-        self.g = torch.as_tensor(gammas, dtype=torch.float64)
-
-    def update(self, updates, state, ctx: Context):
-        return [
-            (uW - self.g.to(W.dtype)[:, None, None] * W, ub) for (uW, ub), (W, _) in zip(updates, ctx.net.params())
-        ], state
-
-
-class _MemberNoise(Transform):
-    """Forward-pass weight noise with one σ per member, on the same keys as ``param_noise``, so a member's
-    draws equal those of the scalar ``param_noise(σ)`` that the analysis uses."""
-
-    name = "member_param_noise"
-
-    def __init__(self, sigmas):
-        self.s = torch.as_tensor(sigmas, dtype=torch.float64)
-
-    def perturb(self, weights, state, seeds, step):
-        return [
-            W
-            + self.s.to(W.dtype)[:, None, None]
-            * seeding.normal(seeds, seeding.key_of("param-noise", l, step), W.shape[1:], W.dtype)
-            for l, W in enumerate(weights)
-        ]
-
-    def update(self, updates, state, ctx):
-        return updates, state
-
-
-def signal_parts(name: str, lr: float) -> list:
-    if name == "adam":
-        return [sgd(), adam()]
-    if name == "exp_grad":
-        return [exp_grad(max_lr=lr)]  # exact exponentiated step at the trainer's lr
-    return [SIGNALS[name]()]
+def atlas_rule(name: str, lr: float, gamma=0.0, sigma=0.0):
+    """The rule as the atlas runs it: exp_grad takes the exact exponentiated step at the trainer's lr."""
+    hyper = {"max_lr": lr} if parse_rule(name)[0] == "exp_grad" and "max_lr" not in parse_rule(name)[1] else {}
+    return make_rule(name, gamma=gamma, sigma=sigma, **hyper)
 
 
 def rule_lr(name: str, p: dict) -> float:
-    return p["adam_lr"] if name == "adam" else p["lr"]
+    """The step size a rule trains with: ``adam_lr`` for the Adam rules, ``lr`` otherwise."""
+    return p["adam_lr"] if parse_rule(name)[0] in ADAM_RULES else p["lr"]
 
 
 @register
@@ -105,7 +57,7 @@ class RuleAtlas(Experiment):
     summary = "Every rule on teacher regression ± decay ± noise: loss, Hebbian alignment, non-gradient fraction"
     budget_s = 300
     defaults = dict(
-        rules=list(ATLAS),
+        rules=list(ATLAS),  # the built-in rules; a user rule joins by name (choices below are live)
         gammas=[0.0, 1e-2],
         sigmas=[0.0, 0.2],
         seeds=[0, 1, 2, 3, 4],
@@ -177,10 +129,7 @@ def run_rule(spec: dict) -> pd.DataFrame:
         teacher_hidden=(spec["hidden"],),
     )
     net = init_mlp(seeds, widths, spec["activation"])
-    parts = signal_parts(name, lr)
-    if any(sigmas):
-        parts.append(_MemberNoise(sigmas))
-    rule = chain(*parts, _MemberDecay(gammas))
+    rule = atlas_rule(name, lr, gamma=gammas, sigma=sigmas)
     res = train_mlp(
         net,
         rule,
@@ -235,8 +184,7 @@ def _field_stats(name, lr, gamma, sigma, seed, net, data, e, spec, loop=True) ->
     """Non-gradient analysis of member e's rule (scalar γ, σ) at the weights of ``net``."""
     if not all(torch.isfinite(W[e]).all() for W in net.weights):
         return dict(NAN_FIELD)
-    parts = signal_parts(name, lr) + ([param_noise(sigma)] if sigma else []) + [weight_decay(gamma)]
-    rule = chain(*parts)
+    rule = atlas_rule(name, lr, gamma=gamma, sigma=sigma)
     one = member(net, e)
     state = warm_state(
         rule, one, _member_data(data, e), seed, steps=spec["warm_steps"], batch_size=spec["batch_size"]

@@ -19,13 +19,17 @@ with ``signals.py``: pre = h_a (previous layer's post-activation), post = h_b = 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import torch
 
 from plasticlab import seeding
 from plasticlab.errors import PlasticlabError, check_positive
 from plasticlab.networks.activations import activation as get_activation
-from plasticlab.rules.base import Context, Transform
+from plasticlab.networks.mlp import MLP
+from plasticlab.rules.base import Context, Signal, Transform, Updates
+from plasticlab.rules.registry import register
 from plasticlab.rules.signals import SGD
 
 
@@ -45,53 +49,66 @@ def per_sample_loss(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tens
     return -(torch.log_softmax(out, -1) * y).sum(-1)
 
 
-def backprop_through(ctx: Context, delta_out: torch.Tensor, back: list) -> list[torch.Tensor]:
+def backprop_through(ctx: Context, delta_out: torch.Tensor, back: list[torch.Tensor | None]) -> list[torch.Tensor]:
     """Deltas with ``back[l]`` (E, out_l, in_l) standing in for W_l in the backward chain (FA, sign
     symmetry). ``back[0]`` is never used: nothing is propagated below the first layer."""
     _, dphi = get_activation(ctx.net.activation)
     L = len(ctx.trace.weights)
-    deltas = [None] * L
-    deltas[-1] = delta_out
+    deltas: list[torch.Tensor] = [delta_out] * L
     for l in range(L - 2, -1, -1):
-        deltas[l] = torch.bmm(deltas[l + 1], back[l + 1]) * dphi(ctx.trace.z[l])
+        b = back[l + 1]
+        assert b is not None, "back[l] stands in for W_l for every l >= 1"
+        deltas[l] = torch.bmm(deltas[l + 1], b) * dphi(ctx.trace.z[l])
     return deltas
 
 
-class BCM(Transform):
+class Running(NamedTuple):
+    """A running average's state: how many batches it has seen and its value (fixed structure at init)."""
+
+    seen: int
+    value: Any  # BCM: per-layer (E, out) thresholds; three_factor: (E,) loss baseline
+
+
+# state_dict()s of a RuleOptimizer hold Running states: let torch.load's safe (weights_only) mode read them
+torch.serialization.add_safe_globals([Running])
+
+
+class BCM(Signal):
     """Bienenstock-Cooper-Munro: potentiate when post exceeds the threshold theta, depress below it; the
     threshold slides with the recent mean of post^2 (rate ``rate`` per step), which is what stabilises it."""
 
-    kind, name = "signal", "bcm"
+    name = "bcm"
 
     def __init__(self, rate: float = 0.1):
         self.rate = float(rate)
         if not 0 < self.rate <= 1:
             raise PlasticlabError(f"bcm rate must be in (0, 1], got {rate!r}")
 
-    def init(self, net, seeds):
-        return None  # thresholds start at the first batch's mean post^2 (no arbitrary constant)
+    def init(self, net: MLP, seeds: torch.Tensor) -> Running:
+        """Thresholds start at the first batch's mean post^2 (no arbitrary constant): zeros until then."""
+        return Running(0, [torch.zeros(W.shape[:2], dtype=W.dtype) for W in net.weights])
 
-    def update(self, updates, state, ctx: Context):
+    def update(self, updates: Updates, state: Running, ctx: Context) -> tuple[Updates, Running]:
         out, thresholds = [], []
         for l, (h_a, h_b, b) in enumerate(zip(ctx.trace.pre, ctx.trace.post, ctx.net.biases)):
             m2 = (h_b**2).mean(dim=1)  # (E, out)
-            th = m2 if state is None else (1 - self.rate) * state[l] + self.rate * m2
+            th = m2 if state.seen == 0 else (1 - self.rate) * state.value[l] + self.rate * m2
             phi = h_b * (h_b - th[:, None, :])
             out.append((_hebb(phi, h_a), _bias(b, phi)))
             thresholds.append(th)
-        return out, thresholds
+        return out, Running(state.seen + 1, thresholds)
 
 
-class SoftWTA(Transform):
+class SoftWTA(Signal):
     """Soft winner-take-all Hebb: each sample's gain s = softmax(beta * post) across the layer's units, so the
     most active unit takes most of the update; the -s post W term keeps each learning row near unit norm."""
 
-    kind, name = "signal", "soft_wta"
+    name = "soft_wta"
 
     def __init__(self, beta: float = 5.0):
         self.beta = check_positive("beta", float(beta))
 
-    def update(self, updates, state, ctx: Context):
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
         out = []
         for h_a, h_b, W, b in zip(ctx.trace.pre, ctx.trace.post, ctx.net.weights, ctx.net.biases):
             s = torch.softmax(self.beta * h_b, dim=-1)
@@ -100,67 +117,71 @@ class SoftWTA(Transform):
         return out, state
 
 
-class ThreeFactor(Transform):
+class ThreeFactor(Signal):
     """Reward-modulated Hebb: g = (1/B) sum_n m_n h_b,n h_a,n^T with m_n = -(loss_n - baseline). The baseline
     is a running mean of the batch loss (``rate`` per step), updated after the signal is formed, so it is
     the expectation *before* this batch."""
 
-    kind, name = "signal", "three_factor"
+    name = "three_factor"
 
     def __init__(self, rate: float = 0.1):
         self.rate = float(rate)
         if not 0 < self.rate <= 1:
             raise PlasticlabError(f"three_factor rate must be in (0, 1], got {rate!r}")
 
-    def update(self, updates, state, ctx: Context):
+    def init(self, net: MLP, seeds: torch.Tensor) -> Running:
+        """The baseline starts at the first batch's mean loss: zero until then."""
+        return Running(0, torch.zeros(net.ensemble_size, dtype=net.weights[0].dtype))
+
+    def update(self, updates: Updates, state: Running, ctx: Context) -> tuple[Updates, Running]:
         if ctx.y is None:
             raise PlasticlabError(
                 "three_factor needs the targets for its per-sample loss: pass them as "
                 "opt.step(y=...) when using RuleOptimizer"
             )
         loss = per_sample_loss(ctx.trace.out, ctx.y, ctx.loss)  # (E, B)
-        base = loss.mean(dim=1) if state is None else state
+        base = loss.mean(dim=1) if state.seen == 0 else state.value
         m = -(loss - base[:, None])
         out = []
         for h_a, h_b, b in zip(ctx.trace.pre, ctx.trace.post, ctx.net.biases):
             post = m[:, :, None] * h_b
             out.append((_hebb(post, h_a), _bias(b, post)))
-        return out, (1 - self.rate) * base + self.rate * loss.mean(dim=1)
+        return out, Running(state.seen + 1, (1 - self.rate) * base + self.rate * loss.mean(dim=1))
 
 
-class FA(Transform):
+class FA(Signal):
     """Feedback alignment (Lillicrap et al.): the error travels back layer by layer, as in backprop, but
     through fixed random matrices B_l (shaped like W_l, std scale/sqrt(fan_in)) instead of W_l. Unlike DFA,
     each hidden layer hears the error of the layer above it, not the output error directly."""
 
-    kind, name = "signal", "fa"
+    name = "fa"
 
     def __init__(self, scale: float = 1.0):
         self.scale = float(scale)
 
-    def init(self, net, seeds):
-        mats = [None]
+    def init(self, net: MLP, seeds: torch.Tensor) -> Any:
+        mats: list[torch.Tensor | None] = [None]  # layer 0 sends nothing back
         for l, W in enumerate(net.weights[1:], start=1):
             B = seeding.normal(seeds, seeding.key_of("fa-feedback", l), W.shape[1:], W.dtype)
             mats.append(B * (self.scale / math.sqrt(W.shape[2])))
         return mats
 
-    def update(self, updates, state, ctx: Context):
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
         return ctx.descent(backprop_through(ctx, ctx.output_delta(), state)), state
 
 
-class SignSymmetry(Transform):
+class SignSymmetry(Signal):
     """Sign-symmetric feedback (Liao, Leibo, Poggio): the backward chain uses sign(W_l) times mean|W_l| (the
     rescaling keeps hidden-layer step sizes comparable to backprop; only the signs of W are shared)."""
 
-    kind, name = "signal", "sign_symmetry"
+    name = "sign_symmetry"
 
-    def update(self, updates, state, ctx: Context):
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
         back = [None] + [torch.sign(W) * W.abs().mean(dim=(1, 2), keepdim=True) for W in ctx.trace.weights[1:]]
         return ctx.descent(backprop_through(ctx, ctx.output_delta(), back)), state
 
 
-class ExpGrad(Transform):
+class ExpGrad(Signal):
     """Dale's law by exponentiated gradient: every weight keeps its sign, W <- W exp(eta sign(W) g) with g the
     base signal (sgd by default). As an additive signal for ``W + lr u``:
 
@@ -169,18 +190,18 @@ class ExpGrad(Transform):
     exactly the exponentiated step when lr = max_lr, and sign-preserving for every lr <= max_lr (the factor
     1 + (lr/max_lr)(e^a - 1) stays > 0). To first order u = |W| g (multiplicative). Zero weights stay zero."""
 
-    kind, name = "signal", "exp_grad"
+    name = "exp_grad"
 
-    def __init__(self, base: Transform | None = None, max_lr: float = 1.0):
+    def __init__(self, base: Signal | None = None, max_lr: float = 1.0):
         self.base = SGD() if base is None else base
-        if self.base.kind != "signal":
+        if not isinstance(self.base, Signal):
             raise PlasticlabError(f"exp_grad needs a learning signal as base, got {self.base!r}")
         self.max_lr = check_positive("max_lr", float(max_lr))
 
-    def init(self, net, seeds):
+    def init(self, net: MLP, seeds: torch.Tensor) -> Any:
         return self.base.init(net, seeds)
 
-    def update(self, updates, state, ctx: Context):
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
         g, state = self.base.update(updates, state, ctx)
         out = []
         for (gW, gb), W in zip(g, ctx.net.weights):
@@ -231,28 +252,28 @@ class Flip(Transform):
         L = len(updates)
         return [(uW * self.diagonal(l, uW.shape[-1], uW.dtype, L), ub) for l, (uW, ub) in enumerate(updates)]
 
-    def update(self, updates, state, ctx: Context):
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
         return self.apply(updates), state
 
 
-class Curl(Transform):
+class Curl(Signal):
     """Curl descent in an MLP: a base signal (sgd) with its presynaptic columns flipped (see ``Flip``).
 
     Without ``fraction``/``k``: one flipped readout neuron (k = 1 on the last layer's inputs, as in SPEC B.5's
     speed-up experiment; stable at small flipped fractions). With them and no ``layers``: every layer."""
 
-    kind, name = "signal", "curl"
+    name = "curl"
 
-    def __init__(self, fraction=None, k=None, layers=None, base: Transform | None = None):
+    def __init__(self, fraction=None, k=None, layers=None, base: Signal | None = None):
         if fraction is None and k is None:
             k, layers = 1, ([-1] if layers is None else layers)
         self.flip = Flip(fraction=None if k is not None else fraction, k=k, layers=layers)
         self.base = SGD() if base is None else base
 
-    def init(self, net, seeds):
+    def init(self, net: MLP, seeds: torch.Tensor) -> Any:
         return self.base.init(net, seeds)
 
-    def update(self, updates, state, ctx: Context):
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
         g, state = self.base.update(updates, state, ctx)
         return self.flip.apply(g), state
 
@@ -272,43 +293,71 @@ def _pick(v, l: int):
 
 
 def bcm(rate: float = 0.1) -> BCM:
+    """Bienenstock-Cooper-Munro with threshold rate ``rate``."""
     return BCM(rate)
 
 
+register("bcm", bcm, gradient=False, local=True, needs_targets=False, perturbs_forward=False)
+
+
 def soft_wta(beta: float = 5.0) -> SoftWTA:
+    """Soft winner-take-all Hebb with competition gain ``beta``."""
     return SoftWTA(beta)
 
 
+register("soft_wta", soft_wta, gradient=False, local=True, needs_targets=False, perturbs_forward=False)
+
+
 def three_factor(rate: float = 0.1) -> ThreeFactor:
+    """Reward-modulated Hebb with baseline rate ``rate``."""
     return ThreeFactor(rate)
 
 
+# local: each synapse reads its own pre/post activity times one global scalar (the reward)
+register("three_factor", three_factor, gradient=False, local=True, needs_targets=True, perturbs_forward=False)
+
+
 def fa(scale: float = 1.0) -> FA:
+    """Feedback alignment with feedback std scale / sqrt(fan_in)."""
     return FA(scale)
 
 
+register("fa", fa, gradient=False, local=False, needs_targets=True, perturbs_forward=False)
+
+
 def sign_symmetry() -> SignSymmetry:
+    """Backprop through sign(W) (scaled by mean |W|)."""
     return SignSymmetry()
 
 
-def exp_grad(base: Transform | None = None, max_lr: float = 1.0) -> ExpGrad:
+register("sign_symmetry", sign_symmetry, gradient=False, local=False, needs_targets=True, perturbs_forward=False)
+
+
+def exp_grad(base: Signal | None = None, max_lr: float = 1.0) -> ExpGrad:
+    """Dale's-law exponentiated gradient of ``base`` (sgd by default), exact at lr = max_lr."""
     return ExpGrad(base, max_lr)
 
 
-def flip(fraction=None, k=None, layers=None) -> Flip:
+register("exp_grad", exp_grad, gradient=False, local=False, needs_targets=True, perturbs_forward=False)
+
+
+def flip(
+    fraction: float | Sequence[float] | None = None,
+    k: int | Sequence[int] | None = None,
+    layers: Sequence[int] | None = None,
+) -> Flip:
+    """Curl-descent column flips (a transform: put it after any signal)."""
     return Flip(fraction, k, layers)
 
 
-def curl(fraction=None, k=None, layers=None, base: Transform | None = None) -> Curl:
+def curl(
+    fraction: float | Sequence[float] | None = None,
+    k: int | Sequence[int] | None = None,
+    layers: Sequence[int] | None = None,
+    base: Signal | None = None,
+) -> Curl:
+    """Curl descent: ``base`` (sgd) with flipped presynaptic columns (default: one flipped readout neuron)."""
     return Curl(fraction, k, layers, base)
 
 
-ATLAS_SIGNALS = {
-    "bcm": bcm,
-    "soft_wta": soft_wta,
-    "three_factor": three_factor,
-    "fa": fa,
-    "sign_symmetry": sign_symmetry,
-    "exp_grad": exp_grad,
-    "curl": curl,
-}
+register("curl", curl, gradient=False, local=False, needs_targets=True, perturbs_forward=False)

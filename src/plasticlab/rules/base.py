@@ -12,10 +12,11 @@ Updates and params are lists over layers of ``(dW, db)`` pairs; ``db`` is None f
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from plasticlab import seeding
@@ -23,9 +24,10 @@ from plasticlab.networks.activations import activation as get_activation
 from plasticlab.networks.mlp import MLP, Trace
 
 Updates = list[tuple[torch.Tensor, torch.Tensor | None]]
+PerMember = float | Sequence[float] | np.ndarray | torch.Tensor  # one value for all members, or one each
 
 
-def tree_map(fn: Callable, *trees: Updates) -> Updates:
+def tree_map(fn: Callable[..., torch.Tensor], *trees: Updates) -> Updates:
     """Apply fn to matching tensors of (W, b) lists, skipping missing biases."""
     out = []
     for pairs in zip(*trees):
@@ -42,7 +44,7 @@ class Context:
     net: MLP  # the parameters being learned (unperturbed)
     trace: Trace  # forward pass of this step (with perturbed weights if parameter noise is on)
     x: torch.Tensor  # (E, B, in)
-    y: torch.Tensor  # (E, B, out) regression targets or one-hot labels
+    y: torch.Tensor | None  # (E, B, out) regression targets or one-hot labels (None: not given)
     loss: str  # "mse": l = 1/2 ||out - y||^2 per sample; "xent": softmax cross-entropy
     seeds: torch.Tensor  # (E,)
     step: int
@@ -52,17 +54,20 @@ class Context:
         """dl/d(output pre-activation) per sample, (E, B, d_out)."""
         out = self.trace.out if out is None else out
         y = self.y if y is None else y
+        if y is None:
+            from plasticlab.errors import PlasticlabError
+
+            raise PlasticlabError("this rule needs the targets y for its output error, and none were given")
         if self.loss == "mse":
             return out - y
         return torch.softmax(out, dim=-1) - y
 
-    def backprop(self, delta_out: torch.Tensor, feedback=None) -> list[torch.Tensor]:
+    def backprop(self, delta_out: torch.Tensor, feedback: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Per-layer deltas dl/dh_b (E, B, out_l). ``feedback`` (list of (E, out_l, d_out)) replaces the
         chained transposed weights by direct random projections of the output delta (DFA)."""
         _, dphi = get_activation(self.net.activation)
         L = len(self.trace.weights)
-        deltas = [None] * L
-        deltas[-1] = delta_out
+        deltas: list[torch.Tensor] = [delta_out] * L
         for l in range(L - 2, -1, -1):
             if feedback is None:
                 back = torch.bmm(deltas[l + 1], self.trace.weights[l + 1])
@@ -79,81 +84,118 @@ class Context:
             out.append((gW, None if b is None else -d.mean(dim=1)))
         return out
 
-    def key(self, *parts) -> int:
+    def key(self, *parts: object) -> int:
+        """A random-stream key for this step: ``seeding.normal(ctx.seeds, ctx.key("purpose", l), ...)``."""
         return seeding.key_of(*parts, self.step)
 
 
 class Transform:
-    """One piece of a rule. ``kind`` is "signal" (makes updates from the context, ignoring its input),
-    "transform" (maps updates), or "decay" (subtracts weight decay; marks the end of the learning signal)."""
+    """One piece of a rule (optax-style): ``init`` fixes the state's structure once, ``update`` maps
+    (updates, state, ctx) to (updates, state) without mutating either.
 
-    kind = "transform"
+    A piece's role is its type: a ``Signal`` makes updates from the context (ignoring its input), a
+    ``Decay`` subtracts weight decay and marks the end of the learning signal, any other ``Transform``
+    maps updates. ``perturbs_forward`` tags a piece whose ``perturb`` changes the forward pass's weights
+    (parameter noise): trainers apply it, ``RuleOptimizer`` (whose forward pass the user runs) refuses it."""
+
     name = "transform"
+    perturbs_forward = False
 
     def init(self, net: MLP, seeds: torch.Tensor) -> Any:
-        return None
+        """The piece's state for ``net``'s members; its structure never changes afterwards."""
+        return ()
 
-    def perturb(self, weights: list[torch.Tensor], state: Any, seeds: torch.Tensor, step: int):
+    def perturb(
+        self, weights: list[torch.Tensor], state: Any, seeds: torch.Tensor, step: int
+    ) -> list[torch.Tensor]:
         """Forward-pass weights for this step (parameter noise overrides this)."""
         return weights
 
-    def update(self, updates: Updates | None, state: Any, ctx: Context) -> tuple[Updates, Any]:
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """(new updates, new state) from the incoming updates (empty for a signal) and this step's context."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
         return self.name
 
 
+class Signal(Transform):
+    """A learning signal: the first piece of every rule; builds updates from the context alone."""
+
+    name = "signal"
+
+
+class Decay(Transform):
+    """Weight decay: subtracts a multiple of the weights; everything before it is the learning signal."""
+
+    name = "decay"
+
+
 @dataclass
 class StepOutput:
+    """One rule step: the update the trainer applies (times lr), the learning signal, the new state."""
+
     updates: Updates  # what the trainer applies (times lr)
     signal: Updates  # the learning signal: updates before decay
     state: tuple
 
 
 class Chain(Transform):
+    """A rule: one ``Signal`` followed by transforms (preconditioning, noise, decay), applied in order."""
+
     def __init__(self, *parts: Transform):
         from plasticlab.errors import PlasticlabError
 
         if not parts:
             raise PlasticlabError("chain() needs at least one piece, e.g. chain(sgd(), weight_decay(1e-4))")
-        if parts[0].kind != "signal":
-            from plasticlab.rules import SIGNALS  # late: the registry imports this module
+        if not isinstance(parts[0], Signal):
+            from plasticlab.rules.registry import rule_names  # late: the registry imports this module
 
             raise PlasticlabError(
-                f"a rule must start with a learning signal, got {parts[0]!r}; signals: {', '.join(SIGNALS)}"
+                f"a rule must start with a learning signal, got {parts[0]!r}; signals: {', '.join(rule_names())}"
             )
         for p in parts[1:]:
-            if p.kind == "signal":
+            if isinstance(p, Signal):
                 raise PlasticlabError(f"only one learning signal per rule, got {parts[0]!r} and {p!r}")
         self.parts = parts
         self.name = "chain(" + ", ".join(map(repr, parts)) + ")"
+        self.perturbs_forward = any(p.perturbs_forward for p in parts)
 
     @property
     def signal_name(self) -> str:
+        """The name of the rule's learning signal."""
         return self.parts[0].name
 
-    def init(self, net, seeds):
+    def init(self, net: MLP, seeds: torch.Tensor) -> tuple:
+        """One state per piece, in order."""
         return tuple(p.init(net, seeds) for p in self.parts)
 
-    def perturb(self, weights, state, seeds, step):
+    def perturb(
+        self, weights: list[torch.Tensor], state: Any, seeds: torch.Tensor, step: int
+    ) -> list[torch.Tensor]:
+        """Forward-pass weights after every piece's perturbation."""
         for p, s in zip(self.parts, state):
             weights = p.perturb(weights, s, seeds, step)
         return weights
 
     def step(self, state: tuple, ctx: Context) -> StepOutput:
-        updates, signal, new_state = None, None, []
+        """Run every piece; the signal is the updates as they stand before the first ``Decay``."""
+        updates: Updates = []
+        signal: Updates | None = None
+        new_state = []
         for p, s in zip(self.parts, state):
-            if p.kind == "decay" and signal is None:
+            if isinstance(p, Decay) and signal is None:
                 signal = updates
             updates, s = p.update(updates, s, ctx)
             new_state.append(s)
         return StepOutput(updates, updates if signal is None else signal, tuple(new_state))
 
-    def update(self, updates, state, ctx):
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """The chain as one transform: (updates, state) of ``step``."""
         out = self.step(state, ctx)
         return out.updates, out.state
 
 
 def chain(*parts: Transform) -> Chain:
+    """Compose pieces into a rule: ``chain(dfa(), param_noise(0.1), weight_decay(1e-3))``."""
     return Chain(*parts)

@@ -15,19 +15,22 @@ How a rule sees the model (an ensemble of one, E = 1):
 - hidden-layer derivatives phi' (needed by DFA / FA / sign symmetry / random_nn) come from ``activation``,
   inferred when the model's only non-Linear layers are one of Tanh / ReLU / Sigmoid;
 - ``W <- W + lr * update`` (the library's sign convention: updates are descent directions).
-Parameter noise perturbs the forward pass, which the user runs, so it is refused here.
+A piece tagged ``perturbs_forward`` (parameter noise) changes the forward pass, which the user runs, so
+it is refused here.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from plasticlab.errors import PlasticlabError, check_choice
 from plasticlab.networks.mlp import MLP, Trace
-from plasticlab.rules.base import Chain, Context, Transform, chain
+from plasticlab.rules.base import Chain, Context, Signal, Updates, chain
 from plasticlab.rules.signals import SGD
-from plasticlab.rules.transforms import ParamNoise
 
 _ACT = {nn.Tanh: "tanh", nn.ReLU: "relu", nn.Sigmoid: "sigmoid"}
 _NEUTRAL = (nn.Identity, nn.Dropout, nn.Flatten)
@@ -35,6 +38,7 @@ UNKNOWN = "unknown (pass activation= to RuleOptimizer)"
 
 
 def infer_activation(model: nn.Module) -> str:
+    """The one hidden nonlinearity of ``model`` (Tanh / ReLU / Sigmoid), "linear" if none, else unknown."""
     kinds = set()
     for m in model.modules():
         if next(m.children(), None) is not None or isinstance(m, (nn.Linear, *_NEUTRAL)):
@@ -45,12 +49,14 @@ def infer_activation(model: nn.Module) -> str:
     return kinds.pop() if len(kinds) == 1 else UNKNOWN
 
 
-class _GradSignal(Transform):
+class _GradSignal(Signal):
     """sgd on a torch model: the gradient autograd already computed, as a descent direction."""
 
-    kind, name = "signal", "sgd"
+    name = "sgd"
 
-    def update(self, updates, state, ctx):
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """-p.grad per layer, read by ``RuleOptimizer`` into ``ctx.grads``."""
+        assert isinstance(ctx, HookContext) and ctx.grads is not None
         return ctx.grads, state
 
 
@@ -58,10 +64,11 @@ class HookContext(Context):
     """A Context whose output delta and true-weight backprop come from autograd's recorded gradients."""
 
     captured_out: torch.Tensor | None = None
-    captured: list | None = None
-    grads: list | None = None
+    captured: list[torch.Tensor] | None = None
+    grads: Updates | None = None
 
-    def output_delta(self, out=None, y=None):
+    def output_delta(self, out: torch.Tensor | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The output delta autograd recorded (B x dloss/dout), else the one computed from targets."""
         if out is None and y is None and self.captured_out is not None:
             return self.captured_out
         if (self.y if y is None else y) is None:
@@ -71,52 +78,62 @@ class HookContext(Context):
             )
         return super().output_delta(out, y)
 
-    def backprop(self, delta_out, feedback=None):
+    def backprop(self, delta_out: torch.Tensor, feedback: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Autograd's own deltas when back-propagating its output delta through the true weights."""
         if feedback is None and delta_out is self.captured_out and self.captured is not None:
             return self.captured
         return super().backprop(delta_out, feedback)
 
 
 class RuleOptimizer(torch.optim.Optimizer):
-    """Apply ``rule`` (a Chain, a single signal, or a rule name) to the Linear layers of ``model``.
+    """Apply ``rule`` (a Chain, a single signal, or a rule name for ``make_rule``) to the Linear layers of
+    ``model``: ``W <- W + lr * update`` with each parameter's lr from its entry in ``param_groups``.
 
-    ``loss`` ("mse" or "xent") is only used when a rule computes its own error from targets (random_nn,
-    three_factor, or ``step(y=...)`` without a backward pass); ``seed`` fixes feedback matrices and noise."""
+    ``params`` (optional, as for torch optimizers: tensors or group dicts with ``params`` and ``lr``) picks
+    the parameters to update and their step sizes; a Linear parameter in no group stays fixed. The rule's
+    state lives in ``self.state`` ("rule": the chain's state, "step": steps taken), so ``state_dict()`` /
+    ``load_state_dict()`` round-trip it, Adam moments included. ``loss`` ("mse" or "xent") is only used when
+    a rule computes its own error from targets (random_nn, three_factor, or ``step(y=...)`` without a
+    backward pass); ``seed`` fixes feedback matrices and noise."""
 
     def __init__(
-        self, model: nn.Module, rule, lr: float, *, loss: str = "mse", activation: str | None = None, seed: int = 0
+        self,
+        model: nn.Module,
+        rule: Chain | Signal | str,
+        lr: float,
+        *,
+        params: Any = None,
+        loss: str = "mse",
+        activation: str | None = None,
+        seed: int = 0,
     ):
         if lr <= 0:
             raise PlasticlabError(f"lr must be > 0, got {lr!r}")
         self.layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if not self.layers:
             raise PlasticlabError(f"RuleOptimizer needs nn.Linear layers; {type(model).__name__} has none")
-        super().__init__([p for m in self.layers for p in m.parameters()], dict(lr=lr))
-        if isinstance(rule, str):
-            from plasticlab.rules import make_rule
-
-            rule = make_rule(rule)
-        self.rule = rule if isinstance(rule, Chain) else chain(rule)
-        if any(isinstance(p, ParamNoise) and p.sigma > 0 for p in self.rule.parts):
-            raise PlasticlabError(
-                "param_noise perturbs the forward pass, which your model runs itself: "
-                "add the noise in the model, or use signal_noise"
-            )
-        parts = list(self.rule.parts)
-        if type(parts[0]) is SGD:
-            parts[0] = _GradSignal()
-        self._chain = Chain(*parts)
+        mine = [p for m in self.layers for p in m.parameters()]
+        super().__init__(mine if params is None else params, dict(lr=lr))
+        _check_groups(self.param_groups, mine)
+        self.rule = _as_chain(rule)
+        self._chain = _with_autograd_sgd(self.rule)
         self.loss = check_choice("loss", loss, ["mse", "xent"])
         self.activation = activation or infer_activation(model)
         self.seeds = torch.tensor([int(seed)], dtype=torch.int64)
-        self.rule_state = self._chain.init(self._net(), self.seeds)
-        self.t = 0
-        self._acts: dict[int, tuple] = {}
+        self._store["rule"] = self._chain.init(self._net(), self.seeds)
+        self._store["step"] = 0
+        self.last_signal: Updates = []
+        self._acts: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._grads: dict[int, torch.Tensor] = {}
         self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.layers)]
 
-    def _hook(self, i: int):
-        def record(module, inputs, output):
+    @property
+    def _store(self) -> dict[Any, Any]:
+        """``self.state`` under its real key type: the rule's entries are keyed by name, not by parameter."""
+        return cast(dict[Any, Any], self.state)
+
+    def _hook(self, i: int) -> Callable[..., None]:
+        def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             self._acts[i] = (inputs[0].detach(), output.detach())
             if output.requires_grad:
                 output.register_hook(lambda g: self._grads.__setitem__(i, g.detach()))
@@ -125,15 +142,18 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     def _net(self) -> MLP:
         ws = [m.weight.detach()[None] for m in self.layers]
-        bs = [None if m.bias is None else m.bias.detach()[None] for m in self.layers]
+        bs: list[torch.Tensor | None] = [None if m.bias is None else m.bias.detach()[None] for m in self.layers]
         return MLP(ws, bs, self.activation)
 
     def remove_hooks(self) -> None:
+        """Stop recording the model's forward passes."""
         for h in self._handles:
             h.remove()
 
     @torch.no_grad()
-    def step(self, closure=None, *, y: torch.Tensor | None = None):
+    def step(self, closure: Callable[[], Any] | None = None, *, y: torch.Tensor | None = None) -> Any:
+        """One rule step on the last forward pass (and backward pass, if any); ``y``: targets for rules
+        that compute their own error. Returns the closure's loss, like torch optimizers."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -143,44 +163,99 @@ class RuleOptimizer(torch.optim.Optimizer):
                 "step() before a forward pass: run the model on a batch first "
                 "(and loss.backward() for rules that need the error)"
             )
+        out = self._chain.step(self._store["rule"], self._context(y))
+        self._store["rule"] = out.state
+        self._apply(out.updates)
+        self.last_signal = out.signal
+        self._store["step"] += 1
+        self._grads = {}
+        return loss
+
+    def _context(self, y: torch.Tensor | None) -> HookContext:
+        """This step's Context from the recorded activations and autograd's gradients."""
         net = self._net()
-        flat = lambda t: t.reshape(1, -1, t.shape[-1])
-        pre, z = (
-            [flat(self._acts[i][0]) for i in range(len(self.layers))],
-            [flat(self._acts[i][1]) for i in range(len(self.layers))],
-        )
+        pre = [_flat(self._acts[i][0]) for i in range(len(self.layers))]
+        z = [_flat(self._acts[i][1]) for i in range(len(self.layers))]
         post = [zz if b is None else zz - b[:, None, :] for zz, b in zip(z, net.biases)]
         trace = Trace(pre=pre, post=post, z=z, out=z[-1], weights=net.weights)
         ctx = HookContext(
             net=net,
             trace=trace,
             x=pre[0],
-            y=None if y is None else flat(y),
+            y=None if y is None else _flat(y),
             loss=self.loss,
             seeds=self.seeds,
-            step=self.t,
+            step=self._store["step"],
         )
-        B = pre[0].shape[1]
+        B, last = pre[0].shape[1], len(self.layers) - 1
         if len(self._grads) == len(self.layers):
-            ctx.captured = [B * flat(self._grads[i]) for i in range(len(self.layers))]
+            ctx.captured = [B * _flat(self._grads[i]) for i in range(len(self.layers))]
             ctx.captured_out = ctx.captured[-1]
-        elif len(self.layers) - 1 in self._grads:
-            ctx.captured_out = B * flat(self._grads[len(self.layers) - 1])
-        if type(self._chain.parts[0]) is _GradSignal:
-            if any(m.weight.grad is None for m in self.layers):
-                raise PlasticlabError("sgd reads p.grad: call loss.backward() before step()")
-            ctx.grads = [
-                (-m.weight.grad[None], None if m.bias is None or m.bias.grad is None else -m.bias.grad[None])
-                for m in self.layers
-            ]
-        out = self._chain.step(self.rule_state, ctx)
-        self.rule_state = out.state
-        lr = self.param_groups[0]["lr"]
-        for m, (uW, ub) in zip(self.layers, out.updates):
-            m.weight.add_(uW[0].to(m.weight.dtype), alpha=lr)
-            if m.bias is not None and ub is not None:
-                m.bias.add_(ub[0].to(m.bias.dtype), alpha=lr)
-        self.last_signal = out.signal
-        self.t += 1
-        self._grads = {}
-        return loss
+        elif last in self._grads:
+            ctx.captured_out = B * _flat(self._grads[last])
+        if isinstance(self._chain.parts[0], _GradSignal):
+            ctx.grads = self._descent_from_grad()
+        return ctx
+
+    def _descent_from_grad(self) -> Updates:
+        if any(m.weight.grad is None for m in self.layers):
+            raise PlasticlabError("sgd reads p.grad: call loss.backward() before step()")
+        return [
+            (-m.weight.grad[None], None if m.bias is None or m.bias.grad is None else -m.bias.grad[None])  # type: ignore[index]
+            for m in self.layers
+        ]
+
+    def _apply(self, updates: Updates) -> None:
+        """p <- p + lr * update, lr from p's param group; parameters in no group stay fixed."""
+        lrs = {id(p): g["lr"] for g in self.param_groups for p in g["params"]}
+        for m, (uW, ub) in zip(self.layers, updates):
+            for p, u in ((m.weight, uW), (m.bias, ub)):
+                if p is not None and u is not None and id(p) in lrs:
+                    p.add_(u[0].to(p.dtype), alpha=lrs[id(p)])
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """(..., d) activations as one member's batch (1, B, d)."""
+    return t.reshape(1, -1, t.shape[-1])
+
+
+def _as_chain(rule: Chain | Signal | str) -> Chain:
+    """A rule name, a lone signal or a chain, as a chain that leaves the forward pass alone."""
+    if isinstance(rule, str):
+        from plasticlab.rules.registry import make_rule
+
+        rule = make_rule(rule)
+    chain_ = rule if isinstance(rule, Chain) else chain(rule)
+    noisy = [p for p in chain_.parts if p.perturbs_forward]
+    if noisy:
+        raise PlasticlabError(
+            f"{noisy[0]!r} perturbs the forward pass, which your model runs itself: "
+            "add the noise in the model, or use signal_noise"
+        )
+    return chain_
+
+
+def _with_autograd_sgd(rule: Chain) -> Chain:
+    """The chain with a leading sgd replaced by autograd's own gradient (exactly torch's SGD)."""
+    parts = list(rule.parts)
+    if type(parts[0]) is SGD:
+        parts[0] = _GradSignal()
+    return Chain(*parts)
+
+
+def _check_groups(groups: list[dict[str, Any]], mine: Sequence[torch.Tensor]) -> None:
+    """Every group names only the model's Linear parameters and sets nothing but lr."""
+    ids = {id(p) for p in mine}
+    for i, g in enumerate(groups):
+        extra = sorted(set(g) - {"params", "lr"})
+        if extra:
+            raise PlasticlabError(
+                f"RuleOptimizer param group {i} sets {extra}: a rule optimizer's groups take only lr "
+                "(put decay, momentum etc. in the rule, e.g. chain(sgd(), adam(), weight_decay(1e-4)))"
+            )
+        if not g["lr"] > 0:
+            raise PlasticlabError(f"RuleOptimizer param group {i}: lr must be > 0, got {g['lr']!r}")
+        if any(id(p) not in ids for p in g["params"]):
+            raise PlasticlabError(
+                f"RuleOptimizer param group {i} holds a parameter that is not in the model's nn.Linear layers"
+            )

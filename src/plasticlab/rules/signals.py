@@ -3,33 +3,37 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from plasticlab import seeding
-from plasticlab.networks.mlp import init_mlp
-from plasticlab.rules.base import Context, Transform
+from plasticlab.errors import check_choice
+from plasticlab.networks.mlp import MLP, init_mlp
+from plasticlab.rules.base import Chain, Context, PerMember, Signal, Updates, chain
+from plasticlab.rules.registry import register
+from plasticlab.rules.transforms import Adam, CoupledL2, WeightDecay
 
 
-class SGD(Transform):
+class SGD(Signal):
     """Backprop: g = -dl/dW, the descent direction (``-param.grad``, never ``+grad``)."""
 
-    kind, name = "signal", "sgd"
+    name = "sgd"
 
-    def update(self, updates, state, ctx: Context):
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
         return ctx.descent(ctx.backprop(ctx.output_delta())), state
 
 
-class DFA(Transform):
+class DFA(Signal):
     """Direct feedback alignment: the output error reaches hidden layer l through a fixed random matrix
     B_l (out_l x d_out) instead of the chain of transposed weights. The output layer learns as in SGD."""
 
-    kind, name = "signal", "dfa"
+    name = "dfa"
 
     def __init__(self, scale: float = 1.0):
         self.scale = scale
 
-    def init(self, net, seeds):
+    def init(self, net: MLP, seeds: torch.Tensor) -> Any:
         d_out = net.widths[-1]
         mats = []
         for l, W in enumerate(net.weights[:-1]):
@@ -37,33 +41,33 @@ class DFA(Transform):
             mats.append(B * (self.scale / math.sqrt(d_out)))
         return mats
 
-    def update(self, updates, state, ctx: Context):
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
         return ctx.descent(ctx.backprop(ctx.output_delta(), feedback=state)), state
 
 
-class RandomNN(Transform):
+class RandomNN(Signal):
     """A non-learning rule: the error is the mismatch with a fixed, randomly initialised network of the same
     shape (pseudo-targets), back-propagated as usual (SPEC A.4)."""
 
-    kind, name = "signal", "random_nn"
+    name = "random_nn"
 
-    def init(self, net, seeds):
+    def init(self, net: MLP, seeds: torch.Tensor) -> Any:
         return init_mlp(
             seeds, net.widths, net.activation, bias=False, tag="random-nn-target", dtype=net.weights[0].dtype
         )
 
-    def update(self, updates, state, ctx: Context):
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
         target = state.forward(ctx.x).out
         return ctx.descent(ctx.backprop(ctx.output_delta(y=target))), state
 
 
-class Hebbian(Transform):
+class Hebbian(Signal):
     """Plain Hebb: g = H = (1/B) sum h_b h_a^T (alignment 1 by construction)."""
 
-    kind, name = "signal", "hebbian"
+    name = "hebbian"
     sign = 1.0
 
-    def update(self, updates, state, ctx: Context):
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
         out = []
         for h_a, h_b, b in zip(ctx.trace.pre, ctx.trace.post, ctx.net.biases):
             H = torch.bmm(h_b.transpose(1, 2), h_a) / h_a.shape[1]
@@ -75,13 +79,13 @@ class AntiHebbian(Hebbian):
     name, sign = "anti_hebbian", -1.0
 
 
-class Oja(Transform):
+class Oja(Signal):
     """Oja's rule: g_ij = <y_i (x_j - y_i W_ij)>, Hebb with a decay that keeps each row's norm near 1.
     Its decay term is part of the rule's own signal (it is not L2 weight decay)."""
 
-    kind, name = "signal", "oja"
+    name = "oja"
 
-    def update(self, updates, state, ctx: Context):
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
         out = []
         for h_a, h_b, W, b in zip(ctx.trace.pre, ctx.trace.post, ctx.net.weights, ctx.net.biases):
             B = h_a.shape[1]
@@ -92,24 +96,70 @@ class Oja(Transform):
 
 
 def sgd() -> SGD:
+    """Backprop's descent direction."""
     return SGD()
 
 
+register("sgd", sgd, gradient=True, local=False, needs_targets=True, perturbs_forward=False)
+
+
+def adam_rule(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, measure: str = "signal") -> Chain:
+    """The rule "adam": sgd preconditioned by Adam (AdamW once ``make_rule`` appends the decay).
+
+    ``measure="grad"`` reports the learning signal at the gradient instead (a zero decay right after sgd
+    ends the signal there; the update is unchanged), to compare with adam_l2 on one quantity."""
+    check_choice("adam measure", measure, ["signal", "grad"])
+    mark = [WeightDecay(0.0)] if measure == "grad" else []
+    return chain(SGD(), *mark, Adam(b1, b2, eps))
+
+
+register("adam", adam_rule, gradient=False, local=False, needs_targets=True, perturbs_forward=False)
+
+
+def adam_l2_rule(gamma: PerMember = 0.0, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Chain:
+    """The rule "adam_l2": coupled L2 added to the gradient before Adam (torch's ``Adam(weight_decay=γ)``).
+    It takes γ itself, so ``make_rule`` adds no decoupled decay; its learning signal is the data gradient."""
+    return chain(SGD(), CoupledL2(gamma), Adam(b1, b2, eps))
+
+
+register("adam_l2", adam_l2_rule, gradient=False, local=False, needs_targets=True, perturbs_forward=False)
+
+
 def dfa(scale: float = 1.0) -> DFA:
+    """Direct feedback alignment with feedback std scale / sqrt(d_out)."""
     return DFA(scale)
 
 
+register("dfa", dfa, gradient=False, local=False, needs_targets=True, perturbs_forward=False)
+
+
 def random_nn() -> RandomNN:
+    """Backprop towards a fixed random network's outputs (a gradient of the pseudo-target loss)."""
     return RandomNN()
 
 
+register("random_nn", random_nn, gradient=True, local=False, needs_targets=False, perturbs_forward=False)
+
+
 def hebbian() -> Hebbian:
+    """Plain Hebb <h_b h_a^T>."""
     return Hebbian()
 
 
+register("hebbian", hebbian, gradient=False, local=True, needs_targets=False, perturbs_forward=False)
+
+
 def anti_hebbian() -> AntiHebbian:
+    """Minus plain Hebb."""
     return AntiHebbian()
 
 
+register("anti_hebbian", anti_hebbian, gradient=False, local=True, needs_targets=False, perturbs_forward=False)
+
+
 def oja() -> Oja:
+    """Oja's rule (Hebb with its own row-norm decay)."""
     return Oja()
+
+
+register("oja", oja, gradient=False, local=True, needs_targets=False, perturbs_forward=False)

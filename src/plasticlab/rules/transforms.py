@@ -1,12 +1,35 @@
-"""Transforms applied after the learning signal: preconditioning, noise, decoupled weight decay."""
+"""Transforms applied after the learning signal: preconditioning, noise, decoupled weight decay.
+
+``weight_decay`` and ``param_noise`` take one float for every member, or one value per ensemble member
+((E,) sequence or tensor): a whole γ × σ × seed grid then advances as one batched program, and a member
+with per-member value v equals its run with the float v (same arithmetic, same random keys).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 
 from plasticlab import seeding
 from plasticlab.errors import PlasticlabError, check_positive
-from plasticlab.rules.base import Context, Transform, tree_map
+from plasticlab.networks.mlp import MLP
+from plasticlab.rules.base import Context, Decay, PerMember, Transform, Updates, tree_map
+
+
+def _float_or_members(what: str, v: PerMember) -> float | torch.Tensor:
+    """A float stays a float; anything with a length becomes an (E,) float64 tensor. Both must be >= 0."""
+    if isinstance(v, (int, float)) or (hasattr(v, "ndim") and v.ndim == 0):
+        return check_positive(what, float(v), allow_zero=True)  # type: ignore[arg-type]
+    t = torch.tensor(np.asarray(v, dtype=np.float64))
+    if t.ndim != 1 or (t < 0).any() or not torch.isfinite(t).all():
+        raise PlasticlabError(f"{what} must be a float or one finite value >= 0 per member, got {t.tolist()}")
+    return t
+
+
+def _label(v: float | torch.Tensor) -> str:
+    return f"{v:g}" if isinstance(v, float) else f"per-member[{len(v)}]"
 
 
 class Adam(Transform):
@@ -17,11 +40,13 @@ class Adam(Transform):
     def __init__(self, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
         self.b1, self.b2, self.eps = b1, b2, eps
 
-    def init(self, net, seeds):
+    def init(self, net: MLP, seeds: torch.Tensor) -> tuple[int, Updates, Updates]:
+        """(step count, first moments, second moments), moments zero and shaped like the parameters."""
         zeros = [(torch.zeros_like(W), None if b is None else torch.zeros_like(b)) for W, b in net.params()]
         return (0, zeros, [(m.clone(), None if b is None else b.clone()) for m, b in zeros])
 
-    def update(self, updates, state, ctx: Context):
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """Bias-corrected m / (sqrt(v) + eps)."""
         t, m, v = state
         t += 1
         m = tree_map(lambda m_, g: self.b1 * m_ + (1 - self.b1) * g, m, updates)
@@ -31,25 +56,30 @@ class Adam(Transform):
         return out, (t, m, v)
 
 
-class WeightDecay(Transform):
-    """Decoupled L2 decay: updates - gamma * W. Everything before it is the learning signal."""
+class WeightDecay(Decay):
+    """Decoupled L2 decay: updates - gamma * W (gamma a float or one per member). Ends the learning signal."""
 
-    kind = "decay"
-
-    def __init__(self, gamma: float, biases: bool = False):
-        self.gamma = check_positive("gamma", float(gamma), allow_zero=True)
+    def __init__(self, gamma: PerMember, biases: bool = False):
+        self.gamma = _float_or_members("gamma", gamma)
         self.biases = biases
-        self.name = f"weight_decay({gamma:g})"
+        self.name = f"weight_decay({_label(self.gamma)})"
 
-    def update(self, updates, state, ctx: Context):
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """Subtract gamma * W (and gamma * b with ``biases=True``)."""
         out = []
         for (uW, ub), (W, b) in zip(updates, ctx.net.params()):
-            ub = ub if (ub is None or not self.biases) else ub - self.gamma * b
-            out.append((uW - self.gamma * W, ub))
+            if isinstance(self.gamma, float):
+                gW: float | torch.Tensor = self.gamma
+                gb: float | torch.Tensor = self.gamma
+            else:
+                gW = self.gamma.to(W.dtype)[:, None, None]
+                gb = self.gamma.to(W.dtype)[:, None]
+            ub = ub if (ub is None or b is None or not self.biases) else ub - gb * b
+            out.append((uW - gW * W, ub))
         return out, state
 
 
-class CoupledL2(Transform):
+class CoupledL2(Decay):
     """Coupled L2 (``torch.optim.Adam(weight_decay=γ)``): updates − γW *before* the optimizer's preconditioning.
 
     Placed between the signal and ``adam`` — ``chain(sgd(), l2(γ), adam())`` — it adds γW to the gradient
@@ -58,9 +88,7 @@ class CoupledL2(Transform):
     ``adam_l2`` that is −∂ℓ/∂W of the data loss, never the L2 term. ``gamma`` is one float or one value per
     ensemble member (E,)."""
 
-    kind = "decay"
-
-    def __init__(self, gamma, biases: bool = False):
+    def __init__(self, gamma: PerMember, biases: bool = False):
         g = torch.as_tensor(gamma, dtype=torch.float64)
         if g.ndim > 1 or (g < 0).any() or not torch.isfinite(g).all():
             raise PlasticlabError(f"l2 gamma must be a finite value >= 0 or one per member, got {gamma!r}")
@@ -71,7 +99,8 @@ class CoupledL2(Transform):
         g = self.gamma.to(t.dtype)
         return g * t if g.ndim == 0 else g.reshape(-1, *([1] * (t.ndim - 1))) * t
 
-    def update(self, updates, state, ctx: Context):
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """Subtract gamma * W (and gamma * b with ``biases=True``) before the preconditioning."""
         out = []
         for (uW, ub), (W, b) in zip(updates, ctx.net.params()):
             ub = ub if (ub is None or b is None or not self.biases) else ub - self._scaled(b)
@@ -86,7 +115,8 @@ class SignalNoise(Transform):
         self.sigma = check_positive("sigma", float(sigma), allow_zero=True)
         self.name = f"signal_noise({sigma:g})"
 
-    def update(self, updates, state, ctx: Context):
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """Add sigma * N(0, 1) to every weight update (biases untouched)."""
         out = []
         for l, (uW, ub) in enumerate(updates):
             eps = seeding.normal(ctx.seeds, ctx.key("signal-noise", l), uW.shape[1:], uW.dtype)
@@ -96,42 +126,65 @@ class SignalNoise(Transform):
 
 class ParamNoise(Transform):
     """Forward-pass perturbation (SPEC A.3): the step's forward pass uses w = v + eps, eps ~ N(0, sigma^2 I)
-    drawn fresh each step; that same pass feeds both the learning signal and the Hebbian factor, and the
-    update is applied to v. As a transform it passes updates through unchanged."""
+    drawn fresh each step (sigma a float or one per member); that same pass feeds both the learning signal
+    and the Hebbian factor, and the update is applied to v. As a transform it passes updates through."""
 
-    def __init__(self, sigma: float):
-        self.sigma = check_positive("sigma", float(sigma), allow_zero=True)
-        self.name = f"param_noise({sigma:g})"
+    perturbs_forward = True
 
-    def perturb(self, weights, state, seeds, step):
-        if self.sigma == 0:
+    def __init__(self, sigma: PerMember):
+        self.sigma = _float_or_members("sigma", sigma)
+        self.name = f"param_noise({_label(self.sigma)})"
+        self.perturbs_forward = bool(torch.as_tensor(self.sigma).ne(0).any())  # σ = 0 leaves the pass alone
+
+    def perturb(
+        self, weights: list[torch.Tensor], state: Any, seeds: torch.Tensor, step: int
+    ) -> list[torch.Tensor]:
+        """W + sigma * eps with eps on the "param-noise" key of (layer, step)."""
+        if not self.perturbs_forward:
             return weights
-        return [
-            W + self.sigma * seeding.normal(seeds, seeding.key_of("param-noise", l, step), W.shape[1:], W.dtype)
-            for l, W in enumerate(weights)
-        ]
+        out = []
+        for l, W in enumerate(weights):
+            eps = seeding.normal(seeds, seeding.key_of("param-noise", l, step), W.shape[1:], W.dtype)
+            s = self.sigma if isinstance(self.sigma, float) else self.sigma.to(W.dtype)[:, None, None]
+            out.append(W + s * eps)
+        return out
 
-    def update(self, updates, state, ctx: Context):
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """Updates pass through unchanged."""
         return updates, state
 
 
 def adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Adam:
+    """Adam preconditioning (after a signal)."""
     return Adam(b1, b2, eps)
 
 
-def weight_decay(gamma: float, biases: bool = False) -> WeightDecay:
+def weight_decay(gamma: PerMember, biases: bool = False) -> WeightDecay:
+    """Decoupled weight decay gamma (float, or one per member)."""
     return WeightDecay(gamma, biases)
 
 
-def l2(gamma, biases: bool = False) -> CoupledL2:
+def l2(gamma: PerMember, biases: bool = False) -> CoupledL2:
     """Coupled L2 piece: put it before ``adam()`` (``chain(sgd(), l2(γ), adam())`` is torch's Adam with
     ``weight_decay=γ``); after ``adam()`` use ``weight_decay`` (AdamW)."""
     return CoupledL2(gamma, biases)
 
 
 def signal_noise(sigma: float) -> SignalNoise:
+    """Gaussian noise on the learning signal."""
     return SignalNoise(sigma)
 
 
-def param_noise(sigma: float) -> ParamNoise:
+def param_noise(sigma: PerMember) -> ParamNoise:
+    """Gaussian noise on the forward pass's weights (float, or one per member)."""
     return ParamNoise(sigma)
+
+
+# Every non-signal piece, by name: the contract test runs each (optax-style).
+TRANSFORMS = {
+    "adam": adam,
+    "l2": l2,
+    "weight_decay": weight_decay,
+    "signal_noise": signal_noise,
+    "param_noise": param_noise,
+}

@@ -1,0 +1,244 @@
+"""The one rule registry: a rule is a name, a factory of its learning signal and four tags.
+
+    register("bcm", BCM, gradient=False, local=True, needs_targets=False, perturbs_forward=False)
+
+    @signal("half_sgd", gradient=True)
+    def half_sgd(ctx):
+        g = ctx.descent(ctx.backprop(ctx.output_delta()))
+        return [(0.5 * w, None if b is None else 0.5 * b) for w, b in g]
+
+``make_rule(name, gamma=…, sigma=…, **hyper)`` is the single builder every experiment, the CLI and
+``RuleOptimizer`` use: the named signal (with its hyperparameters by name), then forward-pass noise σ,
+then decoupled weight decay γ (each a float, or one value per ensemble member). Experiment rule lists and
+the atlas's categories are ``rule_names(**tags)``: live views, so a rule registered from user code before
+``plasticlab.run`` is a valid choice everywhere without a package edit.
+
+A rule may be named with hyperparameters as one string, ``"bcm:rate=0.2"`` or ``"dfa:scale=2"`` (several
+joined by ``:``), which is how the CLI's ``--set rules=sgd,bcm:rate=0.2`` passes them.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from plasticlab.errors import PlasticlabError, unknown_choice
+from plasticlab.rules.base import Chain, Context, Decay, PerMember, Signal, Transform, Updates, chain
+
+TAGS = ("gradient", "local", "needs_targets", "perturbs_forward")
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A registered rule: its factory and what it is.
+
+    gradient: its update field is minus the gradient of some loss (sgd, random_nn);
+    local: it reads only a synapse's pre/post activity (plus at most a global scalar), no error transport;
+    needs_targets: it reads the targets y (or, in RuleOptimizer, the output error from autograd);
+    perturbs_forward: its signal changes the weights of the forward pass."""
+
+    name: str
+    factory: Callable[..., Transform]
+    gradient: bool
+    local: bool
+    needs_targets: bool
+    perturbs_forward: bool
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The factory's keyword parameters and their defaults."""
+        return {
+            k: p.default
+            for k, p in inspect.signature(self.factory).parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        }
+
+    def build(self, **hyper: Any) -> list[Transform]:
+        """The rule's pieces for these hyperparameters (a factory may return a Chain: it is flattened)."""
+        valid = self.hyperparameters()
+        for key in hyper:
+            if key not in valid:
+                raise unknown_choice(f"hyperparameter for rule {self.name!r}", key, valid or ["(none)"])
+        piece = self.factory(**hyper)
+        parts = list(piece.parts) if isinstance(piece, Chain) else [piece]
+        if not isinstance(parts[0], Signal):
+            raise PlasticlabError(f"rule {self.name!r}: its factory must return a Signal, got {parts[0]!r}")
+        return parts
+
+
+_RULES: dict[str, RuleSpec] = {}
+
+
+def register(
+    name: str,
+    factory: Callable[..., Transform],
+    *,
+    gradient: bool,
+    local: bool,
+    needs_targets: bool,
+    perturbs_forward: bool,
+    replace: bool = False,
+) -> RuleSpec:
+    """Register ``factory(**hyper) -> Signal`` (or a Chain starting with one) under ``name``.
+
+    Registering a taken name is an error unless ``replace=True`` (e.g. re-running a notebook cell)."""
+    if not isinstance(name, str) or not name or ":" in name or "," in name:
+        raise PlasticlabError(f"a rule name is a non-empty string without ':' or ',', got {name!r}")
+    if name in _RULES and not replace:
+        raise PlasticlabError(f"rule {name!r} is already registered (pass replace=True to redefine it)")
+    spec = RuleSpec(name, factory, bool(gradient), bool(local), bool(needs_targets), bool(perturbs_forward))
+    _RULES[name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Remove a registered rule (tests, notebooks)."""
+    _RULES.pop(name, None)
+
+
+class FunctionSignal(Signal):
+    """A stateless learning signal from a plain function ``fn(ctx, **hyper) -> updates``."""
+
+    def __init__(self, name: str, fn: Callable[..., Updates], hyper: dict[str, Any]):
+        self.fn, self.hyper = fn, hyper
+        self.name = name if not hyper else name + "(" + ", ".join(f"{k}={v!r}" for k, v in hyper.items()) + ")"
+
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """The function's updates; the state stays empty."""
+        return self.fn(ctx, **self.hyper), state
+
+
+def signal(
+    name: str,
+    *,
+    gradient: bool,
+    local: bool = False,
+    needs_targets: bool = True,
+    perturbs_forward: bool = False,
+    replace: bool = False,
+) -> Callable[[Callable[..., Updates]], Callable[..., Updates]]:
+    """Decorator registering a stateless signal ``fn(ctx, **hyper)`` that returns per-layer (dW, db)
+    descent directions; keyword parameters after ``ctx`` are the rule's hyperparameters. Returns ``fn``."""
+
+    def wrap(fn: Callable[..., Updates]) -> Callable[..., Updates]:
+        params = list(inspect.signature(fn).parameters.values())[1:]
+
+        def factory(**hyper: Any) -> FunctionSignal:
+            return FunctionSignal(name, fn, hyper)
+
+        factory.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        register(
+            name,
+            factory,
+            gradient=gradient,
+            local=local,
+            needs_targets=needs_targets,
+            perturbs_forward=perturbs_forward,
+            replace=replace,
+        )
+        return fn
+
+    return wrap
+
+
+def parse_rule(text: str) -> tuple[str, dict[str, Any]]:
+    """``"bcm:rate=0.2"`` -> ("bcm", {"rate": 0.2}); values are Python literals (else strings)."""
+    name, *items = str(text).split(":")
+    hyper: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise PlasticlabError(f"bad rule {text!r}: hyperparameters go as name:key=value, e.g. 'bcm:rate=0.2'")
+        try:
+            hyper[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            hyper[key.strip()] = value.strip()
+    return name.strip(), hyper
+
+
+def get(name: str) -> RuleSpec:
+    """The registered rule ``name`` (hyperparameters in the string are ignored)."""
+    base, _ = parse_rule(name)
+    if base not in _RULES:
+        raise unknown_choice("rule", base, _RULES)
+    return _RULES[base]
+
+
+class RuleNames(Sequence[str]):
+    """The names of the registered rules whose tags match, looked up when used (not when created), so an
+    experiment's ``choices`` include rules registered later. ``"bcm:rate=0.2"`` is in it when ``"bcm"`` is."""
+
+    def __init__(self, **tags: bool):
+        for key in tags:
+            if key not in TAGS:
+                raise unknown_choice("rule tag", key, TAGS)
+        self.tags = tags
+
+    def _names(self) -> list[str]:
+        return [n for n, s in _RULES.items() if all(getattr(s, k) == v for k, v in self.tags.items())]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __getitem__(self, i):
+        return self._names()[i]
+
+    def __contains__(self, value: object) -> bool:
+        if not isinstance(value, str):
+            return False
+        try:
+            name, hyper = parse_rule(value)
+        except PlasticlabError:
+            return False
+        return name in self._names() and all(k in _RULES[name].hyperparameters() for k in hyper)
+
+    def __repr__(self) -> str:
+        return repr(self._names())
+
+
+def rule_names(**tags: bool) -> RuleNames:
+    """Registered rule names, optionally only those with the given tags: ``rule_names(local=False)``."""
+    return RuleNames(**tags)
+
+
+def make_rule(
+    name: str,
+    gamma: PerMember = 0.0,
+    sigma: PerMember = 0.0,
+    *,
+    signal_sigma: float = 0.0,
+    **hyper: Any,
+) -> Chain:
+    """The named rule as experiments use it: signal(**hyper) [-> param_noise(sigma)] [-> signal_noise]
+    -> weight_decay(gamma) (a rule whose factory takes ``gamma`` places its own decay, e.g. adam_l2's coupled
+    L2). ``gamma``/``sigma`` are floats or one value per ensemble member;
+    ``name`` may carry hyperparameters (``"bcm:rate=0.2"``), merged under the keyword ones."""
+    from plasticlab.rules.transforms import param_noise, signal_noise, weight_decay
+
+    spec = get(name)
+    hyper = {**parse_rule(name)[1], **hyper}
+    owns_decay = "gamma" in spec.hyperparameters()  # e.g. adam_l2: coupled L2 inside the rule
+    parts = spec.build(**hyper, gamma=gamma) if owns_decay else spec.build(**hyper)
+    noise: list[Transform] = []
+    if _nonzero(sigma):
+        noise.append(param_noise(sigma))
+    if signal_sigma:
+        noise.append(signal_noise(signal_sigma))
+    # noise joins the learning signal: before the rule's own decay piece if it has one
+    cut = next((i for i, p in enumerate(parts) if isinstance(p, Decay)), len(parts))
+    parts[cut:cut] = noise
+    if not owns_decay:
+        parts.append(weight_decay(gamma))
+    return chain(*parts)
+
+
+def _nonzero(v: PerMember) -> bool:
+    return bool(torch.as_tensor(np.asarray(v, dtype=np.float64)).ne(0).any())
