@@ -18,10 +18,11 @@ demo: $(STAMP)
 	$(VENV)/bin/plasticlab run hebb-phase --quick --out runs/hebb-phase-quick
 	@echo "Demo done: open $(CURDIR)/runs/hebb-phase-quick/report.md (figures beside it)"
 
-# ruff (lint + format) runs before the tests, so CI fails on a finding as it fails on a test.
+# ruff (lint + format) and mypy run before the tests, so CI fails on a finding as it fails on a test.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/mypy
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -74,7 +74,7 @@ class RuleField:
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
         weights = self.unflatten(theta)
         net = MLP(weights, list(self.template.biases), self.template.activation)
-        total = 0
+        total: Any = 0
         for s in self.steps:
             trace = net.forward(self.x, self.rule.perturb(weights, self.state, self.seeds, s))
             ctx = Context(net=net, trace=trace, x=self.x, y=self.y, loss=self.loss, seeds=self.seeds, step=s)
@@ -195,7 +195,7 @@ def nongradient_fraction_hutchinson(
 ) -> float:
     """The same ratio for large theta without forming J: ||M||_F^2 = E||M v||^2 for v ~ N(0, I), with
     J v from one jvp and J^T v from one vjp per probe (a biased ratio of unbiased estimates)."""
-    _, vjp = torch.func.vjp(field, theta)
+    vjp = torch.func.vjp(field, theta)[1]
     V = seeding.normal(torch.tensor([seed]), seeding.key_of("hutchinson"), (probes, theta.numel()), theta.dtype)[0]
     sJ = sA = 0.0
     for v in V:

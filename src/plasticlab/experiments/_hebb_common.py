@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -138,9 +139,10 @@ def train_regression(
     data = share(data, m.seed_index.values)
     seeds_e = m.seed.tolist()
     net = init_mlp(seeds_e, list(widths), activation, dtype=dtype)
+    hyper: dict[str, Any] = {"measure": measure} if rule == "adam" else {}
     res = train_mlp(
         net,
-        make_rule(rule, gamma=m.gamma.values, **({"measure": measure} if rule == "adam" else {})),
+        make_rule(rule, gamma=m.gamma.values, **hyper),
         data,
         seeds_e,
         steps=steps,

@@ -130,7 +130,7 @@ def run_members(
                 n1, n2 = torch.where(keep, W1, n1), torch.where(keep, W2, n2)
             W1, W2 = n1, n2
         acc, acc_v = QAccumulator(), QAccumulator()
-        errs = []
+        errs: list[torch.Tensor] = []
 
         def observe(t, s):
             acc.update(_flat(*s))
@@ -154,13 +154,13 @@ def run_members(
         )
         W1, W2 = lyap.state
         err = 0.5 * (curl_forward(W1, W2, X, activation) - Y).pow(2).mean(dim=(1, 2))
-        errs = torch.stack(errs, 1).numpy()
+        err_np = torch.stack(errs, 1).numpy()
     qres, qv = acc.result(), acc_v.result()
     # does the error's oscillation die out over the window? log ratio of its range over the first and the
     # second half, per epoch: > 0 a damped transient (settling), ≈ 0 sustained fluctuations
-    h = max(1, errs.shape[1] // 2)
+    h = max(1, err_np.shape[1] // 2)
     with np.errstate(divide="ignore", invalid="ignore"):
-        swing_decay = np.log(np.ptp(errs[:, :h], axis=1) / np.ptp(errs[:, h:], axis=1)) / h
+        swing_decay = np.log(np.ptp(err_np[:, :h], axis=1) / np.ptp(err_np[:, h:], axis=1)) / h
     late = lyap.diverged.numpy() & np.isnan(diverged_at)
     diverged_at[late] = epochs  # found inside the Lyapunov run (epoch not resolved further)
     diverged = ~np.isnan(diverged_at)
@@ -178,8 +178,8 @@ def run_members(
             lyapunov_gram=np.where(diverged, np.nan, lyap.exponent[:, 1].numpy()),
             lyapunov_weights=np.where(diverged, np.nan, lyap.exponent[:, 2].numpy()),
             train_error=np.where(diverged, np.nan, err.numpy()),
-            error_min=np.where(diverged, np.nan, errs.min(1)),
-            error_max=np.where(diverged, np.nan, errs.max(1)),
+            error_min=np.where(diverged, np.nan, err_np.min(1)),
+            error_max=np.where(diverged, np.nan, err_np.max(1)),
             error_swing_decay=np.where(diverged, np.nan, swing_decay),
             diverged=diverged,
             diverged_at=diverged_at,

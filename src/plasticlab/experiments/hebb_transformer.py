@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -110,7 +111,7 @@ def seeded_init(model: nn.Module, seed: int) -> None:
                 p.fill_(1.0 if name.endswith("weight") else 0.0)
             else:
                 mod = model.get_submodule(name.rsplit(".", 1)[0])
-                bound = 1.0 / math.sqrt(mod.in_features)
+                bound = 1.0 / math.sqrt(cast(nn.Linear, mod).in_features)
                 p.copy_(bound * (2 * seeding.uniform([seed], key, p.shape, p.dtype)[0] - 1))
 
 

@@ -23,7 +23,7 @@ norm (to stay linear); the seminorm's growth factors are accumulated between ren
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 import torch
@@ -88,6 +88,7 @@ class QAccumulator:
             self.mean = torch.zeros_like(w)
             self.m2 = torch.zeros_like(w)
             self.diverged = bad.clone()
+        assert self.mean is not None and self.m2 is not None and self.diverged is not None
         self.diverged |= bad
         w = torch.where(self.diverged[:, None], self.mean, w)
         self.count += 1
@@ -98,6 +99,7 @@ class QAccumulator:
     def result(self) -> QResult:
         if self.count < 2:
             raise ValueError(f"q needs at least 2 snapshots, got {self.count}")
+        assert self.mean is not None and self.m2 is not None and self.diverged is not None
         temporal = (self.m2 / self.count).mean(dim=1)
         across = self.mean.var(dim=1, unbiased=False)
         return _ratio(temporal, across, self.diverged.clone())
@@ -105,12 +107,12 @@ class QAccumulator:
 
 class LyapunovResult(NamedTuple):
     exponent: torch.Tensor  # (E,) — or (E, k) for k measures — mean log growth per unit dt; NaN if diverged
-    state: State  # the reference state after n_steps (diverged members frozen at their last finite state)
+    state: torch.Tensor | State  # the reference state after n_steps (diverged members frozen)
     diverged: torch.Tensor  # (E,) bool
 
 
 def _joint_norm(parts: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.sqrt(sum(p.reshape(p.shape[0], -1).pow(2).sum(dim=1) for p in parts))
+    return torch.sqrt(cast(torch.Tensor, sum(p.reshape(p.shape[0], -1).pow(2).sum(dim=1) for p in parts)))
 
 
 def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -146,7 +148,12 @@ def lyapunov_exponent(
     """
     single = isinstance(state, torch.Tensor)
     ref: State = (state,) if single else tuple(state)
-    step = (lambda s: (step_fn(s[0]),)) if single else (lambda s: tuple(step_fn(s)))
+
+    def step(s: State) -> State:
+        if single:  # step_fn takes and returns the one tensor it was given
+            return (cast(Callable[[torch.Tensor], torch.Tensor], step_fn)(s[0]),)
+        return tuple(step_fn(s))
+
     if n_steps < 1 or renorm_every < 1 or warmup < 0:
         raise ValueError(
             f"n_steps and renorm_every must be >= 1 and warmup >= 0, got {n_steps}, {renorm_every}, {warmup}"

@@ -32,7 +32,7 @@ import contextlib
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import torch
@@ -48,14 +48,14 @@ _KINDS = (nn.Linear, nn.Conv2d)
 @dataclass
 class _LayerState:
     name: str
-    module: nn.Module
+    module: nn.Linear | nn.Conv2d
     kind: str
     h_sum: torch.Tensor | None = None  # Σ_i h_b,i h_a,iᵀ over confirmed forwards of this step
     n: int = 0  # samples in h_sum
     calls: int = 0
     pending: list = field(default_factory=list)  # [H_sum, n, confirmed] per forward call this step
     w_before: torch.Tensor | None = None
-    signal: torch.Tensor | None = None
+    signal: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # <-g, H>, |g|^2, |H|^2
 
 
 def _conv_patches(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +63,7 @@ def _conv_patches(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     if m.padding_mode != "zeros" or isinstance(m.padding, str):
         mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
         x = F.pad(x, m._reversed_padding_repeated_twice, mode=mode)
-        padding = 0
+        padding: int | tuple[int, ...] = 0
     else:
         padding = m.padding
     cols = F.unfold(x, m.kernel_size, dilation=m.dilation, padding=padding, stride=m.stride)
@@ -88,7 +88,7 @@ def _hebb_sum(m: nn.Module, x: torch.Tensor, out: torch.Tensor) -> tuple[torch.T
     H_sum = post.T @ pre
     if m.bias is not None:
         # Σ (out_i − b) pre_iᵀ = Σ out_i pre_iᵀ − b (Σ pre_i)ᵀ: removes the bias without copying the output
-        H_sum.addr_(m.bias.detach().to(H_sum.dtype), pre.sum(0), alpha=-1)
+        H_sum.addr_(cast(torch.Tensor, m.bias).detach().to(H_sum.dtype), pre.sum(0), alpha=-1)
     return H_sum, pre.shape[0]
 
 
@@ -264,6 +264,7 @@ class HebbianProbe:
             if st.signal is None:
                 continue
             gh, gg, hh = st.signal
+            assert st.h_sum is not None and st.w_before is not None  # set together with the signal
             if updated:
                 W = st.module.weight.detach().reshape(st.w_before.shape)
                 dW = torch.sub(W, st.w_before, out=st.w_before).to(st.h_sum.dtype)  # in place: no new buffer

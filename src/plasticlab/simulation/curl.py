@@ -85,7 +85,7 @@ def curl_step(W1, W2, x, y, d1, d2, lr, activation, feedback=None, norms=None):
     return W1n, W2n
 
 
-def flips(k: torch.Tensor | list[int], n: int, dtype=torch.float64) -> torch.Tensor:
+def flips(k: torch.Tensor | list[int] | np.ndarray, n: int, dtype=torch.float64) -> torch.Tensor:
     """(E, n) diagonals with the first k[e] entries −1 (SPEC B.2)."""
     k = torch.as_tensor(k, dtype=torch.int64).reshape(-1, 1)
     return torch.where(torch.arange(n)[None, :] < k, -1.0, 1.0).to(dtype)
@@ -462,7 +462,9 @@ def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
         if bad.any():
             freeze(bad.numpy(), epoch)
         if epoch >= first_hist:
-            hist_W1.append(W1.clone()), hist_W2.append(W2.clone()), hist_ep.append(epoch)
+            hist_W1.append(W1.clone())
+            hist_W2.append(W2.clone())
+            hist_ep.append(epoch)
         if epoch in cp_index:
             measure(cp_index[epoch], epoch)
             if cfg.stop_when_converged:

@@ -102,7 +102,8 @@ def train_mlp(
     if val_batch is not None:
         xv, yv = xv[:, :val_batch], yv[:, :val_batch]
 
-    rec_steps, aligns, vals, trains, neuron_rec = [], [], [], [], [[] for _ in range(L)]
+    rec_steps, aligns, vals, trains = [], [], [], []
+    neuron_rec: list[list[torch.Tensor]] = [[] for _ in range(L)]
     dt = net.weights[0].dtype
     G_sum = [torch.zeros_like(W) for W in net.weights]
     H_sum = [torch.zeros_like(W) for W in net.weights]
@@ -147,7 +148,7 @@ def train_mlp(
         new_params = []
         for (W, b), (uW, ub) in zip(net.params(), out.updates):
             W2 = torch.where(alive[:, None, None], W + lr * uW, W)
-            b2 = None if b is None else torch.where(alive[:, None], b + lr * ub, b)
+            b2 = b if b is None or ub is None else torch.where(alive[:, None], b + lr * ub, b)
             new_params.append((W2, b2))
         net = net.with_params(new_params)
         if checkpoint:

@@ -131,7 +131,7 @@ def execute(
 
 
 def _execute_in_memory(exp, specs, hashes, executor, workers, scheduler, progress) -> pd.DataFrame:
-    first = {}  # identical chunks are computed once
+    first: dict[str, int] = {}  # identical chunks are computed once
     for i, h in enumerate(hashes):
         first.setdefault(h, i)
     todo = list(first.values())

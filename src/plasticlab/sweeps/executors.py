@@ -11,7 +11,7 @@ import multiprocessing
 import os
 import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
@@ -38,7 +38,7 @@ def default_workers(executor: str) -> int:
     return 1 if executor == "local" else usable_cores()
 
 
-def run_serial(name: str, specs: list[dict]) -> Iterator[Result]:
+def run_serial(name: str, specs: list[dict]) -> Generator[Result, None, None]:
     for i, spec in enumerate(specs):
         yield i, run_task(name, spec)
 
@@ -52,7 +52,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return ctx
 
 
-def run_pool(name: str, specs: list[dict], workers: int) -> Iterator[Result]:
+def run_pool(name: str, specs: list[dict], workers: int) -> Generator[Result, None, None]:
     threads = threads_per_worker(workers)
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(specs)),
@@ -72,7 +72,7 @@ def run_pool(name: str, specs: list[dict], workers: int) -> Iterator[Result]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def run_dask(name: str, specs: list[dict], workers: int, scheduler: str | None) -> Iterator[Result]:
+def run_dask(name: str, specs: list[dict], workers: int, scheduler: str | None) -> Generator[Result, None, None]:
     from distributed import Client, LocalCluster
     from distributed import as_completed as dask_completed
 
@@ -122,7 +122,7 @@ def run_dask(name: str, specs: list[dict], workers: int, scheduler: str | None) 
 
 def run(
     name: str, specs: list[dict], executor: str, workers: int | None, scheduler: str | None
-) -> Iterator[Result]:
+) -> Generator[Result, None, None]:
     check_choice("executor", executor, EXECUTORS)
     if workers is None:
         workers = default_workers(executor)

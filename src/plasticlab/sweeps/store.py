@@ -52,7 +52,7 @@ def chunk_hash(experiment: str, spec: dict[str, Any], code_version: Any = 0) -> 
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` then rename tmp over ``path``: readers see the old file or the new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
@@ -98,7 +98,9 @@ class Manifest:
 
     def __init__(self, out: Path, data: dict[str, Any] | None = None):
         self.out = Path(out)
-        self.data = data or dict(format=FORMAT_VERSION, experiment=None, params=None, grid=[], chunks={}, runs=[])
+        self.data: dict[str, Any] = data or dict(
+            format=FORMAT_VERSION, experiment=None, params=None, grid=[], chunks={}, runs=[]
+        )
 
     @classmethod
     def load(cls, out: Path | str, must_exist: bool = False) -> Manifest:
@@ -131,7 +133,9 @@ class Manifest:
 
     def is_done(self, h: str) -> bool:
         e = self.chunks.get(h)
-        return bool(e) and e["state"] == "done" and (self.out / PARTS / f"{h}.parquet").exists()
+        if not e:
+            return False
+        return e["state"] == "done" and (self.out / PARTS / f"{h}.parquet").exists()
 
     def part(self, h: str) -> Path:
         return self.out / PARTS / f"{h}.parquet"

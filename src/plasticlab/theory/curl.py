@@ -268,16 +268,16 @@ class FlipPath:
         lam = np.linalg.eigvalsh(S @ (d[..., :, None] * S))[..., 0]
         return 1.0 + np.minimum(lam, 0.0)  # M > N: W1ᵀ D2 W1 also has M − N zero eigenvalues
 
-    def threshold(self, k_grid: Sequence[int]):
+    def threshold(self, k_grid: Sequence[int] | np.ndarray):
         """First unstable k per member (dim + 1 if A stays PD with every neuron flipped), and λ_min on
         ``k_grid`` (E, K). The grid is evaluated for all members, then each bracket is bisected."""
-        k_grid = np.unique(np.append(np.asarray(k_grid, dtype=int), self.dim))
-        lam = np.stack([self.min_eig(np.full(self._E, k)) for k in k_grid], axis=-1)
+        grid = np.unique(np.append(np.asarray(k_grid, dtype=int), self.dim))
+        lam = np.stack([self.min_eig(np.full(self._E, k)) for k in grid], axis=-1)
         unstable = lam <= 0
         crossed = unstable.any(-1)
-        first = np.where(crossed, unstable.argmax(-1), len(k_grid) - 1)
-        hi = np.where(crossed, k_grid[first], self.dim + 1)
-        lo = np.where(first > 0, k_grid[np.maximum(first - 1, 0)], 0)  # k = 0 is always stable (A = I + G)
+        first = np.where(crossed, unstable.argmax(-1), len(grid) - 1)
+        hi = np.where(crossed, grid[first], self.dim + 1)
+        lo = np.where(first > 0, grid[np.maximum(first - 1, 0)], 0)  # k = 0 is always stable (A = I + G)
         lo = np.where(crossed, lo, self.dim)
         while True:
             act = np.flatnonzero(hi - lo > 1)
@@ -287,7 +287,7 @@ class FlipPath:
             bad = self.min_eig(mid, act) <= 0
             hi[act] = np.where(bad, mid, hi[act])
             lo[act] = np.where(bad, lo[act], mid)
-        return hi, k_grid, lam
+        return hi, grid, lam
 
     @property
     def _E(self) -> int:
