@@ -136,6 +136,7 @@ def status(path: Path = typer.Argument(..., help="an output folder of `plasticla
 
 
 def main() -> None:
+    """Console entry point: run the typer app, print user errors as one line and exit 2."""
     try:
         app()
     except PlasticlabError as e:  # errors raised outside a command body

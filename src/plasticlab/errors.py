@@ -11,6 +11,7 @@ class PlasticlabError(ValueError):
 
 
 def unknown_choice(kind: str, value: object, choices: Iterable[str]) -> PlasticlabError:
+    """A PlasticlabError naming the bad value, the valid choices and the closest one."""
     choices = sorted(str(c) for c in choices)
     close = difflib.get_close_matches(str(value), choices, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -18,6 +19,7 @@ def unknown_choice(kind: str, value: object, choices: Iterable[str]) -> Plasticl
 
 
 def check_choice(kind: str, value: str, choices: Iterable[str]) -> str:
+    """``value`` if it is one of ``choices``, else an unknown_choice error."""
     choices = list(choices)
     if value not in choices:
         raise unknown_choice(kind, value, choices)
@@ -25,6 +27,7 @@ def check_choice(kind: str, value: str, choices: Iterable[str]) -> str:
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    """``value`` if it is > 0 (>= 0 with allow_zero), else a one-line error naming ``name``."""
     ok = value >= 0 if allow_zero else value > 0
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"

@@ -27,6 +27,7 @@ def _fmt(x: Any, digits: int = 3) -> str:
 
 
 def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
+    """A DataFrame as a markdown table, floats to ``digits`` significant digits."""
     cols = [str(c) for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in df.itertuples(index=False):
@@ -35,6 +36,8 @@ def markdown_table(df: pd.DataFrame, digits: int = 3) -> str:
 
 
 class Report:
+    """Collects text, tables, figures and claims and writes OUT/report.md."""
+
     def __init__(self, out: Path | str, title: str, params: dict[str, Any]):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)

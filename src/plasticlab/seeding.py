@@ -33,6 +33,7 @@ def _shr(x: torch.Tensor, s: int) -> torch.Tensor:
 
 
 def splitmix64(x: torch.Tensor) -> torch.Tensor:
+    """The splitmix64 mixing function on int64 tensors (wrapping arithmetic)."""
     z = x + _GOLDEN
     z = (z ^ _shr(z, 30)) * _M1
     z = (z ^ _shr(z, 27)) * _M2

@@ -43,6 +43,7 @@ def member(net: MLP, e: int) -> MLP:
 
 
 def flatten(weights: list[torch.Tensor]) -> torch.Tensor:
+    """All layers' weights as one flat vector theta."""
     return torch.cat([W.reshape(-1) for W in weights])
 
 
@@ -141,6 +142,8 @@ def member_batch(data, e: int, seeds: torch.Tensor, key: int, batch_size: int):
 
 @dataclass
 class FieldAnalysis:
+    """Norms and spectrum of a rule's Jacobian split into symmetric and antisymmetric parts."""
+
     nongradient_fraction: float  # ||A||_F / ||J||_F
     norm_J: float
     norm_sym: float
@@ -166,12 +169,14 @@ def split(J: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def nongradient_fraction(J: torch.Tensor) -> float:
+    """||A||_F / ||J||_F with A the antisymmetric part of J: 0 for a gradient field (NaN if J = 0)."""
     _S, A = split(J)
     nJ = torch.linalg.matrix_norm(J).item()
     return float("nan") if not nJ > 0 else torch.linalg.matrix_norm(A).item() / nJ
 
 
 def analyse_jacobian(J: torch.Tensor, eigenvalues: bool = True) -> FieldAnalysis:
+    """The symmetric / antisymmetric split of J, its norms and (optionally) its eigenvalues."""
     S, A = split(J)
     nJ = torch.linalg.matrix_norm(J).item()
     nA = torch.linalg.matrix_norm(A).item()
@@ -208,6 +213,8 @@ def nongradient_fraction_hutchinson(
 
 @dataclass
 class LoopResult:
+    """Circulation of a field around small loops in random 2-planes: ~0 for a gradient field."""
+
     ratios: torch.Tensor  # (planes,) signed ||K_A|| / ||K|| per plane
     circulations: torch.Tensor  # (planes,) raw circulation around each loop
 

@@ -22,6 +22,8 @@ _REGISTRY: dict[str, Experiment] = {}
 
 
 class Experiment:
+    """The experiment contract: parameters -> chunks -> ``run_chunk`` tables -> report (see module doc)."""
+
     name: ClassVar[str]
     summary: ClassVar[str]  # one line, shown by `plasticlab list`
     budget_s: ClassVar[float] = 60.0  # the promise for quick=True on 2 cores
@@ -55,6 +57,7 @@ class Experiment:
 
 
 def register(cls: type[Experiment]) -> type[Experiment]:
+    """Class decorator adding an Experiment to the registry under its ``name``."""
     _REGISTRY[cls.name] = cls()
     return cls
 
@@ -71,6 +74,7 @@ def _discover() -> None:
 
 
 def get(name: str) -> Experiment:
+    """The registered experiment ``name`` (unknown names: one-line error listing the valid ones)."""
     _discover()
     if name not in _REGISTRY:
         raise unknown_choice("experiment", name, _REGISTRY)
@@ -78,6 +82,7 @@ def get(name: str) -> Experiment:
 
 
 def all_experiments() -> dict[str, Experiment]:
+    """Every registered experiment by name, sorted."""
     _discover()
     return dict(sorted(_REGISTRY.items()))
 
@@ -141,6 +146,7 @@ def _coerce_scalar(exp: str, key: str, value: Any, like: Any) -> Any:
 
 
 def coerce(exp: str, key: str, value: Any, like: Any, choices: Sequence[Any] | None = None) -> Any:
+    """``value`` (CLI string or Python value) as the type of ``like``, checked against ``choices``."""
     if isinstance(value, str):
         value = parse_value(value)
     if isinstance(like, (list, tuple)):

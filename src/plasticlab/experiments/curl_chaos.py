@@ -191,6 +191,7 @@ def run_members(
 
 
 def phase(q: float) -> str:
+    """The phase a q value names: converged, intermediate, chaotic, or diverged (NaN)."""
     if not np.isfinite(q):
         return "diverged"
     return "converged" if q < Q_CONVERGED else ("chaotic" if q > Q_CHAOTIC else "intermediate")
@@ -198,6 +199,8 @@ def phase(q: float) -> str:
 
 @register
 class CurlChaos(Experiment):
+    """curl-chaos: q order parameter and Lyapunov exponents of hidden-flip curl descent from the teacher."""
+
     name = "curl-chaos"
     summary = "Chaos order parameter q and Lyapunov exponent of hidden-flip curl descent from the teacher"
     budget_s = 180
@@ -403,6 +406,7 @@ def _plot_panels(ax_q, ax_l, groups, xcol, vlines, label_fmt, xlog=False):
 
 
 def write_report(df: pd.DataFrame, p: dict, out: Path) -> None:
+    """Figures and report.md of a curl-chaos table."""
     import matplotlib
 
     matplotlib.use("Agg")

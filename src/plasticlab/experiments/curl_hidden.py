@@ -44,6 +44,7 @@ def shape_for(c: float, total: int) -> tuple[int, int]:
 
 
 def log_cs(lo: float, hi: float, n: int) -> list[float]:
+    """n log-spaced load values c from lo to hi."""
     return [float(c) for c in np.logspace(math.log10(lo), math.log10(hi), n)]
 
 
@@ -73,6 +74,7 @@ def empirical_boundary(grid: pd.DataFrame, xcol: str, acol: str, value: str) -> 
 
 
 def heatmap(ax, piv: pd.DataFrame, xlabel: str, ylabel: str, vmin=None, vmax=None):
+    """Draw a pivot table (index = y, columns = x) as a cell-centred colour map on ``ax``."""
     xs, ys = piv.columns.to_numpy(float), piv.index.to_numpy(float)
     im = ax.pcolormesh(
         np.arange(len(xs) + 1) - 0.5,
@@ -106,6 +108,8 @@ def boundary_on_index_axes(ax, xs, ys, alpha_star, label="theory α* (large N)")
 
 @register
 class CurlHidden(Experiment):
+    """curl-hidden: final test error over (c, alpha_h) against the theory stability boundary."""
+
     name = "curl-hidden"
     summary = "final test error over (c, α_h): hidden-flip curl descent vs the theory stability boundary"
     budget_s = 180

@@ -47,6 +47,8 @@ def finite_n_growth(cfg: CurlConfig, seeds, k2) -> np.ndarray:
 
 @register
 class CurlReadout(Experiment):
+    """curl-readout: runs from the teacher with flipped readout inputs over (c, alpha_r)."""
+
     name = "curl-readout"
     summary = "runs from the teacher with flipped readout inputs: final test / peak train error over (c, α_r)"
     budget_s = 180

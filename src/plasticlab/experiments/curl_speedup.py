@@ -39,6 +39,8 @@ def _median(x: pd.Series) -> float:
 
 @register
 class CurlSpeedup(Experiment):
+    """curl-speedup: epochs to a target train error, GD versus curl descent."""
+
     name = "curl-speedup"
     summary = "epochs to train error 1e-3, GD vs curl descent (one flipped readout neuron), vs P, k, r"
     budget_s = 180

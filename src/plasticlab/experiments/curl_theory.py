@@ -25,6 +25,8 @@ C_RANGE = (1e-3, 1e2)
 
 @register
 class CurlTheory(Experiment):
+    """curl-theory: critical flip fractions from theory and sampled finite-N spectra."""
+
     name = "curl-theory"
     summary = "curl descent: critical flip fractions α_h*(c), α_r*(c) and finite-N sampled spectra"
     budget_s = 60

@@ -32,6 +32,8 @@ from plasticlab.simulation.train_mlp import train_mlp
 
 @register
 class HebbClassify(Experiment):
+    """hebb-classify: Hebbian alignment versus weight decay for an MLP classifier."""
+
     name = "hebb-classify"
     summary = "alignment vs weight decay for a 128-tanh MLP classifier (digits, or local CIFAR-10)"
     budget_s = 60

@@ -52,6 +52,8 @@ _QUICK_SIGMAS = [0.03, 0.1, 0.3]
 
 @register
 class HebbPhase(Experiment):
+    """hebb-phase: the noise x decay phase diagram of Hebbian versus anti-Hebbian alignment."""
+
     name = "hebb-phase"
     summary = "noise σ × decay γ: Hebbian ↔ anti-Hebbian phase diagram, theory line γ = σ² (the demo)"
     budget_s = 60
@@ -116,6 +118,7 @@ class HebbPhase(Experiment):
 
 
 def run_phase_chunk(spec) -> pd.DataFrame:
+    """One (activation, sigma) chunk: its gamma x seed members trained as one ensemble."""
     act, d = spec["activation"], spec["d_in"]
     m = members(spec["seeds"], gamma=spec["gammas"])
     useeds = unique_seeds(spec["seeds"])

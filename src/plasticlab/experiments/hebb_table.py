@@ -43,6 +43,7 @@ MUST = ["sgd", "dfa", "random_nn"]
 
 
 def paper_table() -> pd.DataFrame:
+    """The paper's Table 1 MLP rows as a tidy (rule, gamma, alignment) table."""
     return pd.DataFrame(
         [dict(rule=r, gamma=g, alignment=v) for r, vals in PAPER.items() for g, v in zip(PAPER_GAMMAS, vals)]
     )
@@ -50,6 +51,8 @@ def paper_table() -> pd.DataFrame:
 
 @register
 class HebbTable(Experiment):
+    """hebb-table: Table 1's MLP rows, 2nd-layer Hebbian alignment per rule and weight decay."""
+
     name = "hebb-table"
     summary = "Table 1 (MLP rows): 2nd-layer Hebbian alignment per rule × weight decay γ"
     budget_s = 60

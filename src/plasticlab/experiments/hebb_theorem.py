@@ -33,6 +33,8 @@ MUST = ["sgd", "dfa", "random_nn"]
 
 @register
 class HebbTheorem(Experiment):
+    """hebb-theorem: the stationarity identity E g = gamma E W checked rule by rule."""
+
     name = "hebb-theorem"
     summary = "stationarity identity ⟨E g, E h_b h_aᵀ⟩ = γ E‖h_b‖² checked for every rule"
     budget_s = 60

@@ -54,6 +54,8 @@ TOL = 0.02  # dips smaller than this between consecutive γ count as noise in th
 
 
 class Attention(nn.Module):
+    """Multi-head self-attention built from nn.Linear layers (so the probe can measure them)."""
+
     def __init__(self, d: int, heads: int):
         super().__init__()
         self.heads = heads
@@ -72,6 +74,8 @@ def _norm(kind: str, d: int) -> nn.Module:
 
 
 class Block(nn.Module):
+    """A pre-norm transformer block: attention and an MLP, each with a residual connection."""
+
     def __init__(self, d: int, heads: int, d_ff: int, norm: str = "layernorm"):
         super().__init__()
         self.ln1, self.ln2 = _norm(norm, d), _norm(norm, d)
@@ -84,6 +88,8 @@ class Block(nn.Module):
 
 
 class TinyTransformer(nn.Module):
+    """A small transformer regressor over a few tokens of features."""
+
     def __init__(self, tokens=8, features=4, d=32, heads=4, layers=2, d_ff=64, d_out=32, norm="layernorm"):
         super().__init__()
         self.tokens, self.features = tokens, features
@@ -116,6 +122,7 @@ def seeded_init(model: nn.Module, seed: int) -> None:
 
 
 def make_data(seed: int, p: dict):
+    """Train and validation tensors of the teacher regression for one seed."""
     from plasticlab.tasks import teacher_regression
 
     d = teacher_regression(
@@ -130,6 +137,7 @@ def make_data(seed: int, p: dict):
 
 
 def train_one(spec: dict) -> pd.DataFrame:
+    """Train one (rule, gamma, seed) transformer and return its probe's alignment rows."""
     rule, gamma, seed = spec["rule"], float(spec["gamma"]), int(spec["seed"])
     lr = spec["lr_adam"] if rule == "adam" else spec["lr_sgd"]
     xt, yt, xv, yv = make_data(seed, spec)
@@ -218,6 +226,8 @@ def train_one(spec: dict) -> pd.DataFrame:
 
 @register
 class HebbTransformer(Experiment):
+    """hebb-transformer: Table 1's transformer rows, measured with HebbianProbe."""
+
     name = "hebb-transformer"
     summary = "Table 1 transformer rows: Hebbian alignment vs weight decay for Adam/SGD, via HebbianProbe"
     budget_s = 120
@@ -316,6 +326,7 @@ def trend(curve: pd.DataFrame) -> tuple[bool, str]:
 
 
 def write_report(df: pd.DataFrame, p: dict, out: Path) -> None:
+    """Figures and report.md of a hebb-transformer table."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -30,6 +30,8 @@ from plasticlab.report import Report
 
 @register
 class HebbTransient(Experiment):
+    """hebb-transient: alignment over training steps and neurons that switch sign."""
+
     name = "hebb-transient"
     summary = "alignment vs training step (early bump) and neurons flipping Hebbian ↔ anti-Hebbian"
     budget_s = 60

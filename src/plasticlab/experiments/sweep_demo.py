@@ -27,6 +27,7 @@ from plasticlab.report import Report
 
 
 def growth_rate_theory(gain: float, n: int) -> float:
+    """The exact growth rate of a product of N x N Gaussian matrices with gain ``gain``."""
     from scipy.special import digamma
 
     return math.log(gain) + 0.5 * (float(digamma(n / 2)) + math.log(2 / n))
@@ -34,6 +35,8 @@ def growth_rate_theory(gain: float, n: int) -> float:
 
 @register
 class SweepDemo(Experiment):
+    """sweep-demo: a cheap random-matrix product for exercising the sweep machinery."""
+
     name = "sweep-demo"
     summary = "toy random-matrix product, for testing sweeps (resume, Dask, failures)"
     budget_s = 10

@@ -34,6 +34,8 @@ State = tuple[torch.Tensor, ...]
 
 
 class QResult(NamedTuple):
+    """The q order parameter per member and whether the member diverged."""
+
     q: torch.Tensor  # (E,) NaN where diverged or where the weights are all equal (ratio undefined)
     diverged: torch.Tensor  # (E,) bool: some weight was NaN/inf in the window
 
@@ -106,6 +108,8 @@ class QAccumulator:
 
 
 class LyapunovResult(NamedTuple):
+    """Lyapunov exponents per member, the final reference state and divergence flags."""
+
     exponent: torch.Tensor  # (E,) — or (E, k) for k measures — mean log growth per unit dt; NaN if diverged
     state: torch.Tensor | State  # the reference state after n_steps (diverged members frozen)
     diverged: torch.Tensor  # (E,) bool

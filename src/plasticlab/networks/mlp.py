@@ -21,6 +21,8 @@ from plasticlab.networks.activations import activation as get_activation
 
 @dataclass
 class MLP:
+    """An ensemble of MLPs: per-layer weights (E, out, in), optional biases and one activation."""
+
     weights: list[torch.Tensor]  # (E, out, in)
     biases: list[torch.Tensor | None]  # (E, out) or None
     activation: str
@@ -61,6 +63,8 @@ class MLP:
 
 @dataclass
 class Trace:
+    """One forward pass: each layer's input h_a, output h_b (no bias), pre-activation z and the output."""
+
     pre: list[torch.Tensor]  # h_a per layer (E, B, in)
     post: list[torch.Tensor]  # h_b per layer (E, B, out), without bias
     z: list[torch.Tensor]  # pre-activation with bias

@@ -76,6 +76,8 @@ class Hebbian(Signal):
 
 
 class AntiHebbian(Hebbian):
+    """Minus plain Hebb: g = -<h_b h_a^T>."""
+
     name, sign = "anti_hebbian", -1.0
 
 

@@ -161,6 +161,8 @@ def grid(seeds, k1s=(0,), k2s=(0,), init_scales=(1.0,), rules=("curl",)) -> dict
 
 @dataclass
 class CurlResult:
+    """Everything a curl-descent simulation recorded, per member and checkpoint."""
+
     config: CurlConfig
     members: pd.DataFrame  # one row per member: seed, rule, k1, k2, init_scale, eta
     checkpoints: np.ndarray  # (T,) epochs at which errors were measured

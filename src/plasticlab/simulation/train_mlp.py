@@ -24,6 +24,8 @@ from plasticlab.tasks.base import Dataset
 
 @dataclass
 class TrainResult:
+    """What ``train_mlp`` recorded: final network, checkpoints and late-window averages."""
+
     net: MLP
     steps_recorded: list[int]
     alignment: torch.Tensor  # (T, L, E) per checkpoint

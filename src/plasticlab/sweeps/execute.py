@@ -35,6 +35,7 @@ class SweepFailed(PlasticlabError):
 
 
 def hashes_of(exp, specs: list[dict]) -> list[str]:
+    """The content hash of each chunk spec (with the experiment's code_version)."""
     version = getattr(exp, "code_version", 0)
     return [chunk_hash(exp.name, spec, version) for spec in specs]
 

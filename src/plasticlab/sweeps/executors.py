@@ -35,10 +35,12 @@ def _lost(e: BaseException, what: str) -> dict[str, Any]:
 
 
 def default_workers(executor: str) -> int:
+    """Worker count when none is given: 1 (in-process) locally, all usable cores on Dask."""
     return 1 if executor == "local" else usable_cores()
 
 
 def run_serial(name: str, specs: list[dict]) -> Generator[Result, None, None]:
+    """Run chunks one after another in this process."""
     for i, spec in enumerate(specs):
         yield i, run_task(name, spec)
 
@@ -53,6 +55,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
 
 def run_pool(name: str, specs: list[dict], workers: int) -> Generator[Result, None, None]:
+    """Run chunks in a pool of worker processes, yielding results as they complete."""
     threads = threads_per_worker(workers)
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(specs)),
@@ -73,6 +76,7 @@ def run_pool(name: str, specs: list[dict], workers: int) -> Generator[Result, No
 
 
 def run_dask(name: str, specs: list[dict], workers: int, scheduler: str | None) -> Generator[Result, None, None]:
+    """Run chunks on a Dask cluster (the given scheduler, or a loopback LocalCluster)."""
     from distributed import Client, LocalCluster
     from distributed import as_completed as dask_completed
 
@@ -123,6 +127,7 @@ def run_dask(name: str, specs: list[dict], workers: int, scheduler: str | None) 
 def run(
     name: str, specs: list[dict], executor: str, workers: int | None, scheduler: str | None
 ) -> Generator[Result, None, None]:
+    """Dispatch chunks to the chosen executor; yields (index, result) as chunks finish."""
     check_choice("executor", executor, EXECUTORS)
     if workers is None:
         workers = default_workers(executor)

@@ -38,6 +38,7 @@ def summary(path: str | Path) -> dict[str, Any]:
 
 
 def status(path: str | Path) -> str:
+    """A human-readable summary of a run folder: done, pending and failed chunks."""
     s = summary(path)
     lines = [
         f"{s['experiment']} in {path}: {s['done']} done, {s['pending']} pending, {s['failed']} failed "

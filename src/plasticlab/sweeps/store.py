@@ -43,6 +43,7 @@ def _lenient(obj: Any) -> Any:
 
 
 def canonical_json(obj: Any) -> str:
+    """Deterministic JSON (sorted keys, no spaces): the input of chunk hashes."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
 
 
@@ -67,6 +68,7 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
 
 
 def write_part(out: Path, h: str, df) -> Path:
+    """Write one chunk's table atomically as OUT/parts/HASH.parquet."""
     path = out / PARTS / f"{h}.parquet"
     atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
     return path
@@ -84,6 +86,7 @@ def remove_temp_files(out: Path) -> int:
 
 
 def now() -> str:
+    """The current UTC time as an ISO-8601 string with milliseconds."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
 
 
@@ -172,6 +175,7 @@ class DirLock:
 
 
 def holder(lock_path: Path) -> str:
+    """Who holds a run folder's lock (its recorded owner), or '?'."""
     try:
         return lock_path.read_text().strip() or "?"
     except OSError:
@@ -179,6 +183,7 @@ def holder(lock_path: Path) -> str:
 
 
 def is_locked(out: Path) -> bool:
+    """Whether a live process holds the run folder's lock."""
     path = Path(out) / LOCK
     if not path.exists():
         return False

@@ -18,6 +18,7 @@ import pandas as pd
 
 
 def usable_cores() -> int:
+    """The number of CPU cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -30,6 +31,7 @@ def threads_per_worker(workers: int) -> int:
 
 
 def set_threads(n: int | None) -> None:
+    """Set torch's intra-op thread count (when n is given)."""
     if n:
         import torch
 
@@ -47,6 +49,7 @@ def _exit_when_gone(pid: int) -> None:
 
 
 def init_worker(threads: int | None, main_pid: int | None = None) -> None:
+    """Pool-worker initialiser: thread count, and exit when the main process dies."""
     set_threads(threads)
     if main_pid:
         # A SIGKILLed main process cannot shut its pool down, and pool workers never see EOF on their

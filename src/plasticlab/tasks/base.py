@@ -11,6 +11,8 @@ from plasticlab import seeding
 
 @dataclass
 class Dataset:
+    """Per-member train and validation tensors with a leading ensemble dim, and the loss."""
+
     x_train: torch.Tensor  # (E, n_train, d_in)
     y_train: torch.Tensor  # (E, n_train, d_out): targets, or one-hot labels for classification
     x_val: torch.Tensor
