@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -114,54 +115,193 @@ def test_measure_removes_transient_growth_along_a_non_normal_line_of_fixed_point
 
 
 # -- curl-chaos experiment ---------------------------------------------------------------------------------
-def test_moment_matched_data_gives_the_full_batch_linear_step():
-    from plasticlab.experiments.curl_chaos import moment_matched
+def test_moment_form_in_the_reduced_basis_is_the_full_batch_step():
+    # the curl engine's reference step on all P samples vs ours on (Σ̂, v*), in the full and the reduced basis
+    from plasticlab.experiments import _chaos_sim as sim
     from plasticlab.simulation.curl import curl_step, flips
 
-    seeds, M, N, P = [0, 1], 5, 7, 40
-    X = seeding.normal(seeds, 1, (P, M))
-    Y = X @ seeding.normal(seeds, 2, (M, 1))
-    W1, W2 = seeding.normal(seeds, 3, (N, M)), seeding.normal(seeds, 4, (1, N))
-    Xr, Yr = moment_matched(X, Y)
-    assert Xr.shape == (2, M, M)
-    args = (flips([2, 3], M), flips([1, 0], N), 0.1, "linear")
-    for a, b in zip(curl_step(W1, W2, X, Y, *args), curl_step(W1, W2, Xr, Yr, *args)):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    M, N, P, seeds = 6, 14, 40, [0, 1]
+    W1, W2, Sigma, vstar = sim.start(M, N, seeds, P=P, start="gaussian", perturbation=1e-2)
+    X = seeding.normal(seeds, 5, (P, M))
+    Sigma = X.transpose(1, 2) @ X / P
+    Y = X @ vstar.transpose(1, 2)
+    norms = sim.layer_norms(W1, W2)
+    A, b, u = sim.reduce(W1, W2)
+    assert A.shape == (2, M + 1, M) and b.shape == (2, 1, M + 1)
+    d1, lr = sim.flip_diagonal([2, 6], M), sim.as_lr([0.1, 0.05])
+    ref, full, red = (W1, W2), (W1, W2), (A, b)
+    acc_full, acc_red = QAccumulator(), QAccumulator()
+    for _ in range(30):
+        ref = curl_step(
+            *ref,
+            X,
+            Y,
+            flips([2, 6], M),
+            flips([0, 0], N),
+            lr.reshape(-1),
+            "linear",
+            norms=(norms[0].reshape(-1), norms[1].reshape(-1)),
+        )
+        full = sim.step(full, Sigma, vstar, d1, lr, norms)
+        red = sim.step(red, Sigma, vstar, d1, lr, norms)
+        acc_full.update(torch.cat([full[0].reshape(2, -1), full[1].reshape(2, -1)], 1))
+        acc_red.update(torch.cat([red[0].reshape(2, -1), red[1].reshape(2, -1)], 1))
+    for a, b_ in zip(ref, full):
+        torch.testing.assert_close(a, b_, rtol=0, atol=1e-12)
+    torch.testing.assert_close(red[1] @ red[0], full[1] @ full[0], rtol=0, atol=1e-12)  # the function
+    coef = torch.cat([u[:, :, None].expand(2, M + 1, M).reshape(2, -1), u], 1)
+    torch.testing.assert_close(
+        acc_red.result(sim.weight_count(M, N), coef).q, acc_full.result().q, rtol=1e-9, atol=0
+    )
 
 
-def test_shapes_and_chunks_follow_the_spec():
+def test_authors_start_and_step_bookkeeping():
+    from plasticlab.experiments import _chaos_sim as sim
+    from plasticlab.simulation.curl import CurlConfig, initial_state
+
+    cfg = CurlConfig(
+        M=6, N=14, activation="linear", P=40, B=40, init="teacher", perturbation=0.0, balanced_teacher=True
+    )
+    T1, T2 = initial_state(cfg, torch.tensor([3]), torch.ones(1), torch.float64)[:2]
+    W1, W2, _, vstar = sim.start(6, 14, [3], P=40)
+    assert torch.equal(W1, T1) and torch.equal(vstar, T2 @ T1)  # W1 = teacher exactly
+    torch.testing.assert_close(W2 - T2, torch.full_like(W2, 1e-10), rtol=1e-5, atol=0)  # + 1e-10 on every entry
+    assert torch.linalg.vector_norm(W1).item() == pytest.approx(math.sqrt(14), rel=1e-12)
+    g1, g2, _, _ = sim.start(6, 14, [3], P=40, start="gaussian")
+    assert not torch.equal(g1, T1) and (g1 - T1).abs().max() < 1e-8 and (g2 - T2).std() > 1e-12
+    assert [sim.k1_of(a, 62) for a in (0.05, 0.3, 0.6)] == [3, 18, 37]  # int(α·M), truncated
+    assert sim.steps_for(1000, 0.1) == 1000 and sim.steps_for(1000, 0.02) == 5000
+    with pytest.raises(ValueError, match="start"):
+        sim.start(6, 14, [3], start="random")
+
+
+def _rotating(E, T, n, speed):
+    """Trajectories θ(t) = R(speed·t) θ0 in the (0, 1) plane: a regular motion, constant norm."""
+    theta0 = seeding.normal(range(E), 7, (n,))
+    out = []
+    for t in range(T):
+        c, s = math.cos(speed * t), math.sin(speed * t)
+        x = theta0.clone()
+        x[:, 0], x[:, 1] = c * theta0[:, 0] - s * theta0[:, 1], s * theta0[:, 0] + c * theta0[:, 1]
+        out.append(x)
+    return out
+
+
+def _window(states, function):
+    from plasticlab.metrics.chaos import RecurrenceTracker
+
+    q, qf, rec = QAccumulator(), QAccumulator(), RecurrenceTracker()
+    for th in states:
+        q.update(th), qf.update(function(th)), rec.update(th)
+    two, one = rec.result()
+    return q.result().q.numpy(), qf.result().q.numpy(), two.numpy(), one.numpy()
+
+
+def test_each_state_on_a_constructed_case():
+    from plasticlab.metrics.chaos import classify_state
+
+    E, T, n = 2, 200, 12
+    rounding = [s + 1e-16 * seeding.normal(range(E), 100 + t, (n,)) for t, s in enumerate(_rotating(E, T, n, 0))]
+    flip = [torch.cat([s[:, :6], (-1) ** t * s[:, 6:]], 1) for t, s in enumerate(_rotating(E, T, n, 0))]
+    rotating = _rotating(E, T, n, 0.05)
+    # a "function" the rotation leaves fixed (as W2W1 under the hidden-layer rotation), and one it moves
+    norm_only = lambda th: torch.cat([th[:, :2].norm(dim=1, keepdim=True), th[:, 2:]], 1)
+    first = lambda th: th[:, :2]
+    logistic = lyapunov_exponent(
+        lambda x: 4.0 * x * (1.0 - x),
+        0.1 + 0.8 * seeding.uniform(range(E), 1, (1,)),
+        2000,
+        seeds=list(range(E)),
+        renorm_every=1,
+    ).exponent.numpy()
+    ok = np.zeros(E, bool)
+    cases = {
+        "converged": (_window(rounding, first), np.full(E, -0.1), ok),
+        "period-2": (_window(flip, first), np.full(E, -0.1), ok),
+        "drift": (_window(rotating, norm_only), np.zeros(E), ok),
+        "oscillating": (_window(rotating, first), np.zeros(E), ok),
+        "irregular": (_window(rotating, first), logistic, ok),
+        "diverged": (_window(rotating, first), np.zeros(E), ~ok),
+    }
+    for want, ((q, qf, two, one), lam, div) in cases.items():
+        assert classify_state(div, q, qf, two, one, lam).tolist() == [want] * E, want
+
+
+def test_run_members_states_and_batch_invariance():
+    from plasticlab.experiments.curl_chaos import run_members
+
+    kw = dict(epochs=600, record=100, lyap_window=200, lyap_warmup=100, P=40)
+    df = run_members(6, 14, [0.0, 1.0, 0.0], [0, 0, 1], [0.1] * 3, **kw)
+    assert {"eta", "steps", "q", "q_function", "lyapunov", "state"} <= set(df.columns)
+    gd, flipped = df.iloc[0], df.iloc[1]
+    assert gd.state == "converged" and gd.q < 1e-20 and gd.lyapunov < 0 and gd.train_error < 1e-20
+    # c = 6/14 with every input flipped: A = -‖W2‖² I + W1ᵀW1 is indefinite, the manifold repels
+    assert flipped.state != "converged" and flipped.q > 1e3 * gd.q
+    alone = run_members(6, 14, [1.0], [0], [0.1], **kw)
+    np.testing.assert_allclose(alone[["q", "lyapunov"]].iloc[0], df[["q", "lyapunov"]].iloc[1], rtol=1e-6)
+    slow = run_members(6, 14, [0.0], [0], [0.02], **kw)
+    assert slow.steps.iloc[0] == 3000 and slow.state.iloc[0] == "converged"
+    with pytest.raises(ValueError, match="step count"):
+        run_members(6, 14, [0.0, 0.0], [0, 1], [0.1, 0.02], **kw)
+
+
+def test_chunks_per_c_and_eta_and_validation():
+    from plasticlab.errors import PlasticlabError
     from plasticlab.experiments import get
     from plasticlab.experiments.curl_chaos import shape_for
 
     assert [shape_for(c) for c in (0.3, 0.4, 0.5)] == [(50, 169), (62, 157), (73, 146)]
     exp = get("curl-chaos")
-    p = exp.params(quick=True, cs=[0.4], alphas=[0.1], c_grid=[0.4, 1.0], c_alphas=[0.5])
-    chunks = exp.chunks(p)
-    assert [(ch["c"], ch["M"], ch["alphas"]) for ch in chunks] == [(0.4, 62, [0.1, 0.5]), (1.0, 109, [0.5])]
-    from plasticlab.errors import PlasticlabError
-
-    with pytest.raises(PlasticlabError, match="activation"):
-        exp.params(activation="sigmoid")
+    p = exp.params(quick=True, cs=[0.4], alphas=[0.1], c_grid=[0.4, 1.0], c_alphas=[0.5], etas=[0.1, 0.02])
+    got = [(ch["c"], ch["eta"], ch["alphas"]) for ch in exp.chunks(p)]
+    assert got == [(0.4, 0.1, [0.1, 0.5]), (1.0, 0.1, [0.5]), (0.4, 0.02, [0.1, 0.5]), (1.0, 0.02, [0.5])]
+    with pytest.raises(PlasticlabError, match="start"):
+        exp.params(start="random")
     with pytest.raises(PlasticlabError, match="record"):
-        exp.params(epochs=10, record=20)
+        exp.params(record=10**6)
+    with pytest.raises(PlasticlabError, match="etas"):
+        exp.params(etas=[0.1, -1.0])
 
 
-def test_gd_from_teacher_stays_converged_and_full_flips_leave_the_manifold():
-    from plasticlab.experiments.curl_chaos import run_members
+def _table(states, eta=0.1, c=0.4, alpha=0.6):
+    n = len(states)
+    q = {"converged": 1e-30, "period-2": 1 / 157, "drift": 0.02, "irregular": 0.05, "oscillating": 0.03}
+    return pd.DataFrame(
+        dict(
+            c=c,
+            M=62,
+            N=157,
+            alpha_h=alpha,
+            k1=int(alpha * 62),
+            alpha_h_eff=int(alpha * 62) / 62,
+            seed=range(n),
+            eta=eta,
+            q=[q[s] for s in states],
+            q_function=[1e-30 if s in ("converged", "drift") else 1.0 for s in states],
+            period2_residual=[0.0 if s == "period-2" else 1e-2 for s in states],
+            step_change=[0.1 if s != "converged" else 0.0 for s in states],
+            lyapunov=[0.01 if s == "irregular" else -1e-3 for s in states],
+            train_error=0.2,
+            diverged=False,
+        )
+    )
 
-    kw = dict(epochs=200, record=100, P=40)
-    df = run_members(6, 14, [0.0, 1.0, 0.0], [0, 0, 1], **kw)
-    assert list(df.columns[:6]) == ["M", "N", "alpha_h", "k1", "alpha_h_eff", "seed"]
-    gd, flipped = df.iloc[0], df.iloc[1]
-    assert gd.q < 1e-20 and gd.lyapunov < 0 and gd.train_error < 1e-20
-    # c = 6/14: with every input flipped A = -‖W2‖² I + W1ᵀW1 is indefinite, so the manifold repels
-    assert flipped.lyapunov > 0 and flipped.q > 1e3 * gd.q
-    # a member alone equals itself in a batch (up to BLAS rounding, which q resolves at the 1e-32 level)
-    alone = run_members(6, 14, [1.0, 0.0], [0, 1], **kw)
-    np.testing.assert_allclose(alone[["q", "lyapunov"]].iloc[0], df[["q", "lyapunov"]].iloc[1], rtol=1e-6)
-    np.testing.assert_allclose(alone.lyapunov[1], df.lyapunov[2], rtol=1e-6)
-    assert alone.q[1] < 1e-25 and df.q[2] < 1e-25
-    assert not df.diverged.any()
+
+def test_claims_read_the_state_mix():
+    from plasticlab.experiments import get
+
+    exp = get("curl-chaos")
+    p = exp.params(quick=True)
+    below = _table(["converged"] * 3, alpha=0.05)
+    regular = pd.concat([below, _table(["period-2", "drift", "drift"])], ignore_index=True)
+    chaotic = pd.concat([below, _table(["irregular"] * 3, eta=0.02)], ignore_index=True)
+    got = {c.claim.split(":")[0]: c for c in exp.claims(regular, p)}
+    assert got["q plateau above threshold"].verdict == "reproduced"
+    assert got["the plateau is chaos at η = 0.1"].verdict == "not reproduced"
+    assert "period-2 1" in got["the plateau is chaos at η = 0.1"].note
+    got = {c.claim.split(":")[0]: c for c in exp.claims(chaotic, p)}
+    assert got["the plateau is chaos at η = 0.02"].verdict == "reproduced"
+    assert got["finite N (M = 62, N = 157, η = 0.1)"].verdict == "not run"
 
 
 def test_report_is_written_from_the_table(tmp_path):
@@ -176,12 +316,15 @@ def test_report_is_written_from_the_table(tmp_path):
         c_grid=[0.05],
         c_alphas=[1.0],
         epochs=120,
-        record=40,
+        record=20,
+        lyap_window=40,
+        lyap_warmup=20,
+        etas=[0.1],
     )
-    assert set(df.columns) >= {"c", "alpha_h", "seed", "q", "lyapunov", "M", "N", "diverged"}
+    assert set(df.columns) >= {"c", "alpha_h", "seed", "eta", "steps", "q", "q_function", "lyapunov", "state"}
     text = (tmp_path / "report.md").read_text()
-    assert "## Verdicts" in text and "q and λ agree" in text
-    assert (tmp_path / "chaos_vs_alpha.png").exists() and (tmp_path / "chaos_vs_c.png").exists()
+    assert "## Verdicts" in text and "the plateau is chaos at η = 0.1" in text
+    assert (tmp_path / "chaos_vs_alpha.png").exists()
 
 
 def test_warmup_removes_the_alignment_bias_of_a_short_window():

@@ -98,12 +98,20 @@ class QAccumulator:
         self.mean += delta / self.count
         self.m2 += delta * (w - self.mean)
 
-    def result(self) -> QResult:
+    def result(self, n: int | None = None, coef: torch.Tensor | None = None) -> QResult:
+        """q of the fed snapshots. For snapshots in rotated coordinates w' = Rᵀw of the n true weights (a fixed
+        orthonormal R, e.g. a reduced basis), pass n and ``coef`` (E, n') with Σ_i w_i = coef · w': temporal
+        variances and squared norms are rotation-invariant, so only the mean of the weights needs ``coef``."""
         if self.count < 2:
             raise ValueError(f"q needs at least 2 snapshots, got {self.count}")
         assert self.mean is not None and self.m2 is not None and self.diverged is not None
-        temporal = (self.m2 / self.count).mean(dim=1)
-        across = self.mean.var(dim=1, unbiased=False)
+        if n is None or coef is None:
+            temporal = (self.m2 / self.count).mean(dim=1)
+            across = self.mean.var(dim=1, unbiased=False)
+        else:
+            temporal = (self.m2 / self.count).sum(dim=1) / n
+            mean_of_weights = (self.mean * coef).sum(dim=1) / n
+            across = self.mean.pow(2).sum(dim=1) / n - mean_of_weights.pow(2)
         return _ratio(temporal, across, self.diverged.clone())
 
 
@@ -207,3 +215,62 @@ def lyapunov_exponent(
     exponent = log_sum / (n_steps * dt)
     exponent = torch.where(_bcast(diverged, exponent), torch.full_like(exponent, float("nan")), exponent)
     return LyapunovResult(exponent, ref[0] if single else ref, diverged)
+
+
+class RecurrenceTracker:
+    """Streaming period-1/period-2 test: feed one (E, n) state per step; keeps, per member, the largest
+    relative two-step change max_t ‖θ(t) − θ(t−2)‖/‖θ(t)‖ and the smallest one-step change
+    min_t ‖θ(t) − θ(t−1)‖/‖θ(t)‖ over the fed steps. A period-2 orbit has the first at rounding level while the
+    second stays finite; a fixed point has both at rounding level."""
+
+    def __init__(self) -> None:
+        self.prev: list[torch.Tensor] = []
+        self.two_step: torch.Tensor | None = None
+        self.one_step: torch.Tensor | None = None
+
+    def update(self, theta: torch.Tensor) -> None:
+        theta = theta.to(torch.float64)
+        size = theta.norm(dim=1).clamp_min(1e-300)
+        if self.prev:
+            one = (theta - self.prev[-1]).norm(dim=1) / size
+            self.one_step = one if self.one_step is None else torch.minimum(self.one_step, one)
+        if len(self.prev) == 2:
+            two = (theta - self.prev[0]).norm(dim=1) / size
+            self.two_step = two if self.two_step is None else torch.maximum(self.two_step, two)
+        self.prev = (self.prev + [theta.clone()])[-2:]
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(max two-step change, min one-step change), each (E,); needs at least 3 states."""
+        if self.two_step is None or self.one_step is None:
+            raise ValueError("the recurrence test needs at least 3 states")
+        return self.two_step, self.one_step
+
+
+# -- the state of a run, from its own measurement window (definitions and their reasons: docs/chaos.md) ---
+STATES = ("converged", "period-2", "drift", "irregular", "oscillating", "diverged")
+Q_CONVERGED = 1e-12  # q of the weights: fixed points sit at the rounding floor (~1e-28), anything moving far above
+PERIOD2_RATIO = 1e-3  # two-step change ≤ this × one-step change: the state returns to itself every 2 steps
+PERIOD2_MIN_STEP = 1e-6  # …while every single step still moves the state by more than this (not a fixed point)
+Q_FUNCTION_STATIONARY = 1e-12  # q of W2W1: the function is stationary to this (relative) level
+LAMBDA_POSITIVE = 1e-3  # per epoch-equivalent of η = 0.1: above the estimator's spread on regular states
+
+
+def classify_state(diverged, q, q_function, two_step, one_step, lyapunov) -> np.ndarray:
+    """Per-run state from the window's numbers (arrays of equal length), first matching test wins:
+
+    diverged (non-finite weights) → converged (q < Q_CONVERGED) → period-2 (two_step ≤ PERIOD2_RATIO·one_step
+    and one_step > PERIOD2_MIN_STEP) → drift (q_function < Q_FUNCTION_STATIONARY: the function is stationary while
+    the weights move) → irregular (the function fluctuates and λ > LAMBDA_POSITIVE) → oscillating (the
+    function still moves but λ ≤ LAMBDA_POSITIVE: periodic, quasi-periodic or a damped transient, not chaos).
+    """
+    arrs = [np.asarray(a, dtype=float) for a in (q, q_function, two_step, one_step, lyapunov)]
+    q, qf, two, one, lam = arrs
+    bad = np.asarray(diverged, dtype=bool) | ~np.isfinite(q)
+    conds = [
+        bad,
+        q < Q_CONVERGED,
+        (two <= PERIOD2_RATIO * one) & (one > PERIOD2_MIN_STEP),
+        qf < Q_FUNCTION_STATIONARY,
+        lam > LAMBDA_POSITIVE,
+    ]
+    return np.select(conds, ["diverged", "converged", "period-2", "drift", "irregular"], "oscillating")

@@ -1,0 +1,243 @@
+"""curl-chaos claims and report: every number from the run's own table.
+
+``claims(df, p)`` is pure (the scoreboard calls it); ``write_report`` adds figures and tables. The run state is
+re-derived here from the stored columns with ``metrics.chaos.classify_state``, so a report always applies the
+tests documented in docs/chaos.md, whatever thresholds were current when a chunk was computed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from plasticlab.claims import NKC, AllCells, Claim, fraction
+from plasticlab.metrics.chaos import LAMBDA_POSITIVE, STATES, classify_state
+
+Q_PLATEAU = 1e-4  # the paper's plateau is q ≈ 1e-3…1 (Fig. 3b); below-threshold runs sit near 1e-28
+Q_FLAT = 1e-12
+FIG = "Fig. 3b"
+
+
+def with_state(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with ``state`` recomputed from its columns and the large-N threshold α_h*(c) beside each run."""
+    from plasticlab.theory import critical_flip_fraction
+
+    state = classify_state(df.diverged, df.q, df.q_function, df.period2_residual, df.step_change, df.lyapunov)
+    thr = np.asarray(critical_flip_fraction(df.c.to_numpy(dtype=float), "hidden"), dtype=float)
+    return df.assign(state=state, alpha_star=thr, above=df.alpha_h_eff.to_numpy() > thr)
+
+
+def size_of(df: pd.DataFrame, p: dict) -> str:
+    """What the table was run at, in words (the scoreboard's size column)."""
+    full = len(p["seeds"]) >= 10 and p["epochs"] >= 100000 and len(p["alphas"]) >= 21
+    grid = (
+        f"{len(p['seeds'])} seeds, {p['epochs']:g} epoch-eq., α_h ∈ {{{', '.join(f'{a:g}' for a in p['alphas'])}}}"
+    )
+    return "paper" if full else f"reduced: {grid}"
+
+
+def _plateau_cells(d: pd.DataFrame) -> tuple[list[bool], list[str]]:
+    """Per c at η = 0.1 (the paper's step): mean q below 1e-12 at every α_h under the large-N threshold, and
+    above 1e-4 at the largest α_h run (when it is above the threshold)."""
+    ok, notes = [], []
+    for c, s in d.groupby("c"):
+        means = s.groupby("alpha_h_eff").q.mean()
+        thr = float(s.alpha_star.iloc[0])
+        for a, q in means[means.index < thr].items():
+            ok.append(bool(q < Q_FLAT))
+            notes.append(f"c={c:g} α_h={a:.3g}: ⟨q⟩={q:.2g}")
+        top = float(means.index.max())
+        if top > thr:
+            ok.append(bool(means[top] > Q_PLATEAU))
+            notes.append(f"c={c:g} α_h={top:.3g}: ⟨q⟩={means[top]:.2g}")
+    return ok, notes
+
+
+def claims(df: pd.DataFrame, p: dict) -> list[Claim]:
+    """The paper's claims (Ninou, Kadmon & Cayco-Gajic 2025, Fig. 3b) beside ours, verdicts by the shared rule."""
+    d = with_state(df)
+    size = size_of(df, p)
+    out = []
+    paper_eta = d[np.isclose(d.eta, 0.1) & d.c.isin([float(c) for c in p["cs"]])]
+    ok, notes = _plateau_cells(paper_eta[~paper_eta.diverged])
+    frac, n = fraction(ok)
+    out.append(
+        Claim(
+            "q plateau above threshold: mean q < 1e-12 below α_h*(c), > 1e-4 at the largest α_h (η = 0.1)",
+            NKC,
+            FIG,
+            math.nan,
+            frac,
+            math.nan,
+            n,
+            size,
+            AllCells("⟨q⟩ on the right side of the threshold"),
+            diverged=int(paper_eta.diverged.sum()),
+            note="; ".join(notes),
+        )
+    )
+    for eta, s in d.groupby("eta"):
+        plateau = s[(s.q > Q_PLATEAU) & ~s.diverged]
+        frac, n = fraction(plateau.state == "irregular")
+        mix = ", ".join(f"{k} {v}" for k, v in plateau.state.value_counts().items())
+        out.append(
+            Claim(
+                f"the plateau is chaos at η = {eta:g}: runs with q > 1e-4 are irregular (λ > {LAMBDA_POSITIVE:g})",
+                NKC,
+                FIG,
+                1.0,
+                frac,
+                math.nan,
+                n,
+                size,
+                AllCells("run irregular"),
+                diverged=int(s.diverged.sum()),
+                note=f"states of the q > 1e-4 runs: {mix or 'none'}",
+            )
+        )
+    below = d[~d.above]
+    frac, n = fraction((below.state == "converged") & (below.lyapunov < 0))
+    out.append(
+        Claim(
+            "below the large-N threshold α_h*(c) runs from the teacher stay converged (q < 1e-12, λ < 0)",
+            NKC,
+            "Sec. 4 (stability of the solution manifold)",
+            math.nan,
+            frac,
+            math.nan,
+            n,
+            size,
+            AllCells("converged with λ < 0"),
+            diverged=int(below.diverged.sum()),
+        )
+    )
+    for a, want in ((0.25, "converged"), (0.4, "irregular")):
+        pt = d[np.isclose(d.c, 0.4) & np.isclose(d.alpha_h, a) & np.isclose(d.eta, 0.1)]
+        frac, n = fraction(pt.state == want)
+        out.append(
+            Claim(
+                f"finite N (M = 62, N = 157, η = 0.1): α_h = {a:g} is {want}",
+                NKC,
+                "Sec. 4 (finite N)",
+                1.0,
+                frac,
+                math.nan,
+                n,
+                size,
+                AllCells(f"run {want}"),
+            )
+        )
+    return out
+
+
+def state_mix(d: pd.DataFrame) -> pd.DataFrame:
+    """Per (c, α_h, η): run counts per state, median λ, mean and median q, median q_function."""
+    g = d.groupby(["c", "alpha_h", "eta"])
+    counts = g.state.value_counts().unstack(fill_value=0).reindex(columns=list(STATES), fill_value=0)
+    stats = g.agg(
+        runs=("seed", "size"),
+        k1=("k1", "first"),
+        median_lyapunov=("lyapunov", "median"),
+        mean_q=("q", "mean"),
+        median_q=("q", "median"),
+        median_q_function=("q_function", "median"),
+        median_error=("train_error", "median"),
+    )
+    counts = counts.loc[:, (counts > 0).any()]
+    return stats.join(counts).reset_index()
+
+
+def _figures(rep, d: pd.DataFrame, p: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cs = [c for c in p["cs"] if (d.c == float(c)).any()]
+    if not cs:
+        return
+    fig, axes = plt.subplots(2, len(cs), figsize=(4.2 * len(cs), 7), squeeze=False)
+    for j, c in enumerate(cs):
+        s = d[d.c == float(c)]
+        for i, (eta, e) in enumerate(s.groupby("eta")):
+            m = e.groupby("alpha_h_eff").agg(
+                q=("q", "mean"), qf=("q_function", "median"), lam=("lyapunov", "median")
+            )
+            col = f"C{i}"
+            axes[0, j].plot(m.index, m.q.clip(lower=1e-32), "o-", color=col, label=f"η = {eta:g}: mean q")
+            axes[0, j].plot(m.index, m.qf.clip(lower=1e-32), "x:", color=col, label=f"η = {eta:g}: median q(W2W1)")
+            axes[1, j].plot(e.alpha_h_eff, e.lyapunov, ".", color=col, alpha=0.4)
+            axes[1, j].plot(m.index, m.lam, "o-", color=col, label=f"η = {eta:g} (median)")
+        for ax in axes[:, j]:
+            ax.axvline(float(s.alpha_star.iloc[0]), color="k", ls="--", lw=1)
+            ax.set_xlabel("α_h = k1/M")
+        axes[0, j].set_yscale("log")
+        axes[0, j].set_title(f"c = {c:g} (M, N) = ({int(s.M.iloc[0])}, {int(s.N.iloc[0])})")
+        axes[1, j].axhline(LAMBDA_POSITIVE, color="grey", ls=":", lw=1)
+        axes[1, j].axhline(0, color="k", lw=0.6)
+        axes[1, j].set_yscale("symlog", linthresh=1e-4)
+    axes[0, 0].set_ylabel("q")
+    axes[1, 0].set_ylabel("λ of the function [1/epoch-eq.]")
+    axes[0, 0].legend(fontsize=7)
+    axes[1, 0].legend(fontsize=7)
+    fig.tight_layout()
+    rep.figure(
+        fig,
+        "chaos_vs_alpha",
+        "q (top; mean over runs as the paper plots it, and q of W2W1) and λ of "
+        "the function (bottom; dots: runs) vs α_h per η; dashed: large-N threshold α_h*(c)",
+    )
+    plt.close(fig)
+
+
+def write_report(df: pd.DataFrame, p: dict, out: Path) -> None:
+    """report.md with the verdicts, the state mix per (c, α_h, η), and the q / λ figures."""
+    from plasticlab.report import Report
+
+    d = with_state(df)
+    rep = Report(out, "curl-chaos: what the q plateau of hidden-flip curl descent is made of", p)
+    rep.add_claims(claims(df, p))
+    rep.text(_method_text(d, p))
+    _figures(rep, d, p)
+    rep.table(state_mix(d), "State mix per c, α_h and step size η (runs per state; λ per epoch-equivalent)")
+    rep.text(_findings(d))
+    rep.write()
+
+
+def _method_text(d: pd.DataFrame, p: dict) -> str:
+    start = (
+        "W1 = teacher, W2 = teacher + {:g} on every entry (the authors' script)"
+        if p["start"] == "authors"
+        else "teacher + N(0, {:g}²) on every weight"
+    ).format(p["perturbation"])
+    return (
+        f"Linear student on its balanced teacher (‖W1‖_F = √N, ‖W2‖ = 1), start: {start}; "
+        f"full batch P = {p['P']}, each layer held at its initial Frobenius norm, k1 = int(α_h·M) flipped "
+        f"inputs. Every step size "
+        f"η ∈ {{{', '.join(f'{e:g}' for e in p['etas'])}}} covers the time of {p['epochs']:g} epochs at η = 0.1 "
+        f"(epochs·0.1/η steps). Over the last {p['record']:g} epoch-equivalents: q of all weights (the paper's "
+        f"order parameter), q of the function W2W1, the recurrence test and the error trace; λ is the largest "
+        f"Lyapunov exponent of the network output over the training inputs, over the last {p['lyap_window']:g} "
+        f"epoch-equivalents after a {p['lyap_warmup']:g} warm-up, per epoch-equivalent of η = 0.1. States "
+        f"(first test that holds): diverged; converged (q < 1e-12); period-2 (the state returns to itself every "
+        f"two steps); drift (the function is stationary, q(W2W1) < 1e-12, while the weights move); irregular "
+        f"(λ > {LAMBDA_POSITIVE:g}); oscillating (the function moves, λ ≤ {LAMBDA_POSITIVE:g}). "
+        f"{len(d)} runs, {int(d.diverged.sum())} diverged."
+    )
+
+
+def _findings(d: pd.DataFrame) -> str:
+    lines = ["**What the large-q runs are, per η** (runs with q > 1e-4):", ""]
+    for eta, s in d[d.q > Q_PLATEAU].groupby("eta"):
+        mix = ", ".join(f"{v} {k}" for k, v in s.state.value_counts().items())
+        lines.append(
+            f"- η = {eta:g}: {len(s)} runs — {mix}; λ from {s.lyapunov.min():.3g} to {s.lyapunov.max():.3g} "
+            f"(median {s.lyapunov.median():.3g}); training error {s.train_error.min():.3g}–"
+            f"{s.train_error.max():.3g}."
+        )
+    if len(lines) == 2:
+        lines.append("- none")
+    return "\n".join(lines)
