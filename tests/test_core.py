@@ -327,3 +327,23 @@ def test_overrides_are_validated_and_coerced():
         t.params(activation="relu")
     assert parse_value("[1, 2]") == [1, 2] and parse_value("tanh") == "tanh"
     assert coerce("x", "k", "linear,tanh", ["tanh"]) == ["linear", "tanh"]
+
+
+def test_train_mlp_step_fn_is_pure_and_drives_train_mlp():
+    from plasticlab.networks.mlp import init_mlp
+    from plasticlab.rules import make_rule
+    from plasticlab.simulation.train_mlp import init_fn, step_fn, train_mlp
+    from plasticlab.tasks import teacher_regression
+
+    seeds = torch.tensor([0, 1])
+    data = teacher_regression(seeds, d_in=4, d_out=1, n_train=50, n_val=10)
+    net = init_mlp(seeds, [4, 6, 1], "tanh")
+    rule = make_rule("sgd", gamma=0.01)
+    s0 = init_fn(net, rule, seeds)
+    w0 = [W.clone() for W in net.weights]
+    s = s0
+    for _ in range(5):
+        s, _info = step_fn(s, rule, data, seeds, lr=0.1, batch_size=8, check=True)
+    assert all(torch.equal(a, b) for a, b in zip(s0.net.weights, w0)) and s.step == 5
+    res = train_mlp(net, rule, data, seeds, steps=5, lr=0.1, batch_size=8, record_every=1)
+    assert all(torch.equal(a, b) for a, b in zip(res.net.weights, s.net.weights))

@@ -257,3 +257,31 @@ def test_block_permutations_equal_per_key_draws():
     assert block.shape == (2, 3, 40)
     for j, k in enumerate(keys):
         assert torch.equal(block[:, j], seeding.permutation([3, 11], k, 40))
+
+
+def test_member_errors_do_not_depend_on_the_order_of_distinct_seeds():
+    # distinct seeds given unsorted: each member's training error is measured on its own training set
+    cfg = small_cfg(activation="linear")
+    batch = simulate(cfg, [2, 0, 1])
+    for i, s in enumerate([2, 0, 1]):
+        alone = simulate(cfg, [s])
+        np.testing.assert_array_equal(alone.train_error[0], batch.train_error[i])
+
+
+@pytest.mark.parametrize("B", [5, 20])
+def test_step_fn_is_pure_and_drives_simulate(B):
+    from dataclasses import replace
+
+    from plasticlab.simulation.curl import ErrorLog, Shuffles, _members, epoch_fn, init_fn
+
+    cfg = small_cfg(B=B, epochs=3)
+    members = _members(cfg, [0, 1], 1, 2, 1.0, "curl", None)
+    p, s0 = init_fn(cfg, members)
+    before = (s0.W1.clone(), s0.W2.clone())
+    shuffles = Shuffles(p) if p.mode == "minibatch" else None
+    s = ErrorLog(p).measure(p, s0)
+    for ep in range(1, cfg.epochs + 1):
+        s = replace(epoch_fn(p, s, shuffles), epoch=ep)
+    assert torch.equal(s0.W1, before[0]) and torch.equal(s0.W2, before[1])  # the input state is untouched
+    res = simulate(cfg, [0, 1], k1=1, k2=2)
+    assert torch.equal(res.W1, s.W1) and torch.equal(res.W2, s.W2)

@@ -211,3 +211,27 @@ def test_dask_local_cluster_matches_local(tmp_path):
     pd.testing.assert_frame_equal(dask, local)
     workers = {e["worker"] for e in entries(tmp_path)}
     assert all(w.split(":")[1] != str(os.getpid()) for w in workers)  # computed in worker processes
+
+
+def test_in_process_run_leaves_callers_threads_and_gives_chunks_one(monkeypatch):
+    """The executor owns thread counts: chunks run with one thread, the caller's setting survives."""
+    import torch
+
+    exp = get("sweep-demo")
+    seen = []
+    real = type(exp).run_chunk
+
+    def spy(self, spec):
+        seen.append(torch.get_num_threads())
+        torch.set_num_threads(3)  # a chunk that changes it must not leak the change either
+        return real(self, spec)
+
+    monkeypatch.setattr(type(exp), "run_chunk", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        plasticlab.run("sweep-demo", quick=True, workers=1)
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

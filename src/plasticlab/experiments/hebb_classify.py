@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from plasticlab.errors import PlasticlabError
 from plasticlab.experiments._hebb_common import (
@@ -88,7 +87,6 @@ class HebbClassify(Experiment):
     def run_chunk(self, spec):
         from plasticlab.tasks import cifar10, digits
 
-        torch.set_num_threads(1)
         dt = dtype_of(spec["dtype"])
         data = digits(dtype=dt) if spec["dataset"] == "digits" else cifar10(spec["data_path"], dtype=dt)
         m = members(spec["seeds"], gamma=spec["gammas"])

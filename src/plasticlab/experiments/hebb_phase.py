@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from plasticlab.errors import PlasticlabError
 from plasticlab.experiments._hebb_common import (
@@ -110,7 +109,6 @@ class HebbPhase(Experiment):
         ]
 
     def run_chunk(self, spec):
-        torch.set_num_threads(1)
         return run_phase_chunk(spec)
 
     def report(self, df, p, out):

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from plasticlab.errors import PlasticlabError
 from plasticlab.experiments._hebb_common import (
@@ -127,7 +126,6 @@ class HebbTable(Experiment):
         ]
 
     def run_chunk(self, spec):
-        torch.set_num_threads(1)
         steps = spec["steps"]
         m, res = train_regression(
             spec["rule"],

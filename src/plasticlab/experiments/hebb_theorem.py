@@ -74,7 +74,6 @@ class HebbTheorem(Experiment):
         return [dict(rule=r, lr=lr.get(r, p["lr"]), **{k: p[k] for k in keep}) for r in p["rules"]]
 
     def run_chunk(self, spec):
-        torch.set_num_threads(1)
         steps = spec["steps"]
         m, res = train_regression(
             spec["rule"],

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from plasticlab.errors import PlasticlabError
 from plasticlab.experiments._hebb_common import (
@@ -96,7 +95,6 @@ class HebbTransient(Experiment):
         return [dict(rule=r, **{k: p[k] for k in keep}) for r in p["rules"]]
 
     def run_chunk(self, spec):
-        torch.set_num_threads(1)
         steps = spec["steps"]
         every = max(steps // spec["checkpoints"], 1)
         late = int(spec["late_from"] * steps)

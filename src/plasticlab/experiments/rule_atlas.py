@@ -116,7 +116,6 @@ class RuleAtlas(Experiment):
 
 def run_rule(spec: dict) -> pd.DataFrame:
     """One rule's chunk: its decay x noise x seed grid trained as one ensemble, then analysed per member."""
-    torch.set_num_threads(1)
     name, lr = spec["rule"], rule_lr(spec["rule"], spec)
     conds = list(itertools.product(spec["gammas"], spec["sigmas"], spec["seeds"]))
     gammas = [c[0] for c in conds]

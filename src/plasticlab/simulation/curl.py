@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -249,18 +249,76 @@ def _error(W1, W2, X, Y, activation) -> torch.Tensor:
     return 0.5 * (curl_forward(W1, W2, X, activation) - Y).pow(2).mean(dim=(1, 2))
 
 
-def simulate(
-    cfg: CurlConfig, seeds, k1=0, k2=0, init_scale=1.0, rule="curl", eta=None, threads: int | None = None
-) -> CurlResult:
-    """Advance an ensemble (one member per entry of ``seeds``; the other arguments broadcast) together.
+@dataclass(frozen=True)
+class CurlProblem:
+    """What stays fixed while a batch of members trains: shape, data, flips, feedback, target norms.
 
-    Each member's teacher, data, student init, shuffles and DFA feedback are functions of its seed only,
-    so a member gives the same trajectory alone or inside any batch. ``eta`` (per member) overrides
-    ``cfg.eta``. Members whose weights go non-finite are recorded as diverged, reset to their initial
-    weights and frozen; the rest go on. ``threads``: intra-op threads for the loop (default: 1 for small
-    steps, torch's setting for big ones; on a busy machine 1 is often faster even for big ones).
+    Data depend on the seed only, so they are held once per distinct seed (``Xu``, ``Yu``) and members
+    index into them through ``inv``. ``mode`` picks the step: "minibatch" (reshuffled every epoch),
+    "full" (one batch, no shuffling) or "moments" (linear + full batch: a step on the data moments).
     """
-    cfg.validate()
+
+    cfg: CurlConfig
+    members: pd.DataFrame
+    useeds: torch.Tensor  # (U,) distinct seeds
+    inv: torch.Tensor  # (E,) member -> index into useeds
+    Xu: torch.Tensor  # (U, P, M)
+    Yu: torch.Tensor  # (U, P, 1)
+    Xt: torch.Tensor  # (E, n_test, M)
+    Yt: torch.Tensor
+    Ft: torch.Tensor  # (E, 1, N) DFA feedback, transposed like W2
+    dfa_mask: torch.Tensor  # (E, 1, 1) bool
+    dfa_all: bool
+    dfa_any: bool
+    d1r: torch.Tensor  # (E, 1, M) column flips of W1's update
+    d2r: torch.Tensor  # (E, 1, N) column flips of W2's update
+    use_d1: bool
+    use_d2: bool
+    n1: torch.Tensor  # (E, 1, 1) Frobenius norms kept by the norm constraint
+    n2: torch.Tensor
+    W10: torch.Tensor  # initial weights, restored for members that diverge
+    W20: torch.Tensor
+    mode: str
+    one: torch.Tensor
+    X_all: torch.Tensor | None = None  # full batch: every member's training set, (flipped copy for W1)
+    Xd_all: torch.Tensor | None = None
+    Y_all: torch.Tensor | None = None
+    Sigma: torch.Tensor | None = None  # moments: XᵀX/P per member
+    vstar: torch.Tensor | None = None  # moments: the teacher's end-to-end map
+
+    @property
+    def E(self) -> int:
+        """Number of members."""
+        return len(self.inv)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Updates per epoch (1 for full batch and moments)."""
+        return 1 if self.mode != "minibatch" else self.cfg.P // self.cfg.B
+
+    def train_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(X, Y) of every member, (E, P, ·)."""
+        identity = len(self.useeds) == self.E and bool((self.inv == torch.arange(self.E)).all())
+        # all seeds distinct and sorted (the usual case): the members' sets are Xu itself, no gather
+        return (self.Xu, self.Yu) if identity else (self.Xu[self.inv], self.Yu[self.inv])
+
+
+@dataclass(frozen=True)
+class CurlState:
+    """What changes while training: weights, per-member rate, running peak error and divergence."""
+
+    W1: torch.Tensor  # (E, N, M)
+    W2: torch.Tensor  # (E, 1, N)
+    lr: torch.Tensor  # (E, 1, 1) per-step rate, 1/B and the batch mean folded in; 0 once diverged
+    lr_scalar: float | None  # the shared rate when all members have the same one (rides on alpha)
+    peak: torch.Tensor  # (E,) max training error seen at every step (full batch only; else -inf)
+    diverged: torch.Tensor  # (E,) bool
+    diverged_at: torch.Tensor  # (E,) float64 epoch, NaN while finite
+    epoch: int = 0
+
+
+def _members(cfg: CurlConfig, seeds, k1, k2, init_scale, rule, eta) -> pd.DataFrame:
+    """Validated per-member table (seed, rule, k1, k2, init_scale, eta): scalars broadcast to every seed."""
     seeds = [int(s) for s in _broadcast("seeds", seeds, len(seeds))]
     E = len(seeds)
     if E == 0:
@@ -276,229 +334,351 @@ def simulate(
         bad = [v for v in k if not 0 <= v <= n]
         if bad:
             raise PlasticlabError(f"{name}={bad[0]} out of range [0, {n}]")
-    members = pd.DataFrame(dict(seed=seeds, rule=rules, k1=k1s, k2=k2s, init_scale=scales, eta=etas))
-    dt = DTYPES[cfg.dtype]
-    saved_threads = torch.get_num_threads()  # not `threads`: that name is the caller's argument
-    # Small per-step tensors gain nothing from intra-op threads, and on a busy machine the thread pool's
-    # hand-offs cost milliseconds per op; only wide layers are worth the second core.
-    rows = cfg.B if not (cfg.B == cfg.P and cfg.activation == "linear" and cfg.moment_match) else 1
-    if threads is not None:
-        torch.set_num_threads(max(1, int(threads)))
-    elif E * cfg.N * cfg.M * rows < 4_000_000:
-        torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            return _run(cfg, members, dt)
-    finally:
-        torch.set_num_threads(saved_threads)
+    return pd.DataFrame(dict(seed=seeds, rule=rules, k1=k1s, k2=k2s, init_scale=scales, eta=etas))
 
 
-def _run(cfg: CurlConfig, members: pd.DataFrame, dt) -> CurlResult:
-    E, M, N, P, B, act = len(members), cfg.M, cfg.N, cfg.P, cfg.B, cfg.activation
-    seeds_np = members.seed.to_numpy()
-    seeds_t = torch.tensor(seeds_np, dtype=torch.int64)
-    # Data depend on the seed only: generate them once per distinct seed, members index into them.
-    useeds, inv_np = np.unique(seeds_np, return_inverse=True)
-    useeds_t, inv = torch.tensor(useeds, dtype=torch.int64), torch.tensor(inv_np, dtype=torch.int64)
-    T1, T2, Xu, Yu, Xtu, Ytu, Fu = _teacher_data(cfg, useeds_t)
-    W1, W2 = _student(cfg, seeds_t, torch.tensor(members.init_scale.to_numpy()), T1[inv], T2[inv])
-    W1, W2 = W1.to(dt).contiguous(), W2.to(dt).contiguous()
-    Xu, Yu, Xt, Yt = Xu.to(dt), Yu.to(dt), Xtu[inv].to(dt), Ytu[inv].to(dt)
-    F = Fu[inv].to(dt)
-    flipped = members.rule.isin(["curl", "dfa_flip"]).to_numpy()
-    dfa = torch.tensor(members.rule.isin(["dfa", "dfa_flip"]).to_numpy())
-    W10, W20 = W1.clone(), W2.clone()
-    d1 = flips(np.where(flipped, members.k1, 0), M, dt)
-    d2 = flips(np.where(flipped, members.k2, 0), N, dt)
-    use_d1, use_d2 = bool((d1 < 0).any()), bool((d2 < 0).any())
-    d1r, d2r = d1[:, None, :], d2[:, None, :]
-    n1 = torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True)
-    n2 = torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True)
-    # Folding 1/B and the sign into the error makes every update a single in-place baddbmm.
-    lr = torch.tensor(members.eta.to_numpy(), dtype=dt).reshape(E, 1, 1) * (B / P) / B
-    Ft = F.transpose(1, 2).contiguous()
-    dfa_all, dfa_any = bool(dfa.all()), bool(dfa.any())
-    dfa_mask = dfa.reshape(E, 1, 1)
-    full = B == P
-    track_peak = full  # full batch: every step's error is the training error, so the peak is exact
-    steps = P // B
-    Xf, Yf = Xu.reshape(-1, M), Yu.reshape(-1, 1)
-    row0 = (inv * P)[:, None]
-    if full:  # one batch, no shuffling: order does not change a full-batch mean
-        X_all, Y_all = Xu[inv].contiguous(), Yu[inv].contiguous()
-        Xd_all = X_all * d1r if use_d1 else X_all
-    moments = full and act == "linear" and cfg.moment_match
-    if moments:
+def _mode(cfg: CurlConfig) -> str:
+    if cfg.B != cfg.P:
+        return "minibatch"
+    return "moments" if cfg.activation == "linear" and cfg.moment_match else "full"
+
+
+def _batch_fields(cfg: CurlConfig, mode: str, Xu, Xu_d, Yu_d, inv, d1, vstar, dt) -> dict[str, torch.Tensor]:
+    """The CurlProblem fields that full-batch and moment steps read (none for mini-batches)."""
+    extra: dict[str, torch.Tensor] = {}
+    if mode != "minibatch":  # one batch, no shuffling: order does not change a full-batch mean
+        extra["X_all"], extra["Y_all"] = Xu_d[inv].contiguous(), Yu_d[inv].contiguous()
+        extra["Xd_all"] = extra["X_all"] * d1[:, None, :] if bool((d1 < 0).any()) else extra["X_all"]
+    if mode == "moments":
         # Linear, one output, full batch: the update depends on the data only through Σ̂ = XᵀX/P and
         # c = YᵀX/P, so a step costs O(NM + M²) instead of O(PNM).
         # The teacher is linear too, so c = v* Σ̂: working with v − v* avoids the cancellation of
         # vΣ̂ − c, which would put a 1e-17 floor under errors that start at 1e-30 on the teacher.
-        Sigma = (Xu.transpose(1, 2) @ Xu / P)[inv].to(dt).contiguous()
-        vstar = (T2 @ T1)[inv].to(dt).contiguous()
-        lr.mul_(B)  # the batch mean is already inside Σ̂ (in place: freezing zeroes this same tensor)
+        extra["Sigma"] = (Xu.transpose(1, 2) @ Xu / cfg.P)[inv].to(dt).contiguous()
+        extra["vstar"] = vstar.to(dt).contiguous()
+    return extra
 
-    def step_moments() -> None:
-        dv = torch.bmm(W2, W1).sub_(vstar)  # (E, 1, M): end-to-end map minus the teacher's
-        g = torch.bmm(dv, Sigma)  # mean e xᵀ
-        if track_peak:
-            torch.maximum(peak, torch.bmm(g, dv.transpose(1, 2)).view(E).mul_(0.5), out=peak)
-        g *= lr
-        back = Ft if dfa_all else (torch.where(dfa_mask, Ft, W2) if dfa_any else W2)
-        G2 = torch.bmm(g, W1.transpose(1, 2))  # mean e hᵀ, from the pre-update W1
-        W1.baddbmm_(back.transpose(1, 2), g * d1r if use_d1 else g, alpha=-1.0)
-        W2.addcmul_(G2, d2r, value=-1.0) if use_d2 else W2.sub_(G2)
-        if cfg.norm_constraint:
-            W1.mul_(n1 / torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True))
-            W2.mul_(n2 / torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True))
 
-    lr_scalar = float(lr[0]) if bool((lr == lr[0]).all()) else None
+def init_fn(cfg: CurlConfig, members: pd.DataFrame, device=None) -> tuple[CurlProblem, CurlState]:
+    """The fixed problem and the state at epoch 0 for the members of ``members`` (see ``_members``)."""
+    dt, dev = DTYPES[cfg.dtype], torch.device(device or "cpu")
+    E, M, N, P, B = len(members), cfg.M, cfg.N, cfg.P, cfg.B
+    seeds_np = members.seed.to_numpy()
+    useeds, inv_np = np.unique(seeds_np, return_inverse=True)
+    useeds_t, inv = torch.tensor(useeds, dtype=torch.int64), torch.tensor(inv_np, dtype=torch.int64)
+    T1, T2, Xu, Yu, Xtu, Ytu, Fu = _teacher_data(cfg, useeds_t)
+    W1, W2 = _student(cfg, torch.tensor(seeds_np), torch.tensor(members.init_scale.to_numpy()), T1[inv], T2[inv])
+    W1, W2 = W1.to(dt).contiguous(), W2.to(dt).contiguous()
+    flipped = members.rule.isin(["curl", "dfa_flip"]).to_numpy()
+    dfa = torch.tensor(members.rule.isin(["dfa", "dfa_flip"]).to_numpy())
+    d1 = flips(np.where(flipped, members.k1, 0), M, dt)
+    d2 = flips(np.where(flipped, members.k2, 0), N, dt)
+    mode = _mode(cfg)
+    # Folding 1/B and the sign into the error makes every update a single baddbmm.
+    lr = torch.tensor(members.eta.to_numpy(), dtype=dt).reshape(E, 1, 1) * (B / P) / B
+    Xu_d, Yu_d = Xu.to(dt), Yu.to(dt)
+    extra = _batch_fields(cfg, mode, Xu, Xu_d, Yu_d, inv, d1, (T2 @ T1)[inv], dt)
+    if mode == "moments":
+        lr = lr * B  # the batch mean is already inside Σ̂
+    problem = CurlProblem(
+        cfg=cfg,
+        members=members,
+        useeds=useeds_t,
+        inv=inv,
+        Xu=Xu_d,
+        Yu=Yu_d,
+        Xt=Xtu[inv].to(dt),
+        Yt=Ytu[inv].to(dt),
+        Ft=Fu[inv].to(dt).transpose(1, 2).contiguous(),
+        dfa_mask=dfa.reshape(E, 1, 1),
+        dfa_all=bool(dfa.all()),
+        dfa_any=bool(dfa.any()),
+        d1r=d1[:, None, :],
+        d2r=d2[:, None, :],
+        use_d1=bool((d1 < 0).any()),
+        use_d2=bool((d2 < 0).any()),
+        n1=torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True),
+        n2=torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True),
+        W10=W1.clone(),
+        W20=W2.clone(),
+        mode=mode,
+        one=torch.ones((), dtype=dt),
+        **extra,
+    )
+    state = CurlState(
+        W1=W1,
+        W2=W2,
+        lr=lr,
+        lr_scalar=float(lr[0]) if bool((lr == lr[0]).all()) else None,
+        peak=torch.full((E,), -math.inf, dtype=dt),
+        diverged=torch.zeros(E, dtype=torch.bool),
+        diverged_at=torch.full((E,), math.nan, dtype=torch.float64),
+    )
+    return _to(problem, dev), _to(state, dev)
 
-    # Every op of a step writes into buffers allocated once: at small sizes a step is ~20 tiny ops and
-    # allocating their outputs is a visible share of each.
-    Bs = P if full else B
-    a1 = torch.empty(E, Bs, N, dtype=dt)
-    h = a1 if act == "linear" else torch.empty(E, Bs, N, dtype=dt)
-    e = torch.empty(E, Bs, 1, dtype=dt)
-    delta, dp, hd = (torch.empty(E, Bs, N, dtype=dt) for _ in range(3))
-    nrm1, nrm2 = torch.empty(E, 1, 1, dtype=dt), torch.empty(E, 1, 1, dtype=dt)
-    one = torch.ones((), dtype=dt)
-    W1t, W2t = W1.transpose(1, 2), W2.transpose(1, 2)  # views: W1 and W2 are only ever updated in place
 
-    def step(xb, xdb, yb) -> None:
-        torch.bmm(xb, W1t, out=a1)
-        if act == "tanh":
-            torch.tanh(a1, out=h)
-        elif act == "relu":
-            torch.clamp_min(a1, 0.0, out=h)
-        torch.bmm(h, W2t, out=e)
-        if act == "tanh":
-            e.tanh_()
-        elif act == "relu":
-            e.relu_()
-        e.sub_(yb)
-        if track_peak:
-            torch.maximum(peak, e.pow(2).mean(dim=(1, 2)).mul_(0.5), out=peak)
-        # one shared learning rate (the usual case) rides on the scalar alpha of the updates below
-        if lr_scalar is None:
-            e.mul_(lr)
-        back = Ft if dfa_all else (torch.where(dfa_mask, Ft, W2) if dfa_any else W2)
-        torch.mul(e, back, out=delta)  # (E,B,1)·(E,1,N): an outer product, cheaper broadcast than as a bmm
-        if act == "tanh":
-            delta.mul_(torch.addcmul(one, h, h, value=-1.0, out=dp))
-        elif act == "relu":
-            delta.mul_(a1 > 0)
-        alpha = -1.0 if lr_scalar is None else -lr_scalar
-        W2.baddbmm_(e.transpose(1, 2), torch.mul(h, d2r, out=hd) if use_d2 else h, alpha=alpha)
-        W1.baddbmm_(delta.transpose(1, 2), xdb, alpha=alpha)
-        if cfg.norm_constraint:
-            W1.mul_(torch.div(n1, torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True, out=nrm1), out=nrm1))
-            W2.mul_(torch.div(n2, torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True, out=nrm2), out=nrm2))
+def _to(obj, device: torch.device):
+    """A copy of a problem/state dataclass with every tensor field on ``device``."""
+    if device.type == "cpu":
+        return obj
+    moved = {k: v.to(device) for k, v in vars(obj).items() if isinstance(v, torch.Tensor)}
+    return replace(obj, **moved)
 
-    cps = cfg.checkpoints()
-    cp_index = {int(t): i for i, t in enumerate(cps)}
-    T = len(cps)
-    train_err = np.full((E, T), np.nan)
-    test_err = np.full((E, T), np.nan)
-    peak = torch.full((E,), -math.inf, dtype=dt)
-    diverged = np.zeros(E, bool)
-    diverged_at = np.full(E, np.nan)
-    hist_W1, hist_W2, hist_ep = [], [], []
-    first_hist = cfg.epochs - cfg.record_last + 1
 
-    def freeze(bad: np.ndarray, epoch: int) -> None:
-        new = bad & ~diverged
-        if new.any():
-            diverged[new] = True
-            diverged_at[new] = epoch
-            m = torch.from_numpy(new)
-            W1[m], W2[m] = W10[m], W20[m]
-            lr[m] = 0.0
-            nonlocal lr_scalar
-            lr_scalar = None  # frozen members need the per-member (now zero) rate from here on
+def _feedback(p: CurlProblem, W2: torch.Tensor) -> torch.Tensor:
+    """What carries the error back to the hidden layer: the true W2, or the fixed DFA matrix."""
+    if p.dfa_all:
+        return p.Ft
+    return torch.where(p.dfa_mask, p.Ft, W2) if p.dfa_any else W2
 
-    # all seeds distinct (the usual case): the members' training sets are Xu itself, no gather needed
-    X_tr, Y_tr = (Xu, Yu) if len(useeds) == E else (None, None)
 
-    def measure(i: int, epoch: int) -> None:
-        freeze((~torch.isfinite(W1.sum(dim=(1, 2)))).numpy(), epoch)
-        tr = (
-            _error(W1, W2, Xu[inv] if X_tr is None else X_tr, Yu[inv] if Y_tr is None else Y_tr, act)
-            .double()
-            .numpy()
-        )
-        te = _error(W1, W2, Xt, Yt, act).double().numpy()
-        # errors can overflow while the weights are still finite: that is divergence too
-        freeze(~(np.isfinite(tr) & np.isfinite(te)), epoch)
-        tr[diverged], te[diverged] = np.nan, np.nan
-        train_err[:, i], test_err[:, i] = tr, te
+def _renorm(p: CurlProblem, W1: torch.Tensor, W2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if not p.cfg.norm_constraint:
+        return W1, W2
+    W1 = W1 * torch.div(p.n1, torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True))
+    W2 = W2 * torch.div(p.n2, torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True))
+    return W1, W2
 
-    measure(0, 0)
-    shuffle_key = _key("shuffle")
-    epoch = 0
-    # shuffles are drawn for a block of epochs at once (≤ 8 MB of int64 per draw), not one call per epoch
-    block = max(1, min(cfg.epochs, (1 << 20) // (len(useeds) * P)))
-    queue: list[torch.Tensor] = []
+
+def step_fn(p: CurlProblem, s: CurlState, xb: torch.Tensor, xdb: torch.Tensor, yb: torch.Tensor) -> CurlState:
+    """One rule-flipped update of every member on the batch ``xb`` (E, B, M), ``yb`` (E, B, 1); ``xdb`` is
+    ``xb`` with W1's column flips applied (``xb`` itself when there are none). Returns a new state."""
+    act = p.cfg.activation
+    a1 = torch.bmm(xb, s.W1.transpose(1, 2))
+    h = torch.tanh(a1) if act == "tanh" else (torch.clamp_min(a1, 0.0) if act == "relu" else a1)
+    e = torch.bmm(h, s.W2.transpose(1, 2))
+    if act == "tanh":
+        e = e.tanh_()
+    elif act == "relu":
+        e = e.relu_()
+    e = e.sub_(yb)
+    peak = s.peak
+    if p.mode == "full":  # every step's error is the training error, so the peak is exact
+        peak = torch.maximum(peak, e.pow(2).mean(dim=(1, 2)).mul_(0.5))
+    # one shared learning rate (the usual case) rides on the scalar alpha of the updates below
+    if s.lr_scalar is None:
+        e = e.mul_(s.lr)
+    delta = torch.mul(e, _feedback(p, s.W2))  # (E,B,1)·(E,1,N): an outer product, cheaper than a bmm
+    if act == "tanh":
+        delta = delta.mul_(torch.addcmul(p.one, h, h, value=-1.0))
+    elif act == "relu":
+        delta = delta.mul_(a1 > 0)
+    alpha = -1.0 if s.lr_scalar is None else -s.lr_scalar
+    W2 = torch.baddbmm(s.W2, e.transpose(1, 2), torch.mul(h, p.d2r) if p.use_d2 else h, alpha=alpha)
+    W1 = torch.baddbmm(s.W1, delta.transpose(1, 2), xdb, alpha=alpha)
+    W1, W2 = _renorm(p, W1, W2)
+    return replace(s, W1=W1, W2=W2, peak=peak)
+
+
+def moments_step_fn(p: CurlProblem, s: CurlState) -> CurlState:
+    """One full-batch update of a linear network from the data moments (Σ̂, v*): O(NM + M²) per member."""
+    assert p.Sigma is not None and p.vstar is not None
+    W1, W2 = s.W1, s.W2
+    dv = torch.bmm(W2, W1).sub_(p.vstar)  # (E, 1, M): end-to-end map minus the teacher's
+    g = torch.bmm(dv, p.Sigma)  # mean e xᵀ
+    peak = torch.maximum(s.peak, torch.bmm(g, dv.transpose(1, 2)).view(p.E).mul_(0.5))
+    g = g.mul_(s.lr)
+    G2 = torch.bmm(g, W1.transpose(1, 2))  # mean e hᵀ, from the pre-update W1
+    back = _feedback(p, W2)
+    W1 = torch.baddbmm(W1, back.transpose(1, 2), g * p.d1r if p.use_d1 else g, alpha=-1.0)
+    W2 = torch.addcmul(W2, G2, p.d2r, value=-1.0) if p.use_d2 else W2.sub(G2)
+    W1, W2 = _renorm(p, W1, W2)
+    return replace(s, W1=W1, W2=W2, peak=peak)
+
+
+def freeze(p: CurlProblem, s: CurlState, bad: torch.Tensor, epoch: int) -> CurlState:
+    """Mark the ``bad`` (E,) members that are not yet diverged as diverged at ``epoch``: their weights go
+    back to the initial ones and their rate to 0, so they stay finite and still from here on."""
+    new = bad & ~s.diverged
+    if not bool(new.any()):
+        return s
+    m = new[:, None, None]
+    return replace(
+        s,
+        W1=torch.where(m, p.W10, s.W1),
+        W2=torch.where(m, p.W20, s.W2),
+        lr=torch.where(m, torch.zeros_like(s.lr), s.lr),
+        lr_scalar=None,  # frozen members need the per-member (now zero) rate from here on
+        diverged=s.diverged | new,
+        diverged_at=torch.where(new, torch.full_like(s.diverged_at, float(epoch)), s.diverged_at),
+    )
+
+
+class Shuffles:
+    """Each epoch's mini-batch rows (steps, E·B) into the stacked training sets, drawn for a block of
+    epochs at once (≤ 8 MB of int64 per draw) rather than one call per epoch."""
+
+    def __init__(self, p: CurlProblem):
+        cfg = p.cfg
+        self.p, self.key = p, _key("shuffle")
+        self.block = max(1, min(cfg.epochs, (1 << 20) // (len(p.useeds) * cfg.P)))
+        self.row0 = (p.inv * cfg.P)[:, None].to(p.Xu.device)
+        self.queue: list[torch.Tensor] = []
+
+    def rows(self, epoch: int) -> torch.Tensor:
+        """The rows for ``epoch`` (epochs must be asked for in order)."""
+        if not self.queue:
+            cfg, E = self.p.cfg, self.p.E
+            ks = range(epoch, min(epoch + self.block, cfg.epochs + 1))
+            perm = seeding.permutations(self.p.useeds, [self.key + k for k in ks], cfg.P)
+            perm = perm.to(self.row0.device)[self.p.inv.to(self.row0.device)] + self.row0[:, :, None]
+            # (E, K, P) -> per epoch: (steps, E·B), the rows of each step
+            steps = cfg.P // cfg.B
+            per_epoch = perm.view(E, len(ks), steps, cfg.B).permute(1, 2, 0, 3).reshape(len(ks), steps, E * cfg.B)
+            self.queue = list(per_epoch.unbind(0))[::-1]
+        return self.queue.pop()
+
+
+def epoch_fn(p: CurlProblem, s: CurlState, shuffles: Shuffles | None = None, step=step_fn) -> CurlState:
+    """One epoch: P/B mini-batch steps in this epoch's shuffled order, or one full-batch step.
+    ``step`` is the mini-batch/full step to use (``step_fn`` or a compiled copy of it)."""
+    if p.mode == "moments":
+        return moments_step_fn(p, s)
+    if p.mode == "full":
+        assert p.X_all is not None and p.Xd_all is not None and p.Y_all is not None
+        return step(p, s, p.X_all, p.Xd_all, p.Y_all)
+    assert shuffles is not None
+    cfg, E = p.cfg, p.E
+    rows = shuffles.rows(s.epoch + 1)
+    Xf, Yf = p.Xu.reshape(-1, cfg.M), p.Yu.reshape(-1, 1)
+    # each step then copies just its B rows per member
+    Ys = Yf.index_select(0, rows.view(-1)).view(p.steps_per_epoch, E, cfg.B, 1)
+    for i in range(p.steps_per_epoch):
+        xb = Xf.index_select(0, rows[i]).view(E, cfg.B, cfg.M)
+        s = step(p, s, xb, xb * p.d1r if p.use_d1 else xb, Ys[i])
+    return s
+
+
+class ErrorLog:
+    """Observer: train and test error of every member at the checkpoints (NaN once diverged).
+
+    Measuring is also where divergence of W1 and of the errors is detected (errors can overflow while the
+    weights are still finite), so ``measure`` returns the state with any new divergence applied.
+    """
+
+    def __init__(self, p: CurlProblem):
+        self.checkpoints = p.cfg.checkpoints()
+        self.index = {int(t): i for i, t in enumerate(self.checkpoints)}
+        self.train = np.full((p.E, len(self.checkpoints)), np.nan)
+        self.test = np.full((p.E, len(self.checkpoints)), np.nan)
+
+    def measure(self, p: CurlProblem, s: CurlState) -> CurlState:
+        """Record the errors at epoch ``s.epoch`` (a checkpoint) and return the updated state."""
+        i, act = self.index[s.epoch], p.cfg.activation
+        s = freeze(p, s, ~torch.isfinite(s.W1.sum(dim=(1, 2))), s.epoch)
+        X, Y = p.train_set()
+        tr = _error(s.W1, s.W2, X, Y, act).double().cpu().numpy()
+        te = _error(s.W1, s.W2, p.Xt, p.Yt, act).double().cpu().numpy()
+        bad = ~(np.isfinite(tr) & np.isfinite(te))
+        s = freeze(p, s, torch.from_numpy(bad).to(s.diverged.device), s.epoch)
+        dead = s.diverged.cpu().numpy()
+        tr[dead], te[dead] = np.nan, np.nan
+        self.train[:, i], self.test[:, i] = tr, te
+        return s
+
+    def converged(self, threshold: float, diverged: np.ndarray, upto: int) -> bool:
+        """Has every live member's training error been below ``threshold`` at a checkpoint ≤ ``upto``?"""
+        i = self.index[upto]
+        live = ~diverged
+        return bool((np.nan_to_num(self.train[live, : i + 1], nan=np.inf) < threshold).any(axis=1).all())
+
+
+class History:
+    """Observer: the weights of every member over the last ``record_last`` epochs (chaos measurements)."""
+
+    def __init__(self, cfg: CurlConfig):
+        self.first = cfg.epochs - cfg.record_last + 1
+        self.W1: list[torch.Tensor] = []
+        self.W2: list[torch.Tensor] = []
+        self.epochs: list[int] = []
+
+    def observe(self, s: CurlState) -> None:
+        """Keep this epoch's weights if it is in the recorded tail."""
+        if s.epoch >= self.first:
+            self.W1.append(s.W1.clone())
+            self.W2.append(s.W2.clone())
+            self.epochs.append(s.epoch)
+
+    def as_dict(self) -> dict:
+        """``{"W1": (K,E,N,M), "W2": (K,E,1,N), "epochs": (K,)}``, or {} when nothing was recorded."""
+        if not self.W1:
+            return {}
+        return dict(W1=torch.stack(self.W1), W2=torch.stack(self.W2), epochs=np.array(self.epochs))
+
+
+def simulate(
+    cfg: CurlConfig,
+    seeds,
+    k1=0,
+    k2=0,
+    init_scale=1.0,
+    rule="curl",
+    eta=None,
+    threads: int | None = None,
+    device=None,
+) -> CurlResult:
+    """Advance an ensemble (one member per entry of ``seeds``; the other arguments broadcast) together.
+
+    Each member's teacher, data, student init, shuffles and DFA feedback are functions of its seed only,
+    so a member gives the same trajectory alone or inside any batch. ``eta`` (per member) overrides
+    ``cfg.eta``. Members whose weights go non-finite are recorded as diverged, reset to their initial
+    weights and frozen; the rest go on. ``threads``: intra-op threads for the loop, restored afterwards
+    (default: leave torch's setting alone; the sweep executor sets it). ``device``: where to run
+    (default CPU); the draws are made on the CPU, so results agree across devices.
+    """
+    cfg.validate()
+    members = _members(cfg, seeds, k1, k2, init_scale, rule, eta)
+    saved_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(max(1, int(threads)))
+    try:
+        with torch.no_grad():
+            return _run(cfg, members, device)
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
+def _run(cfg: CurlConfig, members: pd.DataFrame, device) -> CurlResult:
+    p, s = init_fn(cfg, members, device)
+    log, hist = ErrorLog(p), History(cfg)
+    shuffles = Shuffles(p) if p.mode == "minibatch" else None
+    s = log.measure(p, s)
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
-        if moments:
-            step_moments()
-        elif full:
-            step(X_all, Xd_all, Y_all)
-        else:
-            if not queue:
-                ks = range(epoch, min(epoch + block, cfg.epochs + 1))
-                perm = seeding.permutations(useeds_t, [shuffle_key + k for k in ks], P)[inv] + row0[:, :, None]
-                # (E, K, P) -> per epoch: (steps, E·B), the rows of each step
-                queue = list(
-                    perm.view(E, len(ks), steps, B).permute(1, 2, 0, 3).reshape(len(ks), steps, E * B).unbind(0)
-                )[::-1]
-            rows = queue.pop()
-            # each step then copies just its B rows per member
-            Ys = Yf.index_select(0, rows.view(-1)).view(steps, E, B, 1)
-            for s in range(steps):
-                xb = Xf.index_select(0, rows[s]).view(E, B, M)
-                step(xb, xb * d1r if use_d1 else xb, Ys[s])
+        s = replace(epoch_fn(p, s, shuffles), epoch=epoch)
         # A non-finite W1 reaches W2 through the error within one step, so watching the small W2 every
         # epoch (and W1 at checkpoints) catches every blow-up; a sum is non-finite iff an entry is.
-        bad = ~torch.isfinite(W2.sum(dim=(1, 2)))
-        if bad.any():
-            freeze(bad.numpy(), epoch)
-        if epoch >= first_hist:
-            hist_W1.append(W1.clone())
-            hist_W2.append(W2.clone())
-            hist_ep.append(epoch)
-        if epoch in cp_index:
-            measure(cp_index[epoch], epoch)
-            if cfg.stop_when_converged:
-                live = ~diverged
-                done = (np.nan_to_num(train_err[live, : cp_index[epoch] + 1], nan=np.inf) < cfg.threshold).any(
-                    axis=1
-                )
-                if done.all():
-                    break
+        s = freeze(p, s, ~torch.isfinite(s.W2.sum(dim=(1, 2))), epoch)
+        hist.observe(s)
+        if epoch in log.index:
+            s = log.measure(p, s)
+            if cfg.stop_when_converged and log.converged(cfg.threshold, s.diverged.cpu().numpy(), epoch):
+                break
+    return _result(p, s, log, hist, time.perf_counter() - t0)
 
-    loop_seconds = time.perf_counter() - t0
-    below = np.nan_to_num(train_err, nan=np.inf) < cfg.threshold
+
+def _result(p: CurlProblem, s: CurlState, log: ErrorLog, hist: History, seconds: float) -> CurlResult:
+    cps, train_err = log.checkpoints, log.train
+    below = np.nan_to_num(train_err, nan=np.inf) < p.cfg.threshold
     ett = np.where(below.any(axis=1), cps[below.argmax(axis=1)], np.nan).astype(float)
-    pk = np.fmax(np.nanmax(np.where(np.isnan(train_err), -np.inf, train_err), axis=1), peak.double().numpy())
+    measured = np.nanmax(np.where(np.isnan(train_err), -np.inf, train_err), axis=1)
+    pk = np.fmax(measured, s.peak.double().cpu().numpy())
+    diverged = s.diverged.cpu().numpy()
     pk[diverged] = np.nan
-    history = {}
-    if hist_W1:
-        history = dict(W1=torch.stack(hist_W1), W2=torch.stack(hist_W2), epochs=np.array(hist_ep))
     return CurlResult(
-        cfg,
-        members,
+        p.cfg,
+        p.members,
         cps,
         train_err,
-        test_err,
+        log.test,
         pk,
         ett,
         diverged,
-        diverged_at,
-        W1,
-        W2,
-        history,
-        epoch,
-        loop_seconds,
-        epoch * (1 if moments else steps),
+        s.diverged_at.cpu().numpy(),
+        s.W1,
+        s.W2,
+        hist.as_dict(),
+        s.epoch,
+        seconds,
+        s.epoch * p.steps_per_epoch,
     )

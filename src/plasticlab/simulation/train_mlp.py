@@ -12,13 +12,14 @@ A member whose weights stop being finite is marked diverged at that step and fro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from plasticlab.errors import PlasticlabError, check_positive
 from plasticlab.metrics.hebbian import cosine, hebbian_direction
-from plasticlab.networks.mlp import MLP
-from plasticlab.rules.base import Chain, Context
+from plasticlab.networks.mlp import MLP, Trace
+from plasticlab.rules.base import Chain, Context, StepOutput
 from plasticlab.tasks.base import Dataset
 
 
@@ -51,12 +52,164 @@ def loss_value(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
 
 
 def _finite(net: MLP) -> torch.Tensor:
-    ok = torch.ones(net.ensemble_size, dtype=torch.bool)
+    ok = torch.ones(net.ensemble_size, dtype=torch.bool, device=net.weights[0].device)
     for W, b in net.params():
         ok &= torch.isfinite(W).flatten(1).all(1)
         if b is not None:
             ok &= torch.isfinite(b).all(1)
     return ok
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """Everything that changes from one step to the next; a step returns a new one.
+
+    ``alive`` (E,) is False for members whose weights went non-finite (they are frozen from then on);
+    ``diverged_at`` (E,) holds that step, NaN while alive.
+    """
+
+    net: MLP
+    rule_state: Any
+    alive: torch.Tensor
+    diverged_at: torch.Tensor
+    step: int = 0
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What one step saw, for observers: its batch, forward trace and the rule's output (pre-update)."""
+
+    step: int
+    x: torch.Tensor
+    y: torch.Tensor
+    trace: Trace
+    out: StepOutput
+    ctx: Context
+
+
+def init_fn(net: MLP, rule: Chain, seeds: torch.Tensor) -> TrainState:
+    """The state at step 0: every member alive, the rule's state initialised from the members' seeds."""
+    dev = net.weights[0].device
+    E = net.ensemble_size
+    return TrainState(
+        net=net,
+        rule_state=rule.init(net, seeds),
+        alive=torch.ones(E, dtype=torch.bool, device=dev),
+        diverged_at=torch.full((E,), float("nan"), device=dev),
+    )
+
+
+def step_fn(
+    state: TrainState, rule: Chain, data: Dataset, seeds: torch.Tensor, *, lr: float, batch_size: int, check: bool
+) -> tuple[TrainState, StepInfo]:
+    """One step for every member: batch -> (perturbed) forward -> rule -> ``W <- W + lr * update``.
+
+    Dead members keep their weights. ``check`` tests the new weights for finiteness (done at checkpoints
+    only: the test costs about as much as a small step). The input state is not modified.
+    """
+    net, alive, step = state.net, state.alive, state.step
+    x, y = data.batch(seeds, step, batch_size)
+    weights = rule.perturb(net.weights, state.rule_state, seeds, step)
+    trace = net.forward(x, weights)
+    ctx = Context(net=net, trace=trace, x=x, y=y, loss=data.loss, seeds=seeds, step=step)
+    out = rule.step(state.rule_state, ctx)
+    new_params = []
+    for (W, b), (uW, ub) in zip(net.params(), out.updates):
+        W2 = torch.where(alive[:, None, None], W + lr * uW, W)
+        b2 = b if b is None or ub is None else torch.where(alive[:, None], b + lr * ub, b)
+        new_params.append((W2, b2))
+    new_net = net.with_params(new_params)
+    diverged_at = state.diverged_at
+    if check:
+        ok = _finite(new_net)
+        diverged_at = torch.where(alive & ~ok, torch.full_like(diverged_at, float(step)), diverged_at)
+        alive = alive & ok
+    new = TrainState(new_net, out.state, alive, diverged_at, step + 1)
+    return new, StepInfo(step, x, y, trace, out, ctx)
+
+
+def _alignment(info: StepInfo, alive: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Per-layer Hebbian matrices H and the (L, E) alignment cos(signal, H), NaN for dead members."""
+    # H once per layer, shared by the alignment, the late sums and the per-neuron cosines
+    Hs = [hebbian_direction(h_a, h_b) for h_a, h_b in zip(info.trace.pre, info.trace.post)]
+    al = torch.stack([cosine(g, H) for (g, _), H in zip(info.out.signal, Hs)])
+    return Hs, torch.where(alive[None], al, torch.full_like(al, float("nan")))
+
+
+class LateWindow:
+    """Observer: time means over the late window of the alignment, the signal G, the Hebbian matrix H,
+    the weights W and E||h_b||^2 (what the stationarity identity, SPEC A.3, needs)."""
+
+    def __init__(self, net: MLP):
+        dt, dev, E = net.weights[0].dtype, net.weights[0].device, net.ensemble_size
+        self.G = [torch.zeros_like(W) for W in net.weights]
+        self.H = [torch.zeros_like(W) for W in net.weights]
+        self.W = [torch.zeros_like(W) for W in net.weights]
+        self.P = [torch.zeros(E, dtype=dt, device=dev) for _ in net.weights]
+        self.A = torch.zeros(net.depth, E, dtype=dt, device=dev)
+        self.A_n = torch.zeros(net.depth, E, dtype=dt, device=dev)
+        self.n = 0
+
+    def observe(self, state: TrainState, info: StepInfo, Hs: list[torch.Tensor], al: torch.Tensor) -> None:
+        """Add one late step (``state`` is the pre-update state the step started from)."""
+        self.n += 1
+        ok = ~torch.isnan(al)
+        self.A += torch.where(ok, al, torch.zeros_like(al))
+        self.A_n += ok
+        for l, ((g, _), H, h_b) in enumerate(zip(info.out.signal, Hs, info.trace.post)):
+            self.G[l] += g
+            self.H[l] += H
+            self.P[l] += (h_b**2).sum(-1).mean(-1)
+            self.W[l] += state.net.weights[l]
+
+    def means(self, alive: torch.Tensor) -> dict[str, Any]:
+        """The window's means as TrainResult fields (alignment NaN where no step counted)."""
+        n = max(self.n, 1)
+        G = [g / n for g in self.G]
+        H = [h / n for h in self.H]
+        late = self.A / self.A_n.clamp_min(1)
+        late = torch.where(self.A_n > 0, late, torch.full_like(late, float("nan")))
+        collapsed = torch.stack(
+            [(g.flatten(1).norm(dim=1) < 1e-12) | (h.flatten(1).norm(dim=1) < 1e-12) for g, h in zip(G, H)]
+        )
+        return dict(
+            alignment_late=late,
+            collapsed=collapsed & alive[None],
+            G_mean=G,
+            H_mean=H,
+            post_sq_mean=[p / n for p in self.P],
+            W_mean=[w / n for w in self.W],
+        )
+
+
+class Checkpoints:
+    """Observer: at each checkpoint, the alignment, the batch and validation losses and, optionally, the
+    per-neuron alignment."""
+
+    def __init__(self, data: Dataset, depth: int, neurons: bool, val_batch: int | None):
+        self.xv, self.yv, self.loss = data.x_val, data.y_val, data.loss
+        if val_batch is not None:
+            self.xv, self.yv = self.xv[:, :val_batch], self.yv[:, :val_batch]
+        self.neurons = neurons
+        self.steps: list[int] = []
+        self.align: list[torch.Tensor] = []
+        self.val: list[torch.Tensor] = []
+        self.train: list[torch.Tensor] = []
+        self.per_neuron: list[list[torch.Tensor]] = [[] for _ in range(depth)]
+
+    def observe(self, state: TrainState, info: StepInfo, Hs: list[torch.Tensor], al: torch.Tensor) -> None:
+        """Record one checkpoint (``state`` is the pre-update state the step started from)."""
+        self.steps.append(info.step)
+        self.align.append(al)
+        self.train.append(loss_value(info.trace.out, info.y, self.loss))
+        self.val.append(self.val_loss(state.net))
+        if self.neurons:
+            for l, ((g, _), H) in enumerate(zip(info.out.signal, Hs)):
+                self.per_neuron[l].append(cosine(g, H, dims=(-1,)))
+
+    def val_loss(self, net: MLP) -> torch.Tensor:
+        """(E,) validation loss of ``net``."""
+        return loss_value(net.forward(self.xv).out, self.yv, self.loss)
 
 
 def train_mlp(
@@ -86,105 +239,51 @@ def train_mlp(
     if given, is called at every checkpoint before the update is applied, with this step's context, the
     rule's output, the rule state the step started from (so an observer may re-run ``rule.step`` on a
     perturbed context without disturbing training) and the (E,) mask of members still alive."""
-    seeds = torch.as_tensor(seeds, dtype=torch.int64)
-    E = net.ensemble_size
-    if len(seeds) != E:
-        raise PlasticlabError(f"{len(seeds)} seeds for an ensemble of {E} networks")
-    check_positive("steps", steps)
-    check_positive("lr", lr)
-    check_positive("batch_size", batch_size)
-    check_positive("late_every", late_every)
+    seeds = _checked_seeds(net, seeds, steps=steps, lr=lr, batch_size=batch_size, late_every=late_every)
     average_from = steps // 2 if average_from is None else average_from
     extra = set() if record_at is None else {int(s) for s in record_at}
-    L = net.depth
-    state = rule.init(net, seeds)
-    alive = torch.ones(E, dtype=torch.bool)
-    diverged_at = torch.full((E,), float("nan"))
-    xv, yv = data.x_val, data.y_val
-    if val_batch is not None:
-        xv, yv = xv[:, :val_batch], yv[:, :val_batch]
-
-    rec_steps, aligns, vals, trains = [], [], [], []
-    neuron_rec: list[list[torch.Tensor]] = [[] for _ in range(L)]
-    dt = net.weights[0].dtype
-    G_sum = [torch.zeros_like(W) for W in net.weights]
-    H_sum = [torch.zeros_like(W) for W in net.weights]
-    W_sum = [torch.zeros_like(W) for W in net.weights]
-    P_sum = [torch.zeros(E, dtype=dt) for _ in net.weights]
-    A_sum, A_n, n_avg = torch.zeros(L, E, dtype=dt), torch.zeros(L, E, dtype=dt), 0
-
+    state = init_fn(net, rule, seeds)
+    window, record = LateWindow(net), Checkpoints(data, net.depth, neurons, val_batch)
     for step in range(steps):
-        x, y = data.batch(seeds, step, batch_size)
-        weights = rule.perturb(net.weights, state, seeds, step)
-        trace = net.forward(x, weights)
-        ctx = Context(net=net, trace=trace, x=x, y=y, loss=data.loss, seeds=seeds, step=step)
-        out = rule.step(state, ctx)
         checkpoint = step % record_every == 0 or step == steps - 1 or step in extra
-        if checkpoint and observe is not None:
-            observe(step, ctx, out, state, alive)
-        state = out.state
         late = step >= average_from and (step - average_from) % late_every == 0
+        new, info = step_fn(state, rule, data, seeds, lr=lr, batch_size=batch_size, check=checkpoint)
+        if checkpoint and observe is not None:
+            observe(step, info.ctx, info.out, state.rule_state, state.alive)
         if checkpoint or late:
-            # H once per layer, shared by the alignment, the late sums and the per-neuron cosines
-            Hs = [hebbian_direction(h_a, h_b) for h_a, h_b in zip(trace.pre, trace.post)]
-            al = torch.stack([cosine(g, H) for (g, _), H in zip(out.signal, Hs)])  # (L, E)
-            al = torch.where(alive[None], al, torch.full_like(al, float("nan")))
-        if late:
-            n_avg += 1
-            ok = ~torch.isnan(al)
-            A_sum += torch.where(ok, al, torch.zeros_like(al))
-            A_n += ok
-            for l, ((g, _), H, h_b) in enumerate(zip(out.signal, Hs, trace.post)):
-                G_sum[l] += g
-                H_sum[l] += H
-                P_sum[l] += (h_b**2).sum(-1).mean(-1)
-                W_sum[l] += net.weights[l]
-        if checkpoint:
-            rec_steps.append(step)
-            aligns.append(al)
-            trains.append(loss_value(trace.out, y, data.loss))
-            vals.append(loss_value(net.forward(xv).out, yv, data.loss))
-            if neurons:
-                for l, ((g, _), H) in enumerate(zip(out.signal, Hs)):
-                    neuron_rec[l].append(cosine(g, H, dims=(-1,)))
-        new_params = []
-        for (W, b), (uW, ub) in zip(net.params(), out.updates):
-            W2 = torch.where(alive[:, None, None], W + lr * uW, W)
-            b2 = b if b is None or ub is None else torch.where(alive[:, None], b + lr * ub, b)
-            new_params.append((W2, b2))
-        net = net.with_params(new_params)
-        if checkpoint:
-            ok = _finite(net)
-            newly = alive & ~ok
-            diverged_at[newly] = float(step)
-            alive &= ok
+            Hs, al = _alignment(info, state.alive)
+            if late:
+                window.observe(state, info, Hs, al)
+            if checkpoint:
+                record.observe(state, info, Hs, al)
+        state = new
         if progress is not None:
             progress(step + 1, steps)
+    return _result(state, record, window)
 
-    val_final = loss_value(net.forward(xv).out, yv, data.loss)
+
+def _checked_seeds(net: MLP, seeds, **positive: float) -> torch.Tensor:
+    seeds = torch.as_tensor(seeds, dtype=torch.int64)
+    if len(seeds) != net.ensemble_size:
+        raise PlasticlabError(f"{len(seeds)} seeds for an ensemble of {net.ensemble_size} networks")
+    for name, v in positive.items():
+        check_positive(name, v)
+    return seeds
+
+
+def _result(state: TrainState, record: Checkpoints, window: LateWindow) -> TrainResult:
+    alive = state.alive
+    val_final = record.val_loss(state.net)
     val_final = torch.where(alive, val_final, torch.full_like(val_final, float("nan")))
-    n = max(n_avg, 1)
-    G_mean = [g / n for g in G_sum]
-    H_mean = [h / n for h in H_sum]
-    late_align = A_sum / A_n.clamp_min(1)
-    late_align = torch.where(A_n > 0, late_align, torch.full_like(late_align, float("nan")))
-    collapsed = torch.stack(
-        [(g.flatten(1).norm(dim=1) < 1e-12) | (h.flatten(1).norm(dim=1) < 1e-12) for g, h in zip(G_mean, H_mean)]
-    )
     return TrainResult(
-        net=net,
-        steps_recorded=rec_steps,
-        alignment=torch.stack(aligns),
-        val_loss=torch.stack(vals),
-        train_loss=torch.stack(trains),
-        alignment_late=late_align,
+        net=state.net,
+        steps_recorded=record.steps,
+        alignment=torch.stack(record.align),
+        val_loss=torch.stack(record.val),
+        train_loss=torch.stack(record.train),
         val_loss_final=val_final,
         diverged=~alive,
-        diverged_at=diverged_at,
-        collapsed=collapsed & alive[None],
-        G_mean=G_mean,
-        H_mean=H_mean,
-        post_sq_mean=[p / n for p in P_sum],
-        W_mean=[w / n for w in W_sum],
-        neuron_alignment=[torch.stack(r) for r in neuron_rec] if neurons else None,
+        diverged_at=state.diverged_at,
+        neuron_alignment=[torch.stack(r) for r in record.per_neuron] if record.neurons else None,
+        **window.means(alive),
     )

@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 from plasticlab.errors import PlasticlabError, check_choice
-from plasticlab.sweeps.worker import init_worker, run_task, threads_per_worker, usable_cores
+from plasticlab.sweeps.worker import init_worker, run_task, threads_per_worker, threads_restored, usable_cores
 
 EXECUTORS = ("local", "dask")
 Result = tuple[int, dict[str, Any]]
@@ -39,10 +39,18 @@ def default_workers(executor: str) -> int:
     return 1 if executor == "local" else usable_cores()
 
 
+# Chunks run in-process with one intra-op thread: every engine here steps small tensors, where the
+# thread pool's hand-offs cost more than they save (and one thread is what pool workers get on a
+# machine with as many workers as cores).
+SERIAL_THREADS = 1
+
+
 def run_serial(name: str, specs: list[dict]) -> Generator[Result, None, None]:
-    """Run chunks one after another in this process."""
+    """Chunks one after another in this process; the caller's torch thread setting is left as it was."""
     for i, spec in enumerate(specs):
-        yield i, run_task(name, spec)
+        with threads_restored():
+            res = run_task(name, spec, SERIAL_THREADS)
+        yield i, res
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:

@@ -7,11 +7,13 @@ pickle and a traceback is most useful as text in the manifest anyway.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -37,6 +39,19 @@ def set_threads(n: int | None) -> None:
 
         if torch.get_num_threads() != n:
             torch.set_num_threads(n)
+
+
+@contextlib.contextmanager
+def threads_restored() -> Iterator[None]:
+    """Whatever runs inside may set torch's intra-op threads; the caller's setting is back afterwards."""
+    import torch
+
+    saved = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != saved:
+            torch.set_num_threads(saved)
 
 
 def _exit_when_gone(pid: int) -> None:
