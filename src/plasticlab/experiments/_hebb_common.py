@@ -18,7 +18,7 @@ import torch
 
 from plasticlab import seeding
 from plasticlab.errors import PlasticlabError
-from plasticlab.rules import make_rule, rule_names
+from plasticlab.rules import Chain, make_rule, rule_names
 from plasticlab.tasks.base import Dataset
 
 RULES = rule_names()  # live: includes rules registered after import
@@ -107,7 +107,7 @@ def summarise(df: pd.DataFrame, by: list[str], value: str = "alignment") -> pd.D
 
 
 def train_regression(
-    rule: str,
+    rule: str | Chain,
     gammas,
     seeds,
     *,
@@ -125,16 +125,25 @@ def train_regression(
     dtype=torch.float64,
     record_at=None,
     measure: str = "signal",
+    task: dict | None = None,
 ):
     """The standard regression (SPEC A.5: tanh-teacher with 32 hidden units, Gaussian inputs) trained by
-    one rule for every γ × seed member at once. Returns the member table and the TrainResult."""
+    one rule for every γ × seed member at once. Returns the member table and the TrainResult.
+    ``task`` passes extra teacher_regression options (label_noise, teacher_hidden, …). ``rule`` is a rule
+    name, or a ready Chain for the members (seeds vary fastest within each γ, as ``members`` orders them)."""
     from plasticlab.networks.mlp import init_mlp
     from plasticlab.simulation.train_mlp import train_mlp
     from plasticlab.tasks import teacher_regression
 
     m = members(seeds, gamma=gammas)
     data = teacher_regression(
-        unique_seeds(seeds), d_in=widths[0], d_out=widths[-1], n_train=n_train, n_val=n_val, dtype=dtype
+        unique_seeds(seeds),
+        d_in=widths[0],
+        d_out=widths[-1],
+        n_train=n_train,
+        n_val=n_val,
+        dtype=dtype,
+        **(task or {}),
     )
     data = share(data, m.seed_index.values)
     seeds_e = m.seed.tolist()
@@ -142,7 +151,7 @@ def train_regression(
     hyper: dict[str, Any] = {"measure": measure} if rule == "adam" else {}
     res = train_mlp(
         net,
-        make_rule(rule, gamma=m.gamma.values, **hyper),
+        rule if isinstance(rule, Chain) else make_rule(rule, gamma=m.gamma.values, **hyper),
         data,
         seeds_e,
         steps=steps,

@@ -89,7 +89,7 @@ class CoupledL2(Decay):
     ensemble member (E,)."""
 
     def __init__(self, gamma: PerMember, biases: bool = False):
-        g = torch.as_tensor(gamma, dtype=torch.float64)
+        g = torch.tensor(np.array(gamma, dtype=np.float64))  # a copy: pandas arrays are read-only
         if g.ndim > 1 or (g < 0).any() or not torch.isfinite(g).all():
             raise PlasticlabError(f"l2 gamma must be a finite value >= 0 or one per member, got {gamma!r}")
         self.gamma, self.biases = g, biases

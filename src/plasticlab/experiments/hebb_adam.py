@@ -1,0 +1,283 @@
+"""hebb-adam: which Adam the Hebbian paper's Table 1 Adam row is — decoupled decay (AdamW) or coupled L2.
+
+Both forms on the standard regression (32-d Gaussian inputs, random tanh teacher, [32, 64, 64, 32] tanh
+student, batch 256), one chunk per (rule, lr), γ × seed members in one ensemble:
+
+- ``adam``    decoupled: ΔW = η (P⁻¹g − γW)   (torch's AdamW);
+- ``adam_l2`` coupled:   ΔW = η P⁻¹(g − γW)   (torch's Adam(weight_decay=γ)).
+
+Both are measured on the same quantity, the data gradient g = −∂ℓ/∂W (L2 never inside it), as an
+independent check of the paper's row did. Stationarity is checked from the run's own numbers rather than
+assumed: the layer's alignment over the third quarter of training beside the last quarter, and the weight
+drift ‖W_end − W̄‖/‖W̄‖ over the late window. For the decoupled form the decay acts on the time scale
+1/(ηγ) (``lr_gamma_steps`` = ηγ·steps); for the coupled form Adam normalises γW too, so it acts much faster.
+"Collapsed" = the network's validation loss is within 10 % of predicting the training mean (the function
+has gone to a constant, the paper's "—").
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from plasticlab.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
+from plasticlab.experiments._hebb_common import check_min, check_nonneg, dtype_of, train_regression
+from plasticlab.experiments.base import Experiment, register
+from plasticlab.networks.mlp import init_mlp
+from plasticlab.report import Report
+
+PAPER_ADAM = {0.0: -0.02, 5e-5: 0.10, 5e-4: 0.66, 5e-3: np.nan}  # Table 1, MLP / Adam; NaN = "—" (collapse)
+SOURCE = "Table 1, MLP / Adam row"
+COLLAPSE_VAL = 0.9  # val loss ≥ this fraction of the predict-the-mean loss: the function is constant
+
+
+@register
+class HebbAdam(Experiment):
+    """Both Adam forms on the standard regression: alignment, stationarity and collapse per lr and γ."""
+
+    name = "hebb-adam"
+    summary = "Table 1 Adam row: decoupled (AdamW) vs coupled L2 Adam, alignment, stationarity and collapse"
+    budget_s = 120
+    code_version = 1
+    defaults = dict(
+        rules=["adam_l2", "adam"],
+        lrs=[1e-2, 1e-3],
+        gammas=[0.0, 5e-5, 5e-4, 5e-3],
+        seeds=[0, 1, 2, 3, 4],
+        widths=[32, 64, 64, 32],
+        activation="tanh",
+        steps=10000,
+        batch_size=256,
+        n_train=20000,
+        n_val=500,
+        layer=1,
+        dtype="float32",
+    )
+    quick = dict(lrs=[1e-2], seeds=[0, 1], widths=[32, 32, 32, 32], steps=600, n_train=2000, n_val=200)
+    choices = dict(rules=["adam", "adam_l2"], dtype=["float64", "float32"])
+
+    def validate(self, p):
+        check_nonneg(self.name, "gammas", p["gammas"])
+        check_nonneg(self.name, "lrs", p["lrs"])
+        check_min(self.name, p, widths=1, steps=8, batch_size=1, n_train=1, n_val=1, layer=0)
+
+    def chunks(self, p):
+        keep = ("gammas", "seeds", "widths", "activation", "steps", "batch_size", "n_train", "n_val", "dtype")
+        return [dict(rule=r, lr=lr, **{k: p[k] for k in keep}) for r in p["rules"] for lr in p["lrs"]]
+
+    def run_chunk(self, spec):
+        return run_adam_chunk(spec)
+
+    def claims(self, df, p):
+        return adam_claims(df, p)
+
+    def report(self, df, p, out):
+        _report(df, p, Path(out))
+
+
+def _quarter_means(res, layer: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean checkpoint alignment of ``layer`` over [½, ¾) and [¾, 1] of training, per member."""
+    st = np.asarray(res.steps_recorded)
+    a = res.alignment[:, layer].double().numpy()  # (T, E)
+    q3 = (st >= steps // 2) & (st < 3 * steps // 4)
+    q4 = st >= 3 * steps // 4
+    with warnings.catch_warnings():  # a short run may have no checkpoint in a quarter: NaN, said so
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(a[q3], axis=0), np.nanmean(a[q4], axis=0)
+
+
+def run_adam_chunk(spec: dict) -> pd.DataFrame:
+    """One (rule, lr): every γ × seed member; one row per member and layer."""
+    from plasticlab.tasks import teacher_regression
+
+    steps, dt = spec["steps"], dtype_of(spec["dtype"])
+    kw = dict(widths=spec["widths"], activation=spec["activation"], batch_size=spec["batch_size"])
+    m, res = train_regression(
+        spec["rule"],
+        spec["gammas"],
+        spec["seeds"],
+        steps=steps,
+        lr=spec["lr"],
+        n_train=spec["n_train"],
+        n_val=spec["n_val"],
+        average_from=3 * steps // 4,
+        record_every=max(steps // 40, 1),
+        late_every=4,
+        measure="grad",
+        dtype=dt,
+        **kw,
+    )
+    seeds_e = m.seed.tolist()
+    init = init_mlp(seeds_e, list(spec["widths"]), spec["activation"], dtype=dt)
+    data = teacher_regression(
+        sorted(set(seeds_e)),
+        d_in=spec["widths"][0],
+        d_out=spec["widths"][-1],
+        n_train=spec["n_train"],
+        n_val=spec["n_val"],
+        dtype=dt,
+    )
+    idx = [sorted(set(seeds_e)).index(s) for s in seeds_e]
+    mean_y = data.y_train.mean(1, keepdim=True)
+    trivial = (0.5 * ((data.y_val - mean_y) ** 2).sum(-1).mean(-1)).double().numpy()[idx]
+    val = res.val_loss_final.double().numpy()
+    rows = []
+    for l in range(len(spec["widths"]) - 1):
+        q3, q4 = _quarter_means(res, l, steps)
+        W, Wbar = res.net.weights[l].double(), res.W_mean[l].double()
+        wbar = Wbar.flatten(1).norm(dim=1)
+        rows.append(
+            m.assign(
+                rule=spec["rule"],
+                lr=spec["lr"],
+                layer=l,
+                steps=steps,
+                lr_gamma_steps=spec["lr"] * m.gamma.to_numpy() * steps,
+                alignment=res.alignment_late[l].double().numpy(),
+                alignment_q3=q3,
+                alignment_q4=q4,
+                drift=((W - Wbar).flatten(1).norm(dim=1) / wbar).numpy(),
+                w_ratio=(wbar / init.weights[l].double().flatten(1).norm(dim=1)).numpy(),
+                val_loss=val,
+                val_trivial=trivial,
+                collapsed=val >= COLLAPSE_VAL * trivial,
+                diverged=res.diverged.numpy(),
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+def summary(df: pd.DataFrame, layer: int) -> pd.DataFrame:
+    """Per (rule, lr, γ): alignment mean ± sem over seeds that neither diverged nor collapsed, the number
+    collapsed, the stationarity checks and ηγ·steps."""
+    d = df[df.layer == layer]
+    out = []
+    for (rule, lr, g), s in d.groupby(["rule", "lr", "gamma"], sort=True):
+        ok = s[~s.diverged & ~s.collapsed]
+        mean, sem, n = measure(ok.alignment)
+        out.append(
+            dict(
+                rule=rule,
+                lr=lr,
+                gamma=g,
+                alignment=mean,
+                sem=sem,
+                n=n,
+                collapsed=int(s.collapsed.sum()),
+                diverged=int(s.diverged.sum()),
+                q3_minus_q4=float(np.nanmean(ok.alignment_q3 - ok.alignment_q4)) if n else np.nan,
+                drift=float(np.nanmedian(s.drift)),
+                w_ratio=float(np.nanmedian(s.w_ratio)),
+                val_over_trivial=float(np.nanmedian(s.val_loss / s.val_trivial)),
+                lr_gamma_steps=float(s.lr_gamma_steps.iloc[0]),
+            )
+        )
+    return pd.DataFrame(out)
+
+
+def adam_claims(df: pd.DataFrame, p: dict) -> list[Claim]:
+    """Per rule and lr: each Table 1 Adam cell (within ±0.1; at 5e-3 the paper's collapse) and the rise with γ."""
+    s = summary(df, p["layer"])
+    size = f"{len(p['seeds'])} seeds, {p['steps']} steps, widths {p['widths']}"
+    claims = []
+    for (rule, lr), r in s.groupby(["rule", "lr"], sort=False):
+        label = f"{rule} (lr {lr:g})"
+        for _, c in r.iterrows():
+            pv = PAPER_ADAM.get(float(c.gamma), np.nan)
+            if np.isnan(pv):
+                frac = c.collapsed / max(c.collapsed + c["n"], 1)
+                claims.append(
+                    Claim(
+                        f"{label}: weights collapse at γ = {c.gamma:g} (fraction of seeds collapsed)",
+                        KPZ,
+                        SOURCE,
+                        1.0,
+                        frac,
+                        np.nan,
+                        int(c.collapsed + c["n"]),
+                        size,
+                        AtLeast(1.0, partly=0.5),
+                        int(c.diverged),
+                    )
+                )
+                continue
+            claims.append(
+                Claim(
+                    f"{label}: layer-2 alignment at γ = {c.gamma:g}",
+                    KPZ,
+                    SOURCE,
+                    pv,
+                    c.alignment,
+                    c["sem"],
+                    int(c["n"]),
+                    size,
+                    Within(0.1),
+                    int(c.diverged),
+                    note=f"ηγ·steps = {c.lr_gamma_steps:.3g}; third − last quarter {c.q3_minus_q4:+.3f}",
+                )
+            )
+        r = r.sort_values("gamma").dropna(subset=["alignment"])
+        vals, sems = r.alignment.to_numpy(), np.nan_to_num(r["sem"].to_numpy())
+        # a rise counts only beyond seed noise (2 sem of the larger γ, at least 0.01)
+        rises = np.diff(vals) > np.maximum(2 * sems[1:], 0.01)
+        frac, n = fraction(rises) if len(vals) > 1 else (np.nan, 0)
+        claims.append(
+            Claim(
+                f"{label}: alignment rises with γ (fraction of consecutive γ steps that rise)",
+                KPZ,
+                SOURCE,
+                1.0,
+                frac,
+                np.nan,
+                n,
+                size,
+                AllCells("rise > max(2 sem, 0.01)"),
+            )
+        )
+    return claims
+
+
+def _report(df, p, out):
+    import matplotlib.pyplot as plt
+
+    s = summary(df, p["layer"])
+    rep = Report(out, "hebb-adam — the Table 1 Adam row: decoupled decay vs coupled L2", p)
+    rep.text(
+        f"Koplow, Poggio & Ziyin (2025), Table 1 MLP / Adam row: {PAPER_ADAM} ('nan' = the paper's '—', weights "
+        "collapsed). Ours: the standard regression, student widths "
+        f"{p['widths']} ({p['activation']}), batch {p['batch_size']}, {p['steps']} steps, {len(p['seeds'])} "
+        f"seeds; layer {p['layer'] + 1} alignment of −∂ℓ/∂W averaged over the last quarter. `adam` = decoupled "
+        "decay (AdamW), `adam_l2` = coupled L2 (torch's Adam(weight_decay=γ)). Stationarity columns: "
+        "q3_minus_q4 = alignment over the third quarter minus the last quarter (≈ 0 when stationary), drift = "
+        "‖W_end − W̄‖/‖W̄‖ over the last quarter, lr_gamma_steps = ηγ·steps (the decoupled decay's time scale); "
+        "collapsed = validation loss ≥ 90 % of predicting the mean."
+    )
+    rep.add_claims(adam_claims(df, p))
+    rep.table(s, "Layer-2 alignment per rule, lr and γ (mean ± sem over non-collapsed seeds)")
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    gpos = {g: i for i, g in enumerate(sorted(set(s.gamma)))}
+    for i, ((rule, lr), r) in enumerate(s.groupby(["rule", "lr"])):
+        ax.errorbar(
+            [gpos[g] for g in r.gamma],
+            r.alignment,
+            yerr=r["sem"].fillna(0),
+            fmt="o-",
+            capsize=3,
+            color=f"C{i}",
+            label=f"{rule}, lr {lr:g}",
+        )
+        for g, c in zip(r.gamma, r.collapsed):
+            if c:
+                ax.annotate(f"{c} collapsed", (gpos[g], 0), color=f"C{i}", fontsize=7)
+    pg = [g for g in PAPER_ADAM if g in gpos and np.isfinite(PAPER_ADAM[g])]
+    ax.plot([gpos[g] for g in pg], [PAPER_ADAM[g] for g in pg], "ks--", mfc="none", label="paper (Table 1)")
+    ax.set_xticks(list(gpos.values()), [f"{g:g}" for g in gpos])
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("weight decay γ")
+    ax.set_ylabel(f"layer {p['layer'] + 1} alignment of −∂ℓ/∂W")
+    ax.legend(fontsize=7)
+    rep.figure(fig, "adam_forms", "Both Adam forms beside the paper's Adam row.")
+    rep.write()

@@ -1,0 +1,108 @@
+"""The Hebbian-paper mismatch studies: hebb-adam, hebb-dfa, hebb-valopt and the theorem's error decomposition."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from plasticlab.claims import VERDICTS, Claim
+from plasticlab.experiments._hebb_common import members, share
+from plasticlab.experiments.base import get
+from plasticlab.experiments.hebb_dfa import ProbedDFA, by_length, checkpoints
+from plasticlab.networks import init_mlp
+from plasticlab.rules import chain, weight_decay
+from plasticlab.simulation.train_mlp import train_mlp
+from plasticlab.tasks import teacher_regression
+
+torch.set_num_threads(1)
+
+
+def _tiny(name, **over):
+    exp = get(name)
+    p = exp.params(quick=True, **over)
+    return exp, p
+
+
+def _check_claims(claims):
+    assert claims and all(isinstance(c, Claim) for c in claims)
+    assert all(c.verdict in VERDICTS for c in claims)
+
+
+def test_hebb_adam_chunk_columns_and_claims():
+    exp, p = _tiny("hebb-adam", steps=40, n_train=300, n_val=50, widths=[6, 5, 5, 4], gammas=[0.0, 5e-3])
+    df = pd.concat([exp.run_chunk(c) for c in exp.chunks(p)], ignore_index=True)
+    for col in ("alignment", "alignment_q3", "alignment_q4", "drift", "w_ratio", "collapsed", "lr_gamma_steps"):
+        assert col in df
+    assert set(df.rule) == {"adam", "adam_l2"}
+    assert np.allclose(df.lr_gamma_steps, df.lr * df.gamma * df.steps)
+    _check_claims(exp.claims(df, p))
+
+
+def test_hebb_adam_coupled_l2_collapses_a_strongly_decayed_net():
+    # a large coupled γ: Adam normalises γW to unit steps, the weights shrink to ~lr and the function dies
+    exp, p = _tiny("hebb-adam", steps=400, n_train=300, n_val=100, widths=[6, 8, 8, 4], gammas=[0.0, 5.0])
+    spec = next(c for c in exp.chunks(p) if c["rule"] == "adam_l2")
+    df = exp.run_chunk(spec)
+    two = df[df.layer == 1]
+    assert two[two.gamma == 5.0].collapsed.all()
+    assert not two[two.gamma == 0.0].collapsed.any()
+
+
+def test_probed_dfa_alignment_matches_the_trainer():
+    seeds = [0, 1]
+    m = members(seeds, gamma=[0.0])
+    data = share(teacher_regression(seeds, d_in=5, d_out=3, n_train=200, n_val=20), m.seed_index.values)
+    net = init_mlp(seeds, [5, 6, 6, 3], "tanh")
+    probe = ProbedDFA([1.0, 2.0], [0, 9])
+    res = train_mlp(net, chain(probe, weight_decay([0.0, 0.0])), data, seeds, steps=10, lr=0.05, record_every=9)
+    assert res.steps_recorded == [0, 9]
+    recs = [r for r in probe.records if r["step"] == 9]
+    for r in recs:
+        assert np.allclose(r["alignment"], res.alignment[1, r["layer"]].numpy(), atol=1e-10)
+    # hidden layers carry the mechanism's cosines, the output layer (no feedback matrix) does not
+    assert {"c_H_target", "c_G_target"} <= set(recs[0]) and "c_H_target" not in recs[-1]
+
+
+def test_dfa_feedback_scale_is_per_member():
+    net = init_mlp([0, 0], [4, 5, 3], "tanh")
+    mats = ProbedDFA([1.0, 3.0], []).init(net, torch.tensor([0, 0]))
+    assert torch.allclose(mats[0][1], 3.0 * mats[0][0])
+
+
+def test_hebb_dfa_lengths_read_one_run():
+    exp, p = _tiny("hebb-dfa", shapes=["3x6x1x60"], n_train=200, n_val=20, every=5, lengths=[20, 60])
+    df = exp.run_chunk(exp.chunks(p)[0])
+    t = by_length(df, p["lengths"])
+    assert set(t["T"]) == {20, 60} and (t.n == len(p["seeds"])).all()
+    assert checkpoints(60, 5)[-1] == 59
+    _check_claims(exp.claims(df, p))
+
+
+@pytest.mark.parametrize("bad", ["4x64", "1x64x1x100", "ax64x1x100"])
+def test_hebb_dfa_bad_shape_is_one_line(bad):
+    from plasticlab.errors import PlasticlabError
+
+    with pytest.raises(PlasticlabError, match="DEPTHxWIDTH"):
+        get("hebb-dfa").params(quick=True, shapes=[bad])
+
+
+def test_hebb_valopt_finds_the_grid_minimum():
+    exp, p = _tiny("hebb-valopt", steps=60, seeds=[0], gammas=[0.0, 0.1], sigmas=[0.0, 0.3])
+    df = pd.concat([exp.run_chunk(c) for c in exp.chunks(p)], ignore_index=True)
+    from plasticlab.experiments.hebb_valopt import optimum
+
+    for s in p["settings"]:
+        o = optimum(df, s)
+        d = df[df.setting == s]
+        assert math.isclose(o["val_loss"], d.groupby(["sigma", "gamma"]).val_loss.mean().min())
+    _check_claims(exp.claims(df, p))
+
+
+@pytest.mark.parametrize("rule", ["sgd", "adam_l2", "oja"])
+def test_theorem_error_is_drift_plus_jitter(rule):
+    exp, p = _tiny("hebb-theorem", rules=[rule], steps=60, n_train=300, n_val=20, widths=[5, 6, 4])
+    df = exp.run_chunk(exp.chunks(p)[0])
+    err = (df.lhs - df.rhs) / df.rhs.abs()
+    assert np.allclose(err, df.rel_drift_term + df.rel_jitter_term, atol=1e-8)
