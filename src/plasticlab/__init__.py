@@ -4,5 +4,6 @@ __version__ = "0.1.0"
 
 from plasticlab.api import run
 from plasticlab.errors import PlasticlabError
+from plasticlab.identification import identify
 
-__all__ = ["PlasticlabError", "__version__", "run"]
+__all__ = ["PlasticlabError", "__version__", "identify", "run"]
