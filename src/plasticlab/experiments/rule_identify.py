@@ -23,26 +23,26 @@ import torch
 from plasticlab import identification as ident
 from plasticlab.analysis import member, nongradient_fraction_hutchinson, rule_field, warm_state
 from plasticlab.errors import PlasticlabError
-from plasticlab.experiments._hebb_common import RULES, member_rule
+from plasticlab.experiments._hebb_common import ADAM_RULES
 from plasticlab.experiments.base import Experiment, register
 from plasticlab.metrics.observables import ObservableRecorder
 from plasticlab.networks.mlp import init_mlp
-from plasticlab.rules import make_rule
+from plasticlab.rules import make_rule, parse_rule, rule_names
 from plasticlab.simulation.train_mlp import train_mlp
 from plasticlab.tasks import teacher_regression
 from plasticlab.tasks.base import Dataset
 
-ADAM_RULES = ("adam", "adam_l2")
-
 
 @register
 class RuleIdentify(Experiment):
+    """rule-identify: record observables of every rule, then classify the rule from their trajectories."""
+
     name = "rule-identify"
     summary = "Identify the learning rule from recorded observables (alignment, activity, weights) by classifier"
     budget_s = 240
     code_version = 1
     defaults = dict(
-        rules=list(RULES),
+        rules=list(rule_names()),
         gammas=[0.0, 1e-2, 5e-2],
         sigmas=[0.0, 0.1],
         seeds=list(range(8)),
@@ -76,7 +76,7 @@ class RuleIdentify(Experiment):
         noises=[1.0],
         folds=4,
     )
-    choices = dict(rules=list(RULES), activation=["linear", "relu", "tanh", "sigmoid"])
+    choices = dict(rules=rule_names(), activation=["linear", "relu", "tanh", "sigmoid"])
 
     def validate(self, p):
         for key in ("gammas", "sigmas"):
@@ -123,7 +123,7 @@ def run_rule(spec: dict) -> pd.DataFrame:
     checkpoint."""
     torch.set_num_threads(1)
     name = spec["rule"]
-    lr = spec["adam_lr"] if name in ADAM_RULES else spec["lr"]
+    lr = spec["adam_lr"] if parse_rule(name)[0] in ADAM_RULES else spec["lr"]
     conds = list(itertools.product(spec["gammas"], spec["sigmas"], spec["seeds"]))
     seeds = torch.tensor([c[2] for c in conds], dtype=torch.int64)
     data = teacher_regression(
@@ -135,7 +135,7 @@ def run_rule(spec: dict) -> pd.DataFrame:
         teacher_hidden=(spec["hidden"],),
     )
     net = init_mlp(seeds, [spec["d_in"], spec["hidden"], spec["d_out"]], spec["activation"])
-    rule = member_rule(name, [c[0] for c in conds], [c[1] for c in conds])
+    rule = make_rule(name, gamma=[c[0] for c in conds], sigma=[c[1] for c in conds])
     rec = ObservableRecorder(rule, units=spec["units"], probe_sigma=spec["probe_sigma"])
     res = train_mlp(
         net,
@@ -180,7 +180,7 @@ def _nongradient(name, gamma, sigma, seed, net, data, e, spec) -> float:
     probes = spec["nongradient_probes"]
     if not probes or not all(torch.isfinite(W[e]).all() for W in net.weights):
         return math.nan
-    rule = make_rule(name, gamma=gamma, param_sigma=sigma)
+    rule = make_rule(name, gamma=gamma, sigma=sigma)
     one = member(net, e)
     mdata = Dataset(
         data.x_train[e : e + 1],
