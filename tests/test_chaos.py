@@ -324,7 +324,7 @@ def test_report_is_written_from_the_table(tmp_path):
     assert set(df.columns) >= {"c", "alpha_h", "seed", "eta", "steps", "q", "q_function", "lyapunov", "state"}
     text = (tmp_path / "report.md").read_text()
     assert "## Verdicts" in text and "the plateau is chaos at η = 0.1" in text
-    assert (tmp_path / "chaos_vs_alpha.png").exists()
+    assert (tmp_path / "chaos_vs_alpha.png").exists() and (tmp_path / "state_mix.png").exists()
 
 
 def test_warmup_removes_the_alignment_bias_of_a_short_window():

@@ -193,6 +193,35 @@ def _figures(rep, d: pd.DataFrame, p: dict) -> None:
     plt.close(fig)
 
 
+def _state_figure(rep, d: pd.DataFrame) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cs = sorted(d.c.unique())
+    fig, axes = plt.subplots(1, len(cs), figsize=(4.2 * len(cs), 3.6), squeeze=False)
+    colours = dict(zip(STATES, ["C2", "C1", "C0", "C3", "C4", "k"]))
+    for ax, c in zip(axes[0], cs):
+        counts = d[d.c == c].groupby(["alpha_h", "eta"]).state.value_counts().unstack(fill_value=0)
+        bottom = np.zeros(len(counts))
+        labels = [f"{a:g}\nη={e:g}" for a, e in counts.index]
+        for st in STATES:
+            if st in counts:
+                ax.bar(labels, counts[st], bottom=bottom, color=colours[st], label=st)
+                bottom += counts[st].to_numpy()
+        ax.set_title(f"c = {c:g}")
+        ax.set_xlabel("α_h, step size")
+        ax.tick_params(axis="x", labelsize=7)
+    axes[0, 0].set_ylabel("runs")
+    from matplotlib.patches import Patch
+
+    axes[0, -1].legend(handles=[Patch(color=colours[st], label=st) for st in STATES], fontsize=7)
+    fig.tight_layout()
+    rep.figure(fig, "state_mix", "State of every run per α_h and step size η (tests in docs/chaos.md)")
+    plt.close(fig)
+
+
 def write_report(df: pd.DataFrame, p: dict, out: Path) -> None:
     """report.md with the verdicts, the state mix per (c, α_h, η), and the q / λ figures."""
     from plasticlab.report import Report
@@ -202,6 +231,7 @@ def write_report(df: pd.DataFrame, p: dict, out: Path) -> None:
     rep.add_claims(claims(df, p))
     rep.text(_method_text(d, p))
     _figures(rep, d, p)
+    _state_figure(rep, d)
     rep.table(state_mix(d), "State mix per c, α_h and step size η (runs per state; λ per epoch-equivalent)")
     rep.text(_findings(d))
     rep.write()
