@@ -106,3 +106,23 @@ def test_theorem_error_is_drift_plus_jitter(rule):
     df = exp.run_chunk(exp.chunks(p)[0])
     err = (df.lhs - df.rhs) / df.rhs.abs()
     assert np.allclose(err, df.rel_drift_term + df.rel_jitter_term, atol=1e-8)
+
+
+def test_transformer_adam_l2_is_torch_adam_with_weight_decay_and_measures_the_gradient():
+    exp = get("hebb-transformer")
+    p = exp.params(
+        quick=True,
+        seeds=[0],
+        rules=["adam", "adam_l2"],
+        gammas=[0.5],
+        steps=12,
+        batch_size=8,
+        every=2,
+        n_train=64,
+        n_val=16,
+    )
+    a, b = (exp.run_chunk(s) for s in exp.chunks(p))
+    assert set(b.rule) == {"adam_l2"}
+    # coupled L2: the learning signal is −∂ℓ/∂W (the probed update holds the L2 term, so it is not used)
+    assert (b.alignment == b.alignment_grad).all()
+    assert not np.allclose(a.weight_norm, b.weight_norm)  # coupled and decoupled decay move differently

@@ -44,7 +44,8 @@ class HebbAdam(Experiment):
     code_version = 1
     defaults = dict(
         rules=["adam_l2", "adam"],
-        lrs=[1e-2, 1e-3],
+        lrs=[1e-2, 1e-3],  # adam_l2's learning rates
+        adam_lrs=[1e-2],  # decoupled adam's (its row is flat at every lr tried; one lr keeps the run short)
         gammas=[0.0, 5e-5, 5e-4, 5e-3],
         seeds=[0, 1, 2, 3, 4],
         widths=[32, 64, 64, 32],
@@ -56,17 +57,21 @@ class HebbAdam(Experiment):
         layer=1,
         dtype="float32",
     )
-    quick = dict(lrs=[1e-2], seeds=[0, 1], widths=[32, 32, 32, 32], steps=600, n_train=2000, n_val=200)
+    quick = dict(
+        lrs=[1e-2], adam_lrs=[1e-2], seeds=[0, 1], widths=[32, 32, 32, 32], steps=600, n_train=2000, n_val=200
+    )
     choices = dict(rules=["adam", "adam_l2"], dtype=["float64", "float32"])
 
     def validate(self, p):
         check_nonneg(self.name, "gammas", p["gammas"])
         check_nonneg(self.name, "lrs", p["lrs"])
+        check_nonneg(self.name, "adam_lrs", p["adam_lrs"])
         check_min(self.name, p, widths=1, steps=8, batch_size=1, n_train=1, n_val=1, layer=0)
 
     def chunks(self, p):
         keep = ("gammas", "seeds", "widths", "activation", "steps", "batch_size", "n_train", "n_val", "dtype")
-        return [dict(rule=r, lr=lr, **{k: p[k] for k in keep}) for r in p["rules"] for lr in p["lrs"]]
+        lrs = lambda r: p["adam_lrs"] if r == "adam" else p["lrs"]
+        return [dict(rule=r, lr=lr, **{k: p[k] for k in keep}) for r in p["rules"] for lr in lrs(r)]
 
     def run_chunk(self, spec):
         return run_adam_chunk(spec)
