@@ -29,7 +29,7 @@ from plasticlab.errors import PlasticlabError, check_positive
 from plasticlab.networks.activations import activation as get_activation
 from plasticlab.networks.mlp import MLP
 from plasticlab.rules.base import Context, Signal, Transform, Updates
-from plasticlab.rules.registry import register
+from plasticlab.rules.registry import registered
 from plasticlab.rules.signals import SGD
 
 
@@ -73,6 +73,7 @@ class Running(NamedTuple):
 torch.serialization.add_safe_globals([Running])
 
 
+@registered("bcm", gradient=False, local=True, needs_targets=False, perturbs_forward=False)
 class BCM(Signal):
     """Bienenstock-Cooper-Munro: potentiate when post exceeds the threshold theta, depress below it; the
     threshold slides with the recent mean of post^2 (rate ``rate`` per step), which is what stabilises it."""
@@ -99,6 +100,7 @@ class BCM(Signal):
         return out, Running(state.seen + 1, thresholds)
 
 
+@registered("soft_wta", gradient=False, local=True, needs_targets=False, perturbs_forward=False)
 class SoftWTA(Signal):
     """Soft winner-take-all Hebb: each sample's gain s = softmax(beta * post) across the layer's units, so the
     most active unit takes most of the update; the -s post W term keeps each learning row near unit norm."""
@@ -117,6 +119,8 @@ class SoftWTA(Signal):
         return out, state
 
 
+# local: each synapse reads its own pre/post activity times one global scalar (the reward)
+@registered("three_factor", gradient=False, local=True, needs_targets=True, perturbs_forward=False)
 class ThreeFactor(Signal):
     """Reward-modulated Hebb: g = (1/B) sum_n m_n h_b,n h_a,n^T with m_n = -(loss_n - baseline). The baseline
     is a running mean of the batch loss (``rate`` per step), updated after the signal is formed, so it is
@@ -149,6 +153,7 @@ class ThreeFactor(Signal):
         return out, Running(state.seen + 1, (1 - self.rate) * base + self.rate * loss.mean(dim=1))
 
 
+@registered("fa", gradient=False, local=False, needs_targets=True, perturbs_forward=False)
 class FA(Signal):
     """Feedback alignment (Lillicrap et al.): the error travels back layer by layer, as in backprop, but
     through fixed random matrices B_l (shaped like W_l, std scale/sqrt(fan_in)) instead of W_l. Unlike DFA,
@@ -170,6 +175,7 @@ class FA(Signal):
         return ctx.descent(backprop_through(ctx, ctx.output_delta(), state)), state
 
 
+@registered("sign_symmetry", gradient=False, local=False, needs_targets=True, perturbs_forward=False)
 class SignSymmetry(Signal):
     """Sign-symmetric feedback (Liao, Leibo, Poggio): the backward chain uses sign(W_l) times mean|W_l| (the
     rescaling keeps hidden-layer step sizes comparable to backprop; only the signs of W are shared)."""
@@ -181,6 +187,7 @@ class SignSymmetry(Signal):
         return ctx.descent(backprop_through(ctx, ctx.output_delta(), back)), state
 
 
+@registered("exp_grad", gradient=False, local=False, needs_targets=True, perturbs_forward=False)
 class ExpGrad(Signal):
     """Dale's law by exponentiated gradient: every weight keeps its sign, W <- W exp(eta sign(W) g) with g the
     base signal (sgd by default). As an additive signal for ``W + lr u``:
@@ -218,7 +225,12 @@ class Flip(Transform):
     ``layers`` restricts the flips to those layer indices, negative ones counting from the output
     (default: every layer)."""
 
-    def __init__(self, fraction=None, k=None, layers=None):
+    def __init__(
+        self,
+        fraction: float | Sequence[float] | None = None,
+        k: int | Sequence[int] | None = None,
+        layers: Sequence[int] | None = None,
+    ):
         if (fraction is None) == (k is None):
             raise PlasticlabError("flip needs exactly one of fraction= (e.g. 0.25) or k= (e.g. 3)")
         self.fraction, self.k = fraction, k
@@ -256,6 +268,7 @@ class Flip(Transform):
         return self.apply(updates), state
 
 
+@registered("curl", gradient=False, local=False, needs_targets=True, perturbs_forward=False)
 class Curl(Signal):
     """Curl descent in an MLP: a base signal (sgd) with its presynaptic columns flipped (see ``Flip``).
 
@@ -264,7 +277,13 @@ class Curl(Signal):
 
     name = "curl"
 
-    def __init__(self, fraction=None, k=None, layers=None, base: Signal | None = None):
+    def __init__(
+        self,
+        fraction: float | Sequence[float] | None = None,
+        k: int | Sequence[int] | None = None,
+        layers: Sequence[int] | None = None,
+        base: Signal | None = None,
+    ):
         if fraction is None and k is None:
             k, layers = 1, ([-1] if layers is None else layers)
         self.flip = Flip(fraction=None if k is not None else fraction, k=k, layers=layers)
@@ -292,72 +311,6 @@ def _pick(v, l: int):
     return v
 
 
-def bcm(rate: float = 0.1) -> BCM:
-    """Bienenstock-Cooper-Munro with threshold rate ``rate``."""
-    return BCM(rate)
-
-
-register("bcm", bcm, gradient=False, local=True, needs_targets=False, perturbs_forward=False)
-
-
-def soft_wta(beta: float = 5.0) -> SoftWTA:
-    """Soft winner-take-all Hebb with competition gain ``beta``."""
-    return SoftWTA(beta)
-
-
-register("soft_wta", soft_wta, gradient=False, local=True, needs_targets=False, perturbs_forward=False)
-
-
-def three_factor(rate: float = 0.1) -> ThreeFactor:
-    """Reward-modulated Hebb with baseline rate ``rate``."""
-    return ThreeFactor(rate)
-
-
-# local: each synapse reads its own pre/post activity times one global scalar (the reward)
-register("three_factor", three_factor, gradient=False, local=True, needs_targets=True, perturbs_forward=False)
-
-
-def fa(scale: float = 1.0) -> FA:
-    """Feedback alignment with feedback std scale / sqrt(fan_in)."""
-    return FA(scale)
-
-
-register("fa", fa, gradient=False, local=False, needs_targets=True, perturbs_forward=False)
-
-
-def sign_symmetry() -> SignSymmetry:
-    """Backprop through sign(W) (scaled by mean |W|)."""
-    return SignSymmetry()
-
-
-register("sign_symmetry", sign_symmetry, gradient=False, local=False, needs_targets=True, perturbs_forward=False)
-
-
-def exp_grad(base: Signal | None = None, max_lr: float = 1.0) -> ExpGrad:
-    """Dale's-law exponentiated gradient of ``base`` (sgd by default), exact at lr = max_lr."""
-    return ExpGrad(base, max_lr)
-
-
-register("exp_grad", exp_grad, gradient=False, local=False, needs_targets=True, perturbs_forward=False)
-
-
-def flip(
-    fraction: float | Sequence[float] | None = None,
-    k: int | Sequence[int] | None = None,
-    layers: Sequence[int] | None = None,
-) -> Flip:
-    """Curl-descent column flips (a transform: put it after any signal)."""
-    return Flip(fraction, k, layers)
-
-
-def curl(
-    fraction: float | Sequence[float] | None = None,
-    k: int | Sequence[int] | None = None,
-    layers: Sequence[int] | None = None,
-    base: Signal | None = None,
-) -> Curl:
-    """Curl descent: ``base`` (sgd) with flipped presynaptic columns (default: one flipped readout neuron)."""
-    return Curl(fraction, k, layers, base)
-
-
-register("curl", curl, gradient=False, local=False, needs_targets=True, perturbs_forward=False)
+# the public factories: calling a piece's class builds it (``bcm(rate=0.2)``, ``flip(k=1, layers=[-1])``)
+bcm, soft_wta, three_factor, fa, sign_symmetry, exp_grad = BCM, SoftWTA, ThreeFactor, FA, SignSymmetry, ExpGrad
+flip, curl = Flip, Curl

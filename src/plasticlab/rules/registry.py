@@ -23,7 +23,7 @@ import ast
 import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -96,6 +96,28 @@ def register(
     return spec
 
 
+F = TypeVar("F", bound=Callable[..., Transform])
+
+
+def registered(
+    name: str,
+    *,
+    gradient: bool,
+    local: bool,
+    needs_targets: bool,
+    perturbs_forward: bool,
+    replace: bool = False,
+) -> Callable[[F], F]:
+    """Class (or factory) decorator form of ``register``: the decorated callable is the factory."""
+
+    def wrap(factory: F) -> F:
+        tags = dict(gradient=gradient, local=local, needs_targets=needs_targets, perturbs_forward=perturbs_forward)
+        register(name, factory, **tags, replace=replace)
+        return factory
+
+    return wrap
+
+
 def unregister(name: str) -> None:
     """Remove a registered rule (tests, notebooks)."""
     _RULES.pop(name, None)
@@ -132,15 +154,8 @@ def signal(
             return FunctionSignal(name, fn, hyper)
 
         factory.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-        register(
-            name,
-            factory,
-            gradient=gradient,
-            local=local,
-            needs_targets=needs_targets,
-            perturbs_forward=perturbs_forward,
-            replace=replace,
-        )
+        tags = dict(gradient=gradient, local=local, needs_targets=needs_targets, perturbs_forward=perturbs_forward)
+        registered(name, **tags, replace=replace)(factory)
         return fn
 
     return wrap

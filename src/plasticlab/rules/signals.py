@@ -11,10 +11,11 @@ from plasticlab import seeding
 from plasticlab.errors import check_choice
 from plasticlab.networks.mlp import MLP, init_mlp
 from plasticlab.rules.base import Chain, Context, PerMember, Signal, Updates, chain
-from plasticlab.rules.registry import register
+from plasticlab.rules.registry import register, registered
 from plasticlab.rules.transforms import Adam, CoupledL2, WeightDecay
 
 
+@registered("sgd", gradient=True, local=False, needs_targets=True, perturbs_forward=False)
 class SGD(Signal):
     """Backprop: g = -dl/dW, the descent direction (``-param.grad``, never ``+grad``)."""
 
@@ -22,87 +23,6 @@ class SGD(Signal):
 
     def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
         return ctx.descent(ctx.backprop(ctx.output_delta())), state
-
-
-class DFA(Signal):
-    """Direct feedback alignment: the output error reaches hidden layer l through a fixed random matrix
-    B_l (out_l x d_out) instead of the chain of transposed weights. The output layer learns as in SGD."""
-
-    name = "dfa"
-
-    def __init__(self, scale: float = 1.0):
-        self.scale = scale
-
-    def init(self, net: MLP, seeds: torch.Tensor) -> Any:
-        d_out = net.widths[-1]
-        mats = []
-        for l, W in enumerate(net.weights[:-1]):
-            B = seeding.normal(seeds, seeding.key_of("dfa-feedback", l), (W.shape[1], d_out), W.dtype)
-            mats.append(B * (self.scale / math.sqrt(d_out)))
-        return mats
-
-    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
-        return ctx.descent(ctx.backprop(ctx.output_delta(), feedback=state)), state
-
-
-class RandomNN(Signal):
-    """A non-learning rule: the error is the mismatch with a fixed, randomly initialised network of the same
-    shape (pseudo-targets), back-propagated as usual (SPEC A.4)."""
-
-    name = "random_nn"
-
-    def init(self, net: MLP, seeds: torch.Tensor) -> Any:
-        return init_mlp(
-            seeds, net.widths, net.activation, bias=False, tag="random-nn-target", dtype=net.weights[0].dtype
-        )
-
-    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
-        target = state.forward(ctx.x).out
-        return ctx.descent(ctx.backprop(ctx.output_delta(y=target))), state
-
-
-class Hebbian(Signal):
-    """Plain Hebb: g = H = (1/B) sum h_b h_a^T (alignment 1 by construction)."""
-
-    name = "hebbian"
-    sign = 1.0
-
-    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
-        out = []
-        for h_a, h_b, b in zip(ctx.trace.pre, ctx.trace.post, ctx.net.biases):
-            H = torch.bmm(h_b.transpose(1, 2), h_a) / h_a.shape[1]
-            out.append((self.sign * H, None if b is None else self.sign * h_b.mean(dim=1)))
-        return out, state
-
-
-class AntiHebbian(Hebbian):
-    """Minus plain Hebb: g = -<h_b h_a^T>."""
-
-    name, sign = "anti_hebbian", -1.0
-
-
-class Oja(Signal):
-    """Oja's rule: g_ij = <y_i (x_j - y_i W_ij)>, Hebb with a decay that keeps each row's norm near 1.
-    Its decay term is part of the rule's own signal (it is not L2 weight decay)."""
-
-    name = "oja"
-
-    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
-        out = []
-        for h_a, h_b, W, b in zip(ctx.trace.pre, ctx.trace.post, ctx.net.weights, ctx.net.biases):
-            B = h_a.shape[1]
-            H = torch.bmm(h_b.transpose(1, 2), h_a) / B
-            y2 = (h_b**2).mean(dim=1)  # (E, out)
-            out.append((H - y2[:, :, None] * W, None if b is None else torch.zeros_like(b)))
-        return out, state
-
-
-def sgd() -> SGD:
-    """Backprop's descent direction."""
-    return SGD()
-
-
-register("sgd", sgd, gradient=True, local=False, needs_targets=True, perturbs_forward=False)
 
 
 def adam_rule(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, measure: str = "signal") -> Chain:
@@ -127,41 +47,83 @@ def adam_l2_rule(gamma: PerMember = 0.0, b1: float = 0.9, b2: float = 0.999, eps
 register("adam_l2", adam_l2_rule, gradient=False, local=False, needs_targets=True, perturbs_forward=False)
 
 
-def dfa(scale: float = 1.0) -> DFA:
-    """Direct feedback alignment with feedback std scale / sqrt(d_out)."""
-    return DFA(scale)
+@registered("dfa", gradient=False, local=False, needs_targets=True, perturbs_forward=False)
+class DFA(Signal):
+    """Direct feedback alignment: the output error reaches hidden layer l through a fixed random matrix
+    B_l (out_l x d_out) instead of the chain of transposed weights. The output layer learns as in SGD."""
+
+    name = "dfa"
+
+    def __init__(self, scale: float = 1.0):
+        self.scale = scale
+
+    def init(self, net: MLP, seeds: torch.Tensor) -> Any:
+        d_out = net.widths[-1]
+        mats = []
+        for l, W in enumerate(net.weights[:-1]):
+            B = seeding.normal(seeds, seeding.key_of("dfa-feedback", l), (W.shape[1], d_out), W.dtype)
+            mats.append(B * (self.scale / math.sqrt(d_out)))
+        return mats
+
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        return ctx.descent(ctx.backprop(ctx.output_delta(), feedback=state)), state
 
 
-register("dfa", dfa, gradient=False, local=False, needs_targets=True, perturbs_forward=False)
+@registered("random_nn", gradient=True, local=False, needs_targets=False, perturbs_forward=False)
+class RandomNN(Signal):
+    """A non-learning rule: the error is the mismatch with a fixed, randomly initialised network of the same
+    shape (pseudo-targets), back-propagated as usual (SPEC A.4)."""
+
+    name = "random_nn"
+
+    def init(self, net: MLP, seeds: torch.Tensor) -> Any:
+        return init_mlp(
+            seeds, net.widths, net.activation, bias=False, tag="random-nn-target", dtype=net.weights[0].dtype
+        )
+
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        target = state.forward(ctx.x).out
+        return ctx.descent(ctx.backprop(ctx.output_delta(y=target))), state
 
 
-def random_nn() -> RandomNN:
-    """Backprop towards a fixed random network's outputs (a gradient of the pseudo-target loss)."""
-    return RandomNN()
+@registered("hebbian", gradient=False, local=True, needs_targets=False, perturbs_forward=False)
+class Hebbian(Signal):
+    """Plain Hebb: g = H = (1/B) sum h_b h_a^T (alignment 1 by construction)."""
+
+    name = "hebbian"
+    sign = 1.0
+
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        out = []
+        for h_a, h_b, b in zip(ctx.trace.pre, ctx.trace.post, ctx.net.biases):
+            H = torch.bmm(h_b.transpose(1, 2), h_a) / h_a.shape[1]
+            out.append((self.sign * H, None if b is None else self.sign * h_b.mean(dim=1)))
+        return out, state
 
 
-register("random_nn", random_nn, gradient=True, local=False, needs_targets=False, perturbs_forward=False)
+@registered("anti_hebbian", gradient=False, local=True, needs_targets=False, perturbs_forward=False)
+class AntiHebbian(Hebbian):
+    """Minus plain Hebb: g = -<h_b h_a^T>."""
+
+    name, sign = "anti_hebbian", -1.0
 
 
-def hebbian() -> Hebbian:
-    """Plain Hebb <h_b h_a^T>."""
-    return Hebbian()
+@registered("oja", gradient=False, local=True, needs_targets=False, perturbs_forward=False)
+class Oja(Signal):
+    """Oja's rule: g_ij = <y_i (x_j - y_i W_ij)>, Hebb with a decay that keeps each row's norm near 1.
+    Its decay term is part of the rule's own signal (it is not L2 weight decay)."""
+
+    name = "oja"
+
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        out = []
+        for h_a, h_b, W, b in zip(ctx.trace.pre, ctx.trace.post, ctx.net.weights, ctx.net.biases):
+            B = h_a.shape[1]
+            H = torch.bmm(h_b.transpose(1, 2), h_a) / B
+            y2 = (h_b**2).mean(dim=1)  # (E, out)
+            out.append((H - y2[:, :, None] * W, None if b is None else torch.zeros_like(b)))
+        return out, state
 
 
-register("hebbian", hebbian, gradient=False, local=True, needs_targets=False, perturbs_forward=False)
-
-
-def anti_hebbian() -> AntiHebbian:
-    """Minus plain Hebb."""
-    return AntiHebbian()
-
-
-register("anti_hebbian", anti_hebbian, gradient=False, local=True, needs_targets=False, perturbs_forward=False)
-
-
-def oja() -> Oja:
-    """Oja's rule (Hebb with its own row-norm decay)."""
-    return Oja()
-
-
-register("oja", oja, gradient=False, local=True, needs_targets=False, perturbs_forward=False)
+# the public factories: calling a rule's class builds its piece (``sgd()``, ``dfa(scale=2.0)``)
+sgd, dfa, random_nn, hebbian, anti_hebbian, oja = SGD, DFA, RandomNN, Hebbian, AntiHebbian, Oja
