@@ -126,3 +126,12 @@ def test_transformer_adam_l2_is_torch_adam_with_weight_decay_and_measures_the_gr
     # coupled L2: the learning signal is −∂ℓ/∂W (the probed update holds the L2 term, so it is not used)
     assert (b.alignment == b.alignment_grad).all()
     assert not np.allclose(a.weight_norm, b.weight_norm)  # coupled and decoupled decay move differently
+
+
+def test_theorem_claims_per_rule_and_identity():
+    exp, p = _tiny("hebb-theorem", rules=["sgd", "adam"], steps=60, n_train=300, n_val=20, widths=[5, 6, 4])
+    df = pd.concat([exp.run_chunk(c) for c in exp.chunks(p)], ignore_index=True)
+    claims = exp.claims(df, p)
+    _check_claims(claims)
+    assert len(claims) == 3  # sgd, adam on its update, adam on the raw gradient
+    assert any("breaks the coupled identity" in c.claim for c in claims)
