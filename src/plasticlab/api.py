@@ -19,6 +19,7 @@ def run(
     workers: int | None = None,
     scheduler: str | None = None,
     progress: bool = False,
+    device: str = "auto",
     **overrides: Any,
 ) -> pd.DataFrame:
     """Run experiment ``name``; return its tidy results table and, with ``out``, write
@@ -29,19 +30,31 @@ def run(
     kept under ``out`` so that running the same call again only computes what is missing (see
     :mod:`plasticlab.sweeps`). If chunks raise, the others still finish and are saved, then
     :class:`plasticlab.sweeps.SweepFailed` is raised; calling again retries only the failed chunks.
+    ``device``: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N" — where every chunk's
+    tensors are made (results agree across devices within float tolerance).
     """
+    from plasticlab import devices
     from plasticlab.sweeps import execute
     from plasticlab.sweeps.store import atomic_write
 
+    dev = devices.resolve(device)  # a bad device is a user error before any work
     exp = get(name)
     p = exp.params(quick=quick, **overrides)
     specs = exp.chunks(p)
     if out is not None:
         # A table from an earlier grid must not outlive a run of this one that fails.
         (Path(out) / "results.parquet").unlink(missing_ok=True)
-    df = execute(
-        exp, specs, out=out, executor=executor, workers=workers, scheduler=scheduler, progress=progress, params=p
-    )
+    with devices.use(dev):
+        df = execute(
+            exp,
+            specs,
+            out=out,
+            executor=executor,
+            workers=workers,
+            scheduler=scheduler,
+            progress=progress,
+            params=p,
+        )
     if out is not None:
         out = Path(out)
         atomic_write(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))

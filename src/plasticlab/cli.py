@@ -60,6 +60,7 @@ def run(
         help="Dask scheduler address, e.g. tcp://host:8786 (executor dask; default: a LocalCluster on 127.0.0.1)",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    device: str = typer.Option("auto", help="auto (CUDA when available, else CPU) | cpu | cuda | cuda:N"),
 ) -> None:
     """Run an experiment; writes OUT/results.parquet, figures and OUT/report.md.
 
@@ -84,6 +85,7 @@ def run(
             workers=workers,
             scheduler=scheduler,
             progress=not quiet,
+            device=device,
             **_parse_sets(set_),
         )
     except SweepFailed as e:

@@ -4,6 +4,9 @@ Every draw of ensemble member ``e`` is a pure function of ``(seeds[e], key, elem
 gives the same numbers alone or inside a batch of 1000, and no generator state is carried between calls.
 The mixing function is SplitMix64 written with int64 tensor ops (wrap-around multiply, masked shifts so
 that right shifts are logical), so a whole (E, ...) draw is one vectorised computation.
+
+Draws are computed on the CPU and then moved to ``device`` (default: ``plasticlab.devices.current()``):
+the numbers are then bit-identical on every device, at the cost of a host-to-device copy per draw.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import math
 from collections.abc import Sequence
 
 import torch
+
+from plasticlab.devices import pick
 
 _MASK64 = (1 << 64) - 1
 
@@ -53,9 +58,17 @@ def _as_seeds(seeds: Sequence[int] | torch.Tensor) -> torch.Tensor:
     return s
 
 
-def random_bits(seeds, key: int, shape: Sequence[int]) -> torch.Tensor:
+def _on(t: torch.Tensor, device) -> torch.Tensor:
+    return t.to(pick(device))
+
+
+def random_bits(seeds, key: int, shape: Sequence[int], device=None) -> torch.Tensor:
     """(E, *shape) int64 of 64 random bits each, a function of (seed, key, flat index) only."""
-    s = _as_seeds(seeds)
+    return _on(_bits(seeds, key, shape), device)
+
+
+def _bits(seeds, key: int, shape: Sequence[int]) -> torch.Tensor:
+    s = _as_seeds(seeds).cpu()
     n = math.prod(shape)
     base = splitmix64(splitmix64(s * _GOLDEN ^ _s64(key)))  # (E,)
     idx = torch.arange(n, dtype=torch.int64)
@@ -63,36 +76,40 @@ def random_bits(seeds, key: int, shape: Sequence[int]) -> torch.Tensor:
     return bits.reshape(len(s), *shape)
 
 
-def uniform(seeds, key: int, shape: Sequence[int], dtype=torch.float64) -> torch.Tensor:
+def uniform(seeds, key: int, shape: Sequence[int], dtype=torch.float64, device=None) -> torch.Tensor:
     """Uniform on the open interval (0, 1), shape (E, *shape)."""
-    bits = _shr(random_bits(seeds, key, shape), 11)  # 53 random bits
-    return ((bits.to(torch.float64) + 0.5) * 2.0**-53).to(dtype)
+    return _on(_uniform(seeds, key, shape).to(dtype), device)
 
 
-def normal(seeds, key: int, shape: Sequence[int], dtype=torch.float64) -> torch.Tensor:
+def _uniform(seeds, key: int, shape: Sequence[int]) -> torch.Tensor:
+    bits = _shr(_bits(seeds, key, shape), 11)  # 53 random bits
+    return (bits.to(torch.float64) + 0.5) * 2.0**-53
+
+
+def normal(seeds, key: int, shape: Sequence[int], dtype=torch.float64, device=None) -> torch.Tensor:
     """Standard normal draws (Box–Muller), shape (E, *shape)."""
     n = math.prod(shape)
-    u = uniform(seeds, key, (2, n), torch.float64)
+    u = _uniform(seeds, key, (2, n))
     z = torch.sqrt(-2.0 * torch.log(u[:, 0])) * torch.cos(2.0 * math.pi * u[:, 1])
-    return z.reshape(len(u), *shape).to(dtype)
+    return _on(z.reshape(len(u), *shape).to(dtype), device)
 
 
-def randint(seeds, key: int, shape: Sequence[int], high: int) -> torch.Tensor:
+def randint(seeds, key: int, shape: Sequence[int], high: int, device=None) -> torch.Tensor:
     """Integers in [0, high), shape (E, *shape)."""
-    return torch.floor(uniform(seeds, key, shape) * high).to(torch.int64).clamp_(max=high - 1)
+    return _on(torch.floor(_uniform(seeds, key, shape) * high).to(torch.int64).clamp_(max=high - 1), device)
 
 
-def permutation(seeds, key: int, n: int) -> torch.Tensor:
+def permutation(seeds, key: int, n: int, device=None) -> torch.Tensor:
     """One random permutation of range(n) per member, shape (E, n)."""
-    return torch.argsort(random_bits(seeds, key, (n,)), dim=1)
+    return _on(torch.argsort(_bits(seeds, key, (n,)), dim=1), device)
 
 
-def permutations(seeds, keys: Sequence[int], n: int) -> torch.Tensor:
+def permutations(seeds, keys: Sequence[int], n: int, device=None) -> torch.Tensor:
     """``permutation(seeds, k, n)`` for every k in ``keys`` in one vectorised draw, shape (E, len(keys), n):
     the same numbers (each is a function of (seed, key, index) only) for a fraction of the per-call cost,
     e.g. a block of epochs' shuffles at once."""
-    s = _as_seeds(seeds)
+    s = _as_seeds(seeds).cpu()
     k = torch.tensor([_s64(int(key)) for key in keys], dtype=torch.int64)
     base = splitmix64(splitmix64(s[:, None] * _GOLDEN ^ k[None, :]))  # (E, K), as in random_bits
     idx = torch.arange(n, dtype=torch.int64)
-    return torch.argsort(splitmix64(base[:, :, None] + idx * _M1), dim=2)
+    return _on(torch.argsort(splitmix64(base[:, :, None] + idx * _M1), dim=2), device)

@@ -86,7 +86,7 @@ class HebbAdam(Experiment):
 def _quarter_means(res, layer: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean checkpoint alignment of ``layer`` over [½, ¾) and [¾, 1] of training, per member."""
     st = np.asarray(res.steps_recorded)
-    a = res.alignment[:, layer].double().numpy()  # (T, E)
+    a = res.alignment[:, layer].double().cpu().numpy()  # (T, E)
     q3 = (st >= steps // 2) & (st < 3 * steps // 4)
     q4 = st >= 3 * steps // 4
     with warnings.catch_warnings():  # a short run may have no checkpoint in a quarter: NaN, said so
@@ -127,8 +127,8 @@ def run_adam_chunk(spec: dict) -> pd.DataFrame:
     )
     idx = [sorted(set(seeds_e)).index(s) for s in seeds_e]
     mean_y = data.y_train.mean(1, keepdim=True)
-    trivial = (0.5 * ((data.y_val - mean_y) ** 2).sum(-1).mean(-1)).double().numpy()[idx]
-    val = res.val_loss_final.double().numpy()
+    trivial = (0.5 * ((data.y_val - mean_y) ** 2).sum(-1).mean(-1)).double().cpu().numpy()[idx]
+    val = res.val_loss_final.double().cpu().numpy()
     rows = []
     for l in range(len(spec["widths"]) - 1):
         q3, q4 = _quarter_means(res, l, steps)
@@ -141,15 +141,15 @@ def run_adam_chunk(spec: dict) -> pd.DataFrame:
                 layer=l,
                 steps=steps,
                 lr_gamma_steps=spec["lr"] * m.gamma.to_numpy() * steps,
-                alignment=res.alignment_late[l].double().numpy(),
+                alignment=res.alignment_late[l].double().cpu().numpy(),
                 alignment_q3=q3,
                 alignment_q4=q4,
-                drift=((W - Wbar).flatten(1).norm(dim=1) / wbar).numpy(),
-                w_ratio=(wbar / init.weights[l].double().flatten(1).norm(dim=1)).numpy(),
+                drift=((W - Wbar).flatten(1).norm(dim=1) / wbar).cpu().numpy(),
+                w_ratio=(wbar / init.weights[l].double().flatten(1).norm(dim=1)).cpu().numpy(),
                 val_loss=val,
                 val_trivial=trivial,
                 collapsed=val >= COLLAPSE_VAL * trivial,
-                diverged=res.diverged.numpy(),
+                diverged=res.diverged.cpu().numpy(),
             )
         )
     return pd.concat(rows, ignore_index=True)

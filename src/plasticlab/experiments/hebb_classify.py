@@ -115,11 +115,11 @@ class HebbClassify(Experiment):
                     dataset=spec["dataset"],
                     rule=spec["rule"],
                     layer=l,
-                    alignment=res.alignment_late[l].double().numpy(),
-                    val_loss=res.val_loss_final.double().numpy(),
-                    val_acc=acc.numpy(),
-                    diverged=res.diverged.numpy(),
-                    collapsed=res.collapsed[l].numpy(),
+                    alignment=res.alignment_late[l].double().cpu().numpy(),
+                    val_loss=res.val_loss_final.double().cpu().numpy(),
+                    val_acc=acc.cpu().numpy(),
+                    diverged=res.diverged.cpu().numpy(),
+                    collapsed=res.collapsed[l].cpu().numpy(),
                 )
             )
         return pd.concat(rows, ignore_index=True)

@@ -150,11 +150,11 @@ class HebbTable(Experiment):
                     rule=spec["rule"],
                     layer=l,
                     lr=spec["lr"],
-                    alignment=res.alignment_late[l].double().numpy(),
-                    val_loss=res.val_loss_final.double().numpy(),
-                    diverged=res.diverged.numpy(),
-                    collapsed=res.collapsed[l].numpy(),
-                    w_norm=res.W_mean[l].double().flatten(1).norm(dim=1).numpy(),
+                    alignment=res.alignment_late[l].double().cpu().numpy(),
+                    val_loss=res.val_loss_final.double().cpu().numpy(),
+                    diverged=res.diverged.cpu().numpy(),
+                    collapsed=res.collapsed[l].cpu().numpy(),
+                    w_norm=res.W_mean[l].double().flatten(1).norm(dim=1).cpu().numpy(),
                 )
             )
         # the alignment trajectory, for the figure: one row per checkpoint (layer = the table's layer only)

@@ -107,18 +107,20 @@ class HebbTheorem(Experiment):
                     lr=spec["lr"],
                     steps=steps,
                     layer=l,
-                    lhs=lhs.numpy(),
-                    rhs=rhs.numpy(),
-                    rel_error=((lhs - rhs).abs() / rhs.abs()).numpy(),
+                    lhs=lhs.cpu().numpy(),
+                    rhs=rhs.cpu().numpy(),
+                    rel_error=((lhs - rhs).abs() / rhs.abs()).cpu().numpy(),
                     # lhs − rhs = ⟨Ḡ − γW̄, H̄⟩ + γ(⟨W̄, H̄⟩ − E‖h_b‖²), both from the same late-window steps:
                     # net drift of W over the window (Ḡ − γW̄ = ΔW/(lr·T) for decoupled decay) + weight jitter
-                    rel_drift_term=(((G - gW) * H).flatten(1).sum(1) / rhs.abs()).numpy(),
-                    rel_jitter_term=((gam * (W * H).flatten(1).sum(1) - rhs) / rhs.abs()).numpy(),
-                    stationarity_residual=((G - gW).flatten(1).norm(dim=1) / gW.flatten(1).norm(dim=1)).numpy(),
-                    alignment=res.alignment_late[l].double().numpy(),
-                    alignment_timeavg=cosine(G.double(), H.double()).numpy(),
-                    diverged=res.diverged.numpy(),
-                    collapsed=res.collapsed[l].numpy(),
+                    rel_drift_term=(((G - gW) * H).flatten(1).sum(1) / rhs.abs()).cpu().numpy(),
+                    rel_jitter_term=((gam * (W * H).flatten(1).sum(1) - rhs) / rhs.abs()).cpu().numpy(),
+                    stationarity_residual=((G - gW).flatten(1).norm(dim=1) / gW.flatten(1).norm(dim=1))
+                    .cpu()
+                    .numpy(),
+                    alignment=res.alignment_late[l].double().cpu().numpy(),
+                    alignment_timeavg=cosine(G.double(), H.double()).cpu().numpy(),
+                    diverged=res.diverged.cpu().numpy(),
+                    collapsed=res.collapsed[l].cpu().numpy(),
                 )
             )
         return pd.concat(rows, ignore_index=True)

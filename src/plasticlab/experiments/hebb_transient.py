@@ -129,12 +129,12 @@ class HebbTransient(Experiment):
                         seed=np.tile(m.seed.values, T),
                         layer=l,
                         step=np.repeat(steps_rec, E),
-                        alignment=res.alignment[:, l].double().numpy().ravel(),
-                        val_loss=res.val_loss.double().numpy().ravel(),
+                        alignment=res.alignment[:, l].double().cpu().numpy().ravel(),
+                        val_loss=res.val_loss.double().cpu().numpy().ravel(),
                     )
                 )
             )
-            na = res.neuron_alignment[l].double().numpy()[steps_rec >= late]  # (T_late, E, out)
+            na = res.neuron_alignment[l].double().cpu().numpy()[steps_rec >= late]  # (T_late, E, out)
             pos = np.nanmean(na > 0, axis=0)  # (E, out): fraction of late checkpoints Hebbian
             valid = np.isfinite(na).any(axis=0)
             both = (np.nanmax(na, axis=0) > 0) & (np.nanmin(na, axis=0) < 0)
@@ -155,7 +155,7 @@ class HebbTransient(Experiment):
                 )
             )
         df = pd.concat(frames, ignore_index=True)
-        flags = pd.DataFrame(dict(gamma=m.gamma.values, seed=m.seed.values, diverged=res.diverged.numpy()))
+        flags = pd.DataFrame(dict(gamma=m.gamma.values, seed=m.seed.values, diverged=res.diverged.cpu().numpy()))
         return df.merge(flags, on=["gamma", "seed"], how="left")
 
     def report(self, df, p, out):

@@ -81,14 +81,17 @@ def init_mlp(
     scale: float = 1.0,
     tag: str = "student",
     dtype=torch.float64,
+    device=None,
 ) -> MLP:
-    """Gaussian init with std scale/sqrt(fan_in); member e depends on seeds[e] and ``tag`` only."""
+    """Gaussian init with std scale/sqrt(fan_in); member e depends on seeds[e] and ``tag`` only.
+
+    ``device``: where the weights live (default: ``plasticlab.devices.current()``)."""
     get_activation(activation)  # validate early
     if len(widths) < 2 or any(int(w) < 1 for w in widths):
         raise PlasticlabError(f"widths must list at least two positive sizes (in, ..., out), got {widths}")
     weights, biases = [], []
     for l, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
-        W = seeding.normal(seeds, seeding.key_of(tag, "W", l), (fan_out, fan_in), dtype)
+        W = seeding.normal(seeds, seeding.key_of(tag, "W", l), (fan_out, fan_in), dtype, device=device)
         weights.append(W * (scale / math.sqrt(fan_in)))
-        biases.append(torch.zeros(len(weights[-1]), fan_out, dtype=dtype) if bias else None)
+        biases.append(torch.zeros(len(weights[-1]), fan_out, dtype=dtype, device=W.device) if bias else None)
     return MLP(weights, biases, activation)

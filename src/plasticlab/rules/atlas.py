@@ -87,7 +87,7 @@ class BCM(Signal):
 
     def init(self, net: MLP, seeds: torch.Tensor) -> Running:
         """Thresholds start at the first batch's mean post^2 (no arbitrary constant): zeros until then."""
-        return Running(0, [torch.zeros(W.shape[:2], dtype=W.dtype) for W in net.weights])
+        return Running(0, [torch.zeros(W.shape[:2], dtype=W.dtype, device=W.device) for W in net.weights])
 
     def update(self, updates: Updates, state: Running, ctx: Context) -> tuple[Updates, Running]:
         out, thresholds = [], []
@@ -135,7 +135,7 @@ class ThreeFactor(Signal):
 
     def init(self, net: MLP, seeds: torch.Tensor) -> Running:
         """The baseline starts at the first batch's mean loss: zero until then."""
-        return Running(0, torch.zeros(net.ensemble_size, dtype=net.weights[0].dtype))
+        return Running(0, torch.zeros(net.ensemble_size, dtype=net.weights[0].dtype, device=net.weights[0].device))
 
     def update(self, updates: Updates, state: Running, ctx: Context) -> tuple[Updates, Running]:
         if ctx.y is None:
@@ -167,7 +167,7 @@ class FA(Signal):
     def init(self, net: MLP, seeds: torch.Tensor) -> Any:
         mats: list[torch.Tensor | None] = [None]  # layer 0 sends nothing back
         for l, W in enumerate(net.weights[1:], start=1):
-            B = seeding.normal(seeds, seeding.key_of("fa-feedback", l), W.shape[1:], W.dtype)
+            B = seeding.normal(seeds, seeding.key_of("fa-feedback", l), W.shape[1:], W.dtype, device=W.device)
             mats.append(B * (self.scale / math.sqrt(W.shape[2])))
         return mats
 
@@ -262,7 +262,10 @@ class Flip(Transform):
 
     def apply(self, updates):
         L = len(updates)
-        return [(uW * self.diagonal(l, uW.shape[-1], uW.dtype, L), ub) for l, (uW, ub) in enumerate(updates)]
+        return [
+            (uW * self.diagonal(l, uW.shape[-1], uW.dtype, L).to(uW.device), ub)
+            for l, (uW, ub) in enumerate(updates)
+        ]
 
     def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
         return self.apply(updates), state

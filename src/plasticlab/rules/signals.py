@@ -61,7 +61,9 @@ class DFA(Signal):
         d_out = net.widths[-1]
         mats = []
         for l, W in enumerate(net.weights[:-1]):
-            B = seeding.normal(seeds, seeding.key_of("dfa-feedback", l), (W.shape[1], d_out), W.dtype)
+            B = seeding.normal(
+                seeds, seeding.key_of("dfa-feedback", l), (W.shape[1], d_out), W.dtype, device=W.device
+            )
             mats.append(B * (self.scale / math.sqrt(d_out)))
         return mats
 

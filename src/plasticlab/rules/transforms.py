@@ -72,8 +72,8 @@ class WeightDecay(Decay):
                 gW: float | torch.Tensor = self.gamma
                 gb: float | torch.Tensor = self.gamma
             else:
-                gW = self.gamma.to(W.dtype)[:, None, None]
-                gb = self.gamma.to(W.dtype)[:, None]
+                gW = self.gamma.to(W)[:, None, None]
+                gb = self.gamma.to(W)[:, None]
             ub = ub if (ub is None or b is None or not self.biases) else ub - gb * b
             out.append((uW - gW * W, ub))
         return out, state
@@ -96,7 +96,7 @@ class CoupledL2(Decay):
         self.name = f"l2({float(g):g})" if g.ndim == 0 else "l2(per-member)"
 
     def _scaled(self, t: torch.Tensor) -> torch.Tensor:
-        g = self.gamma.to(t.dtype)
+        g = self.gamma.to(t)
         return g * t if g.ndim == 0 else g.reshape(-1, *([1] * (t.ndim - 1))) * t
 
     def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
@@ -119,7 +119,7 @@ class SignalNoise(Transform):
         """Add sigma * N(0, 1) to every weight update (biases untouched)."""
         out = []
         for l, (uW, ub) in enumerate(updates):
-            eps = seeding.normal(ctx.seeds, ctx.key("signal-noise", l), uW.shape[1:], uW.dtype)
+            eps = seeding.normal(ctx.seeds, ctx.key("signal-noise", l), uW.shape[1:], uW.dtype, device=uW.device)
             out.append((uW + self.sigma * eps, ub))
         return out, state
 
@@ -144,8 +144,10 @@ class ParamNoise(Transform):
             return weights
         out = []
         for l, W in enumerate(weights):
-            eps = seeding.normal(seeds, seeding.key_of("param-noise", l, step), W.shape[1:], W.dtype)
-            s = self.sigma if isinstance(self.sigma, float) else self.sigma.to(W.dtype)[:, None, None]
+            eps = seeding.normal(
+                seeds, seeding.key_of("param-noise", l, step), W.shape[1:], W.dtype, device=W.device
+            )
+            s = self.sigma if isinstance(self.sigma, float) else self.sigma.to(W)[:, None, None]
             out.append(W + s * eps)
         return out
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plasticlab import seeding
+from plasticlab import devices, seeding
 from plasticlab.errors import PlasticlabError, check_choice, check_positive
 
 ACTIVATIONS = ("linear", "tanh", "relu")
@@ -240,8 +240,9 @@ def initial_state(cfg: CurlConfig, seeds: torch.Tensor, scale: torch.Tensor, dt)
 
     Shared by experiments that step the engine themselves.
     """
-    T1, T2, X, Y, Xt, Yt, F = _teacher_data(cfg, seeds)
-    W1, W2 = _student(cfg, seeds, scale, T1, T2)
+    with devices.use("cpu"):
+        T1, T2, X, Y, Xt, Yt, F = _teacher_data(cfg, seeds)
+        W1, W2 = _student(cfg, seeds, scale, T1, T2)
     return [t.to(dt).contiguous() for t in (W1, W2, X, Y, Xt, Yt, F)]
 
 
@@ -298,7 +299,9 @@ class CurlProblem:
 
     def train_set(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(X, Y) of every member, (E, P, ·)."""
-        identity = len(self.useeds) == self.E and bool((self.inv == torch.arange(self.E)).all())
+        identity = len(self.useeds) == self.E and bool(
+            (self.inv == torch.arange(self.E, device=self.inv.device)).all()
+        )
         # all seeds distinct and sorted (the usual case): the members' sets are Xu itself, no gather
         return (self.Xu, self.Yu) if identity else (self.Xu[self.inv], self.Yu[self.inv])
 
@@ -361,7 +364,13 @@ def _batch_fields(cfg: CurlConfig, mode: str, Xu, Xu_d, Yu_d, inv, d1, vstar, dt
 
 def init_fn(cfg: CurlConfig, members: pd.DataFrame, device=None) -> tuple[CurlProblem, CurlState]:
     """The fixed problem and the state at epoch 0 for the members of ``members`` (see ``_members``)."""
-    dt, dev = DTYPES[cfg.dtype], torch.device(device or "cpu")
+    dt, dev = DTYPES[cfg.dtype], devices.pick(device)
+    with devices.use("cpu"):  # built on the CPU, then moved: the same numbers on every device
+        problem, state = _init_cpu(cfg, members, dt)
+    return _to(problem, dev), _to(state, dev)
+
+
+def _init_cpu(cfg: CurlConfig, members: pd.DataFrame, dt) -> tuple[CurlProblem, CurlState]:
     E, M, N, P, B = len(members), cfg.M, cfg.N, cfg.P, cfg.B
     seeds_np = members.seed.to_numpy()
     useeds, inv_np = np.unique(seeds_np, return_inverse=True)
@@ -414,7 +423,7 @@ def init_fn(cfg: CurlConfig, members: pd.DataFrame, device=None) -> tuple[CurlPr
         diverged=torch.zeros(E, dtype=torch.bool),
         diverged_at=torch.full((E,), math.nan, dtype=torch.float64),
     )
-    return _to(problem, dev), _to(state, dev)
+    return problem, state
 
 
 def _to(obj, device: torch.device):
@@ -520,7 +529,7 @@ class Shuffles:
         if not self.queue:
             cfg, E = self.p.cfg, self.p.E
             ks = range(epoch, min(epoch + self.block, cfg.epochs + 1))
-            perm = seeding.permutations(self.p.useeds, [self.key + k for k in ks], cfg.P)
+            perm = seeding.permutations(self.p.useeds.cpu(), [self.key + k for k in ks], cfg.P, device="cpu")
             perm = perm.to(self.row0.device)[self.p.inv.to(self.row0.device)] + self.row0[:, :, None]
             # (E, K, P) -> per epoch: (steps, E·B), the rows of each step
             steps = cfg.P // cfg.B
@@ -624,7 +633,8 @@ def simulate(
     ``cfg.eta``. Members whose weights go non-finite are recorded as diverged, reset to their initial
     weights and frozen; the rest go on. ``threads``: intra-op threads for the loop, restored afterwards
     (default: leave torch's setting alone; the sweep executor sets it). ``device``: where to run
-    (default CPU); the draws are made on the CPU, so results agree across devices.
+    (default: ``plasticlab.devices.current()``, the CPU unless a run chose another); the data and
+    initial weights are made on the CPU and moved, so every device starts from the same numbers.
     """
     cfg.validate()
     members = _members(cfg, seeds, k1, k2, init_scale, rule, eta)

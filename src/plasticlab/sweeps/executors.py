@@ -15,6 +15,7 @@ from collections.abc import Generator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
+from plasticlab import devices
 from plasticlab.errors import PlasticlabError, check_choice
 from plasticlab.sweeps.worker import init_worker, run_task, threads_per_worker, threads_restored, usable_cores
 
@@ -72,7 +73,8 @@ def run_pool(name: str, specs: list[dict], workers: int) -> Generator[Result, No
         initargs=(threads, os.getpid()),
     )
     try:
-        futures = {pool.submit(run_task, name, spec, threads): i for i, spec in enumerate(specs)}
+        dev = str(devices.current())  # the run's device, for the worker processes
+        futures = {pool.submit(run_task, name, spec, threads, dev): i for i, spec in enumerate(specs)}
         for fut in as_completed(futures):
             try:
                 res = fut.result()
@@ -113,10 +115,11 @@ def run_dask(name: str, specs: list[dict], workers: int, scheduler: str | None) 
         client = Client(cluster)
         threads = threads_per_worker(workers)
     tag = uuid.uuid4().hex[:8]
+    dev = str(devices.current())
     futures: dict = {}
     try:
         futures = {
-            client.submit(run_task, name, spec, threads, pure=False, key=f"{name}-{i}-{tag}"): i
+            client.submit(run_task, name, spec, threads, dev, pure=False, key=f"{name}-{i}-{tag}"): i
             for i, spec in enumerate(specs)
         }
         for fut in dask_completed(list(futures)):

@@ -72,8 +72,19 @@ def init_worker(threads: int | None, main_pid: int | None = None) -> None:
         threading.Thread(target=_exit_when_gone, args=(main_pid,), daemon=True).start()
 
 
-def run_task(name: str, spec: dict[str, Any], threads: int | None = None) -> dict[str, Any]:
-    """-> {"ok": True, "df": DataFrame, ...} or {"ok": False, "error": {type, message, traceback}, ...}."""
+def run_task(
+    name: str, spec: dict[str, Any], threads: int | None = None, device: str | None = None
+) -> dict[str, Any]:
+    """-> {"ok": True, "df": DataFrame, ...} or {"ok": False, "error": {type, message, traceback}, ...}.
+
+    ``device`` (e.g. "cuda:1") is made current for the chunk; None keeps the current one."""
+    from plasticlab import devices
+
+    with devices.use(devices.current() if device is None else device):
+        return _run_task(name, spec, threads)
+
+
+def _run_task(name: str, spec: dict[str, Any], threads: int | None) -> dict[str, Any]:
     from plasticlab.experiments import get
 
     set_threads(threads)

@@ -32,9 +32,16 @@ class Dataset:
     def n_train(self) -> int:
         return self.x_train.shape[1]
 
+    def to(self, device) -> Dataset:
+        """The same data on ``device``."""
+        xt, yt, xv, yv = (v.to(device) for v in (self.x_train, self.y_train, self.x_val, self.y_val))
+        return Dataset(xt, yt, xv, yv, self.loss, self.name)
+
     def batch(self, seeds, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Member e's mini-batch at ``step``: indices drawn with replacement from its own seed."""
-        idx = seeding.randint(seeds, seeding.key_of("batch", step), (batch_size,), self.n_train)
+        idx = seeding.randint(
+            seeds, seeding.key_of("batch", step), (batch_size,), self.n_train, device=self.x_train.device
+        )
         return gather(self.x_train, idx), gather(self.y_train, idx)
 
 

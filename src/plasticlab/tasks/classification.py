@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from plasticlab.devices import pick
 from plasticlab.errors import PlasticlabError
 from plasticlab.tasks.base import Dataset
 
@@ -22,26 +23,30 @@ def _one_hot(labels: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _split(x: np.ndarray, labels: np.ndarray, n_val: int, k: int, name: str, dtype) -> Dataset:
+def _split(x: np.ndarray, labels: np.ndarray, n_val: int, k: int, name: str, dtype, device) -> Dataset:
     # A fixed split (same for every member), so validation losses are comparable across seeds.
     order = np.random.default_rng(0).permutation(len(x))
     x, labels = x[order], labels[order]
     y = _one_hot(labels, k)
-    t = lambda a: torch.as_tensor(a, dtype=dtype)[None]
+    dev = pick(device)
+    t = lambda a: torch.as_tensor(a, dtype=dtype, device=dev)[None]
     return Dataset(t(x[n_val:]), t(y[n_val:]), t(x[:n_val]), t(y[:n_val]), "xent", name)
 
 
-def digits(n_val: int = 297, dtype=torch.float64) -> Dataset:
-    """scikit-learn's 8x8 digits (1797 samples, 64 features scaled to [0, 1], 10 classes)."""
+def digits(n_val: int = 297, dtype=torch.float64, device=None) -> Dataset:
+    """scikit-learn's 8x8 digits (1797 samples, 64 features scaled to [0, 1], 10 classes), on ``device``
+    (default: ``plasticlab.devices.current()``)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = d.data / 16.0
     x = (x - x.mean(0)) / (x.std(0) + 1e-8)
-    return _split(x, d.target, n_val, 10, "digits", dtype)
+    return _split(x, d.target, n_val, 10, "digits", dtype, device)
 
 
-def cifar10(data_path: str | Path, n_train: int | None = None, n_val: int = 10000, dtype=torch.float32) -> Dataset:
+def cifar10(
+    data_path: str | Path, n_train: int | None = None, n_val: int = 10000, dtype=torch.float32, device=None
+) -> Dataset:
     """CIFAR-10 from the standard python-pickle batches (data_batch_1..5, test_batch) in ``data_path``.
 
     Features are flattened to 3072 and standardised; the test batch is the validation set.
@@ -72,7 +77,8 @@ def cifar10(data_path: str | Path, n_train: int | None = None, n_val: int = 1000
         x_tr, l_tr = x_tr[:n_train], l_tr[:n_train]
     x_te, l_te = x_te[:n_val], l_te[:n_val]
     mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-8
-    t = lambda a: torch.as_tensor(a, dtype=dtype)[None]
+    dev = pick(device)
+    t = lambda a: torch.as_tensor(a, dtype=dtype, device=dev)[None]
     return Dataset(
         t((x_tr - mu) / sd), t(_one_hot(l_tr, 10)), t((x_te - mu) / sd), t(_one_hot(l_te, 10)), "xent", "cifar10"
     )

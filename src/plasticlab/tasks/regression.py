@@ -21,24 +21,34 @@ def teacher_regression(
     teacher_scale: float = 1.0,
     label_noise: float = 0.0,
     dtype=torch.float64,
+    device=None,
 ) -> Dataset:
     """Each member's teacher and samples come from its own seed.
 
     ``teacher_hidden=()`` gives a linear teacher y = W* x; with ``teacher_scale = sqrt(d_in)`` its entries are
-    N(0, 1), so ||w*||^2 ~ d_in as in SPEC A.3's noise experiment.
+    N(0, 1), so ||w*||^2 ~ d_in as in SPEC A.3's noise experiment. ``device``: where the data live
+    (default: ``plasticlab.devices.current()``).
     """
     if min(d_in, d_out, n_train, n_val) < 1:
         raise PlasticlabError(f"d_in, d_out, n_train, n_val must be >= 1, got {d_in}, {d_out}, {n_train}, {n_val}")
     if label_noise < 0:
         raise PlasticlabError(f"label_noise must be >= 0, got {label_noise}")
     teacher = init_mlp(
-        seeds, [d_in, *teacher_hidden, d_out], teacher_activation, scale=teacher_scale, tag="teacher", dtype=dtype
+        seeds,
+        [d_in, *teacher_hidden, d_out],
+        teacher_activation,
+        scale=teacher_scale,
+        tag="teacher",
+        dtype=dtype,
+        device=device,
     )
     n = n_train + n_val
-    x = seeding.normal(seeds, seeding.key_of("teacher-x"), (n, d_in), dtype)
+    x = seeding.normal(seeds, seeding.key_of("teacher-x"), (n, d_in), dtype, device=device)
     y = teacher.forward(x).out
     if label_noise:
-        y = y + label_noise * seeding.normal(seeds, seeding.key_of("label-noise"), (n, d_out), dtype)
+        y = y + label_noise * seeding.normal(
+            seeds, seeding.key_of("label-noise"), (n, d_out), dtype, device=device
+        )
     return Dataset(
         x[:, :n_train],
         y[:, :n_train],
