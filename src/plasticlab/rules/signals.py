@@ -80,7 +80,13 @@ class RandomNN(Signal):
 
     def init(self, net: MLP, seeds: torch.Tensor) -> Any:
         return init_mlp(
-            seeds, net.widths, net.activation, bias=False, tag="random-nn-target", dtype=net.weights[0].dtype
+            seeds,
+            net.widths,
+            net.activation,
+            bias=False,
+            tag="random-nn-target",
+            dtype=net.weights[0].dtype,
+            device=net.weights[0].device,
         )
 
     def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
