@@ -201,7 +201,7 @@ class Claim:
     def measured(self) -> str:
         """Our measurement in words: ``0.12 ± 0.01 (n = 10)``, or why there is none."""
         if self.n == 0 and self.diverged:
-            return f"all {self.diverged} runs diverged"
+            return f"all {self.diverged} runs diverged" + (f"; {self.note}" if self.note else "")
         if self.n == 0 or not math.isfinite(self.ours):
             return "nothing measured"
         s = _num(self.ours)
@@ -211,7 +211,7 @@ class Claim:
         s += f" ({unit} = {self.n})"
         if self.diverged:
             s += f", {self.diverged} diverged"
-        return s
+        return s + (f"; {self.note}" if self.note else "")
 
     def row(self) -> dict[str, Any]:
         """The scoreboard row (experiment … verdict, report), then the test and the diverged count."""

@@ -1,4 +1,4 @@
-"""Command line: `plasticlab list | run NAME | show DIR | status DIR`.
+"""Command line: `plasticlab list | run NAME | reproduce | show DIR | status DIR`.
 
 User errors (unknown experiment, key or value) are one line naming the bad input and the valid choices,
 exit code 2, never a traceback.
@@ -111,6 +111,63 @@ def run(
         f"Report: {out / 'report.md'}  (chunks: {last['computed']} computed, "
         f"{last['chunks'] - last['todo']} reused)"
     )
+
+
+@app.command()
+def reproduce(
+    quick: bool = typer.Option(False, "--quick", help="every experiment at its small size (minutes each)"),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="output folder (default results/, or runs/reproduce-quick with --quick)"
+    ),
+    only: list[str] = typer.Option([], "--only", help="just this experiment (repeatable)"),
+    collect: bool = typer.Option(
+        None,
+        "--collect/--compute",
+        help="read results already in OUT/NAME instead of computing (default: --collect without --quick)",
+    ),
+    executor: str = typer.Option("local", help="local | dask"),
+    workers: int | None = typer.Option(None, help="worker processes (default: all cores; 1 = in-process)"),
+    scheduler: str | None = typer.Option(None, help="Dask scheduler address (executor dask)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
+) -> None:
+    """Run every paper experiment and write OUT/SCOREBOARD.md + OUT/scoreboard.csv, one row per claim.
+
+    Without --quick the paper-size results already under OUT (results/ by default) are read, not recomputed;
+    pass --compute to run what is missing. Resumable like `run`. Exits 1 if an experiment failed or all of
+    its runs diverged.
+    """
+    from plasticlab.claims import counts
+    from plasticlab.reproduce import reproduce as reproduce_all
+
+    out = out or (Path("runs") / "reproduce-quick" if quick else Path("results"))
+    collect = (not quick) if collect is None else collect
+    if workers is None and executor == "local":
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        outcomes = reproduce_all(
+            out,
+            quick=quick,
+            only=only or None,
+            collect=collect,
+            progress=not quiet,
+            executor=executor,
+            workers=workers,
+            scheduler=scheduler,
+        )
+    except PlasticlabError as e:
+        _fail(str(e))
+    cnt = counts(c for oc in outcomes for c in oc.claims)
+    rows = sum(cnt.values())
+    typer.echo(
+        f"Scoreboard: {out / 'SCOREBOARD.md'}  ({rows} claims: "
+        + ", ".join(f"{v} {k}" for k, v in cnt.items())
+        + ")"
+    )
+    bad = [oc for oc in outcomes if oc.status in ("failed", "all diverged")]
+    for oc in bad:
+        typer.secho(f"error: {oc.name}: {oc.status}: {oc.message}", err=True, fg=typer.colors.RED)
+    if bad:
+        raise typer.Exit(1)
 
 
 @app.command()

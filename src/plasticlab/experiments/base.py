@@ -12,11 +12,14 @@ import ast
 import copy
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
 from plasticlab.errors import PlasticlabError, unknown_choice
+
+if TYPE_CHECKING:
+    from plasticlab.claims import Claim
 
 _REGISTRY: dict[str, Experiment] = {}
 
@@ -30,6 +33,8 @@ class Experiment:
     defaults: ClassVar[dict[str, Any]]  # full (paper) size
     quick: ClassVar[dict[str, Any]] = {}  # overrides applied by quick=True
     choices: ClassVar[Mapping[str, Sequence[Any]]] = {}  # allowed values for a key (each element, for lists)
+    paper: ClassVar[bool] = True  # part of `plasticlab reproduce` (False for demos)
+    columns: ClassVar[tuple[str, ...]] = ()  # columns every run_chunk table has (checked by a contract test)
 
     def chunks(self, p: dict[str, Any]) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -39,6 +44,31 @@ class Experiment:
 
     def report(self, df: pd.DataFrame, p: dict[str, Any], out: Path) -> None:
         raise NotImplementedError
+
+    def claims(self, df: pd.DataFrame, p: dict[str, Any]) -> list[Claim]:
+        """The papers' claims this experiment tests, with our numbers from ``df`` (pure: no files, no plots)."""
+        return []
+
+    def size(self, p: dict[str, Any]) -> str:
+        """What size ``p`` is: "paper", "quick", or the exact reduction ("steps 2000 (paper 20000); …")."""
+        if p == self.defaults:
+            return "paper"
+        if p == self.params(quick=True):
+            return "quick"
+        diffs = []
+        for key, full in self.defaults.items():
+            ours = p.get(key)
+            if ours == full:
+                continue
+            if isinstance(full, list) and isinstance(ours, list):
+                diffs.append(
+                    f"{key} {len(ours)} of {len(full)}"
+                    if set(map(str, ours)) <= set(map(str, full))
+                    else f"{key} {_short(ours)} (paper {_short(full)})"
+                )
+            else:
+                diffs.append(f"{key} {_short(ours)} (paper {_short(full)})")
+        return "; ".join(diffs)
 
     # -- parameters -----------------------------------------------------------------------------------
     def params(self, quick: bool = False, **overrides: Any) -> dict[str, Any]:
@@ -54,6 +84,12 @@ class Experiment:
 
     def validate(self, p: dict[str, Any]) -> None:
         """Hook for cross-parameter checks; raise PlasticlabError with a readable message."""
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, list) and len(v) > 4:
+        return f"[{', '.join(map(str, v[:2]))}, …, {v[-1]}] ({len(v)})"
+    return str(v)
 
 
 def register(cls: type[Experiment]) -> type[Experiment]:

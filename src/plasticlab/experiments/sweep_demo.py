@@ -39,6 +39,7 @@ class SweepDemo(Experiment):
 
     name = "sweep-demo"
     summary = "toy random-matrix product, for testing sweeps (resume, Dask, failures)"
+    paper = False  # a demo of the sweep layer, no claim of either paper
     budget_s = 10
     defaults = dict(
         gains=[0.5, 0.8, 1.0, 1.2, 1.5, 2.0, 3.0, 100.0],

@@ -1,0 +1,165 @@
+"""``plasticlab reproduce``: every paper experiment, one scoreboard of every claim.
+
+Each experiment runs (resumably, exactly as ``plasticlab run``) into ``OUT/NAME``, or, with ``collect=True``,
+its results already in ``OUT/NAME`` are read back instead of recomputed (how ``results/SCOREBOARD.md`` is
+built from the committed paper-size runs). Every experiment's ``claims(df, params)`` gives rows; the verdicts
+come from :func:`plasticlab.claims.verdict`. Writes ``OUT/SCOREBOARD.md`` and ``OUT/scoreboard.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from plasticlab.claims import ICONS, VERDICTS, Claim, claims_table, counts
+from plasticlab.errors import PlasticlabError, unknown_choice
+
+COLUMNS = [
+    "experiment",
+    "paper",
+    "source",
+    "claim",
+    "paper_value",
+    "ours",
+    "sem",
+    "n",
+    "size",
+    "verdict",
+    "report",
+]
+
+
+@dataclass
+class Outcome:
+    """One experiment's part of the scoreboard: its claims, and why it has none if so."""
+
+    name: str
+    claims: list[Claim] = field(default_factory=list)
+    status: str = "ok"  # ok | all diverged | missing | failed
+    message: str = ""
+    seconds: float = math.nan
+
+
+def paper_experiments() -> list[str]:
+    """The experiments ``reproduce`` covers (every registered one that tests a paper claim)."""
+    from plasticlab.experiments import all_experiments
+
+    return [n for n, e in all_experiments().items() if getattr(e, "paper", True)]
+
+
+def all_diverged(df: pd.DataFrame) -> bool:
+    """True when the table has runs and every one of them diverged."""
+    return "diverged" in df.columns and len(df) > 0 and bool(df["diverged"].astype(bool).all())
+
+
+def _read(out: Path) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """The finished run in ``out``: its table and the params it ran with (the sweep manifest's record)."""
+    table, manifest = out / "results.parquet", out / "manifest.json"
+    if not (table.exists() and manifest.exists()):
+        return None
+    params = json.loads(manifest.read_text()).get("params")
+    if not isinstance(params, dict):
+        return None
+    return pd.read_parquet(table), params
+
+
+def _one(name: str, out: Path, quick: bool, collect: bool, run_kw: dict[str, Any]) -> Outcome:
+    from plasticlab.api import run as run_api
+    from plasticlab.experiments import get
+
+    exp = get(name)
+    t0 = time.perf_counter()
+    if collect:
+        got = _read(out)
+        if got is None:
+            return Outcome(
+                name, status="missing", message=f"no finished run (results.parquet + manifest.json) in {out}"
+            )
+        df, p = got
+        p = exp.params(**p)  # validates, fills keys added since the run
+        exp.report(df, p, out)  # reports rendered by today's code
+    else:
+        p = exp.params(quick=quick)
+        df = run_api(name, quick=quick, out=out, **run_kw)
+    oc = Outcome(name, seconds=time.perf_counter() - t0)
+    rel = f"{out.name}/report.md"
+    oc.claims = [c.with_(experiment=name, report=rel) for c in exp.claims(df, p)]
+    if all_diverged(df):
+        oc.status, oc.message = "all diverged", f"every one of the {len(df)} runs diverged"
+    return oc
+
+
+def reproduce(
+    out: str | Path,
+    *,
+    quick: bool = False,
+    only: list[str] | None = None,
+    collect: bool = False,
+    progress: bool = False,
+    **run_kw: Any,
+) -> list[Outcome]:
+    """Run (or with ``collect`` read) every paper experiment under ``out`` and write the scoreboard there."""
+    names = paper_experiments()
+    for n in only or []:
+        if n not in names:
+            raise unknown_choice("experiment for reproduce", n, names)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    outcomes = []
+    for name in only or names:
+        sub = out / name
+        try:
+            oc = _one(name, sub, quick, collect, dict(run_kw, progress=progress))
+        except PlasticlabError as e:
+            oc = Outcome(name, status="failed", message=str(e).splitlines()[0])
+        outcomes.append(oc)
+        if progress:
+            print(f"{name}: {oc.status}, {len(oc.claims)} claims {oc.message}".rstrip(), flush=True)
+    write_scoreboard(out, outcomes, quick=quick)
+    return outcomes
+
+
+def scoreboard_frame(outcomes: list[Outcome]) -> pd.DataFrame:
+    """One row per claim with the scoreboard's columns (plus the test and the diverged count)."""
+    rows = [c.row() for oc in outcomes for c in oc.claims]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
+
+
+def render_scoreboard(outcomes: list[Outcome], *, quick: bool) -> str:
+    """SCOREBOARD.md: verdict counts, experiments without claims, then every claim."""
+    claims = [c for oc in outcomes for c in oc.claims]
+    cnt = counts(claims)
+    size = "quick (small) size" if quick else "the sizes stated in each row"
+    lines = [
+        "# Scoreboard: does each claim of the two papers hold?",
+        "",
+        f"Papers: Koplow, Poggio & Ziyin 2025 (emergent Hebbian dynamics under weight decay) and Ninou, Kadmon & "
+        f"Cayco-Gajic 2025 (curl descent). Runs at {size}; every number below is computed from the run's own "
+        "results table, verdicts by one rule (`plasticlab.claims.verdict`): reproduced / partly (narrow miss: "
+        "within the test's looser bound or 2 standard errors) / not reproduced / not run (nothing measured).",
+        "",
+        f"**{len(claims)} claims:** " + ", ".join(f"{ICONS[v]} {cnt[v]} {v}" for v in VERDICTS),
+        "",
+    ]
+    bad = [oc for oc in outcomes if oc.status != "ok"]
+    if bad:
+        lines += ["| experiment | problem |", "|---|---|"]
+        lines += [f"| {oc.name} | {oc.status}: {oc.message} |" for oc in bad]
+        lines.append("")
+    lines += [claims_table(claims, experiment=True, report=True), ""]
+    return "\n".join(lines)
+
+
+def write_scoreboard(out: Path, outcomes: list[Outcome], *, quick: bool) -> None:
+    """Write OUT/SCOREBOARD.md and OUT/scoreboard.csv."""
+    scoreboard_frame(outcomes).to_csv(out / "scoreboard.csv", index=False)
+    (out / "SCOREBOARD.md").write_text(render_scoreboard(outcomes, quick=quick))

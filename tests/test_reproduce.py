@@ -1,0 +1,112 @@
+"""`plasticlab reproduce`: scoreboard rows from experiments' claims, collect vs compute, all-diverged exit."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from plasticlab.claims import NKC, AtMost, Claim, measure
+from plasticlab.cli import app
+from plasticlab.experiments import base
+from plasticlab.reproduce import COLUMNS, all_diverged, paper_experiments, reproduce
+
+
+class Toy(base.Experiment):
+    """Error = scale × seed; diverges when scale is huge. One claim: error ≤ 1."""
+
+    name = "toy-claims"
+    summary = "toy"
+    columns = ("seed", "error", "diverged")
+    defaults = dict(seeds=[0, 1, 2, 3], scale=0.1)
+    quick = dict(seeds=[0, 1])
+
+    def chunks(self, p):
+        return [dict(seeds=p["seeds"], scale=p["scale"])]
+
+    def run_chunk(self, spec):
+        err = [spec["scale"] * s for s in spec["seeds"]]
+        return pd.DataFrame(dict(seed=spec["seeds"], error=err, diverged=[spec["scale"] > 1e6] * len(err)))
+
+    def report(self, df, p, out):
+        (out / "report.md").write_text("toy\n")
+
+    def claims(self, df, p):
+        ok = df[~df.diverged]
+        m, s, n = measure(ok.error)
+        return [
+            Claim(
+                "toy error small",
+                NKC,
+                "Fig. 1",
+                math.nan,
+                m,
+                s,
+                n,
+                self.size(p),
+                AtMost(1.0),
+                diverged=int(df.diverged.sum()),
+            )
+        ]
+
+
+@pytest.fixture
+def toy():
+    base._discover()
+    base._REGISTRY[Toy.name] = Toy()
+    yield Toy.name
+    base._REGISTRY.pop(Toy.name, None)
+
+
+def test_size_names_the_reduction(toy):
+    exp = base.get(toy)
+    assert exp.size(exp.params()) == "paper"
+    assert exp.size(exp.params(quick=True)) == "quick"
+    assert exp.size(exp.params(scale=0.5)) == "scale 0.5 (paper 0.1)"
+    assert exp.size(exp.params(seeds=[0, 1, 2])) == "seeds 3 of 4"
+
+
+def test_reproduce_quick_then_collect(toy, tmp_path):
+    assert toy in paper_experiments() and "sweep-demo" not in paper_experiments()
+    outs = reproduce(tmp_path, quick=True, only=[toy], workers=1)
+    assert [o.status for o in outs] == ["ok"]
+    sb = pd.read_csv(tmp_path / "scoreboard.csv")
+    assert list(sb.columns[: len(COLUMNS)]) == COLUMNS
+    row = sb.iloc[0]
+    assert (row["experiment"], row["verdict"], row["size"], row["n"]) == (toy, "reproduced", "quick", 2)
+    assert row.report == f"{toy}/report.md" and (tmp_path / row.report).exists()
+    md = (tmp_path / "SCOREBOARD.md").read_text()
+    assert "1 reproduced" in md and "toy error small" in md
+    # collect re-reads the table written above, with its own params (quick) -> same row
+    outs = reproduce(tmp_path, only=[toy], collect=True)
+    assert outs[0].claims[0].ours == pytest.approx(0.05) and outs[0].claims[0].size == "quick"
+    # nothing there to collect: reported, no crash, no rows
+    outs = reproduce(tmp_path / "empty", only=[toy], collect=True)
+    assert outs[0].status == "missing" and not outs[0].claims
+
+
+def test_all_diverged_is_a_measured_failure_and_exits_nonzero(toy, tmp_path):
+    r = CliRunner().invoke(
+        app, ["reproduce", "--quick", "--only", toy, "--out", str(tmp_path), "--workers", "1", "-q"]
+    )
+    assert r.exit_code == 0, r.output
+    assert all_diverged(pd.DataFrame(dict(diverged=[True, True]))) and not all_diverged(pd.DataFrame())
+    # scale 1e9 makes every run diverge: verdict "not reproduced", exit 1
+    base._REGISTRY[toy].quick = dict(seeds=[0, 1], scale=1e9)
+    try:
+        r = CliRunner().invoke(
+            app, ["reproduce", "--quick", "--only", toy, "--out", str(tmp_path / "d"), "--workers", "1", "-q"]
+        )
+    finally:
+        base._REGISTRY[toy].quick = dict(seeds=[0, 1])
+    assert r.exit_code == 1
+    sb = pd.read_csv(tmp_path / "d" / "scoreboard.csv")
+    assert sb.verdict.tolist() == ["not reproduced"]
+    assert "all diverged" in (tmp_path / "d" / "SCOREBOARD.md").read_text()
+
+
+def test_unknown_only_is_one_line(tmp_path):
+    r = CliRunner().invoke(app, ["reproduce", "--quick", "--only", "nope", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "nope" in r.output and "Traceback" not in r.output
