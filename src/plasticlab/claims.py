@@ -22,7 +22,7 @@ Example::
 
     from plasticlab.claims import KPZ, AtMost, Claim, measure
     mean, sem, n = measure(df["rel_error"])
-    c = Claim("Theorem holds for SGD to 10 %", KPZ, "Sec. 3, Thm. 1", None, mean, sem, n, "quick",
+    c = Claim("Theorem holds for SGD to 10 %", KPZ, "stationarity theorem", math.nan, mean, sem, n, "quick",
               AtMost(0.10))
     c.verdict  # 'reproduced' / 'partly' / 'not reproduced' / 'not run'
 """
@@ -278,7 +278,9 @@ def _num(x: float | None) -> str:
     return f"{x:.3g}"
 
 
-def claims_table(claims: Sequence[Claim], *, experiment: bool = False, report: bool = False) -> str:
+def claims_table(
+    claims: Sequence[Claim], *, experiment: bool = False, report: bool = False, size: bool = True
+) -> str:
     """A markdown table of claims: paper value, ours ± sem (n), the difference, the test and the verdict."""
     head = (["experiment"] if experiment else []) + [
         "claim",
@@ -287,9 +289,8 @@ def claims_table(claims: Sequence[Claim], *, experiment: bool = False, report: b
         "ours",
         "ours − paper",
         "test",
-        "size",
-        "verdict",
     ]
+    head += (["size"] if size else []) + ["verdict"]
     head += ["report"] if report else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in claims:
@@ -301,9 +302,8 @@ def claims_table(claims: Sequence[Claim], *, experiment: bool = False, report: b
             c.measured(),
             _num(diff),
             c.criterion.describe(),
-            c.size,
-            f"{ICONS[c.verdict]} {c.verdict}",
         ]
+        cells += ([c.size] if size else []) + [f"{ICONS[c.verdict]} {c.verdict}"]
         if report:
             cells.append(f"[report]({c.report})" if c.report else "")
         lines.append("| " + " | ".join(s.replace("|", "\\|") for s in cells) + " |")

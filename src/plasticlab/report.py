@@ -92,7 +92,11 @@ class Report:
         if self.verdicts or self.claims:
             lines += ["## Verdicts", ""]
         if self.verdicts:
-            lines += [claims_table(self.verdicts), ""]
+            sizes = {c.size for c in self.verdicts}
+            one = len(sizes) == 1
+            if one:
+                lines += [f"Run size: {sizes.pop()}.", ""]
+            lines += [claims_table(self.verdicts, size=not one), ""]
         if self.claims:
             lines += ["| claim | verdict | measured |", "|---|---|---|"]
             for s, ok, m in self.claims:

@@ -1,6 +1,6 @@
 """hebb-theorem: the stationarity identity ⟨E g, E[h_b h_aᵀ]⟩ = γ E‖h_b‖², rule by rule.
 
-The identity is Koplow, Poggio & Ziyin 2025's stationarity theorem (Sec. 3).
+The identity is the stationarity theorem of Koplow, Poggio & Ziyin 2025.
 
 At stationarity E[ΔW] = 0, i.e. E g = γ E W, whatever produced g; then
 ⟨E g, E[h_b h_aᵀ]⟩ = γ ⟨E W, E[W h_a h_aᵀ]⟩ ≈ γ E‖h_b‖² (exact up to the weights' own fluctuations). Both
@@ -199,8 +199,8 @@ def _report(df, p, out):
 
     rep = Report(out, "hebb-theorem — at stationarity every rule's signal is Hebbian on average", p)
     rep.text(
-        "Koplow, Poggio & Ziyin 2025 (Sec. 3): if E[ΔW] = 0 with ΔW = η(g − γW), then E g = γ E W for *any* "
-        "rule g, so "
+        "Koplow, Poggio & Ziyin 2025 (stationarity theorem): if E[ΔW] = 0 with ΔW = η(g − γW), then "
+        "E g = γ E W for *any* rule g, so "
         "⟨E g, E[h_b h_aᵀ]⟩ = γ E‖h_b‖² ≥ 0. Left side: time-mean signal · time-mean Hebbian matrix over the "
         f"second half of {p['steps']} steps; right side: γ × time-mean ‖h_b‖² per sample. Relative error = "
         "|lhs − rhs| / rhs; diverged runs are excluded (their count is shown). "
