@@ -302,9 +302,13 @@ def test_hebb_transformer_chunk_and_report(tmp_path):
     assert again.alignment.tolist() == df.alignment.tolist()  # a chunk depends on its spec only
     full = pd.concat([df, exp.run_chunk(specs[0])] + [exp.run_chunk(s) for s in specs[2:]])
     exp.report(full, p, tmp_path)
-    text = (tmp_path / "report.md").read_text()
-    assert (
-        "Transformer / sgd: alignment increases with γ" in text and (tmp_path / "alignment_vs_gamma.png").exists()
-    )
+    assert (tmp_path / "alignment_vs_gamma.png").exists() and "## Verdicts" in (tmp_path / "report.md").read_text()
+    claims = {c.claim: c for c in exp.claims(full, p)}
+    cell = claims["transformer / sgd, γ = 0.005: 2nd-layer Hebbian alignment"]
+    assert cell.paper_value == 0.88 and cell.n == 1 and -1 <= cell.ours <= 1
+    rise = claims["transformer / sgd: alignment rises with weight decay (mean over layers)"]
+    per = full[(full.rule == "sgd") & full.layer.isin(["blocks.0.attn.q", "blocks.0.attn.k", "blocks.0.attn.v"])]
+    assert cell.ours == pytest.approx(per[per.gamma == 5e-3].alignment.mean())
+    assert rise.verdict in ("reproduced", "partly", "not reproduced")
     with pytest.raises(PlasticlabError, match="heads"):
         exp.params(quick=True, heads=5)

@@ -1,5 +1,5 @@
 """hebb-transient: Hebbian alignment over training time (the early bump) and single neurons flipping
-between Hebbian and anti-Hebbian updates near stationarity (SPEC A.5, "Transients").
+between Hebbian and anti-Hebbian updates near stationarity (Koplow, Poggio & Ziyin 2025, transients).
 
 One chunk per rule; seeds × γ members form one ensemble. The table has two kinds of rows:
 ``kind="trace"`` (one per member, layer and checkpoint: step, alignment, val_loss) and ``kind="neuron"``
@@ -9,11 +9,13 @@ row-wise alignment was positive, and whether it took both signs).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from plasticlab.claims import KPZ, AtLeast, Claim
 from plasticlab.errors import PlasticlabError
 from plasticlab.experiments._hebb_common import (
     ACTIVATIONS,
@@ -25,6 +27,8 @@ from plasticlab.experiments._hebb_common import (
 )
 from plasticlab.experiments.base import Experiment, register
 from plasticlab.report import Report
+
+_ORD = {0: "1st", 1: "2nd", 2: "3rd"}
 
 
 @register
@@ -161,6 +165,10 @@ class HebbTransient(Experiment):
     def report(self, df, p, out):
         _report(df, p, Path(out))
 
+    def claims(self, df, p):
+        """The early bump and the late sign-switching neurons, from the run's own table."""
+        return transient_claims(df, p, self.size(p))
+
 
 def _bump(trace: pd.DataFrame, late_step: float):
     """Early peak vs late level of the seed-mean alignment curve."""
@@ -170,6 +178,77 @@ def _bump(trace: pd.DataFrame, late_step: float):
     if early.empty or late.empty:
         return np.nan, np.nan, np.nan
     return float(early.max()), float(early.idxmax()), float(late.mean())
+
+
+def transient_summary(df: pd.DataFrame, p: dict) -> pd.DataFrame:
+    """Per (rule, γ, layer): early peak vs late level of the seed-mean curve, and late neuron sign statistics."""
+    tr, nr = df[df.kind == "trace"], df[df.kind == "neuron"]
+    late_step = p["late_from"] * p["steps"]
+    rows = []
+    for (rule, gamma, l), g in tr.groupby(["rule", "gamma", "layer"]):
+        peak, at, late = _bump(g, late_step)
+        n = nr[(nr.rule == rule) & (nr.gamma == gamma) & (nr.layer == l) & nr.frac_hebbian.notna()]
+        rows.append(
+            dict(
+                rule=rule,
+                gamma=gamma,
+                layer=l,
+                early_peak=peak,
+                peak_step=at,
+                late_mean=late,
+                bump=peak - late,
+                neurons=len(n),
+                neurons_flipping=float(n.flips.mean()) if len(n) else np.nan,
+                neurons_mixed=float(n.frac_hebbian.between(0.2, 0.8).mean()) if len(n) else np.nan,
+                neurons_mostly_anti=float((n.frac_hebbian < 0.5).mean()) if len(n) else np.nan,
+            )
+        )
+    return pd.DataFrame(rows)
+
+
+def transient_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
+    """The early bump (largest over rule × γ) and the share of late neurons switching sign (2nd layer)."""
+    summ = transient_summary(df, p)
+    if summ.empty:
+        return []
+    layer = 1 if summ.layer.nunique() > 1 else 0
+    sel = summ[(summ.layer == layer) & summ.bump.notna()]
+    seeds = df[df.kind == "trace"].groupby(["gamma", "seed"]).diverged.first()
+    div = int(seeds.sum())
+    n_seeds = int((~seeds).groupby("gamma").sum().max()) if len(seeds) else 0
+    best = sel.loc[sel.bump.idxmax()] if len(sel) else None
+    mixed = summ[(summ.layer == layer) & summ.neurons_mixed.notna()]
+    top = mixed.loc[mixed.neurons_mixed.idxmax()] if len(mixed) else None
+    src = "transients (alignment over training)"
+    return [
+        Claim(
+            "an early bump: the early peak of alignment exceeds its late level (largest over rule × γ, 2nd layer)",
+            KPZ,
+            src,
+            math.nan,
+            math.nan if best is None else float(best.bump),
+            math.nan,
+            0 if best is None else n_seeds,
+            size,
+            AtLeast(0.05),
+            diverged=div,
+            note="" if best is None else f"{best.rule}, γ = {best.gamma:g}, peak at step {best.peak_step:g}",
+        ),
+        Claim(
+            "near stationarity single neurons switch between Hebbian and anti-Hebbian updates "
+            "(share Hebbian in 20–80 % of late checkpoints, 2nd layer)",
+            KPZ,
+            src,
+            math.nan,
+            math.nan if top is None else float(top.neurons_mixed),
+            math.nan,
+            0 if top is None else int(top.neurons),
+            size,
+            AtLeast(0.1),
+            diverged=div,
+            note="" if top is None else f"{top.rule}, γ = {top.gamma:g}",
+        ),
+    ]
 
 
 def _report(df, p, out):
@@ -197,7 +276,7 @@ def _report(df, p, out):
         ax.axvspan(late_step, p["steps"], color="k", alpha=0.05, lw=0)
         ax.set_xscale("log")
         ax.set_xlabel("training step")
-        ax.set_title(f"layer {l + 1}")
+        ax.set_title(f"layer {l} ({_ORD.get(l, str(l + 1) + 'th')} weight matrix)")
     axes[0][0].set_ylabel("Hebbian alignment (mean ± sd over seeds)")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
@@ -205,25 +284,7 @@ def _report(df, p, out):
         fig, "transient_alignment", "Alignment vs step (log axis); shaded: late window for the neuron statistics."
     )
 
-    rows = []
-    for (rule, gamma, l), g in tr.groupby(["rule", "gamma", "layer"]):
-        peak, at, late = _bump(g, late_step)
-        n = nr[(nr.rule == rule) & (nr.gamma == gamma) & (nr.layer == l) & nr.frac_hebbian.notna()]
-        rows.append(
-            dict(
-                rule=rule,
-                gamma=gamma,
-                layer=l,
-                early_peak=peak,
-                peak_step=at,
-                late_mean=late,
-                bump=peak - late,
-                neurons_flipping=float(n.flips.mean()) if len(n) else np.nan,
-                neurons_mixed=float(n.frac_hebbian.between(0.2, 0.8).mean()) if len(n) else np.nan,
-                neurons_mostly_anti=float((n.frac_hebbian < 0.5).mean()) if len(n) else np.nan,
-            )
-        )
-    summ = pd.DataFrame(rows)
+    summ = transient_summary(df, p)
     rep.table(
         summ,
         "Early peak (before half the late-window start) vs late mean of the seed-mean curve; "
@@ -233,7 +294,8 @@ def _report(df, p, out):
     )
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for i, (key, g) in enumerate(nr[nr.layer == (1 if len(layers) > 1 else 0)].groupby(["rule", "gamma"])):
+    hl = 1 if len(layers) > 1 else 0
+    for i, (key, g) in enumerate(nr[nr.layer == hl].groupby(["rule", "gamma"])):
         ax.hist(
             g.frac_hebbian.dropna(),
             bins=np.linspace(0, 1, 21),
@@ -244,26 +306,9 @@ def _report(df, p, out):
         )
     ax.set_xlabel("fraction of late checkpoints a neuron's update was Hebbian")
     ax.set_ylabel("neurons")
-    ax.set_title("layer 2 neurons near stationarity")
+    ax.set_title(f"layer {hl} ({_ORD.get(hl, '')} weight matrix) neurons near stationarity")
     ax.legend(fontsize=7)
     rep.figure(fig, "transient_neurons", "Per-neuron sign statistics in the late window.")
 
-    sel = summ[summ.layer == (1 if len(layers) > 1 else 0)]
-    if len(sel):
-        best = sel.loc[sel.bump.idxmax()]
-        rep.claim(
-            "an early bump of alignment: the early peak exceeds the late level",
-            bool(best.bump > 0.05),
-            f"largest bump {best.bump:+.3f} (peak {best.early_peak:+.3f} at step {best.peak_step:g} vs "
-            f"late {best.late_mean:+.3f}; {best.rule}, γ={best.gamma:g}, layer {int(best.layer) + 1})",
-        )
-        mixed = float(sel.neurons_mixed.max())
-        rep.claim(
-            "near stationarity single neurons oscillate between Hebbian and anti-Hebbian updates",
-            mixed > 0.1,
-            f"up to {mixed:.1%} of layer-2 neurons were Hebbian in only 20–80 % of late "
-            f"checkpoints (per γ: {', '.join(f'{g:g}: {v:.1%}' for g, v in zip(sel.gamma, sel.neurons_mixed))}"
-            f"); took both signs at least once: "
-            f"{', '.join(f'{v:.1%}' for v in sel.neurons_flipping)}",
-        )
+    rep.add_claims(transient_claims(df, p, HebbTransient().size(p)))
     rep.write()
