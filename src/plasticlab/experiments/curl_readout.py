@@ -1,5 +1,7 @@
-"""curl-readout (SPEC B.5 "Readout-flip simulations"): start on the teacher (+1e-15 per weight), full batch,
-flip a fraction α_r = k2/N of the hidden neurons feeding the readout. Theory (B.4): the solution manifold
+"""curl-readout: readout-flip simulations of Ninou, Kadmon & Cayco-Gajic 2025.
+
+Start on the teacher (+1e-15 per weight), full batch, flip a fraction α_r = k2/N of the hidden neurons
+feeding the readout. Theory: the solution manifold
 is stable for α_r < α_r*(c) (≈ ½ − √c at small c, ≈ 1/(16c) at large c), so a run from the teacher should
 stay there below the boundary and be thrown off it — a large peak training error — above it.
 
@@ -9,9 +11,12 @@ moment-matched rows (same trajectory, M/P of the cost; see ``simulation.curl.mom
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
+from plasticlab.claims import NKC, AtLeast, Claim, fraction
 from plasticlab.experiments.base import Experiment, register
 from plasticlab.experiments.curl_hidden import (
     boundary_on_index_axes,
@@ -43,6 +48,73 @@ def finite_n_growth(cfg: CurlConfig, seeds, k2) -> np.ndarray:
     Sigma = (X.transpose(1, 2) @ X / cfg.P).numpy()
     spec = manifold_spectrum(W1.numpy(), W2.numpy(), np.ones((len(seeds), cfg.M)), flips(k2, cfg.N).numpy(), Sigma)
     return spec.jacobian.max(axis=-1)
+
+
+def _prepared(g: pd.DataFrame, p: dict) -> tuple[pd.DataFrame, list] | None:
+    """Runs of one activation with theory_stable / left (/ predicted_leave), minus c columns where even GD
+    leaves the teacher; None without the theory module."""
+    g = g.assign(log10_peak_train_error=np.log10(g.peak_train_error.clip(lower=1e-40)))
+    a_star = theory_alpha(g.c.to_numpy(), "readout")
+    if a_star is None:
+        return None
+    g = g.assign(theory_stable=g.alpha_r.to_numpy() < a_star, left=g.peak_train_error > LEAVES)
+    # Where even GD (α_r = 0) leaves the teacher, the cause is the step size (η·λmax(W1 Σ W1ᵀ) > 2
+    # once ‖W1‖² = N is spread over few inputs), not curl: those c columns cannot test the theory.
+    gd_left = g[g.alpha_r == 0].groupby("c").left.mean()
+    bad_c = list(gd_left[gd_left > 0].index)
+    g = g[~g.c.isin(bad_c)]
+    if "growth_rate" in g and g.growth_rate.notna().all():
+        # e-folds of the unstable mode within the run: a 1e-15 start needs ~28 to pass LEAVES
+        efolds = g.growth_rate * p["eta"] * p["epochs"]
+        g = g.assign(predicted_leave=efolds > 0.5 * np.log(LEAVES / (p["perturbation"] ** 2)))
+    return g, bad_c
+
+
+def readout_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
+    """Per activation: runs leave the teacher exactly above α_r*(c) (large N), and as each start's finite-N
+    spectrum predicts."""
+    out = []
+    src = "readout-flip simulations from the teacher (final test and peak training error over c × α_r)"
+    for act in dict.fromkeys(df.activation):
+        prep = _prepared(df[df.activation == act], p)
+        if prep is None:
+            continue
+        g, _ = prep
+        div = int(g.diverged.sum()) if "diverged" in g else 0
+        agree, n = fraction(g.left != g.theory_stable)
+        out.append(
+            Claim(
+                f"{act}: runs stay on the teacher below α_r*(c) and leave it above (peak train error "
+                f"> {LEAVES:g}; share of runs agreeing with large-N theory)",
+                NKC,
+                src,
+                math.nan,
+                agree,
+                math.nan,
+                n,
+                size,
+                AtLeast(0.8, partly=0.65),
+                diverged=div,
+            )
+        )
+        if "predicted_leave" in g:
+            agree_n, n = fraction(g.left == g.predicted_leave)
+            out.append(
+                Claim(
+                    f"{act}: each start's finite-N linear stability predicts whether the run leaves "
+                    "the teacher (share of runs)",
+                    NKC,
+                    src,
+                    math.nan,
+                    agree_n,
+                    math.nan,
+                    n,
+                    size,
+                    AtLeast(0.9, partly=0.75),
+                    diverged=div,
+                )
+            )
+    return out
 
 
 @register
@@ -136,15 +208,20 @@ class CurlReadout(Experiment):
             )
         )
 
+    def claims(self, df, p):
+        """Per activation: leaving the teacher vs the large-N boundary and vs each start's finite-N spectrum."""
+        return readout_claims(df, p, self.size(p))
+
     def report(self, df, p, out):
         import matplotlib.pyplot as plt  # late: workers never plot, and pyplot costs ~1 s to import
 
         rep = Report(out, "curl-readout: readout flips from the teacher vs the stability boundary", p)
+        rep.add_claims(readout_claims(df, p, self.size(p)))
         rep.text(
             f"Runs start on the {'balanced ' if p['balanced_teacher'] else ''}teacher plus "
             f"{p['perturbation']:g} per weight, full batch (P = {p['P']}), {p['epochs']} epochs, "
             f"M + N = {p['total']}, median over {len(p['seeds'])} seeds. Dashed: the large-N theory "
-            f"boundary α_r*(c) (SPEC B.4)."
+            f"boundary α_r*(c) (Ninou, Kadmon & Cayco-Gajic 2025)."
         )
         df = df.assign(
             log10_test_error=np.log10(df.test_error.clip(lower=1e-40)),
@@ -161,35 +238,24 @@ class CurlReadout(Experiment):
                 im, xs, ys = heatmap(ax, piv, "c = M/N", "α_r (flipped readout fraction)")
                 boundary_on_index_axes(ax, xs, ys, lambda c: theory_alpha(c, "readout"))
                 ax.set_title(f"{act}: log10 {title}")
-                fig.colorbar(im, ax=ax, shrink=0.85)
+                fig.colorbar(im, ax=ax, shrink=0.85).set_label(f"log10 {title} (median over seeds)")
             rep.figure(
                 fig,
                 f"readout_heatmaps_{act}",
                 f"{act}: log10 final test error and peak training error over (c, α_r)",
             )
-            a_star = theory_alpha(g.c.to_numpy(), "readout")
-            if a_star is None:
-                rep.claim(f"{act}: runs leave the teacher above the theory boundary", None, "theory.curl missing")
+            prep = _prepared(g, p)
+            if prep is None:
                 continue
-            g["theory_stable"] = g.alpha_r.to_numpy() < a_star
-            g["left"] = g.peak_train_error > LEAVES
-            # Where even GD (α_r = 0) leaves the teacher, the cause is the step size (η·λmax(W1 Σ W1ᵀ) > 2
-            # once ‖W1‖² = N is spread over few inputs), not curl: those c columns cannot test the theory.
-            gd_left = g[g.alpha_r == 0].groupby("c").left.mean()
-            bad_c = gd_left[gd_left > 0].index
+            g, bad_c = prep
             if len(bad_c):
                 rep.text(
                     f"{act}: at c = {', '.join(f'{c:.3g}' for c in bad_c)} plain GD (α_r = 0) already "
                     "leaves the teacher: full-batch η = 0.1 is above the step-size stability limit there "
                     "(a discrete-time effect, not curl); these columns are left out of the verdict."
                 )
-            g = g[~g.c.isin(bad_c)]
-            agree = float((g.left != g.theory_stable).mean())
-            if g.growth_rate.notna().all():
-                # e-folds of the unstable mode within the run: a 1e-15 start needs ~28 to pass LEAVES
-                efolds = g.growth_rate * p["eta"] * p["epochs"]
-                pred = efolds > 0.5 * np.log(LEAVES / (p["perturbation"] ** 2))
-                agree_n = float((g.left == pred).mean())
+            if "predicted_leave" in g:
+                pred = g.predicted_leave
                 rep.table(
                     pd.DataFrame(
                         dict(
@@ -200,12 +266,6 @@ class CurlReadout(Experiment):
                     ),
                     f"{act}: finite-N prediction at each run's own start (largest Jacobian eigenvalue "
                     f"of Σ̂A, grown over {p['epochs']} epochs) vs what the run did",
-                )
-                rep.claim(
-                    f"{act}: the finite-N linear stability of each run's start predicts whether it leaves "
-                    "the teacher",
-                    agree_n >= 0.9,
-                    f"{agree_n:.0%} of {len(g)} runs agree",
                 )
             cell = (
                 g.groupby(["c", "alpha_r", "theory_stable"])
@@ -221,12 +281,6 @@ class CurlReadout(Experiment):
                 )
                 .reset_index(),
                 f"{act}: fraction of runs whose peak train error exceeds {LEAVES:g}",
-            )
-            rep.claim(
-                f"{act}: runs stay on the teacher below α_r*(c) and leave it above (peak train error "
-                f"> {LEAVES:g})",
-                agree >= 0.8,
-                f"{agree:.0%} of {len(g)} runs agree with the large-N theory",
             )
             emp = empirical_boundary(cell, "c", "alpha_r", "log10_peak")
             emp["theory"] = theory_alpha(emp.c.to_numpy(), "readout")
