@@ -1,4 +1,6 @@
-"""curl-speedup (SPEC B.5 "Speed-up"): in a compressive network (M=100, N=10) one anti-Hebbian readout
+"""curl-speedup: the speed-up results of Ninou, Kadmon & Cayco-Gajic 2025.
+
+In a compressive network (M=100, N=10) one anti-Hebbian readout
 neuron lets curl descent escape the saddle that slows gradient descent, when the training set is large.
 
 Epochs until the training error first falls below 1e-3 (first log-spaced checkpoint below it), GD vs
@@ -9,15 +11,18 @@ shape; its members are seeds × (rule, k, r) conditions. GD and curl share teach
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
+from plasticlab.claims import NKC, AllCells, AtLeast, AtMost, Claim, Within
 from plasticlab.errors import PlasticlabError
 from plasticlab.experiments.base import Experiment, register
 from plasticlab.report import Report
 from plasticlab.simulation.curl import CurlConfig, simulate
 
-# The paper's numbers (SPEC B.5): tanh, norm constraint on, k = 1, r = 2, 40 seeds.
+# The paper's numbers (Ninou, Kadmon & Cayco-Gajic 2025): tanh, norm constraint on, k = 1, r = 2, 40 seeds.
 PAPER_P = pd.DataFrame(
     dict(
         P=[2000, 1600, 1000, 600, 300, 140, 100],
@@ -35,6 +40,255 @@ PAPER_NO_NORM = pd.DataFrame(dict(P=[2000], gd=[1464], curl=[1109]))
 def _median(x: pd.Series) -> float:
     """Median with never-converged runs (NaN) counted as slower than every converged one."""
     return float(np.median(np.where(np.isnan(x.to_numpy(float)), np.inf, x.to_numpy(float))))
+
+
+SRC_P = "speed-up results (epochs to 1e-3 vs P, tanh, norm constraint)"
+SRC_K = "speed-up results (flipped readout neurons k, P = 2000)"
+SRC_R = "speed-up results (student init scale r, P = 2000)"
+SRC_N = "speed-up results without the norm constraint (P = 2000)"
+REL_TOL = 0.25  # medians of 40 seeds over log-spaced checkpoints: a quarter either way is the same result
+
+
+def medians(df: pd.DataFrame) -> pd.DataFrame:
+    """Median epochs to threshold per condition (never-converged runs count as slowest), runs and never."""
+    return (
+        df.groupby(["activation", "norm_constraint", "P", "rule", "k_readout", "init_scale"])
+        .epochs_to_threshold.agg(median=_median, n="size", never=lambda x: int(x.isna().sum()))
+        .reset_index()
+    )
+
+
+def main_sweep(med: pd.DataFrame, act: str, norm: bool, k0: int, r0: float) -> pd.DataFrame:
+    """The P sweep of one (activation, norm): columns P, gd, curl (medians) and n (runs per rule)."""
+    m = med[
+        (med.activation == act)
+        & (med.norm_constraint == norm)
+        & (med.init_scale == r0)
+        & (((med.rule == "curl") & (med.k_readout == k0)) | (med.rule == "gd"))
+    ]
+    out = m.pivot_table(index="P", columns="rule", values="median").reset_index()
+    return out.merge(m.groupby("P").n.min().reset_index(), on="P")
+
+
+def _ratio(m: pd.DataFrame, P) -> float:
+    row = m[m.P == P]
+    return float(row.gd.iloc[0] / row.curl.iloc[0]) if len(row) and {"gd", "curl"} <= set(m) else math.nan
+
+
+def _p_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
+    out = []
+    k0, r0 = p["k"], p["r"]
+    for act in p["activations"]:
+        for norm in p["norms"]:
+            m = main_sweep(med, act, norm, k0, r0)
+            if not {"gd", "curl"} <= set(m.columns) or m.empty:
+                continue
+            tag = f"{act}, norm {'on' if norm else 'off'}"
+            if act == "tanh" and norm:
+                for P in m.P:
+                    ref = PAPER_P[PAPER_P.P == P]
+                    pv = float(ref.gd.iloc[0] / ref.curl.iloc[0]) if len(ref) else math.nan
+                    out.append(
+                        Claim(
+                            f"{tag}, P = {P}: speed-up gd/curl (median epochs)",
+                            NKC,
+                            SRC_P,
+                            pv,
+                            _ratio(m, P),
+                            math.nan,
+                            int(m[m.P == P].n.iloc[0]),
+                            size,
+                            Within(REL_TOL, relative=True),
+                        )
+                    )
+            big, small = m.P.max(), m.P.min()
+            if big >= 1000:
+                out.append(
+                    Claim(
+                        f"{tag}: curl descent learns faster than GD at large P (gd/curl at P = {big})",
+                        NKC,
+                        SRC_P,
+                        math.nan,
+                        _ratio(m, big),
+                        math.nan,
+                        int(m.n.min()),
+                        size,
+                        AtLeast(1.5, partly=1.2),
+                    )
+                )
+            if small <= 140:
+                out.append(
+                    Claim(
+                        f"{tag}: no speed-up at small P (gd/curl at P = {small})",
+                        NKC,
+                        SRC_P,
+                        math.nan,
+                        _ratio(m, small),
+                        math.nan,
+                        int(m.n.min()),
+                        size,
+                        AtMost(1.1, partly=1.3),
+                    )
+                )
+            if len(m) >= 3:
+                rho = pd.Series((m.gd / m.curl).to_numpy()).corr(
+                    pd.Series(np.log(m.P.to_numpy())), method="spearman"
+                )
+                out.append(
+                    Claim(
+                        f"{tag}: the speed-up grows with P (Spearman ρ of gd/curl with P)",
+                        NKC,
+                        SRC_P,
+                        math.nan,
+                        float(rho),
+                        math.nan,
+                        len(m),
+                        size,
+                        AtLeast(0.5, partly=0.0),
+                    )
+                )
+    return out
+
+
+def _k_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
+    ks = med[(p["sweep_P"] == med.P) & (med.init_scale == p["r"]) & (med.rule == "curl")]
+    ks = ks[(ks.activation == "tanh") & ks.norm_constraint]
+    if ks.k_readout.nunique() < 2:
+        return []
+    out = []
+    for _, row in ks.sort_values("k_readout").iterrows():
+        ref = PAPER_K[PAPER_K.k_readout == row.k_readout].curl
+        pv = float(ref.iloc[0]) if len(ref) else math.nan
+        if math.isinf(pv):
+            frac = row.never / row.n
+            out.append(
+                Claim(
+                    f"tanh, k = {row.k_readout} of {p['N']} flipped: curl descent never converges",
+                    NKC,
+                    SRC_K,
+                    math.nan,
+                    float(frac),
+                    math.nan,
+                    int(row.n),
+                    size,
+                    AllCells("run never converged"),
+                )
+            )
+            continue
+        out.append(
+            Claim(
+                f"tanh, k = {row.k_readout} of {p['N']} flipped: curl median epochs to 1e-3",
+                NKC,
+                SRC_K,
+                pv,
+                float(row["median"]),
+                math.nan,
+                int(row.n),
+                size,
+                Within(REL_TOL, relative=True),
+                note=f"{int(row.never)} never converged" if row.never else "",
+            )
+        )
+    fin = ks[ks.k_readout < p["N"]]
+    if len(fin) >= 3:
+        rho = fin["median"].corr(fin.k_readout, method="spearman")
+        out.append(
+            Claim(
+                "tanh: more flipped readout neurons make curl descent slower (Spearman ρ of epochs with k)",
+                NKC,
+                SRC_K,
+                math.nan,
+                float(rho),
+                math.nan,
+                len(fin),
+                size,
+                AtLeast(0.5, partly=0.0),
+            )
+        )
+    return out
+
+
+def _r_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
+    rs = med[(p["sweep_P"] == med.P) & (med.activation == "tanh") & med.norm_constraint]
+    rs = rs[((rs.rule == "curl") & (rs.k_readout == p["k"])) | (rs.rule == "gd")]
+    if rs.init_scale.nunique() < 2:
+        return []
+    out = []
+    for _, row in rs.sort_values(["init_scale", "rule"]).iterrows():
+        ref = PAPER_R[PAPER_R.init_scale == row.init_scale]
+        if len(ref):
+            out.append(
+                Claim(
+                    f"tanh, init scale r = {row.init_scale:g}: {row.rule} median epochs to 1e-3",
+                    NKC,
+                    SRC_R,
+                    float(ref[row.rule].iloc[0]),
+                    float(row["median"]),
+                    math.nan,
+                    int(row.n),
+                    size,
+                    Within(REL_TOL, relative=True),
+                )
+            )
+    piv = rs.pivot_table(index="init_scale", columns="rule", values="median")
+    if {"gd", "curl"} <= set(piv.columns):
+        lo, hi = piv.iloc[0], piv.iloc[-1]
+        ours = float((hi.gd / lo.gd) / (hi.curl / lo.curl))
+        out.append(
+            Claim(
+                f"tanh: a larger init scale (r {piv.index[0]:g} → {piv.index[-1]:g}) slows GD much more than "
+                "curl descent (GD slow-down ÷ curl slow-down)",
+                NKC,
+                SRC_R,
+                math.nan,
+                ours,
+                math.nan,
+                int(rs.n.min()),
+                size,
+                AtLeast(1.5, partly=1.1),
+            )
+        )
+    return out
+
+
+def _norm_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
+    Ps = p["sweep_P"]
+    if len(p["norms"]) < 2 or "tanh" not in p["activations"] or Ps not in p["Ps"]:
+        return []
+    on, off = main_sweep(med, "tanh", True, p["k"], p["r"]), main_sweep(med, "tanh", False, p["k"], p["r"])
+    g_on, g_off = _ratio(on, Ps), _ratio(off, Ps)
+    pv = float(PAPER_NO_NORM.gd.iloc[0] / PAPER_NO_NORM.curl.iloc[0])
+    n = int(off.n.min()) if len(off) else 0
+    return [
+        Claim(
+            f"tanh, no norm constraint, P = {Ps}: speed-up gd/curl",
+            NKC,
+            SRC_N,
+            pv,
+            g_off,
+            math.nan,
+            n,
+            size,
+            Within(REL_TOL, relative=True),
+        ),
+        Claim(
+            f"tanh: without the norm constraint the gain shrinks (gd/curl with minus without, P = {Ps})",
+            NKC,
+            SRC_N,
+            math.nan,
+            g_on - g_off,
+            math.nan,
+            n,
+            size,
+            AtLeast(0.0),
+        ),
+    ]
+
+
+def speedup_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
+    """Every speed-up claim: P sweep (ratios vs the paper's), k sweep, init-scale sweep, no norm constraint."""
+    med = medians(df)
+    return _p_claims(med, p, size) + _k_claims(med, p, size) + _r_claims(med, p, size) + _norm_claims(med, p, size)
 
 
 @register
@@ -160,11 +414,16 @@ class CurlSpeedup(Experiment):
             )
         )
 
+    def claims(self, df, p):
+        """P / k / init-scale / norm-constraint sweeps beside the paper's medians and ratios."""
+        return speedup_claims(df, p, self.size(p))
+
     # -- report -----------------------------------------------------------------------------------------
     def report(self, df, p, out):
         import matplotlib.pyplot as plt  # late: workers never plot, and pyplot costs ~1 s to import
 
         rep = Report(out, "curl-speedup: curl descent escapes the saddle faster than GD at large P", p)
+        rep.add_claims(self.claims(df, p))
         k0, r0, Ps = p["k"], p["r"], p["sweep_P"]
         med = (
             df.groupby(["activation", "norm_constraint", "P", "rule", "k_readout", "init_scale"])
@@ -198,17 +457,21 @@ class CurlSpeedup(Experiment):
                 m = main(act, norm)
                 for rule, col in (("gd", "C0"), ("curl", "C3")):
                     if rule in m:
+                        # fewer than 3 P values: points only, a line through two would invent the curve's shape
                         ax.plot(
                             m.P,
                             m[rule],
-                            ls,
+                            linestyle=ls if len(m) >= 3 else "none",
                             marker="o",
+                            ms=7,
                             color=col,
-                            label=f"{rule}, norm {'on' if norm else 'off'} (ours)",
+                            label=f"{rule}, norm {'on' if norm else 'off'} (ours"
+                            + ("" if len(m) >= 3 else f", P = {', '.join(str(x) for x in m.P)} only")
+                            + ")",
                         )
             if act == "tanh":
-                ax.plot(PAPER_P.P, PAPER_P.gd, "s", mfc="none", color="C0", label="gd (paper)")
-                ax.plot(PAPER_P.P, PAPER_P.curl, "s", mfc="none", color="C3", label="curl (paper)")
+                ax.plot(PAPER_P.P, PAPER_P.gd, "s--", mfc="none", color="C0", alpha=0.6, label="gd (paper)")
+                ax.plot(PAPER_P.P, PAPER_P.curl, "s--", mfc="none", color="C3", alpha=0.6, label="curl (paper)")
             ax.set(
                 xscale="log",
                 yscale="log",
@@ -237,28 +500,6 @@ class CurlSpeedup(Experiment):
                         value="epochs",
                         caption="P sweep (tanh, norm on): ours vs the paper's medians",
                     )
-                big, small = m.P.max(), m.P.min()
-                rb = float(m.loc[big == m.P, "gd / curl"].iloc[0])
-                rs = float(m.loc[small == m.P, "gd / curl"].iloc[0])
-                if big >= 1000:
-                    rep.claim(
-                        f"{tag}: curl descent learns faster than GD at large P (gd/curl ≥ 1.5 at P={big})",
-                        rb >= 1.5,
-                        f"gd/curl = {rb:.2f} at P={big}",
-                    )
-                if small <= 140:
-                    rep.claim(
-                        f"{tag}: no speed-up at small P (gd/curl ≤ 1.1 at P={small})",
-                        rs <= 1.1,
-                        f"gd/curl = {rs:.2f} at P={small}",
-                    )
-                if len(m) >= 3:
-                    rho = pd.Series(m["gd / curl"].to_numpy()).corr(
-                        pd.Series(np.log(m.P.to_numpy())), method="spearman"
-                    )
-                    rep.claim(
-                        f"{tag}: the speed-up grows with P", rho > 0.5, f"Spearman ρ(P, gd/curl) = {rho:.2f}"
-                    )
 
         # k sweep
         ks = med[(Ps == med.P) & (med.init_scale == r0) & (med.rule == "curl")]
@@ -270,9 +511,7 @@ class CurlSpeedup(Experiment):
             self._r_sweep(rep, rs, p)
         # norm constraint off
         if len(p["norms"]) == 2 and "tanh" in p["activations"] and Ps in p["Ps"]:
-            on, off = main("tanh", True), main("tanh", False)
-            g_on = float((on.gd / on.curl)[Ps == on.P].iloc[0])
-            g_off = float((off.gd / off.curl)[Ps == off.P].iloc[0])
+            off = main("tanh", False)
             rep.compare(
                 off[Ps == off.P].melt(
                     id_vars="P", value_vars=["gd", "curl"], var_name="rule", value_name="epochs"
@@ -281,11 +520,6 @@ class CurlSpeedup(Experiment):
                 on=["P", "rule"],
                 value="epochs",
                 caption="No norm constraint (tanh): ours vs paper",
-            )
-            rep.claim(
-                "without the norm constraint the gain shrinks",
-                g_off < g_on,
-                f"gd/curl at P={Ps}: {g_on:.2f} (norm on) vs {g_off:.2f} (off)",
             )
         rep.table(
             med.rename(columns={"median": "median_epochs"}),
@@ -325,21 +559,6 @@ class CurlSpeedup(Experiment):
                 value="curl",
                 caption="k sweep (tanh, norm on, P=2000): curl medians",
             )
-            kmax = main[main.k_readout == p["N"]]
-            if len(kmax):
-                rep.claim(
-                    f"k = N = {p['N']} (all readout neurons flipped) never converges",
-                    bool(np.isinf(kmax["median"]).all()),
-                    f"{int(kmax.never.iloc[0])}/{int(kmax.n.iloc[0])} runs never reached the threshold",
-                )
-            fin = main[main.k_readout < p["N"]]
-            if len(fin) >= 3:
-                rho = fin["median"].corr(fin.k_readout, method="spearman")
-                rep.claim(
-                    "more flipped readout neurons make curl descent slower",
-                    rho > 0.5,
-                    f"Spearman ρ(k, median epochs) = {rho:.2f}",
-                )
 
     def _r_sweep(self, rep, rs, p):
         import matplotlib.pyplot as plt  # late: workers never plot, and pyplot costs ~1 s to import
@@ -366,10 +585,4 @@ class CurlSpeedup(Experiment):
                 on=["init_scale", "rule"],
                 value="epochs",
                 caption="init-scale sweep: ours vs paper",
-            )
-            lo, hi = piv.iloc[0], piv.iloc[-1]
-            rep.claim(
-                "a larger init scale slows GD much more than curl descent",
-                hi.gd / lo.gd > 1.5 * hi.curl / lo.curl,
-                f"r {lo.init_scale:g}→{hi.init_scale:g}: GD ×{hi.gd / lo.gd:.2f}, curl ×{hi.curl / lo.curl:.2f}",
             )
