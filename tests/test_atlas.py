@@ -248,6 +248,11 @@ def test_rule_atlas_chunk_and_report(tmp_path):
     exp.report(df, p, tmp_path)
     text = (tmp_path / "report.md").read_text()
     assert "rule_atlas.png" in text and (tmp_path / "rule_atlas.png").exists()
-    assert "sgd (and random_nn) fields are gradients" in text
+    claims = {c.claim.split(" (")[0]: c for c in exp.claims(df, p)}
+    grad = claims["gradient rules"]
+    assert grad.ours == sgd_rows.nongradient_fraction.max() and grad.n == len(sgd_rows)
+    assert grad.verdict == "reproduced"
+    curl = claims["non-gradient rules"]
+    assert curl.n == 2 and curl.verdict == "reproduced"  # curl and hebbian are in this run
     with pytest.raises(PlasticlabError, match="valid choices"):
         exp.params(rules=["sgd", "nope"])

@@ -48,6 +48,9 @@ KPZ = "Koplow, Poggio & Ziyin 2025"
 NKC = "Ninou, Kadmon & Cayco-Gajic 2025"
 """Part B paper: curl descent (non-gradient learning with sign-flipped plasticity)."""
 
+BEYOND = "beyond the papers"
+"""The paper field of a claim neither paper makes (a consequence we test, or a check of the toolkit)."""
+
 SEM_SLACK = 2.0
 """A miss by at most this many standard errors of our mean is 'partly', not 'not reproduced'."""
 

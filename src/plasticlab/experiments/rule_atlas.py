@@ -2,8 +2,9 @@
 and forward-pass noise: final loss, stationary Hebbian alignment, the non-gradient fraction of the rule's
 vector field at the final weights, and whether the run converged, diverged or collapsed.
 
-The point (SPEC A + C): a Hebbian signature (alignment > 0) does not identify the rule: gradient and
-non-gradient rules, learning and non-learning ones, land at the same alignment.
+The point (Koplow, Poggio & Ziyin 2025, carried over to the classic local rules): a Hebbian signature
+(alignment > 0) does not identify the rule: gradient and non-gradient rules, learning and non-learning
+ones, land at the same alignment.
 
 One chunk per rule: its decay × noise × seed grid is one ensemble (per-member γ and σ). The non-gradient
 fraction uses ``plasticlab.analysis`` at each member's final weights on a fixed batch of its training data,
@@ -21,6 +22,7 @@ import pandas as pd
 import torch
 
 from plasticlab.analysis import analyse, loop_test, member, rule_field, warm_state
+from plasticlab.claims import BEYOND, KPZ, AllCells, AtMost, Claim, fraction
 from plasticlab.errors import PlasticlabError
 from plasticlab.experiments._hebb_common import ADAM_RULES
 from plasticlab.experiments.base import Experiment, register
@@ -109,6 +111,10 @@ class RuleAtlas(Experiment):
 
     def run_chunk(self, spec):
         return run_rule(spec)
+
+    def claims(self, df, p):
+        """Gradient vs curl fields, Hebbian signature across both, decay and noise trends."""
+        return atlas_claims(df, p, self.size(p))
 
     def report(self, df, p, out):
         _report(df, p, out)
@@ -275,69 +281,6 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-def _figure(summ: pd.DataFrame):
-    import matplotlib.pyplot as plt
-
-    conds = summ[["weight_decay", "noise"]].drop_duplicates().sort_values(["weight_decay", "noise"])
-    markers = dict(zip(map(tuple, conds.values), "osD^vP*X"))
-    rules = list(dict.fromkeys(summ.rule))
-    cmap = plt.get_cmap("tab20")
-    floor = 1e-16
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 5.6), gridspec_kw=dict(width_ratios=[1.25, 1]))
-    for i, r in enumerate(rules):
-        for _, row in summ[summ.rule == r].iterrows():
-            if not np.isfinite(row.alignment):
-                continue
-            ax.scatter(
-                row.alignment,
-                max(row.nongradient_fraction, floor),
-                color=cmap(i % 20),
-                s=55,
-                marker=markers[(row.weight_decay, row.noise)],
-                edgecolor="k",
-                linewidth=0.4,
-            )
-        ax.scatter([], [], color=cmap(i % 20), label=r)
-    for (g, s), m in markers.items():
-        ax.scatter([], [], color="w", edgecolor="k", marker=m, label=_condition(g, s))
-    ax.set_yscale("log")
-    ax.set_ylim(floor / 3, 2)
-    ax.axhline(1e-6, color="grey", ls=":", lw=1)
-    ax.text(-0.98, 2e-6, "gradient fields below (rounding level)", fontsize=8, color="grey")
-    ax.set_xlim(-1.05, 1.05)
-    ax.axvline(0, color="grey", lw=0.6)
-    ax.set_xlabel("stationary Hebbian alignment (output layer, mean over seeds)")
-    ax.set_ylabel("non-gradient fraction ‖J_antisym‖/‖J‖ at the final weights")
-    ax.set_title("Same Hebbian signature, different rules")
-    ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    # heat table of alignment, rules x conditions, annotated with the status where runs failed
-    cols = [tuple(c) for c in conds.values]
-    Z = np.full((len(rules), len(cols)), np.nan)
-    notes = [["" for _ in cols] for _ in rules]
-    for i, r in enumerate(rules):
-        for j, (g, s) in enumerate(cols):
-            row = summ[(summ.rule == r) & (summ.weight_decay == g) & (summ.noise == s)]
-            if len(row):
-                row = row.iloc[0]
-                Z[i, j] = row.alignment
-                if row.diverged == row.n:
-                    notes[i][j] = "div"
-                elif row.collapsed + row.diverged == row.n:
-                    notes[i][j] = "coll"
-                else:
-                    notes[i][j] = f"{row.alignment:+.2f}"
-    im = ax2.imshow(Z, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
-    for i in range(len(rules)):
-        for j in range(len(cols)):
-            ax2.text(j, i, notes[i][j], ha="center", va="center", fontsize=7)
-    ax2.set_xticks(range(len(cols)), [_condition(g, s) for g, s in cols], rotation=25, fontsize=8)
-    ax2.set_yticks(range(len(rules)), rules, fontsize=8)
-    ax2.set_title("alignment (div = all diverged, coll = collapsed)")
-    fig.colorbar(im, ax=ax2, fraction=0.04)
-    fig.tight_layout()
-    return fig
-
-
 def _report(df: pd.DataFrame, p: dict, out) -> None:
     rep = Report(out, "Rule atlas: Hebbian signatures versus non-gradient structure", p)
     summ = summary_table(df)
@@ -352,12 +295,15 @@ def _report(df: pd.DataFrame, p: dict, out) -> None:
     )
     status = df.groupby("status").size()
     rep.text("Runs by status: " + ", ".join(f"{k}: {v}" for k, v in status.items()) + ".")
+    from plasticlab.plots.atlas import alignment_table, signature_facets
+
     rep.figure(
-        _figure(summ),
+        signature_facets(summ),
         "rule_atlas",
-        "Left: alignment vs non-gradient fraction (one point per rule "
-        "and condition; gradient fields sit at rounding level). Right: alignment per rule and condition.",
+        "Alignment vs non-gradient fraction, one panel per decay/noise condition, one point per rule "
+        "(gradient fields sit at rounding level, drawn at 1e-16).",
     )
+    rep.figure(alignment_table(summ), "rule_atlas_table", "Alignment per rule and condition.")
     rep.table(
         summ[
             [
@@ -384,41 +330,70 @@ def _report(df: pd.DataFrame, p: dict, out) -> None:
     rep.write()
 
 
-def _claims(rep: Report, df: pd.DataFrame, summ: pd.DataFrame, p: dict) -> None:
+SRC = "rule atlas (every rule, decay × noise)"
+
+
+def _field_claims(df: pd.DataFrame, summ: pd.DataFrame, size: str) -> list[Claim]:
+    """Gradient rules have no curl; DFA / FA / curl / Hebbian do; a Hebbian signature spans both kinds."""
+    out = []
     fin = df[np.isfinite(df.nongradient_fraction)]
     g = fin[fin.rule.isin(GRADIENT_RULES)]
-    if len(g):
-        worst = g.nongradient_fraction.max()
-        rep.claim(
-            "sgd (and random_nn) fields are gradients at every decay and noise: non-gradient fraction ≤ 1e-6",
-            worst <= 1e-6,
-            f"max over {len(g)} runs: {worst:.2e}",
+    out.append(
+        Claim(
+            f"gradient rules ({', '.join(sorted(set(g.rule)))}) have gradient fields at every decay and noise "
+            "(largest non-gradient fraction)",
+            BEYOND,
+            SRC,
+            math.nan,
+            float(g.nongradient_fraction.max()) if len(g) else math.nan,
+            math.nan,
+            len(g),
+            size,
+            AtMost(1e-6),
         )
+    )
     c = df[df.rule.isin(CURL_RULES)]
-    if len(c):  # at init, where every run is defined (plain Hebb diverges at any useful lr)
-        per = c.groupby("rule").nongradient_fraction_init.min()
-        rep.claim(
-            f"Non-gradient rules ({', '.join(per.index)}) have fields with clear curl (non-gradient fraction "
-            "of the bare signal at init > 0.01)",
-            bool((per > 0.01).all()),
-            ", ".join(f"{r}: min {v:.3f}" for r, v in per.items()),
+    per = c.groupby("rule").nongradient_fraction_init.min()
+    f, n = fraction(per > 0.01)
+    out.append(
+        Claim(
+            f"non-gradient rules ({', '.join(per.index)}) have fields with clear curl (non-gradient fraction "
+            "of the bare signal at init > 0.01, per rule)",
+            BEYOND,
+            SRC,
+            math.nan,
+            f,
+            math.nan,
+            n,
+            size,
+            AllCells("> 0.01"),
         )
-    g0 = df[df.rule.isin(GRADIENT_RULES)].nongradient_fraction_init
-    if len(g0):
-        rep.text(f"At init the bare sgd/random_nn signals have non-gradient fraction ≤ {g0.max():.1e}.")
-    # A Hebbian signature does not identify the rule: among rule/condition cells with clearly Hebbian
-    # alignment, both gradient and non-gradient rules appear.
+    )
     heb = summ[(summ.alignment > 0.1) & np.isfinite(summ.nongradient_fraction)]
-    if len(heb):
-        lo, hi = heb.nongradient_fraction.min(), heb.nongradient_fraction.max()
-        rules = sorted(set(heb.rule))
-        rep.claim(
-            "A Hebbian signature does not identify the rule: cells with alignment > 0.1 include gradient "
-            "fields and strongly non-gradient ones (fraction spans < 1e-6 to > 0.1)",
-            bool(lo <= 1e-6 and hi > 0.1),
-            f"{len(heb)} cells from {len(rules)} rules ({', '.join(rules)}); fraction {lo:.1e} … {hi:.2f}",
+    spans = [bool(heb.nongradient_fraction.min() <= 1e-6), bool(heb.nongradient_fraction.max() > 0.1)]
+    f, _ = fraction(spans) if len(heb) else (math.nan, 0)
+    out.append(
+        Claim(
+            "a Hebbian signature does not identify the rule: cells with alignment > 0.1 include gradient "
+            "fields (< 1e-6) and strongly non-gradient ones (> 0.1)",
+            KPZ,
+            "main claim; " + SRC,
+            math.nan,
+            f,
+            math.nan,
+            2,
+            size,
+            AllCells("both kinds present"),
+            note=f"{len(heb)} cells from {heb.rule.nunique()} rules" if len(heb) else "",
         )
-    gmax = max(p["gammas"])
+    )
+    return out
+
+
+def _decay_noise_claims(summ: pd.DataFrame, p: dict, size: str) -> list[Claim]:
+    """Decay raises every learning rule's alignment; noise lowers sgd's."""
+    out = []
+    gmax, smax = max(p["gammas"]), max(p["sigmas"])
     if gmax > 0 and 0.0 in p["gammas"] and 0.0 in p["sigmas"]:
         a0 = summ[(summ.weight_decay == 0) & (summ.noise == 0)].set_index("rule").alignment
         a1 = summ[(summ.weight_decay == gmax) & (summ.noise == 0)].set_index("rule").alignment
@@ -427,35 +402,67 @@ def _claims(rep: Report, df: pd.DataFrame, summ: pd.DataFrame, p: dict) -> None:
             for r in LEARNING_RULES
             if r in a0.index and r in a1.index and np.isfinite(a0[r]) and np.isfinite(a1[r])
         ]
-        if both:
-            up = [r for r in both if a1[r] > a0[r]]
-            rep.claim(
-                f"Weight decay raises the alignment of learning rules (SPEC A.3), γ = 0 → {gmax:g}, σ = 0",
-                len(up) >= 0.75 * len(both),
-                f"{len(up)}/{len(both)} rise: " + ", ".join(f"{r} {a0[r]:+.2f}→{a1[r]:+.2f}" for r in both),
+        f, n = fraction([a1[r] > a0[r] for r in both])
+        out.append(
+            Claim(
+                f"weight decay raises the alignment of every learning rule (γ = 0 → {gmax:g}, σ = 0; "
+                "share of rules)",
+                KPZ,
+                "stationarity theorem; " + SRC,
+                math.nan,
+                f,
+                math.nan,
+                n,
+                size,
+                AllCells("alignment rises", partly=0.75),
             )
-    smax = max(p["sigmas"])
+        )
     if smax > 0 and 0.0 in p["sigmas"]:
         s = summ[summ.rule == "sgd"].set_index(["weight_decay", "noise"]).alignment
-        pairs = [(gm, s.get((gm, 0.0)), s.get((gm, smax))) for gm in p["gammas"]]
-        pairs = [
-            (gm, a, b)
-            for gm, a, b in pairs
-            if a is not None and b is not None and np.isfinite(a) and np.isfinite(b)
-        ]
-        if pairs:
-            rep.claim(
-                f"Forward-pass noise σ = {smax:g} pushes sgd towards anti-Hebbian (SPEC A.3)",
-                all(b < a for _, a, b in pairs),
-                ", ".join(f"γ={gm:g}: {a:+.2f}→{b:+.2f}" for gm, a, b in pairs),
+        pairs = [(s.get((gm, 0.0)), s.get((gm, smax))) for gm in p["gammas"]]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None and np.isfinite(a) and np.isfinite(b)]
+        f, n = fraction([b < a for a, b in pairs])
+        out.append(
+            Claim(
+                f"forward-pass noise σ = {smax:g} pushes sgd towards anti-Hebbian (share of γ)",
+                KPZ,
+                "noise theory; " + SRC,
+                math.nan,
+                f,
+                math.nan,
+                n,
+                size,
+                AllCells("alignment falls"),
             )
-    bad = (
-        df[df.status.isin(["converged", "not converged"])][["final_loss", "alignment", "nongradient_fraction"]]
-        .isna()
-        .any(axis=1)
+        )
+    return out
+
+
+def atlas_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
+    """Every rule-atlas claim, from the run's table."""
+    summ = summary_table(df)
+    out = _field_claims(df, summ, size) + _decay_noise_claims(summ, p, size)
+    ok = df[df.status.isin(["converged", "not converged"])]
+    bad = ok[["final_loss", "alignment", "nongradient_fraction"]].isna().any(axis=1)
+    f, n = fraction(~bad)
+    out.append(
+        Claim(
+            "no NaN except in runs marked diverged or collapsed (share of other runs)",
+            BEYOND,
+            SRC,
+            math.nan,
+            f,
+            math.nan,
+            n,
+            size,
+            AllCells("no NaN"),
+        )
     )
-    rep.claim(
-        "No NaN except in runs marked diverged or collapsed",
-        not bool(bad.any()),
-        f"{int(bad.sum())} unmarked rows with NaN out of {len(df)}",
-    )
+    return out
+
+
+def _claims(rep: Report, df: pd.DataFrame, summ: pd.DataFrame, p: dict) -> None:
+    rep.add_claims(atlas_claims(df, p, RuleAtlas().size(p)))
+    g0 = df[df.rule.isin(GRADIENT_RULES)].nongradient_fraction_init
+    if len(g0):
+        rep.text(f"At init the bare sgd/random_nn signals have non-gradient fraction ≤ {g0.max():.1e}.")
