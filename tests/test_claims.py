@@ -85,6 +85,9 @@ def test_not_run_only_when_nothing_measured():
     assert verdict(mk(math.nan, AtMost(0.1), n=0)) == NOT_RUN
     assert verdict(mk(math.nan, AtMost(0.1), n=3)) == NOT_RUN
     assert verdict(mk(0.05, AtMost(0.1), n=0)) == NOT_RUN
+    # inf is a measurement (never converged: infinitely slow), judged by the criterion
+    assert verdict(mk(math.inf, AtMost(0.1), n=3)) == NOT_REPRODUCED
+    assert verdict(mk(math.inf, AtLeast(1.5), n=3)) == REPRODUCED
     # every run diverged is a measured failure, never "not run"
     c = mk(math.nan, AtMost(0.1), n=0, diverged=4)
     assert verdict(c) == NOT_REPRODUCED

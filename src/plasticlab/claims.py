@@ -9,7 +9,7 @@ use it, so the same numbers always give the same word:
 - ``partly``         it fails, but only narrowly: within the criterion's looser ``partly`` bound, or within
   two standard errors of the boundary (our data cannot tell the two apart);
 - ``not reproduced`` it fails clearly, or every run diverged (a measured failure is never "not run");
-- ``not run``        nothing was measured (n = 0 and no diverged run, or our value is NaN).
+- ``not run``        nothing was measured (n = 0 and no diverged run, or our value is NaN; ±inf is a value).
 
 Criteria (all small frozen dataclasses with ``check`` and ``describe``):
 
@@ -205,7 +205,7 @@ class Claim:
         """Our measurement in words: ``0.12 ± 0.01 (n = 10)``, or why there is none."""
         if self.n == 0 and self.diverged:
             return f"all {self.diverged} runs diverged" + (f"; {self.note}" if self.note else "")
-        if self.n == 0 or not math.isfinite(self.ours):
+        if self.n == 0 or math.isnan(self.ours):
             return "nothing measured"
         s = _num(self.ours)
         if math.isfinite(self.sem) and self.n > 1 and not isinstance(self.criterion, AllCells):
@@ -240,8 +240,8 @@ def verdict(c: Claim) -> Verdict:
     n_ok = c.n is not None and not (isinstance(c.n, float) and math.isnan(c.n)) and c.n > 0
     if not n_ok:
         return NOT_REPRODUCED if c.diverged else NOT_RUN
-    if c.ours is None or not math.isfinite(float(c.ours)):
-        return NOT_RUN
+    if c.ours is None or math.isnan(float(c.ours)):
+        return NOT_RUN  # ±inf is a measurement (e.g. a rule that never converged) and goes to the criterion
     pv = math.nan if c.paper_value is None else float(c.paper_value)
     sem = math.nan if c.sem is None else float(c.sem)
     return c.criterion.check(float(c.ours), sem, pv)

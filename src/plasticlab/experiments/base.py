@@ -35,6 +35,7 @@ class Experiment:
     choices: ClassVar[Mapping[str, Sequence[Any]]] = {}  # allowed values for a key (each element, for lists)
     paper: ClassVar[bool] = True  # part of `plasticlab reproduce` (False for demos)
     columns: ClassVar[tuple[str, ...]] = ()  # columns every run_chunk table has (checked by a contract test)
+    tiny: ClassVar[dict[str, Any] | None] = None  # overrides for a run of seconds (the contract test runs it)
 
     def chunks(self, p: dict[str, Any]) -> list[dict[str, Any]]:
         raise NotImplementedError

@@ -179,6 +179,10 @@ class CurlHidden(Experiment):
     name = "curl-hidden"
     summary = "final test error over (c, α_h): hidden-flip curl descent vs the theory stability boundary"
     budget_s = 180
+    columns = ("c", "alpha_h", "activation", "seed", "test_error", "diverged")
+    tiny = dict(
+        n_c=2, c_min=0.2, c_max=2.0, alphas=[0.0, 1.0], seeds=[0], total=24, epochs=30, activations=["linear"]
+    )  # seconds: the contract test
     defaults = dict(
         c_min=0.1,
         c_max=10.0,

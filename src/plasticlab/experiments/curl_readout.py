@@ -124,6 +124,10 @@ class CurlReadout(Experiment):
     name = "curl-readout"
     summary = "runs from the teacher with flipped readout inputs: final test / peak train error over (c, α_r)"
     budget_s = 180
+    columns = ("c", "alpha_r", "activation", "seed", "test_error", "peak_train_error", "diverged")
+    tiny = dict(
+        c_min=4.0, c_max=4.0, n_c=1, alphas=[0.0, 0.5], seeds=[0], total=30, epochs=100, perturbation=1e-6
+    )  # seconds: the contract test
     defaults = dict(
         c_min=0.01,
         c_max=20.0,

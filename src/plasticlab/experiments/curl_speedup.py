@@ -72,7 +72,10 @@ def main_sweep(med: pd.DataFrame, act: str, norm: bool, k0: int, r0: float) -> p
 
 def _ratio(m: pd.DataFrame, P) -> float:
     row = m[m.P == P]
-    return float(row.gd.iloc[0] / row.curl.iloc[0]) if len(row) and {"gd", "curl"} <= set(m) else math.nan
+    if not (len(row) and {"gd", "curl"} <= set(m)):
+        return math.nan
+    with np.errstate(invalid="ignore"):  # both never converged: inf / inf, no ratio (NaN)
+        return float(np.float64(row.gd.iloc[0]) / np.float64(row.curl.iloc[0]))
 
 
 def _p_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
@@ -298,6 +301,20 @@ class CurlSpeedup(Experiment):
     name = "curl-speedup"
     summary = "epochs to train error 1e-3, GD vs curl descent (one flipped readout neuron), vs P, k, r"
     budget_s = 180
+    columns = (
+        "rule",
+        "activation",
+        "P",
+        "k_readout",
+        "init_scale",
+        "norm_constraint",
+        "seed",
+        "epochs_to_threshold",
+        "diverged",
+    )
+    tiny = dict(
+        Ps=[100], ks=[1], init_scales=[2.0], activations=["tanh"], norms=[True], seeds=[0], epochs=100, sweep_P=100
+    )  # seconds: the contract test
     defaults = dict(
         Ps=[2000, 1600, 1000, 600, 300, 140, 100],
         ks=list(range(1, 11)),
@@ -354,7 +371,7 @@ class CurlSpeedup(Experiment):
                             activation=act,
                             norm=norm,
                             P=P,
-                            conditions=sorted(conds),
+                            conditions=[list(c) for c in sorted(conds)],  # lists: what a spec is after JSON
                             **{
                                 k: p[k]
                                 for k in (

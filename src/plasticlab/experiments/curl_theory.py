@@ -34,6 +34,10 @@ class CurlTheory(Experiment):
     name = "curl-theory"
     summary = "curl descent: critical flip fractions α_h*(c), α_r*(c) and finite-N sampled spectra"
     budget_s = 60
+    columns = ("source", "layer", "c", "alpha", "N", "seed", "min_eig", "stable")
+    tiny = dict(
+        seeds=[0, 1], sizes=[20, 40], c_hidden=[0.4], c_readout=[0.5], n_alpha=5, n_theory=20
+    )  # seconds: the contract test
     defaults = dict(
         seeds=[0, 1, 2, 3, 4],
         sizes=[50, 200, 1000],  # N, hidden neurons; M = round(c N)

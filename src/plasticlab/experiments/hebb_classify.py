@@ -39,6 +39,8 @@ class HebbClassify(Experiment):
     summary = "alignment vs weight decay for a 128-tanh MLP classifier (digits, or local CIFAR-10)"
     budget_s = 60
     code_version = 1  # bump when run_chunk changes its numbers, so saved chunks are not reused
+    columns = ("dataset", "rule", "gamma", "seed", "layer", "alignment", "val_acc", "diverged", "collapsed")
+    tiny = dict(gammas=[0.0, 0.1], seeds=[0], hidden=8, steps=30, batch_size=32)  # seconds: the contract test
     defaults = dict(
         dataset="digits",
         data_path="",

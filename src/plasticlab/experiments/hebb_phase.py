@@ -59,6 +59,18 @@ class HebbPhase(Experiment):
     summary = "noise σ × decay γ: Hebbian ↔ anti-Hebbian phase diagram, theory line γ = σ² (the demo)"
     budget_s = 60
     code_version = 2  # bump when run_chunk changes its numbers, so saved chunks are not reused
+    columns = ("activation", "model", "sigma", "gamma", "seed", "layer", "alignment", "val_loss", "diverged")
+    tiny = dict(
+        activations=["linear-regression", "tanh"],
+        sigmas=[0.1],
+        gammas=[2.5e-3, 0.04],
+        seeds=[0],
+        d_in=6,
+        hidden=4,
+        n_train=200,
+        n_val=20,
+        steps=40,
+    )  # seconds: the contract test
     defaults = dict(
         activations=[LINREG, "linear", "relu", "tanh", "sigmoid"],
         sigmas=_SIGMAS,

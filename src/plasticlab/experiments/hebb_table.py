@@ -62,6 +62,16 @@ class HebbTable(Experiment):
     summary = "Table 1 (MLP rows): 2nd-layer Hebbian alignment per rule × weight decay γ"
     budget_s = 60
     code_version = 2  # bump when run_chunk changes its numbers, so saved chunks are not reused
+    columns = ("rule", "gamma", "seed", "layer", "alignment", "diverged", "collapsed")
+    tiny = dict(
+        seeds=[0],
+        gammas=[0.0, 5e-3],
+        widths=[6, 5, 5, 3],
+        steps=40,
+        n_train=200,
+        n_val=20,
+        rules=["sgd", "adam_l2"],
+    )  # seconds: the contract test
     defaults = dict(
         rules=TABLE_RULES,
         gammas=PAPER_GAMMAS,

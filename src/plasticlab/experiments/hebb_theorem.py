@@ -40,6 +40,10 @@ class HebbTheorem(Experiment):
     summary = "stationarity identity ⟨E g, E h_b h_aᵀ⟩ = γ E‖h_b‖² checked for every rule"
     budget_s = 60
     code_version = 3  # bump when run_chunk changes its numbers, so saved chunks are not reused
+    columns = ("rule", "gamma", "seed", "layer", "lhs", "rhs", "rel_error", "identity", "diverged")
+    tiny = dict(
+        rules=["sgd", "hebbian"], gammas=[0.02], seeds=[0], widths=[6, 5, 3], steps=40, n_train=200, n_val=20
+    )  # seconds: the contract test
     defaults = dict(
         rules=["sgd", "adam", "adam_l2", "dfa", "random_nn", "hebbian", "oja"],
         gammas=[5e-3, 2e-2],

@@ -243,6 +243,10 @@ class HebbTransformer(Experiment):
     summary = "Table 1 transformer rows: Hebbian alignment vs weight decay for Adam/SGD, via HebbianProbe"
     budget_s = 120
     # 5e-2 is beyond Table 1: at quick sizes it is the only γ whose decay time 1/(ηγ) fits in the run
+    columns = ("rule", "gamma", "seed", "layer", "alignment", "diverged", "collapsed")
+    tiny = dict(
+        seeds=[0], gammas=[0.0, 5e-3], steps=12, batch_size=8, every=2, n_train=64, n_val=16
+    )  # seconds: the contract test
     defaults = dict(
         seeds=list(range(10)),
         rules=["adam", "sgd"],

@@ -39,6 +39,10 @@ class HebbTransient(Experiment):
     summary = "alignment vs training step (early bump) and neurons flipping Hebbian ↔ anti-Hebbian"
     budget_s = 60
     code_version = 1  # bump when run_chunk changes its numbers, so saved chunks are not reused
+    columns = ("kind", "rule", "gamma", "seed", "layer", "step", "alignment", "frac_hebbian", "diverged")
+    tiny = dict(
+        gammas=[0.0, 0.05], seeds=[0], widths=[6, 5, 3], steps=60, n_train=200, n_val=20, checkpoints=10
+    )  # seconds: the contract test
     defaults = dict(
         rules=["sgd"],
         gammas=[0.0, 5e-4, 5e-3],

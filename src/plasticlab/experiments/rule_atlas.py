@@ -60,6 +60,30 @@ class RuleAtlas(Experiment):
     name = "rule-atlas"
     summary = "Every rule on teacher regression ± decay ± noise: loss, Hebbian alignment, non-gradient fraction"
     budget_s = 300
+    columns = (
+        "rule",
+        "weight_decay",
+        "noise",
+        "seed",
+        "final_loss",
+        "alignment",
+        "nongradient_fraction",
+        "status",
+    )
+    tiny = dict(
+        rules=["sgd", "curl"],
+        seeds=[0],
+        steps=20,
+        n_train=100,
+        n_val=20,
+        d_in=4,
+        hidden=4,
+        d_out=2,
+        analysis_batch=16,
+        warm_steps=2,
+        noise_draws=2,
+        batch_size=16,
+    )  # seconds: the contract test
     defaults = dict(
         rules=list(ATLAS),  # the built-in rules; a user rule joins by name (choices below are live)
         gammas=[0.0, 1e-2],

@@ -1,0 +1,55 @@
+"""One contract over every registered experiment: quick params validate, chunks are JSON, run_chunk of the
+experiment's tiny params returns its declared columns, and claims() returns Claim objects with a verdict."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from plasticlab.claims import VERDICTS, Claim
+from plasticlab.experiments import all_experiments
+
+torch.set_num_threads(1)
+NAMES = sorted(all_experiments())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_quick_params_validate_and_chunks_are_json(name):
+    exp = all_experiments()[name]
+    p = exp.params(quick=True)
+    specs = exp.chunks(p)
+    assert specs, "no chunks"
+    for spec in specs:
+        assert json.loads(json.dumps(spec)) == spec  # survives the trip to a worker and the manifest hash
+    assert isinstance(exp.size(p), str) and exp.size(exp.params()) == "paper"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tiny_run_has_declared_columns_and_claims(name):
+    exp = all_experiments()[name]
+    if exp.tiny is None:
+        pytest.skip(f"{name} declares no tiny params")
+    assert exp.columns, f"{name} declares no columns"
+    p = exp.params(**exp.tiny)
+    df = pd.concat([exp.run_chunk(s) for s in exp.chunks(p)], ignore_index=True)
+    assert set(exp.columns) <= set(df.columns), set(exp.columns) - set(df.columns)
+    claims = exp.claims(df, p)
+    if not exp.paper:
+        return
+    assert claims and all(isinstance(c, Claim) for c in claims)
+    for c in claims:
+        assert c.verdict in VERDICTS and c.paper and c.source and c.claim
+        assert c.size == exp.size(p)
+        assert c.n == 0 or math.isfinite(c.ours) or c.verdict == "not run"
+
+
+def test_paper_experiments_declare_tiny_params():
+    from plasticlab.reproduce import paper_experiments
+
+    owned = set(paper_experiments()) - {"curl-chaos"}  # curl-chaos: tested in test_chaos.py
+    missing = sorted(n for n in owned if all_experiments()[n].tiny is None)
+    assert not missing, f"declare `tiny` (and `columns`) on {missing}"
