@@ -79,6 +79,7 @@ def test_reproduce_quick_then_collect(toy, tmp_path):
     assert row.report == f"{toy}/report.md" and (tmp_path / row.report).exists()
     md = (tmp_path / "SCOREBOARD.md").read_text()
     assert "1 reproduced" in md and "toy error small" in md
+    assert f"| {toy} | quick | 1 |" in md  # the run's size and its chunk count, from the manifest
     # collect re-reads the table written above, with its own params (quick) -> same row
     outs = reproduce(tmp_path, only=[toy], collect=True)
     assert outs[0].claims[0].ours == pytest.approx(0.05) and outs[0].claims[0].size == "quick"

@@ -44,6 +44,9 @@ class Outcome:
     status: str = "ok"  # ok | all diverged | missing | failed
     message: str = ""
     seconds: float = math.nan
+    chunks: int = 0
+    chunk_hours: float = math.nan  # summed wall time of the chunks (one core each), from the manifest
+    size: str = ""
 
 
 def paper_experiments() -> list[str]:
@@ -69,6 +72,16 @@ def _read(out: Path) -> tuple[pd.DataFrame, dict[str, Any]] | None:
     return pd.read_parquet(table), params
 
 
+def _chunk_hours(out: Path) -> tuple[int, float]:
+    """Chunks done and their summed compute time in hours, as the sweep manifest recorded them."""
+    path = out / "manifest.json"
+    if not path.exists():
+        return 0, math.nan
+    chunks = json.loads(path.read_text()).get("chunks", {})
+    done = [c for c in chunks.values() if c.get("state") == "done"]
+    return len(done), sum(float(c.get("seconds") or 0.0) for c in done) / 3600
+
+
 def _one(name: str, out: Path, quick: bool, collect: bool, run_kw: dict[str, Any]) -> Outcome:
     from plasticlab.api import run as run_api
     from plasticlab.experiments import get
@@ -87,7 +100,8 @@ def _one(name: str, out: Path, quick: bool, collect: bool, run_kw: dict[str, Any
     else:
         p = exp.params(quick=quick)
         df = run_api(name, quick=quick, out=out, **run_kw)
-    oc = Outcome(name, seconds=time.perf_counter() - t0)
+    oc = Outcome(name, seconds=time.perf_counter() - t0, size=exp.size(p))
+    oc.chunks, oc.chunk_hours = _chunk_hours(out)
     rel = f"{out.name}/report.md"
     oc.claims = [c.with_(experiment=name, report=rel) for c in exp.claims(df, p)]
     if all_diverged(df):
@@ -148,6 +162,19 @@ def render_scoreboard(outcomes: list[Outcome], *, quick: bool) -> str:
         "within the test's looser bound or 2 standard errors) / not reproduced / not run (nothing measured).",
         "",
         f"**{len(claims)} claims:** " + ", ".join(f"{ICONS[v]} {cnt[v]} {v}" for v in VERDICTS),
+        "",
+    ]
+    lines += [
+        "| experiment | size | chunks | compute (chunk-hours) | status |",
+        "|---|---|---|---|---|",
+    ]
+    for oc in outcomes:
+        hours = "—" if math.isnan(oc.chunk_hours) else f"{oc.chunk_hours:.3g}"
+        lines.append(f"| {oc.name} | {oc.size or '—'} | {oc.chunks} | {hours} | {oc.status} |")
+    lines += [
+        "",
+        "Compute = the summed wall time of the run's chunks, each on one core, as the sweep manifest recorded "
+        "it (on a loaded machine an upper bound of CPU time).",
         "",
     ]
     bad = [oc for oc in outcomes if oc.status != "ok"]
