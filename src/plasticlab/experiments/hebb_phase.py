@@ -213,7 +213,7 @@ def _edges(v):
 
 
 def band_factor(s: pd.DataFrame) -> float:
-    """k in the rescaled theory line γ = k σ²: SPEC A.3's γ‖v‖² ≈ σ² d per output row, i.e.
+    """k in the rescaled theory line γ = k σ²: the noise theory's γ‖v‖² ≈ σ² d per output row, i.e.
     k = d_in / ‖v_row‖², with ‖v_row‖² the learned row norm² at the smallest γ (≈ 1 for linear regression
     on ‖w*‖² ≈ d; ≈ 1/fan_in-scaled for an MLP layer)."""
     low = s[s.gamma == s.gamma.min()]
