@@ -94,12 +94,12 @@ def hidden_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
         g = df[df.activation == act]
         div = int(g.diverged.sum())
         cell = _cells(g)
-        st = cell[cell.theory_stable] if cell is not None else cell
-        un = cell[~cell.theory_stable] if cell is not None else cell
         gap, n = math.nan, 0
-        if cell is not None and len(st) and len(un):
-            gap = float(un.log10_test_error.median() - st.log10_test_error.median())
-            n = len(cell)
+        if cell is not None:
+            st, un = cell[cell.theory_stable], cell[~cell.theory_stable]
+            if len(st) and len(un):
+                gap = float(un.log10_test_error.median() - st.log10_test_error.median())
+                n = len(cell)
         out.append(
             Claim(
                 f"{act}: cells above the theory boundary α_h*(c) end ≥ 1 decade worse than below it "

@@ -15,7 +15,7 @@ def rule_styles(rules: list[str]) -> dict[str, tuple]:
     and 14 rules stay distinguishable (10 colours × 11 markers)."""
     import matplotlib.pyplot as plt
 
-    cols = plt.get_cmap("tab10").colors
+    cols = [plt.get_cmap("tab10")(i) for i in range(10)]
     return {r: (cols[i % len(cols)], MARKERS[i % len(MARKERS)]) for i, r in enumerate(rules)}
 
 
