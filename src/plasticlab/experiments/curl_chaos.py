@@ -11,7 +11,6 @@ warm-up, per epoch-equivalent of η = 0.1), and a ``state`` from the tests in ``
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +19,9 @@ import torch
 
 from plasticlab.errors import PlasticlabError
 from plasticlab.experiments import _chaos_sim as sim
+from plasticlab.experiments._curl_common import TOTAL, shape_for
 from plasticlab.experiments.base import Experiment, register
 from plasticlab.metrics.chaos import QAccumulator, RecurrenceTracker, classify_state, lyapunov_exponent
-
-TOTAL = 219  # M + N in the paper's c sweeps
-
-
-def shape_for(c: float, total: int = TOTAL) -> tuple[int, int]:
-    """(M, N) with M + N = total and M/N ≈ c; floor reproduces the paper's (50,169), (62,157), (73,146)."""
-    M = max(1, min(total - 1, int(math.floor(total * c / (1 + c) + 1e-9))))
-    return M, total - M
 
 
 class _Window:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from plasticlab.claims import NKC, AtLeast, AtMost, Claim
 from plasticlab.errors import PlasticlabError
+from plasticlab.experiments._curl_common import shape_for
 from plasticlab.experiments.base import Experiment, register
 from plasticlab.report import Report
 from plasticlab.simulation.curl import CurlConfig, simulate
@@ -38,12 +39,6 @@ def check_c_range_and_alphas(name: str, p: dict) -> None:
     bad = [a for a in p["alphas"] if not 0 <= a <= 1]
     if bad:
         raise PlasticlabError(f"{name}: alphas must lie in [0, 1], got {bad[0]}")
-
-
-def shape_for(c: float, total: int) -> tuple[int, int]:
-    """(M, N) with M + N = total and M/N ≈ c (floor, as the paper's (62, 157) at c = 0.4)."""
-    M = max(1, min(total - 1, int(math.floor(total * c / (1 + c) + 1e-9))))
-    return M, total - M
 
 
 def log_cs(lo: float, hi: float, n: int) -> list[float]:

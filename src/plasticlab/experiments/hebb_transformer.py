@@ -35,6 +35,7 @@ from plasticlab import seeding
 from plasticlab.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
 from plasticlab.errors import PlasticlabError, check_positive
 from plasticlab.experiments.base import Experiment, register
+from plasticlab.networks.transformer import TinyTransformer
 from plasticlab.probe import HebbianProbe
 from plasticlab.report import Report
 
@@ -58,59 +59,6 @@ PAPER = {
 SECOND = ("blocks.0.attn.q", "blocks.0.attn.k", "blocks.0.attn.v")
 COLLAPSE = 1e-3  # a layer whose ‖W‖ fell below this fraction of its initial norm has collapsed
 TOL = 0.02  # dips smaller than this between consecutive γ count as noise in the monotonicity verdict
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention built from nn.Linear layers (so the probe can measure them)."""
-
-    def __init__(self, d: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
-
-    def forward(self, x):
-        B, T, d = x.shape
-        split = lambda t: t.view(B, T, self.heads, d // self.heads).transpose(1, 2)
-        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
-        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // self.heads), dim=-1)
-        return self.o((att @ v).transpose(1, 2).reshape(B, T, d))
-
-
-def _norm(kind: str, d: int) -> nn.Module:
-    return nn.LayerNorm(d) if kind == "layernorm" else nn.Identity()
-
-
-class Block(nn.Module):
-    """A pre-norm transformer block: attention and an MLP, each with a residual connection."""
-
-    def __init__(self, d: int, heads: int, d_ff: int, norm: str = "layernorm"):
-        super().__init__()
-        self.ln1, self.ln2 = _norm(norm, d), _norm(norm, d)
-        self.attn = Attention(d, heads)
-        self.ff = nn.ModuleDict(dict(fc1=nn.Linear(d, d_ff), fc2=nn.Linear(d_ff, d)))
-
-    def forward(self, x):
-        x = x + self.attn(self.ln1(x))
-        return x + self.ff.fc2(torch.nn.functional.gelu(self.ff.fc1(self.ln2(x))))
-
-
-class TinyTransformer(nn.Module):
-    """A small transformer regressor over a few tokens of features."""
-
-    def __init__(self, tokens=8, features=4, d=32, heads=4, layers=2, d_ff=64, d_out=32, norm="layernorm"):
-        super().__init__()
-        self.tokens, self.features = tokens, features
-        self.embed = nn.Linear(features, d)
-        self.pos = nn.Parameter(torch.zeros(tokens, d))
-        self.blocks = nn.ModuleList(Block(d, heads, d_ff, norm) for _ in range(layers))
-        self.ln_f = _norm(norm, d)
-        self.readout = nn.Linear(d, d_out)
-
-    def forward(self, x):  # x (B, tokens·features)
-        h = self.embed(x.view(x.shape[0], self.tokens, self.features)) + self.pos
-        for blk in self.blocks:
-            h = blk(h)
-        return self.readout(self.ln_f(h).mean(1))
 
 
 def seeded_init(model: nn.Module, seed: int) -> None:
