@@ -64,7 +64,7 @@ def test_size_names_the_reduction(toy):
     exp = base.get(toy)
     assert exp.size(exp.params()) == "paper"
     assert exp.size(exp.params(quick=True)) == "quick"
-    assert exp.size(exp.params(scale=0.5)) == "scale 0.5 (paper 0.1)"
+    assert exp.size(exp.params(scale=0.5)) == "scale 0.5 (full 0.1)"
     assert exp.size(exp.params(seeds=[0, 1, 2])) == "seeds 3 of 4"
 
 

@@ -51,7 +51,7 @@ class Experiment:
         return []
 
     def size(self, p: dict[str, Any]) -> str:
-        """What size ``p`` is: "paper", "quick", or the exact reduction ("steps 2000 (paper 20000); …")."""
+        """What size ``p`` is: "paper", "quick", or the exact reduction ("steps 2000 (full 20000); …")."""
         if p == self.defaults:
             return "paper"
         if p == self.params(quick=True):
@@ -65,10 +65,10 @@ class Experiment:
                 diffs.append(
                     f"{key} {len(ours)} of {len(full)}"
                     if set(map(str, ours)) <= set(map(str, full))
-                    else f"{key} {_short(ours)} (paper {_short(full)})"
+                    else f"{key} {_short(ours)} (full {_short(full)})"
                 )
             else:
-                diffs.append(f"{key} {_short(ours)} (paper {_short(full)})")
+                diffs.append(f"{key} {_short(ours)} (full {_short(full)})")
         return "; ".join(diffs)
 
     # -- parameters -----------------------------------------------------------------------------------
