@@ -228,32 +228,49 @@ def _theory_line(ax, sig, k=None):
         ax.plot(xs, k * xs**2, "k:", lw=1.6, label=f"rescaled: γ = σ² d_in/‖v_row‖² ≈ {k:.3g}σ²")
 
 
+def _cell_labels(ax, sig, gam, Z, norm, value) -> None:
+    """Each cell's value; where γ rows are closer than a label's height (log axis), neighbouring rows'
+    labels are staggered left / right of the cell centre so they never overlap."""
+    lg, ls = np.log10(gam), np.log10(sig)
+    span = lg.max() - lg.min() if len(lg) > 1 else 1.0
+    gap = np.diff(lg) / max(span, 1e-12) if len(lg) > 1 else np.array([1.0])
+    near = np.zeros(len(gam), bool)
+    near[:-1] |= gap < 0.045
+    near[1:] |= gap < 0.045
+    dx = 0.22 * (np.diff(ls).min() if len(ls) > 1 else 1.0)
+    for i, g in enumerate(gam):
+        shift = (-dx if i % 2 else dx) if near[i] else 0.0
+        for j in range(len(sig)):
+            if not np.isfinite(Z[i, j]):
+                continue
+            shade = float(norm(Z[i, j])) if norm is not None else 0.5
+            dark = abs(shade - 0.5) > 0.3 if value == "alignment" else shade < 0.45
+            ax.text(
+                10 ** (ls[j] + shift),
+                g,
+                f"{Z[i, j]:.2f}" if value == "alignment" else f"{Z[i, j]:.2g}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if dark else "black",
+            )
+
+
 def _phase_figure(df, acts, value, title, cmap, norm_fn, cbar_label, mark_min=False):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullLocator
 
     n = len(acts)
-    fig, axes = plt.subplots(1, n, figsize=(4.6 * n + 0.6, 4.2), squeeze=False)
+    n_gam = df[df.gamma > 0].gamma.nunique()
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n + 0.6, max(4.2, 0.3 * n_gam + 1.8)), squeeze=False)
     for ax, act in zip(axes[0], acts):
         cells = df[(df.activation == act) & (df.layer == plot_layer(act)) & (df.gamma > 0) & (df.sigma > 0)]
         s = summarise(cells, ["sigma", "gamma"], value)
         sig, gam, Z = _grid(s, "mean")
         norm = norm_fn(Z)
         mesh = ax.pcolormesh(_edges(sig), _edges(gam), Z, cmap=cmap, norm=norm, shading="flat")
-        for i, g in enumerate(gam):
-            for j, x in enumerate(sig):
-                if np.isfinite(Z[i, j]) and len(gam) * len(sig) <= 80:
-                    shade = float(norm(Z[i, j])) if norm is not None else 0.5
-                    dark = abs(shade - 0.5) > 0.3 if value == "alignment" else shade < 0.45
-                    ax.text(
-                        x,
-                        g,
-                        f"{Z[i, j]:.2f}" if value == "alignment" else f"{Z[i, j]:.2g}",
-                        ha="center",
-                        va="center",
-                        fontsize=6.5,
-                        color="white" if dark else "black",
-                    )
+        if len(gam) * len(sig) <= 150:
+            _cell_labels(ax, sig, gam, Z, norm, value)
         _theory_line(ax, sig, band_factor(cells) if {"w_sq", "fan_in"} <= set(cells) else None)
         if mark_min and np.isfinite(Z).any():
             i, j = np.unravel_index(np.nanargmin(Z), Z.shape)
@@ -277,7 +294,7 @@ def _phase_figure(df, acts, value, title, cmap, norm_fn, cbar_label, mark_min=Fa
         ax.set_ylabel("weight decay γ")
         name = "linear regression" if act == LINREG else f"2-layer MLP, {act} (layer 2)"
         ax.set_title(name)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=7.5, ncol=2, frameon=False)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=9, ncol=1, frameon=False)
         fig.colorbar(mesh, ax=ax, label=cbar_label)
     fig.suptitle(title)
     fig.tight_layout()
@@ -389,12 +406,12 @@ def _sign_claim(name: str, s: pd.DataFrame, size: str, div: int) -> Claim:
 
 
 def _corner_claims(name: str, s: pd.DataFrame, size: str, div: int) -> list[Claim]:
-    """The phase diagram's corners: low noise + high decay > 0.5; high noise + decay σ²/4 < −0.3."""
+    """The phase diagram's corners: low noise + high decay > 0.5; high noise + the lowest decay < −0.3."""
     sig = sorted(x for x in set(s.sigma) if x > 0)
     if not sig:
         return []
     hi = _cell(s, sig[0], max(s[s.sigma == sig[0]].gamma))
-    g_lo = _nearest(s[s.sigma == sig[-1]].gamma, sig[-1] ** 2 / 4)
+    g_lo = float(s[s.sigma == sig[-1]].gamma.min())
     lo = _cell(s, sig[-1], g_lo)
     src = "phase diagram (σ × γ)"
     g_hi = float(hi.gamma) if hi is not None else math.nan
@@ -410,7 +427,7 @@ def _corner_claims(name: str, s: pd.DataFrame, size: str, div: int) -> list[Clai
             diverged=div,
         ),
         Claim(
-            f"{name}: anti-Hebbian (< −0.3) at high noise and low decay (σ = {sig[-1]:g}, γ = σ²/4)",
+            f"{name}: anti-Hebbian (< −0.3) at high noise and low decay (σ = {sig[-1]:g}, γ = {g_lo:g})",
             KPZ,
             src,
             math.nan,
