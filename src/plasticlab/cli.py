@@ -128,6 +128,7 @@ def reproduce(
     executor: str = typer.Option("local", help="local | dask"),
     workers: int | None = typer.Option(None, help="worker processes (default: all cores; 1 = in-process)"),
     scheduler: str | None = typer.Option(None, help="Dask scheduler address (executor dask)"),
+    device: str = typer.Option("auto", help="auto (CUDA when available, else CPU) | cpu | cuda | cuda:N"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
 ) -> None:
     """Run every paper experiment and write OUT/SCOREBOARD.md + OUT/scoreboard.csv, one row per claim.
@@ -153,6 +154,7 @@ def reproduce(
             executor=executor,
             workers=workers,
             scheduler=scheduler,
+            device=device,
         )
     except PlasticlabError as e:
         _fail(str(e))
