@@ -62,6 +62,13 @@ def backprop_through(ctx: Context, delta_out: torch.Tensor, back: list[torch.Ten
     return deltas
 
 
+def _running_rate(rule: str, rate: float) -> float:
+    """A running average's step size, in (0, 1]."""
+    if not 0 < float(rate) <= 1:
+        raise PlasticlabError(f"{rule} rate must be in (0, 1], got {rate!r}")
+    return float(rate)
+
+
 class Running(NamedTuple):
     """A running average's state: how many batches it has seen and its value (fixed structure at init)."""
 
@@ -81,9 +88,7 @@ class BCM(Signal):
     name = "bcm"
 
     def __init__(self, rate: float = 0.1):
-        self.rate = float(rate)
-        if not 0 < self.rate <= 1:
-            raise PlasticlabError(f"bcm rate must be in (0, 1], got {rate!r}")
+        self.rate = _running_rate("bcm", rate)
 
     def init(self, net: MLP, seeds: torch.Tensor) -> Running:
         """Thresholds start at the first batch's mean post^2 (no arbitrary constant): zeros until then."""
@@ -129,9 +134,7 @@ class ThreeFactor(Signal):
     name = "three_factor"
 
     def __init__(self, rate: float = 0.1):
-        self.rate = float(rate)
-        if not 0 < self.rate <= 1:
-            raise PlasticlabError(f"three_factor rate must be in (0, 1], got {rate!r}")
+        self.rate = _running_rate("three_factor", rate)
 
     def init(self, net: MLP, seeds: torch.Tensor) -> Running:
         """The baseline starts at the first batch's mean loss: zero until then."""
