@@ -361,7 +361,7 @@ def _field_claims(df: pd.DataFrame, summ: pd.DataFrame, size: str) -> list[Claim
     """Gradient rules have no curl; DFA / FA / curl / Hebbian do; a Hebbian signature spans both kinds."""
     out = []
     fin = df[np.isfinite(df.nongradient_fraction)]
-    g = fin[fin.rule.isin(GRADIENT_RULES)]
+    g = fin[fin.rule.map(GRADIENT_RULES.__contains__).astype(bool)]  # "sgd:…" spellings count too
     out.append(
         Claim(
             f"gradient rules ({', '.join(sorted(set(g.rule)))}) have gradient fields at every decay and noise "
@@ -376,7 +376,7 @@ def _field_claims(df: pd.DataFrame, summ: pd.DataFrame, size: str) -> list[Claim
             AtMost(1e-6),
         )
     )
-    c = df[df.rule.isin(CURL_RULES)]
+    c = df[df.rule.map(CURL_RULES.__contains__).astype(bool)]
     per = c.groupby("rule").nongradient_fraction_init.min()
     f, n = fraction(per > 0.01)
     out.append(
@@ -487,6 +487,6 @@ def atlas_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
 
 def _claims(rep: Report, df: pd.DataFrame, summ: pd.DataFrame, p: dict) -> None:
     rep.add_claims(atlas_claims(df, p, RuleAtlas().size(p)))
-    g0 = df[df.rule.isin(GRADIENT_RULES)].nongradient_fraction_init
+    g0 = df[df.rule.map(GRADIENT_RULES.__contains__).astype(bool)].nongradient_fraction_init
     if len(g0):
         rep.text(f"At init the bare sgd/random_nn signals have non-gradient fraction ≤ {g0.max():.1e}.")
