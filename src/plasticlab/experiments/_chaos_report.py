@@ -285,8 +285,7 @@ def _findings(d: pd.DataFrame) -> str:
         lines.append("- none")
     lines += [
         "",
-        f"λ between 0 and {LAMBDA_POSITIVE:g} per epoch-equivalent is within the spread of the estimate on "
-        "regular, slowly damped oscillations, so those runs are counted as oscillating, not irregular; the counts "
-        "above show how many sit there.",
+        f"Runs with 0 < λ ≤ {LAMBDA_POSITIVE:g} per epoch-equivalent are counted as oscillating, not irregular; "
+        "the counts above show how many sit near the threshold.",
     ]
     return "\n".join(lines)
