@@ -44,7 +44,6 @@ class Report:
         self.title = title
         self.params = params
         self.parts: list[str] = []
-        self.claims: list[tuple[str, bool | None, str]] = []
         self.verdicts: list[Claim] = []
 
     def text(self, md: str) -> Report:
@@ -72,11 +71,6 @@ class Report:
         self.verdicts.extend(claims)
         return self
 
-    def claim(self, statement: str, passed: bool | None, measured: str) -> Report:
-        """Legacy pass/fail claim (being replaced by ``add_claims``); None = nothing measured."""
-        self.claims.append((statement, None if passed is None else bool(passed), measured))
-        return self
-
     def compare(
         self, ours: pd.DataFrame, paper: pd.DataFrame, on: list[str], value: str, caption: str
     ) -> pd.DataFrame:
@@ -89,20 +83,13 @@ class Report:
 
     def render(self) -> str:
         lines = [f"# {self.title}", ""]
-        if self.verdicts or self.claims:
-            lines += ["## Verdicts", ""]
         if self.verdicts:
+            lines += ["## Verdicts", ""]
             sizes = {c.size for c in self.verdicts}
             one = len(sizes) == 1
             if one:
                 lines += [f"Run size: {sizes.pop()}.", ""]
             lines += [claims_table(self.verdicts, size=not one), ""]
-        if self.claims:
-            lines += ["| claim | verdict | measured |", "|---|---|---|"]
-            for s, ok, m in self.claims:
-                v = "⚪ not run" if ok is None else ("✅ reproduced" if ok else "❌ not reproduced")
-                lines.append(f"| {s} | {v} | {m} |")
-            lines.append("")
         lines += [p + "\n" for p in self.parts]
         lines += ["## Configuration", "", "```json", json.dumps(self.params, indent=2, default=str), "```", ""]
         return "\n".join(lines)
