@@ -108,6 +108,14 @@ def test_all_diverged_is_a_measured_failure_and_exits_nonzero(toy, tmp_path):
     assert "all diverged" in (tmp_path / "d" / "SCOREBOARD.md").read_text()
 
 
+def test_an_experiment_whose_claims_fail_is_reported_not_fatal(toy, tmp_path, monkeypatch):
+    reproduce(tmp_path, quick=True, only=[toy], workers=1)
+    monkeypatch.setattr(Toy, "claims", lambda self, df, p: df["no such column"])
+    outs = reproduce(tmp_path, only=[toy], collect=True)
+    assert outs[0].status == "failed" and "KeyError" in outs[0].message
+    assert "failed: KeyError" in (tmp_path / "SCOREBOARD.md").read_text()
+
+
 def test_unknown_only_is_one_line(tmp_path):
     r = CliRunner().invoke(app, ["reproduce", "--quick", "--only", "nope", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "nope" in r.output and "Traceback" not in r.output

@@ -132,6 +132,8 @@ def reproduce(
             oc = _one(name, sub, quick, collect, dict(run_kw, progress=progress))
         except PlasticlabError as e:
             oc = Outcome(name, status="failed", message=str(e).splitlines()[0])
+        except Exception as e:  # one experiment's bug (e.g. a table from older code) must not sink the board
+            oc = Outcome(name, status="failed", message=f"{type(e).__name__}: {e}".splitlines()[0])
         outcomes.append(oc)
         if progress:
             print(f"{name}: {oc.status}, {len(oc.claims)} claims {oc.message}".rstrip(), flush=True)
