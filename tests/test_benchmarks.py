@@ -52,9 +52,19 @@ def test_analytic_step_flops_match_counted_matmuls(B, M, N):
 def test_ensemble_harness_runs(capsys):
     ensemble.main(["--members", "3", "--ref-members", "2", "--P", "20", "--epochs", "2", "--dtype", "float64"])
     out = capsys.readouterr().out
-    assert "agreement within 1e-09: yes" in out
-    ratio = [ln for ln in out.splitlines() if ln.startswith("ratio reference / engine")]
-    assert len(ratio) == 1 and float(ratio[0].split(":")[1].split()[0]) > 0
+    assert "agreement within 1e-09: yes" in out and "load average at the end" in out
+    for peer in ("NumPy peer", "autograd reference"):
+        ratio = [ln for ln in out.splitlines() if ln.startswith(f"ratio {peer} / engine (eager)")]
+        assert len(ratio) == 1 and float(ratio[0].split(":")[1].split()[0]) > 0
+
+
+def test_numpy_peer_agrees_with_engine_and_catches_a_different_rule():
+    cfg, seeds = tiny(), [0, 1, 2]
+    res = ensemble.run_engine(cfg, seeds, k2=1, init_scale=2.0)
+    dw, de = ensemble.compare(cfg, res, ensemble.run_numpy(cfg, seeds, k2=1, init_scale=2.0), seeds)
+    assert dw < 1e-12 and de < 1e-10
+    dw, _ = ensemble.compare(cfg, res, ensemble.run_numpy(cfg, seeds, k2=0, init_scale=2.0), seeds)
+    assert dw > 1e-8
 
 
 def test_roofline_harness_runs(capsys):

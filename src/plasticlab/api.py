@@ -20,6 +20,7 @@ def run(
     scheduler: str | None = None,
     progress: bool = False,
     device: str = "auto",
+    compile: bool | str = False,
     **overrides: Any,
 ) -> pd.DataFrame:
     """Run experiment ``name``; return its tidy results table and, with ``out``, write
@@ -31,20 +32,22 @@ def run(
     :mod:`plasticlab.sweeps`). If chunks raise, the others still finish and are saved, then
     :class:`plasticlab.sweeps.SweepFailed` is raised; calling again retries only the failed chunks.
     ``device``: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N" — where every chunk's
-    tensors are made (results agree across devices within float tolerance).
+    tensors are made (results agree across devices within float tolerance). ``compile=True`` (CLI:
+    ``--set compile=true``) runs the engines' steps through torch.compile (see :mod:`plasticlab.compiling`).
     """
-    from plasticlab import devices
+    from plasticlab import compiling, devices
     from plasticlab.sweeps import execute
     from plasticlab.sweeps.store import atomic_write
 
     dev = devices.resolve(device)  # a bad device is a user error before any work
+    compile_flag = compiling.as_flag(compile)
     exp = get(name)
     p = exp.params(quick=quick, **overrides)
     specs = exp.chunks(p)
     if out is not None:
         # A table from an earlier grid must not outlive a run of this one that fails.
         (Path(out) / "results.parquet").unlink(missing_ok=True)
-    with devices.use(dev):
+    with devices.use(dev), compiling.use(compile_flag):
         df = execute(
             exp,
             specs,

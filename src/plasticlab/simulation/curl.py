@@ -17,12 +17,14 @@ import itertools
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from plasticlab import devices, seeding
+from plasticlab import compiling, devices, seeding
+from plasticlab.compiling import Compiled
 from plasticlab.errors import PlasticlabError, check_choice, check_positive
 
 ACTIVATIONS = ("linear", "tanh", "relu")
@@ -434,48 +436,106 @@ def _to(obj, device: torch.device):
     return replace(obj, **moved)
 
 
-def _feedback(p: CurlProblem, W2: torch.Tensor) -> torch.Tensor:
+def _feedback(W2: torch.Tensor, Ft: torch.Tensor, dfa_mask: torch.Tensor, dfa: str) -> torch.Tensor:
     """What carries the error back to the hidden layer: the true W2, or the fixed DFA matrix."""
-    if p.dfa_all:
-        return p.Ft
-    return torch.where(p.dfa_mask, p.Ft, W2) if p.dfa_any else W2
+    if dfa == "all":
+        return Ft
+    return torch.where(dfa_mask, Ft, W2) if dfa == "some" else W2
 
 
-def _renorm(p: CurlProblem, W1: torch.Tensor, W2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if not p.cfg.norm_constraint:
+def _renorm(W1, W2, n1, n2, norm: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    if not norm:
         return W1, W2
-    W1 = W1 * torch.div(p.n1, torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True))
-    W2 = W2 * torch.div(p.n2, torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True))
+    W1 = W1 * torch.div(n1, torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True))
+    W2 = W2 * torch.div(n2, torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True))
     return W1, W2
 
 
-def step_fn(p: CurlProblem, s: CurlState, xb: torch.Tensor, xdb: torch.Tensor, yb: torch.Tensor) -> CurlState:
-    """One rule-flipped update of every member on the batch ``xb`` (E, B, M), ``yb`` (E, B, 1); ``xdb`` is
-    ``xb`` with W1's column flips applied (``xb`` itself when there are none). Returns a new state."""
-    act = p.cfg.activation
-    a1 = torch.bmm(xb, s.W1.transpose(1, 2))
+def _consts(p: CurlProblem) -> tuple[torch.Tensor, ...]:
+    """The problem's tensors a step reads, in ``_step_tensors``' order."""
+    return (p.Ft, p.dfa_mask, p.d2r, p.n1, p.n2, p.one)
+
+
+def _flags(p: CurlProblem, lr_scalar: float | None) -> dict[str, Any]:
+    """The Python-level choices of a step (a compiled step is specialised on them)."""
+    dfa = "all" if p.dfa_all else ("some" if p.dfa_any else "none")
+    return dict(
+        act=p.cfg.activation,
+        full=p.mode == "full",
+        lr_scalar=lr_scalar,
+        dfa=dfa,
+        use_d2=p.use_d2,
+        norm=p.cfg.norm_constraint,
+    )
+
+
+def _step_tensors(
+    W1, W2, peak, lr, xb, xdb, yb, Ft, dfa_mask, d2r, n1, n2, one, *, act, full, lr_scalar, dfa, use_d2, norm
+):
+    """The arithmetic of ``step_fn`` on tensors only (what torch.compile sees): -> (W1, W2, peak)."""
+    a1 = torch.bmm(xb, W1.transpose(1, 2))
     h = torch.tanh(a1) if act == "tanh" else (torch.clamp_min(a1, 0.0) if act == "relu" else a1)
-    e = torch.bmm(h, s.W2.transpose(1, 2))
+    e = torch.bmm(h, W2.transpose(1, 2))
     if act == "tanh":
         e = e.tanh_()
     elif act == "relu":
         e = e.relu_()
     e = e.sub_(yb)
-    peak = s.peak
-    if p.mode == "full":  # every step's error is the training error, so the peak is exact
+    if full:  # every step's error is the training error, so the peak is exact
         peak = torch.maximum(peak, e.pow(2).mean(dim=(1, 2)).mul_(0.5))
     # one shared learning rate (the usual case) rides on the scalar alpha of the updates below
-    if s.lr_scalar is None:
-        e = e.mul_(s.lr)
-    delta = torch.mul(e, _feedback(p, s.W2))  # (E,B,1)·(E,1,N): an outer product, cheaper than a bmm
+    if lr_scalar is None:
+        e = e.mul_(lr)
+    delta = torch.mul(e, _feedback(W2, Ft, dfa_mask, dfa))  # (E,B,1)·(E,1,N): an outer product
     if act == "tanh":
-        delta = delta.mul_(torch.addcmul(p.one, h, h, value=-1.0))
+        delta = delta.mul_(torch.addcmul(one, h, h, value=-1.0))
     elif act == "relu":
         delta = delta.mul_(a1 > 0)
-    alpha = -1.0 if s.lr_scalar is None else -s.lr_scalar
-    W2 = torch.baddbmm(s.W2, e.transpose(1, 2), torch.mul(h, p.d2r) if p.use_d2 else h, alpha=alpha)
-    W1 = torch.baddbmm(s.W1, delta.transpose(1, 2), xdb, alpha=alpha)
-    W1, W2 = _renorm(p, W1, W2)
+    alpha = -1.0 if lr_scalar is None else -lr_scalar
+    W2 = torch.baddbmm(W2, e.transpose(1, 2), torch.mul(h, d2r) if use_d2 else h, alpha=alpha)
+    W1 = torch.baddbmm(W1, delta.transpose(1, 2), xdb, alpha=alpha)
+    W1, W2 = _renorm(W1, W2, n1, n2, norm)
+    return W1, W2, peak
+
+
+def _steps_tensors(W1, W2, peak, lr, xs, xds, ys, *consts, **flags):
+    """``_step_tensors`` over a block of K batches xs (K, E, B, M): one compiled graph for K steps, so the
+    per-call cost of a compiled function is paid once per block (it exceeds a small step's work)."""
+    for i in range(xs.shape[0]):
+        W1, W2, peak = _step_tensors(W1, W2, peak, lr, xs[i], xds[i], ys[i], *consts, **flags)
+    return W1, W2, peak
+
+
+_compiled_steps = Compiled(_steps_tensors, "the curl-descent step")
+COMPILE_BLOCK = 10  # steps per compiled graph: compile time grows with it, per-call overhead shrinks
+
+
+def step_fn(p: CurlProblem, s: CurlState, xb: torch.Tensor, xdb: torch.Tensor, yb: torch.Tensor) -> CurlState:
+    """One rule-flipped update of every member on the batch ``xb`` (E, B, M), ``yb`` (E, B, 1); ``xdb`` is
+    ``xb`` with W1's column flips applied (``xb`` itself when there are none). Returns a new state."""
+    W1, W2, peak = _step_tensors(s.W1, s.W2, s.peak, s.lr, xb, xdb, yb, *_consts(p), **_flags(p, s.lr_scalar))
+    return replace(s, W1=W1, W2=W2, peak=peak)
+
+
+def _block(steps: int) -> int:
+    """The largest divisor of ``steps`` up to COMPILE_BLOCK (one graph shape per run)."""
+    return max(k for k in range(1, min(steps, COMPILE_BLOCK) + 1) if steps % k == 0)
+
+
+def compiled_steps_fn(
+    p: CurlProblem, s: CurlState, xs: torch.Tensor, xds: torch.Tensor, ys: torch.Tensor
+) -> CurlState:
+    """``step_fn`` over the batches xs (K, E, B, M) in order, through torch.compile in blocks of ``_block(K)``
+    steps (eager, with one warning line, where compiling is unavailable).
+
+    The rate always rides on the error (never on alpha), so freezing a diverged member does not change
+    the compiled graph; results equal ``step_fn``'s to rounding."""
+    k, W1, W2, peak = _block(xs.shape[0]), s.W1, s.W2, s.peak
+    consts, flags = _consts(p), _flags(p, None)
+    for i in range(0, xs.shape[0], k):
+        W1, W2, peak = _compiled_steps(
+            W1, W2, peak, s.lr, xs[i : i + k], xds[i : i + k], ys[i : i + k], *consts, **flags
+        )
     return replace(s, W1=W1, W2=W2, peak=peak)
 
 
@@ -488,10 +548,10 @@ def moments_step_fn(p: CurlProblem, s: CurlState) -> CurlState:
     peak = torch.maximum(s.peak, torch.bmm(g, dv.transpose(1, 2)).view(p.E).mul_(0.5))
     g = g.mul_(s.lr)
     G2 = torch.bmm(g, W1.transpose(1, 2))  # mean e hᵀ, from the pre-update W1
-    back = _feedback(p, W2)
+    back = _feedback(W2, p.Ft, p.dfa_mask, _flags(p, None)["dfa"])
     W1 = torch.baddbmm(W1, back.transpose(1, 2), g * p.d1r if p.use_d1 else g, alpha=-1.0)
     W2 = torch.addcmul(W2, G2, p.d2r, value=-1.0) if p.use_d2 else W2.sub(G2)
-    W1, W2 = _renorm(p, W1, W2)
+    W1, W2 = _renorm(W1, W2, p.n1, p.n2, p.cfg.norm_constraint)
     return replace(s, W1=W1, W2=W2, peak=peak)
 
 
@@ -538,23 +598,28 @@ class Shuffles:
         return self.queue.pop()
 
 
-def epoch_fn(p: CurlProblem, s: CurlState, shuffles: Shuffles | None = None, step=step_fn) -> CurlState:
-    """One epoch: P/B mini-batch steps in this epoch's shuffled order, or one full-batch step.
-    ``step`` is the mini-batch/full step to use (``step_fn`` or a compiled copy of it)."""
+def epoch_fn(p: CurlProblem, s: CurlState, shuffles: Shuffles | None = None, compiled: bool = False) -> CurlState:
+    """One epoch: P/B mini-batch steps in this epoch's shuffled order, or one full-batch step;
+    ``compiled`` runs them through ``compiled_steps_fn``."""
     if p.mode == "moments":
         return moments_step_fn(p, s)
     if p.mode == "full":
         assert p.X_all is not None and p.Xd_all is not None and p.Y_all is not None
-        return step(p, s, p.X_all, p.Xd_all, p.Y_all)
+        if compiled:
+            return compiled_steps_fn(p, s, p.X_all[None], p.Xd_all[None], p.Y_all[None])
+        return step_fn(p, s, p.X_all, p.Xd_all, p.Y_all)
     assert shuffles is not None
-    cfg, E = p.cfg, p.E
+    cfg, E, K = p.cfg, p.E, p.steps_per_epoch
     rows = shuffles.rows(s.epoch + 1)
     Xf, Yf = p.Xu.reshape(-1, cfg.M), p.Yu.reshape(-1, 1)
     # each step then copies just its B rows per member
-    Ys = Yf.index_select(0, rows.view(-1)).view(p.steps_per_epoch, E, cfg.B, 1)
-    for i in range(p.steps_per_epoch):
+    Ys = Yf.index_select(0, rows.view(-1)).view(K, E, cfg.B, 1)
+    if compiled:
+        xs = Xf.index_select(0, rows.view(-1)).view(K, E, cfg.B, cfg.M)
+        return compiled_steps_fn(p, s, xs, xs * p.d1r if p.use_d1 else xs, Ys)
+    for i in range(K):
         xb = Xf.index_select(0, rows[i]).view(E, cfg.B, cfg.M)
-        s = step(p, s, xb, xb * p.d1r if p.use_d1 else xb, Ys[i])
+        s = step_fn(p, s, xb, xb * p.d1r if p.use_d1 else xb, Ys[i])
     return s
 
 
@@ -625,6 +690,7 @@ def simulate(
     eta=None,
     threads: int | None = None,
     device=None,
+    compile: bool | None = None,
 ) -> CurlResult:
     """Advance an ensemble (one member per entry of ``seeds``; the other arguments broadcast) together.
 
@@ -635,6 +701,7 @@ def simulate(
     (default: leave torch's setting alone; the sweep executor sets it). ``device``: where to run
     (default: ``plasticlab.devices.current()``, the CPU unless a run chose another); the data and
     initial weights are made on the CPU and moved, so every device starts from the same numbers.
+    ``compile``: run the step through torch.compile (default: ``plasticlab.compiling.enabled()``).
     """
     cfg.validate()
     members = _members(cfg, seeds, k1, k2, init_scale, rule, eta)
@@ -643,19 +710,19 @@ def simulate(
         torch.set_num_threads(max(1, int(threads)))
     try:
         with torch.no_grad():
-            return _run(cfg, members, device)
+            return _run(cfg, members, device, compiling.enabled() if compile is None else bool(compile))
     finally:
         torch.set_num_threads(saved_threads)
 
 
-def _run(cfg: CurlConfig, members: pd.DataFrame, device) -> CurlResult:
+def _run(cfg: CurlConfig, members: pd.DataFrame, device, compiled: bool = False) -> CurlResult:
     p, s = init_fn(cfg, members, device)
     log, hist = ErrorLog(p), History(cfg)
     shuffles = Shuffles(p) if p.mode == "minibatch" else None
     s = log.measure(p, s)
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
-        s = replace(epoch_fn(p, s, shuffles), epoch=epoch)
+        s = replace(epoch_fn(p, s, shuffles, compiled), epoch=epoch)
         # A non-finite W1 reaches W2 through the error within one step, so watching the small W2 every
         # epoch (and W1 at checkpoints) catches every blow-up; a sum is non-finite iff an entry is.
         s = freeze(p, s, ~torch.isfinite(s.W2.sum(dim=(1, 2))), epoch)

@@ -15,7 +15,7 @@ from collections.abc import Generator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
-from plasticlab import devices
+from plasticlab import compiling, devices
 from plasticlab.errors import PlasticlabError, check_choice
 from plasticlab.sweeps.worker import init_worker, run_task, threads_per_worker, threads_restored, usable_cores
 
@@ -74,7 +74,8 @@ def run_pool(name: str, specs: list[dict], workers: int) -> Generator[Result, No
     )
     try:
         dev = str(devices.current())  # the run's device, for the worker processes
-        futures = {pool.submit(run_task, name, spec, threads, dev): i for i, spec in enumerate(specs)}
+        comp = compiling.enabled()
+        futures = {pool.submit(run_task, name, spec, threads, dev, comp): i for i, spec in enumerate(specs)}
         for fut in as_completed(futures):
             try:
                 res = fut.result()
@@ -119,7 +120,9 @@ def run_dask(name: str, specs: list[dict], workers: int, scheduler: str | None) 
     futures: dict = {}
     try:
         futures = {
-            client.submit(run_task, name, spec, threads, dev, pure=False, key=f"{name}-{i}-{tag}"): i
+            client.submit(
+                run_task, name, spec, threads, dev, compiling.enabled(), pure=False, key=f"{name}-{i}-{tag}"
+            ): i
             for i, spec in enumerate(specs)
         }
         for fut in dask_completed(list(futures)):

@@ -73,14 +73,20 @@ def init_worker(threads: int | None, main_pid: int | None = None) -> None:
 
 
 def run_task(
-    name: str, spec: dict[str, Any], threads: int | None = None, device: str | None = None
+    name: str,
+    spec: dict[str, Any],
+    threads: int | None = None,
+    device: str | None = None,
+    compile: bool | None = None,
 ) -> dict[str, Any]:
     """-> {"ok": True, "df": DataFrame, ...} or {"ok": False, "error": {type, message, traceback}, ...}.
 
-    ``device`` (e.g. "cuda:1") is made current for the chunk; None keeps the current one."""
-    from plasticlab import devices
+    ``device`` (e.g. "cuda:1") is made current for the chunk, and ``compile`` the compile setting; None
+    keeps the current one."""
+    from plasticlab import compiling, devices
 
-    with devices.use(devices.current() if device is None else device):
+    dev = devices.current() if device is None else device
+    with devices.use(dev), compiling.use(compiling.enabled() if compile is None else compile):
         return _run_task(name, spec, threads)
 
 

@@ -1,0 +1,53 @@
+"""Opt-in torch.compile of the curl step: compiled == eager, a one-line fallback, and the run-level switch."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import plasticlab
+from plasticlab import compiling
+from plasticlab.errors import PlasticlabError
+from plasticlab.simulation import curl
+from plasticlab.simulation.curl import CurlConfig, simulate
+
+
+def tiny(dtype="float64", B=5):
+    return CurlConfig(M=6, N=4, P=10, B=B, epochs=4, points_per_decade=4, n_test=5, dtype=dtype)
+
+
+@pytest.mark.slow  # compiling takes tens of seconds on a busy CPU: run with `pytest -m slow`
+@pytest.mark.parametrize(("dtype", "tol"), [("float64", 1e-10), ("float32", 1e-5)])
+def test_compiled_curl_step_equals_eager(dtype, tol):
+    kw = dict(k1=[0, 2], k2=1, rule=["curl", "dfa_flip"])
+    eager = simulate(tiny(dtype), [0, 1], **kw, compile=False)
+    comp = simulate(tiny(dtype), [0, 1], **kw, compile=True)
+    torch.testing.assert_close(comp.W1, eager.W1, rtol=0, atol=tol)
+    np.testing.assert_allclose(comp.test_error, eager.test_error, rtol=tol)
+
+
+def test_compile_falls_back_to_eager_with_one_warning(monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeError("no C++ compiler found\nmore detail")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(curl, "_compiled_steps", compiling.Compiled(curl._steps_tensors, "the curl-descent step"))
+    eager = simulate(tiny(), [0, 1], k2=1, compile=False)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        res = simulate(tiny(), [0, 1], k2=1, compile=True)
+    msgs = [str(x.message) for x in w if "torch.compile" in str(x.message)]
+    assert len(msgs) == 1 and "no C++ compiler found" in msgs[0] and "\n" not in msgs[0]
+    torch.testing.assert_close(res.W1, eager.W1, rtol=0, atol=1e-12)
+
+
+def test_compile_flag_parsing_and_run_level_switch(monkeypatch):
+    assert compiling.as_flag("true") and not compiling.as_flag("false") and compiling.as_flag(True)
+    with pytest.raises(PlasticlabError, match="compile='maybe'"):
+        compiling.as_flag("maybe")
+    with pytest.raises(PlasticlabError, match="compile"):
+        plasticlab.run("sweep-demo", quick=True, compile="maybe")
+    with compiling.use(True):
+        assert compiling.enabled()
+    assert not compiling.enabled()
