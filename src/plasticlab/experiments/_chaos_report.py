@@ -162,13 +162,14 @@ def _figures(rep, d: pd.DataFrame, p: dict) -> None:
     if not cs:
         return
     fig, axes = plt.subplots(2, len(cs), figsize=(4.2 * len(cs), 7), squeeze=False)
+    colour = {eta: f"C{i}" for i, eta in enumerate(sorted(d.eta.unique()))}
     for j, c in enumerate(cs):
         s = d[d.c == float(c)]
-        for i, (eta, e) in enumerate(s.groupby("eta")):
+        for eta, e in s.groupby("eta"):
             m = e.groupby("alpha_h_eff").agg(
                 q=("q", "mean"), qf=("q_function", "median"), lam=("lyapunov", "median")
             )
-            col = f"C{i}"
+            col = colour[eta]  # one colour per η across panels
             axes[0, j].plot(m.index, m.q.clip(lower=1e-32), "o-", color=col, label=f"η = {eta:g}: mean q")
             axes[0, j].plot(m.index, m.qf.clip(lower=1e-32), "x:", color=col, label=f"η = {eta:g}: median q(W2W1)")
             axes[1, j].plot(e.alpha_h_eff, e.lyapunov, ".", color=col, alpha=0.4)
