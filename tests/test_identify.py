@@ -147,7 +147,7 @@ def test_grouped_cross_validation_separates_separable_rules_and_never_shares_a_s
     assert one.groupby("seed").fold.nunique().eq(1).all()  # a seed sits in one test fold only
 
 
-def test_identify_returns_rule_probabilities_for_new_recordings():
+def test_identify_returns_rule_probabilities_for_new_recordings(tmp_path):
     train = _synthetic(seeds=range(5))
     new = _synthetic(seeds=[7]).drop(columns=["rule", "weight_decay", "noise", "seed"])
     model = train_identifier(train, classifier="logistic")
@@ -158,6 +158,8 @@ def test_identify_returns_rule_probabilities_for_new_recordings():
     assert identify(single, train).iloc[0].idxmax() == "b"
     with pytest.raises(PlasticlabError, match="step"):
         identify(pd.DataFrame(dict(x=[1.0])), model)
+    with pytest.raises(PlasticlabError, match="no rule-identify table"):
+        identify(new, tmp_path)
 
 
 # -- the experiment -------------------------------------------------------------------------------------

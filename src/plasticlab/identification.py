@@ -304,8 +304,9 @@ def identify(
     ``trajectories``: one row per (run, step) — or per step for a single run — with observable columns
     ``{observable}_l{layer}`` (``align``, ``align_noise``, ``act_mean`` … ``w_median``; see
     :mod:`plasticlab.metrics.observables`, which computes them from a network). ``reference``: a trained
-    :class:`Identifier`, a ``rule-identify`` results table, or its output folder (default: the committed
-    ``results/rule-identify``). Returns a DataFrame, one row per run, one column per rule, rows sum to 1.
+    :class:`Identifier`, a ``rule-identify`` results table, or its output folder (default:
+    ``results/rule-identify`` of a source checkout, once its trajectory table has been recreated there; see
+    that folder's README). Returns a DataFrame, one row per run, one column per rule, rows sum to 1.
     The non-gradient fraction needs the weights' full vector field, so it is not used here."""
     if isinstance(reference, Identifier):
         return reference.predict_proba(trajectories)
