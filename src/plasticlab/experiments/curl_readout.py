@@ -19,10 +19,8 @@ import pandas as pd
 from plasticlab.claims import NKC, AtLeast, Claim, fraction
 from plasticlab.experiments.base import Experiment, register
 from plasticlab.experiments.curl_hidden import (
-    boundary_on_index_axes,
     check_c_range_and_alphas,
     empirical_boundary,
-    heatmap,
     shape_chunks,
     theory_alpha,
 )
@@ -219,6 +217,8 @@ class CurlReadout(Experiment):
     def report(self, df, p, out):
         import matplotlib.pyplot as plt  # late: workers never plot, and pyplot costs ~1 s to import
 
+        from plasticlab.plots.curl import boundary_on_index_axes, heatmap
+
         rep = Report(out, "curl-readout: readout flips from the teacher vs the stability boundary", p)
         rep.add_claims(readout_claims(df, p, self.size(p)))
         rep.text(
@@ -233,7 +233,7 @@ class CurlReadout(Experiment):
         )
         for act in dict.fromkeys(df.activation):
             g = df[df.activation == act].copy()
-            fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+            fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
             for ax, col, title in (
                 (axes[0], "log10_test_error", "final test error"),
                 (axes[1], "log10_peak_train_error", "peak training error"),
