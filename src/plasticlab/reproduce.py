@@ -1,9 +1,10 @@
 """``plasticlab reproduce``: every paper experiment, one scoreboard of every claim.
 
-Each experiment runs (resumably, exactly as ``plasticlab run``) into ``OUT/NAME``, or, with ``collect=True``,
-its results already in ``OUT/NAME`` are read back instead of recomputed (how ``results/SCOREBOARD.md`` is
-built from the committed paper-size runs). Every experiment's ``claims(df, params)`` gives rows; the verdicts
-come from :func:`plasticlab.claims.verdict`. Writes ``OUT/SCOREBOARD.md`` and ``OUT/scoreboard.csv``.
+Each experiment runs (resumably, exactly as ``plasticlab run``) into ``OUT/NAME``, or, with
+``collect=True``, its results already in ``OUT/NAME`` are read back (nothing there is rewritten) instead of
+recomputed: that is how ``results/SCOREBOARD.md`` is built from the committed paper-size runs. Every
+experiment's ``claims(df, params)`` gives rows; the verdicts come from :func:`plasticlab.claims.verdict`.
+Writes ``OUT/SCOREBOARD.md`` and ``OUT/scoreboard.csv``.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def _one(name: str, out: Path, quick: bool, collect: bool, run_kw: dict[str, Any
             )
         df, p = got
         p = exp.params(**p)  # validates, fills keys added since the run
-        exp.report(df, p, out)  # reports rendered by today's code
+        # the committed report.md and figures are left as their run wrote them (collect only reads)
     else:
         p = exp.params(quick=quick)
         df = run_api(name, quick=quick, out=out, **run_kw)
