@@ -37,7 +37,7 @@ def run(
     """
     from plasticlab import compiling, devices
     from plasticlab.sweeps import execute
-    from plasticlab.sweeps.store import atomic_write
+    from plasticlab.sweeps.store import atomic_write, check_out
 
     dev = devices.resolve(device)  # a bad device is a user error before any work
     compile_flag = compiling.as_flag(compile)
@@ -45,8 +45,14 @@ def run(
     p = exp.params(quick=quick, **overrides)
     specs = exp.chunks(p)
     if out is not None:
-        # A table from an earlier grid must not outlive a run of this one that fails.
-        (Path(out) / "results.parquet").unlink(missing_ok=True)
+        out = check_out(out, exp.name)
+
+    def finish(df: pd.DataFrame) -> None:
+        # Only now, with every chunk computed and checked, is the previous table replaced (atomically).
+        if out is not None:
+            atomic_write(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
+            exp.report(df, p, out)
+
     with devices.use(dev), compiling.use(compile_flag):
         df = execute(
             exp,
@@ -57,9 +63,6 @@ def run(
             scheduler=scheduler,
             progress=progress,
             params=p,
+            finish=finish,
         )
-    if out is not None:
-        out = Path(out)
-        atomic_write(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
-        exp.report(df, p, out)
     return df

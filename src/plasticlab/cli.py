@@ -7,12 +7,15 @@ exit code 2, never a traceback.
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import sys
+import warnings
 from pathlib import Path
 
 import typer
 
-from plasticlab.errors import PlasticlabError
+from plasticlab.errors import PlasticlabError, PlasticlabWarning
 
 app = typer.Typer(
     add_completion=False,
@@ -24,6 +27,45 @@ app = typer.Typer(
 def _fail(msg: str) -> None:
     typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED)
     raise typer.Exit(2)
+
+
+def _one_line_warnings() -> None:
+    """Show plasticlab's own warnings (a damaged part moved aside, ...) as one ``warning:`` line each."""
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, PlasticlabWarning):
+            typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (kill, a batch system's time limit) stops a run the way Ctrl-C does: cancel, save, exit."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _interrupted_message(out: Path) -> str:
+    from plasticlab.sweeps import summary as sweep_summary
+
+    try:
+        s = sweep_summary(out)
+        saved = f"{s['done']} of {s['total']} chunks are saved in {out}"
+    except Exception:  # interrupted before the manifest existed
+        saved = f"nothing was computed yet in {out}"
+    cmd = " ".join(shlex.quote(a) for a in ["plasticlab", *sys.argv[1:]]) if _invoked_as_cli() else ""
+    again = f"resume with the same command: {cmd}" if cmd else "run the same command again to resume"
+    return f"interrupted: {saved}; {again}"
+
+
+def _invoked_as_cli() -> bool:
+    return Path(sys.argv[0]).name in {"plasticlab", "cli.py"} or sys.argv[0].endswith("plasticlab.cli")
 
 
 def _parse_sets(sets: list[str]) -> dict[str, str]:
@@ -50,7 +92,9 @@ def run(
     name: str = typer.Argument(..., help="experiment name (see `plasticlab list`)"),
     quick: bool = typer.Option(False, "--quick", help="small version, minutes on a laptop CPU"),
     set_: list[str] = typer.Option([], "--set", "-s", help="override a parameter: key=value (lists: a,b,c)"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="output folder (default runs/NAME)"),
+    out_text: str | None = typer.Option(
+        None, "--out", "-o", help="output folder (default runs/NAME-quick with --quick, else runs/NAME)"
+    ),
     executor: str = typer.Option("local", help="local | dask"),
     workers: int | None = typer.Option(
         None, help="worker processes (default: all cores, one chunk each; 1 = in-process)"
@@ -71,11 +115,15 @@ def run(
     from plasticlab.sweeps import SweepFailed
     from plasticlab.sweeps import summary as sweep_summary
 
-    out = out or Path("runs") / (name + ("-quick" if quick else ""))
+    _one_line_warnings()
+    if out_text is not None and not out_text.strip():
+        _fail("--out is empty; give a folder, e.g. --out runs/my-run")
+    out = Path("runs") / (name + ("-quick" if quick else "")) if out_text is None else Path(out_text)
     if workers is None and executor == "local":
         # The command line owns its process, so it can use every core; the Python API stays in-process
         # by default because worker processes re-import a user's script (which then needs a __main__ guard).
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    _sigterm_as_interrupt()
     try:
         run_api(
             name,
@@ -98,11 +146,7 @@ def run(
         typer.echo(f"tracebacks: {out / 'manifest.json'}; status: plasticlab status {out}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        typer.secho(
-            f"interrupted: finished chunks are saved in {out}; run the same command to resume",
-            err=True,
-            fg=typer.colors.YELLOW,
-        )
+        typer.secho(_interrupted_message(out), err=True, fg=typer.colors.YELLOW)
         raise typer.Exit(130) from None
     except PlasticlabError as e:
         _fail(str(e))

@@ -10,6 +10,10 @@ class PlasticlabError(ValueError):
     """Bad input from the user (unknown name, bad value). Its message is meant to be read as-is."""
 
 
+class PlasticlabWarning(UserWarning):
+    """Something the user should know but that does not stop the run (the CLI prints one line)."""
+
+
 def unknown_choice(kind: str, value: object, choices: Iterable[str]) -> PlasticlabError:
     """A PlasticlabError naming the bad value, the valid choices and the closest one."""
     choices = sorted(str(c) for c in choices)

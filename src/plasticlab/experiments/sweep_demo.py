@@ -8,19 +8,19 @@ that member is marked diverged (a result, not a failure).
 
 Knobs for testing the sweep layer (they change nothing in the science): ``steps``/``size`` set the CPU cost,
 ``sleep_s`` adds a fixed wait per chunk, ``fail`` lists chunk indices that raise on purpose unless the file
-``heal_file`` exists (so a rerun with the same grid can succeed).
+``heal_file`` exists (so a rerun with the same grid can succeed), and ``slow`` limits ``sleep_s`` to the
+listed chunk indices (a run where some chunks finish and one is still running, for Ctrl-C tests).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from plasticlab import seeding
+from plasticlab import cancel, seeding
 from plasticlab.claims import BEYOND, AtMost, Claim
 from plasticlab.errors import PlasticlabError
 from plasticlab.experiments.base import Experiment, register
@@ -50,6 +50,7 @@ class SweepDemo(Experiment):
         sleep_s=0.0,
         fail=[],
         heal_file="",
+        slow=[],
     )
     quick = dict(steps=100)
 
@@ -67,7 +68,8 @@ class SweepDemo(Experiment):
         # No chunk index in the spec: inserting a gain must not change the other chunks' hashes.
         out = []
         for i, g in enumerate(p["gains"]):
-            spec = dict(gain=g, seeds=p["seeds"], size=p["size"], steps=p["steps"], sleep_s=p["sleep_s"])
+            sleep_s = p["sleep_s"] if not p["slow"] or i in p["slow"] else 0.0
+            spec = dict(gain=g, seeds=p["seeds"], size=p["size"], steps=p["steps"], sleep_s=sleep_s)
             if i in p["fail"]:
                 spec.update(fail=True, heal_file=p["heal_file"])
             out.append(spec)
@@ -77,13 +79,14 @@ class SweepDemo(Experiment):
         if spec.get("fail") and not (spec["heal_file"] and Path(spec["heal_file"]).exists()):
             raise RuntimeError(f"sweep-demo chunk gain={spec['gain']} failed on purpose")
         if spec["sleep_s"]:
-            time.sleep(spec["sleep_s"])
+            cancel.sleep(spec["sleep_s"])
         seeds, n, steps, g = spec["seeds"], spec["size"], spec["steps"], spec["gain"]
         x = seeding.normal(seeds, seeding.key_of("x0"), (n, 1))
         x = x / x.norm(dim=1, keepdim=True)
         base = seeding.key_of("W")
         diverged_at = torch.full((len(seeds),), -1, dtype=torch.int64)
         for t in range(steps):
+            cancel.check()
             w = seeding.normal(seeds, base + t, (n, n)) / math.sqrt(n)
             x = g * torch.bmm(w, x)
             bad = ~torch.isfinite(x.norm(dim=(1, 2))) & (diverged_at < 0)

@@ -12,6 +12,7 @@ import os
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,19 @@ import pandas as pd
 
 from plasticlab.errors import PlasticlabError
 from plasticlab.sweeps import executors
-from plasticlab.sweeps.store import DirLock, Manifest, chunk_hash, now, remove_temp_files, write_part
+from plasticlab.sweeps.store import (
+    CORRUPT,
+    DirLock,
+    Manifest,
+    chunk_hash,
+    file_sha256,
+    grid_id,
+    move_aside,
+    now,
+    remove_temp_files,
+    warn,
+    write_part,
+)
 
 
 class SweepFailed(PlasticlabError):
@@ -116,19 +129,38 @@ def execute(
     scheduler: str | None = None,
     progress: bool = False,
     params: dict[str, Any] | None = None,
+    finish: Callable[[pd.DataFrame], None] | None = None,
 ) -> pd.DataFrame:
     """Compute ``specs`` (chunks of ``exp``) and return their rows, in chunk order.
 
-    Raises SweepFailed (after saving everything that finished) if any chunk raised.
+    With ``out``, ``finish(df)`` (e.g. writing results.parquet and the report) runs while the folder is
+    still locked, only after every chunk finished and every part was checked. Raises SweepFailed (after
+    saving everything that finished) if any chunk raised.
     """
     specs = list(specs)
     hashes = hashes_of(exp, specs)
     executors.run(exp.name, [], executor, workers, scheduler)  # validate the options before any work
     if out is None:
-        return _execute_in_memory(exp, specs, hashes, executor, workers, scheduler, progress)
+        df = _execute_in_memory(exp, specs, hashes, executor, workers, scheduler, progress)
+        if finish is not None:
+            finish(df)
+        return df
     out = Path(out)
     with DirLock(out):
-        return _execute_resumable(exp, specs, hashes, out, executor, workers, scheduler, progress, params)
+        df = _execute_resumable(exp, specs, hashes, out, executor, workers, scheduler, progress, params)
+        if finish is not None:
+            finish(df)
+            record_results(out, hashes, df)
+        return df
+
+
+def record_results(out: Path, hashes: list[str], df: pd.DataFrame) -> None:
+    """Note in the manifest which grid OUT/results.parquet was built from, so `status` can tell."""
+    m = Manifest.load(out)
+    path = out / "results.parquet"
+    if path.exists():
+        m.data["results"] = dict(grid=grid_id(hashes), rows=len(df), sha256=file_sha256(path), written=now())
+        m.save()
 
 
 def _execute_in_memory(exp, specs, hashes, executor, workers, scheduler, progress) -> pd.DataFrame:
@@ -155,9 +187,16 @@ def _execute_in_memory(exp, specs, hashes, executor, workers, scheduler, progres
     return df
 
 
-def _execute_resumable(exp, specs, hashes, out, executor, workers, scheduler, progress, params) -> pd.DataFrame:
+def _open_manifest(exp, out: Path, hashes: list[str], specs: list[dict], params) -> tuple[Manifest, list[int]]:
+    """Load (or repair) the manifest, refuse another experiment's folder, check every done part of the
+    grid (a damaged one is moved aside and recomputed) and return the chunk indices still to compute."""
     remove_temp_files(out)
-    m = Manifest.load(out)
+    m = Manifest.load(out, repair=True)
+    owner = m.data.get("experiment")
+    if owner and owner != exp.name:
+        raise PlasticlabError(
+            f"{out} holds a run of {owner}, not {exp.name}; choose another --out (nothing was changed)"
+        )
     m.data.update(experiment=exp.name, params=params, grid=hashes)
     todo: list[int] = []
     seen = set()
@@ -167,9 +206,17 @@ def _execute_resumable(exp, specs, hashes, out, executor, workers, scheduler, pr
         seen.add(h)
         entry = m.chunks.setdefault(h, dict(state="pending", attempts=0))
         entry.update(index=i, spec=specs[i])
+        if m.is_done(h) and (why := m.damage(h)) is not None:
+            dest = move_aside(m.part(h), out / CORRUPT)
+            warn(f"chunk {i}: part {m.part(h).name} {why}; moved to {dest}, recomputing it")
         if not m.is_done(h):
-            entry["state"] = "pending" if entry["state"] == "done" else entry["state"]  # part went missing
+            entry["state"] = "pending" if entry.get("state") == "done" else entry.get("state", "pending")
             todo.append(i)
+    return m, todo
+
+
+def _execute_resumable(exp, specs, hashes, out, executor, workers, scheduler, progress, params) -> pd.DataFrame:
+    m, todo = _open_manifest(exp, out, hashes, specs, params)
     run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
     run_rec = dict(
         id=run_id,
@@ -183,52 +230,58 @@ def _execute_resumable(exp, specs, hashes, out, executor, workers, scheduler, pr
         computed=0,
         failed=0,
     )
-    m.data["runs"].append(run_rec)
+    m.data.setdefault("runs", []).append(run_rec)
     m.save()  # the grid is on disk before any work, so `status` can show what is pending
 
     failed: list[tuple[int, dict]] = []
-    bar = _Bar(progress, len(todo), len(seen) - len(todo), exp.name)
+    bar = _Bar(progress, len(todo), len(set(hashes)) - len(todo), exp.name)
     try:
         with closing(executors.run(exp.name, [specs[i] for i in todo], executor, workers, scheduler)) as it:
             for j, res in it:
-                i = todo[j]
-                h = hashes[i]
-                entry = m.chunks[h]
-                entry.update(
-                    attempts=entry.get("attempts", 0) + 1,
-                    run=run_id,
-                    finished=now(),
-                    seconds=res["seconds"],
-                    worker=res["worker"],
-                )
-                if res["ok"]:
-                    try:  # part first: a manifest entry never points at nothing
-                        write_part(out, h, res["df"])
-                    except Exception as e:
-                        res = dict(
-                            ok=False,
-                            error=dict(
-                                type=type(e).__name__,
-                                message=f"writing part: {e}",
-                                traceback=traceback.format_exc(),
-                            ),
-                        )
-                if res["ok"]:
-                    entry.update(state="done", rows=len(res["df"]))
-                    entry.pop("error", None)
-                    run_rec["computed"] += 1
-                else:
-                    entry.update(state="failed", error=res["error"])
-                    failed.append((i, res["error"]))
-                    run_rec["failed"] += 1
-                m.save()
-                bar.advance(res["ok"])
+                ok = _save_result(m, out, todo[j], hashes[todo[j]], res, run_rec)
+                if not ok:
+                    failed.append((todo[j], m.chunks[hashes[todo[j]]]["error"]))
+                bar.advance(ok)
     finally:
         bar.close()
         run_rec["ended"] = now()
         m.save()
-    frames = [pd.read_parquet(m.part(h)) if m.is_done(h) else None for h in hashes]
-    df = _concat(frames)
+    df = _concat([_read_part(m, h, i) if m.is_done(h) else None for i, h in enumerate(hashes)])
     if failed:
         raise _failure(exp, sorted(failed, key=lambda f: f[0]), len(specs), out, df)
     return df
+
+
+def _save_result(m: Manifest, out: Path, i: int, h: str, res: dict, run_rec: dict) -> bool:
+    """Record one chunk's result: part first (a manifest entry never points at nothing), then entry."""
+    entry = m.chunks[h]
+    entry.update(
+        attempts=entry.get("attempts", 0) + 1,
+        run=run_rec["id"],
+        finished=now(),
+        seconds=res["seconds"],
+        worker=res["worker"],
+    )
+    if res["ok"]:
+        try:
+            entry["sha256"] = write_part(out, h, res["df"])
+        except Exception as e:
+            error = dict(type=type(e).__name__, message=f"writing part: {e}", traceback=traceback.format_exc())
+            res = dict(ok=False, error=error)
+    if res["ok"]:
+        entry.update(state="done", rows=len(res["df"]))
+        entry.pop("error", None)
+        run_rec["computed"] += 1
+    else:
+        entry.update(state="failed", error=res["error"])
+        entry.pop("sha256", None)
+        run_rec["failed"] += 1
+    m.save()
+    return res["ok"]
+
+
+def _read_part(m: Manifest, h: str, i: int) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(m.part(h))
+    except Exception as e:  # checked at the start of the run; damaged since by something outside
+        raise PlasticlabError(f"chunk {i}: cannot read {m.part(h)} ({type(e).__name__}); run again") from None

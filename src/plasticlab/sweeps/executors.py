@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import time
 import traceback
 import uuid
 from collections.abc import Generator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import suppress
 from typing import Any
 
 from plasticlab import compiling, devices
@@ -64,7 +66,8 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
 
 def run_pool(name: str, specs: list[dict], workers: int) -> Generator[Result, None, None]:
-    """Run chunks in a pool of worker processes, yielding results as they complete."""
+    """Chunks in ``workers`` forkserver processes. If the caller stops early (Ctrl-C, SIGTERM, an error),
+    running chunks are cancelled by terminating their workers: waiting for them could take hours."""
     threads = threads_per_worker(workers)
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(specs)),
@@ -72,6 +75,7 @@ def run_pool(name: str, specs: list[dict], workers: int) -> Generator[Result, No
         initializer=init_worker,
         initargs=(threads, os.getpid()),
     )
+    complete = False
     try:
         dev = str(devices.current())  # the run's device, for the worker processes
         comp = compiling.enabled()
@@ -82,13 +86,33 @@ def run_pool(name: str, specs: list[dict], workers: int) -> Generator[Result, No
             except Exception as e:
                 res = _lost(e, "worker process died")
             yield futures[fut], res
+        complete = True
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if complete:
+            pool.shutdown(wait=True)
+        else:
+            stop_pool(pool)
+
+
+def stop_pool(pool: ProcessPoolExecutor, grace_s: float = 2.0) -> None:
+    """Cancel queued chunks, terminate the workers (SIGTERM, then SIGKILL after ``grace_s``), reap them."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(1.0)
 
 
 def run_dask(name: str, specs: list[dict], workers: int, scheduler: str | None) -> Generator[Result, None, None]:
-    """Run chunks on a Dask cluster (the given scheduler, or a loopback LocalCluster)."""
-    from distributed import Client, LocalCluster
+    """Chunks as Dask tasks. If the caller stops early, a cancel event tells running chunks to stop at
+    their next check (see plasticlab.cancel), queued ones are cancelled and a LocalCluster is closed."""
+    from distributed import Client, Event
     from distributed import as_completed as dask_completed
 
     cluster = None
@@ -99,29 +123,26 @@ def run_dask(name: str, specs: list[dict], workers: int, scheduler: str | None) 
             raise PlasticlabError(f"cannot reach Dask scheduler {scheduler!r}: {e}") from None
         threads = None  # remote workers know their own cores; leave torch's default
     else:
-        import dask
-
-        # Loopback only (scheduler, workers, nannies and the HTTP status server, on a random port so two
-        # runs never collide on 8787). Workers fork from a forkserver (dask preloaded) rather than
-        # spawning a fresh interpreter each: faster start.
-        with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
-            cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address="127.0.0.1:0",
-                silence_logs=logging.ERROR,
-            )
+        cluster = _local_cluster(workers)
         client = Client(cluster)
         threads = threads_per_worker(workers)
     tag = uuid.uuid4().hex[:8]
     dev = str(devices.current())
+    cancel_key = f"plasticlab-cancel-{tag}"
     futures: dict = {}
+    complete = False
     try:
         futures = {
             client.submit(
-                run_task, name, spec, threads, dev, compiling.enabled(), pure=False, key=f"{name}-{i}-{tag}"
+                run_task,
+                name,
+                spec,
+                threads,
+                dev,
+                compiling.enabled(),
+                cancel_key,
+                pure=False,
+                key=f"{name}-{i}-{tag}",
             ): i
             for i, spec in enumerate(specs)
         }
@@ -131,11 +152,34 @@ def run_dask(name: str, specs: list[dict], workers: int, scheduler: str | None) 
             except Exception as e:
                 res = _lost(e, "dask task lost")
             yield futures[fut], res
+        complete = True
     finally:
-        client.cancel(list(futures))
-        client.close()
+        if not complete:
+            with suppress(Exception):
+                Event(cancel_key, client=client).set()
+        with suppress(Exception):
+            client.cancel(list(futures))
+        client.close(timeout=5)
         if cluster is not None:
-            cluster.close()
+            cluster.close(timeout=5)
+
+
+def _local_cluster(workers: int):
+    import dask
+    from distributed import LocalCluster
+
+    # Loopback only (scheduler, workers, nannies and the HTTP status server, on a random port so two
+    # runs never collide on 8787). Workers fork from a forkserver (dask preloaded) rather than
+    # spawning a fresh interpreter each: faster start.
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        return LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.ERROR,
+        )
 
 
 def run(

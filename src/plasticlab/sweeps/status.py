@@ -1,21 +1,37 @@
-"""`plasticlab status DIR`: done / pending / failed chunks of the grid last recorded in DIR."""
+"""`plasticlab status DIR`: done / pending / failed / damaged chunks of the grid last recorded in DIR, and
+whether OUT/results.parquet is the table of that grid."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from plasticlab.sweeps.store import LOCK, Manifest, holder, is_locked
+from plasticlab.sweeps.store import LOCK, Manifest, file_sha256, grid_id, holder, is_locked
+
+
+def _results_state(m: Manifest, out: Path) -> str:
+    """'current', 'missing', 'stale' (an earlier grid or run) or 'modified' (bytes changed since written)."""
+    path = out / "results.parquet"
+    rec = m.data.get("results")
+    if not path.exists():
+        return "missing"
+    if not rec or rec.get("grid") != grid_id(m.grid):
+        return "stale"
+    return "current" if file_sha256(path) == rec.get("sha256") else "modified"
 
 
 def summary(path: str | Path) -> dict[str, Any]:
-    """Counts and per-chunk states for the current grid; raises PlasticlabError if DIR has no manifest."""
+    """Counts and per-chunk states for the current grid; raises PlasticlabError if DIR has no readable
+    manifest. Every done part is checked against its checksum, so "done" means usable."""
     m = Manifest.load(path, must_exist=True)
     states: list[str] = []
-    failed = []
+    failed, damaged = [], []
     for i, h in enumerate(m.grid):
         e = m.chunks.get(h, {})
         state = "done" if m.is_done(h) else ("failed" if e.get("state") == "failed" else "pending")
+        if state == "done" and (why := m.damage(h)) is not None:
+            state = "damaged"
+            damaged.append(dict(index=i, hash=h, why=why))
         states.append(state)
         if state == "failed":
             failed.append(dict(index=i, hash=h, **e.get("error", {})))
@@ -27,6 +43,7 @@ def summary(path: str | Path) -> dict[str, Any]:
         done=states.count("done"),
         pending=states.count("pending"),
         failed=len(failed),
+        damaged=damaged,
         states=states,
         failures=failed,
         stale=stale,
@@ -34,20 +51,32 @@ def summary(path: str | Path) -> dict[str, Any]:
         last_run=runs[-1] if runs else None,
         running=is_locked(Path(path)),
         pid=holder(Path(path) / LOCK),
+        results=_results_state(m, Path(path)),
     )
 
 
+_RESULTS = {
+    "current": "results.parquet is the table of this grid",
+    "missing": "no results.parquet yet (written when every chunk is done)",
+    "stale": "results.parquet and the report are from an earlier run, not this grid",
+    "modified": "results.parquet was changed after the run wrote it",
+}
+
+
 def status(path: str | Path) -> str:
-    """A human-readable summary of a run folder: done, pending and failed chunks."""
+    """The human-readable form of :func:`summary`, as `plasticlab status DIR` prints it."""
     s = summary(path)
+    dmg = f", {len(s['damaged'])} damaged" if s["damaged"] else ""
     lines = [
-        f"{s['experiment']} in {path}: {s['done']} done, {s['pending']} pending, {s['failed']} failed "
-        f"of {s['total']} chunks"
+        f"{s['experiment']} in {path}: {s['done']} done, {s['pending']} pending, {s['failed']} failed{dmg} "
+        f"of {s['total']} chunks; {_RESULTS[s['results']]}"
     ]
     if s["running"]:
         lines.append(f"a run is in progress (pid {s['pid']})")
-    elif s["pending"] or s["failed"]:
-        lines.append("run the same command again to compute the pending and failed chunks")
+    elif s["pending"] or s["failed"] or s["damaged"]:
+        lines.append("run the same command again to compute the pending, failed and damaged chunks")
+    for d in s["damaged"]:
+        lines.append(f"  chunk {d['index']} damaged: part {d['hash']}.parquet {d['why']}")
     for f in s["failures"]:
         lines.append(f"  chunk {f['index']} failed: {f.get('type', '?')}: {f.get('message', '')}")
     if s["stale"]:

@@ -18,17 +18,28 @@ import json
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from plasticlab.errors import PlasticlabError
+from plasticlab.errors import PlasticlabError, PlasticlabWarning
 
 # Bump when the part/manifest layout or the meaning of a chunk's rows changes: every chunk is then new.
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 PARTS = "parts"
 LOCK = ".sweep.lock"
+CORRUPT = "corrupt"  # damaged files are moved here, never deleted
+
+
+class SweepWarning(PlasticlabWarning):
+    """Something on disk was damaged and is being repaired (the CLI prints it as one line)."""
+
+
+def warn(message: str) -> None:
+    """One-line notice of a repair; the CLI shows it as ``warning: ...``."""
+    warnings.warn(message, SweepWarning, stacklevel=2)
 
 
 def _json_default(obj: Any) -> Any:
@@ -53,6 +64,11 @@ def chunk_hash(experiment: str, spec: dict[str, Any], code_version: Any = 0) -> 
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
+def grid_id(hashes: list[str]) -> str:
+    """One short id for a grid (its chunk hashes in order): results.parquet is tagged with it."""
+    return hashlib.sha256(",".join(hashes).encode()).hexdigest()[:16]
+
+
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` then rename tmp over ``path``: readers see the old file or the new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,11 +83,28 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
             tmp.unlink()
 
 
-def write_part(out: Path, h: str, df) -> Path:
-    """Write one chunk's table atomically as OUT/parts/HASH.parquet."""
+def file_sha256(path: Path) -> str:
+    """Checksum of a file's bytes, kept per part in the manifest so a damaged or swapped part is caught."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_part(out: Path, h: str, df) -> str:
+    """Write one finished chunk atomically; returns its checksum for the manifest entry."""
     path = out / PARTS / f"{h}.parquet"
     atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
-    return path
+    return file_sha256(path)
+
+
+def move_aside(path: Path, folder: Path) -> Path:
+    """Keep a damaged file for inspection instead of deleting it: ``folder/<name>.<UTC time>``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:4]}"
+    os.replace(path, dest)
+    return dest
 
 
 def remove_temp_files(out: Path) -> int:
@@ -106,7 +139,9 @@ class Manifest:
         )
 
     @classmethod
-    def load(cls, out: Path | str, must_exist: bool = False) -> Manifest:
+    def load(cls, out: Path | str, must_exist: bool = False, repair: bool = False) -> Manifest:
+        """Read OUT/manifest.json. An unreadable one is an error, or with ``repair`` (a run holding the
+        lock) is moved aside to OUT/corrupt/ with a warning, and the run starts from an empty manifest."""
         path = Path(out) / MANIFEST
         if not path.exists():
             if must_exist:
@@ -114,8 +149,17 @@ class Manifest:
             return cls(Path(out))
         try:
             data = json.loads(path.read_text())
+            if not isinstance(data, dict) or not isinstance(data.get("chunks", {}), dict):
+                raise ValueError("not a manifest object")
         except (OSError, ValueError) as e:
-            raise PlasticlabError(f"cannot read {path}: {e}") from None
+            if not repair:
+                raise PlasticlabError(
+                    f"{path} is unreadable ({e}); the next `plasticlab run` on this folder moves it aside "
+                    "and recomputes every chunk"
+                ) from None
+            dest = move_aside(path, Path(out) / CORRUPT)
+            warn(f"{path} was unreadable ({e}); moved to {dest}, recomputing every chunk")
+            return cls(Path(out))
         if data.get("format") != FORMAT_VERSION:
             # An older layout: start afresh rather than misread it (old parts are simply not reused).
             return cls(Path(out))
@@ -136,12 +180,57 @@ class Manifest:
 
     def is_done(self, h: str) -> bool:
         e = self.chunks.get(h)
-        if not e:
-            return False
-        return e["state"] == "done" and (self.out / PARTS / f"{h}.parquet").exists()
+        return bool(e) and e.get("state") == "done" and (self.out / PARTS / f"{h}.parquet").exists()
+
+    def damage(self, h: str) -> str | None:
+        """Why a done chunk's part cannot be trusted (checksum or row count differs, unreadable), or None."""
+        e, path = self.chunks.get(h, {}), self.part(h)
+        want = e.get("sha256")
+        try:
+            if want is not None:
+                got = file_sha256(path)
+                return None if got == want else f"checksum {got[:12]}… differs from the manifest's {want[:12]}…"
+            import pyarrow.parquet as pq  # an entry from before checksums: at least the rows must read
+
+            rows = pq.ParquetFile(path).metadata.num_rows
+            return None if rows == e.get("rows", rows) else f"{rows} rows, the manifest says {e['rows']}"
+        except Exception as exc:
+            return f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
 
     def part(self, h: str) -> Path:
         return self.out / PARTS / f"{h}.parquet"
+
+
+def check_out(out: str | Path, experiment: str) -> Path:
+    """``--out`` must be a writable folder that is new, empty, or a run of the same experiment."""
+    if str(out).strip() == "":
+        raise PlasticlabError("--out is empty; give a folder, e.g. --out runs/my-run")
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise PlasticlabError(f"--out {out} is a file, not a folder; choose a folder")
+    try:  # really try: permission bits lie to root, and /proc or a read-only mount refuse anyway
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test.{os.getpid()}.tmp"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        msg = f"--out {out} is not a writable folder ({e.strerror}); choose another --out"
+        raise PlasticlabError(msg) from None
+    if path.is_dir() and any(p.name != LOCK for p in path.iterdir()) and not (path / MANIFEST).exists():
+        raise PlasticlabError(
+            f"--out {out} is a folder with other files and no plasticlab run in it; "
+            "choose an empty or new folder (nothing was changed)"
+        )
+    if (path / MANIFEST).exists():
+        try:
+            owner = json.loads((path / MANIFEST).read_text()).get("experiment")
+        except (OSError, ValueError, AttributeError):
+            owner = None  # unreadable: the run moves it aside (its chunk hashes name the experiment)
+        if owner and owner != experiment:
+            raise PlasticlabError(
+                f"--out {out} holds a run of {owner}, not {experiment}; choose another --out (nothing was changed)"
+            )
+    return path
 
 
 class DirLock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import threading
 import time
@@ -64,12 +65,22 @@ def _exit_when_gone(pid: int) -> None:
 
 
 def init_worker(threads: int | None, main_pid: int | None = None) -> None:
-    """Pool-worker initialiser: thread count, and exit when the main process dies."""
+    """Pool worker start-up: thread count, ignore Ctrl-C (the main process decides), die with the main."""
     set_threads(threads)
+    # Ctrl-C in a terminal reaches the whole process group; the main process then cancels the pool
+    # itself. A worker that also raised KeyboardInterrupt would only print a second traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if main_pid:
         # A SIGKILLed main process cannot shut its pool down, and pool workers never see EOF on their
         # task queue (they hold its write end themselves), so without this they would linger forever.
         threading.Thread(target=_exit_when_gone, args=(main_pid,), daemon=True).start()
+
+
+def _dask_cancel_checker(cancel_key: str):
+    from distributed import Event
+
+    event = Event(cancel_key)
+    return event.is_set
 
 
 def run_task(
@@ -78,13 +89,16 @@ def run_task(
     threads: int | None = None,
     device: str | None = None,
     compile: bool | None = None,
+    cancel_key: str | None = None,
 ) -> dict[str, Any]:
     """-> {"ok": True, "df": DataFrame, ...} or {"ok": False, "error": {type, message, traceback}, ...}.
 
     ``device`` (e.g. "cuda:1") is made current for the chunk, and ``compile`` the compile setting; None
-    keeps the current one."""
-    from plasticlab import compiling, devices
+    keeps the current one. ``cancel_key``: name of a Dask Event the main process sets when the run is
+    interrupted; the chunk's loops poll it through :func:`plasticlab.cancel.check`."""
+    from plasticlab import cancel, compiling, devices
 
+    cancel.set_checker(_dask_cancel_checker(cancel_key) if cancel_key else None)
     dev = devices.current() if device is None else device
     with devices.use(dev), compiling.use(compiling.enabled() if compile is None else compile):
         return _run_task(name, spec, threads)
