@@ -117,7 +117,7 @@ def test_real_process_user_error_is_one_line_exit_2(tmp_path):
     )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr + r.stdout
-    assert r.stderr.strip().count("\n") == 0 and "gains must be > 0" in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "'gains': [0.0, 1.0]" in r.stderr and "> 0" in r.stderr
 
 
 def test_progress_bar_counts_chunks_and_shows_eta(runner, tmp_path):

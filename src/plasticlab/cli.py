@@ -87,11 +87,48 @@ def list_cmd() -> None:
         typer.echo(f"{name:<18} {exp.summary}  (quick ≤ {exp.budget_s:.0f} s)")
 
 
+def _help_with_params(ctx: typer.Context, name: str | None) -> None:
+    """`run NAME --help`: the usual help, then NAME's `--set` keys."""
+    typer.echo(ctx.get_help())
+    if name:
+        from plasticlab.experiments import get
+        from plasticlab.params_table import params_table
+
+        try:
+            typer.echo("\n" + params_table(get(name)))
+        except PlasticlabError as e:
+            _fail(str(e))
+    else:
+        typer.echo("\n`plasticlab run NAME --help` or `plasticlab params NAME` lists NAME's --set keys.")
+    raise typer.Exit(0)
+
+
 @app.command()
+def params(name: str = typer.Argument(..., help="experiment name (see `plasticlab list`)")) -> None:
+    """List every `--set` key of an experiment: default, quick value, type and allowed values."""
+    from plasticlab.experiments import get
+    from plasticlab.params_table import params_table
+
+    try:
+        typer.echo(params_table(get(name)))
+    except PlasticlabError as e:
+        _fail(str(e))
+
+
+@app.command(context_settings={"help_option_names": []})
 def run(
-    name: str = typer.Argument(..., help="experiment name (see `plasticlab list`)"),
+    ctx: typer.Context,
+    name: str | None = typer.Argument(None, help="experiment name (see `plasticlab list`)", show_default=False),
+    help_: bool = typer.Option(
+        False, "--help", "-h", help="show this message and the experiment's --set keys, then exit"
+    ),
     quick: bool = typer.Option(False, "--quick", help="small version, minutes on a laptop CPU"),
-    set_: list[str] = typer.Option([], "--set", "-s", help="override a parameter: key=value (lists: a,b,c)"),
+    set_: list[str] = typer.Option(
+        [],
+        "--set",
+        "-s",
+        help="override a parameter: key=value (lists: a,b,c); keys: `plasticlab params NAME`",
+    ),
     out_text: str | None = typer.Option(
         None, "--out", "-o", help="output folder (default runs/NAME-quick with --quick, else runs/NAME)"
     ),
@@ -115,6 +152,9 @@ def run(
     from plasticlab.sweeps import SweepFailed
     from plasticlab.sweeps import summary as sweep_summary
 
+    if help_ or not name:
+        _help_with_params(ctx, name)
+    assert name is not None
     _one_line_warnings()
     if out_text is not None and not out_text.strip():
         _fail("--out is empty; give a folder, e.g. --out runs/my-run")
@@ -137,6 +177,10 @@ def run(
             **_parse_sets(set_),
         )
     except SweepFailed as e:
+        if all(err["type"] == "PlasticlabError" for _, err in e.failed):
+            # Every failure is bad input found inside a chunk (e.g. a data file): a usage error.
+            i, err = e.failed[0]
+            _fail(f"chunk {i}: {err['message']}")
         # Not a usage error: the run happened, some chunks raised. Summary, then exit 1.
         typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
         for i, err in e.failed[:10]:

@@ -11,11 +11,9 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
-from plasticlab.errors import PlasticlabError
 from plasticlab.rules import Chain, make_rule, rule_names
 from plasticlab.tasks.shared import share
 
@@ -36,19 +34,6 @@ def members(seeds, **axes) -> pd.DataFrame:
 
 def unique_seeds(seeds) -> list[int]:
     return list(dict.fromkeys(int(s) for s in seeds))
-
-
-def check_nonneg(exp: str, key: str, values) -> None:
-    bad = [v for v in values if not (np.isfinite(v) and v >= 0)]
-    if bad:
-        raise PlasticlabError(f"{exp} parameter {key!r} must hold finite values >= 0, got {bad}")
-
-
-def check_min(exp: str, p: dict, **minimum) -> None:
-    for key, lo in minimum.items():
-        vals = p[key] if isinstance(p[key], list) else [p[key]]
-        if any(v < lo for v in vals):
-            raise PlasticlabError(f"{exp} parameter {key!r} must be >= {lo}, got {p[key]!r}")
 
 
 def summarise(df: pd.DataFrame, by: list[str], value: str = "alignment") -> pd.DataFrame:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ast
 import copy
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -36,6 +37,10 @@ class Experiment:
     paper: ClassVar[bool] = True  # part of `plasticlab reproduce` (False for demos)
     columns: ClassVar[tuple[str, ...]] = ()  # columns every run_chunk table has (checked by a contract test)
     tiny: ClassVar[dict[str, Any] | None] = None  # overrides for a run of seconds (the contract test runs it)
+    # Declared constraints per key (see Constraint; keys in COMMON and ``choices`` need none) and
+    # cross-parameter ones; all checked by validate_params with one message style.
+    constraints: ClassVar[Mapping[str, Constraint]] = {}
+    relations: ClassVar[Sequence[Require]] = ()
 
     def chunks(self, p: dict[str, Any]) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -79,12 +84,17 @@ class Experiment:
         for key, value in overrides.items():
             if key not in p:
                 raise unknown_choice(f"parameter for {self.name}", key, p)
-            p[key] = coerce(self.name, key, value, p[key], self.choices.get(key))
+            like = p[key]
+            kind = constraint_for(self, key).kind
+            if isinstance(like, list) and not like and kind is not None:
+                like = [kind()]  # an empty default list: coerce to the declared element type
+            p[key] = coerce(self.name, key, value, like)
+        validate_params(self, p)
         self.validate(p)
         return p
 
     def validate(self, p: dict[str, Any]) -> None:
-        """Hook for cross-parameter checks; raise PlasticlabError with a readable message."""
+        """Hook for checks that cannot be declared (prefer ``constraints`` / ``relations``)."""
 
 
 def _short(v: Any) -> str:
@@ -199,3 +209,231 @@ def coerce(exp: str, key: str, value: Any, like: Any, choices: Sequence[Any] | N
             if v not in choices:
                 raise unknown_choice(f"value for {exp} parameter {key!r}", v, choices)
     return out
+
+
+# -- declared parameter constraints (scikit-learn's `_parameter_constraints`, one validator) -------------
+MAX_STEPS = 10_000_000  # steps/epochs: ~a day of the largest chunk; beyond that a typo (1e12) runs forever
+MAX_SEED = 2**63 - 1  # seeds are int64 counters (plasticlab.seeding)
+MAX_SIZE = 1_000_000  # widths, batch and data set sizes: far past a laptop's memory, short of overflow
+
+
+class Constraint:
+    """What values a parameter (or each element of a list parameter) may take."""
+
+    kind: type | None = None  # the Python type --set values are coerced to
+
+    def problem(self, value: Any) -> str | None:
+        """None if ``value`` is allowed, else a short reason."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The allowed values in words: "an integer in [1, 10000000]"."""
+        raise NotImplementedError
+
+
+class Interval(Constraint):
+    """A number of type ``kind`` (int or float) between ``lo`` and ``hi``; floats must be finite.
+    ``closed`` says which ends are included: "both", "left", "right" or "neither"."""
+
+    def __init__(self, kind: type, lo: float | None = None, hi: float | None = None, closed: str = "both"):
+        self.kind, self.lo, self.hi, self.closed = kind, lo, hi, closed
+
+    def problem(self, value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "not a number"
+        if self.kind is int and not isinstance(value, int):
+            return "not an integer"
+        if not math.isfinite(value):
+            return "not finite"
+        lo_ok = self.lo is None or (value >= self.lo if self.closed in ("both", "left") else value > self.lo)
+        hi_ok = self.hi is None or (value <= self.hi if self.closed in ("both", "right") else value < self.hi)
+        return None if lo_ok and hi_ok else "out of range"
+
+    def describe(self) -> str:
+        what = "an integer" if self.kind is int else "a finite number"
+        left, right = (
+            ("[" if self.closed in ("both", "left") else "("),
+            ("]" if self.closed in ("both", "right") else ")"),
+        )
+        if self.lo is not None and self.hi is not None:
+            return f"{what} in {left}{_num(self.lo)}, {_num(self.hi)}{right}"
+        if self.lo is not None:
+            return f"{what} {'>=' if left == '[' else '>'} {_num(self.lo)}"
+        if self.hi is not None:
+            return f"{what} {'<=' if right == ']' else '<'} {_num(self.hi)}"
+        return what
+
+
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+class Options(Constraint):
+    """One of a fixed (or live, e.g. the rule registry's names) set of values."""
+
+    def __init__(self, values: Sequence[Any]):
+        self.values = values
+        first = next(iter(values), None)
+        self.kind = type(first) if first is not None else None
+
+    def problem(self, value: Any) -> str | None:
+        return None if value in list(self.values) else "not one of the choices"
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(str(v) for v in self.values)
+
+
+class Text(Constraint):
+    """Any string (a path, a label); ``nonempty`` refuses ""."""
+
+    kind = str
+
+    def __init__(self, nonempty: bool = False):
+        self.nonempty = nonempty
+
+    def problem(self, value: Any) -> str | None:
+        if not isinstance(value, str):
+            return "not a string"
+        return "empty" if self.nonempty and not value else None
+
+    def describe(self) -> str:
+        return "a non-empty string" if self.nonempty else "a string"
+
+
+class Boolean(Constraint):
+    """true or false."""
+
+    kind = bool
+
+    def problem(self, value: Any) -> str | None:
+        return None if isinstance(value, bool) else "not true/false"
+
+    def describe(self) -> str:
+        return "true or false"
+
+
+class ListOf(Constraint):
+    """A list whose every element satisfies ``elem``; ``unique`` refuses repeats (e.g. seeds: two runs of
+    one seed are one run counted twice)."""
+
+    def __init__(self, elem: Constraint, min_len: int = 1, max_len: int | None = None, unique: bool = False):
+        self.elem, self.min_len, self.max_len, self.unique = elem, min_len, max_len, unique
+        self.kind = elem.kind
+
+    def problem(self, value: Any) -> str | None:
+        if not isinstance(value, list):
+            return "not a list"
+        if len(value) < self.min_len or (self.max_len is not None and len(value) > self.max_len):
+            return f"{len(value)} elements"
+        for v in value:
+            if (why := self.elem.problem(v)) is not None:
+                return f"element {v!r} is {why}"
+        if self.unique and len(set(value)) < len(value):
+            dup = next(v for v in value if value.count(v) > 1)
+            return f"{dup!r} appears {value.count(dup)} times"
+        return None
+
+    def describe(self) -> str:
+        n = f"{self.min_len}+" if self.max_len is None else f"{self.min_len}..{self.max_len}"
+        distinct = "distinct " if self.unique else ""
+        return f"a list of {n} {distinct}values, each {self.elem.describe()}"
+
+
+class Require:
+    """A cross-parameter constraint: ``test(*values of keys)`` must hold; ``text`` states it for users."""
+
+    def __init__(self, keys: Sequence[str], test: Callable[..., bool], text: str):
+        self.keys, self.test, self.text = tuple(keys), test, text
+
+    def problem(self, p: Mapping[str, Any]) -> str | None:
+        if not all(k in p for k in self.keys):
+            return None
+        return None if self.test(*(p[k] for k in self.keys)) else self.text
+
+
+POSITIVE = Interval(float, 0, None, closed="neither")
+NONNEG = Interval(float, 0, None)
+FRACTION = Interval(float, 0, 1)
+STEPS = Interval(int, 1, MAX_STEPS)
+SIZE = Interval(int, 1, MAX_SIZE)
+SEEDS = ListOf(Interval(int, 0, MAX_SEED), unique=True, max_len=100_000)
+DTYPE = Options(["float64", "float32"])
+
+# Keys that mean the same in every experiment; an experiment's own ``constraints`` take precedence.
+COMMON: dict[str, Constraint] = dict(
+    seeds=SEEDS,
+    steps=STEPS,
+    epochs=STEPS,
+    batch_size=SIZE,
+    n_train=SIZE,
+    n_val=SIZE,
+    d_in=SIZE,
+    d_out=SIZE,
+    hidden=SIZE,
+    widths=ListOf(SIZE, min_len=2),
+    lr=POSITIVE,
+    adam_lr=POSITIVE,
+    local_lr=POSITIVE,
+    lr_adam=POSITIVE,
+    lr_sgd=POSITIVE,
+    eta=POSITIVE,
+    gammas=ListOf(NONNEG),
+    sigmas=ListOf(NONNEG),
+    alphas=ListOf(FRACTION),
+    dtype=DTYPE,
+)
+COMMON_RELATIONS = [
+    Require(("batch_size", "n_train"), lambda b, n: b <= n, "batch_size <= n_train (a batch is drawn from it)"),
+]
+
+
+def _inferred(default: Any) -> Constraint:
+    """The loosest constraint a default's type implies (floats still must be finite)."""
+    if isinstance(default, bool):
+        return Boolean()
+    if isinstance(default, (int, float)):
+        return Interval(type(default))
+    if isinstance(default, str):
+        return Text()
+    if isinstance(default, list):
+        elem = _inferred(default[0]) if default else Interval(int)
+        return ListOf(elem, min_len=1 if default else 0)
+    raise TypeError(f"no constraint can be inferred from {default!r}")
+
+
+def constraint_for(exp: Experiment, key: str) -> Constraint:
+    """Declared (``constraints``), then ``choices``, then COMMON by name, then inferred from the default."""
+    if key in exp.constraints:
+        return exp.constraints[key]
+    default = exp.defaults[key]
+    if key in exp.choices:
+        opts = Options(exp.choices[key])
+        return ListOf(opts) if isinstance(default, list) else opts
+    return COMMON.get(key) or _inferred(default)
+
+
+def validate_params(exp: Experiment, p: dict[str, Any]) -> None:
+    """Check every parameter against its constraint, then every relation: one message style,
+    ``bad value for EXP parameter 'KEY': VALUE (why); must be DESCRIPTION``."""
+    for key, value in p.items():
+        c = constraint_for(exp, key)
+        if (why := c.problem(value)) is not None:
+            if isinstance(c, Options) or (isinstance(c, ListOf) and isinstance(c.elem, Options)):
+                bad = value if isinstance(c, Options) else next(v for v in value if c.elem.problem(v))
+                raise unknown_choice(f"value for {exp.name} parameter {key!r}", bad, list(_options(c).values))
+            raise PlasticlabError(
+                f"bad value for {exp.name} parameter {key!r}: {_short(value)} ({why}); must be {c.describe()}"
+            )
+    for rel in [*COMMON_RELATIONS, *exp.relations]:
+        if (text := rel.problem(p)) is not None:
+            got = ", ".join(f"{k}={_short(p[k])}" for k in rel.keys)
+            raise PlasticlabError(f"bad values for {exp.name}: {got}; must satisfy {text}")
+
+
+def _options(c: Constraint) -> Options:
+    return c if isinstance(c, Options) else c.elem  # type: ignore[attr-defined,return-value]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

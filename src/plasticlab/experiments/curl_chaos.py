@@ -17,10 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plasticlab.errors import PlasticlabError
 from plasticlab.experiments import _chaos_sim as sim
 from plasticlab.experiments._curl_common import TOTAL, shape_for
-from plasticlab.experiments.base import Experiment, register
+from plasticlab.experiments.base import MAX_STEPS, POSITIVE, SIZE, Experiment, Interval, ListOf, Require, register
 from plasticlab.metrics.chaos import QAccumulator, RecurrenceTracker, classify_state, lyapunov_exponent
 
 
@@ -236,29 +235,32 @@ class CurlChaos(Experiment):
     )
     choices = dict(start=list(sim.STARTS))
 
-    def validate(self, p):
-        """Windows nested inside the run, fractions in [0, 1], c reachable with M + N = 219, η > 0."""
-        if not 2 <= p["record"] <= p["lyap_window"]:
-            raise PlasticlabError(f"record={p['record']} must be in [2, lyap_window={p['lyap_window']}]")
-        if p["lyap_window"] + p["lyap_warmup"] > p["epochs"] or p["lyap_warmup"] < 0:
-            raise PlasticlabError(
-                f"lyap_window + lyap_warmup = {p['lyap_window'] + p['lyap_warmup']} must be ≤ epochs={p['epochs']}"
-            )
-        bad = [e for e in p["etas"] if not e > 0]
-        if bad or not p["etas"]:
-            raise PlasticlabError(f"etas must be a non-empty list of positive step sizes, got {p['etas']!r}")
-        for key in ("alphas", "c_alphas"):
-            bad = [a for a in p[key] if not 0 <= a <= 1]
-            if bad:
-                raise PlasticlabError(f"{key} must lie in [0, 1], got {bad[0]!r}")
-        for key in ("cs", "c_grid"):
-            bad = [c for c in p[key] if not 1 / (TOTAL - 1) <= c <= TOTAL - 1]
-            if bad:
-                raise PlasticlabError(
-                    f"{key} must lie in [1/{TOTAL - 1}, {TOTAL - 1}] (M + N = {TOTAL}), got {bad[0]!r}"
-                )
-        if p["P"] < max(shape_for(c)[0] for c in p["cs"] + p["c_grid"]):
-            raise PlasticlabError(f"P={p['P']} must be at least the largest M so that XᵀX is invertible")
+    constraints = dict(
+        cs=ListOf(Interval(float, 1 / (TOTAL - 1), TOTAL - 1)),
+        c_grid=ListOf(Interval(float, 1 / (TOTAL - 1), TOTAL - 1)),
+        c_alphas=ListOf(Interval(float, 0, 1)),
+        etas=ListOf(POSITIVE),
+        record=Interval(int, 2, MAX_STEPS),
+        lyap_window=Interval(int, 2, MAX_STEPS),
+        lyap_warmup=Interval(int, 0, MAX_STEPS),
+        P=SIZE,
+        perturbation=POSITIVE,
+        d0=POSITIVE,
+        renorm_every=Interval(int, 1, MAX_STEPS),
+    )
+    relations = (
+        Require(("record", "lyap_window"), lambda r, w: r <= w, "record <= lyap_window"),
+        Require(
+            ("lyap_window", "lyap_warmup", "epochs"),
+            lambda w, u, e: w + u <= e,
+            "lyap_window + lyap_warmup <= epochs",
+        ),
+        Require(
+            ("P", "cs", "c_grid"),
+            lambda P, cs, grid: max(shape_for(c)[0] for c in cs + grid) <= P,
+            "P >= the largest M (M + N = 219) so that XᵀX is invertible",
+        ),
+    )
 
     def chunks(self, p):
         """One chunk per (c, η): every α_h and seed of it in one ensemble (members of one η share a step

@@ -15,9 +15,8 @@ import numpy as np
 import pandas as pd
 
 from plasticlab.claims import NKC, AtLeast, AtMost, Claim
-from plasticlab.errors import PlasticlabError
 from plasticlab.experiments._curl_common import shape_for
-from plasticlab.experiments.base import Experiment, register
+from plasticlab.experiments.base import POSITIVE, SIZE, Experiment, Interval, Require, register
 from plasticlab.report import Report
 from plasticlab.simulation.curl import CurlConfig, simulate
 
@@ -30,15 +29,6 @@ def shape_chunks(p: dict, keys: tuple[str, ...]) -> list[dict]:
         for c in log_cs(p["c_min"], p["c_max"], p["n_c"])
         for M, N in [shape_for(c, p["total"])]
     ]
-
-
-def check_c_range_and_alphas(name: str, p: dict) -> None:
-    """The (c, α) grid checks shared by the flip-fraction sweeps."""
-    if not 0 < p["c_min"] <= p["c_max"]:
-        raise PlasticlabError(f"{name}: need 0 < c_min <= c_max, got {p['c_min']}, {p['c_max']}")
-    bad = [a for a in p["alphas"] if not 0 <= a <= 1]
-    if bad:
-        raise PlasticlabError(f"{name}: alphas must lie in [0, 1], got {bad[0]}")
 
 
 def log_cs(lo: float, hi: float, n: int) -> list[float]:
@@ -175,8 +165,17 @@ class CurlHidden(Experiment):
     )
     choices = dict(activations=["linear", "tanh", "relu"], dtype=["float32", "float64"])
 
-    def validate(self, p):
-        check_c_range_and_alphas(self.name, p)
+    constraints = dict(
+        c_min=Interval(float, 0, None, closed="neither"),
+        c_max=Interval(float, 0, None, closed="neither"),
+        n_c=Interval(int, 1, 1000),
+        total=Interval(int, 2, 100_000),
+        P=SIZE,
+        B=SIZE,
+        init_scale=POSITIVE,
+        points_per_decade=Interval(int, 1, 10_000),
+    )
+    relations = (Require(("c_min", "c_max"), lambda lo, hi: lo <= hi, "c_min <= c_max"),)
 
     def chunks(self, p):
         return shape_chunks(

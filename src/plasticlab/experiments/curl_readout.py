@@ -17,9 +17,8 @@ import numpy as np
 import pandas as pd
 
 from plasticlab.claims import NKC, AtLeast, Claim, fraction
-from plasticlab.experiments.base import Experiment, register
+from plasticlab.experiments.base import NONNEG, SIZE, Experiment, Interval, Require, register
 from plasticlab.experiments.curl_hidden import (
-    check_c_range_and_alphas,
     empirical_boundary,
     shape_chunks,
     theory_alpha,
@@ -150,8 +149,16 @@ class CurlReadout(Experiment):
     )
     choices = dict(activations=["linear", "tanh", "relu"], dtype=["float32", "float64"])
 
-    def validate(self, p):
-        check_c_range_and_alphas(self.name, p)
+    constraints = dict(
+        c_min=Interval(float, 0, None, closed="neither"),
+        c_max=Interval(float, 0, None, closed="neither"),
+        n_c=Interval(int, 1, 1000),
+        total=Interval(int, 2, 100_000),
+        P=SIZE,
+        perturbation=NONNEG,
+        points_per_decade=Interval(int, 1, 10_000),
+    )
+    relations = (Require(("c_min", "c_max"), lambda lo, hi: lo <= hi, "c_min <= c_max"),)
 
     def chunks(self, p):
         return shape_chunks(

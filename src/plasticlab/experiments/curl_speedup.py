@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 
 from plasticlab.claims import NKC, AllCells, AtLeast, AtMost, Claim, Within
-from plasticlab.errors import PlasticlabError
-from plasticlab.experiments.base import Experiment, register
+from plasticlab.experiments.base import POSITIVE, SIZE, Boolean, Experiment, Interval, ListOf, Require, register
 from plasticlab.report import Report
 from plasticlab.simulation.curl import CurlConfig, simulate
 
@@ -347,13 +346,24 @@ class CurlSpeedup(Experiment):
     )
     choices = dict(activations=["linear", "tanh", "relu"], dtype=["float32", "float64"])
 
-    def validate(self, p):
-        for k in p["ks"] + [p["k"]]:
-            if not 0 <= k <= p["N"]:
-                raise PlasticlabError(f"curl-speedup: k={k} flipped readout neurons must be in [0, N={p['N']}]")
-        for P in p["Ps"]:
-            if P % p["B"]:
-                raise PlasticlabError(f"curl-speedup: P={P} is not a multiple of the batch size B={p['B']}")
+    constraints = dict(
+        Ps=ListOf(SIZE),
+        ks=ListOf(Interval(int, 0, None)),
+        k=Interval(int, 0, None),
+        init_scales=ListOf(POSITIVE),
+        norms=ListOf(Boolean()),
+        M=SIZE,
+        N=SIZE,
+        B=SIZE,
+        r=POSITIVE,
+        sweep_P=SIZE,
+        threshold=POSITIVE,
+        points_per_decade=Interval(int, 1, 10_000),
+    )
+    relations = (
+        Require(("ks", "k", "N"), lambda ks, k, n: all(x <= n for x in [*ks, k]), "every k in ks and k <= N"),
+        Require(("Ps", "B"), lambda ps, b: all(P % b == 0 for P in ps), "every P in Ps a multiple of B"),
+    )
 
     def chunks(self, p):
         out = []

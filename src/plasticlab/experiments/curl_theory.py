@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 
 from plasticlab.claims import NKC, AllCells, AtMost, Claim, Within, fraction
-from plasticlab.errors import PlasticlabError
-from plasticlab.experiments.base import Experiment, register
+from plasticlab.experiments.base import POSITIVE, Experiment, Interval, ListOf, register
 from plasticlab.report import Report
 from plasticlab.theory import LAYERS, FlipPath, balanced_point, critical_flip_fraction
 
@@ -56,14 +55,14 @@ class CurlTheory(Experiment):
         n_theory=200,
     )
 
-    def validate(self, p):
-        for key in ("sizes", "n_alpha", "n_theory", "max_weights"):
-            vals = p[key] if isinstance(p[key], list) else [p[key]]
-            if any(v < 2 for v in vals):
-                raise PlasticlabError(f"curl-theory parameter {key!r} must be >= 2, got {p[key]!r}")
-        for key in ("c_hidden", "c_readout"):
-            if any(not c > 0 for c in p[key]):
-                raise PlasticlabError(f"curl-theory parameter {key!r}: c = M/N must be > 0, got {p[key]!r}")
+    constraints = dict(
+        sizes=ListOf(Interval(int, 2, 100_000)),
+        n_alpha=Interval(int, 2, 10_000),
+        n_theory=Interval(int, 2, 100_000),
+        max_weights=Interval(int, 2, 10**9),
+        c_hidden=ListOf(POSITIVE),
+        c_readout=ListOf(POSITIVE),
+    )
 
     def chunks(self, p):
         cs = np.geomspace(*C_RANGE, p["n_theory"])

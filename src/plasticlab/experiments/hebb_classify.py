@@ -14,21 +14,19 @@ import numpy as np
 import pandas as pd
 
 from plasticlab.claims import KPZ, AtLeast, Claim
-from plasticlab.errors import PlasticlabError
 from plasticlab.experiments._hebb_common import (
     RULES,
-    check_min,
-    check_nonneg,
     dtype_of,
     members,
     share,
     summarise,
 )
-from plasticlab.experiments.base import Experiment, register
+from plasticlab.experiments.base import MAX_STEPS, Experiment, Interval, Require, Text, register
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.report import Report
 from plasticlab.rules import make_rule
 from plasticlab.simulation.train_mlp import train_mlp
+from plasticlab.tasks.classification import find_cifar10
 
 
 @register
@@ -57,21 +55,19 @@ class HebbClassify(Experiment):
     quick = dict(gammas=[0.0, 1e-3, 1e-2, 1e-1], seeds=[0, 1], steps=2500, dtype="float32")
     choices = dict(dataset=["digits", "cifar10"], rules=RULES, dtype=["float64", "float32"])
 
-    def validate(self, p):
-        check_nonneg(self.name, "gammas", p["gammas"])
-        check_min(self.name, p, hidden=1, steps=4, batch_size=1)
-        if p["dataset"] == "cifar10" and not p["data_path"]:
-            raise PlasticlabError(
-                "hebb-classify parameter 'data_path' is required for dataset=cifar10 "
-                "(a local folder with the CIFAR-10 python batches; nothing downloads)"
-            )
-        if not 0 <= p["average_from"] < 1:
-            raise PlasticlabError(
-                f"hebb-classify parameter 'average_from' is a fraction of steps in [0, 1), "
-                f"got {p['average_from']!r}"
-            )
-        if not p["lr"] > 0:
-            raise PlasticlabError(f"hebb-classify parameter 'lr' must be > 0, got {p['lr']!r}")
+    constraints = dict(
+        steps=Interval(int, 4, MAX_STEPS),
+        average_from=Interval(float, 0, 1, closed="left"),
+        data_path=Text(),
+    )
+    relations = (
+        Require(
+            ("dataset", "data_path"),
+            lambda dataset, path: dataset != "cifar10" or find_cifar10(path) is not None,
+            "dataset=cifar10 needs data_path = a local folder with the CIFAR-10 python batches "
+            "(data_batch_1..5, test_batch; nothing downloads)",
+        ),
+    )
 
     def chunks(self, p):
         keep = (

@@ -17,17 +17,14 @@ import numpy as np
 import pandas as pd
 
 from plasticlab.claims import KPZ, AllCells, AtLeast, AtMost, Claim, Within, fraction
-from plasticlab.errors import PlasticlabError
 from plasticlab.experiments._hebb_common import (
     ACTIVATIONS,
-    check_min,
-    check_nonneg,
     members,
     share,
     summarise,
     unique_seeds,
 )
-from plasticlab.experiments.base import Experiment, register
+from plasticlab.experiments.base import MAX_STEPS, NONNEG, Experiment, Interval, register
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.report import Report
 from plasticlab.rules import make_rule
@@ -100,12 +97,7 @@ class HebbPhase(Experiment):
         """Per model: the sign flip at γ ≈ σ², the phase diagram's corners, where validation loss is lowest."""
         return phase_claims(df, p, self.size(p))
 
-    def validate(self, p):
-        check_nonneg(self.name, "sigmas", p["sigmas"])
-        check_nonneg(self.name, "gammas", p["gammas"])
-        check_min(self.name, p, d_in=1, hidden=1, n_train=1, n_val=1, steps=2, batch_size=1)
-        if not p["lr"] > 0:
-            raise PlasticlabError(f"hebb-phase parameter 'lr' must be > 0, got {p['lr']!r}")
+    constraints = dict(steps=Interval(int, 2, MAX_STEPS), label_noise=NONNEG)
 
     def chunks(self, p):
         keep = (

@@ -17,18 +17,15 @@ import numpy as np
 import pandas as pd
 
 from plasticlab.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
-from plasticlab.errors import PlasticlabError
 from plasticlab.experiments._hebb_common import (
     ACTIVATIONS,
     ADAM_RULES,
     RULES,
-    check_min,
-    check_nonneg,
     dtype_of,
     summarise,
     train_regression,
 )
-from plasticlab.experiments.base import Experiment, register
+from plasticlab.experiments.base import MAX_STEPS, Experiment, Interval, Require, register
 from plasticlab.report import Report
 
 TABLE_RULES = ["adam", "adam_l2", "sgd", "dfa", "random_nn"]
@@ -105,23 +102,12 @@ class HebbTable(Experiment):
         dtype=["float64", "float32"],
     )
 
-    def validate(self, p):
-        check_nonneg(self.name, "gammas", p["gammas"])
-        check_min(self.name, p, widths=1, steps=4, batch_size=1, n_train=1, n_val=1, layer=0)
-        if len(p["widths"]) < 2:
-            raise PlasticlabError(f"hebb-table parameter 'widths' needs at least (in, out), got {p['widths']}")
-        if p["layer"] >= len(p["widths"]) - 1:
-            raise PlasticlabError(
-                f"hebb-table parameter 'layer' = {p['layer']} but widths {p['widths']} "
-                f"have layers 0..{len(p['widths']) - 2}"
-            )
-        if not 0 <= p["average_from"] < 1:
-            raise PlasticlabError(
-                f"hebb-table parameter 'average_from' is a fraction of steps in [0, 1), got {p['average_from']!r}"
-            )
-        for key in ("lr", "adam_lr"):
-            if not p[key] > 0:
-                raise PlasticlabError(f"hebb-table parameter {key!r} must be > 0, got {p[key]!r}")
+    constraints = dict(
+        steps=Interval(int, 4, MAX_STEPS),
+        layer=Interval(int, 0, None),
+        average_from=Interval(float, 0, 1, closed="left"),
+    )
+    relations = (Require(("layer", "widths"), lambda i, w: i < len(w) - 1, "layer < len(widths) - 1"),)
 
     def chunks(self, p):
         keep = (

@@ -18,16 +18,13 @@ import pandas as pd
 import torch
 
 from plasticlab.claims import KPZ, AtLeast, AtMost, Claim, measure
-from plasticlab.errors import PlasticlabError
 from plasticlab.experiments._hebb_common import (
     ACTIVATIONS,
     RULES,
-    check_min,
-    check_nonneg,
     dtype_of,
     train_regression,
 )
-from plasticlab.experiments.base import Experiment, register
+from plasticlab.experiments.base import MAX_STEPS, POSITIVE, Experiment, Interval, register
 from plasticlab.metrics.hebbian import cosine
 from plasticlab.report import Report
 
@@ -63,14 +60,7 @@ class HebbTheorem(Experiment):
     quick = dict(gammas=[2e-2], seeds=[0, 1], steps=2000, n_train=5000, n_val=500, dtype="float32", adam_lr=0.03)
     choices = dict(rules=RULES, activation=ACTIVATIONS, dtype=["float64", "float32"])
 
-    def validate(self, p):
-        check_nonneg(self.name, "gammas", p["gammas"])
-        check_min(self.name, p, widths=1, steps=4, batch_size=1, n_train=1, n_val=1)
-        if len(p["widths"]) < 2:
-            raise PlasticlabError(f"hebb-theorem parameter 'widths' needs at least (in, out), got {p['widths']}")
-        for key in ("lr", "adam_lr", "local_lr", "tolerance"):
-            if not p[key] > 0:
-                raise PlasticlabError(f"hebb-theorem parameter {key!r} must be > 0, got {p[key]!r}")
+    constraints = dict(steps=Interval(int, 4, MAX_STEPS), tolerance=POSITIVE)
 
     def chunks(self, p):
         keep = ("gammas", "seeds", "widths", "activation", "steps", "batch_size", "n_train", "n_val", "dtype")

@@ -33,8 +33,7 @@ import torch.nn as nn
 
 from plasticlab import seeding
 from plasticlab.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
-from plasticlab.errors import PlasticlabError, check_positive
-from plasticlab.experiments.base import Experiment, register
+from plasticlab.experiments.base import MAX_STEPS, Experiment, Interval, Require, register
 from plasticlab.networks.transformer import TinyTransformer
 from plasticlab.probe import HebbianProbe
 from plasticlab.report import Report
@@ -218,33 +217,20 @@ class HebbTransformer(Experiment):
     quick = dict(seeds=[0], steps=1500, batch_size=128, every=10)
     choices = dict(rules=["adam", "adam_l2", "sgd"], norm=["layernorm", "none"])
 
-    def validate(self, p):
-        for key in (
-            "steps",
-            "batch_size",
-            "every",
-            "n_train",
-            "n_val",
-            "lr_adam",
-            "lr_sgd",
-            "tokens",
-            "features",
-            "d_model",
-            "heads",
-            "layers",
-            "d_ff",
-        ):
-            check_positive(key, p[key])
-        if not 0 < p["late"] <= 1:
-            raise PlasticlabError(f"late must be a fraction in (0, 1], got {p['late']!r}")
-        if p["d_model"] % p["heads"]:
-            raise PlasticlabError(f"d_model ({p['d_model']}) must be divisible by heads ({p['heads']})")
-        if any(g < 0 for g in p["gammas"]):
-            raise PlasticlabError(f"gammas must be >= 0, got {p['gammas']!r}")
-        if p["tokens"] * p["features"] != 32:
-            raise PlasticlabError(
-                f"tokens × features must be the 32 input dims, got {p['tokens']} × {p['features']}"
-            )
+    constraints = dict(
+        every=Interval(int, 1, MAX_STEPS),
+        late=Interval(float, 0, 1, closed="right"),
+        tokens=Interval(int, 1, 32),
+        features=Interval(int, 1, 32),
+        d_model=Interval(int, 1, 4096),
+        heads=Interval(int, 1, 256),
+        layers=Interval(int, 1, 64),
+        d_ff=Interval(int, 1, 16384),
+    )
+    relations = (
+        Require(("d_model", "heads"), lambda d, h: d % h == 0, "d_model divisible by heads"),
+        Require(("tokens", "features"), lambda t, f: t * f == 32, "tokens × features = 32 (the input dims)"),
+    )
 
     def chunks(self, p):
         common = {k: v for k, v in p.items() if k not in ("seeds", "rules", "gammas")}

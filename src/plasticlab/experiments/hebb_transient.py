@@ -16,16 +16,13 @@ import numpy as np
 import pandas as pd
 
 from plasticlab.claims import KPZ, AtLeast, Claim
-from plasticlab.errors import PlasticlabError
 from plasticlab.experiments._hebb_common import (
     ACTIVATIONS,
     RULES,
-    check_min,
-    check_nonneg,
     dtype_of,
     train_regression,
 )
-from plasticlab.experiments.base import Experiment, register
+from plasticlab.experiments.base import MAX_STEPS, SIZE, Experiment, Interval, ListOf, register
 from plasticlab.report import Report
 
 _ORD = {0: "1st", 1: "2nd", 2: "3rd"}
@@ -71,19 +68,12 @@ class HebbTransient(Experiment):
     )
     choices = dict(rules=RULES, activation=ACTIVATIONS, dtype=["float64", "float32"])
 
-    def validate(self, p):
-        check_nonneg(self.name, "gammas", p["gammas"])
-        check_min(self.name, p, widths=1, steps=10, batch_size=1, n_train=1, n_val=1, checkpoints=4)
-        if len(p["widths"]) < 3:
-            raise PlasticlabError(
-                f"hebb-transient parameter 'widths' needs a hidden layer (in, hidden, out), got {p['widths']}"
-            )
-        if not 0 < p["late_from"] < 1:
-            raise PlasticlabError(
-                f"hebb-transient parameter 'late_from' is a fraction in (0, 1), got {p['late_from']!r}"
-            )
-        if not p["lr"] > 0:
-            raise PlasticlabError(f"hebb-transient parameter 'lr' must be > 0, got {p['lr']!r}")
+    constraints = dict(
+        steps=Interval(int, 10, MAX_STEPS),
+        widths=ListOf(SIZE, min_len=3),
+        checkpoints=Interval(int, 4, 100_000),
+        late_from=Interval(float, 0, 1, closed="neither"),
+    )
 
     def chunks(self, p):
         keep = (

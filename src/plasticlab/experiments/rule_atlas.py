@@ -23,9 +23,8 @@ import torch
 
 from plasticlab.analysis import analyse, loop_test, member, rule_field, warm_state
 from plasticlab.claims import BEYOND, KPZ, AllCells, AtMost, Claim, fraction
-from plasticlab.errors import PlasticlabError
 from plasticlab.experiments._hebb_common import ADAM_RULES
-from plasticlab.experiments.base import Experiment, register
+from plasticlab.experiments.base import MAX_STEPS, POSITIVE, SIZE, Experiment, Interval, Require, register
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.report import Report
 from plasticlab.rules import make_rule, parse_rule, rule_names
@@ -108,26 +107,14 @@ class RuleAtlas(Experiment):
     quick = dict(seeds=[0, 1], steps=2000, n_train=2000)
     choices = dict(rules=ATLAS, activation=["linear", "relu", "tanh", "sigmoid"])
 
-    def validate(self, p):
-        for key in ("gammas", "sigmas"):
-            bad = [v for v in p[key] if not (math.isfinite(v) and v >= 0)]
-            if bad:
-                raise PlasticlabError(f"rule-atlas parameter {key!r} must hold finite values >= 0, got {bad}")
-        for key in (
-            "steps",
-            "batch_size",
-            "d_in",
-            "hidden",
-            "d_out",
-            "n_train",
-            "n_val",
-            "analysis_batch",
-            "noise_draws",
-        ):
-            if p[key] < 1:
-                raise PlasticlabError(f"rule-atlas parameter {key!r} must be >= 1, got {p[key]!r}")
-        if p["analysis_batch"] > p["n_train"]:
-            raise PlasticlabError(f"analysis_batch={p['analysis_batch']} exceeds n_train={p['n_train']}")
+    constraints = dict(
+        analysis_batch=SIZE,
+        warm_steps=Interval(int, 0, MAX_STEPS),
+        noise_draws=Interval(int, 1, 10_000),
+        loop_planes=Interval(int, 0, 10_000),
+        converge_ratio=POSITIVE,
+    )
+    relations = (Require(("analysis_batch", "n_train"), lambda a, n: a <= n, "analysis_batch <= n_train"),)
 
     def chunks(self, p):
         common = {k: v for k, v in p.items() if k != "rules"}

@@ -22,8 +22,7 @@ import torch
 
 from plasticlab import cancel, seeding
 from plasticlab.claims import BEYOND, AtMost, Claim
-from plasticlab.errors import PlasticlabError
-from plasticlab.experiments.base import Experiment, register
+from plasticlab.experiments.base import Experiment, Interval, ListOf, Require, register
 from plasticlab.report import Report
 
 
@@ -54,15 +53,17 @@ class SweepDemo(Experiment):
     )
     quick = dict(steps=100)
 
-    def validate(self, p):
-        if any(g <= 0 for g in p["gains"]):
-            raise PlasticlabError(f"sweep-demo gains must be > 0, got {p['gains']}")
-        n = len(p["gains"])
-        bad = [i for i in p["fail"] if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n]
-        if bad:
-            raise PlasticlabError(f"sweep-demo fail: chunk indices must be integers in 0..{n - 1}, got {bad}")
-        if p["size"] < 1 or p["steps"] < 1:
-            raise PlasticlabError("sweep-demo size and steps must be >= 1")
+    constraints = dict(
+        gains=ListOf(Interval(float, 0, None, closed="neither")),
+        size=Interval(int, 1, 4096),
+        sleep_s=Interval(float, 0, 86400),
+        fail=ListOf(Interval(int, 0, None), min_len=0, unique=True),
+        slow=ListOf(Interval(int, 0, None), min_len=0, unique=True),
+    )
+    relations = (
+        Require(("fail", "gains"), lambda f, g: all(i < len(g) for i in f), "every fail index < len(gains)"),
+        Require(("slow", "gains"), lambda s, g: all(i < len(g) for i in s), "every slow index < len(gains)"),
+    )
 
     def chunks(self, p):
         # No chunk index in the spec: inserting a gain must not change the other chunks' hashes.

@@ -44,6 +44,18 @@ def digits(n_val: int = 297, dtype=torch.float64, device=None) -> Dataset:
     return _split(x, d.target, n_val, 10, "digits", dtype, device)
 
 
+def find_cifar10(data_path: str | Path) -> Path | None:
+    """The folder holding the CIFAR-10 python batches (``data_path`` or its cifar-10-batches-py), or None;
+    checked before a run starts so a wrong path is a one-line error, not a failed chunk."""
+    if not str(data_path):
+        return None
+    root = Path(data_path).expanduser()
+    if root.is_dir() and (root / "cifar-10-batches-py").is_dir():
+        root = root / "cifar-10-batches-py"
+    ok = root.is_dir() and any(root.glob("data_batch_*")) and (root / "test_batch").exists()
+    return root if ok else None
+
+
 def cifar10(
     data_path: str | Path, n_train: int | None = None, n_val: int = 10000, dtype=torch.float32, device=None
 ) -> Dataset:
@@ -51,16 +63,15 @@ def cifar10(
 
     Features are flattened to 3072 and standardised; the test batch is the validation set.
     """
-    root = Path(data_path)
-    if root.is_dir() and (root / "cifar-10-batches-py").is_dir():
-        root = root / "cifar-10-batches-py"
-    train_files = sorted(root.glob("data_batch_*")) if root.is_dir() else []
-    test_file = root / "test_batch"
-    if not train_files or not test_file.exists():
+    root = find_cifar10(data_path)
+    if root is None:
         raise PlasticlabError(
             f"no CIFAR-10 python batches in {data_path!s}: expected data_batch_1..5 and "
             "test_batch (the 'CIFAR-10 python version' archive, extracted)"
         )
+
+    train_files = sorted(root.glob("data_batch_*"))
+    test_file = root / "test_batch"
 
     def load(path):
         with open(path, "rb") as f:
