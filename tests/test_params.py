@@ -39,7 +39,7 @@ def test_every_key_has_a_constraint_and_defaults_and_quick_pass(name):
         ("hebb-phase", dict(lr="nan"), ["'lr'", "not finite"]),
         ("sweep-demo", dict(seeds="99999999999999999999"), ["'seeds'", str(MAX_SEED)]),
         ("sweep-demo", dict(seeds="-1"), ["'seeds'", "out of range"]),
-        ("hebb-classify", dict(dataset="cifar10", data_path="/nonexistent"), ["data_path='/nonexistent'", "CIFAR-10"]),
+        ("hebb-classify", dict(dataset="cifar10", data_path="/nope"), ["data_path='/nope'", "CIFAR-10"]),
         ("hebb-table", dict(layer="5"), ["layer=5", "layer < len(widths) - 1"]),
         ("hebb-transformer", dict(heads="5"), ["d_model divisible by heads"]),
         ("curl-speedup", dict(ks="11"), ["k <= N"]),

@@ -9,10 +9,7 @@ from plasticlab.experiments.base import Constraint, Experiment, ListOf, constrai
 
 
 def _show(value: Any, width: int = 34) -> str:
-    if isinstance(value, list):
-        text = ",".join(map(str, value)) if value else "[]"
-    else:
-        text = str(value)
+    text = (",".join(map(str, value)) if value else "[]") if isinstance(value, list) else str(value)
     text = text if text != "" else '""'
     return text if len(text) <= width else text[: width - 1] + "…"
 

@@ -431,7 +431,7 @@ def validate_params(exp: Experiment, p: dict[str, Any]) -> None:
 
 
 def _options(c: Constraint) -> Options:
-    return c if isinstance(c, Options) else c.elem  # type: ignore[attr-defined,return-value]
+    return c if isinstance(c, Options) else c.elem  # type: ignore[attr-defined]
 
 
 def _short(value: Any) -> str:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import operator
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -39,7 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from plasticlab.errors import PlasticlabError, check_positive
+from plasticlab.errors import PlasticlabError, PlasticlabWarning, check_positive
 from plasticlab.metrics.hebbian import _EPS
 
 _KINDS = (nn.Linear, nn.Conv2d)
@@ -56,6 +57,10 @@ class _LayerState:
     pending: list = field(default_factory=list)  # [H_sum, n, confirmed] per forward call this step
     w_before: torch.Tensor | None = None
     signal: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # <-g, H>, |g|^2, |H|^2
+    version: int | None = None  # weight._version when this step's first forward was seen
+
+
+MAX_PENDING = 64  # unconfirmed forwards kept per layer and step; each holds one (out, in) matrix
 
 
 def _conv_patches(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -135,6 +140,11 @@ class HebbianProbe:
         self._handles: list[Any] = []
         self._opt_handles: list[Any] = []
         self._active = True
+        self._seen = 0  # forward calls of probed layers while active
+        self._counted = 0  # ... of which in training mode with grad enabled
+        self._closed = 0  # steps closed (optimizer step, update(), step())
+        self._blind = False  # updates happen that the probe never sees: store nothing until a step closes
+        self._warned: set[str] = set()
         for st in self.layers.values():
             self._handles.append(st.module.register_forward_hook(self._forward_hook(st), with_kwargs=True))
 
@@ -169,17 +179,18 @@ class HebbianProbe:
 
     def _forward_hook(self, st: _LayerState):
         def hook(module, args, kwargs, output):
-            if not (
-                self._active
-                and self._step % self.every == 0
-                and module.training
-                and torch.is_grad_enabled()
-                and isinstance(output, torch.Tensor)
-                and output.requires_grad
-            ):
+            if not self._active:
+                return None
+            self._seen += 1
+            if not (module.training and torch.is_grad_enabled()):
+                return None
+            self._counted += 1
+            if self._blind or not self.measuring:
+                return None
+            if not (isinstance(output, torch.Tensor) and output.requires_grad):
                 return None
             x = args[0] if args else kwargs.get("input")
-            if x is None:
+            if x is None or not self._keep(st, module):
                 return None
             H_sum, n = _hebb_sum(module, x, output)
             entry = [H_sum, n, False]
@@ -188,6 +199,55 @@ class HebbianProbe:
             return None
 
         return hook
+
+    def _keep(self, st: _LayerState, module: nn.Module) -> bool:
+        """Guard one forward: weights that changed inside an open step mean updates the probe never
+        sees (no optimizer attached, no step()): warn once and store nothing. Memory stays bounded."""
+        version = module.weight._version
+        if st.version is None:
+            st.version = version
+        elif version != st.version:
+            self._reset(st)
+            if not self._opt_handles and self._closed == 0:
+                self._blind = True
+                for other in self.layers.values():
+                    self._reset(other)
+                self._warn_once(
+                    "unseen",
+                    "HebbianProbe: the weights are being updated but no step was closed: call "
+                    "probe.attach_optimizer(optimizer), probe.step() after each backward, or update inside "
+                    "`with probe.update():`. Nothing is stored until then.",
+                )
+                return False
+            st.version = version
+        self._fold_confirmed(st)
+        if len(st.pending) >= MAX_PENDING:
+            st.pending.pop(0)  # a forward its backward never reached; keep memory bounded
+            self._warn_once(
+                "pending",
+                f"HebbianProbe: more than {MAX_PENDING} forward passes of {st.name!r} in one step without a "
+                "backward reaching them; the oldest are dropped (is loss.backward() called?)",
+            )
+        return True
+
+    @staticmethod
+    def _fold_confirmed(st: _LayerState) -> None:
+        """Sum forwards the backward already reached into h_sum now, so pending holds only the rest."""
+        keep = []
+        for entry in st.pending:
+            H_sum, n, confirmed = entry
+            if confirmed:
+                st.h_sum = H_sum if st.h_sum is None else st.h_sum + H_sum
+                st.n += n
+                st.calls += 1
+            else:
+                keep.append(entry)
+        st.pending = keep
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, PlasticlabWarning, stacklevel=4)
 
     def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> HebbianProbe:
         """Measure around every ``optimizer.step()``: signal before it, actual update across it."""
@@ -235,11 +295,7 @@ class HebbianProbe:
         if not self._active or not self.measuring:
             return
         for st in self.layers.values():
-            for H_sum, n, confirmed in st.pending:
-                if confirmed:
-                    st.h_sum = H_sum if st.h_sum is None else st.h_sum + H_sum
-                    st.n += n
-                    st.calls += 1
+            self._fold_confirmed(st)
             st.pending = []
             W = st.module.weight
             if st.h_sum is None or W.grad is None:
@@ -252,8 +308,17 @@ class HebbianProbe:
     def _post(self, updated: bool) -> None:
         if not self._active:
             return
+        if self._seen and not self._counted:
+            self._warn_once(
+                "eval",
+                "HebbianProbe: every forward pass of this step ran in eval mode or under torch.no_grad(), so "
+                "nothing was measured; call model.train() and run the forward with grad enabled",
+            )
         if self.measuring:
             self._record(updated)
+        self._closed += 1
+        self._blind = False
+        self._seen = self._counted = 0
         for st in self.layers.values():
             self._reset(st)
         self._step += 1
@@ -301,6 +366,21 @@ class HebbianProbe:
     @staticmethod
     def _reset(st: _LayerState) -> None:
         st.h_sum, st.n, st.calls, st.pending, st.w_before, st.signal = None, 0, 0, [], None, None
+        st.version = None
+
+    def why_empty(self) -> str | None:
+        """Why :meth:`to_frame` has no rows (None if it has some)."""
+        if self._records:
+            return None
+        if self._blind:
+            return "no step was closed although the weights changed (attach_optimizer(), step() or update())"
+        if self._closed == 0 and self._counted:
+            return "no step was closed yet (attach_optimizer(), step() after backward, or update())"
+        if self._closed == 0 and self._seen:
+            return "every forward pass ran in eval mode or under torch.no_grad()"
+        if self._closed == 0:
+            return "no forward pass of the probed layers was seen (is this probe on the model being trained?)"
+        return "no measured step had a forward in training mode whose backward reached the probed layers"
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy table, one row per (measured step, layer that took part in it)."""
@@ -316,7 +396,11 @@ class HebbianProbe:
             "update_norm",
             "hebbian_norm",
         ]
-        return pd.DataFrame(self._records, columns=cols)
+        df = pd.DataFrame(self._records, columns=cols)
+        if (why := self.why_empty()) is not None:
+            df.attrs["why_empty"] = why
+            warnings.warn(f"HebbianProbe.to_frame() is empty: {why}", PlasticlabWarning, stacklevel=2)
+        return df
 
     def __enter__(self) -> HebbianProbe:
         return self

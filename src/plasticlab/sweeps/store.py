@@ -179,8 +179,8 @@ class Manifest:
         return self.data["chunks"]
 
     def is_done(self, h: str) -> bool:
-        e = self.chunks.get(h)
-        return bool(e) and e.get("state") == "done" and (self.out / PARTS / f"{h}.parquet").exists()
+        e = self.chunks.get(h) or {}
+        return e.get("state") == "done" and (self.out / PARTS / f"{h}.parquet").exists()
 
     def damage(self, h: str) -> str | None:
         """Why a done chunk's part cannot be trusted (checksum or row count differs, unreadable), or None."""
