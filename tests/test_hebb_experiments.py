@@ -22,7 +22,7 @@ torch.set_num_threads(1)
 
 TINY = {
     "hebb-table": dict(
-        seeds=[0], gammas=[0.0, 5e-3], widths=[6, 5, 5, 3], steps=40, n_train=200, n_val=20, rules=["sgd", "adam"]
+        seeds=[0], gammas=[0.0, 5e-3], widths=[6, 5, 5, 3], steps=40, n_train=256, n_val=20, rules=["sgd", "adam"]
     ),
     "hebb-phase": dict(
         activations=["linear-regression", "tanh"],
@@ -31,15 +31,15 @@ TINY = {
         seeds=[0],
         d_in=6,
         hidden=4,
-        n_train=200,
+        n_train=256,
         n_val=20,
         steps=40,
     ),
     "hebb-theorem": dict(
-        rules=["sgd", "hebbian"], gammas=[0.02], seeds=[0], widths=[6, 5, 3], steps=40, n_train=200, n_val=20
+        rules=["sgd", "hebbian"], gammas=[0.02], seeds=[0], widths=[6, 5, 3], steps=40, n_train=256, n_val=20
     ),
     "hebb-transient": dict(
-        gammas=[0.0, 0.05], seeds=[0], widths=[6, 5, 3], steps=60, n_train=200, n_val=20, checkpoints=10
+        gammas=[0.0, 0.05], seeds=[0], widths=[6, 5, 3], steps=60, n_train=256, n_val=20, checkpoints=10
     ),
     "hebb-classify": dict(gammas=[0.0, 0.1], seeds=[0], hidden=8, steps=30, batch_size=32),
 }

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from plasticlab.errors import PlasticlabError
 from plasticlab.experiments import get
 
 
@@ -51,7 +53,14 @@ def run(
         # Only now, with every chunk computed and checked, is the previous table replaced (atomically).
         if out is not None:
             atomic_write(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
-            exp.report(df, p, out)
+            with warnings.catch_warnings():
+                # all-NaN groups (every run of a cell diverged) are reported as such, not as numpy noise
+                warnings.filterwarnings(
+                    "ignore", r"All-NaN|Mean of empty slice|Degrees of freedom", RuntimeWarning
+                )
+                exp.report(df, p, out)
+            if (note := all_diverged(df)) is not None:
+                _mark_report(out / "report.md", note)
 
     with devices.use(dev), compiling.use(compile_flag):
         df = execute(
@@ -65,4 +74,33 @@ def run(
             params=p,
             finish=finish,
         )
+    if (note := all_diverged(df)) is not None:
+        where = f"; results and report are in {out}" if out is not None else ""
+        raise AllDiverged(f"{name}: {note}{where}", df)
     return df
+
+
+class AllDiverged(PlasticlabError):
+    """Every run diverged: the table is saved but no claim could be measured. ``df``: the rows."""
+
+    def __init__(self, message: str, df: pd.DataFrame):
+        super().__init__(message)
+        self.df = df
+
+
+def all_diverged(df: pd.DataFrame) -> str | None:
+    """A one-line note if the table has runs and every one of them diverged, else None."""
+    if "diverged" not in df or len(df) == 0 or not bool(df["diverged"].astype(bool).all()):
+        return None
+    first = ""
+    if "diverged_at" in df and df["diverged_at"].notna().any():
+        first = f", the first at step {int(df['diverged_at'].min())}"
+    return f"every run diverged ({len(df)} of {len(df)}{first}): no claim could be measured; try a smaller lr"
+
+
+def _mark_report(path: Path, note: str) -> None:
+    """Put the all-diverged note right under the report's title, where the verdicts start."""
+    if not path.exists():
+        return
+    title, _, rest = path.read_text().partition("\n")
+    path.write_text(f"{title}\n\n> **Verdict: not reproduced — {note}.**\n{rest}")

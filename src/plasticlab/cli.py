@@ -148,6 +148,7 @@ def run(
     Resumable: finished chunks are kept in OUT, so running the same command again computes only the
     chunks that are missing or failed.
     """
+    from plasticlab.api import AllDiverged
     from plasticlab.api import run as run_api
     from plasticlab.sweeps import SweepFailed
     from plasticlab.sweeps import summary as sweep_summary
@@ -188,6 +189,9 @@ def run(
         if len(e.failed) > 10:
             typer.echo(f"  ... and {len(e.failed) - 10} more", err=True)
         typer.echo(f"tracebacks: {out / 'manifest.json'}; status: plasticlab status {out}", err=True)
+        raise typer.Exit(1) from None
+    except AllDiverged as e:
+        typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.secho(_interrupted_message(out), err=True, fg=typer.colors.YELLOW)

@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 
+from plasticlab import cancel
 from plasticlab.errors import PlasticlabError, check_positive
 from plasticlab.metrics.hebbian import cosine, hebbian_direction
 from plasticlab.networks.mlp import MLP, Trace
-from plasticlab.rules.base import Chain, Context, StepOutput
+from plasticlab.rules.base import Chain, Context, StepOutput, Transform, chain
 from plasticlab.tasks.base import Dataset
 
 
@@ -49,6 +50,34 @@ def loss_value(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
     if loss == "mse":
         return 0.5 * ((out - y) ** 2).sum(-1).mean(-1)
     return -(torch.log_softmax(out, -1) * y).sum(-1).mean(-1)
+
+
+def as_chain(rule: Transform) -> Chain:
+    """A bare signal (``dfa()``) is the one-piece chain ``chain(dfa())``; anything else must be a rule."""
+    if isinstance(rule, Chain):
+        return rule
+    if isinstance(rule, Transform):
+        return chain(rule)
+    raise PlasticlabError(
+        f"rule must be a plasticlab rule such as dfa() or chain(sgd(), weight_decay(1e-3)), "
+        f"got {type(rule).__name__}"
+    )
+
+
+def check_shapes(net: MLP, data: Dataset) -> None:
+    """One-line errors instead of a matmul error deep inside the first step."""
+    widths = net.widths
+    if data.d_in != widths[0]:
+        raise PlasticlabError(
+            f"data has d_in={data.d_in} features but the network's input width is {widths[0]} (widths {widths})"
+        )
+    if data.d_out != widths[-1]:
+        raise PlasticlabError(
+            f"data has d_out={data.d_out} targets but the network's output width is {widths[-1]} (widths {widths})"
+        )
+    for what, t in (("x_train", data.x_train), ("x_val", data.x_val)):
+        if t.ndim != 3:  # (E or shared members, n, d)
+            raise PlasticlabError(f"data.{what} must be 3-d (members, n, d), got shape {tuple(t.shape)}")
 
 
 def _finite(net: MLP) -> torch.Tensor:
@@ -239,12 +268,15 @@ def train_mlp(
     if given, is called at every checkpoint before the update is applied, with this step's context, the
     rule's output, the rule state the step started from (so an observer may re-run ``rule.step`` on a
     perturbed context without disturbing training) and the (E,) mask of members still alive."""
+    rule = as_chain(rule)
     seeds = _checked_seeds(net, seeds, steps=steps, lr=lr, batch_size=batch_size, late_every=late_every)
+    check_shapes(net, data)
     average_from = steps // 2 if average_from is None else average_from
     extra = set() if record_at is None else {int(s) for s in record_at}
     state = init_fn(net, rule, seeds)
     window, record = LateWindow(net), Checkpoints(data, net.depth, neurons, val_batch)
     for step in range(steps):
+        cancel.check()
         checkpoint = step % record_every == 0 or step == steps - 1 or step in extra
         late = step >= average_from and (step - average_from) % late_every == 0
         new, info = step_fn(state, rule, data, seeds, lr=lr, batch_size=batch_size, check=checkpoint)
