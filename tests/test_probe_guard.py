@@ -78,7 +78,7 @@ def test_eval_mode_or_no_grad_everywhere_warns_and_explains_the_empty_frame():
         probe = HebbianProbe(model)
         model.train(mode != "eval")
         with torch.set_grad_enabled(mode != "no_grad"):
-            msgs = caught(lambda: [(model(torch.randn(4, 8)), probe.step()) for _ in range(3)])
+            msgs = caught(lambda m=model, pr=probe: [(m(torch.randn(4, 8)), pr.step()) for _ in range(3)])
         assert len(msgs) == 1 and "eval mode or under torch.no_grad()" in msgs[0], msgs
         msgs = caught(probe.to_frame)
         assert len(msgs) == 1 and "no measured step had a forward in training mode" in msgs[0], msgs
