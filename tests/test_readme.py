@@ -26,7 +26,8 @@ TINY = {
     "d_model=8 heads=2 layers=1 d_ff=16",
     "curl-theory": "seeds=0 sizes=30 c_hidden=0.5 c_readout=0.1 n_alpha=3 n_theory=10",
     "curl-hidden": "seeds=0 n_c=2 alphas=0,0.5 activations=linear epochs=20",
-    "curl-chaos": "epochs=60 record=20 cs=0.4 alphas=0.25 c_grid=0.4 c_alphas=0.4",
+    "curl-chaos": "epochs=80 record=10 lyap_window=20 lyap_warmup=10 cs=0.4 alphas=0.25 c_grid=0.4 c_alphas=0.4 "
+    "etas=0.1",
     "curl-readout": "seeds=0 n_c=2 alphas=0,0.5 epochs=20",
     "curl-speedup": "seeds=0 epochs=50 Ps=100",
     "rule-atlas": "seeds=0 steps=20 rules=sgd,dfa gammas=0 sigmas=0 n_train=200 n_val=50 analysis_batch=32 "
