@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from plasticlab.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
-from plasticlab.experiments._hebb_common import check_min, check_nonneg, dtype_of, train_regression
-from plasticlab.experiments.base import Experiment, register
+from plasticlab.experiments._hebb_common import dtype_of, train_regression
+from plasticlab.experiments.base import MAX_STEPS, NONNEG, Experiment, Interval, ListOf, register
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.report import Report
 
@@ -66,12 +66,13 @@ class HebbAdam(Experiment):
     )
     choices = dict(rules=["adam", "adam_l2"], dtype=["float64", "float32"])
 
-    def validate(self, p):
-        check_nonneg(self.name, "gammas", p["gammas"])
-        check_nonneg(self.name, "lrs", p["lrs"])
-        check_nonneg(self.name, "adam_lrs", p["adam_lrs"])
-        check_nonneg(self.name, "gamma_factor", [p["gamma_factor"]])
-        check_min(self.name, p, widths=1, steps=8, batch_size=1, n_train=1, n_val=1, layer=0)
+    constraints = dict(
+        lrs=ListOf(NONNEG),
+        adam_lrs=ListOf(NONNEG),
+        steps=Interval(int, 8, MAX_STEPS),
+        layer=Interval(int, 0, None),
+        gamma_factor=NONNEG,
+    )
 
     def chunks(self, p):
         keep = ("gammas", "seeds", "widths", "activation", "steps", "batch_size", "n_train", "n_val", "dtype")

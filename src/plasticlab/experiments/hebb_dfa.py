@@ -29,8 +29,8 @@ import torch
 
 from plasticlab.claims import KPZ, AtLeast, Claim, Within, measure
 from plasticlab.errors import PlasticlabError
-from plasticlab.experiments._hebb_common import check_min, dtype_of, train_regression
-from plasticlab.experiments.base import Experiment, register
+from plasticlab.experiments._hebb_common import dtype_of, train_regression
+from plasticlab.experiments.base import MAX_STEPS, SIZE, Experiment, Interval, ListOf, register
 from plasticlab.metrics.hebbian import cosine, hebbian_direction
 from plasticlab.networks.activations import activation as get_activation
 from plasticlab.report import Report
@@ -142,8 +142,10 @@ class HebbDFA(Experiment):
     )
     choices = dict(dtype=["float64", "float32"])
 
+    constraints = dict(d=SIZE, every=Interval(int, 1, MAX_STEPS), lengths=ListOf(Interval(int, 1, MAX_STEPS)))
+
     def validate(self, p):
-        check_min(self.name, p, seeds=0, d=1, batch_size=1, n_train=1, n_val=1, every=1, lengths=1)
+        """Each entry of ``shapes`` must parse (a layer-width spec)."""
         for s in p["shapes"]:
             parse_shape(s)
 

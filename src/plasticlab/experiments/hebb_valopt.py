@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from plasticlab.claims import KPZ, Claim, Within, measure
-from plasticlab.experiments._hebb_common import check_nonneg, members, share, unique_seeds
+from plasticlab.experiments._hebb_common import members, share, unique_seeds
 from plasticlab.experiments.base import Experiment, register
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.report import Report
@@ -96,10 +96,6 @@ class HebbValopt(Experiment):
         n_val=200,
     )
     choices = dict(settings=list(SETTINGS))
-
-    def validate(self, p):
-        check_nonneg(self.name, "sigmas", p["sigmas"])
-        check_nonneg(self.name, "gammas", p["gammas"])
 
     def chunks(self, p):
         keep = ("sigmas", "gammas", "seeds", "d", "hidden", "n_val", "steps", "lr", "batch_size")
