@@ -72,7 +72,7 @@ def test_dfa_feedback_scale_is_per_member():
 
 
 def test_hebb_dfa_lengths_read_one_run():
-    exp, p = _tiny("hebb-dfa", shapes=["3x6x1x60"], n_train=200, n_val=20, every=5, lengths=[20, 60])
+    exp, p = _tiny("hebb-dfa", shapes=["3x6x1x60"], n_train=256, n_val=20, every=5, lengths=[20, 60])
     df = exp.run_chunk(exp.chunks(p)[0])
     t = by_length(df, p["lengths"])
     assert set(t["T"]) == {20, 60} and (t.n == len(p["seeds"])).all()
