@@ -42,7 +42,7 @@ def half_sgd():
 
 
 def test_user_rule_in_hebb_table(half_sgd, tmp_path):
-    tiny = dict(seeds=[0], gammas=[0.0, 5e-3], widths=[6, 5, 5, 3], steps=40, n_train=200, n_val=20)
+    tiny = dict(seeds=[0], gammas=[0.0, 5e-3], widths=[6, 5, 5, 3], steps=40, n_train=256, n_val=20)
     df = plasticlab.run("hebb-table", out=tmp_path, rules=["sgd", half_sgd], **tiny)
     assert set(df.rule) == {"sgd", "half_sgd"}
     assert df[df.rule == "half_sgd"].alignment.notna().all()

@@ -277,7 +277,7 @@ class Options(Constraint):
         self.kind = type(first) if first is not None else None
 
     def problem(self, value: Any) -> str | None:
-        return None if value in list(self.values) else "not one of the choices"
+        return None if value in self.values else "not one of the choices"  # live views check themselves
 
     def describe(self) -> str:
         return "one of " + ", ".join(str(v) for v in self.values)
