@@ -422,11 +422,11 @@ def validate_params(exp: Experiment, p: dict[str, Any]) -> None:
                 bad = value if isinstance(c, Options) else next(v for v in value if c.elem.problem(v))
                 raise unknown_choice(f"value for {exp.name} parameter {key!r}", bad, list(_options(c).values))
             raise PlasticlabError(
-                f"bad value for {exp.name} parameter {key!r}: {_short(value)} ({why}); must be {c.describe()}"
+                f"bad value for {exp.name} parameter {key!r}: {_brief(value)} ({why}); must be {c.describe()}"
             )
     for rel in [*COMMON_RELATIONS, *exp.relations]:
         if (text := rel.problem(p)) is not None:
-            got = ", ".join(f"{k}={_short(p[k])}" for k in rel.keys)
+            got = ", ".join(f"{k}={_brief(p[k])}" for k in rel.keys)
             raise PlasticlabError(f"bad values for {exp.name}: {got}; must satisfy {text}")
 
 
@@ -434,6 +434,6 @@ def _options(c: Constraint) -> Options:
     return c if isinstance(c, Options) else c.elem  # type: ignore[attr-defined]
 
 
-def _short(value: Any) -> str:
+def _brief(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."

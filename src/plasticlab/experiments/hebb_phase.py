@@ -64,7 +64,7 @@ class HebbPhase(Experiment):
         seeds=[0],
         d_in=6,
         hidden=4,
-        n_train=200,
+        n_train=256,
         n_val=20,
         steps=40,
     )  # seconds: the contract test

@@ -65,7 +65,7 @@ class HebbTable(Experiment):
         gammas=[0.0, 5e-3],
         widths=[6, 5, 5, 3],
         steps=40,
-        n_train=200,
+        n_train=256,
         n_val=20,
         rules=["sgd", "adam_l2"],
     )  # seconds: the contract test

@@ -39,7 +39,7 @@ class HebbTheorem(Experiment):
     code_version = 3  # bump when run_chunk changes its numbers, so saved chunks are not reused
     columns = ("rule", "gamma", "seed", "layer", "lhs", "rhs", "rel_error", "identity", "diverged")
     tiny = dict(
-        rules=["sgd", "hebbian"], gammas=[0.02], seeds=[0], widths=[6, 5, 3], steps=40, n_train=200, n_val=20
+        rules=["sgd", "hebbian"], gammas=[0.02], seeds=[0], widths=[6, 5, 3], steps=40, n_train=256, n_val=20
     )  # seconds: the contract test
     defaults = dict(
         rules=["sgd", "adam", "adam_l2", "dfa", "random_nn", "hebbian", "oja"],

@@ -38,7 +38,7 @@ class HebbTransient(Experiment):
     code_version = 1  # bump when run_chunk changes its numbers, so saved chunks are not reused
     columns = ("kind", "rule", "gamma", "seed", "layer", "step", "alignment", "frac_hebbian", "diverged")
     tiny = dict(
-        gammas=[0.0, 0.05], seeds=[0], widths=[6, 5, 3], steps=60, n_train=200, n_val=20, checkpoints=10
+        gammas=[0.0, 0.05], seeds=[0], widths=[6, 5, 3], steps=60, n_train=256, n_val=20, checkpoints=10
     )  # seconds: the contract test
     defaults = dict(
         rules=["sgd"],
