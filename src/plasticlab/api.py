@@ -8,7 +8,6 @@ from typing import Any
 
 import pandas as pd
 
-from plasticlab.errors import PlasticlabError
 from plasticlab.experiments import get
 
 
@@ -59,7 +58,7 @@ def run(
                     "ignore", r"All-NaN|Mean of empty slice|Degrees of freedom", RuntimeWarning
                 )
                 exp.report(df, p, out)
-            if (note := all_diverged(df)) is not None:
+            if (note := diverged_note(df)) is not None:
                 _mark_report(out / "report.md", note)
 
     with devices.use(dev), compiling.use(compile_flag):
@@ -74,21 +73,10 @@ def run(
             params=p,
             finish=finish,
         )
-    if (note := all_diverged(df)) is not None:
-        where = f"; results and report are in {out}" if out is not None else ""
-        raise AllDiverged(f"{name}: {note}{where}", df)
     return df
 
 
-class AllDiverged(PlasticlabError):
-    """Every run diverged: the table is saved but no claim could be measured. ``df``: the rows."""
-
-    def __init__(self, message: str, df: pd.DataFrame):
-        super().__init__(message)
-        self.df = df
-
-
-def all_diverged(df: pd.DataFrame) -> str | None:
+def diverged_note(df: pd.DataFrame) -> str | None:
     """A one-line note if the table has runs and every one of them diverged, else None."""
     if "diverged" not in df or len(df) == 0 or not bool(df["diverged"].astype(bool).all()):
         return None

@@ -148,7 +148,7 @@ def run(
     Resumable: finished chunks are kept in OUT, so running the same command again computes only the
     chunks that are missing or failed.
     """
-    from plasticlab.api import AllDiverged
+    from plasticlab.api import diverged_note
     from plasticlab.api import run as run_api
     from plasticlab.sweeps import SweepFailed
     from plasticlab.sweeps import summary as sweep_summary
@@ -166,7 +166,7 @@ def run(
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     _sigterm_as_interrupt()
     try:
-        run_api(
+        df = run_api(
             name,
             quick=quick,
             out=out,
@@ -190,14 +190,15 @@ def run(
             typer.echo(f"  ... and {len(e.failed) - 10} more", err=True)
         typer.echo(f"tracebacks: {out / 'manifest.json'}; status: plasticlab status {out}", err=True)
         raise typer.Exit(1) from None
-    except AllDiverged as e:
-        typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.secho(_interrupted_message(out), err=True, fg=typer.colors.YELLOW)
         raise typer.Exit(130) from None
     except PlasticlabError as e:
         _fail(str(e))
+    if (note := diverged_note(df)) is not None:
+        # The run happened and is saved, but no claim could be measured: say so and exit 1.
+        typer.secho(f"error: {name}: {note}; results and report are in {out}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1)
     last = sweep_summary(out)["last_run"]
     typer.echo(
         f"Report: {out / 'report.md'}  (chunks: {last['computed']} computed, "
