@@ -1,4 +1,5 @@
-"""``python -m benchmarks NAME [options]`` with NAME one of ensemble, roofline, probe, quick-suite, all.
+"""``python -m benchmarks NAME [options]`` with NAME one of ensemble, roofline, small-roofline, probe, quick-suite,
+all.
 
 ``all`` runs each benchmark in its own fresh process (thread settings and allocator state do not leak from
 one to the next, and a crash in one does not stop the rest) and exits non-zero if any of them crashed.
@@ -14,6 +15,7 @@ import time
 BENCHMARKS = {  # name -> module (each defines main(argv) except probe, whose main() takes no argv)
     "ensemble": "benchmarks.ensemble",
     "roofline": "benchmarks.roofline",
+    "small-roofline": "benchmarks.small_roofline",
     "probe": "benchmarks.probe",
     "quick-suite": "benchmarks.quick_suite",
 }

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     seeds = list(range(E))
     kw = dict(k1=M // 10, k2=N // 10, rule="curl")
     header("roofline", f"curl engine, E={E} members, M={M}, N={N}, B={B}, P={P}, tanh, {a.dtype}, {steps} steps")
-    print(f"threads: {threads} (the engine keeps them at this size)")
+    print(f"threads: {threads} (set here; the engine leaves them as it finds them)")
 
     simulate(CurlConfig(M=M, N=N, P=P, B=B, epochs=1, dtype=a.dtype), seeds[:1], **kw)  # warm-up
     one = CurlConfig(**{**cfg.__dict__, "epochs": 1})

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from benchmarks import ensemble, quick_suite, roofline
+from benchmarks import ensemble, quick_suite, roofline, small_roofline
 from benchmarks.__main__ import main as dispatch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -119,3 +119,11 @@ def test_dispatcher_lists_benchmarks_and_rejects_unknown(capsys):
     assert dispatch(["no-such-benchmark"]) == 2
     r = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "roofline" in r.stdout
+
+
+def test_small_roofline_harness_runs(capsys):
+    small_roofline.main(["--members", "2", "--P", "20", "--epochs", "2", "--square", "64", "--repeat", "1"])
+    out = capsys.readouterr().out
+    rate = [ln for ln in out.splitlines() if ln.startswith("engine (eager) achieved")]
+    assert len(rate) == 1 and float(rate[0].split(":")[1].split()[0]) > 0 and "load average at the end" in out
+    assert any(ln.startswith("engine (eager) fraction of one core's matmul FLOP/s") for ln in out.splitlines())
