@@ -183,14 +183,38 @@ def test_rule_identify_tiny_run_writes_accuracy_table_report_and_claims(tmp_path
         analysis_batch=32,
         trees=10,
     )
-    df = plasticlab.run("rule-identify", quick=True, out=tmp_path, **kw)
+    out = tmp_path / "rule-identify"
+    df = plasticlab.run("rule-identify", quick=True, out=out, **kw)
     assert set(df.rule) == {"sgd", "hebbian", "curl"} and df.run.nunique() == 12
-    acc = pd.read_csv(tmp_path / "accuracy.csv")
+    acc = pd.read_csv(out / "accuracy.csv")
     assert list(acc.columns[:6]) == ["feature_set", "budget", "classifier", "fold", "accuracy", "chance"]
     assert set(acc.budget) == {"full", "fraction 0.5", "units 2", "noise 1"} and len(acc) == 4 * 4 * 2 * 2
-    assert (tmp_path / "confusion.png").exists() and "## Answers" in (tmp_path / "report.md").read_text()
+    assert (out / "confusion.png").exists() and "## Answers" in (out / "report.md").read_text()
     exp = get("rule-identify")
     claims = exp.claims(df, exp.params(quick=True, **kw))
     assert len(claims) == 4 and all(c.verdict in VERDICTS and c.n == 2 for c in claims)
+    _compact_table_gives_the_same_numbers(df, exp.params(quick=True, **kw), out, claims)
     with pytest.raises(PlasticlabError, match="2 seeds"):
         exp.params(quick=True, seeds=[0])
+
+
+def _compact_table_gives_the_same_numbers(df, p, out, claims):
+    """features.parquet (one row per run) stands in for the trajectory table: same features for every
+    budget, same accuracy table, and `reproduce --collect` and identify() work from it alone."""
+    from plasticlab.experiments.rule_identify import budget_list, evaluation
+    from plasticlab.reproduce import reproduce
+
+    ft = pd.read_parquet(out / "features.parquet")
+    assert len(ft) == df.run.nunique() and "step" not in ft
+    for b in budget_list(p) + [Budget(units=16)]:
+        pd.testing.assert_frame_equal(features(ft, b), features(df, b), check_exact=True)
+    with pytest.raises(PlasticlabError, match="no budget 'units 4'"):
+        features(ft, Budget(units=4))
+    acc_csv = (out / "accuracy.csv").read_text()
+    assert evaluation(ft, p)[0].to_csv(index=False) == acc_csv
+    (out / "results.parquet").unlink()
+    [oc] = reproduce(out.parent, collect=True, only=["rule-identify"])
+    assert oc.status == "ok" and [c.ours for c in oc.claims] == [c.ours for c in claims]
+    assert (out / "accuracy.csv").read_text() == acc_csv  # the report rewritten from the compact table
+    new = df[df.seed == 0].drop(columns=["rule", "weight_decay", "noise", "seed"])
+    assert np.allclose(identify(new, out).sum(axis=1), 1)

@@ -106,7 +106,10 @@ def _summaries(A: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
 
 def features(traj: pd.DataFrame, budget: Budget = Budget(), seed: int = 0) -> pd.DataFrame:
     """One row per run (index ``run``): summaries of every observable column under ``budget``, plus the
-    final non-gradient fraction when the table has it and the whole of training is seen."""
+    final non-gradient fraction when the table has it and the whole of training is seen. ``traj`` may
+    also be a compact table of :func:`feature_table`; its stored features are then returned as they are."""
+    if is_feature_table(traj):
+        return _stored_features(traj, budget, seed)
     d = traj if budget.units is None else traj[traj.units == budget.units]
     if budget.units is None and "units" in d and d.units.nunique() > 1:
         d = d[d.units == d.units.max()]
@@ -140,6 +143,54 @@ def features(traj: pd.DataFrame, budget: Budget = Budget(), seed: int = 0) -> pd
         ng = traj.groupby("run")[NONGRADIENT].first().reindex(runs).to_numpy(dtype=float)
         out[f"{NONGRADIENT}_final"] = _slog(np.log10(np.clip(ng, 1e-16, None)))
     return out
+
+
+# -- the compact per-run table: the features of every budget, so a result folder need not keep trajectories
+SEP = "|"
+LABEL_KEYS = ("rule", "weight_decay", "noise", "seed", "diverged", "diverged_at", "final_loss")
+
+
+def feature_table(traj: pd.DataFrame, budget_list: list[Budget]) -> pd.DataFrame:
+    """One row per run: its labels, ``units`` (the most units recorded), ``checkpoints`` (distinct steps
+    of the table) and ``{budget label}|{feature}`` for every budget, exactly as :func:`features` computes
+    them (noise seed 0, as :func:`evaluate` uses). :func:`features` and :func:`labels` accept it in place
+    of ``traj``, so the classifiers give the same numbers from either."""
+    keys = [k for k in LABEL_KEYS if k in traj]
+    out = traj.groupby("run")[keys].first()
+    out["units"] = int(traj.units.max())
+    out["checkpoints"] = int(traj.step.nunique())
+    blocks = [out]
+    for b in budget_list:
+        X = features(traj, b)
+        if not X.index.equals(out.index):
+            raise PlasticlabError(f"budget {b.label!r} does not observe every run; a feature table needs all")
+        blocks.append(X.add_prefix(f"{b.label}{SEP}"))
+    return pd.concat(blocks, axis=1).reset_index()
+
+
+def is_feature_table(df: pd.DataFrame) -> bool:
+    """True for a compact table of :func:`feature_table` (no ``step`` column, budget-prefixed features)."""
+    return "step" not in df and any(SEP in str(c) for c in df.columns)
+
+
+def n_checkpoints(df: pd.DataFrame) -> int:
+    """Distinct recorded steps of a trajectory table or of the one a feature table was made from."""
+    return int(df.checkpoints.iloc[0]) if is_feature_table(df) else int(df.step.nunique())
+
+
+def _stored_features(table: pd.DataFrame, budget: Budget, seed: int) -> pd.DataFrame:
+    if seed != 0 and budget.noise > 0:
+        raise PlasticlabError(f"a feature table holds measurement noise of seed 0 only, got seed={seed}")
+    if budget.units is not None and budget.units == int(table.units.max()):
+        budget = Budget(fraction=budget.fraction, noise=budget.noise)  # all units recorded = the full count
+    prefix = f"{budget.label}{SEP}"
+    cols = [c for c in table.columns if str(c).startswith(prefix)]
+    if not cols:
+        have = sorted({str(c).split(SEP)[0] for c in table.columns if SEP in str(c)})
+        raise PlasticlabError(f"the feature table has no budget {budget.label!r}; it has {have}")
+    X = table.set_index("run")[cols].astype(float)
+    X.columns = [c[len(prefix) :] for c in cols]
+    return X
 
 
 def _noise_seed(budget: Budget, seed: int) -> int:
@@ -304,10 +355,10 @@ def identify(
     ``trajectories``: one row per (run, step) — or per step for a single run — with observable columns
     ``{observable}_l{layer}`` (``align``, ``align_noise``, ``act_mean`` … ``w_median``; see
     :mod:`plasticlab.metrics.observables`, which computes them from a network). ``reference``: a trained
-    :class:`Identifier`, a ``rule-identify`` results table, or its output folder (default:
-    ``results/rule-identify`` of a source checkout, once its trajectory table has been recreated there; see
-    that folder's README). Returns a DataFrame, one row per run, one column per rule, rows sum to 1.
-    The non-gradient fraction needs the weights' full vector field, so it is not used here."""
+    :class:`Identifier`, a ``rule-identify`` results or feature table, or its output folder (default:
+    ``results/rule-identify`` of a source checkout, whose committed ``features.parquet`` suffices).
+    Returns a DataFrame, one row per run, one column per rule, rows sum to 1. The non-gradient fraction
+    needs the weights' full vector field, so it is not used here."""
     if isinstance(reference, Identifier):
         return reference.predict_proba(trajectories)
     if reference is None:
@@ -319,11 +370,14 @@ def identify(
 
 
 def _read_table(path: Path) -> pd.DataFrame:
-    f = path / "results.parquet" if path.is_dir() else path
-    if not f.exists():
+    """The folder's trajectory table, else its compact feature table (what a committed result keeps)."""
+    f = path
+    if path.is_dir():
+        f = next((path / n for n in ("results.parquet", "features.parquet") if (path / n).exists()), path)
+    if not f.is_file():
         raise PlasticlabError(
-            f"no rule-identify table at {f}; run `plasticlab run rule-identify --quick --out DIR` and pass "
-            "reference=DIR"
+            f"no rule-identify table (results.parquet or features.parquet) at {path}; run "
+            "`plasticlab run rule-identify --quick --out DIR` and pass reference=DIR"
         )
     return pd.read_parquet(f)
 

@@ -63,8 +63,12 @@ def all_diverged(df: pd.DataFrame) -> bool:
 
 
 def _read(out: Path) -> tuple[pd.DataFrame, dict[str, Any]] | None:
-    """The finished run in ``out``: its table and the params it ran with (the sweep manifest's record)."""
+    """The finished run in ``out``: its table and the params it ran with (the sweep manifest's record).
+    A committed result too large to keep whole may keep instead the compact table its report and claims
+    also accept (``features.parquet``, one row per run: rule-identify)."""
     table, manifest = out / "results.parquet", out / "manifest.json"
+    if not table.exists():
+        table = out / "features.parquet"
     if not (table.exists() and manifest.exists()):
         return None
     params = json.loads(manifest.read_text()).get("params")
@@ -93,7 +97,9 @@ def _one(name: str, out: Path, quick: bool, collect: bool, run_kw: dict[str, Any
         got = _read(out)
         if got is None:
             return Outcome(
-                name, status="missing", message=f"no finished run (results.parquet + manifest.json) in {out}"
+                name,
+                status="missing",
+                message=f"no finished run (results.parquet or features.parquet + manifest.json) in {out}",
             )
         df, p = got
         p = exp.params(**p)  # validates, fills keys added since the run

@@ -1,4 +1,5 @@
-"""rule-identify: claims, figures and report, all computed from the run's own trajectory table."""
+"""rule-identify: claims, figures and report, all computed from the run's own trajectory table or from the
+compact per-run feature table written beside it (``features.parquet``), which gives the same numbers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pandas as pd
 
 from plasticlab import identification as ident
 from plasticlab.claims import AtLeast, Claim, measure
-from plasticlab.experiments.rule_identify import evaluation
+from plasticlab.experiments.rule_identify import budget_list, evaluation
 from plasticlab.report import Report
 
 PAPER = "beyond the papers"
@@ -226,6 +227,9 @@ def write_report(df: pd.DataFrame, p: dict, out) -> None:
     """report.md, accuracy.csv (one row per feature set, budget, classifier, fold), predictions and figures."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if not ident.is_feature_table(df):
+        # the compact per-run table: what the classifiers read, a few MB where the trajectories are 16
+        ident.feature_table(df, budget_list(p)).to_parquet(out / "features.parquet", index=False)
     acc, pred = evaluation(df, p)
     acc.to_csv(out / "accuracy.csv", index=False)
     pred.to_csv(out / "predictions.csv", index=False)
@@ -238,8 +242,8 @@ def write_report(df: pd.DataFrame, p: dict, out) -> None:
         f"Each of {len(order)} rules trained a {p['d_in']}→{p['hidden']}→{p['d_out']} {p['activation']} MLP "
         f"on student–teacher regression for {p['steps']} steps under weight decay γ ∈ {p['gammas']} and "
         f"forward-pass weight noise σ ∈ {p['sigmas']}, seeds {p['seeds']} ({len(runs)} runs). At "
-        f"{df.step.nunique()} checkpoints the engine recorded, per layer and for {sorted(p['units'])} recorded "
-        "units: the Hebbian alignment of the learning signal and its change under a weight perturbation "
+        f"{ident.n_checkpoints(df)} checkpoints the engine recorded, per layer and for {sorted(p['units'])} "
+        "recorded units: the Hebbian alignment of the learning signal and its change under a weight perturbation "
         f"of sd {p['probe_sigma']} (*alignment*); mean, variance, kurtosis and median of the activations "
         "(*activity*) and of |W| (*weights*, plus the non-gradient fraction of the rule field at the final "
         "weights). Features: each trajectory's mean, last value and slope. Classifiers: logistic regression "

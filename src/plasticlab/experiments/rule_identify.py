@@ -214,6 +214,11 @@ def table_key(df: pd.DataFrame, p: dict) -> str:
     return h.hexdigest()
 
 
+def budget_list(p: dict) -> list[ident.Budget]:
+    """The observation budgets this run's parameters ask the classifiers to be evaluated at."""
+    return ident.budgets(p["fractions"], p["units"], p["noises"], int(max(p["units"])))
+
+
 _CACHE: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
 
 
@@ -221,11 +226,9 @@ def evaluation(df: pd.DataFrame, p: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(accuracy table, out-of-fold predictions at the full budget) for this run's table."""
     key = table_key(df, p)
     if key not in _CACHE:
-        full_units = int(max(p["units"]))
-        bl = ident.budgets(p["fractions"], p["units"], p["noises"], full_units)
         _CACHE.clear()
-        _CACHE[key] = ident.evaluate(df, bl, n_splits=p["folds"], trees=p["trees"])
+        _CACHE[key] = ident.evaluate(df, budget_list(p), n_splits=p["folds"], trees=p["trees"])
     return _CACHE[key]
 
 
-__all__ = ["RuleIdentify", "evaluation", "run_rule", "table_key"]
+__all__ = ["RuleIdentify", "budget_list", "evaluation", "run_rule", "table_key"]
