@@ -121,7 +121,6 @@ class RuleIdentify(Experiment):
 def run_rule(spec: dict) -> pd.DataFrame:
     """Train one rule's decay × noise × seed ensemble, recording observables; one row per run × units ×
     checkpoint."""
-    torch.set_num_threads(1)
     name = spec["rule"]
     lr = spec["adam_lr"] if parse_rule(name)[0] in ADAM_RULES else spec["lr"]
     conds = list(itertools.product(spec["gammas"], spec["sigmas"], spec["seeds"]))
