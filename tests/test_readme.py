@@ -32,6 +32,11 @@ TINY = {
     "curl-speedup": "seeds=0 epochs=50 Ps=100",
     "rule-atlas": "seeds=0 steps=20 rules=sgd,dfa gammas=0 sigmas=0 n_train=200 n_val=50 analysis_batch=32 "
     "batch_size=16 warm_steps=2 noise_draws=1 loop_planes=1",
+    "hebb-adam": "steps=40 seeds=0 n_train=300 n_val=50 widths=6,5,5,4 gammas=0,5e-3",
+    "hebb-dfa": "shapes=3x6x1x60 seeds=0 n_train=256 n_val=20 every=5 lengths=20,60",
+    "hebb-valopt": "steps=60 seeds=0 gammas=0,0.1 sigmas=0,0.3",
+    "rule-identify": "rules=sgd,hebbian,curl seeds=0,1 gammas=0,0.01 sigmas=0 steps=40 checkpoints=4 units=16,2 "
+    "fractions=0.5 noises=1 folds=2 nongradient_probes=2 n_train=128 analysis_batch=32 trees=10",
 }
 
 
