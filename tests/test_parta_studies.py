@@ -1,5 +1,6 @@
 """The Hebbian-paper mismatch studies: hebb-adam, hebb-dfa, hebb-valopt and the theorem's error decomposition."""
 
+import json
 import math
 
 import numpy as np
@@ -168,3 +169,48 @@ def test_adam_claims_map_our_gamma_to_the_papers_cell():
     assert "(ours 0.001)" not in text and len(claims) == 4  # 1e-3 stands for no Table 1 cell; + the rise
     collapse = next(c for c in claims if "collapse" in c.claim)
     assert collapse.ours == 1.0 and collapse.verdict == "reproduced"
+
+
+def test_part_a_summary_reads_every_number_from_the_committed_tables(tmp_path):
+    from plasticlab.api import run
+    from plasticlab.experiments import part_a_summary as pa
+
+    tiny = dict(n_train=256, n_val=20, every=5, seeds=[0, 1], scales=[1.0])
+    run(
+        "hebb-dfa",
+        out=tmp_path / "hebb-dfa-width",
+        workers=1,
+        shapes=["4x6x1x40", "4x8x1x40"],
+        lengths=[20, 40],
+        **tiny,
+    )
+    t = pa.dfa_length_width(tmp_path)
+    df = pd.read_parquet(tmp_path / "hebb-dfa-width" / "results.parquet")
+    ref = by_length(df, [20, 40])
+    assert sorted(zip(t.width, t["T"])) == [(6, 20), (6, 40), (8, 20), (8, 40)]
+    assert np.allclose(t.sort_values(["width", "T"]).alignment, ref.sort_values(["width", "T"]).alignment)
+    # hebb-table's DFA γ = 0 cell joins the table at its own width and length when that run is committed
+    exp = get("hebb-table")
+    p = exp.params(
+        quick=True,
+        rules=["dfa"],
+        seeds=[0],
+        gammas=[0.0],
+        widths=[5, 6, 6, 3],
+        steps=20,
+        n_train=64,
+        n_val=16,
+        batch_size=16,
+    )
+    tab = pd.concat([exp.run_chunk(c) for c in exp.chunks(p)], ignore_index=True)
+    (tmp_path / "hebb-table" / "parts").mkdir(parents=True)
+    tab.to_parquet(tmp_path / "hebb-table" / "parts" / "x.parquet")
+    manifest = dict(experiment="hebb-table", params=p, chunks={"x": dict(state="done")})
+    (tmp_path / "hebb-table" / "manifest.json").write_text(json.dumps(manifest))
+    t = pa.dfa_length_width(tmp_path)
+    row = t[t.source == "hebb-table"].iloc[0]
+    cell = tab[(tab.layer == 1) & (tab.gamma == 0.0)].alignment.mean()
+    assert (row.width, row["T"], row.n) == (6, 20, 1) and row.alignment == pytest.approx(cell)
+    text = pa.render(tmp_path)
+    assert f"{ref.alignment.max():+.3f}" in text  # the largest value, formatted from the table
+    assert "| `hebb-adam` | coupled L2 | not committed |" in text

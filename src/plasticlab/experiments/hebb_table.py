@@ -27,6 +27,7 @@ from plasticlab.experiments._hebb_common import (
 )
 from plasticlab.experiments.base import MAX_STEPS, Experiment, Interval, Require, register
 from plasticlab.report import Report
+from plasticlab.rules import parse_rule
 
 TABLE_RULES = ["adam", "adam_l2", "sgd", "dfa", "random_nn"]
 # Koplow, Poggio & Ziyin 2025, Table 1, MLP rows (the paper's numbers; NaN = "—", weights collapsed to 0).
@@ -42,6 +43,12 @@ PAPER = {
 PAPER_GAMMAS = [0.0, 5e-5, 5e-4, 5e-3]
 CELL_TOL = 0.1  # |ours − paper| per Table 1 cell; the paper leaves steps and widths open (trend matters)
 RULE_NAMES = dict(adam="adam (decoupled decay, AdamW)", adam_l2="adam_l2 (coupled L2, Adam(weight_decay))")
+
+
+def paper_row(rule: str) -> list[float] | None:
+    """The paper's Table 1 row for a rule, by its base name: ``sgd:momentum=0.9`` is set beside the SGD row
+    (the paper does not say whether its SGD used momentum; that is what the variant tests)."""
+    return PAPER.get(parse_rule(rule)[0])
 
 
 def paper_table() -> pd.DataFrame:
@@ -173,7 +180,7 @@ class HebbTable(Experiment):
 def _cell_claim(rule: str, g: float, c: pd.DataFrame, pv: float, size: str) -> Claim:
     name = RULE_NAMES.get(rule, rule)
     div = int(c.diverged.sum())
-    if g in PAPER_GAMMAS and rule in PAPER and math.isnan(pv):
+    if g in PAPER_GAMMAS and paper_row(rule) is not None and math.isnan(pv):
         frac, n = fraction(c.collapsed[~c.diverged])
         return Claim(
             f"{name}, γ = {g:g}: weights collapse to 0 (the paper's '—')",
@@ -233,9 +240,10 @@ def table_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
     out = []
     for rule in p["rules"]:
         r = sel[sel.rule == rule]
-        if rule in PAPER:
+        row = paper_row(rule)
+        if row is not None:
             for g in sorted(r.gamma.unique()):
-                pv = PAPER[rule][PAPER_GAMMAS.index(g)] if g in PAPER_GAMMAS else math.nan
+                pv = row[PAPER_GAMMAS.index(g)] if g in PAPER_GAMMAS else math.nan
                 if g in PAPER_GAMMAS:
                     out.append(_cell_claim(rule, float(g), r[r.gamma == g], pv, size))
         out.append(_trend_claim(rule, r, size))

@@ -12,10 +12,9 @@ from plasticlab.errors import check_choice
 from plasticlab.networks.mlp import MLP, init_mlp
 from plasticlab.rules.base import Chain, Context, PerMember, Signal, Updates, chain
 from plasticlab.rules.registry import register, registered
-from plasticlab.rules.transforms import Adam, CoupledL2, WeightDecay
+from plasticlab.rules.transforms import Adam, CoupledL2, Momentum, WeightDecay
 
 
-@registered("sgd", gradient=True, local=False, needs_targets=True, perturbs_forward=False)
 class SGD(Signal):
     """Backprop: g = -dl/dW, the descent direction (``-param.grad``, never ``+grad``)."""
 
@@ -23,6 +22,20 @@ class SGD(Signal):
 
     def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
         return ctx.descent(ctx.backprop(ctx.output_delta())), state
+
+
+def sgd_rule(gamma: PerMember = 0.0, momentum: float = 0.0) -> Chain:
+    """The rule "sgd" as torch's ``SGD(lr, momentum=μ, weight_decay=γ)``; its learning signal is −∂ℓ/∂W.
+
+    Without momentum coupled and decoupled decay are the same update, and the chain is exactly the plain one
+    (sgd, then weight decay). With ``momentum=μ`` the L2 term goes into the momentum buffer before it, as in
+    torch (``"sgd:momentum=0.9"``); the heavy ball then acts as a ≈ 1/(1 − μ) larger step on both."""
+    if not momentum:
+        return chain(SGD(), WeightDecay(gamma))
+    return chain(SGD(), CoupledL2(gamma), Momentum(momentum))
+
+
+register("sgd", sgd_rule, gradient=True, local=False, needs_targets=True, perturbs_forward=False)
 
 
 def adam_rule(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, measure: str = "signal") -> Chain:

@@ -56,6 +56,28 @@ class Adam(Transform):
         return out, (t, m, v)
 
 
+class Momentum(Transform):
+    """Heavy-ball momentum, torch.optim.SGD's form: buf ← μ·buf + u, out = buf (no dampening, not Nesterov).
+
+    The buffer starts at zero, so the first step returns u itself, as torch's does. After ``l2`` it is torch's
+    ``SGD(momentum=μ, weight_decay=γ)``: the L2 term enters the buffer (coupled)."""
+
+    def __init__(self, mu: float = 0.9):
+        if not 0.0 <= float(mu) < 1.0:
+            raise PlasticlabError(f"momentum must be in [0, 1), got {mu!r}")
+        self.mu = float(mu)
+        self.name = f"momentum({self.mu:g})"
+
+    def init(self, net: MLP, seeds: torch.Tensor) -> Updates:
+        """A zero buffer shaped like the parameters."""
+        return [(torch.zeros_like(W), None if b is None else torch.zeros_like(b)) for W, b in net.params()]
+
+    def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """μ·buf + u, returned and kept."""
+        buf = tree_map(lambda u, m_: self.mu * m_ + u, updates, state)
+        return buf, buf
+
+
 class WeightDecay(Decay):
     """Decoupled L2 decay: updates - gamma * W (gamma a float or one per member). Ends the learning signal."""
 
@@ -161,6 +183,11 @@ def adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Adam:
     return Adam(b1, b2, eps)
 
 
+def momentum(mu: float = 0.9) -> Momentum:
+    """Heavy-ball momentum μ (after a signal; after ``l2`` for torch's coupled ``SGD(weight_decay=γ)``)."""
+    return Momentum(mu)
+
+
 def weight_decay(gamma: PerMember, biases: bool = False) -> WeightDecay:
     """Decoupled weight decay gamma (float, or one per member)."""
     return WeightDecay(gamma, biases)
@@ -186,6 +213,7 @@ def param_noise(sigma: PerMember) -> ParamNoise:
 TRANSFORMS = {
     "adam": adam,
     "l2": l2,
+    "momentum": momentum,
     "weight_decay": weight_decay,
     "signal_noise": signal_noise,
     "param_noise": param_noise,
