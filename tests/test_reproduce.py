@@ -66,6 +66,7 @@ def test_size_names_the_reduction(toy):
     assert exp.size(exp.params(quick=True)) == "quick"
     assert exp.size(exp.params(scale=0.5)) == "scale 0.5 (full 0.1)"
     assert exp.size(exp.params(seeds=[0, 1, 2])) == "seeds 3 of 4"
+    assert exp.size(exp.params(seeds=[3, 2, 1, 0])) == "seeds in another order"
 
 
 def test_reproduce_quick_then_collect(toy, tmp_path):
@@ -119,3 +120,38 @@ def test_an_experiment_whose_claims_fail_is_reported_not_fatal(toy, tmp_path, mo
 def test_unknown_only_is_one_line(tmp_path):
     r = CliRunner().invoke(app, ["reproduce", "--quick", "--only", "nope", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "nope" in r.output and "Traceback" not in r.output
+
+
+class ToyPerSeed(Toy):
+    """The toy with one chunk per seed, so a sweep can stop part-way."""
+
+    name = "toy-per-seed"
+
+    def chunks(self, p):
+        return [dict(seeds=[s], scale=p["scale"]) for s in p["seeds"]]
+
+
+def test_collect_reads_an_unfinished_sweep_and_says_so(tmp_path):
+    base._discover()
+    base._REGISTRY[ToyPerSeed.name] = ToyPerSeed()
+    try:
+        sub = tmp_path / ToyPerSeed.name
+        reproduce(tmp_path, quick=False, only=[ToyPerSeed.name], workers=1)  # 4 chunks, seeds 0..3
+        # as if the run had stopped after the chunks of seeds 0 and 1: no table yet, two parts missing
+        (sub / "results.parquet").unlink()
+        (sub / "report.md").unlink()
+        parts = sorted((sub / "parts").glob("*.parquet"))
+        from plasticlab.sweeps.store import Manifest
+
+        m = Manifest.load(sub)
+        for h in m.grid[2:]:
+            m.part(h).unlink()
+        [oc] = reproduce(tmp_path, only=[ToyPerSeed.name], collect=True)
+        c = oc.claims[0]
+        assert len(parts) == 4 and c.n == 2 and c.ours == pytest.approx(0.05)  # errors 0.0 and 0.1
+        assert c.size == "paper; unfinished: 2 of 4 chunks in"
+        assert (sub / "report.md").read_text().startswith("> **Unfinished run: 2 of 4 chunks are in.**")
+        # nothing computed is touched: the two remaining parts are still there, no table was invented
+        assert len(list((sub / "parts").glob("*.parquet"))) == 2 and not (sub / "results.parquet").exists()
+    finally:
+        base._REGISTRY.pop(ToyPerSeed.name, None)

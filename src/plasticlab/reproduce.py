@@ -77,6 +77,33 @@ def _read(out: Path) -> tuple[pd.DataFrame, dict[str, Any]] | None:
     return pd.read_parquet(table), params
 
 
+@dataclass
+class Partial:
+    """A sweep stopped part-way (a long run committed as its chunks finish): the table of its finished chunks."""
+
+    df: pd.DataFrame
+    params: dict[str, Any]
+    done: int
+    total: int
+
+
+def read_partial(out: Path) -> Partial | None:
+    """The finished, undamaged chunks of an unfinished sweep in ``out``, in grid order, or None when there
+    is no manifest or no finished chunk. Lets the scoreboard show a paper-size run that is still going
+    (its size then says how many chunks are in) instead of nothing."""
+    from plasticlab.sweeps.store import Manifest
+
+    if not (out / "manifest.json").exists():
+        return None
+    m = Manifest.load(out)
+    params = m.data.get("params")
+    done = [h for h in m.grid if m.is_done(h) and m.damage(h) is None]
+    if not isinstance(params, dict) or not done:
+        return None
+    df = pd.concat([pd.read_parquet(m.part(h)) for h in done], ignore_index=True)
+    return Partial(df, params, len(done), len(m.grid))
+
+
 def _chunk_hours(out: Path) -> tuple[int, float]:
     """Chunks done and their summed compute time in hours, as the sweep manifest recorded them."""
     path = out / "manifest.json"
@@ -93,27 +120,51 @@ def _one(name: str, out: Path, quick: bool, collect: bool, run_kw: dict[str, Any
 
     exp = get(name)
     t0 = time.perf_counter()
+    part: Partial | None = None
     if collect:
         got = _read(out)
         if got is None:
-            return Outcome(
-                name,
-                status="missing",
-                message=f"no finished run (results.parquet or features.parquet + manifest.json) in {out}",
-            )
+            part = read_partial(out)
+            if part is None:
+                return Outcome(
+                    name,
+                    status="missing",
+                    message=f"no finished run (results.parquet or features.parquet + manifest.json) in {out}",
+                )
+            got = part.df, part.params
         df, p = got
         p = exp.params(**p)  # validates, fills keys added since the run
-        # the committed report.md and figures are left as their run wrote them (collect only reads)
+        # a finished run's report.md and figures are left as its run wrote them (collect only reads);
+        # an unfinished one has none, so it gets one from the chunks that are in
+        if part is not None:
+            _partial_report(exp, df, p, out, part)
     else:
         p = exp.params(quick=quick)
         df = run_api(name, quick=quick, out=out, **run_kw)
-    oc = Outcome(name, seconds=time.perf_counter() - t0, size=exp.size(p))
+    size = exp.size(p) if part is None else _partial_size(exp.size(p), part)
+    oc = Outcome(name, seconds=time.perf_counter() - t0, size=size)
     oc.chunks, oc.chunk_hours = _chunk_hours(out)
     rel = f"{out.name}/report.md"
-    oc.claims = [c.with_(experiment=name, report=rel) for c in exp.claims(df, p)]
+    oc.claims = [c.with_(experiment=name, report=rel, size=size) for c in exp.claims(df, p)]
     if all_diverged(df):
         oc.status, oc.message = "all diverged", f"every one of the {len(df)} runs diverged"
     return oc
+
+
+def _partial_size(size: str, part: Partial) -> str:
+    return f"{size}; unfinished: {part.done} of {part.total} chunks in"
+
+
+def _partial_report(exp: Any, df: pd.DataFrame, p: dict[str, Any], out: Path, part: Partial) -> None:
+    """report.md (and figures) of an unfinished sweep, headed by how much of it is in."""
+    exp.report(df, p, out)
+    path = out / "report.md"
+    if path.exists():
+        head = (
+            f"> **Unfinished run: {part.done} of {part.total} chunks are in.** This report is computed from "
+            "those chunks only; the sweep resumes from them (`plasticlab run` with the same `--out`).\n\n"
+        )
+        path.write_text(head + path.read_text())
 
 
 def reproduce(

@@ -66,7 +66,13 @@ class Experiment:
             ours = p.get(key)
             if ours == full:
                 continue
-            if isinstance(full, list) and isinstance(ours, list):
+            if (
+                isinstance(full, list)
+                and isinstance(ours, list)
+                and sorted(map(str, ours)) == sorted(map(str, full))
+            ):
+                diffs.append(f"{key} in another order")  # the same runs; only for e.g. widths is it a change
+            elif isinstance(full, list) and isinstance(ours, list):
                 diffs.append(
                     f"{key} {len(ours)} of {len(full)}"
                     if set(map(str, ours)) <= set(map(str, full))
