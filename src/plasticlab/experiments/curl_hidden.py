@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from plasticlab.claims import NKC, AtLeast, AtMost, Claim
-from plasticlab.experiments._curl_common import shape_for
+from plasticlab.experiments._curl_common import flip_members, flip_table, shape_for
 from plasticlab.experiments.base import POSITIVE, SIZE, Experiment, Interval, Require, register
 from plasticlab.report import Report
 from plasticlab.simulation.curl import CurlConfig, simulate
@@ -196,36 +196,16 @@ class CurlHidden(Experiment):
             points_per_decade=spec["points_per_decade"],
             dtype=spec["dtype"],
         )
-        members = [(a, s) for a in spec["alphas"] for s in spec["seeds"]]
-        k1 = [int(round(a * M)) for a, _ in members]
+        members, k1 = flip_members(spec, M)
         res = simulate(cfg, [s for _, s in members], k1=k1, rule="curl", init_scale=spec["init_scale"])
-        t = res.table()
-        return pd.DataFrame(
-            dict(
-                c=M / N,
-                c_nominal=spec["c_nominal"],
-                M=M,
-                N=N,
-                alpha_h=[a for a, _ in members],
-                k1=k1,
-                activation=cfg.activation,
-                seed=t.seed,
-                test_error=t.test_error,
-                train_error=t.train_error,
-                peak_train_error=t.peak_train_error,
-                diverged=t.diverged,
-                epochs=cfg.epochs,
-            )
-        )
+        return flip_table(spec, cfg, res.table(), dict(alpha_h=[a for a, _ in members], k1=k1))
 
     def claims(self, df, p):
         """Per activation: cells above the theory boundary end worse; where learning breaks down vs α_h*(c)."""
         return hidden_claims(df, p, self.size(p))
 
     def report(self, df, p, out):
-        import matplotlib.pyplot as plt  # late: workers never plot, and pyplot costs ~1 s to import
-
-        from plasticlab.plots.curl import boundary_on_index_axes, heatmap
+        from plasticlab.plots.curl import hidden_heatmaps
 
         rep = Report(out, "curl-hidden: hidden-flip curl descent vs the stability boundary", p)
         rep.text(
@@ -236,16 +216,7 @@ class CurlHidden(Experiment):
         )
         df = df.assign(log10_test_error=np.log10(df.test_error.clip(lower=1e-40)))
         acts = list(dict.fromkeys(df.activation))
-        fig, axes = plt.subplots(1, len(acts), figsize=(5 * len(acts), 4), squeeze=False)
-        vmin, vmax = np.nanmin(df.log10_test_error), np.nanmax(df.log10_test_error)
-        for ax, act in zip(axes[0], acts):
-            g = df[df.activation == act]
-            piv = g.pivot_table(index="alpha_h", columns="c", values="log10_test_error", aggfunc="median")
-            im, xs, ys = heatmap(ax, piv, "c = M/N", "α_h (flipped input fraction)", vmin, vmax)
-            boundary_on_index_axes(ax, xs, ys, lambda c: theory_alpha(c, "hidden"))
-            ax.set_title(f"{act}: log10 test error")
-        cb = fig.colorbar(im, ax=axes[0].tolist(), shrink=0.85)
-        cb.set_label("log10 final test error (median over seeds)")
+        fig = hidden_heatmaps(df, acts, lambda c: theory_alpha(c, "hidden"))
         rep.figure(fig, "hidden_heatmap", "log10 final test error over (c, α_h); dashed: theory boundary")
 
         rep.add_claims(hidden_claims(df, p, self.size(p)))

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from plasticlab.claims import NKC, AtLeast, Claim, fraction
+from plasticlab.experiments._curl_common import flip_members, flip_table
 from plasticlab.experiments.base import NONNEG, SIZE, Experiment, Interval, Require, register
 from plasticlab.experiments.curl_hidden import (
     empirical_boundary,
@@ -193,38 +194,18 @@ class CurlReadout(Experiment):
             points_per_decade=spec["points_per_decade"],
             dtype=spec["dtype"],
         )
-        members = [(a, s) for a in spec["alphas"] for s in spec["seeds"]]
-        k2 = [int(round(a * N)) for a, _ in members]
+        members, k2 = flip_members(spec, N)
         seeds = [s for _, s in members]
         res = simulate(cfg, seeds, k2=k2, rule="curl")
-        t = res.table()
-        return pd.DataFrame(
-            dict(
-                c=M / N,
-                c_nominal=spec["c_nominal"],
-                M=M,
-                N=N,
-                alpha_r=[a for a, _ in members],
-                k2=k2,
-                activation=cfg.activation,
-                seed=t.seed,
-                test_error=t.test_error,
-                train_error=t.train_error,
-                peak_train_error=t.peak_train_error,
-                diverged=t.diverged,
-                epochs=cfg.epochs,
-                growth_rate=finite_n_growth(cfg, seeds, k2),
-            )
-        )
+        flips = dict(alpha_r=[a for a, _ in members], k2=k2)
+        return flip_table(spec, cfg, res.table(), flips, growth_rate=finite_n_growth(cfg, seeds, k2))
 
     def claims(self, df, p):
         """Per activation: leaving the teacher vs the large-N boundary and vs each start's finite-N spectrum."""
         return readout_claims(df, p, self.size(p))
 
     def report(self, df, p, out):
-        import matplotlib.pyplot as plt  # late: workers never plot, and pyplot costs ~1 s to import
-
-        from plasticlab.plots.curl import boundary_on_index_axes, heatmap
+        from plasticlab.plots.curl import readout_heatmaps
 
         rep = Report(out, "curl-readout: readout flips from the teacher vs the stability boundary", p)
         rep.add_claims(readout_claims(df, p, self.size(p)))
@@ -240,16 +221,7 @@ class CurlReadout(Experiment):
         )
         for act in dict.fromkeys(df.activation):
             g = df[df.activation == act].copy()
-            fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
-            for ax, col, title in (
-                (axes[0], "log10_test_error", "final test error"),
-                (axes[1], "log10_peak_train_error", "peak training error"),
-            ):
-                piv = g.pivot_table(index="alpha_r", columns="c", values=col, aggfunc="median")
-                im, xs, ys = heatmap(ax, piv, "c = M/N", "α_r (flipped readout fraction)")
-                boundary_on_index_axes(ax, xs, ys, lambda c: theory_alpha(c, "readout"))
-                ax.set_title(f"{act}: log10 {title}")
-                fig.colorbar(im, ax=ax, shrink=0.85).set_label(f"log10 {title} (median over seeds)")
+            fig = readout_heatmaps(g, act, lambda c: theory_alpha(c, "readout"))
             rep.figure(
                 fig,
                 f"readout_heatmaps_{act}",

@@ -447,7 +447,7 @@ class CurlSpeedup(Experiment):
 
     # -- report -----------------------------------------------------------------------------------------
     def report(self, df, p, out):
-        import matplotlib.pyplot as plt  # late: workers never plot, and pyplot costs ~1 s to import
+        from plasticlab.plots.curl import speedup_k_figure, speedup_p_figure, speedup_r_figure
 
         rep = Report(out, "curl-speedup: curl descent escapes the saddle faster than GD at large P", p)
         rep.add_claims(self.claims(df, p))
@@ -463,82 +463,56 @@ class CurlSpeedup(Experiment):
             f"within {p['epochs']} epochs count as slower than all others, `never` counts them). "
             f"{len(p['seeds'])} seeds per condition (the paper used 40)."
         )
-
-        def main(act, norm):
-            m = med[
-                (med.activation == act)
-                & (med.norm_constraint == norm)
-                & (med.init_scale == r0)
-                & (((med.rule == "curl") & (med.k_readout == k0)) | (med.rule == "gd"))
-            ]
-            return m.pivot_table(index="P", columns="rule", values="median").reset_index()
-
-        # P sweep: table vs the paper, figure, ratio claims
-        fig, axes = plt.subplots(
-            1, len(p["activations"]), figsize=(4.2 * len(p["activations"]), 3.4), squeeze=False
+        curves = {(a, n): _p_curve(med, a, n, k0, r0) for a in p["activations"] for n in p["norms"]}
+        rep.figure(
+            speedup_p_figure(curves, p, PAPER_P),
+            "speedup_vs_P",
+            "Median epochs to train error 1e-3 vs P (ours: lines; paper: squares)",
         )
-        for ax, act in zip(axes[0], p["activations"]):
-            for norm, ls in ((True, "-"), (False, ":")):
-                if norm not in p["norms"]:
-                    continue
-                m = main(act, norm)
-                for rule, col in (("gd", "C0"), ("curl", "C3")):
-                    if rule in m:
-                        # fewer than 3 P values: points only, a line through two would invent the curve's shape
-                        ax.plot(
-                            m.P,
-                            m[rule],
-                            linestyle=ls if len(m) >= 3 else "none",
-                            marker="o",
-                            ms=7,
-                            color=col,
-                            label=f"{rule}, norm {'on' if norm else 'off'} (ours"
-                            + ("" if len(m) >= 3 else f", P = {', '.join(str(x) for x in m.P)} only")
-                            + ")",
-                        )
-            if act == "tanh":
-                ax.plot(PAPER_P.P, PAPER_P.gd, "s--", mfc="none", color="C0", alpha=0.6, label="gd (paper)")
-                ax.plot(PAPER_P.P, PAPER_P.curl, "s--", mfc="none", color="C3", alpha=0.6, label="curl (paper)")
-            ax.set(
-                xscale="log",
-                yscale="log",
-                xlabel="training-set size P",
-                ylabel="median epochs to 1e-3",
-                title=f"{act}, k={k0}, r={r0:g}",
-            )
-            ax.legend(fontsize=7)
-        rep.figure(fig, "speedup_vs_P", "Median epochs to train error 1e-3 vs P (ours: lines; paper: squares)")
+        for (act, norm), m in curves.items():
+            if not {"gd", "curl"} <= set(m.columns):
+                continue
+            m = m.copy()
+            m["gd / curl"] = m.gd / m.curl
+            tag = f"{act}, norm {'on' if norm else 'off'}"
+            rep.table(m, f"Median epochs ({tag}, k={k0}, r={r0:g}) and the speed-up ratio")
+            if act == "tanh" and norm:
+                long = m.melt(id_vars="P", value_vars=["gd", "curl"], var_name="rule", value_name="epochs")
+                paper = PAPER_P[PAPER_P.P.isin(m.P)].melt(id_vars="P", var_name="rule", value_name="epochs")
+                rep.compare(
+                    long,
+                    paper,
+                    on=["P", "rule"],
+                    value="epochs",
+                    caption="P sweep (tanh, norm on): ours vs the paper's medians",
+                )
 
-        for act in p["activations"]:
-            for norm in p["norms"]:
-                m = main(act, norm)
-                if not {"gd", "curl"} <= set(m.columns):
-                    continue
-                m["gd / curl"] = m.gd / m.curl
-                tag = f"{act}, norm {'on' if norm else 'off'}"
-                rep.table(m, f"Median epochs ({tag}, k={k0}, r={r0:g}) and the speed-up ratio")
-                if act == "tanh" and norm:
-                    long = m.melt(id_vars="P", value_vars=["gd", "curl"], var_name="rule", value_name="epochs")
-                    paper = PAPER_P[PAPER_P.P.isin(m.P)].melt(id_vars="P", var_name="rule", value_name="epochs")
-                    rep.compare(
-                        long,
-                        paper,
-                        on=["P", "rule"],
-                        value="epochs",
-                        caption="P sweep (tanh, norm on): ours vs the paper's medians",
-                    )
-
-        # k sweep
         ks = med[(Ps == med.P) & (med.init_scale == r0) & (med.rule == "curl")]
         if ks.k_readout.nunique() > 1:
-            self._k_sweep(rep, med, ks, p)
-        # init-scale sweep
+            rep.figure(
+                speedup_k_figure(med, ks, p, PAPER_K),
+                "speedup_vs_k",
+                "Curl descent epochs vs the number of flipped readout neurons",
+            )
+            main = ks[(ks.activation == "tanh") & ks.norm_constraint] if "tanh" in p["activations"] else ks
+            if len(main):
+                rep.compare(
+                    main[["k_readout", "median"]].rename(columns={"median": "curl"}),
+                    PAPER_K,
+                    on=["k_readout"],
+                    value="curl",
+                    caption="k sweep (tanh, norm on, P=2000): curl medians",
+                )
         rs = med[(Ps == med.P) & (((med.rule == "curl") & (med.k_readout == k0)) | (med.rule == "gd"))]
         if rs.init_scale.nunique() > 1:
-            self._r_sweep(rep, rs, p)
-        # norm constraint off
+            rep.figure(
+                speedup_r_figure(rs, p, PAPER_R),
+                "speedup_vs_r",
+                "Epochs vs student init scale: GD slows, curl descent does not",
+            )
+            self._r_compare(rep, rs, p)
         if len(p["norms"]) == 2 and "tanh" in p["activations"] and Ps in p["Ps"]:
-            off = main("tanh", False)
+            off = _p_curve(med, "tanh", False, k0, r0)
             rep.compare(
                 off[Ps == off.P].melt(
                     id_vars="P", value_vars=["gd", "curl"], var_name="rule", value_name="epochs"
@@ -554,55 +528,8 @@ class CurlSpeedup(Experiment):
         )
         rep.write()
 
-    def _k_sweep(self, rep, med, ks, p):
-        import matplotlib.pyplot as plt  # late: workers never plot, and pyplot costs ~1 s to import
-
-        fig, ax = plt.subplots(figsize=(4.5, 3.4))
-        for (act, norm), g in ks.groupby(["activation", "norm_constraint"]):
-            ax.plot(g.k_readout, g["median"], "-o", label=f"{act}, norm {'on' if norm else 'off'}")
-            gd = med[
-                (med.activation == act)
-                & (med.norm_constraint == norm)
-                & (p["sweep_P"] == med.P)
-                & (med.rule == "gd")
-                & (med.init_scale == p["r"])
-            ]["median"]
-            ax.axhline(float(gd.iloc[0]), ls=":", color=ax.lines[-1].get_color())
-        ax.plot(PAPER_K.k_readout, PAPER_K.curl, "s", mfc="none", color="k", label="paper (tanh, norm on)")
-        ax.set(
-            yscale="log",
-            xlabel="flipped readout neurons k (of N=10)",
-            ylabel="median epochs to 1e-3",
-            title=f"P={p['sweep_P']}; dotted: GD",
-        )
-        ax.legend(fontsize=7)
-        rep.figure(fig, "speedup_vs_k", "Curl descent epochs vs the number of flipped readout neurons")
-        main = ks[(ks.activation == "tanh") & ks.norm_constraint] if "tanh" in p["activations"] else ks
-        if len(main):
-            rep.compare(
-                main[["k_readout", "median"]].rename(columns={"median": "curl"}),
-                PAPER_K,
-                on=["k_readout"],
-                value="curl",
-                caption="k sweep (tanh, norm on, P=2000): curl medians",
-            )
-
-    def _r_sweep(self, rep, rs, p):
-        import matplotlib.pyplot as plt  # late: workers never plot, and pyplot costs ~1 s to import
-
-        fig, ax = plt.subplots(figsize=(4.5, 3.4))
-        for (act, norm, rule), g in rs.groupby(["activation", "norm_constraint", "rule"]):
-            ax.plot(g.init_scale, g["median"], "-o", label=f"{rule}, {act}, norm {'on' if norm else 'off'}")
-        ax.plot(PAPER_R.init_scale, PAPER_R.gd, "s", mfc="none", color="C0", label="gd (paper)")
-        ax.plot(PAPER_R.init_scale, PAPER_R.curl, "s", mfc="none", color="C3", label="curl (paper)")
-        ax.set(
-            yscale="log",
-            xlabel="student init scale r",
-            ylabel="median epochs to 1e-3",
-            title=f"P={p['sweep_P']}, k={p['k']}",
-        )
-        ax.legend(fontsize=7)
-        rep.figure(fig, "speedup_vs_r", "Epochs vs student init scale: GD slows, curl descent does not")
+    @staticmethod
+    def _r_compare(rep, rs, p):
         t = rs[(rs.activation == "tanh") & rs.norm_constraint] if "tanh" in p["activations"] else rs
         piv = t.pivot_table(index="init_scale", columns="rule", values="median").reset_index()
         if {"gd", "curl"} <= set(piv.columns):
@@ -613,3 +540,14 @@ class CurlSpeedup(Experiment):
                 value="epochs",
                 caption="init-scale sweep: ours vs paper",
             )
+
+
+def _p_curve(med: pd.DataFrame, act: str, norm: bool, k0: int, r0: float) -> pd.DataFrame:
+    """Median epochs per P (rows) for gd and curl at the main k and r (columns), one activation and norm."""
+    m = med[
+        (med.activation == act)
+        & (med.norm_constraint == norm)
+        & (med.init_scale == r0)
+        & (((med.rule == "curl") & (med.k_readout == k0)) | (med.rule == "gd"))
+    ]
+    return m.pivot_table(index="P", columns="rule", values="median").reset_index()

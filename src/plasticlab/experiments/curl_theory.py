@@ -171,110 +171,6 @@ def _nearest(values, target):
     return values[np.argmin(np.abs(np.log(values) - np.log(target)))]
 
 
-def _phase_panel(ax, t, s, layer, sizes, colors, xlim, top):
-    ax.fill_between(t.c, 0, t.alpha, color="tab:green", alpha=0.15, lw=0, label="stable (theory)")
-    ax.fill_between(t.c, t.alpha, top, color="tab:red", alpha=0.08, lw=0, label="unstable (theory)")
-    ax.plot(t.c, t.alpha, "k-", lw=1.6, label="large-N boundary α*")
-    for N, col in zip(sizes, colors):
-        g = s[s.N == N]
-        if g.empty:
-            continue
-        ax.scatter(g.c, g.alpha, s=8, color=col, alpha=0.35, lw=0)
-        m = g.groupby("c").alpha.agg(["mean", "std"]).reset_index()
-        ax.errorbar(
-            m.c,
-            m["mean"],
-            yerr=m["std"].fillna(0),
-            fmt="o-",
-            ms=4,
-            lw=1,
-            color=col,
-            capsize=2,
-            label=f"sampled N={N} (dots: seeds; mean ± sd)",
-        )
-    pc = np.array(list(PAPER[layer]))
-    ax.scatter(
-        pc,
-        [PAPER[layer][c] for c in pc],
-        marker="s",
-        s=45,
-        facecolor="none",
-        edgecolor="k",
-        zorder=5,
-        label="paper's listed values",
-    )
-    ax.set_xscale("log")
-    ax.set_xlim(*xlim)
-    ax.set_ylim(0, top)
-    ax.set_xlabel("c = M / N (inputs / hidden)")
-    ax.set_ylabel(f"flipped fraction {SYMBOL[layer]}")
-
-
-def _phase_figure(df, p):
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-    th = df[df.source == "theory"]
-    thr = df[df.source == "sampled-threshold"]
-    sizes = sorted(thr.N.unique())
-    colors = plt.cm.viridis(np.linspace(0.15, 0.85, max(len(sizes), 1)))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
-    panels = [
-        ("hidden", C_RANGE, "hidden flips: A = D1 + W1ᵀW1"),
-        ("hidden", None, "hidden flips, zoom on the sampled range"),
-        ("readout", C_RANGE, "readout flips: A = I + W1ᵀD2W1"),
-    ]
-    for ax, (layer, xlim, title) in zip(axes, panels):
-        t = th[th.layer == layer].sort_values("c")
-        s = thr[thr.layer == layer]
-        zoom = xlim is None
-        if zoom:
-            # the hidden boundary lives in c ∈ [¼, ⅔]; the full range squeezes it into a cliff
-            xlim = (s.c.min() / 1.25, s.c.max() * 1.25) if not s.empty else (0.1, 1.5)
-        _phase_panel(ax, t, s, layer, sizes, colors, xlim, 1.02 if layer == "hidden" else 0.55)
-        if zoom:
-            ax.set_xticks([x for x in (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.5) if xlim[0] <= x <= xlim[1]])
-            ax.xaxis.set_major_formatter(ScalarFormatter())
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_title(title)
-    handles, labels = axes[2].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, -0.1))
-    fig.tight_layout()
-    return fig
-
-
-def _curve_figure(df, focus):
-    import matplotlib.pyplot as plt
-
-    smp = df[df.source == "sampled"]
-    thr = df[df.source == "sampled-threshold"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for ax, layer in zip(axes, LAYERS):
-        s = smp[(smp.layer == layer) & (smp.c_target == focus[layer])]
-        sizes = sorted(s.N.unique())
-        colors = plt.cm.viridis(np.linspace(0.15, 0.85, max(len(sizes), 1)))
-        for N, col in zip(sizes, colors):
-            g = s[s.N == N].groupby("alpha").min_eig.agg(["mean", "min", "max"]).reset_index()
-            ax.plot(g.alpha, g["mean"], "o-", ms=3, color=col, label=f"N={N}, M={int(s[s.N == N].M.iloc[0])}")
-            ax.fill_between(g.alpha, g["min"], g["max"], color=col, alpha=0.2, lw=0)
-            a = thr[(thr.layer == layer) & (thr.c_target == focus[layer]) & (thr.N == N)].alpha
-            ax.plot(a.mean(), 0, "v", ms=8, color=col, mec="k", mew=0.5, zorder=5)
-        if not s.empty:
-            ax.axvline(s.alpha_theory.iloc[0], color="k", ls="--", lw=1, label=f"large-N {SYMBOL[layer]}*")
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.set_xlabel(f"flipped fraction {SYMBOL[layer]}")
-        ax.set_ylabel("λ_min(A)")
-        ax.set_title(f"{layer} flips at c ≈ {focus[layer]:g} (band: seed range)")
-        if layer == "readout" and not s.empty:
-            ax.set_xlim(0, 0.6)
-            shown = s[s.alpha <= 0.6].min_eig
-            pad = 0.05 * (shown.max() - shown.min())
-            ax.set_ylim(shown.min() - pad, shown.max() + pad)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 SRC = "stability of the solution manifold (large-N critical fractions)"
 
 
@@ -421,6 +317,8 @@ def theory_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
 
 
 def _report(df: pd.DataFrame, p, out: Path) -> None:
+    from plasticlab.plots.curl import theory_curve_figure, theory_phase_figure
+
     rep = Report(out, "curl-theory: stability of the solution manifold under rule flips", p)
     th = df[df.source == "theory"]
     thr = df[df.source == "sampled-threshold"]
@@ -461,7 +359,7 @@ def _report(df: pd.DataFrame, p, out: Path) -> None:
     )
 
     rep.figure(
-        _phase_figure(df, p),
+        theory_phase_figure(df),
         "phase_diagrams",
         "Large-N phase diagrams (black line; green = stable, red = unstable) with finite-N sampled "
         "thresholds (dots: seeds; markers: mean ± sd) and the paper's listed values (squares).",
@@ -477,7 +375,7 @@ def _report(df: pd.DataFrame, p, out: Path) -> None:
     }
     if len(focus) == 2:
         rep.figure(
-            _curve_figure(df, focus),
+            theory_curve_figure(df, focus),
             "min_eig_curves",
             "λ_min(A) vs flipped fraction at finite N (mean over seeds; band = seed range; triangles: "
             "bisected sign change, mean over seeds); it should approach the dashed large-N threshold "

@@ -256,7 +256,7 @@ def adam_claims(df: pd.DataFrame, p: dict) -> list[Claim]:
 
 
 def _report(df, p, out):
-    import matplotlib.pyplot as plt
+    from plasticlab.plots.hebb import adam_figure
 
     s = summary(df, p["layer"])
     rep = Report(out, "hebb-adam — the Table 1 Adam row: decoupled decay vs coupled L2", p)
@@ -273,27 +273,6 @@ def _report(df, p, out):
     )
     rep.add_claims(adam_claims(df, p))
     rep.table(s, "Layer-2 alignment per rule, lr and γ (mean ± sem over non-collapsed seeds)")
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    gpos = {g: i for i, g in enumerate(sorted(set(s.gamma)))}
-    for i, ((rule, lr), r) in enumerate(s.groupby(["rule", "lr"])):
-        ax.errorbar(
-            [gpos[g] for g in r.gamma],
-            r.alignment,
-            yerr=r["sem"].fillna(0),
-            fmt="o-",
-            capsize=3,
-            color=f"C{i}",
-            label=f"{rule}, lr {lr:g}",
-        )
-        for g, c in zip(r.gamma, r.collapsed):
-            if c:
-                ax.annotate(f"{c} collapsed", (gpos[g], 0), color=f"C{i}", fontsize=7)
-    pg = [g for g in PAPER_ADAM if g in gpos and np.isfinite(PAPER_ADAM[g])]
-    ax.plot([gpos[g] for g in pg], [PAPER_ADAM[g] for g in pg], "ks--", mfc="none", label="paper (Table 1)")
-    ax.set_xticks(list(gpos.values()), [f"{g:g}" for g in gpos])
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xlabel("weight decay γ")
-    ax.set_ylabel(f"layer {p['layer'] + 1} alignment of −∂ℓ/∂W")
-    ax.legend(fontsize=7)
+    fig = adam_figure(s, PAPER_ADAM, p["layer"])
     rep.figure(fig, "adam_forms", "Both Adam forms beside the paper's Adam row.")
     rep.write()

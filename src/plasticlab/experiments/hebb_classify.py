@@ -181,7 +181,7 @@ def classify_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
 
 
 def _report(df, p, out):
-    import matplotlib.pyplot as plt
+    from plasticlab.plots.hebb import classify_figure
 
     rep = Report(out, f"hebb-classify — weight decay and Hebbian alignment in a {p['dataset']} classifier", p)
     rep.text(
@@ -198,37 +198,7 @@ def _report(df, p, out):
     rep.table(
         s.merge(acc, on=["rule", "gamma"], how="left"), "Alignment (mean ± sem over seeds) and validation accuracy"
     )
-    gam = sorted(set(df.gamma))
-    pos = {g: i for i, g in enumerate(gam)}
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for i, ((rule, l), g) in enumerate(s.groupby(["rule", "layer"])):
-        axes[0].errorbar(
-            [pos[x] for x in g.gamma],
-            g["mean"],
-            yerr=g["sem"].fillna(0),
-            fmt="o-",
-            capsize=3,
-            color=f"C{i}",
-            label=f"{rule}, layer {l + 1}",
-        )
-    for i, (rule, g) in enumerate(acc.groupby("rule")):
-        axes[1].errorbar(
-            [pos[x] for x in g.gamma],
-            g.val_acc,
-            yerr=g.val_acc_sem.fillna(0),
-            fmt="o-",
-            capsize=3,
-            color=f"C{i}",
-            label=rule,
-        )
-    for ax in axes:
-        ax.set_xticks(list(pos.values()), [f"{x:g}" for x in gam])
-        ax.set_xlabel("weight decay γ")
-        ax.legend(fontsize=8)
-    axes[0].axhline(0, color="grey", lw=0.8)
-    axes[0].set_ylabel("Hebbian alignment")
-    axes[1].set_ylabel("validation accuracy")
-    fig.tight_layout()
+    fig = classify_figure(s, acc, sorted(set(df.gamma)))
     rep.figure(fig, "classify_alignment", "Alignment vs weight decay (left) and validation accuracy (right).")
     rep.add_claims(classify_claims(df, p, HebbClassify().size(p)))
     rep.write()

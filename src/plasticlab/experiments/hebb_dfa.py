@@ -230,6 +230,21 @@ def _standard(t: pd.DataFrame) -> pd.DataFrame:
     return t[(t.depth == 4) & (t.width == 64) & (t.teacher_scale == 1.0) & (t.scale == 1.0)]
 
 
+def _dfa0_claim(title: str, r: pd.Series, size: str) -> Claim:
+    """One measured cell (a row of ``by_length``) beside the paper's DFA γ = 0 value."""
+    return Claim(
+        title,
+        KPZ,
+        SOURCE,
+        PAPER_DFA0,
+        r.alignment,
+        r["sem"],
+        int(r["n"]),
+        size,
+        Within(0.1),
+    )
+
+
 def dfa_claims(df: pd.DataFrame, p: dict) -> list[Claim]:
     """The paper's 0.45 at the standard setting and at every other hidden width of the 4-matrix net (each at
     its longest run), the largest value any setting reaches, and whether the proposed mechanism tracks the
@@ -241,50 +256,18 @@ def dfa_claims(df: pd.DataFrame, p: dict) -> list[Claim]:
     if len(std):
         r = std[std["T"] == std["T"].max()].iloc[0]
         claims.append(
-            Claim(
-                f"DFA at γ = 0 is Hebbian: layer-2 alignment, [32,64,64,32], T = {int(r['T'])}",
-                KPZ,
-                SOURCE,
-                PAPER_DFA0,
-                r.alignment,
-                r["sem"],
-                int(r["n"]),
-                size,
-                Within(0.1),
-            )
+            _dfa0_claim(f"DFA at γ = 0 is Hebbian: layer-2 alignment, [32,64,64,32], T = {int(r['T'])}", r, size)
         )
     widths = t[(t.depth == 4) & (t.width != 64) & (t.teacher_scale == 1.0) & (t.scale == 1.0)]
     for w, tw in widths.groupby("width"):
         r = tw[tw["T"] == tw["T"].max()].iloc[0]
-        claims.append(
-            Claim(
-                f"DFA at γ = 0 is Hebbian: layer-2 alignment, [32,{w},{w},32], T = {int(r['T'])}",
-                KPZ,
-                SOURCE,
-                PAPER_DFA0,
-                r.alignment,
-                r["sem"],
-                int(r["n"]),
-                size,
-                Within(0.1),
-            )
-        )
+        title = f"DFA at γ = 0 is Hebbian: layer-2 alignment, [32,{w},{w},32], T = {int(r['T'])}"
+        claims.append(_dfa0_claim(title, r, size))
     if len(t):
         r = t.loc[t.alignment.idxmax()]
         where = ", ".join(f"{k} {r[k]:g}" for k in [*SETTING, "T"])
-        claims.append(
-            Claim(
-                f"DFA at γ = 0: largest layer-2 alignment of any setting measured ({where})",
-                KPZ,
-                SOURCE,
-                PAPER_DFA0,
-                r.alignment,
-                r["sem"],
-                int(r["n"]),
-                size,
-                Within(0.1),
-            )
-        )
+        title = f"DFA at γ = 0: largest layer-2 alignment of any setting measured ({where})"
+        claims.append(_dfa0_claim(title, r, size))
     corr = mechanism(df)["batch_mean"]
     claims.append(
         Claim(
@@ -304,7 +287,7 @@ def dfa_claims(df: pd.DataFrame, p: dict) -> list[Claim]:
 
 
 def _report(df, p, out):
-    import matplotlib.pyplot as plt
+    from plasticlab.plots.hebb import dfa_figure
 
     rep = Report(out, "hebb-dfa — is DFA Hebbian without weight decay?", p)
     rep.text(
@@ -343,27 +326,7 @@ def _report(df, p, out):
     )
     corr = mechanism(df)
     rep.table(pd.DataFrame([corr]), "Correlation of layer-2 alignment with each predictor (all checkpoints ≥ 100)")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    d = df[(df.layer == 1) & ~df.diverged]
-    for i, (key, s) in enumerate(d.groupby(SETTING)):
-        tr = s.groupby("step").alignment.mean()
-        axes[0].plot(
-            tr.index + 1,
-            tr.values,
-            color=f"C{i % 10}",
-            lw=1,
-            label=", ".join(f"{k} {v:g}" for k, v in zip(SETTING, key)),
-        )
-        late = s[s.step >= 100]
-        axes[1].scatter(late.c_H_target * late.c_G_target, late.alignment, s=3, alpha=0.3, color=f"C{i % 10}")
-    axes[0].axhline(PAPER_DFA0, color="k", ls="--", lw=1, label="paper 0.45")
-    axes[0].set_xscale("log")
-    axes[0].set_xlabel("step")
-    axes[0].set_ylabel("layer-2 alignment (mean over seeds)")
-    axes[0].legend(fontsize=6)
-    axes[1].set_xlabel("cos(H, ⟨B·y h_aᵀ⟩) · cos(g, ⟨(B·y ⊙ φ′) h_aᵀ⟩)")
-    axes[1].set_ylabel("layer-2 alignment")
-    fig.tight_layout()
+    fig = dfa_figure(df[(df.layer == 1) & ~df.diverged])
     rep.figure(
         fig,
         "dfa_alignment",

@@ -201,9 +201,7 @@ def band_factor(s: pd.DataFrame) -> float:
 
 
 def _report(df, p, out):
-    import matplotlib.colors as mcolors
-
-    from plasticlab.plots.hebb import phase_figure
+    from plasticlab.plots.hebb import diverging_norm, log_norm, phase_figure
 
     acts = [a for a in p["activations"] if a in set(df.activation)]
     rep = Report(out, "hebb-phase — noise turns the Hebbian signature anti-Hebbian", p)
@@ -218,7 +216,6 @@ def _report(df, p, out):
         "same balance γ‖v_row‖² ≈ σ² d_in sits higher, because its rows are not of norm² ≈ d: the dotted "
         "line rescales the theory by the measured row norms."
     )
-    div = lambda Z: mcolors.TwoSlopeNorm(vcenter=0.0, vmin=-1.0, vmax=1.0)
     rep.figure(
         phase_figure(
             df,
@@ -226,16 +223,12 @@ def _report(df, p, out):
             "alignment",
             "Hebbian alignment: red = Hebbian, blue = anti-Hebbian",
             "RdBu_r",
-            div,
+            diverging_norm,
             "alignment cos(G, H)",
         ),
         "phase_alignment",
         "Stationary Hebbian alignment over noise σ and decay γ (log axes); dashed: theory γ = σ².",
     )
-
-    def lognorm(Z):
-        Z = Z[np.isfinite(Z) & (Z > 0)]
-        return mcolors.LogNorm(vmin=Z.min(), vmax=Z.max()) if len(Z) else None
 
     rep.figure(
         phase_figure(
@@ -244,7 +237,7 @@ def _report(df, p, out):
             "val_loss",
             "Validation loss (star: lowest)",
             "viridis",
-            lognorm,
+            log_norm,
             "validation loss",
             mark_min=True,
         ),

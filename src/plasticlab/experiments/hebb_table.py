@@ -263,7 +263,7 @@ def increases(values, sems, floor: float = 0.01) -> bool:
 
 
 def _report(df, p, out):
-    import matplotlib.pyplot as plt
+    from plasticlab.plots.hebb import table_figure
 
     layer = p["layer"]
     rep = Report(out, "hebb-table — weight decay makes every rule's signal Hebbian (Table 1, MLP rows)", p)
@@ -294,45 +294,7 @@ def _report(df, p, out):
     wide.columns = ["rule"] + [f"γ={g:g}" for g in wide.columns[1:]]
     rep.table(wide, "Ours, in the paper's layout")
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    gpos = {g: i for i, g in enumerate(sorted(set(s.gamma)))}
-    for i, rule in enumerate(p["rules"]):
-        r = s[s.rule == rule]
-        col = f"C{i}"
-        axes[0].errorbar(
-            [gpos[g] for g in r.gamma],
-            r["mean"],
-            yerr=r["sem"].fillna(0),
-            fmt="o-",
-            color=col,
-            capsize=3,
-            label=f"{rule} (ours)",
-        )
-        pr = paper[paper.rule == rule]
-        pr = pr[pr.gamma.isin(gpos)]
-        axes[0].plot(
-            [gpos[g] for g in pr.gamma],
-            pr.alignment,
-            "s--",
-            color=col,
-            mfc="none",
-            alpha=0.7,
-            label=f"{rule} (paper)",
-        )
-        pts = sel[sel.rule == rule]
-        axes[1].scatter(
-            [gpos[g] + 0.08 * (i - 1.5) for g in pts.gamma], pts.alignment, s=14, color=col, label=rule
-        )
-    for ax in axes:
-        ax.set_xticks(list(gpos.values()), [f"{g:g}" for g in gpos])
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.set_xlabel("weight decay γ")
-        ax.set_ylabel(f"layer {layer + 1} Hebbian alignment")
-    axes[0].set_title("mean ± sem over seeds; dashed: paper's Table 1")
-    axes[1].set_title("every seed")
-    axes[0].legend(fontsize=7, ncol=2)
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
+    fig = table_figure(s, sel, paper, p["rules"], layer)
     rep.figure(
         fig, "table_alignment", "Hebbian alignment vs weight decay, ours (solid) beside the paper's (dashed)."
     )

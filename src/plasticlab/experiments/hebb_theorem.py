@@ -189,7 +189,7 @@ def identity_of(rule: str, measure: str) -> str:
 
 
 def _report(df, p, out):
-    import matplotlib.pyplot as plt
+    from plasticlab.plots.hebb import theorem_figure
 
     rep = Report(out, "hebb-theorem — at stationarity every rule's signal is Hebbian on average", p)
     rep.text(
@@ -226,26 +226,7 @@ def _report(df, p, out):
     agg = agg.sort_values(keys, key=lambda c: c.map(order) if c.name == "rule" else c)
     rep.table(agg, "Both sides of the identity per rule, γ and layer (means over seeds)")
 
-    fig, ax = plt.subplots(figsize=(6.2, 5))
-    markers = dict(zip(p["rules"], "osD^vPX*"))
-    for rule in p["rules"]:
-        s = ok[ok.rule == rule]
-        if len(s):
-            ax.scatter(s.rhs, s.lhs, marker=markers.get(rule, "o"), s=28, alpha=0.75, label=rule)
-    lim = ok[["lhs", "rhs"]].abs().replace(0, np.nan).stack().dropna()
-    if len(lim):
-        xs = np.geomspace(lim.min() / 1.5, lim.max() * 1.5, 10)
-        ax.plot(xs, xs, "k--", lw=1, label="identity: lhs = rhs")
-    ax.set_xscale("log")
-    # linear only well below every rhs, so the identity line stays straight where the points are
-    if len(ok) and (ok.lhs > 0).all():
-        ax.set_yscale("log")
-    else:
-        ax.set_yscale("symlog", linthresh=max(float(ok.rhs.abs().min()) / 10 if len(ok) else 1e-6, 1e-12))
-    ax.set_xlabel("γ E‖h_b‖²  (rhs)")
-    ax.set_ylabel("⟨E g, E h_b h_aᵀ⟩  (lhs)")
-    ax.set_title("stationarity identity, every run × layer")
-    ax.legend(fontsize=8)
+    fig = theorem_figure(ok, p["rules"])
     rep.figure(fig, "theorem_identity", "Each point is one run and layer; on the dashed line the identity holds.")
 
     rep.text(

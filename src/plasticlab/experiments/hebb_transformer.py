@@ -356,10 +356,7 @@ def transformer_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
 
 def write_report(df: pd.DataFrame, p: dict, out: Path) -> None:
     """Figures and report.md of a hebb-transformer table."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from plasticlab.plots.hebb import transformer_figure
 
     rep = Report(out, "hebb-transformer: Hebbian alignment of a small transformer vs weight decay", p)
     rep.text(__doc__.split("\n\n", 1)[1])
@@ -400,22 +397,7 @@ def write_report(df: pd.DataFrame, p: dict, out: Path) -> None:
         "training mean: a run near it has stopped fitting the teacher)",
     )
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    xs = {g: i for i, g in enumerate(sorted(df.gamma.unique()))}
-    for (rule, curve), color in zip(mean_all.groupby("rule"), ["C0", "C1", "C2"]):
-        x = curve.gamma.map(xs)
-        ax.errorbar(x, curve.alignment, yerr=curve["err"], marker="o", color=color, label=f"{rule} (all layers)")
-        sc = second[second.rule == rule]
-        ax.plot(
-            sc.gamma.map(xs), sc.alignment, ls="--", marker="s", ms=4, color=color, label=f"{rule} (2nd layer)"
-        )
-        pp = paper[paper.rule == rule]
-        ax.plot(pp.gamma.map(xs), pp.alignment, ls=":", marker="x", color=color, alpha=0.6, label=f"{rule}, paper")
-    ax.set_xticks(list(xs.values()), [f"{g:g}" for g in xs])
-    ax.axhline(0, color="k", lw=0.5)
-    ax.set_xlabel("weight decay γ")
-    ax.set_ylabel("Hebbian alignment (late)")
-    ax.legend(fontsize=7)
+    fig = transformer_figure(mean_all, second, paper, sorted(df.gamma.unique()))
     rep.figure(
         fig,
         "alignment_vs_gamma",

@@ -25,8 +25,6 @@ from plasticlab.experiments._hebb_common import (
 from plasticlab.experiments.base import MAX_STEPS, SIZE, Experiment, Interval, ListOf, register
 from plasticlab.report import Report
 
-_ORD = {0: "1st", 1: "2nd", 2: "3rd"}
-
 
 @register
 class HebbTransient(Experiment):
@@ -246,7 +244,7 @@ def transient_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
 
 
 def _report(df, p, out):
-    import matplotlib.pyplot as plt
+    from plasticlab.plots.hebb import neuron_figure, transient_figure
 
     tr, nr = df[df.kind == "trace"], df[df.kind == "neuron"]
     late_step = p["late_from"] * p["steps"]
@@ -259,21 +257,7 @@ def _report(df, p, out):
         f"per-neuron alignment (cosine of each postsynaptic neuron's row of G and H) is examined over the last "
         f"{1 - p['late_from']:.0%} of training (steps ≥ {late_step:g})."
     )
-    fig, axes = plt.subplots(1, len(layers), figsize=(4.3 * len(layers), 3.8), squeeze=False, sharey=True)
-    for ax, l in zip(axes[0], layers):
-        for i, (key, g) in enumerate(tr[tr.layer == l].groupby(["rule", "gamma"])):
-            c = g.groupby("step").alignment.agg(["mean", "std"])
-            x = np.maximum(c.index.values, 1)
-            ax.plot(x, c["mean"], color=f"C{i}", label=f"{key[0]}, γ={key[1]:g}")
-            ax.fill_between(x, c["mean"] - c["std"], c["mean"] + c["std"], color=f"C{i}", alpha=0.15, lw=0)
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.axvspan(late_step, p["steps"], color="k", alpha=0.05, lw=0)
-        ax.set_xscale("log")
-        ax.set_xlabel("training step")
-        ax.set_title(f"layer {l} ({_ORD.get(l, str(l + 1) + 'th')} weight matrix)")
-    axes[0][0].set_ylabel("Hebbian alignment (mean ± sd over seeds)")
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
+    fig = transient_figure(tr, layers, late_step, p["steps"])
     rep.figure(
         fig, "transient_alignment", "Alignment vs step (log axis); shaded: late window for the neuron statistics."
     )
@@ -287,21 +271,7 @@ def _report(df, p, out):
         "fraction Hebbian less than half the time",
     )
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    hl = 1 if len(layers) > 1 else 0
-    for i, (key, g) in enumerate(nr[nr.layer == hl].groupby(["rule", "gamma"])):
-        ax.hist(
-            g.frac_hebbian.dropna(),
-            bins=np.linspace(0, 1, 21),
-            histtype="step",
-            lw=1.5,
-            color=f"C{i}",
-            label=f"{key[0]}, γ={key[1]:g}",
-        )
-    ax.set_xlabel("fraction of late checkpoints a neuron's update was Hebbian")
-    ax.set_ylabel("neurons")
-    ax.set_title(f"layer {hl} ({_ORD.get(hl, '')} weight matrix) neurons near stationarity")
-    ax.legend(fontsize=7)
+    fig = neuron_figure(nr, layers)
     rep.figure(fig, "transient_neurons", "Per-neuron sign statistics in the late window.")
 
     rep.add_claims(transient_claims(df, p, HebbTransient().size(p)))

@@ -202,7 +202,7 @@ def valopt_claims(df: pd.DataFrame) -> list[Claim]:
 
 
 def _report(df, p, out):
-    import matplotlib.pyplot as plt
+    from plasticlab.plots.hebb import valopt_figure
 
     rep = Report(out, "hebb-valopt — is the validation optimum near the alignment ≈ 0 band?", p)
     rep.text(
@@ -216,23 +216,7 @@ def _report(df, p, out):
     )
     rep.add_claims(valopt_claims(df))
     rep.table(pd.DataFrame([optimum(df, s) for s in p["settings"]]), "Validation-optimal (σ, γ) per setting")
-    settings = [s for s in p["settings"] if (df.setting == s).any()]
-    fig, axes = plt.subplots(len(settings), 2, figsize=(9, 3 * len(settings)), squeeze=False)
-    for row, s in zip(axes, settings):
-        g = grid(df, s)
-        o = optimum(df, s)
-        for ax, col, cmap in zip(row, ["val_loss", "alignment"], ["viridis", "RdBu_r"]):
-            piv = g.pivot(index="sigma", columns="gamma", values=col)
-            kw = dict(vmin=-1, vmax=1) if col == "alignment" else {}
-            im = ax.imshow(piv.values, origin="lower", aspect="auto", cmap=cmap, **kw)
-            ax.set_xticks(range(piv.shape[1]), [f"{c:g}" for c in piv.columns], fontsize=7)
-            ax.set_yticks(range(piv.shape[0]), [f"{c:g}" for c in piv.index], fontsize=7)
-            ax.plot(list(piv.columns).index(o["gamma"]), list(piv.index).index(o["sigma"]), "k*", ms=12)
-            ax.set_title(f"{s}: {col}", fontsize=9)
-            ax.set_xlabel("γ")
-            ax.set_ylabel("σ")
-            fig.colorbar(im, ax=ax)
-    fig.tight_layout()
+    fig = valopt_figure(df, [s for s in p["settings"] if (df.setting == s).any()])
     rep.figure(
         fig, "valopt_maps", "Validation loss (left) beside alignment (right) per setting; ★ = validation optimum."
     )
