@@ -18,27 +18,15 @@ from plasticlab.rules import (
     Context,
     RuleOptimizer,
     chain,
+    dfa,
+    hebbian,
     make_rule,
+    per_member,
     rule_names,
     sgd,
-    signal,
-    unregister,
 )
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture
-def half_sgd():
-    """The docs/rules.md example, registered from "user code" for one test."""
-
-    @signal("half_sgd", gradient=True)
-    def half_sgd(ctx):
-        g = ctx.descent(ctx.backprop(ctx.output_delta()))
-        return [(0.5 * w, None if b is None else 0.5 * b) for w, b in g]
-
-    yield "half_sgd"
-    unregister("half_sgd")
 
 
 def test_user_rule_in_hebb_table(half_sgd, tmp_path):
@@ -115,19 +103,30 @@ def _run(rule, seeds, steps=3):
     return net, outs
 
 
-PIECES = [(name, lambda n=name: make_rule(n, gamma=1e-3)) for name in rule_names()] + [
-    (name, lambda f=f, n=name: chain(sgd(), f() if n == "adam" else f(0.1))) for name, f in TRANSFORMS.items()
-]
+def _args(name: str, E: int) -> tuple:
+    """A transform's arguments for E members (the last E of a pair, so member 1 of the pair runs alone)."""
+    if name == "adam":
+        return ()
+    if name == "flip_columns":  # per member and per layer: members 0 and 1 flip different columns
+        return ([[2, 1][-E:], [0, 3][-E:]],)
+    return (0.1,)
+
+
+PIECES = (
+    [(name, lambda E, n=name: make_rule(n, gamma=1e-3)) for name in rule_names()]
+    + [(name, lambda E, f=f, n=name: chain(sgd(), f(*_args(n, E)))) for name, f in TRANSFORMS.items()]
+    + [("per_member", lambda E: chain(per_member([sgd(), dfa(), hebbian()], [2, 1][-E:])))]
+)
 
 
 @pytest.mark.parametrize("name,build", PIECES, ids=[n for n, _ in PIECES])
 def test_every_piece_keeps_the_contract(name, build):
-    net, outs = _run(build(), [3, 7])
+    net, outs = _run(build(2), [3, 7])
     for out in outs:
         for (uW, ub), (W, b) in zip(out.updates, net.params()):
             assert uW.shape == W.shape and torch.isfinite(uW).all(), name
             assert (ub is None) == (b is None)
         assert len(out.signal) == len(out.updates)
-    _, alone = _run(build(), [7])  # member 1 of the pair, run alone
+    _, alone = _run(build(1), [7])  # member 1 of the pair, run alone
     for (u2, _), (u1, _) in zip(outs[-1].updates, alone[-1].updates):
         torch.testing.assert_close(u2[1:], u1, rtol=1e-12, atol=1e-14)

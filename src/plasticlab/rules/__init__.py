@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from plasticlab.rules.atlas import bcm, curl, exp_grad, fa, flip, sign_symmetry, soft_wta, three_factor
 from plasticlab.rules.base import Chain, Context, Decay, Signal, StepOutput, Transform, Updates, chain, tree_map
+from plasticlab.rules.flips import FlipColumns, PerMember, column_flips, flip_columns, per_member
 from plasticlab.rules.optim import RuleOptimizer
 from plasticlab.rules.registry import (
     RuleSpec,
@@ -30,6 +31,8 @@ __all__ = [
     "Chain",
     "Context",
     "Decay",
+    "FlipColumns",
+    "PerMember",
     "RuleOptimizer",
     "RuleSpec",
     "Signal",
@@ -40,11 +43,13 @@ __all__ = [
     "anti_hebbian",
     "bcm",
     "chain",
+    "column_flips",
     "curl",
     "dfa",
     "exp_grad",
     "fa",
     "flip",
+    "flip_columns",
     "get",
     "hebbian",
     "l2",
@@ -52,6 +57,7 @@ __all__ = [
     "oja",
     "param_noise",
     "parse_rule",
+    "per_member",
     "random_nn",
     "register",
     "registered",

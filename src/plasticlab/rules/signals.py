@@ -63,20 +63,31 @@ register("adam_l2", adam_l2_rule, gradient=False, local=False, needs_targets=Tru
 @registered("dfa", gradient=False, local=False, needs_targets=True, perturbs_forward=False)
 class DFA(Signal):
     """Direct feedback alignment: the output error reaches hidden layer l through a fixed random matrix
-    B_l (out_l x d_out) instead of the chain of transposed weights. The output layer learns as in SGD."""
+    B_l (out_l x d_out) instead of the chain of transposed weights. The output layer learns as in SGD.
+
+    ``feedback="normal"``: B_l ~ N(0, scale²/d_out) (Part A); ``"uniform"``: B_l ~ U(±scale/√out_l), the
+    curl-descent paper's (SPEC B.2), drawn on the stream the curl engine has always used for it."""
 
     name = "dfa"
 
-    def __init__(self, scale: float = 1.0):
+    def __init__(self, scale: float = 1.0, feedback: str = "normal"):
         self.scale = scale
+        self.feedback = check_choice("dfa feedback", feedback, ["normal", "uniform"])
+        if feedback != "normal":
+            self.name = f"dfa(feedback={feedback!r})"
 
     def init(self, net: MLP, seeds: torch.Tensor) -> Any:
         d_out = net.widths[-1]
         mats = []
         for l, W in enumerate(net.weights[:-1]):
-            B = seeding.normal(
-                seeds, seeding.key_of("dfa-feedback", l), (W.shape[1], d_out), W.dtype, device=W.device
-            )
+            shape = (W.shape[1], d_out)
+            if self.feedback == "uniform":
+                # layer 0 on the curl engine's historical key, so its DFA runs keep their feedback draws
+                key = seeding.key_of("curl", "feedback") if l == 0 else seeding.key_of("curl", "feedback", l)
+                u = seeding.uniform(seeds, key, shape).to(device=W.device)
+                mats.append((2.0 * u - 1.0).mul_(self.scale / math.sqrt(W.shape[1])).to(W.dtype))
+                continue
+            B = seeding.normal(seeds, seeding.key_of("dfa-feedback", l), shape, W.dtype, device=W.device)
             mats.append(B * (self.scale / math.sqrt(d_out)))
         return mats
 

@@ -16,6 +16,7 @@ from plasticlab import seeding
 from plasticlab.errors import PlasticlabError, check_positive
 from plasticlab.networks.mlp import MLP
 from plasticlab.rules.base import Context, Decay, PerMember, Transform, Updates, tree_map
+from plasticlab.rules.flips import flip_columns
 
 
 def _float_or_members(what: str, v: PerMember) -> float | torch.Tensor:
@@ -217,4 +218,5 @@ TRANSFORMS = {
     "weight_decay": weight_decay,
     "signal_noise": signal_noise,
     "param_noise": param_noise,
+    "flip_columns": flip_columns,  # per member: the contract test gives it one k per layer and member
 }

@@ -7,8 +7,10 @@ Network ``y = phi(W2 phi(W1 x))`` with W1 (E, N, M), W2 (E, 1, N). Conventions (
 - flips are on the presynaptic (column) index: ΔW2 ← ΔW2 D2 (hidden neurons), ΔW1 ← ΔW1 D1 (inputs);
 - ``lr`` multiplies the batch-*mean* gradient, so with d = +1 the step is −lr·∂(½·mean e²)/∂W.
 
-``curl_step`` is the pure, differentiable reference (torch.func works on it); ``simulate`` runs the same
-arithmetic fused and in place.
+The rule comes from ``plasticlab.rules`` (see ``simulation.curl_rules``): ``rule="curl"`` is
+``chain(sgd(), flip_columns([k1, k2]))``, and any registered rule or rule object runs too. ``curl_step`` is
+the pure, differentiable reference (torch.func works on it); ``simulate`` runs the same arithmetic fused and
+in place for sgd/dfa signals with column flips, and through ``rules.Context`` for every other rule.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ import torch
 from plasticlab import compiling, devices, seeding
 from plasticlab.compiling import Compiled
 from plasticlab.errors import PlasticlabError, check_choice, check_positive
+from plasticlab.networks.mlp import MLP, Trace
+from plasticlab.rules import Chain, Context, Transform
+from plasticlab.rules.flips import column_flips
+from plasticlab.simulation.curl_rules import build_rule, fuse, label_pieces
 
 ACTIVATIONS = ("linear", "tanh", "relu")
 
@@ -87,17 +93,13 @@ def curl_step(W1, W2, x, y, d1, d2, lr, activation, feedback=None, norms=None):
     return W1n, W2n
 
 
-def flips(k: torch.Tensor | list[int] | np.ndarray, n: int, dtype=torch.float64) -> torch.Tensor:
-    """(E, n) diagonals with the first k[e] entries −1 (SPEC B.2)."""
-    k = torch.as_tensor(k, dtype=torch.int64).reshape(-1, 1)
-    return torch.where(torch.arange(n)[None, :] < k, -1.0, 1.0).to(dtype)
+flips = column_flips  # (E, n) diagonals with the first k[e] entries −1 (SPEC B.2); the rules' flip_columns'
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Simulator
 # ---------------------------------------------------------------------------------------------------------
 
-RULES = ("gd", "curl", "dfa", "dfa_flip")
 INITS = ("random", "teacher")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -283,6 +285,9 @@ class CurlProblem:
     W20: torch.Tensor
     mode: str
     one: torch.Tensor
+    rule: Chain  # the members' rule (from plasticlab.rules)
+    seeds: torch.Tensor  # (E,) member seeds, for rules that draw random numbers
+    fused: bool  # the rule is one the fused step computes (else it runs through rules.Context)
     X_all: torch.Tensor | None = None  # full batch: every member's training set, (flipped copy for W1)
     Xd_all: torch.Tensor | None = None
     Y_all: torch.Tensor | None = None
@@ -319,7 +324,9 @@ class CurlState:
     peak: torch.Tensor  # (E,) max training error seen at every step (full batch only; else -inf)
     diverged: torch.Tensor  # (E,) bool
     diverged_at: torch.Tensor  # (E,) float64 epoch, NaN while finite
+    rule_state: Any = ()  # the rule's state (structure fixed at init)
     epoch: int = 0
+    step: int = 0
 
 
 def _members(cfg: CurlConfig, seeds, k1, k2, init_scale, rule, eta) -> pd.DataFrame:
@@ -328,9 +335,10 @@ def _members(cfg: CurlConfig, seeds, k1, k2, init_scale, rule, eta) -> pd.DataFr
     E = len(seeds)
     if E == 0:
         raise PlasticlabError("simulate needs at least one seed")
-    rules = _broadcast("rule", rule, E)
-    for r in rules:
-        check_choice("rule", r, RULES)
+    rules = [repr(rule)] * E if isinstance(rule, Transform) else [str(r) for r in _broadcast("rule", rule, E)]
+    for r in dict.fromkeys(rules):
+        if not isinstance(rule, Transform):
+            label_pieces(r)  # an unknown name fails here, naming the valid ones
     k1s = [int(k) for k in _broadcast("k1", k1, E)]
     k2s = [int(k) for k in _broadcast("k2", k2, E)]
     scales = [float(r) for r in _broadcast("init_scale", init_scale, E)]
@@ -348,9 +356,9 @@ def _mode(cfg: CurlConfig) -> str:
     return "moments" if cfg.activation == "linear" and cfg.moment_match else "full"
 
 
-def _batch_fields(cfg: CurlConfig, mode: str, Xu, Xu_d, Yu_d, inv, d1, vstar, dt) -> dict[str, torch.Tensor]:
+def _batch_fields(cfg: CurlConfig, mode: str, Xu, Xu_d, Yu_d, inv, d1, vstar, dt) -> dict[str, Any]:
     """The CurlProblem fields that full-batch and moment steps read (none for mini-batches)."""
-    extra: dict[str, torch.Tensor] = {}
+    extra: dict[str, Any] = {}
     if mode != "minibatch":  # one batch, no shuffling: order does not change a full-batch mean
         extra["X_all"], extra["Y_all"] = Xu_d[inv].contiguous(), Yu_d[inv].contiguous()
         extra["Xd_all"] = extra["X_all"] * d1[:, None, :] if bool((d1 < 0).any()) else extra["X_all"]
@@ -364,31 +372,59 @@ def _batch_fields(cfg: CurlConfig, mode: str, Xu, Xu_d, Yu_d, inv, d1, vstar, dt
     return extra
 
 
-def init_fn(cfg: CurlConfig, members: pd.DataFrame, device=None) -> tuple[CurlProblem, CurlState]:
-    """The fixed problem and the state at epoch 0 for the members of ``members`` (see ``_members``)."""
+def init_fn(
+    cfg: CurlConfig, members: pd.DataFrame, device=None, rule: Transform | None = None
+) -> tuple[CurlProblem, CurlState]:
+    """The fixed problem and the state at epoch 0 for the members of ``members`` (see ``_members``);
+    ``rule`` (one for every member) replaces the rules their labels name."""
     dt, dev = DTYPES[cfg.dtype], devices.pick(device)
     with devices.use("cpu"):  # built on the CPU, then moved: the same numbers on every device
-        problem, state = _init_cpu(cfg, members, dt)
+        problem, state = _init_cpu(cfg, members, dt, rule)
     return _to(problem, dev), _to(state, dev)
 
 
-def _init_cpu(cfg: CurlConfig, members: pd.DataFrame, dt) -> tuple[CurlProblem, CurlState]:
-    E, M, N, P, B = len(members), cfg.M, cfg.N, cfg.P, cfg.B
+def _rule_fields(cfg: CurlConfig, members: pd.DataFrame, given: Transform | None, W1, W2) -> tuple[dict, Any]:
+    """The CurlProblem fields that come from the rule, and the rule's initial state."""
+    rule = build_rule(members, given)
+    seeds = torch.tensor(members.seed.to_numpy(), dtype=torch.int64)
+    state = rule.init(MLP([W1, W2], [None, None], cfg.activation), seeds)
+    f = fuse(rule, state, W2, cfg.M)
+    dt, E = W1.dtype, len(members)
+    if f is None:  # every step goes through rules.Context: the fused step's inputs are placeholders
+        ones, no = torch.ones(E, 1, cfg.M, dtype=dt), torch.zeros(E, 1, 1, dtype=torch.bool)
+        f_fields = dict(Ft=torch.zeros(E, 1, cfg.N, dtype=dt), dfa_mask=no, d1=ones[:, 0], d2=ones[:, 0, : cfg.N])
+    else:
+        f_fields = dict(Ft=f.Ft, dfa_mask=f.dfa_mask, d1=f.d1, d2=f.d2)
+    d1, d2 = f_fields.pop("d1"), f_fields.pop("d2")
+    fields = dict(
+        **f_fields,
+        dfa_all=bool(f_fields["dfa_mask"].all()),
+        dfa_any=bool(f_fields["dfa_mask"].any()),
+        d1r=d1[:, None, :],
+        d2r=d2[:, None, :],
+        use_d1=bool((d1 < 0).any()),
+        use_d2=bool((d2 < 0).any()),
+        rule=rule,
+        seeds=seeds,
+        fused=f is not None,
+    )
+    return fields, state
+
+
+def _init_cpu(cfg: CurlConfig, members: pd.DataFrame, dt, rule: Transform | None) -> tuple[CurlProblem, CurlState]:
+    E, P, B = len(members), cfg.P, cfg.B
     seeds_np = members.seed.to_numpy()
     useeds, inv_np = np.unique(seeds_np, return_inverse=True)
     useeds_t, inv = torch.tensor(useeds, dtype=torch.int64), torch.tensor(inv_np, dtype=torch.int64)
-    T1, T2, Xu, Yu, Xtu, Ytu, Fu = _teacher_data(cfg, useeds_t)
+    T1, T2, Xu, Yu, Xtu, Ytu, _ = _teacher_data(cfg, useeds_t)  # DFA feedback: the rule's own
     W1, W2 = _student(cfg, torch.tensor(seeds_np), torch.tensor(members.init_scale.to_numpy()), T1[inv], T2[inv])
     W1, W2 = W1.to(dt).contiguous(), W2.to(dt).contiguous()
-    flipped = members.rule.isin(["curl", "dfa_flip"]).to_numpy()
-    dfa = torch.tensor(members.rule.isin(["dfa", "dfa_flip"]).to_numpy())
-    d1 = flips(np.where(flipped, members.k1, 0), M, dt)
-    d2 = flips(np.where(flipped, members.k2, 0), N, dt)
+    from_rule, rule_state = _rule_fields(cfg, members, rule, W1, W2)
     mode = _mode(cfg)
     # Folding 1/B and the sign into the error makes every update a single baddbmm.
     lr = torch.tensor(members.eta.to_numpy(), dtype=dt).reshape(E, 1, 1) * (B / P) / B
     Xu_d, Yu_d = Xu.to(dt), Yu.to(dt)
-    extra = _batch_fields(cfg, mode, Xu, Xu_d, Yu_d, inv, d1, (T2 @ T1)[inv], dt)
+    extra = _batch_fields(cfg, mode, Xu, Xu_d, Yu_d, inv, from_rule["d1r"][:, 0], (T2 @ T1)[inv], dt)
     if mode == "moments":
         lr = lr * B  # the batch mean is already inside Σ̂
     problem = CurlProblem(
@@ -400,20 +436,13 @@ def _init_cpu(cfg: CurlConfig, members: pd.DataFrame, dt) -> tuple[CurlProblem, 
         Yu=Yu_d,
         Xt=Xtu[inv].to(dt),
         Yt=Ytu[inv].to(dt),
-        Ft=Fu[inv].to(dt).transpose(1, 2).contiguous(),
-        dfa_mask=dfa.reshape(E, 1, 1),
-        dfa_all=bool(dfa.all()),
-        dfa_any=bool(dfa.any()),
-        d1r=d1[:, None, :],
-        d2r=d2[:, None, :],
-        use_d1=bool((d1 < 0).any()),
-        use_d2=bool((d2 < 0).any()),
         n1=torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True),
         n2=torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True),
         W10=W1.clone(),
         W20=W2.clone(),
         mode=mode,
         one=torch.ones((), dtype=dt),
+        **from_rule,
         **extra,
     )
     state = CurlState(
@@ -424,6 +453,7 @@ def _init_cpu(cfg: CurlConfig, members: pd.DataFrame, dt) -> tuple[CurlProblem, 
         peak=torch.full((E,), -math.inf, dtype=dt),
         diverged=torch.zeros(E, dtype=torch.bool),
         diverged_at=torch.full((E,), math.nan, dtype=torch.float64),
+        rule_state=rule_state,
     )
     return problem, state
 
@@ -432,8 +462,18 @@ def _to(obj, device: torch.device):
     """A copy of a problem/state dataclass with every tensor field on ``device``."""
     if device.type == "cpu":
         return obj
-    moved = {k: v.to(device) for k, v in vars(obj).items() if isinstance(v, torch.Tensor)}
+    moved = {k: _tree_to(v, device) for k, v in vars(obj).items() if isinstance(v, (torch.Tensor, tuple, list))}
     return replace(obj, **moved)
+
+
+def _tree_to(tree, device: torch.device):
+    """Every tensor of a (nested tuple/list) state on ``device``."""
+    if isinstance(tree, torch.Tensor):
+        return tree.to(device)
+    if isinstance(tree, (tuple, list)):
+        items = [_tree_to(t, device) for t in tree]
+        return type(tree)(*items) if hasattr(tree, "_fields") else type(tree)(items)
+    return tree
 
 
 def _feedback(W2: torch.Tensor, Ft: torch.Tensor, dfa_mask: torch.Tensor, dfa: str) -> torch.Tensor:
@@ -514,7 +554,7 @@ def step_fn(p: CurlProblem, s: CurlState, xb: torch.Tensor, xdb: torch.Tensor, y
     """One rule-flipped update of every member on the batch ``xb`` (E, B, M), ``yb`` (E, B, 1); ``xdb`` is
     ``xb`` with W1's column flips applied (``xb`` itself when there are none). Returns a new state."""
     W1, W2, peak = _step_tensors(s.W1, s.W2, s.peak, s.lr, xb, xdb, yb, *_consts(p), **_flags(p, s.lr_scalar))
-    return replace(s, W1=W1, W2=W2, peak=peak)
+    return replace(s, W1=W1, W2=W2, peak=peak, step=s.step + 1)
 
 
 def _block(steps: int) -> int:
@@ -536,7 +576,7 @@ def compiled_steps_fn(
         W1, W2, peak = _compiled_steps(
             W1, W2, peak, s.lr, xs[i : i + k], xds[i : i + k], ys[i : i + k], *consts, **flags
         )
-    return replace(s, W1=W1, W2=W2, peak=peak)
+    return replace(s, W1=W1, W2=W2, peak=peak, step=s.step + xs.shape[0])
 
 
 def moments_step_fn(p: CurlProblem, s: CurlState) -> CurlState:
@@ -552,7 +592,31 @@ def moments_step_fn(p: CurlProblem, s: CurlState) -> CurlState:
     W1 = torch.baddbmm(W1, back.transpose(1, 2), g * p.d1r if p.use_d1 else g, alpha=-1.0)
     W2 = torch.addcmul(W2, G2, p.d2r, value=-1.0) if p.use_d2 else W2.sub(G2)
     W1, W2 = _renorm(W1, W2, p.n1, p.n2, p.cfg.norm_constraint)
-    return replace(s, W1=W1, W2=W2, peak=peak)
+    return replace(s, W1=W1, W2=W2, peak=peak, step=s.step + 1)
+
+
+def rule_step_fn(p: CurlProblem, s: CurlState, xb: torch.Tensor, yb: torch.Tensor) -> CurlState:
+    """One update by any rule through ``rules.Context``: the rule sees this network as a bias-free
+    2-layer MLP whose output also passes through phi (its output delta ŷ − y omits phi', SPEC B.2), and its
+    updates (descent directions) are applied as W ← W + rate·u with rate = η·B/P, then the norm constraint."""
+    act, seeds = p.cfg.activation, p.seeds.to(xb.device)
+    Wf = p.rule.perturb([s.W1, s.W2], s.rule_state, seeds, s.step)  # forward-pass weights (parameter noise)
+    a1 = torch.bmm(xb, Wf[0].transpose(1, 2))
+    h = _phi(a1, act)
+    a2 = torch.bmm(h, Wf[1].transpose(1, 2))
+    out = _phi(a2, act)
+    peak = s.peak
+    if p.mode != "minibatch":  # every step's error is the training error, so the peak is exact
+        peak = torch.maximum(peak, (out - yb).pow(2).mean(dim=(1, 2)).mul_(0.5))
+    net = MLP([s.W1, s.W2], [None, None], act)
+    trace = Trace(pre=[xb, h], post=[a1, a2], z=[a1, a2], out=out, weights=Wf)
+    ctx = Context(net=net, trace=trace, x=xb, y=yb, loss="mse", seeds=seeds, step=s.step)
+    res = p.rule.step(s.rule_state, ctx)
+    # lr holds η·(B/P)/B (the batch mean folded in; times B in moments mode); descent already averages
+    rate = s.lr if p.mode == "moments" else s.lr * xb.shape[1]
+    (u1, _), (u2, _) = res.updates
+    W1, W2 = _renorm(s.W1 + rate * u1, s.W2 + rate * u2, p.n1, p.n2, p.cfg.norm_constraint)
+    return replace(s, W1=W1, W2=W2, peak=peak, rule_state=res.state, step=s.step + 1)
 
 
 def freeze(p: CurlProblem, s: CurlState, bad: torch.Tensor, epoch: int) -> CurlState:
@@ -600,7 +664,10 @@ class Shuffles:
 
 def epoch_fn(p: CurlProblem, s: CurlState, shuffles: Shuffles | None = None, compiled: bool = False) -> CurlState:
     """One epoch: P/B mini-batch steps in this epoch's shuffled order, or one full-batch step;
-    ``compiled`` runs them through ``compiled_steps_fn``."""
+    ``compiled`` runs them through ``compiled_steps_fn``. A rule the fused step does not compute runs
+    through ``rule_step_fn`` (eagerly), full batch on the whole training set."""
+    if not p.fused:
+        return _rule_epoch(p, s, shuffles)
     if p.mode == "moments":
         return moments_step_fn(p, s)
     if p.mode == "full":
@@ -620,6 +687,21 @@ def epoch_fn(p: CurlProblem, s: CurlState, shuffles: Shuffles | None = None, com
     for i in range(K):
         xb = Xf.index_select(0, rows[i]).view(E, cfg.B, cfg.M)
         s = step_fn(p, s, xb, xb * p.d1r if p.use_d1 else xb, Ys[i])
+    return s
+
+
+def _rule_epoch(p: CurlProblem, s: CurlState, shuffles: Shuffles | None) -> CurlState:
+    """One epoch of ``rule_step_fn`` steps (mini-batches in the shuffled order, or the full batch)."""
+    if p.mode != "minibatch":
+        assert p.X_all is not None and p.Y_all is not None
+        return rule_step_fn(p, s, p.X_all, p.Y_all)
+    assert shuffles is not None
+    cfg, E = p.cfg, p.E
+    rows = shuffles.rows(s.epoch + 1)
+    Xf, Yf = p.Xu.reshape(-1, cfg.M), p.Yu.reshape(-1, 1)
+    for i in range(p.steps_per_epoch):
+        xb = Xf.index_select(0, rows[i]).view(E, cfg.B, cfg.M)
+        s = rule_step_fn(p, s, xb, Yf.index_select(0, rows[i]).view(E, cfg.B, 1))
     return s
 
 
@@ -686,7 +768,7 @@ def simulate(
     k1=0,
     k2=0,
     init_scale=1.0,
-    rule="curl",
+    rule: str | list[str] | Transform = "curl",
     eta=None,
     threads: int | None = None,
     device=None,
@@ -695,7 +777,10 @@ def simulate(
     """Advance an ensemble (one member per entry of ``seeds``; the other arguments broadcast) together.
 
     Each member's teacher, data, student init, shuffles and DFA feedback are functions of its seed only,
-    so a member gives the same trajectory alone or inside any batch. ``eta`` (per member) overrides
+    so a member gives the same trajectory alone or inside any batch. ``rule``: per member a label
+    ("gd", "curl", "dfa", "dfa_flip": the paper's rules, or any registered rule name), or one rule object
+    from ``plasticlab.rules`` for every member; ``k1``/``k2`` (per member) flip the first k columns of W1's
+    and W2's updates (``rules.flip_columns``; ignored by "gd" and "dfa"). ``eta`` (per member) overrides
     ``cfg.eta``. Members whose weights go non-finite are recorded as diverged, reset to their initial
     weights and frozen; the rest go on. ``threads``: intra-op threads for the loop, restored afterwards
     (default: leave torch's setting alone; the sweep executor sets it). ``device``: where to run
@@ -710,13 +795,16 @@ def simulate(
         torch.set_num_threads(max(1, int(threads)))
     try:
         with torch.no_grad():
-            return _run(cfg, members, device, compiling.enabled() if compile is None else bool(compile))
+            given = rule if isinstance(rule, Transform) else None
+            return _run(cfg, members, device, compiling.enabled() if compile is None else bool(compile), given)
     finally:
         torch.set_num_threads(saved_threads)
 
 
-def _run(cfg: CurlConfig, members: pd.DataFrame, device, compiled: bool = False) -> CurlResult:
-    p, s = init_fn(cfg, members, device)
+def _run(
+    cfg: CurlConfig, members: pd.DataFrame, device, compiled: bool = False, rule: Transform | None = None
+) -> CurlResult:
+    p, s = init_fn(cfg, members, device, rule)
     log, hist = ErrorLog(p), History(cfg)
     shuffles = Shuffles(p) if p.mode == "minibatch" else None
     s = log.measure(p, s)

@@ -1,0 +1,128 @@
+"""Which rule the curl-descent engine runs, taken from ``plasticlab.rules``, and its fused form.
+
+A member's rule is named by a label: one of the four rules the curl-descent paper compares (SPEC B.2),
+
+    "gd"       -> sgd()                                   (k1, k2 ignored: nothing flips)
+    "curl"     -> chain(sgd(), flip_columns([k1, k2]))
+    "dfa"      -> dfa(feedback="uniform")                 (k1, k2 ignored)
+    "dfa_flip" -> chain(dfa(feedback="uniform"), flip_columns([k1, k2]))
+
+or any registered rule (``"sgd"``, ``"bcm:rate=0.2"``, a rule registered from user code), whose pieces are
+followed by ``flip_columns([k1, k2])`` when some k is non-zero; ``simulate`` also takes a rule object
+(a ``Chain`` or a ``Signal``). Members of one batch may differ in their learning signal only (through
+``per_member``), and in their flips.
+
+``fuse`` recognises the rules the engine's fused step computes directly: an ``sgd`` or ``dfa`` signal
+(or a per-member choice between them), column flips, and a zero decay. Their arithmetic there is the same as
+the pieces' (the flip multiplies the presynaptic activity before the outer product, which equals flipping
+the update's columns exactly, since negation is exact); any other rule runs through ``Context``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from plasticlab.errors import PlasticlabError
+from plasticlab.rules import Chain, Transform, chain, get, parse_rule
+from plasticlab.rules.flips import FlipColumns, PerMember, flip_columns, per_member
+from plasticlab.rules.signals import DFA, SGD
+from plasticlab.rules.transforms import WeightDecay
+
+# label -> (signal, do the member's k1/k2 flip its columns)
+PRESETS: dict[str, tuple[str, bool]] = {
+    "gd": ("sgd", False),
+    "curl": ("sgd", True),
+    "dfa": ("dfa:feedback='uniform'", False),
+    "dfa_flip": ("dfa:feedback='uniform'", True),
+}
+
+
+def label_pieces(label: str) -> tuple[list[Transform], bool]:
+    """The pieces a member label names (before flips) and whether the member's k1/k2 apply."""
+    name, flips = PRESETS.get(label, (label, True))
+    base, hyper = parse_rule(name)
+    return get(base).build(**hyper), flips
+
+
+def build_rule(members: pd.DataFrame, given: Transform | None = None) -> Chain:
+    """One rule for the batch: ``given`` (one for every member) or the members' labels; then their flips."""
+    k1, k2 = members.k1.to_numpy(), members.k2.to_numpy()
+    if given is not None:
+        parts = list(given.parts) if isinstance(given, Chain) else [given]
+    else:
+        labels = list(dict.fromkeys(members.rule))
+        built = {lab: label_pieces(lab) for lab in labels}
+        flipped = members.rule.map(lambda lab: built[lab][1]).to_numpy()
+        k1, k2 = np.where(flipped, k1, 0), np.where(flipped, k2, 0)
+        parts = _shared(built, labels, members.rule.map(labels.index).to_numpy())
+    if (k1 != 0).any() or (k2 != 0).any():
+        parts.insert(1, flip_columns([k1, k2]))
+    return chain(*parts)
+
+
+def _shared(built: dict, labels: list[str], which: np.ndarray) -> list[Transform]:
+    """The pieces of several labels as one rule: only the learning signal may differ between them."""
+    if len(labels) == 1:
+        return list(built[labels[0]][0])
+    rests = {repr(built[lab][0][1:]) for lab in labels}
+    if len(rests) > 1:
+        raise PlasticlabError(
+            f"members of one batch may differ only in their learning signal; {', '.join(labels)} differ in "
+            "more (run them as separate batches)"
+        )
+    signals = [built[lab][0][0] for lab in labels]
+    if len({repr(s) for s in signals}) == 1:  # e.g. "gd" and "curl": one signal, flipped or not
+        return list(built[labels[0]][0])
+    return [per_member(signals, which), *built[labels[0]][0][1:]]
+
+
+@dataclass(frozen=True)
+class Fused:
+    """A rule in the form the fused step takes: the DFA feedback and mask, and the column diagonals."""
+
+    Ft: torch.Tensor  # (E, 1, N) feedback carrying the error back (rows of non-DFA members unused)
+    dfa_mask: torch.Tensor  # (E, 1, 1) bool: members whose error travels through Ft
+    d1: torch.Tensor  # (E, M) column diagonal of W1's update
+    d2: torch.Tensor  # (E, N)
+
+
+def fuse(rule: Transform, state: tuple, W2: torch.Tensor, M: int) -> Fused | None:
+    """``rule`` (with its initial ``state``) as the fused step's inputs, or None if it is not one of its."""
+    parts, states = (list(rule.parts), list(state)) if isinstance(rule, Chain) else ([rule], [state])
+    E, N, dt = W2.shape[0], W2.shape[2], W2.dtype
+    back = _fused_signal(parts[0], states[0], E)
+    if back is None:
+        return None
+    Ft, mask = back
+    d1, d2 = torch.ones(E, M, dtype=dt), torch.ones(E, N, dtype=dt)
+    for p, s in zip(parts[1:], states[1:]):
+        if isinstance(p, FlipColumns):
+            d1, d2 = d1 * s[0], d2 * s[1]
+        elif not (type(p) is WeightDecay and isinstance(p.gamma, float) and p.gamma == 0.0):
+            return None
+    if Ft is None:
+        Ft = torch.zeros(E, 1, N, dtype=dt)
+    return Fused(Ft.to(dt), mask, d1, d2)
+
+
+def _fused_signal(sig: Transform, state, E: int) -> tuple[torch.Tensor | None, torch.Tensor] | None:
+    """(Ft, dfa mask) of an sgd / dfa signal or a per-member choice of them; None for any other signal."""
+    if type(sig) is SGD:
+        return None, torch.zeros(E, 1, 1, dtype=torch.bool)
+    if type(sig) is DFA:
+        return state[0].transpose(1, 2).contiguous(), torch.ones(E, 1, 1, dtype=torch.bool)
+    if type(sig) is not PerMember or not all(type(s) in (SGD, DFA) for s in sig.signals):
+        return None
+    mask = torch.zeros(E, dtype=torch.bool)
+    Ft = None
+    for i, (s, st) in enumerate(zip(sig.signals, state)):
+        if type(s) is DFA:
+            mine = sig.which == i
+            F = st[0].transpose(1, 2)
+            Ft = F.clone() if Ft is None else torch.where(mine[:, None, None], F, Ft)
+            mask |= mine
+    return (None if Ft is None else Ft.contiguous()), mask.reshape(E, 1, 1)
