@@ -81,6 +81,17 @@ def test_labels_are_rules_from_the_registry():
     assert torch.equal(mixed.W1, chosen.W1) and torch.equal(mixed.W2, chosen.W2)
 
 
+@pytest.mark.parametrize("rules", [["gd"], ["curl"], ["dfa_flip"], ["gd", "curl", "dfa", "dfa_flip"], ["sgd"]])
+def test_the_papers_rules_take_the_fused_step(rules):
+    """The committed curl results come from the fused step: a registry change that sent these rules through
+    Context instead would change them by rounding (as a zero decay appended to "sgd" once nearly did)."""
+    from plasticlab.simulation.curl import _members, init_fn
+
+    cfg = small_cfg()
+    p, _ = init_fn(cfg, _members(cfg, list(range(len(rules))), 1, 2, 1.0, rules, None))
+    assert p.fused and p.dfa_any == any(r.startswith("dfa") for r in rules)
+
+
 def test_uniform_dfa_feedback_is_the_curl_engines_draw():
     cfg = small_cfg()
     W1, W2, *_, F = initial_state(cfg, torch.tensor([5, 9]), torch.ones(2), D)

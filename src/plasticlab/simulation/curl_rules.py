@@ -45,7 +45,13 @@ def label_pieces(label: str) -> tuple[list[Transform], bool]:
     """The pieces a member label names (before flips) and whether the member's k1/k2 apply."""
     name, flips = PRESETS.get(label, (label, True))
     base, hyper = parse_rule(name)
-    return get(base).build(**hyper), flips
+    parts = get(base).build(**hyper)
+    return parts[:1] + [p for p in parts[1:] if not _no_op(p)], flips
+
+
+def _no_op(piece: Transform) -> bool:
+    """A piece that leaves every update as it is (``sgd``'s default zero decay)."""
+    return type(piece) is WeightDecay and isinstance(piece.gamma, float) and piece.gamma == 0.0
 
 
 def build_rule(members: pd.DataFrame, given: Transform | None = None) -> Chain:
@@ -102,7 +108,7 @@ def fuse(rule: Transform, state: tuple, W2: torch.Tensor, M: int) -> Fused | Non
     for p, s in zip(parts[1:], states[1:]):
         if isinstance(p, FlipColumns):
             d1, d2 = d1 * s[0], d2 * s[1]
-        elif not (type(p) is WeightDecay and isinstance(p.gamma, float) and p.gamma == 0.0):
+        elif not _no_op(p):
             return None
     if Ft is None:
         Ft = torch.zeros(E, 1, N, dtype=dt)
