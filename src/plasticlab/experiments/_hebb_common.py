@@ -111,3 +111,37 @@ def dtype_of(name: str):
     return {"float64": torch.float64, "float32": torch.float32}[
         check_choice("dtype", name, ["float64", "float32"])
     ]
+
+
+def train_sgd_grid(
+    m: pd.DataFrame,
+    data,
+    widths: list[int],
+    activation: str,
+    sigma,
+    spec: dict,
+    record_every: int,
+    dtype=torch.float64,
+):
+    """SGD with one decay γ (``m.gamma``) and forward-pass noise σ (``sigma``, one per member) per member of a
+    σ × γ × seed table ``m``, on ``data`` (one copy per unique seed, shared out to the members): the
+    hebb-phase / hebb-valopt run. Alignment is averaged over the second half of ``spec["steps"]``."""
+    from plasticlab.networks.mlp import init_mlp
+    from plasticlab.simulation.train_mlp import train_mlp
+
+    data = share(data, m.seed_index.values)
+    seeds = m.seed.tolist()
+    net = init_mlp(seeds, widths, activation, dtype=dtype)
+    steps = spec["steps"]
+    return train_mlp(
+        net,
+        make_rule("sgd", gamma=m.gamma.values, sigma=sigma),
+        data,
+        seeds,
+        steps=steps,
+        lr=spec["lr"],
+        batch_size=spec["batch_size"],
+        record_every=record_every,
+        average_from=steps // 2,
+        late_every=2,
+    )

@@ -20,15 +20,12 @@ from plasticlab.claims import KPZ, AllCells, AtLeast, AtMost, Claim, Within, fra
 from plasticlab.experiments._hebb_common import (
     ACTIVATIONS,
     members,
-    share,
     summarise,
+    train_sgd_grid,
     unique_seeds,
 )
 from plasticlab.experiments.base import MAX_STEPS, NONNEG, Experiment, Interval, register
-from plasticlab.networks.mlp import init_mlp
 from plasticlab.report import Report
-from plasticlab.rules import make_rule
-from plasticlab.simulation.train_mlp import train_mlp
 from plasticlab.tasks import teacher_regression
 
 LINREG = "linear-regression"
@@ -148,22 +145,9 @@ def run_phase_chunk(spec) -> pd.DataFrame:
             useeds, d_in=d, d_out=d, n_train=spec["n_train"], n_val=spec["n_val"], label_noise=spec["label_noise"]
         )
         widths, net_act = [d, spec["hidden"], d], act
-    data = share(data, m.seed_index.values)
-    seeds = m.seed.tolist()
-    net = init_mlp(seeds, widths, net_act)
-    sig = np.full(len(m), spec["sigma"])
     steps = spec["steps"]
-    res = train_mlp(
-        net,
-        make_rule("sgd", gamma=m.gamma.values, sigma=sig),
-        data,
-        seeds,
-        steps=steps,
-        lr=spec["lr"],
-        batch_size=spec["batch_size"],
-        record_every=max(steps // 20, 1),
-        average_from=steps // 2,
-        late_every=2,
+    res = train_sgd_grid(
+        m, data, widths, net_act, np.full(len(m), spec["sigma"]), spec, record_every=max(steps // 20, 1)
     )
     rows = []
     for l in range(len(widths) - 1):

@@ -26,11 +26,9 @@ import pandas as pd
 import torch
 
 from plasticlab.claims import KPZ, Claim, Within, measure
-from plasticlab.experiments._hebb_common import members, share, unique_seeds
+from plasticlab.experiments._hebb_common import members, train_sgd_grid, unique_seeds
 from plasticlab.experiments.base import Experiment, register
-from plasticlab.networks.mlp import init_mlp
 from plasticlab.report import Report
-from plasticlab.rules import make_rule
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "mlp": dict(kind="teacher", label_noise=0.0, n_train=20000),
@@ -113,27 +111,11 @@ class HebbValopt(Experiment):
 
 def run_valopt_chunk(spec: dict) -> pd.DataFrame:
     """One setting: σ × γ × seed members; one row per member (last layer's alignment)."""
-    from plasticlab.simulation.train_mlp import train_mlp
-
     m = members(spec["seeds"], sigma=spec["sigmas"], gamma=spec["gammas"])
     data, act = _data(spec["setting"], unique_seeds(spec["seeds"]), spec["d"], spec["n_val"])
     widths = [data.d_in, data.d_out] if act == "linear" else [data.d_in, spec["hidden"], data.d_out]
-    data = share(data, m.seed_index.values)
-    seeds = m.seed.tolist()
-    net = init_mlp(seeds, widths, act, dtype=torch.float64)
     steps = spec["steps"]
-    res = train_mlp(
-        net,
-        make_rule("sgd", gamma=m.gamma.values, sigma=m.sigma.values),
-        data,
-        seeds,
-        steps=steps,
-        lr=spec["lr"],
-        batch_size=spec["batch_size"],
-        record_every=max(steps // 10, 1),
-        average_from=steps // 2,
-        late_every=2,
-    )
+    res = train_sgd_grid(m, data, widths, act, m.sigma.values, spec, record_every=max(steps // 10, 1))
     last = len(widths) - 2
     return m.drop(columns="seed_index").assign(
         setting=spec["setting"],
