@@ -18,6 +18,7 @@ BENCHMARKS = {  # name -> module (each defines main(argv) except probe, whose ma
     "small-roofline": "benchmarks.small_roofline",
     "probe": "benchmarks.probe",
     "quick-suite": "benchmarks.quick_suite",
+    "paper-cost": "benchmarks.paper_cost",
 }
 
 

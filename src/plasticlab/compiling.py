@@ -49,8 +49,8 @@ def use(flag: Any) -> Iterator[bool]:
 class Compiled:
     """``fn`` compiled with torch.compile on first use; if compiling fails, one warning line and ``fn``."""
 
-    def __init__(self, fn: Callable, name: str):
-        self.fn, self.name = fn, name
+    def __init__(self, fn: Callable, name: str, dynamic: bool | None = False):
+        self.fn, self.name, self.dynamic = fn, name, dynamic
         self._compiled: Callable | None = None
         self._failed = False
 
@@ -62,7 +62,7 @@ class Compiled:
             if self._compiled is None:
                 import torch
 
-                self._compiled = torch.compile(self.fn, dynamic=False)
+                self._compiled = torch.compile(self.fn, dynamic=self.dynamic)
             return self._compiled(*args, **kwargs)
         except Exception as e:  # any compiler failure means: run eagerly
             self._failed = True

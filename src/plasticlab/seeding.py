@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 
@@ -58,10 +59,21 @@ def _as_seeds(seeds: Sequence[int] | torch.Tensor) -> torch.Tensor:
     return s
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _eager(fn: _F) -> _F:
+    """Draws stay out of torch.compile graphs (a graph break around them): the generator's unsigned 64-bit
+    constants overflow the compiler's int64 index arithmetic, and eager draws keep a compiled step's random
+    numbers bit-identical to the eager step's. Outside a compiled function this only adds a thin wrapper."""
+    return torch.compiler.disable(fn)
+
+
 def _on(t: torch.Tensor, device) -> torch.Tensor:
     return t.to(pick(device))
 
 
+@_eager
 def random_bits(seeds, key: int, shape: Sequence[int], device=None) -> torch.Tensor:
     """(E, *shape) int64 of 64 random bits each, a function of (seed, key, flat index) only."""
     return _on(_bits(seeds, key, shape), device)
@@ -76,6 +88,7 @@ def _bits(seeds, key: int, shape: Sequence[int]) -> torch.Tensor:
     return bits.reshape(len(s), *shape)
 
 
+@_eager
 def uniform(seeds, key: int, shape: Sequence[int], dtype=torch.float64, device=None) -> torch.Tensor:
     """Uniform on the open interval (0, 1), shape (E, *shape)."""
     return _on(_uniform(seeds, key, shape).to(dtype), device)
@@ -86,6 +99,7 @@ def _uniform(seeds, key: int, shape: Sequence[int]) -> torch.Tensor:
     return (bits.to(torch.float64) + 0.5) * 2.0**-53
 
 
+@_eager
 def normal(seeds, key: int, shape: Sequence[int], dtype=torch.float64, device=None) -> torch.Tensor:
     """Standard normal draws (Box–Muller), shape (E, *shape)."""
     n = math.prod(shape)
@@ -94,16 +108,19 @@ def normal(seeds, key: int, shape: Sequence[int], dtype=torch.float64, device=No
     return _on(z.reshape(len(u), *shape).to(dtype), device)
 
 
+@_eager
 def randint(seeds, key: int, shape: Sequence[int], high: int, device=None) -> torch.Tensor:
     """Integers in [0, high), shape (E, *shape)."""
     return _on(torch.floor(_uniform(seeds, key, shape) * high).to(torch.int64).clamp_(max=high - 1), device)
 
 
+@_eager
 def permutation(seeds, key: int, n: int, device=None) -> torch.Tensor:
     """One random permutation of range(n) per member, shape (E, n)."""
     return _on(torch.argsort(_bits(seeds, key, (n,)), dim=1), device)
 
 
+@_eager
 def permutations(seeds, keys: Sequence[int], n: int, device=None) -> torch.Tensor:
     """``permutation(seeds, k, n)`` for every k in ``keys`` in one vectorised draw, shape (E, len(keys), n):
     the same numbers (each is a function of (seed, key, index) only) for a fraction of the per-call cost,

@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from plasticlab import cancel
+from plasticlab import cancel, compiling
+from plasticlab.compiling import Compiled
 from plasticlab.errors import PlasticlabError, check_positive
 from plasticlab.metrics.hebbian import cosine, hebbian_direction
 from plasticlab.networks.mlp import MLP, Trace
@@ -157,6 +158,12 @@ def step_fn(
     return new, StepInfo(step, x, y, trace, out, ctx)
 
 
+# Compiled whole, with graph breaks where a rule draws random numbers (plasticlab.seeding stays eager) and
+# around Python-level bookkeeping; ``dynamic=None`` lets the step counter become symbolic instead of one
+# recompile per step.
+_compiled_step = Compiled(step_fn, "the MLP trainer step", dynamic=None)
+
+
 def _alignment(info: StepInfo, alive: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Per-layer Hebbian matrices H and the (L, E) alignment cos(signal, H), NaN for dead members."""
     # H once per layer, shared by the alignment, the late sums and the per-neuron cosines
@@ -258,6 +265,7 @@ def train_mlp(
     late_every: int = 1,
     record_at=None,
     observe=None,
+    compile: bool | None = None,
 ) -> TrainResult:
     """Train E members together. ``seeds`` (E,) drive each member's batches and noise.
 
@@ -267,19 +275,22 @@ def train_mlp(
     checkpoint steps (e.g. log-spaced, to resolve early transients). ``observe(step, ctx, out, state, alive)``,
     if given, is called at every checkpoint before the update is applied, with this step's context, the
     rule's output, the rule state the step started from (so an observer may re-run ``rule.step`` on a
-    perturbed context without disturbing training) and the (E,) mask of members still alive."""
+    perturbed context without disturbing training) and the (E,) mask of members still alive.
+    ``compile``: run the step through torch.compile (default: ``plasticlab.compiling.enabled()``); the
+    checkpoint and late-window measurements stay eager."""
     rule = as_chain(rule)
     seeds = _checked_seeds(net, seeds, steps=steps, lr=lr, batch_size=batch_size, late_every=late_every)
     check_shapes(net, data)
     average_from = steps // 2 if average_from is None else average_from
     extra = set() if record_at is None else {int(s) for s in record_at}
+    step_of = _compiled_step if (compiling.enabled() if compile is None else compile) else step_fn
     state = init_fn(net, rule, seeds)
     window, record = LateWindow(net), Checkpoints(data, net.depth, neurons, val_batch)
     for step in range(steps):
         cancel.check()
         checkpoint = step % record_every == 0 or step == steps - 1 or step in extra
         late = step >= average_from and (step - average_from) % late_every == 0
-        new, info = step_fn(state, rule, data, seeds, lr=lr, batch_size=batch_size, check=checkpoint)
+        new, info = step_of(state, rule, data, seeds, lr=lr, batch_size=batch_size, check=checkpoint)
         if checkpoint and observe is not None:
             observe(step, info.ctx, info.out, state.rule_state, state.alive)
         if checkpoint or late:
