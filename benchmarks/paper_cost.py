@@ -174,13 +174,15 @@ class Rates:
     chunk takes the rate of the timed shape of the same engine whose per-step FLOPs are nearest in log
     scale."""
 
-    def __init__(self, budget: float, limit: int | None = None):
-        self.budget, self.limit = budget, limit
+    def __init__(self, budget: float, limit: int | None = None, timing: bool = True):
+        self.budget, self.limit, self.timing = budget, limit, timing
         self.cache: dict[tuple, tuple[float, float]] = {}
         self.per_step: dict[tuple, float] = {}
 
     def plan(self, works: list[Work]) -> None:
         """Time the shapes of ``works`` that will be measured (the largest ``limit`` ones, or all)."""
+        if not self.timing:
+            return
         shapes: dict[tuple, Work] = {}
         for w in sorted(works, key=lambda w: -w.flops):
             if w.engine != "none" and w.flops > 0:
@@ -191,7 +193,7 @@ class Rates:
                 self.per_step[key] = w.members * w.per_step
 
     def __call__(self, w: Work) -> tuple[float, float]:
-        if w.engine == "none" or w.flops <= 0:
+        if w.engine == "none" or w.flops <= 0 or not self.timing:
             return math.nan, math.nan
         key = w.key()
         if key not in self.cache:
@@ -221,14 +223,15 @@ def paper_table(names: list[str], rates: Rates, log: Callable[[str], None] = pri
         flops = cpu = gpu_c = gpu_l = 0.0
         gf: list[float] = []
         for w in works:
-            rate, ops = rates(w)
-            if math.isnan(rate):
+            if w.engine == "none":
                 continue
+            rate, ops = rates(w)
             flops += w.flops
-            cpu += w.flops / rate
             c, l = gpu_seconds(w, ops)
             gpu_c, gpu_l = gpu_c + c, gpu_l + max(c, l)
-            gf.append(rate / 1e9)
+            if not math.isnan(rate):
+                cpu += w.flops / rate
+                gf.append(rate / 1e9)
         engines = sorted({w.engine for w in works})
         notes = sorted({w.note for w in works if w.note})
         row = dict(
@@ -240,7 +243,7 @@ def paper_table(names: list[str], rates: Rates, log: Callable[[str], None] = pri
             gflops_min=min(gf) if gf else math.nan,
             gflops_max=max(gf) if gf else math.nan,
             cpu_hours=cpu / 3600 if gf else math.nan,
-            gpu_compute_hours=gpu_c / 3600 if gf else math.nan,
+            gpu_compute_hours=gpu_c / 3600 if flops else math.nan,
             gpu_hours=gpu_l / 3600 if gf else math.nan,
             note="; ".join(notes),
         )
@@ -319,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
         default=3,
         help="shapes timed per experiment (the largest; the others take the nearest timed rate); 0 = all",
     )
+    ap.add_argument("--no-timing", action="store_true", help="FLOPs and compute-bound GPU time only (seconds)")
     ap.add_argument(
         "--manifests",
         nargs="*",
@@ -333,13 +337,13 @@ def main(argv: list[str] | None = None) -> None:
     header(
         "paper-cost", "FLOPs of each paper experiment at its paper size; CPU time predicted; GPU at a stated rate"
     )
-    rates = Rates(a.budget, a.shapes or None)
+    rates = Rates(a.budget, a.shapes or None, timing=not a.no_timing)
     t0 = time.perf_counter()
     rows = paper_table(names, rates)
     print()
     print(markdown(rows))
     paths = sorted(glob.glob("results/*/manifest.json")) if a.manifests is None else a.manifests
-    if paths:
+    if paths and not a.no_timing:
         print()
         print(manifest_check(paths, rates))
     print(

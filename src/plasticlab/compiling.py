@@ -62,6 +62,10 @@ class Compiled:
             if self._compiled is None:
                 import torch
 
+                # One compiled step serves every rule and shape a process runs (a sweep worker runs many
+                # chunks), and each is its own graph: past torch's default of 8 per function, dynamo would
+                # quietly run the rest eagerly.
+                torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
                 self._compiled = torch.compile(self.fn, dynamic=self.dynamic)
             return self._compiled(*args, **kwargs)
         except Exception as e:  # any compiler failure means: run eagerly
