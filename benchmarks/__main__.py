@@ -19,6 +19,7 @@ BENCHMARKS = {  # name -> module (each defines main(argv) except probe, whose ma
     "probe": "benchmarks.probe",
     "quick-suite": "benchmarks.quick_suite",
     "paper-cost": "benchmarks.paper_cost",
+    "mlp-step": "benchmarks.mlp_step",
 }
 
 

@@ -1,6 +1,7 @@
 """paper-cost's analytic FLOP counts: hand counts for tiny configs, and the engines' own matmuls counted by
 torch's FLOP counter on one real step."""
 
+import json
 import math
 
 import numpy as np
@@ -86,3 +87,19 @@ def test_measure_runs_the_engine_at_the_shape():
     assert rate > 0 and ops > 5
     c, lb = paper_cost.gpu_seconds(w, ops)
     assert c == pytest.approx(w.flops / 5e12) and lb == pytest.approx(100 * ops * 1e-5)
+
+
+def test_paper_cost_harness_runs(capsys, tmp_path):
+    manifest = tmp_path / "manifest.json"
+    spec = dict(rule="sgd", dataset="digits", gammas=[0.0], seeds=[0], hidden=8, steps=30, batch_size=16)
+    spec["dtype"] = "float64"
+    chunk = dict(state="done", seconds=2.0, spec=spec)
+    manifest.write_text(json.dumps(dict(experiment="hebb-classify", chunks=dict(a=chunk))))
+    argv = ["--experiments", "hebb-classify,curl-theory", "--budget", "0.02", "--manifests", str(manifest)]
+    paper_cost.main(argv)
+    out = capsys.readouterr().out
+    row = [ln for ln in out.splitlines() if ln.startswith("| hebb-classify |")]
+    assert len(row) == 1 and "—" not in row[0].split("|")[7]  # a CPU-hours figure was predicted
+    assert any(ln.startswith("| curl-theory |") and "eigenvalue" in ln for ln in out.splitlines())
+    check = [ln for ln in out.splitlines() if ln.startswith(f"| {manifest} |")]
+    assert len(check) == 1 and check[0].split("|")[3].strip() == "1" and "load average at the end" in out
