@@ -120,8 +120,7 @@ def chunk_work(name: str, spec: dict) -> Work:
         return Work("none", "float64", 0, 0, 0.0, note="eigenvalue analysis, no training steps")
     if name in ("hebb-table", "hebb-theorem", "hebb-transient", "hebb-adam"):
         m = n(spec["gammas"]) * n(spec["seeds"])
-        note = "the second (reference) training of hebb-adam is not counted" if name == "hebb-adam" else ""
-        return _mlp(spec, m, spec["widths"], spec["rule"], spec.get("dtype", "float64"), note=note)
+        return _mlp(spec, m, spec["widths"], spec["rule"], spec.get("dtype", "float64"))
     if name == "hebb-dfa":
         widths = [spec["d"], *[spec["width"]] * (spec["depth"] - 1), spec["d"]]
         return _mlp(spec, n(spec["scales"]) * n(spec["seeds"]), widths, "dfa", spec.get("dtype", "float64"))

@@ -66,6 +66,9 @@ class Compiled:
                 # chunks), and each is its own graph: past torch's default of 8 per function, dynamo would
                 # quietly run the rest eagerly.
                 torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+                from plasticlab import seeding
+
+                seeding.keep_out_of_compiled_graphs()
                 self._compiled = torch.compile(self.fn, dynamic=self.dynamic)
             return self._compiled(*args, **kwargs)
         except Exception as e:  # any compiler failure means: run eagerly

@@ -11,6 +11,7 @@ the numbers are then bit-identical on every device, at the cost of a host-to-dev
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Callable, Sequence
@@ -60,13 +61,29 @@ def _as_seeds(seeds: Sequence[int] | torch.Tensor) -> torch.Tensor:
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_outside_graphs: dict[str, Callable[..., Any]] = {}  # filled by keep_out_of_compiled_graphs()
 
 
 def _eager(fn: _F) -> _F:
-    """Draws stay out of torch.compile graphs (a graph break around them): the generator's unsigned 64-bit
-    constants overflow the compiler's int64 index arithmetic, and eager draws keep a compiled step's random
-    numbers bit-identical to the eager step's. Outside a compiled function this only adds a thin wrapper."""
-    return torch.compiler.disable(fn)
+    """A draw that stays out of torch.compile graphs once ``keep_out_of_compiled_graphs()`` ran: the
+    generator's unsigned 64-bit constants overflow the compiler's int64 index arithmetic, and eager draws
+    keep a compiled step's random numbers bit-identical to the eager step's. Until then (every run that does
+    not compile) it is one dict lookup; torch._dynamo, seconds to import, is not touched."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def draw(*args: Any, **kwargs: Any) -> Any:
+        return (_outside_graphs.get(name) or fn)(*args, **kwargs)
+
+    return draw  # type: ignore[return-value]
+
+
+def keep_out_of_compiled_graphs() -> None:
+    """Make every draw a graph break under torch.compile (called before anything is compiled)."""
+    if not _outside_graphs:
+        for fn in (random_bits, uniform, normal, randint, permutation, permutations):
+            raw = vars(fn)["__wrapped__"]  # set by functools.wraps in _eager
+            _outside_graphs[raw.__name__] = torch.compiler.disable(raw)
 
 
 def _on(t: torch.Tensor, device) -> torch.Tensor:
