@@ -257,8 +257,8 @@ def report(a, cfg, steps, n_ref, res, ref, peer, t_ref, t_peer, t_eng, l_eng) ->
         )
         line(f"engine ({name}) epoch-loop time, median", loop, "s")
         line(f"engine ({name}) time per update, all members together", 1e6 * loop / steps, "µs")
-        line(f"ratio NumPy peer / engine ({name}), epoch loops", l_peer / loop, "x", ".1f")
-        line(f"ratio autograd reference / engine ({name}), epoch loops", l_ref / loop, "x", ".1f")
+        line(f"ratio NumPy peer / engine ({name}), epoch loops", l_peer / loop, "x", ".3g")
+        line(f"ratio autograd reference / engine ({name}), epoch loops", l_ref / loop, "x", ".3g")
     print(f"load average at the end: {load()} (1/5/15 min)")
     if not ok:
         raise SystemExit("engine, reference and NumPy peer disagree beyond tolerance")
