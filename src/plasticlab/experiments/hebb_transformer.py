@@ -3,12 +3,19 @@
 A small pre-LN transformer (``norm="none"`` drops the LayerNorms; 2 blocks, 4 heads, 32-d embedding;
 attention written by hand from nn.Linear q/k/v/o projections so the probe sees every matrix) on the teacher
 regression task: the 32-d Gaussian input is split into 8 tokens × 4 features, embedded to 32-d (+ a learned
-position embedding), mean-pooled and read out to 32 outputs. Rules: Adam and SGD, each with *decoupled* decay
-applied after the optimizer step,
-W ← W(1 − ηγ) on every parameter. Adam + that decay is the AdamW form (AdamW decays just before its Adam step;
-the order changes ΔW by O(η²γ)). Because the decay runs outside the probed ``optimizer.step()``, the probe's
+position embedding), mean-pooled and read out to 32 outputs. Rules come from the rule registry by name
+(``make_rule(name, gamma=γ)`` run by ``RuleOptimizer`` on the nn.Linear layers; the paper's rows are ``adam``,
+``adam_l2`` and ``sgd``; any rule whose signal is the gradient or built on it, e.g. ``sgd:momentum=0.9``,
+works; rules that need an MLP's layer chain, such as dfa or fa, do not apply to a transformer). The
+position embedding and the LayerNorm gains and biases are not trained: they stay at their init (a plain
+normalisation and a fixed random position code), since a rule acts on weight matrices. A *decoupled*
+decay (sgd; adam, which with it is AdamW's form) is applied after the optimizer step, W ← W(1 − ηγ) on every
+weight matrix (biases are not decayed, the library's convention). AdamW decays just before its Adam step; the
+order changes ΔW by O(η²γ). Because that decay runs outside the probed ``optimizer.step()``, the probe's
 "actual update" is exactly the rule's learning signal g (ΔW = η(g − γW)) with decay excluded: −η·grad for SGD,
-−η·m̂/(√v̂+ε) for Adam. That is the ``alignment`` column; ``alignment_grad`` is the raw −∂ℓ/∂W (identical for SGD).
+−η·m̂/(√v̂+ε) for Adam. That is the ``alignment`` column; ``alignment_grad`` is the raw −∂ℓ/∂W (identical for
+SGD). A decay inside the rule (adam_l2's coupled L2, which Adam then normalises) stays in the step; its learning
+signal is −∂ℓ/∂W, so ``alignment`` is ``alignment_grad`` there.
 
 The probe is about ordinary nn.Modules (one model, one optimizer), so here a chunk is one (rule, γ, seed) model
 instead of an ensemble batch; chunks are independent and the sweep layer runs them in parallel.
@@ -24,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import cast
+from typing import NamedTuple, cast
 
 import numpy as np
 import pandas as pd
@@ -37,6 +44,8 @@ from plasticlab.experiments.base import MAX_STEPS, Experiment, Interval, Require
 from plasticlab.networks.transformer import TinyTransformer
 from plasticlab.probe import HebbianProbe
 from plasticlab.report import Report
+from plasticlab.rules import Chain, Decay, RuleOptimizer, make_rule, parse_rule, rule_names
+from plasticlab.rules.transforms import Adam, WeightDecay
 
 CELL_TOL = 0.1  # |ours − paper| per Table 1 cell, as hebb-table
 # Koplow, Poggio & Ziyin 2025, Table 1, transformer rows (the paper's numbers; NaN = "—", weights collapsed)
@@ -58,6 +67,12 @@ PAPER = {
 SECOND = ("blocks.0.attn.q", "blocks.0.attn.k", "blocks.0.attn.v")
 COLLAPSE = 1e-3  # a layer whose ‖W‖ fell below this fraction of its initial norm has collapsed
 TOL = 0.02  # dips smaller than this between consecutive γ count as noise in the monotonicity verdict
+
+
+def paper_cell(rule: str, gamma: float) -> float | None:
+    """The paper's Table 1 transformer cell for a rule (by its base name: "sgd:momentum=0.9" sits beside the
+    sgd row) and γ; None where the paper has no cell."""
+    return PAPER.get((parse_rule(rule)[0], gamma))
 
 
 def seeded_init(model: nn.Module, seed: int) -> None:
@@ -90,10 +105,44 @@ def make_data(seed: int, p: dict):
     return d.x_train[0], d.y_train[0], d.x_val[0], d.y_val[0]
 
 
+class RuleSetup(NamedTuple):
+    """A registry rule set up on the transformer: the optimizer, the decoupled γ applied after each step to
+    ``decayed``, and whether a decay piece sits inside the optimizer (then its probed update holds it)."""
+
+    opt: RuleOptimizer
+    tail: float
+    decayed: list[torch.Tensor]
+    coupled: bool
+
+
+def rule_optimizer(model: nn.Module, rule: str, gamma: float, spec: dict) -> RuleSetup:
+    """The named registry rule, ``make_rule(rule, gamma=γ)``, as the optimizer of ``model``'s nn.Linear layers.
+
+    A decoupled decay piece at the end of the chain (sgd; adam, which is then AdamW's form) is kept out of the
+    optimizer and applied after its step, outside the probe, so the probed update is the rule's learning
+    signal; a decay inside the chain (adam_l2's coupled L2) stays in it. Decay acts on the weight matrices
+    (biases too only if the piece says so). lr: ``lr_adam`` for a chain with an Adam piece, else ``lr_sgd``.
+    The other parameters (position embedding, LayerNorm gains and biases) stay at their init."""
+    parts = list(make_rule(rule, gamma=gamma).parts)
+    tail, biases = 0.0, False
+    while len(parts) > 1 and isinstance(parts[-1], WeightDecay):
+        wd = cast(WeightDecay, parts.pop())
+        tail, biases = tail + float(wd.gamma), biases or wd.biases  # a float: one γ per chunk
+    lr = spec["lr_adam"] if any(isinstance(p, Adam) for p in parts) else spec["lr_sgd"]
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for m in linear:
+        for p in m.parameters():
+            p.requires_grad_(True)
+    decayed = [p for m in linear for p in (m.weight, m.bias) if p is not None and (p is m.weight or biases)]
+    opt = RuleOptimizer(model, Chain(*parts), lr=lr, activation="linear", seed=int(spec["seed"]))
+    return RuleSetup(opt, tail, decayed, any(isinstance(p, Decay) for p in parts))
+
+
 def train_one(spec: dict) -> pd.DataFrame:
     """Train one (rule, gamma, seed) transformer and return its probe's alignment rows."""
     rule, gamma, seed = spec["rule"], float(spec["gamma"]), int(spec["seed"])
-    lr = spec["lr_adam"] if rule in ("adam", "adam_l2") else spec["lr_sgd"]
     xt, yt, xv, yv = make_data(seed, spec)
     model = TinyTransformer(
         spec["tokens"],
@@ -106,20 +155,15 @@ def train_one(spec: dict) -> pd.DataFrame:
         spec.get("norm", "layernorm"),
     )
     seeded_init(model, seed)
-    # adam_l2: coupled L2 (γW added to the gradient before Adam's preconditioning); the others decay after
-    coupled = rule == "adam_l2"
-    opt = (
-        torch.optim.Adam(model.parameters(), lr=lr, weight_decay=gamma if coupled else 0.0)
-        if rule in ("adam", "adam_l2")
-        else torch.optim.SGD(model.parameters(), lr=lr)
-    )
+    opt, tail, decayed, coupled = rule_optimizer(model, rule, gamma, spec)
+    lr = opt.param_groups[0]["lr"]
     probe = HebbianProbe(model, every=spec["every"]).attach_optimizer(opt)
     norm0 = {n: st.module.weight.detach().norm().item() for n, st in probe.layers.items()}
     loss_fn = lambda out, y: 0.5 * (out - y).pow(2).sum(1).mean()
     steps, B = spec["steps"], spec["batch_size"]
     late_from = int(steps * (1 - spec["late"]))
     chunk = 500  # batch indices drawn a block of steps at a time: (seed, key, step) → same as one per step
-    decay = 1.0 - lr * (0.0 if coupled else gamma)
+    decay = 1.0 - lr * tail
     diverged_at, losses = None, []
     t0 = time.perf_counter()
     for start in range(0, steps, chunk):
@@ -133,14 +177,15 @@ def train_one(spec: dict) -> pd.DataFrame:
                 break
             loss.backward()
             opt.step()
-            if gamma and not coupled:
+            if tail:
                 with torch.no_grad():
-                    torch._foreach_mul_(list(model.parameters()), decay)
+                    torch._foreach_mul_(decayed, decay)
             if step >= late_from and step % spec["every"] == 0:
                 losses.append(loss.item())
         if diverged_at is not None:
             break
     probe.remove()
+    opt.remove_hooks()
     with torch.no_grad():
         val = loss_fn(model(xv), yv).item()
         val_trivial = loss_fn(yt.mean(0).expand_as(yv), yv).item()  # predicting the mean: "learned nothing"
@@ -215,7 +260,7 @@ class HebbTransformer(Experiment):
         norm="layernorm",
     )
     quick = dict(seeds=[0], steps=1500, batch_size=128, every=10)
-    choices = dict(rules=["adam", "adam_l2", "sgd"], norm=["layernorm", "none"])
+    choices = dict(rules=rule_names(), norm=["layernorm", "none"])
 
     constraints = dict(
         every=Interval(int, 1, MAX_STEPS),
@@ -295,9 +340,9 @@ def transformer_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
     src = "Table 1 (transformer rows)"
     for rule in p["rules"]:
         for g in sorted(df[df.rule == rule].gamma.unique()):
-            if (rule, g) not in PAPER:
+            pv = paper_cell(rule, g)
+            if pv is None:
                 continue
-            pv = PAPER[(rule, g)]
             per, n_col, div = _per_seed(df, rule, g, SECOND)
             if math.isnan(pv):
                 frac, n = fraction(per.isna())
@@ -361,7 +406,12 @@ def write_report(df: pd.DataFrame, p: dict, out: Path) -> None:
     rep = Report(out, "hebb-transformer: Hebbian alignment of a small transformer vs weight decay", p)
     rep.text(__doc__.split("\n\n", 1)[1])
     paper = pd.DataFrame(
-        [dict(rule=r, gamma=g, alignment=v) for (r, g), v in PAPER.items() if r in p["rules"] and g in p["gammas"]]
+        [
+            dict(rule=r, gamma=g, alignment=v)
+            for r in p["rules"]
+            for g in p["gammas"]
+            if (v := paper_cell(r, g)) is not None
+        ]
     )
     mean_all, second = _mean_over(df), _mean_over(df, SECOND)
     rep.compare(
@@ -404,10 +454,12 @@ def write_report(df: pd.DataFrame, p: dict, out: Path) -> None:
         "Late-time Hebbian alignment vs γ (mean ± s.e.m. over seeds); dotted: the paper's Table 1",
     )
     rep.add_claims(transformer_claims(df, p, HebbTransformer().size(p)))
-    lrs = {"adam": p["lr_adam"], "adam_l2": p["lr_adam"], "sgd": p["lr_sgd"]}
+    lrs = df.groupby("rule").lr.first()  # per rule, as train_one chose it
     rep.text(
         "Stationarity under decay needs roughly steps ≳ 1/(ηγ): "
-        + "; ".join(f"{r}, γ={g:g}: {1 / (lrs[r] * g):.3g}" for r in p["rules"] for g in p["gammas"] if g > 0)
+        + "; ".join(
+            f"{r}, γ={g:g}: {1 / (lrs.get(r, math.nan) * g):.3g}" for r in p["rules"] for g in p["gammas"] if g > 0
+        )
         + f". This run: {p['steps']} steps, so γ with 1/(ηγ) above that were not stationary."
     )
     rep.write()
