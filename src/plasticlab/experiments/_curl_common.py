@@ -8,10 +8,24 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from plasticlab.experiments.base import SIZE, Interval, Require
+
 if TYPE_CHECKING:
     from plasticlab.simulation.curl import CurlConfig
 
 TOTAL = 219  # M + N in the paper's c sweeps
+
+# The (c, α) grid parameters curl-hidden and curl-readout share: their choices, constraints and relations.
+GRID_CHOICES = dict(activations=["linear", "tanh", "relu"], dtype=["float32", "float64"])
+GRID_CONSTRAINTS = dict(
+    c_min=Interval(float, 0, None, closed="neither"),
+    c_max=Interval(float, 0, None, closed="neither"),
+    n_c=Interval(int, 1, 1000),
+    total=Interval(int, 2, 100_000),
+    P=SIZE,
+    points_per_decade=Interval(int, 1, 10_000),
+)
+GRID_RELATIONS = (Require(("c_min", "c_max"), lambda lo, hi: lo <= hi, "c_min <= c_max"),)
 
 
 def shape_for(c: float, total: int = TOTAL) -> tuple[int, int]:

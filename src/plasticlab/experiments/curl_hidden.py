@@ -15,8 +15,15 @@ import numpy as np
 import pandas as pd
 
 from plasticlab.claims import NKC, AtLeast, AtMost, Claim
-from plasticlab.experiments._curl_common import flip_members, flip_table, shape_for
-from plasticlab.experiments.base import POSITIVE, SIZE, Experiment, Interval, Require, register
+from plasticlab.experiments._curl_common import (
+    GRID_CHOICES,
+    GRID_CONSTRAINTS,
+    GRID_RELATIONS,
+    flip_members,
+    flip_table,
+    shape_for,
+)
+from plasticlab.experiments.base import POSITIVE, SIZE, Experiment, register
 from plasticlab.report import Report
 from plasticlab.simulation.curl import CurlConfig, simulate
 
@@ -163,19 +170,9 @@ class CurlHidden(Experiment):
         epochs=400,
         dtype="float32",
     )
-    choices = dict(activations=["linear", "tanh", "relu"], dtype=["float32", "float64"])
-
-    constraints = dict(
-        c_min=Interval(float, 0, None, closed="neither"),
-        c_max=Interval(float, 0, None, closed="neither"),
-        n_c=Interval(int, 1, 1000),
-        total=Interval(int, 2, 100_000),
-        P=SIZE,
-        B=SIZE,
-        init_scale=POSITIVE,
-        points_per_decade=Interval(int, 1, 10_000),
-    )
-    relations = (Require(("c_min", "c_max"), lambda lo, hi: lo <= hi, "c_min <= c_max"),)
+    choices = GRID_CHOICES
+    constraints = dict(GRID_CONSTRAINTS, B=SIZE, init_scale=POSITIVE)
+    relations = GRID_RELATIONS
 
     def chunks(self, p):
         return shape_chunks(

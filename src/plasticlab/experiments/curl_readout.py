@@ -17,8 +17,14 @@ import numpy as np
 import pandas as pd
 
 from plasticlab.claims import NKC, AtLeast, Claim, fraction
-from plasticlab.experiments._curl_common import flip_members, flip_table
-from plasticlab.experiments.base import NONNEG, SIZE, Experiment, Interval, Require, register
+from plasticlab.experiments._curl_common import (
+    GRID_CHOICES,
+    GRID_CONSTRAINTS,
+    GRID_RELATIONS,
+    flip_members,
+    flip_table,
+)
+from plasticlab.experiments.base import NONNEG, Experiment, register
 from plasticlab.experiments.curl_hidden import (
     empirical_boundary,
     shape_chunks,
@@ -148,18 +154,9 @@ class CurlReadout(Experiment):
     quick = dict(
         c_min=0.03, c_max=10.0, n_c=5, alphas=[0.0, 0.05, 0.1, 0.2, 0.3, 0.5], seeds=[0, 1, 2], epochs=10000
     )
-    choices = dict(activations=["linear", "tanh", "relu"], dtype=["float32", "float64"])
-
-    constraints = dict(
-        c_min=Interval(float, 0, None, closed="neither"),
-        c_max=Interval(float, 0, None, closed="neither"),
-        n_c=Interval(int, 1, 1000),
-        total=Interval(int, 2, 100_000),
-        P=SIZE,
-        perturbation=NONNEG,
-        points_per_decade=Interval(int, 1, 10_000),
-    )
-    relations = (Require(("c_min", "c_max"), lambda lo, hi: lo <= hi, "c_min <= c_max"),)
+    choices = GRID_CHOICES
+    constraints = dict(GRID_CONSTRAINTS, perturbation=NONNEG)
+    relations = GRID_RELATIONS
 
     def chunks(self, p):
         return shape_chunks(

@@ -382,7 +382,12 @@ def _report(df: pd.DataFrame, p, out: Path) -> None:
             "as N grows.",
         )
 
-    # finite-N thresholds vs theory
+    _finite_tables(rep, thr, p)
+    rep.write()
+
+
+def _finite_tables(rep: Report, thr: pd.DataFrame, p: dict) -> None:
+    """The sampled thresholds at the largest N beside theory, and the mean deviation per layer and N."""
     g = (
         thr.groupby(["layer", "c_target", "N"])
         .agg(
@@ -411,4 +416,3 @@ def _report(df: pd.DataFrame, p, out: Path) -> None:
         dev.reset_index(),
         "Mean |sampled − theory| over the c values sampled at every N, by layer (rows) and N (columns)",
     )
-    rep.write()

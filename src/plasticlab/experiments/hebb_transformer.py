@@ -190,41 +190,54 @@ def train_one(spec: dict) -> pd.DataFrame:
         val = loss_fn(model(xv), yv).item()
         val_trivial = loss_fn(yt.mean(0).expand_as(yv), yv).item()  # predicting the mean: "learned nothing"
     df = probe.to_frame()
-    late = df[df.step >= late_from]
-    early = df[df.step < max(1, steps // 10)]
-    rows = []
-    for name in probe.layers:
-        w = probe.layers[name].module.weight.detach().norm().item()
-        collapsed = w < COLLAPSE * norm0[name]
-        lt, er = late[late.layer == name], early[early.layer == name]
-        a, ag = lt.alignment_update.mean(), lt.alignment_signal.mean()
-        if coupled:  # the probed update holds the coupled L2 term; the learning signal is −∂ℓ/∂W alone
-            a = ag
-        rows.append(
-            dict(
-                rule=rule,
-                gamma=gamma,
-                seed=seed,
-                layer=name,
-                alignment=math.nan if collapsed or diverged_at is not None else a,
-                alignment_grad=math.nan if collapsed or diverged_at is not None else ag,
-                alignment_early=er.alignment_update.mean(),
-                alignment_sd=lt.alignment_update.std(),
-                measured=len(lt),
-                weight_norm=w,
-                weight_norm0=norm0[name],
-                collapsed=collapsed,
-                diverged=diverged_at is not None,
-                diverged_at=diverged_at if diverged_at else -1,
-                train_loss_late=float(np.mean(losses)) if losses else math.nan,
-                val_loss=val,
-                val_loss_trivial=val_trivial,
-                lr=lr,
-                steps=steps,
-                seconds=time.perf_counter() - t0,
-            )
+    run = dict(
+        diverged=diverged_at is not None,
+        diverged_at=diverged_at if diverged_at else -1,
+        train_loss_late=float(np.mean(losses)) if losses else math.nan,
+        val_loss=val,
+        val_loss_trivial=val_trivial,
+        lr=lr,
+        steps=steps,
+        seconds=time.perf_counter() - t0,
+    )
+    windows = (df.step >= late_from, df.step < max(1, steps // 10))
+    rows = [
+        dict(
+            rule=rule,
+            gamma=gamma,
+            seed=seed,
+            **_layer_row(probe, name, norm0[name], df, windows, coupled, run),
+            **run,
         )
+        for name in probe.layers
+    ]
     return pd.DataFrame(rows)
+
+
+def _layer_row(
+    probe: HebbianProbe, name: str, norm0: float, df: pd.DataFrame, windows, coupled: bool, run
+) -> dict:
+    """One probed layer's columns: late means of the rule's signal (``alignment``; −∂ℓ/∂W when a decay sits in
+    its step) and of −∂ℓ/∂W, NaN if the layer collapsed or the run diverged; the first 10 %; weight norms."""
+    w = probe.layers[name].module.weight.detach().norm().item()
+    collapsed = w < COLLAPSE * norm0
+    late, early = windows
+    lt, er = df[late & (df.layer == name)], df[early & (df.layer == name)]
+    a, ag = lt.alignment_update.mean(), lt.alignment_signal.mean()
+    if coupled:  # the probed update holds the coupled L2 term; the learning signal is −∂ℓ/∂W alone
+        a = ag
+    failed = collapsed or run["diverged"]
+    return dict(
+        layer=name,
+        alignment=math.nan if failed else a,
+        alignment_grad=math.nan if failed else ag,
+        alignment_early=er.alignment_update.mean(),
+        alignment_sd=lt.alignment_update.std(),
+        measured=len(lt),
+        weight_norm=w,
+        weight_norm0=norm0,
+        collapsed=collapsed,
+    )
 
 
 @register
