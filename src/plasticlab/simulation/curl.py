@@ -93,7 +93,8 @@ def curl_step(W1, W2, x, y, d1, d2, lr, activation, feedback=None, norms=None):
     return W1n, W2n
 
 
-flips = column_flips  # (E, n) diagonals with the first k[e] entries −1 (SPEC B.2); the rules' flip_columns'
+# (E, n) ±1 diagonals, first k[e] entries −1 (SPEC B.2): the one builder, the one rules.flip_columns uses
+flips = column_flips
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -335,9 +336,11 @@ def _members(cfg: CurlConfig, seeds, k1, k2, init_scale, rule, eta) -> pd.DataFr
     E = len(seeds)
     if E == 0:
         raise PlasticlabError("simulate needs at least one seed")
-    rules = [repr(rule)] * E if isinstance(rule, Transform) else [str(r) for r in _broadcast("rule", rule, E)]
-    for r in dict.fromkeys(rules):
-        if not isinstance(rule, Transform):
+    if isinstance(rule, Transform):
+        rules = [repr(rule)] * E
+    else:
+        rules = [str(r) for r in _broadcast("rule", rule, E)]
+        for r in dict.fromkeys(rules):
             label_pieces(r)  # an unknown name fails here, naming the valid ones
     k1s = [int(k) for k in _broadcast("k1", k1, E)]
     k2s = [int(k) for k in _broadcast("k2", k2, E)]
