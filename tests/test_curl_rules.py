@@ -117,6 +117,13 @@ def test_context_path_equals_the_fused_step(kw):
     np.testing.assert_allclose(ctx.peak_train_error, fused.peak_train_error, rtol=1e-9)
 
 
+def test_compile_leaves_a_context_rule_eager():
+    rule = chain(ContextSGD(), flip_columns([[0, 2], 1]))
+    eager = simulate(small_cfg(), [0, 1], rule=rule, compile=False)
+    compiled = simulate(small_cfg(), [0, 1], rule=rule, compile=True)
+    assert torch.equal(eager.W1, compiled.W1) and torch.equal(eager.W2, compiled.W2)
+
+
 @pytest.mark.parametrize("B", [5, 20])
 def test_a_user_registered_rule_runs_in_the_curl_engine(half_sgd, B):
     cfg = small_cfg(B=B)
