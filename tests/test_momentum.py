@@ -8,7 +8,7 @@ from torch import nn
 
 from plasticlab import PlasticlabError, seeding
 from plasticlab.networks import init_mlp
-from plasticlab.rules import Context, chain, l2, make_rule, param_noise, sgd, weight_decay
+from plasticlab.rules import Context, chain, get, l2, make_rule, param_noise, sgd, weight_decay
 from plasticlab.rules.optim import RuleOptimizer
 from plasticlab.rules.transforms import momentum
 
@@ -72,6 +72,8 @@ def test_plain_sgd_is_unchanged_by_the_momentum_hyperparameter():
         for (ua, _), (ub, _), (ga, _), (gb, _) in zip(oa.updates, ob.updates, oa.signal, ob.signal):
             assert torch.equal(ua, ub) and torch.equal(ga, gb)
     assert [type(p).__name__ for p in a.parts] == [type(p).__name__ for p in b.parts]
+    # built without a decay (RuleOptimizer, the curl engine's labels), sgd is the bare signal it always was
+    assert [type(p).__name__ for p in get("sgd").build()] == ["SGD"]
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 2.0])

@@ -24,15 +24,16 @@ class SGD(Signal):
         return ctx.descent(ctx.backprop(ctx.output_delta())), state
 
 
-def sgd_rule(gamma: PerMember = 0.0, momentum: float = 0.0) -> Chain:
+def sgd_rule(gamma: PerMember | None = None, momentum: float = 0.0) -> Signal | Chain:
     """The rule "sgd" as torch's ``SGD(lr, momentum=μ, weight_decay=γ)``; its learning signal is −∂ℓ/∂W.
 
-    Without momentum coupled and decoupled decay are the same update, and the chain is exactly the plain one
-    (sgd, then weight decay). With ``momentum=μ`` the L2 term goes into the momentum buffer before it, as in
-    torch (``"sgd:momentum=0.9"``); the heavy ball then acts as a ≈ 1/(1 − μ) larger step on both."""
+    Without momentum coupled and decoupled decay are the same update, and the pieces are exactly the plain
+    ones: ``sgd`` alone when no γ is given (``get("sgd").build()``), ``sgd`` → ``weight_decay(γ)`` from
+    ``make_rule``. With ``momentum=μ`` the L2 term goes into the momentum buffer before it, as in torch
+    (``"sgd:momentum=0.9"``); the heavy ball then acts as a ≈ 1/(1 − μ) larger step on both."""
     if not momentum:
-        return chain(SGD(), WeightDecay(gamma))
-    return chain(SGD(), CoupledL2(gamma), Momentum(momentum))
+        return SGD() if gamma is None else chain(SGD(), WeightDecay(gamma))
+    return chain(SGD(), CoupledL2(0.0 if gamma is None else gamma), Momentum(momentum))
 
 
 register("sgd", sgd_rule, gradient=True, local=False, needs_targets=True, perturbs_forward=False)
