@@ -214,3 +214,31 @@ def test_part_a_summary_reads_every_number_from_the_committed_tables(tmp_path):
     text = pa.render(tmp_path)
     assert f"{ref.alignment.max():+.3f}" in text  # the largest value, formatted from the table
     assert "| `hebb-adam` | coupled L2 | not committed |" in text
+
+
+def test_transformer_rise_leaves_out_a_collapsed_layer_instead_of_the_whole_gamma():
+    from plasticlab.experiments.hebb_transformer import common_layers, transformer_claims
+
+    rows = []
+    for g, a in [(0.0, 0.0), (5e-3, 0.3)]:
+        for layer in ("a", "b", "c"):
+            collapsed = g > 0 and layer == "c"
+            rows.append(
+                dict(
+                    rule="adam_l2",
+                    gamma=g,
+                    seed=0,
+                    layer=layer,
+                    diverged=False,
+                    collapsed=collapsed,
+                    alignment=math.nan if collapsed else a,
+                )
+            )
+    df = pd.DataFrame(rows)
+    assert common_layers(df) == ["a", "b"]
+    p = dict(rules=["adam_l2"], gammas=[0.0, 5e-3])
+    rise = next(c for c in transformer_claims(df, p, "test") if "rises" in c.claim)
+    assert rise.ours == pytest.approx(0.3) and rise.n == 1 and rise.verdict == "reproduced"
+    assert "1 layers collapsed" in rise.note
+    beyond = transformer_claims(df.assign(gamma=df.gamma * 10), dict(p, gammas=[0.0, 5e-2]), "test")
+    assert any("beyond Table 1" in c.claim for c in beyond)
