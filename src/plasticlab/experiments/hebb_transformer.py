@@ -113,6 +113,7 @@ class RuleSetup(NamedTuple):
     tail: float
     decayed: list[torch.Tensor]
     coupled: bool
+    rest: torch.optim.Optimizer | None
 
 
 def rule_optimizer(model: nn.Module, rule: str, gamma: float, spec: dict) -> RuleSetup:
@@ -122,7 +123,9 @@ def rule_optimizer(model: nn.Module, rule: str, gamma: float, spec: dict) -> Rul
     optimizer and applied after its step, outside the probe, so the probed update is the rule's learning
     signal; a decay inside the chain (adam_l2's coupled L2) stays in it. Decay acts on the weight matrices
     (biases too only if the piece says so). lr: ``lr_adam`` for a chain with an Adam piece, else ``lr_sgd``.
-    The other parameters (position embedding, LayerNorm gains and biases) stay at their init."""
+    The other parameters (position embedding, LayerNorm gains and biases; not probed) train too, by the
+    plain torch form of the rule's optimizer (Adam or SGD at the same lr, no decay), so the model trains
+    all of its parameters as the paper's did."""
     parts = list(make_rule(rule, gamma=gamma).parts)
     tail, biases = 0.0, False
     while len(parts) > 1 and isinstance(parts[-1], WeightDecay):
@@ -130,14 +133,13 @@ def rule_optimizer(model: nn.Module, rule: str, gamma: float, spec: dict) -> Rul
         tail, biases = tail + float(wd.gamma), biases or wd.biases  # a float: one γ per chunk
     lr = spec["lr_adam"] if any(isinstance(p, Adam) for p in parts) else spec["lr_sgd"]
     linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for m in linear:
-        for p in m.parameters():
-            p.requires_grad_(True)
+    owned = {id(p) for m in linear for p in m.parameters()}
+    others = [p for p in model.parameters() if id(p) not in owned]
+    adam = any(isinstance(p, Adam) for p in parts)
+    rest = (torch.optim.Adam(others, lr=lr) if adam else torch.optim.SGD(others, lr=lr)) if others else None
     decayed = [p for m in linear for p in (m.weight, m.bias) if p is not None and (p is m.weight or biases)]
     opt = RuleOptimizer(model, Chain(*parts), lr=lr, activation="linear", seed=int(spec["seed"]))
-    return RuleSetup(opt, tail, decayed, any(isinstance(p, Decay) for p in parts))
+    return RuleSetup(opt, tail, decayed, any(isinstance(p, Decay) for p in parts), rest)
 
 
 def train_one(spec: dict) -> pd.DataFrame:
@@ -155,7 +157,7 @@ def train_one(spec: dict) -> pd.DataFrame:
         spec.get("norm", "layernorm"),
     )
     seeded_init(model, seed)
-    opt, tail, decayed, coupled = rule_optimizer(model, rule, gamma, spec)
+    opt, tail, decayed, coupled, rest = rule_optimizer(model, rule, gamma, spec)
     lr = opt.param_groups[0]["lr"]
     probe = HebbianProbe(model, every=spec["every"]).attach_optimizer(opt)
     norm0 = {n: st.module.weight.detach().norm().item() for n, st in probe.layers.items()}
@@ -170,13 +172,15 @@ def train_one(spec: dict) -> pd.DataFrame:
         idx = seeding.randint([seed], seeding.key_of("hebb-transformer/batch", start), (chunk, B), len(xt))[0]
         for i in range(min(chunk, steps - start)):
             step = start + i
-            opt.zero_grad(set_to_none=True)
+            model.zero_grad(set_to_none=True)
             loss = loss_fn(model(xt[idx[i]]), yt[idx[i]])
             if not torch.isfinite(loss):
                 diverged_at = step
                 break
             loss.backward()
             opt.step()
+            if rest is not None:
+                rest.step()
             if tail:
                 with torch.no_grad():
                     torch._foreach_mul_(decayed, decay)
@@ -245,6 +249,9 @@ class HebbTransformer(Experiment):
     """hebb-transformer: Table 1's transformer rows, measured with HebbianProbe."""
 
     name = "hebb-transformer"
+    code_version = (
+        2  # 2: registry rules; the non-Linear parameters train by the rule's torch form (was: torch optimizers)
+    )
     summary = "Table 1 transformer rows: Hebbian alignment vs weight decay for Adam/SGD, via HebbianProbe"
     budget_s = 120
     # 5e-2 is beyond Table 1: at quick sizes it is the only γ whose decay time 1/(ηγ) fits in the run
