@@ -6,25 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from plasticlab import PlasticlabError, seeding
-from plasticlab.networks import init_mlp
-from plasticlab.rules import Context, chain, get, l2, make_rule, param_noise, sgd, weight_decay
+from plasticlab import PlasticlabError
+from plasticlab.rules import chain, get, l2, make_rule, param_noise, sgd, weight_decay
 from plasticlab.rules.optim import RuleOptimizer
 from plasticlab.rules.transforms import momentum
+from test_coupled_l2 import _ctx, _setup  # the same tiny ensemble MLP and one-step Context
 
 torch.set_num_threads(1)
-
-
-def _ctx(net, x, y, step=0):
-    seeds = torch.arange(net.ensemble_size)
-    return Context(net=net, trace=net.forward(x), x=x, y=y, loss="mse", seeds=seeds, step=step)
-
-
-def _setup(E=2):
-    seeds = torch.arange(E)
-    net = init_mlp(seeds, [4, 6, 5, 3], "tanh")
-    x, y = seeding.normal(seeds, 1, (7, 4)), seeding.normal(seeds, 2, (7, 3))
-    return net, x, y
 
 
 def test_chain_sgd_l2_momentum_is_torch_sgd_with_momentum_and_weight_decay():
