@@ -27,6 +27,16 @@ def _setup(E=2):
     return net, x, y
 
 
+def _train_six_steps(opts, x, y):
+    """Six MSE steps on alternating halves of (x, y) for each (model, optimizer) pair, so a chain can be
+    compared with the torch optimizer it stands for."""
+    for m, opt in opts:
+        for t in range(6):
+            opt.zero_grad()
+            nn.functional.mse_loss(m(x[t % 2 :: 2]), y[t % 2 :: 2]).backward()
+            opt.step()
+
+
 def test_chain_sgd_l2_adam_is_torch_adam_with_weight_decay():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
@@ -36,11 +46,7 @@ def test_chain_sgd_l2_adam_is_torch_adam_with_weight_decay():
         (ref, torch.optim.Adam(ref.parameters(), lr=0.01, weight_decay=0.3)),
         (model, RuleOptimizer(model, chain(sgd(), l2(0.3, biases=True), adam()), lr=0.01)),
     ]
-    for m, opt in opts:
-        for t in range(6):
-            opt.zero_grad()
-            nn.functional.mse_loss(m(x[t % 2 :: 2]), y[t % 2 :: 2]).backward()
-            opt.step()
+    _train_six_steps(opts, x, y)
     for p, q in zip(model.parameters(), ref.parameters()):
         assert torch.allclose(p, q, atol=1e-10, rtol=0)
 

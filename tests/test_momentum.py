@@ -10,7 +10,7 @@ from plasticlab import PlasticlabError
 from plasticlab.rules import chain, get, l2, make_rule, param_noise, sgd, weight_decay
 from plasticlab.rules.optim import RuleOptimizer
 from plasticlab.rules.transforms import momentum
-from test_coupled_l2 import _ctx, _setup  # the same tiny ensemble MLP and one-step Context
+from test_coupled_l2 import _ctx, _setup, _train_six_steps  # the same tiny ensemble MLP and one-step Context
 
 torch.set_num_threads(1)
 
@@ -24,11 +24,7 @@ def test_chain_sgd_l2_momentum_is_torch_sgd_with_momentum_and_weight_decay():
         (ref, torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9, weight_decay=0.3)),
         (model, RuleOptimizer(model, chain(sgd(), l2(0.3, biases=True), momentum(0.9)), lr=0.05)),
     ]
-    for m, opt in opts:
-        for t in range(6):
-            opt.zero_grad()
-            nn.functional.mse_loss(m(x[t % 2 :: 2]), y[t % 2 :: 2]).backward()
-            opt.step()
+    _train_six_steps(opts, x, y)
     for p, q in zip(model.parameters(), ref.parameters()):
         assert torch.allclose(p, q, atol=1e-10, rtol=0)
 
