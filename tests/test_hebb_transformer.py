@@ -80,3 +80,20 @@ def test_rules_take_registry_names_with_hyperparameters():
     claims = EXP.claims(df, p)
     # a rule with hyperparameters sits beside its base name's paper cell (sgd, γ = 0: 0.00)
     assert [c.paper_value for c in claims if "sgd:momentum=0.9, γ = 0:" in c.claim] == [0.0]
+
+
+def test_rules_that_need_a_layer_chain_are_refused_at_the_door():
+    from plasticlab.errors import PlasticlabError
+    from plasticlab.experiments.base import validate_params
+
+    with pytest.raises(PlasticlabError, match=r"'rules' 'dfa'; valid choices: .*hebbian"):
+        validate_params(EXP, EXP.params(**EXP.tiny, rules=["sgd", "dfa"]))
+    validate_params(EXP, EXP.params(**EXP.tiny, rules=["hebbian", "adam_l2"]))
+
+
+def test_a_rule_the_paper_has_no_row_for_still_gets_a_report(tmp_path):
+    """The paper-vs-ours table joins on an empty paper side without a dtype clash."""
+    p = EXP.params(**EXP.tiny, rules=["oja"])
+    df = pd.concat([EXP.run_chunk(s) for s in EXP.chunks(p)], ignore_index=True)
+    EXP.report(df, p, tmp_path)
+    assert "oja" in (tmp_path / "report.md").read_text()

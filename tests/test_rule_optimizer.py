@@ -218,3 +218,34 @@ def test_forward_perturbing_pieces_are_refused_by_tag():
             RuleOptimizer(model, "jitter_t", lr=0.1)
     finally:
         unregister("jitter_t")
+
+
+def _token_wise_model():
+    """A first layer applied per token (3 rows per sample) and an output over the flattened tokens (1 row)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(9, 2)).double()
+    return model, torch.randn(5, 3, 2, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("rule", ["dfa", "fa", "random_nn"])
+def test_feedback_rules_on_a_token_wise_model_say_why_and_what_runs(rule):
+    model, x, y = _token_wise_model()
+    opt = RuleOptimizer(model, rule, lr=0.01)
+    nn.functional.mse_loss(model(x), y).backward()
+    with pytest.raises(PlasticlabError, match=r"different numbers of rows per batch \(15, 5;.*hebbian"):
+        opt.step()
+
+
+def test_any_model_rules_are_the_ones_that_run_there():
+    from plasticlab.rules.optim import any_model_rules
+
+    names = list(any_model_rules())
+    assert {"sgd", "adam", "adam_l2", "hebbian", "oja", "exp_grad"} <= set(names)
+    assert not {"dfa", "fa", "random_nn", "sign_symmetry"} & set(names)
+    for rule in ["hebbian", "exp_grad"]:
+        model, x, y = _token_wise_model()
+        before = [p.clone() for p in model.parameters()]
+        opt = RuleOptimizer(model, rule, lr=0.01)
+        nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+        assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))

@@ -75,7 +75,10 @@ class Report:
         self, ours: pd.DataFrame, paper: pd.DataFrame, on: list[str], value: str, caption: str
     ) -> pd.DataFrame:
         """Our value beside the paper's, with the difference; returns the joined table."""
-        m = ours.merge(paper.rename(columns={value: "paper"}), on=on, how="outer")
+        paper = paper.rename(columns={value: "paper"})
+        if paper.empty:  # no paper cell for this run's grid: its key columns have no dtype to join on
+            paper = paper.astype({k: ours[k].dtype for k in on})
+        m = ours.merge(paper, on=on, how="outer")
         m = m.rename(columns={value: "ours"})
         m["ours − paper"] = m["ours"] - m["paper"]
         self.table(m[on + ["ours", "paper", "ours − paper"]], caption)

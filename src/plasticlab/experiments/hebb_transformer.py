@@ -5,10 +5,11 @@ attention written by hand from nn.Linear q/k/v/o projections so the probe sees e
 regression task: the 32-d Gaussian input is split into 8 tokens × 4 features, embedded to 32-d (+ a learned
 position embedding), mean-pooled and read out to 32 outputs. Rules come from the rule registry by name
 (``make_rule(name, gamma=γ)`` run by ``RuleOptimizer`` on the nn.Linear layers; the paper's rows are ``adam``,
-``adam_l2`` and ``sgd``; any rule whose signal is the gradient or built on it, e.g. ``sgd:momentum=0.9``,
-works; rules that need an MLP's layer chain, such as dfa or fa, do not apply to a transformer). The
-position embedding and the LayerNorm gains and biases are not trained: they stay at their init (a plain
-normalisation and a fixed random position code), since a rule acts on weight matrices. A *decoupled*
+``adam_l2`` and ``sgd``; any rule built on the gradient, e.g. ``sgd:momentum=0.9``, and the local rules
+work; rules that send the output error along fixed feedback matrices, such as dfa or fa, need an MLP's layer
+chain and are refused when the parameters are checked, see ``rules.optim.any_model_rules``). The position
+embedding and the LayerNorm gains and biases (not probed) train by the plain torch form of the rule's
+optimizer, Adam or SGD at the same lr without decay, since a rule acts on weight matrices. A *decoupled*
 decay (sgd; adam, which with it is AdamW's form) is applied after the optimizer step, W ← W(1 − ηγ) on every
 weight matrix (biases are not decayed, the library's convention). AdamW decays just before its Adam step; the
 order changes ΔW by O(η²γ). Because that decay runs outside the probed ``optimizer.step()``, the probe's
@@ -44,7 +45,8 @@ from plasticlab.experiments.base import MAX_STEPS, Experiment, Interval, Require
 from plasticlab.networks.transformer import TinyTransformer
 from plasticlab.probe import HebbianProbe
 from plasticlab.report import Report
-from plasticlab.rules import Chain, Decay, RuleOptimizer, make_rule, parse_rule, rule_names
+from plasticlab.rules import Chain, Decay, RuleOptimizer, make_rule, parse_rule
+from plasticlab.rules.optim import any_model_rules
 from plasticlab.rules.transforms import Adam, WeightDecay
 
 CELL_TOL = 0.1  # |ours − paper| per Table 1 cell, as hebb-table
@@ -280,7 +282,7 @@ class HebbTransformer(Experiment):
         norm="layernorm",
     )
     quick = dict(seeds=[0], steps=1500, batch_size=128, every=10)
-    choices = dict(rules=rule_names(), norm=["layernorm", "none"])
+    choices = dict(rules=any_model_rules(), norm=["layernorm", "none"])
 
     constraints = dict(
         every=Interval(int, 1, MAX_STEPS),

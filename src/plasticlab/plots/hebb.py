@@ -268,7 +268,10 @@ def transformer_figure(mean_all: pd.DataFrame, second: pd.DataFrame, paper: pd.D
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xlabel("weight decay γ")
     ax.set_ylabel("Hebbian alignment (late)")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "every run diverged", transform=ax.transAxes, ha="center")
     return fig
 
 

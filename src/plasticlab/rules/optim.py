@@ -30,6 +30,7 @@ from torch import nn
 from plasticlab.errors import PlasticlabError, check_choice
 from plasticlab.networks.mlp import MLP, Trace
 from plasticlab.rules.base import Chain, Context, Signal, Updates, chain
+from plasticlab.rules.registry import RuleNames, RuleSpec, make_rule
 from plasticlab.rules.signals import SGD
 
 _ACT = {nn.Tanh: "tanh", nn.ReLU: "relu", nn.Sigmoid: "sigmoid"}
@@ -163,7 +164,19 @@ class RuleOptimizer(torch.optim.Optimizer):
                 "step() before a forward pass: run the model on a batch first "
                 "(and loss.backward() for rules that need the error)"
             )
-        out = self._chain.step(self._store["rule"], self._context(y))
+        ctx = self._context(y)
+        try:
+            out = self._chain.step(self._store["rule"], ctx)
+        except RuntimeError as e:
+            rows = [t.shape[1] for t in ctx.trace.pre]
+            if len(set(rows)) == 1:
+                raise
+            raise PlasticlabError(
+                f"this rule carries the output error back through the nn.Linear layers as one chain, but "
+                f"they see different numbers of rows per batch ({', '.join(map(str, rows))}; e.g. a "
+                f"transformer's token-wise layers vs its output), so it cannot run on this model; rules "
+                f"that can: {', '.join(any_model_rules())}"
+            ) from e
         self._store["rule"] = out.state
         self._apply(out.updates)
         self.last_signal = out.signal
@@ -214,6 +227,42 @@ class RuleOptimizer(torch.optim.Optimizer):
                     p.add_(u[0].to(p.dtype), alpha=lrs[id(p)])
 
 
+_ANY_MODEL: dict[tuple[str, Any], bool] = {}
+
+
+def _runs_on_any_model(spec: RuleSpec) -> bool:
+    """Whether the rule needs no layer chain: one step on a toy model whose first Linear runs per token
+    (3 rows per sample) and whose output Linear sees the flattened tokens (1 row), as in a transformer.
+    Local rules and those using autograd's gradient pass; dfa, fa, random_nn and the like send the output
+    error along fixed feedback matrices, which needs every layer to see the output's rows. Asked once per
+    registered factory (a rule registered later is asked when first listed)."""
+    key = (spec.name, spec.factory)
+    if key not in _ANY_MODEL:
+        gen = torch.Generator().manual_seed(0)
+        tok, out = nn.Linear(2, 2), nn.Linear(6, 1)
+        for m in (tok, out):
+            m.weight.data = torch.randn(m.weight.shape, generator=gen)
+        x, y = torch.randn(4, 3, 2, generator=gen), torch.randn(4, 1, generator=gen)
+        model = nn.Sequential(tok, nn.Tanh(), nn.Flatten(), out)
+        opt = RuleOptimizer(model, spec.name, lr=0.01)
+        try:  # the chain itself, not step(): step's error message lists these rules
+            with torch.enable_grad():  # the question may be asked inside a step (no_grad)
+                ((model(x) - y) ** 2).mean().backward()
+            with torch.no_grad():
+                opt._chain.step(opt._store["rule"], opt._context(y))
+            _ANY_MODEL[key] = True
+        except (RuntimeError, PlasticlabError):
+            _ANY_MODEL[key] = False
+        finally:
+            opt.remove_hooks()
+    return _ANY_MODEL[key]
+
+
+def any_model_rules() -> RuleNames:
+    """The registered rules RuleOptimizer can run on any model, transformers included (a live view)."""
+    return RuleNames(where=_runs_on_any_model)
+
+
 def _flat(t: torch.Tensor) -> torch.Tensor:
     """(..., d) activations as one member's batch (1, B, d)."""
     return t.reshape(1, -1, t.shape[-1])
@@ -222,8 +271,6 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 def _as_chain(rule: Chain | Signal | str) -> Chain:
     """A rule name, a lone signal or a chain, as a chain that leaves the forward pass alone."""
     if isinstance(rule, str):
-        from plasticlab.rules.registry import make_rule
-
         rule = make_rule(rule)
     chain_ = rule if isinstance(rule, Chain) else chain(rule)
     noisy = [p for p in chain_.parts if p.perturbs_forward]

@@ -186,16 +186,22 @@ def get(name: str) -> RuleSpec:
 
 class RuleNames(Sequence[str]):
     """The names of the registered rules whose tags match, looked up when used (not when created), so an
-    experiment's ``choices`` include rules registered later. ``"bcm:rate=0.2"`` is in it when ``"bcm"`` is."""
+    experiment's ``choices`` include rules registered later. ``"bcm:rate=0.2"`` is in it when ``"bcm"`` is.
+    ``where(spec)``, if given, must also hold (a property the four tags do not say)."""
 
-    def __init__(self, **tags: bool):
+    def __init__(self, tags: dict[str, bool] | None = None, where: Callable[[RuleSpec], bool] | None = None):
+        tags = tags or {}
         for key in tags:
             if key not in TAGS:
                 raise unknown_choice("rule tag", key, TAGS)
-        self.tags = tags
+        self.tags, self.where = tags, where
 
     def _names(self) -> list[str]:
-        return [n for n, s in _RULES.items() if all(getattr(s, k) == v for k, v in self.tags.items())]
+        return [
+            n
+            for n, s in _RULES.items()
+            if all(getattr(s, k) == v for k, v in self.tags.items()) and (self.where is None or self.where(s))
+        ]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names())
@@ -221,7 +227,7 @@ class RuleNames(Sequence[str]):
 
 def rule_names(**tags: bool) -> RuleNames:
     """Registered rule names, optionally only those with the given tags: ``rule_names(local=False)``."""
-    return RuleNames(**tags)
+    return RuleNames(tags)
 
 
 def make_rule(
