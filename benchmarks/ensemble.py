@@ -1,6 +1,6 @@
 """ensemble: the curl-descent student–teacher simulation, plasticlab's batched engine vs research-style code.
 
-Setting: SPEC B.5 "speed-up" (M = 100, N = 10, B = 10, tanh, η = 0.1, one flipped readout neuron, r = 2,
+Setting: Ninou et al. 2025 "speed-up" (M = 100, N = 10, B = 10, tanh, η = 0.1, one flipped readout neuron, r = 2,
 norm constraint on), P = 100 (one of the paper's training-set sizes; 10 updates per epoch, so per-epoch
 work — reshuffling, divergence checks — counts), 64 members (seeds 0..63), 3000 updates each, train and test
 errors recorded at the engine's default log-spaced checkpoints (20 per decade) by both.
@@ -78,7 +78,7 @@ def reference_run(cfg: CurlConfig, seed: int, k2: int, init_scale: float):
             x, y = X[idx], Y[idx]
             h = torch.tanh(x @ W1.T)
             z = h @ W2.T
-            out = z + (torch.tanh(z) - z).detach()  # output delta omits tanh' (SPEC B.2)
+            out = z + (torch.tanh(z) - z).detach()  # output delta omits tanh' (Ninou et al. 2025)
             loss = 0.5 * ((out - y) ** 2).mean()
             loss.backward()
             with torch.no_grad():

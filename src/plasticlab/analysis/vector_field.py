@@ -1,4 +1,4 @@
-"""A rule as a vector field on weight space, and how far it is from being a gradient (SPEC B.3).
+"""A rule as a vector field on weight space, and how far it is from being a gradient (Ninou et al. 2025).
 
 F(theta) is the rule's full update (learning signal and decay) of one ensemble member on a *fixed* batch,
 with every layer's weight matrix flattened into theta (biases held fixed). Its Jacobian J = dF/dtheta

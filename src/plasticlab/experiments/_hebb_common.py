@@ -66,7 +66,7 @@ def train_regression(
     measure: str = "signal",
     task: dict | None = None,
 ):
-    """The standard regression (SPEC A.5: tanh-teacher with 32 hidden units, Gaussian inputs) trained by
+    """The standard regression (Koplow et al. 2025: tanh-teacher with 32 hidden units, Gaussian inputs) trained by
     one rule for every γ × seed member at once. Returns the member table and the TrainResult.
     ``task`` passes extra teacher_regression options (label_noise, teacher_hidden, …). ``rule`` is a rule
     name, or a ready Chain for the members (seeds vary fastest within each γ, as ``members`` orders them)."""

@@ -1,4 +1,4 @@
-"""Chaos order parameters of weight dynamics (SPEC B.5): the fluctuation ratio q and the largest Lyapunov
+"""Chaos order parameters of weight dynamics (Ninou et al. 2025): the fluctuation ratio q and the largest Lyapunov
 exponent, both per ensemble member.
 
 q = (mean over weights of the temporal variance) / (variance across weights of the time-averaged weights).

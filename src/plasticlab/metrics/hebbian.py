@@ -1,4 +1,4 @@
-"""Hebbian alignment (SPEC A.2): the cosine between the batch-mean learning signal G and the batch-mean
+"""Hebbian alignment (Koplow et al. 2025): the cosine between the batch-mean learning signal G and the batch-mean
 Hebbian direction H = (1/B) Σ_i h_b,i h_a,iᵀ.
 
 Cosines are of *batch-mean matrices*, never means of per-sample cosines. Where G or H is zero (weights

@@ -1,4 +1,4 @@
-"""Ensemble-batched MLPs that expose every layer's presynaptic h_a and postsynaptic h_b (SPEC A.1).
+"""Ensemble-batched MLPs that expose every layer's presynaptic h_a and postsynaptic h_b (Koplow et al. 2025).
 
 Weights of layer l are (E, out, in): E ensemble members advance together. Conventions:
 - h_a: the post-activation of the previous layer (the input x for the first layer);

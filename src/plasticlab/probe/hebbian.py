@@ -1,4 +1,4 @@
-"""HebbianProbe: Hebbian alignment (SPEC A.2) of any PyTorch model, measured from hooks.
+"""HebbianProbe: Hebbian alignment (Koplow et al. 2025) of any PyTorch model, measured from hooks.
 
 Per probed layer and measured step the probe records the cosine between the batch-mean Hebbian direction
 H = (1/N) Σ_i h_b,i h_a,iᵀ and
@@ -10,7 +10,7 @@ H = (1/N) Σ_i h_b,i h_a,iᵀ and
 * ``alignment_update``: the parameter change ΔW actually made by the optimizer step (or by the code inside
   ``with probe.update():``), decay included if the optimizer does it.
 
-Layer convention (SPEC A.1): h_a is the layer's input (the presynaptic post-activation), h_b = W h_a its
+Layer convention (Koplow et al. 2025): h_a is the layer's input (the presynaptic post-activation), h_b = W h_a its
 pre-activation **without the bias**: only W is measured, h_b = output − bias. Leading dims of a Linear input
 (B, T, in) are flattened to N = B·T samples; a Conv2d is measured as the matrix W (out, in·kh·kw) acting on
 unfolded patches, N = B·L with L the number of output positions.

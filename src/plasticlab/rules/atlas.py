@@ -1,4 +1,4 @@
-"""The Part C rule family (SPEC C) as learning-signal Transforms, plus the ``flip`` transform of curl descent.
+"""The rules around both papers as learning-signal Transforms, plus the ``flip`` transform of curl descent.
 
 Every signal here follows the library convention: g is a *descent-like direction* added as
 ``W <- W + lr (g - gamma W)``; weight decay and noise stay separate pieces of the chain. Conventions shared
@@ -221,8 +221,9 @@ class ExpGrad(Signal):
 
 
 class Flip(Transform):
-    """Curl-descent flips (SPEC B.2) on the presynaptic (column) index: dW_l <- dW_l D_l, D_l diagonal over
-    layer l's inputs with its first k_l entries -1. Biases (presynaptic constant 1) are never flipped.
+    """Curl-descent flips (Ninou et al. 2025) on the presynaptic (column) index: dW_l <- dW_l D_l, D_l
+    diagonal over layer l's inputs with its first k_l entries -1. Biases (presynaptic constant 1) are never
+    flipped.
 
     ``k`` (int, or one per layer) or ``fraction`` (float, or one per layer: k_l = round(fraction * in_l));
     ``layers`` restricts the flips to those layer indices, negative ones counting from the output
@@ -278,8 +279,9 @@ class Flip(Transform):
 class Curl(Signal):
     """Curl descent in an MLP: a base signal (sgd) with its presynaptic columns flipped (see ``Flip``).
 
-    Without ``fraction``/``k``: one flipped readout neuron (k = 1 on the last layer's inputs, as in SPEC B.5's
-    speed-up experiment; stable at small flipped fractions). With them and no ``layers``: every layer."""
+    Without ``fraction``/``k``: one flipped readout neuron (k = 1 on the last layer's inputs, as in the
+    speed-up experiment of Ninou et al. 2025; stable at small flipped fractions). With them and no ``layers``:
+    every layer."""
 
     name = "curl"
 

@@ -2,7 +2,7 @@
 
 A rule is ``chain(signal, *transforms)``: the first piece makes the **learning signal** g (the descent
 direction: for SGD g = -dl/dW), later pieces precondition it (adam), add noise, or subtract weight decay.
-The update a trainer applies is ``W <- W + lr * updates``, i.e. ``dW = lr (g - gamma W)`` (SPEC A.2).
+The update a trainer applies is ``W <- W + lr * updates``, i.e. ``dW = lr (g - gamma W)`` (Koplow et al. 2025).
 
 ``Chain.update`` also returns the signal: the updates *before* the first decay transform, which is what
 Hebbian alignment is measured on (decay never inside the signal).

@@ -1,4 +1,4 @@
-"""Sign-flipped plasticity per ensemble member (curl descent, SPEC B.2) and a per-member choice of signal.
+"""Sign-flipped plasticity per ensemble member (curl descent, Ninou et al. 2025) and a per-member choice of signal.
 
 ``flip_columns(k)`` negates the update of every synapse *leaving* a flipped neuron: the presynaptic
 (column) index of each layer, ``dW_l <- dW_l D_l`` with ``D_l`` diagonal over layer l's inputs and its first

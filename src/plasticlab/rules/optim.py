@@ -5,7 +5,7 @@
 
 How a rule sees the model (an ensemble of one, E = 1):
 - the ``nn.Linear`` layers in ``model.modules()`` order are the layers (e.g. an ``nn.Sequential`` MLP);
-- forward hooks record each layer's input (h_a) and output; h_b = output - bias (SPEC A.1), z = output;
+- forward hooks record each layer's input (h_a) and output; h_b = output - bias (Koplow et al. 2025), z = output;
   the last call of forward before ``step()`` is the one the rule sees (leading dims are flattened to B);
 - during backward, hooks on the layer outputs record dloss/d(output). The output-layer delta given to a rule
   is B times that, i.e. the per-sample delta of a batch-*mean* loss (PyTorch's default reduction), so any

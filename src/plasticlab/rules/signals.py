@@ -67,7 +67,7 @@ class DFA(Signal):
     B_l (out_l x d_out) instead of the chain of transposed weights. The output layer learns as in SGD.
 
     ``feedback="normal"``: B_l ~ N(0, scale²/d_out) (Part A); ``"uniform"``: B_l ~ U(±scale/√out_l), the
-    curl-descent paper's (SPEC B.2), drawn on the stream the curl engine has always used for it."""
+    curl-descent paper's (Ninou et al. 2025), drawn on the stream the curl engine has always used for it."""
 
     name = "dfa"
 
@@ -99,7 +99,7 @@ class DFA(Signal):
 @registered("random_nn", gradient=True, local=False, needs_targets=False, perturbs_forward=False)
 class RandomNN(Signal):
     """A non-learning rule: the error is the mismatch with a fixed, randomly initialised network of the same
-    shape (pseudo-targets), back-propagated as usual (SPEC A.4)."""
+    shape (pseudo-targets), back-propagated as usual (Koplow et al. 2025)."""
 
     name = "random_nn"
 

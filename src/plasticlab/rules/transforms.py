@@ -148,9 +148,10 @@ class SignalNoise(Transform):
 
 
 class ParamNoise(Transform):
-    """Forward-pass perturbation (SPEC A.3): the step's forward pass uses w = v + eps, eps ~ N(0, sigma^2 I)
-    drawn fresh each step (sigma a float or one per member); that same pass feeds both the learning signal
-    and the Hebbian factor, and the update is applied to v. As a transform it passes updates through."""
+    """Forward-pass perturbation (Koplow et al. 2025): the step's forward pass uses w = v + eps,
+    eps ~ N(0, sigma^2 I) drawn fresh each step (sigma a float or one per member); that same pass feeds both the
+    learning signal and the Hebbian factor, and the update is applied to v. As a transform it passes updates
+    through."""
 
     perturbs_forward = True
 

@@ -1,6 +1,6 @@
-"""Curl-descent student–teacher engine (SPEC Part B), ensemble-batched over a leading dim E.
+"""Curl-descent student–teacher engine (Ninou et al. 2025), ensemble-batched over a leading dim E.
 
-Network ``y = phi(W2 phi(W1 x))`` with W1 (E, N, M), W2 (E, 1, N). Conventions (SPEC B.2):
+Network ``y = phi(W2 phi(W1 x))`` with W1 (E, N, M), W2 (E, 1, N). Conventions (Ninou et al. 2025):
 - e = ŷ − y; the output delta omits phi' (exact gradient for a linear output only);
 - the hidden error is carried back through the *true* W2 (or a fixed DFA feedback matrix), never the
   flipped one: flips act on the update, not on the signal path;
@@ -93,7 +93,7 @@ def curl_step(W1, W2, x, y, d1, d2, lr, activation, feedback=None, norms=None):
     return W1n, W2n
 
 
-# (E, n) ±1 diagonals, first k[e] entries −1 (SPEC B.2): the one builder, the one rules.flip_columns uses
+# (E, n) ±1 diagonals, first k[e] entries −1 (Ninou et al. 2025): the one builder, the one rules.flip_columns uses
 flips = column_flips
 
 
@@ -124,7 +124,7 @@ class CurlConfig:
     norm_constraint: bool = True  # rescale each layer to its initial Frobenius norm after every step
     init: str = "random"  # "random": teacher-like draw × init_scale; "teacher": teacher + noise
     perturbation: float = 1e-15  # std of the per-weight Gaussian added to the teacher when init="teacher"
-    balanced_teacher: bool = False  # rescale the teacher to ‖W1‖_F = √N, ‖W2‖ = 1 (SPEC B.4/B.5)
+    balanced_teacher: bool = False  # rescale the teacher to ‖W1‖_F = √N, ‖W2‖ = 1 (Ninou et al. 2025/B.5)
     threshold: float = 1e-3  # for epochs_to_threshold (train error)
     points_per_decade: int = 20  # log-spaced evaluation epochs (plus epoch 0 and the last epoch)
     record_last: int = 0  # keep all weights over the last K epochs (chaos measurements)
@@ -600,8 +600,9 @@ def moments_step_fn(p: CurlProblem, s: CurlState) -> CurlState:
 
 def rule_step_fn(p: CurlProblem, s: CurlState, xb: torch.Tensor, yb: torch.Tensor) -> CurlState:
     """One update by any rule through ``rules.Context``: the rule sees this network as a bias-free
-    2-layer MLP whose output also passes through phi (its output delta ŷ − y omits phi', SPEC B.2), and its
-    updates (descent directions) are applied as W ← W + rate·u with rate = η·B/P, then the norm constraint."""
+    2-layer MLP whose output also passes through phi (its output delta ŷ − y omits phi', Ninou et al. 2025),
+    and its updates (descent directions) are applied as W ← W + rate·u with rate = η·B/P, then the norm
+    constraint."""
     act, seeds = p.cfg.activation, p.seeds.to(xb.device)
     Wf = p.rule.perturb([s.W1, s.W2], s.rule_state, seeds, s.step)  # forward-pass weights (parameter noise)
     a1 = torch.bmm(xb, Wf[0].transpose(1, 2))

@@ -1,6 +1,6 @@
 """Which rule the curl-descent engine runs, taken from ``plasticlab.rules``, and its fused form.
 
-A member's rule is named by a label: one of the four rules the curl-descent paper compares (SPEC B.2),
+A member's rule is named by a label: one of the four rules the curl-descent paper compares (Ninou et al. 2025),
 
     "gd"       -> sgd()                                   (k1, k2 ignored: nothing flips)
     "curl"     -> chain(sgd(), flip_columns([k1, k2]))

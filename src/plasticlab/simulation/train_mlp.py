@@ -2,9 +2,9 @@
 
 Every step: member-wise mini-batch -> forward pass (weights perturbed if the rule asks) -> learning signal
 and update from the rule -> ``W <- W + lr * update``. At checkpoints it records per-layer Hebbian alignment
-of the learning signal (SPEC A.2), validation loss and, optionally, per-neuron alignment. Over the late
+of the learning signal (Koplow et al. 2025), validation loss and, optionally, per-neuron alignment. Over the late
 window ``[average_from, steps)`` it averages alignment and accumulates the time-mean signal G, Hebbian
-matrix H and E||h_b||^2 that the stationarity identity (SPEC A.3) needs.
+matrix H and E||h_b||^2 that the stationarity identity (Koplow et al. 2025) needs.
 
 A member whose weights stop being finite is marked diverged at that step and frozen; the others go on.
 """
@@ -174,7 +174,7 @@ def _alignment(info: StepInfo, alive: torch.Tensor) -> tuple[list[torch.Tensor],
 
 class LateWindow:
     """Observer: time means over the late window of the alignment, the signal G, the Hebbian matrix H,
-    the weights W and E||h_b||^2 (what the stationarity identity, SPEC A.3, needs)."""
+    the weights W and E||h_b||^2 (what the stationarity identity, Koplow et al. 2025, needs)."""
 
     def __init__(self, net: MLP):
         dt, dev, E = net.weights[0].dtype, net.weights[0].device, net.ensemble_size

@@ -1,4 +1,5 @@
-"""Student–teacher regression (SPEC A.5): isotropic Gaussian inputs, targets from a random teacher MLP."""
+"""Student–teacher regression (Koplow et al. 2025): isotropic Gaussian inputs, targets from a random teacher
+MLP."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def teacher_regression(
     """Each member's teacher and samples come from its own seed.
 
     ``teacher_hidden=()`` gives a linear teacher y = W* x; with ``teacher_scale = sqrt(d_in)`` its entries are
-    N(0, 1), so ||w*||^2 ~ d_in as in SPEC A.3's noise experiment. ``device``: where the data live
+    N(0, 1), so ||w*||^2 ~ d_in as in Koplow et al. 2025's noise experiment. ``device``: where the data live
     (default: ``plasticlab.devices.current()``).
     """
     if min(d_in, d_out, n_train, n_val) < 1:

@@ -1,4 +1,4 @@
-"""Curl-descent stability theory for the linear two-layer network (SPEC Part B.3–B.4).
+"""Curl-descent stability theory for the linear two-layer network (Ninou et al. 2025).
 
 Rule flips turn the gradient flow dθ/dt = −∇E into dθ/dt = −P ∇E (P a diagonal ±1 mask). Fixed points are
 unchanged; at a zero-error point of y = W2 W1 x the non-zero Jacobian eigenvalues are those of −Σ A with
@@ -55,7 +55,7 @@ def _bisect(f, target, lo, hi, increasing: bool):
 
 
 def critical_flip_fraction(c, layer: str):
-    """Large-N critical flipped fraction α* at aspect ratio c = M/N (SPEC B.4).
+    """Large-N critical flipped fraction α* at aspect ratio c = M/N (Ninou et al. 2025).
 
     ``layer="hidden"``: flips over the inputs of W1 (α_h, D2 = I); ``layer="readout"``: flips over the
     hidden neurons feeding W2 (α_r, D1 = I). The manifold is stable for α < α*. Scalar in → float out,
@@ -150,7 +150,7 @@ def stability_matrix(W1, W2, D1, D2) -> np.ndarray:
 
 def _sqrt_cov(Sigma, M: int) -> np.ndarray | float:
     if Sigma is None:
-        return np.sqrt(0.5)  # SPEC B.1: x ~ N(0, I/2)
+        return np.sqrt(0.5)  # Ninou et al. 2025: x ~ N(0, I/2)
     S = _np(Sigma)
     if S.ndim == 0:
         if not S > 0:
@@ -169,7 +169,7 @@ def manifold_spectrum(W1, W2, D1, D2, Sigma=None) -> ManifoldSpectrum:
     """The non-zero Jacobian eigenvalues −eig(Σ A) at a zero-error point, and eig(A).
 
     Σ A is similar to the symmetric Σ^{1/2} A Σ^{1/2}, so the eigenvalues are real. ``Sigma=None`` is the
-    SPEC input covariance I/2; a scalar means that multiple of I.
+    the papers' input covariance I/2; a scalar means that multiple of I.
     """
     A = stability_matrix(W1, W2, D1, D2)
     M = A.shape[-1]
@@ -223,7 +223,7 @@ def sample_manifold_spectrum(M: int, N: int, k_hidden=0, k_readout=0, seed=0, Si
 def linear_flow(W1, W2, d1, d2, v_star, Sigma):
     """dθ/dt of rule-flipped gradient descent on E = ½ (v − v*) Σ (v − v*)ᵀ, v = W2 W1 (torch).
 
-    Descent direction with the flips on the presynaptic (column) index, as in SPEC B.2 averaged over
+    Descent direction with the flips on the presynaptic (column) index, as in Ninou et al. 2025 averaged over
     x ~ N(0, Σ): dW1 = −W2ᵀ δΣ D1, dW2 = −δΣ W1ᵀ D2 with δ = W2 W1 − v*.
     """
     g = (W2 @ W1 - v_star) @ Sigma  # (1, M)
