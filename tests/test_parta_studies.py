@@ -242,3 +242,27 @@ def test_transformer_rise_leaves_out_a_collapsed_layer_instead_of_the_whole_gamm
     assert "1 layers collapsed" in rise.note
     beyond = transformer_claims(df.assign(gamma=df.gamma * 10), dict(p, gammas=[0.0, 5e-2]), "test")
     assert any("beyond Table 1" in c.claim for c in beyond)
+
+
+def test_adam_forms_table_reads_the_hebb_table_run(tmp_path):
+    """part-a.md's side-by-side Adam table: per γ the paper's row, each form's mean over non-collapsed seeds
+    with the collapse count, and 'not run yet' for a form whose chunk is not in."""
+    from plasticlab.experiments.part_a_summary import adam_forms_section
+
+    folder = tmp_path / "hebb-table"
+    (folder / "parts").mkdir(parents=True)
+    p = get("hebb-table").params(quick=True, seeds=[0, 1])
+    rows = [
+        dict(rule="adam_l2", gamma=g, seed=s, layer=1, lr=0.03, alignment=a, diverged=False, collapsed=c)
+        for g in [0.0, 5e-5, 5e-4, 5e-3]
+        for s, a, c in [(0, 0.2, False), (1, 0.9, g == 5e-3)]
+    ]
+    pd.DataFrame(rows).to_parquet(folder / "parts" / "a.parquet")
+    chunks = {"a": {"state": "done"}, "b": {"state": "pending"}}
+    (folder / "manifest.json").write_text(json.dumps(dict(experiment="hebb-table", params=p, chunks=chunks)))
+    text = "\n".join(adam_forms_section(tmp_path))
+    assert "1 of 2 chunks finished" in text
+    line = next(x for x in text.splitlines() if x.startswith("| 0.005 |"))
+    assert "— (collapse)" in line and "not run yet" in line
+    assert "+0.200 (n = 1); collapsed 1 of 2" in line
+    assert "+0.550 ± 0.35 (n = 2); collapsed 0 of 2" in text

@@ -20,6 +20,7 @@ import pandas as pd
 from plasticlab.claims import Claim, claims_table, counts, measure
 from plasticlab.experiments.base import get
 from plasticlab.experiments.hebb_dfa import PAPER_DFA0, by_length
+from plasticlab.experiments.hebb_table import PAPER, PAPER_GAMMAS
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,45 @@ def dfa_section(root: Path) -> list[str]:
     return lines
 
 
+def adam_forms_section(root: Path) -> list[str]:
+    """Both Adam forms side by side in the hebb-table run (the paper's size), per γ, with the paper's row."""
+    got = load(root / "hebb-table")
+    if got is None:
+        return ["No hebb-table run committed."]
+    df, p, _, state = got
+    forms = {"adam": "adam (decoupled decay, AdamW)", "adam_l2": "adam_l2 (coupled L2, Adam(weight_decay))"}
+    head = ["γ", "paper (Table 1, Adam row)", *forms.values(), "lr·γ·T (adam, adam_l2)"]
+    lines = [
+        f"**Both Adam forms in the hebb-table run** ({len(p['seeds'])} seeds, T = {p['steps']:g} steps, "
+        f"adam lr {p['adam_lr']:g}, {state}; 2nd-layer alignment, mean ± sem over the seeds whose weights did not "
+        "collapse to 0; paper: Koplow, Poggio & Ziyin 2025, Table 1, where — is a collapse)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for g, pv in zip(PAPER_GAMMAS, PAPER["adam"]):
+        cells, stat = [], []
+        for rule in forms:
+            d = df[(df.rule == rule) & (df.gamma == g) & (df.layer == 1) & ~df.diverged]
+            if d.empty:
+                cells.append("not run yet")
+                stat.append("—")
+                continue
+            kept = d[~d.collapsed.astype(bool)]
+            mean, sem, n = measure(kept.alignment) if len(kept) else (float("nan"), float("nan"), 0)
+            spread = f" ± {sem:.2g}" if n > 1 else ""
+            cells.append(f"{_fmt(mean)}{spread} (n = {n}); collapsed {len(d) - len(kept)} of {len(d)}")
+            stat.append(f"{float(d.lr.iloc[0]) * g * p['steps']:g}")
+        paper = "— (collapse)" if pd.isna(pv) else f"{pv:+.2f}"
+        lines.append("| " + " | ".join([f"{g:g}", paper, *cells, ", ".join(stat)]) + " |")
+    lines += [
+        "",
+        "lr·γ·T ≥ 5 is the stationarity condition of a decoupled decay (≈ e⁻⁵ of the start left); coupled L2 "
+        "is normalised by Adam, so its own relaxation is not lr·γ.",
+    ]
+    return lines
+
+
 def per_rule_cells(claims: list[Claim]) -> str:
     """How many Table 1 cells each rule of the claims reproduces (cell claims read "<rule>, γ = …")."""
     by: dict[str, list[Claim]] = {}
@@ -292,6 +332,8 @@ def render(root: Path) -> str:
             claims += cs
             states.append(f"| `{s.folder}` | {s.question} | {state} | {s.reduced} | `{s.command}` |")
         out += ["| folder | what | state | reduced | command |", "|---|---|---|---|---|", *states, ""]
+        if title.startswith("Adam"):
+            out += [*adam_forms_section(root), ""]
         if title.startswith("DFA"):
             out += [*dfa_section(root), ""]
         if title.startswith("SGD") and claims:
