@@ -155,3 +155,21 @@ def test_collect_reads_an_unfinished_sweep_and_says_so(tmp_path):
         assert len(list((sub / "parts").glob("*.parquet"))) == 2 and not (sub / "results.parquet").exists()
     finally:
         base._REGISTRY.pop(ToyPerSeed.name, None)
+
+
+class Toy2(Toy):
+    name = "toy-claims-2"
+
+
+def test_only_keeps_the_other_experiments_on_the_scoreboard(toy, tmp_path):
+    base._REGISTRY[Toy2.name] = Toy2()
+    try:
+        reproduce(tmp_path, quick=True, only=[toy], workers=1)
+        outs = reproduce(tmp_path, quick=True, only=[Toy2.name], workers=1)
+        assert [o.name for o in outs] == [Toy2.name]  # the outcomes asked for
+    finally:
+        base._REGISTRY.pop(Toy2.name, None)
+    sb = pd.read_csv(tmp_path / "scoreboard.csv")
+    assert set(sb.experiment) == {toy, Toy2.name}  # the first run's row was read back, not dropped
+    md = (tmp_path / "SCOREBOARD.md").read_text()
+    assert "| hebb-table | — | 0 | — | missing |" in md  # and every other experiment is listed

@@ -212,7 +212,9 @@ def reproduce(
     out: Path | None = typer.Option(
         None, "--out", "-o", help="output folder (default results/, or runs/reproduce-quick with --quick)"
     ),
-    only: list[str] = typer.Option([], "--only", help="just this experiment (repeatable)"),
+    only: list[str] = typer.Option(
+        [], "--only", help="run just this experiment (repeatable); the scoreboard still lists the others"
+    ),
     collect: bool = typer.Option(
         None,
         "--collect/--compute",

@@ -176,7 +176,10 @@ def reproduce(
     progress: bool = False,
     **run_kw: Any,
 ) -> list[Outcome]:
-    """Run (or with ``collect`` read) every paper experiment under ``out`` and write the scoreboard there."""
+    """Run (or with ``collect`` read) every paper experiment under ``out`` and write the scoreboard there.
+
+    ``only``: run just these; the scoreboard still lists every experiment, the others read from ``out`` as
+    they are (missing where nothing is there). Returns the outcomes of the experiments asked for."""
     names = paper_experiments()
     for n in only or []:
         if n not in names:
@@ -184,19 +187,21 @@ def reproduce(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     outcomes = []
-    for name in only or names:
-        sub = out / name
+    # --only runs (or reads) just those; the others are read back from OUT as they are, so the scoreboard
+    # written below still covers every experiment instead of shrinking to the ones asked for
+    for name in names:
+        sub, asked = out / name, not only or name in only
         try:
-            oc = _one(name, sub, quick, collect, dict(run_kw, progress=progress))
+            oc = _one(name, sub, quick, collect or not asked, dict(run_kw, progress=progress and asked))
         except PlasticlabError as e:
             oc = Outcome(name, status="failed", message=str(e).splitlines()[0])
         except Exception as e:  # one experiment's bug (e.g. a table from older code) must not sink the board
             oc = Outcome(name, status="failed", message=f"{type(e).__name__}: {e}".splitlines()[0])
         outcomes.append(oc)
-        if progress:
+        if progress and asked:
             print(f"{name}: {oc.status}, {len(oc.claims)} claims {oc.message}".rstrip(), flush=True)
     write_scoreboard(out, outcomes, quick=quick)
-    return outcomes
+    return [oc for oc in outcomes if not only or oc.name in only]
 
 
 def scoreboard_frame(outcomes: list[Outcome]) -> pd.DataFrame:
