@@ -167,6 +167,10 @@ def test_only_keeps_the_other_experiments_on_the_scoreboard(toy, tmp_path):
         reproduce(tmp_path, quick=True, only=[toy], workers=1)
         outs = reproduce(tmp_path, quick=True, only=[Toy2.name], workers=1)
         assert [o.name for o in outs] == [Toy2.name]  # the outcomes asked for
+        r = CliRunner().invoke(app, ["reproduce", "--collect", "--only", toy, "--out", str(tmp_path), "-q"])
+        assert r.exit_code == 0, r.output
+        # the whole board's count, then the asked-for experiment's
+        assert "(2 claims: 2 reproduced, 0 partly" in r.output and f"; {toy}: 1 claims: 1 reproduced" in r.output
     finally:
         base._REGISTRY.pop(Toy2.name, None)
     sb = pd.read_csv(tmp_path / "scoreboard.csv")

@@ -232,7 +232,9 @@ def reproduce(
     pass --compute to run what is missing. Resumable like `run`. Exits 1 if an experiment failed or all of
     its runs diverged.
     """
-    from plasticlab.claims import counts
+    from pandas import read_csv
+
+    from plasticlab.claims import VERDICTS
     from plasticlab.reproduce import reproduce as reproduce_all
 
     out = out or (Path("runs") / "reproduce-quick" if quick else Path("results"))
@@ -253,13 +255,14 @@ def reproduce(
         )
     except PlasticlabError as e:
         _fail(str(e))
-    cnt = counts(c for oc in outcomes for c in oc.claims)
-    rows = sum(cnt.values())
-    typer.echo(
-        f"Scoreboard: {out / 'SCOREBOARD.md'}  ({rows} claims: "
-        + ", ".join(f"{v} {k}" for k, v in cnt.items())
-        + ")"
-    )
+
+    def tally(verdicts: list[str]) -> str:
+        cnt = {v: verdicts.count(v) for v in VERDICTS}
+        return f"{len(verdicts)} claims: " + ", ".join(f"{v} {k}" for k, v in cnt.items())
+
+    board = tally(read_csv(out / "scoreboard.csv").verdict.astype(str).tolist())  # every experiment's rows
+    asked = f"; {', '.join(only)}: {tally([c.verdict for oc in outcomes for c in oc.claims])}" if only else ""
+    typer.echo(f"Scoreboard: {out / 'SCOREBOARD.md'}  ({board}{asked})")
     bad = [oc for oc in outcomes if oc.status in ("failed", "all diverged")]
     for oc in bad:
         typer.secho(f"error: {oc.name}: {oc.status}: {oc.message}", err=True, fg=typer.colors.RED)
