@@ -186,3 +186,18 @@ def test_increases_tolerates_seed_noise_but_not_a_flat_or_falling_trend():
     assert increases([-0.037, -0.041, 0.006, 0.31], [0.013, 0.013, 0.002, 0.017])
     assert not increases([0.0, 0.005, 0.002, 0.008], [0.001] * 4)  # flat within the 0.01 floor
     assert not increases([0.0, 0.3, 0.1, 0.4], [0.01] * 4)  # a real step down
+
+
+def test_phase_claims_of_a_model_with_part_of_its_sigma_grid_read_not_run():
+    """An unfinished hebb-phase run: a model measured at some σ only is 'not run', not judged on those σ."""
+    import pandas as pd
+
+    from plasticlab.experiments import get
+
+    exp = get("hebb-phase")
+    p = exp.params(**{**exp.tiny, "activations": ["linear-regression"], "sigmas": [0.1, 0.3]})
+    parts = {c["sigma"]: exp.run_chunk(c) for c in exp.chunks(p)}
+    half = exp.claims(parts[0.1], p)
+    assert half and {c.verdict for c in half} == {"not run"}
+    full = exp.claims(pd.concat(parts.values(), ignore_index=True), p)
+    assert "not run" not in {c.verdict for c in full}
