@@ -137,3 +137,17 @@ def test_warm_state_gives_adam_a_preconditioned_field():
     F, th = rule_field(rule, net, data.x_train[:, :64], data.y_train[:, :64], state=state)
     a = analyse(F, th)
     assert 0 < a.nongradient_fraction < 1 and math.isfinite(a.max_real)
+
+
+def test_loop_test_of_a_field_too_large_to_measure_is_nan_not_an_error():
+    """A rotation field of size ~1e200 (finite weights, exploding rule): squares overflow a float, and the
+    loop ratio reads NaN instead of raising OverflowError inside a sweep chunk."""
+    A = torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64)
+
+    def F(th):
+        return 1e200 * (A @ th)
+
+    res = loop_test(F, torch.tensor([1.0, 2.0], dtype=torch.float64), planes=1, radius=1.0)
+    assert torch.isnan(res.ratios).all()
+    small = loop_test(lambda th: A @ th, torch.tensor([1.0, 2.0], dtype=torch.float64), planes=1, radius=1.0)
+    assert small.max_abs > 0.5  # the same field at a measurable size: a pure rotation

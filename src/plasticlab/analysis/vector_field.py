@@ -257,9 +257,11 @@ def loop_test(
             F = field(theta + radius * (c * u + s * v))
             dF = F - F0
             circ += (F @ (radius * (-s * u + c * v))).item()
-            var += (dF @ u).item() ** 2 + (dF @ v).item() ** 2
+            du, dv = (dF @ u).item(), (dF @ v).item()
+            var += du * du + dv * dv  # not ** 2: a field of ~1e200 must give inf, not raise OverflowError
         circ *= 2 * math.pi / points
         rms_slope = math.sqrt(var / points) / radius
         circs.append(circ)
-        ratios.append(circ / (2 * math.pi * radius**2 * rms_slope) if rms_slope > 0 else float("nan"))
+        ok = 0 < rms_slope < math.inf and math.isfinite(circ)  # a field too large to measure: no ratio
+        ratios.append(circ / (2 * math.pi * radius**2 * rms_slope) if ok else float("nan"))
     return LoopResult(torch.tensor(ratios), torch.tensor(circs))
