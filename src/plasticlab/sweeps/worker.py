@@ -105,8 +105,10 @@ def run_task(
 
 
 def _run_task(name: str, spec: dict[str, Any], threads: int | None) -> dict[str, Any]:
+    from plasticlab.allocator import keep_freed_memory
     from plasticlab.experiments import get
 
+    keep_freed_memory()  # large per-step tensors reuse freed blocks instead of fresh zeroed pages
     set_threads(threads)
     where = f"{socket.gethostname()}:{os.getpid()}"
     t0 = time.perf_counter()
