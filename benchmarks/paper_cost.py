@@ -330,9 +330,11 @@ def main(argv: list[str] | None = None) -> None:
         help="sweep manifest.json files to check the prediction against (default: results/*/manifest.json)",
     )
     a = ap.parse_args(argv)
+    from plasticlab.allocator import keep_freed_memory
     from plasticlab.reproduce import paper_experiments
 
     set_threads(1)
+    keep_freed_memory()  # as in a sweep worker, whose chunk times this predicts
     names = [n for n in a.experiments.split(",") if n] or paper_experiments()
     header(
         "paper-cost", "FLOPs of each paper experiment at its paper size; CPU time predicted; GPU at a stated rate"
