@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(child(a.child == "keep", a.epochs)))
         return
     s = _shape()
-    header("allocator", f"curl moment step, M={s['M']}, N={s['N']}, 420 members, float64: freed memory kept vs not")
+    header(
+        "allocator", f"curl moment step, M={s['M']}, N={s['N']}, 420 members, float64: freed memory kept vs not"
+    )
     loads = [load()]
     ms: dict[str, list[float]] = {"default": [], "keep": []}
     for _ in range(a.repeats):
