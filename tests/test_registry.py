@@ -130,3 +130,18 @@ def test_per_member_decay_and_noise_equal_the_float_ones(small):
     assert torch.equal(Wc[0][0], net.weights[0][0]) and not torch.equal(Wc[0][1], net.weights[0][1])
     with pytest.raises(PlasticlabError, match="gamma"):
         make_rule("sgd", gamma=[0.1, -1.0])
+
+
+def test_read_only_per_member_values_raise_no_warning():
+    # a pandas column's values arrive read-only; torch.as_tensor warned on them at every rule build
+    import warnings
+
+    import numpy as np
+
+    from plasticlab.rules.registry import _nonzero
+
+    gamma = np.array([0.0, 1e-3])
+    gamma.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _nonzero(gamma) and not _nonzero(np.zeros(2)) and not _nonzero(0.0)

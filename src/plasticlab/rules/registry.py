@@ -262,4 +262,7 @@ def make_rule(
 
 
 def _nonzero(v: PerMember) -> bool:
-    return bool(torch.as_tensor(np.asarray(v, dtype=np.float64)).ne(0).any())
+    if isinstance(v, torch.Tensor):
+        return bool(v.ne(0).any())
+    # NumPy answers for lists and arrays alike; a read-only array (a pandas column's) made torch warn
+    return bool(np.any(np.asarray(v, dtype=np.float64) != 0))
