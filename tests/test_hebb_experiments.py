@@ -201,3 +201,48 @@ def test_phase_claims_of_a_model_with_part_of_its_sigma_grid_read_not_run():
     assert half and {c.verdict for c in half} == {"not run"}
     full = exp.claims(pd.concat(parts.values(), ignore_index=True), p)
     assert "not run" not in {c.verdict for c in full}
+
+
+def _phase_table(cells):
+    """A hebb-phase table of a 2-layer linear MLP: cells maps (σ, γ) -> (layer-2 alignment, layer-1 ‖W‖²,
+    diverged), two seeds each, every ‖W‖² of layer 2 = 1."""
+    import pandas as pd
+
+    rows = []
+    for (sigma, gamma), (al, w1, div) in cells.items():
+        for seed in (0, 1):
+            for layer, w in ((0, w1), (1, 1.0)):
+                rows.append(
+                    dict(
+                        activation="linear", model="mlp", sigma=sigma, gamma=gamma, seed=seed, layer=layer,
+                        alignment=np.nan if div else al, val_loss=np.nan if div else 1.0, diverged=div,
+                        collapsed=False, w_sq=np.nan if div else w, fan_in=4, fan_out=4,
+                    )
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_phase_corners_skip_collapsed_and_diverged_cells_and_name_them():
+    """A run whose first layer decayed below 1e-3 of its initial norm has collapsed (its layer-2 cosine of
+    vanishing matrices is not a measurement): the Hebbian corner reads the highest γ that did not collapse,
+    the anti-Hebbian corner the highest σ that did not diverge, and each note names the cells skipped."""
+    from plasticlab.experiments.hebb_phase import mark_collapsed, phase_claims
+
+    df = _phase_table(
+        {
+            (0.01, 1e-4): (0.1, 4.0, False),
+            (0.01, 1.0): (0.9, 2.0, False),
+            (0.01, 4.0): (0.0, 1e-9, False),  # ‖W‖² 1e-9 < (1e-3)² · fan_out: collapsed
+            **{(1.0, g): (np.nan, np.nan, True) for g in (1e-4, 1.0, 4.0)},
+        }
+    )
+    marked = mark_collapsed(df)
+    assert marked[marked.gamma == 4.0].groupby("sigma").collapsed.all().to_dict() == {0.01: True, 1.0: False}
+    assert not marked[(marked.gamma < 4.0)].collapsed.any()
+    p = dict(activations=["linear"], sigmas=[0.01, 1.0])
+    _, hebb, anti, _ = phase_claims(df, p, "tiny")
+    assert "γ = 1," in hebb.claim and hebb.ours == pytest.approx(0.9) and hebb.verdict == "reproduced"
+    assert hebb.note == "past it: σ = 0.01, γ = 4: 2 collapsed of 2"
+    assert "σ = 0.01, γ = 0.0001" in anti.claim and anti.ours == pytest.approx(0.1)
+    assert anti.verdict == "not reproduced"
+    assert anti.note == "past it: σ = 1, every γ: 6 diverged of 6"

@@ -32,6 +32,8 @@ LINREG = "linear-regression"
 # A reference simulation of the noise theory at d = 32, σ = 0.3 (alignment at γ = ratio·σ²); the paper
 # states the sign change at γ ≈ σ² but gives no numbers, so these are shown as a reference, not the paper's.
 REF_A3 = {0.25: -0.25, 1.0: 0.0, 4.0: 0.26}
+# A run whose weights fell below this fraction of their initial norm has collapsed (as in hebb-transformer).
+COLLAPSE = 1e-3
 
 
 def gamma_grid(sigmas, ratios=(0.25, 1.0, 4.0), extra=(1e-5,)) -> list[float]:
@@ -187,6 +189,7 @@ def band_factor(s: pd.DataFrame) -> float:
 def _report(df, p, out):
     from plasticlab.plots.hebb import diverging_norm, log_norm, phase_figure
 
+    df = mark_collapsed(df)
     acts = [a for a in p["activations"] if a in set(df.activation)]
     rep = Report(out, "hebb-phase — noise turns the Hebbian signature anti-Hebbian", p)
     rep.text(
@@ -196,7 +199,9 @@ def _report(df, p, out):
         "puts the border at "
         "**γ ≈ σ²** (dashed line). Colour = cosine of the batch-mean signal and the batch-mean Hebbian "
         f"matrix, averaged over the second half of {p['steps']} SGD steps (lr {p['lr']}, batch "
-        f"{p['batch_size']}) and over {len(p['seeds'])} seeds; cells print the value. For an MLP layer the "
+        f"{p['batch_size']}) and over {len(p['seeds'])} seeds; cells print the value; a blank cell lost every "
+        "run, which diverged or collapsed (weights below 1e-3 of their initial norm, the paper's '—'). "
+        "For an MLP layer the "
         "same balance γ‖v_row‖² ≈ σ² d_in sits higher, because its rows are not of norm² ≈ d: the dotted "
         "line rescales the theory by the measured row norms."
     )
@@ -283,19 +288,58 @@ def _sign_claim(name: str, s: pd.DataFrame, size: str, div: int) -> Claim:
     )
 
 
-def _corner_claims(name: str, s: pd.DataFrame, size: str, div: int) -> list[Claim]:
-    """The phase diagram's corners: low noise + high decay > 0.5; high noise + the lowest decay < −0.3."""
+def mark_collapsed(df: pd.DataFrame) -> pd.DataFrame:
+    """Flag as collapsed every run whose weights, in any layer, fell below ``COLLAPSE`` of their initial
+    norm (‖W₀‖² ≈ fan_out at std 1/√fan_in). The simulation's own flag (a batch-mean matrix of norm
+    < 1e-12) misses a network decayed to ~1e-5 of its size, whose alignment is then the cosine of two
+    vanishing matrices (≈ 0.00 at γ = 4 on the MLPs) rather than a measurement."""
+    if not {"w_sq", "fan_out"} <= set(df):
+        return df
+    small = (df.w_sq < COLLAPSE**2 * df.fan_out).astype(bool)
+    run = [df[k] for k in ("activation", "sigma", "gamma", "seed")]
+    any_small = small.groupby(run).transform("any").astype(bool)
+    return df.assign(collapsed=df.collapsed.astype(bool) | (any_small & ~df.diverged.astype(bool)))
+
+
+def _lost(a: pd.DataFrame, cells: pd.DataFrame) -> str:
+    """What the grid cells ``cells`` (sigma, gamma), skipped on the way to a corner, lost: 'σ = 0.003, γ = 4:
+    5 collapsed of 5'; a σ whose every γ is skipped is one entry ('σ = 1, every γ: 95 diverged of 95')."""
+    out = []
+    for sigma, gammas in cells.groupby("sigma", sort=True).gamma:
+        every = set(gammas) == set(a[a.sigma == sigma].gamma)
+        for label, r in (
+            [("every γ", a[a.sigma == sigma])]
+            if every
+            else [(f"γ = {g:g}", a[(a.sigma == sigma) & (a.gamma == g)]) for g in sorted(gammas)]
+        ):
+            what = [f"{int(r[k].sum())} {k}" for k in ("diverged", "collapsed") if r[k].sum()]
+            out.append(f"σ = {sigma:g}, {label}: {' and '.join(what) or 'none lost'} of {len(r)}")
+    return "; ".join(out)
+
+
+def _corner_claims(name: str, a: pd.DataFrame, s: pd.DataFrame, size: str, div: int) -> list[Claim]:
+    """The phase diagram's corners, at the grid's extremes where the network still trains: at the lowest
+    σ and the highest γ whose runs neither collapsed nor diverged, > 0.5; at the highest such σ and its
+    lowest γ, < −0.3. The grid (ours: the paper gives no values) reaches past both edges — γ = 4 decays
+    an MLP to nothing, σ = 1 diverges at lr 0.05 — so the cells skipped are named in the note."""
     sig = sorted(x for x in set(s.sigma) if x > 0)
     if not sig:
         return []
-    hi = _cell(s, sig[0], max(s[s.sigma == sig[0]].gamma))
-    g_lo = float(s[s.sigma == sig[-1]].gamma.min())
-    lo = _cell(s, sig[-1], g_lo)
+    ok = s[(s.n > 0) & (s.sigma > 0)]
+    low = ok[ok.sigma == sig[0]]
+    hi = low.loc[low.gamma.idxmax()] if len(low) else None
+    past_hi = s[(s.sigma == sig[0]) & (s.gamma > (hi.gamma if hi is not None else -1.0))]
+    s_top = float(ok.sigma.max()) if len(ok) else sig[-1]
+    top = ok[ok.sigma == s_top]
+    lo = top.loc[top.gamma.idxmin()] if len(top) else None
+    past_lo = s[(s.sigma > s_top) | ((s.sigma == s_top) & (s.gamma < (lo.gamma if lo is not None else np.inf)))]
     src = "phase diagram (σ × γ)"
     g_hi = float(hi.gamma) if hi is not None else math.nan
+    g_lo = float(lo.gamma) if lo is not None else math.nan
     return [
         Claim(
-            f"{name}: Hebbian (> 0.5) at low noise and high decay (σ = {sig[0]:g}, γ = {g_hi:g})",
+            f"{name}: Hebbian (> 0.5) at low noise and high decay (σ = {sig[0]:g}, γ = {g_hi:g}, the "
+            "highest γ that did not collapse)",
             KPZ,
             src,
             math.nan,
@@ -303,9 +347,11 @@ def _corner_claims(name: str, s: pd.DataFrame, size: str, div: int) -> list[Clai
             size,
             AtLeast(0.5),
             diverged=div,
+            note=f"past it: {_lost(a, past_hi)}" if len(past_hi) else "",
         ),
         Claim(
-            f"{name}: anti-Hebbian (< −0.3) at high noise and low decay (σ = {sig[-1]:g}, γ = {g_lo:g})",
+            f"{name}: anti-Hebbian (< −0.3) at high noise and low decay (σ = {s_top:g}, γ = {g_lo:g}, the "
+            "highest σ that did not diverge)",
             KPZ,
             src,
             math.nan,
@@ -313,6 +359,7 @@ def _corner_claims(name: str, s: pd.DataFrame, size: str, div: int) -> list[Clai
             size,
             AtMost(-0.3),
             diverged=div,
+            note=f"past it: {_lost(a, past_lo)}" if len(past_lo) else "",
         ),
     ]
 
@@ -353,6 +400,7 @@ def phase_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
     A model whose σ grid is not all in (an unfinished run) is measured on nothing, so its claims read "not
     run": on part of the grid its "highest noise" or "every σ" would be some other σ than the paper's."""
     out = []
+    df = mark_collapsed(df)
     for act in p["activations"]:
         a = df[(df.activation == act) & (df.layer == plot_layer(act))]
         if not {float(x) for x in p["sigmas"]} <= set(a.sigma.astype(float)):
@@ -361,7 +409,7 @@ def phase_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
         name = act if act == LINREG else f"{act} MLP"
         s = summarise(a, ["sigma", "gamma"])
         out.append(_sign_claim(name, s, size, div))
-        out += _corner_claims(name, s, size, div)
+        out += _corner_claims(name, a, s, size, div)
         out.append(_val_claim(name, a[(a.sigma > 0) & (a.gamma > 0)], size, div))
     return out
 
