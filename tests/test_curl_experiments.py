@@ -142,3 +142,20 @@ def test_hidden_report_draws_heatmap(tmp_path):
     assert np.isfinite(df.test_error).all()
     exp.report(df, p, tmp_path)
     assert (tmp_path / "hidden_heatmap.png").exists() and "Verdicts" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["curl-speedup", "curl-readout", "curl-hidden"])
+def test_more_seeds_reuse_every_finished_seed_block(name):
+    """Extending a run from 10 to 25 seeds keeps every chunk of the first 10 (same hashes) and adds chunks
+    holding only the new seeds, in blocks of 10."""
+    from plasticlab.experiments import get
+    from plasticlab.experiments.base import seed_blocks
+    from plasticlab.sweeps.execute import hashes_of
+
+    assert seed_blocks(range(25)) == [list(range(10)), list(range(10, 20)), list(range(20, 25))]
+    exp = get(name)
+    ten, more = (exp.params(**{**exp.tiny, "seeds": list(range(n))}) for n in (10, 25))
+    old, new = set(hashes_of(exp, exp.chunks(ten))), hashes_of(exp, exp.chunks(more))
+    assert old < set(new) and len(new) == 3 * len(old)
+    added = [c for c, h in zip(exp.chunks(more), new) if h not in old]
+    assert sorted(s for c in added for s in c["seeds"]) == sorted(list(range(10, 25)) * len(old))

@@ -220,6 +220,17 @@ def coerce(exp: str, key: str, value: Any, like: Any, choices: Sequence[Any] | N
 # -- declared parameter constraints (scikit-learn's `_parameter_constraints`, one validator) -------------
 MAX_STEPS = 10_000_000  # steps/epochs: ~a day of the largest chunk; beyond that a typo (1e12) runs forever
 MAX_SEED = 2**63 - 1  # seeds are int64 counters (plasticlab.seeding)
+SEED_BLOCK = 10
+
+
+def seed_blocks(seeds: Sequence[int], size: int = SEED_BLOCK) -> list[list[int]]:
+    """``seeds`` in consecutive blocks of ``size``, one chunk each. A run extended by more seeds (10 → 20 →
+    40) then reuses every block it finished, which is sound because a member's numbers depend on its own
+    seed only (the same alone or in a batch)."""
+    seeds = list(seeds)
+    return [seeds[i : i + size] for i in range(0, len(seeds), size)]
+
+
 MAX_SIZE = 1_000_000  # widths, batch and data set sizes: far past a laptop's memory, short of overflow
 
 

@@ -23,18 +23,20 @@ from plasticlab.experiments._curl_common import (
     flip_table,
     shape_for,
 )
-from plasticlab.experiments.base import POSITIVE, SIZE, Experiment, register
+from plasticlab.experiments.base import POSITIVE, SIZE, Experiment, register, seed_blocks
 from plasticlab.report import Report
 from plasticlab.simulation.curl import CurlConfig, simulate
 
 
-def shape_chunks(p: dict, keys: tuple[str, ...]) -> list[dict]:
-    """One chunk per (activation, c): each c fixes a network shape (M, N), i.e. one ensemble batch."""
+def shape_chunks(p: dict, keys: tuple[str, ...]) -> list[dict]:  # keys: the spec's entries besides the seeds
+    """One chunk per (activation, c, block of seeds): each c fixes a network shape (M, N), i.e. one ensemble
+    batch; seed blocks let a run extended by more seeds reuse the blocks it has."""
     return [
-        dict(activation=act, c_nominal=c, M=M, N=N, alphas=p["alphas"], **{k: p[k] for k in keys})
+        dict(activation=act, c_nominal=c, M=M, N=N, alphas=p["alphas"], **{k: p[k] for k in keys}, seeds=block)
         for act in p["activations"]
         for c in log_cs(p["c_min"], p["c_max"], p["n_c"])
         for M, N in [shape_for(c, p["total"])]
+        for block in seed_blocks(p["seeds"])
     ]
 
 
@@ -176,7 +178,7 @@ class CurlHidden(Experiment):
 
     def chunks(self, p):
         return shape_chunks(
-            p, ("seeds", "P", "B", "epochs", "eta", "init_scale", "norm_constraint", "points_per_decade", "dtype")
+            p, ("P", "B", "epochs", "eta", "init_scale", "norm_constraint", "points_per_decade", "dtype")
         )
 
     def run_chunk(self, spec):

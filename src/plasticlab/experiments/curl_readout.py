@@ -162,7 +162,6 @@ class CurlReadout(Experiment):
         return shape_chunks(
             p,
             (
-                "seeds",
                 "P",
                 "epochs",
                 "eta",

@@ -11,13 +11,24 @@ shape; its members are seeds × (rule, k, r) conditions. GD and curl share teach
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pandas as pd
 
 from plasticlab.claims import NKC, AllCells, AtLeast, AtMost, Claim, Within
-from plasticlab.experiments.base import POSITIVE, SIZE, Boolean, Experiment, Interval, ListOf, Require, register
+from plasticlab.experiments.base import (
+    POSITIVE,
+    SIZE,
+    Boolean,
+    Experiment,
+    Interval,
+    ListOf,
+    Require,
+    register,
+    seed_blocks,
+)
 from plasticlab.report import Report
 from plasticlab.simulation.curl import CurlConfig, simulate
 
@@ -388,38 +399,25 @@ class CurlSpeedup(Experiment):
     )
 
     def chunks(self, p):
+        """One chunk per (activation, norm, P, block of seeds); a run extended by more seeds reuses its blocks."""
+        shared = ("epochs", "M", "N", "B", "eta", "threshold", "points_per_decade", "dtype")
         out = []
-        for act in p["activations"]:
-            for norm in p["norms"]:
-                for P in p["Ps"]:
-                    conds = {("gd", 0, p["r"]), ("curl", p["k"], p["r"])}
-                    if p["sweep_P"] == P:
-                        conds |= {("curl", k, p["r"]) for k in p["ks"]}
-                        conds |= {
-                            (rule, k, r) for r in p["init_scales"] for rule, k in (("gd", 0), ("curl", p["k"]))
-                        }
-                    out.append(
-                        dict(
-                            activation=act,
-                            norm=norm,
-                            P=P,
-                            conditions=[list(c) for c in sorted(conds)],  # lists: what a spec is after JSON
-                            **{
-                                k: p[k]
-                                for k in (
-                                    "seeds",
-                                    "epochs",
-                                    "M",
-                                    "N",
-                                    "B",
-                                    "eta",
-                                    "threshold",
-                                    "points_per_decade",
-                                    "dtype",
-                                )
-                            },
-                        )
-                    )
+        blocks = seed_blocks(p["seeds"])
+        for act, norm, P, block in itertools.product(p["activations"], p["norms"], p["Ps"], blocks):
+            conds = {("gd", 0, p["r"]), ("curl", p["k"], p["r"])}
+            if p["sweep_P"] == P:
+                conds |= {("curl", k, p["r"]) for k in p["ks"]}
+                conds |= {(rule, k, r) for r in p["init_scales"] for rule, k in (("gd", 0), ("curl", p["k"]))}
+            out.append(
+                dict(
+                    activation=act,
+                    norm=norm,
+                    P=P,
+                    conditions=[list(c) for c in sorted(conds)],  # lists: what a spec is after JSON
+                    seeds=block,
+                    **{k: p[k] for k in shared},
+                )
+            )
         return out
 
     def run_chunk(self, spec):
