@@ -84,6 +84,13 @@ def test_reproduce_quick_then_collect(toy, tmp_path):
     # collect re-reads the table written above, with its own params (quick) -> same row
     outs = reproduce(tmp_path, only=[toy], collect=True)
     assert outs[0].claims[0].ours == pytest.approx(0.05) and outs[0].claims[0].size == "quick"
+    # collect leaves a finished run's report as it is; --rerender draws it again from the table
+    (tmp_path / toy / "report.md").write_text("stale\n")
+    reproduce(tmp_path, only=[toy], collect=True)
+    assert (tmp_path / toy / "report.md").read_text() == "stale\n"
+    r = CliRunner().invoke(app, ["reproduce", "--only", toy, "--out", str(tmp_path), "--rerender", "-q"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / toy / "report.md").read_text() == "toy\n"
     # nothing there to collect: reported, no crash, no rows
     outs = reproduce(tmp_path / "empty", only=[toy], collect=True)
     assert outs[0].status == "missing" and not outs[0].claims

@@ -220,6 +220,9 @@ def reproduce(
         "--collect/--compute",
         help="read results already in OUT/NAME instead of computing (default: --collect without --quick)",
     ),
+    rerender: bool = typer.Option(
+        False, "--rerender", help="with --collect: draw each finished run's report.md and figures again"
+    ),
     executor: str = typer.Option("local", help="local | dask"),
     workers: int | None = typer.Option(None, help="worker processes (default: all cores; 1 = in-process)"),
     scheduler: str | None = typer.Option(None, help="Dask scheduler address (executor dask)"),
@@ -248,6 +251,7 @@ def reproduce(
             only=only or None,
             collect=collect,
             progress=not quiet,
+            rerender=rerender,
             executor=executor,
             workers=workers,
             scheduler=scheduler,

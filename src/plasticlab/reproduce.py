@@ -114,7 +114,9 @@ def _chunk_hours(out: Path) -> tuple[int, float]:
     return len(done), sum(float(c.get("seconds") or 0.0) for c in done) / 3600
 
 
-def _one(name: str, out: Path, quick: bool, collect: bool, run_kw: dict[str, Any]) -> Outcome:
+def _one(
+    name: str, out: Path, quick: bool, collect: bool, run_kw: dict[str, Any], rerender: bool = False
+) -> Outcome:
     from plasticlab.api import run as run_api
     from plasticlab.experiments import get
 
@@ -134,10 +136,13 @@ def _one(name: str, out: Path, quick: bool, collect: bool, run_kw: dict[str, Any
             got = part.df, part.params
         df, p = got
         p = exp.params(**p)  # validates, fills keys added since the run
-        # a finished run's report.md and figures are left as its run wrote them (collect only reads);
-        # an unfinished one has none, so it gets one from the chunks that are in
+        # a finished run's report.md and figures are left as its run wrote them (collect only reads) unless
+        # ``rerender`` asks for them drawn again by today's code; an unfinished one has none, so it gets one
+        # from the chunks that are in
         if part is not None:
             _partial_report(exp, df, p, out, part)
+        elif rerender:
+            exp.report(df, p, out)
     else:
         p = exp.params(quick=quick)
         df = run_api(name, quick=quick, out=out, **run_kw)
@@ -174,9 +179,13 @@ def reproduce(
     only: list[str] | None = None,
     collect: bool = False,
     progress: bool = False,
+    rerender: bool = False,
     **run_kw: Any,
 ) -> list[Outcome]:
     """Run (or with ``collect`` read) every paper experiment under ``out`` and write the scoreboard there.
+
+    ``rerender``: a collected finished run's report.md and figures are drawn again from its table (after a
+    change to a report or its claims, so report and scoreboard agree); only for the experiments asked for.
 
     ``only``: run just these; the scoreboard still lists every experiment, the others read from ``out`` as
     they are (missing where nothing is there). Returns the outcomes of the experiments asked for."""
@@ -192,7 +201,8 @@ def reproduce(
     for name in names:
         sub, asked = out / name, not only or name in only
         try:
-            oc = _one(name, sub, quick, collect or not asked, dict(run_kw, progress=progress and asked))
+            kw = dict(run_kw, progress=progress and asked)
+            oc = _one(name, sub, quick, collect or not asked, kw, rerender=rerender and asked)
         except PlasticlabError as e:
             oc = Outcome(name, status="failed", message=str(e).splitlines()[0])
         except Exception as e:  # one experiment's bug (e.g. a table from older code) must not sink the board
