@@ -2,8 +2,8 @@
 (linear, full batch) at curl-readout's paper shape with the most weights per member (420 members, float64).
 
 Each setting runs in its own fresh process, alternating, because the setting is process-wide and cannot be
-undone. Per run: ms per epoch = (time of ``--epochs`` epochs − time of 1 epoch) / (epochs − 1), so the
-set-up (data, teacher, initial state) is not charged to the step.
+undone. Per run: ms per epoch = the simulation's own timing of its epoch loop (``loop_seconds``, as
+``paper-cost`` times it) / epochs, so the set-up (data, teacher, initial state) is not charged to the step.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 
 from benchmarks.common import header, load, set_threads
 
@@ -28,7 +27,7 @@ def _shape() -> dict:
 def child(keep: bool, epochs: int) -> float:
     """ms per epoch of the moment step in this process, with or without freed memory kept."""
     from benchmarks.flops import chunk_work
-    from benchmarks.paper_cost import _stepper
+    from benchmarks.paper_cost import _stepper, _time
     from plasticlab.allocator import keep_freed_memory
 
     set_threads(1)
@@ -36,12 +35,7 @@ def child(keep: bool, epochs: int) -> float:
         raise SystemExit("keeping freed memory is unavailable here (not Linux with glibc)")
     run, _ = _stepper(chunk_work("curl-readout", _shape()))
     run(1)  # imports and first allocations
-    t0 = time.perf_counter()
-    run(1)
-    t1 = time.perf_counter()
-    run(epochs)
-    tk = time.perf_counter() - t1
-    return (tk - (t1 - t0)) / (epochs - 1) * 1e3
+    return _time(run, epochs) / epochs * 1e3
 
 
 def main(argv: list[str] | None = None) -> None:
