@@ -252,9 +252,12 @@ def test_chunks_per_c_and_eta_and_validation():
 
     assert [shape_for(c) for c in (0.3, 0.4, 0.5)] == [(50, 169), (62, 157), (73, 146)]
     exp = get("curl-chaos")
-    p = exp.params(quick=True, cs=[0.4], alphas=[0.1], c_grid=[0.4, 1.0], c_alphas=[0.5], etas=[0.1, 0.02])
+    p = exp.params(
+        quick=True, cs=[0.4], alphas=[0.1], c_grid=[0.4, 1.0], c_alphas=[0.5], etas=[0.1, 0.02], step_alphas=[0.2]
+    )
     got = [(ch["c"], ch["eta"], ch["alphas"]) for ch in exp.chunks(p)]
-    assert got == [(0.4, 0.1, [0.1, 0.5]), (1.0, 0.1, [0.5]), (0.4, 0.02, [0.1, 0.5]), (1.0, 0.02, [0.5])]
+    # the first η: the cs at every α_h plus the q-vs-c grid; later η (the step-size sweep): the cs at step_alphas
+    assert got == [(0.4, 0.1, [0.1, 0.5]), (1.0, 0.1, [0.5]), (0.4, 0.02, [0.2])]
     with pytest.raises(PlasticlabError, match="start"):
         exp.params(start="random")
     with pytest.raises(PlasticlabError, match="record"):
@@ -302,6 +305,19 @@ def test_claims_read_the_state_mix():
     got = {c.claim.split(":")[0]: c for c in exp.claims(chaotic, p)}
     assert got["the plateau is chaos at η = 0.02"].verdict == "reproduced"
     assert got["finite N (M = 62, N = 157, η = 0.1)"].verdict == "not run"
+
+
+def test_q_vs_c_claim_reads_the_grid_on_both_sides_of_the_threshold():
+    from plasticlab.experiments import get
+
+    exp = get("curl-chaos")
+    p = exp.params(quick=True, c_grid=[0.4], c_alphas=[0.05, 0.6])
+    plateau = pd.concat([_table(["converged"] * 3, alpha=0.05), _table(["irregular"] * 3)], ignore_index=True)
+    flat = pd.concat([_table(["converged"] * 3, alpha=0.05), _table(["converged"] * 3)], ignore_index=True)
+    [claim] = [c for c in exp.claims(plateau, p) if c.claim.startswith("q vs c")]
+    assert claim.verdict == "reproduced" and claim.n == 2 and "c=0.4 α_h=0.597" in claim.note
+    [claim] = [c for c in exp.claims(flat, p) if c.claim.startswith("q vs c")]
+    assert claim.verdict == "partly" and claim.ours == 0.5  # the cell below holds, the one above fails
 
 
 def test_report_is_written_from_the_table(tmp_path):

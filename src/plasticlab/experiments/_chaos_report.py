@@ -39,9 +39,10 @@ def size_of(df: pd.DataFrame, p: dict) -> str:
     return "paper" if full else f"reduced: {grid}"
 
 
-def _plateau_cells(d: pd.DataFrame) -> tuple[list[bool], list[str]]:
+def _plateau_cells(d: pd.DataFrame, every_above: bool = False) -> tuple[list[bool], list[str]]:
     """Per c at η = 0.1 (the paper's step): mean q below 1e-12 at every α_h under the large-N threshold, and
-    above 1e-4 at the largest α_h run (when it is above the threshold)."""
+    above 1e-4 at the largest α_h run (when it is above the threshold), or with ``every_above`` at every α_h
+    above it (the q-vs-c curves, two α_h per c)."""
     ok, notes = [], []
     for c, s in d.groupby("c"):
         means = s.groupby("alpha_h_eff").q.mean()
@@ -50,9 +51,9 @@ def _plateau_cells(d: pd.DataFrame) -> tuple[list[bool], list[str]]:
             ok.append(bool(q < Q_FLAT))
             notes.append(f"c={c:g} α_h={a:.3g}: ⟨q⟩={q:.2g}")
         top = float(means.index.max())
-        if top > thr:
-            ok.append(bool(means[top] > Q_PLATEAU))
-            notes.append(f"c={c:g} α_h={top:.3g}: ⟨q⟩={means[top]:.2g}")
+        for a in means.index[means.index > thr] if every_above else [top] if top > thr else []:
+            ok.append(bool(means[a] > Q_PLATEAU))
+            notes.append(f"c={c:g} α_h={a:.3g}: ⟨q⟩={means[a]:.2g}")
     return ok, notes
 
 
@@ -76,6 +77,26 @@ def claims(df: pd.DataFrame, p: dict) -> list[Claim]:
             size,
             AllCells("⟨q⟩ on the right side of the threshold"),
             diverged=int(paper_eta.diverged.sum()),
+            note="; ".join(notes),
+        )
+    )
+    grid = d[np.isclose(d.eta, 0.1) & d.alpha_h.isin([float(a) for a in p["c_alphas"]])]
+    grid = grid[grid.c.isin([float(c) for c in p["c_grid"]])]
+    ok, notes = _plateau_cells(grid[~grid.diverged], every_above=True)
+    frac, n = fraction(ok)
+    alphas = ", ".join(f"{a:g}" for a in p["c_alphas"])
+    out.append(
+        Claim(
+            f"q vs c at α_h ∈ {{{alphas}}} (η = 0.1): mean q < 1e-12 where α_h < α_h*(c), > 1e-4 where above",
+            NKC,
+            FIG,
+            math.nan,
+            frac,
+            math.nan,
+            n,
+            size,
+            AllCells("⟨q⟩ on the right side of the threshold"),
+            diverged=int(grid.diverged.sum()),
             note="; ".join(notes),
         )
     )
@@ -196,13 +217,45 @@ def _figures(rep, d: pd.DataFrame, p: dict) -> None:
     plt.close(fig)
 
 
-def _state_figure(rep, d: pd.DataFrame) -> None:
+def _q_vs_c_figure(rep, d: pd.DataFrame, p: dict) -> None:
+    """The paper's q-vs-c curves (η = 0.1, α_h ∈ c_alphas); filled markers where α_h is above α_h*(c)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cs = sorted(d.c.unique())
+    g = d[np.isclose(d.eta, 0.1) & d.c.isin([float(c) for c in p["c_grid"]])]
+    g = g[g.alpha_h.isin([float(a) for a in p["c_alphas"]])]
+    if g.c.nunique() < 2:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (a, s) in enumerate(g.groupby("alpha_h")):
+        m = s.groupby("c").agg(q=("q", "mean"), above=("above", "first"))
+        q = m.q.clip(lower=1e-32)
+        ax.plot(m.index, q, "-", color=f"C{i}", label=f"α_h = {a:g}")
+        ax.plot(m.index[m.above], q[m.above], "o", color=f"C{i}")
+        ax.plot(m.index[~m.above], q[~m.above], "o", mfc="none", color=f"C{i}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("c = M/N (M + N = 219)")
+    ax.set_ylabel("mean q over runs")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    rep.figure(
+        fig,
+        "q_vs_c",
+        "q vs c at η = 0.1 (mean over runs); filled: α_h above the large-N threshold α_h*(c), open: below",
+    )
+    plt.close(fig)
+
+
+def _state_figure(rep, d: pd.DataFrame, p: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cs = sorted(set(d.c.unique()) & {float(c) for c in p["cs"]}) or sorted(d.c.unique())
     fig, axes = plt.subplots(1, len(cs), figsize=(4.2 * len(cs), 3.6), squeeze=False)
     colours = dict(zip(STATES, ["C2", "C1", "C0", "C3", "C4", "k"]))
     for ax, c in zip(axes[0], cs):
@@ -234,7 +287,8 @@ def write_report(df: pd.DataFrame, p: dict, out: Path) -> None:
     rep.add_claims(claims(df, p))
     rep.text(_method_text(d, p))
     _figures(rep, d, p)
-    _state_figure(rep, d)
+    _q_vs_c_figure(rep, d, p)
+    _state_figure(rep, d, p)
     rep.table(state_mix(d), "State mix per c, α_h and step size η (runs per state; λ per epoch-equivalent)")
     rep.text(_findings(d))
     rep.write()
@@ -264,7 +318,8 @@ def _method_text(d: pd.DataFrame, p: dict) -> str:
 
 def _coverage(d: pd.DataFrame, p: dict) -> str:
     """Which requested (c, η) pairs the table holds, and which it lacks (a sweep stopped early)."""
-    wanted = [(float(c), float(e)) for e in p["etas"] for c in dict.fromkeys(p["cs"] + p["c_grid"])]
+    first = [(float(c), float(p["etas"][0])) for c in dict.fromkeys(p["cs"] + p["c_grid"])]
+    wanted = first + [(float(c), float(e)) for e in p["etas"][1:] for c in dict.fromkeys(p["cs"])]
     have = set(zip(d.c.astype(float), d.eta.astype(float)))
     missing = [f"c = {c:g}, η = {e:g}" for c, e in wanted if (c, e) not in have]
     return f"Not run (requested, not in this table): {'; '.join(missing)}." if missing else ""

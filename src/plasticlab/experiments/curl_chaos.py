@@ -211,6 +211,7 @@ class CurlChaos(Experiment):
         c_alphas=[0.4, 0.5],  # …these α_h
         seeds=list(range(10)),
         etas=[0.1, 0.02, 0.01],  # per-step learning rates; each run covers the time of `epochs` at η = 0.1
+        step_alphas=[round(0.05 * i, 2) for i in range(21)],  # α_h at the cs for every η after the first
         epochs=100000,  # epoch-equivalents of η = 0.1
         record=1000,  # window of q, q_function, the recurrence test and the error trace (epoch-equivalents)
         lyap_window=5000,  # window of the Lyapunov exponent, ending with the run (epoch-equivalents)
@@ -228,6 +229,7 @@ class CurlChaos(Experiment):
         c_alphas=[0.5],
         seeds=[0],
         etas=[0.1, 0.02],
+        step_alphas=[0.05, 0.3, 0.6],
         epochs=3000,
         record=300,
         lyap_window=1000,
@@ -239,6 +241,7 @@ class CurlChaos(Experiment):
         cs=ListOf(Interval(float, 1 / (TOTAL - 1), TOTAL - 1)),
         c_grid=ListOf(Interval(float, 1 / (TOTAL - 1), TOTAL - 1)),
         c_alphas=ListOf(Interval(float, 0, 1)),
+        step_alphas=ListOf(Interval(float, 0, 1)),
         etas=ListOf(POSITIVE),
         record=Interval(int, 2, MAX_STEPS),
         lyap_window=Interval(int, 2, MAX_STEPS),
@@ -264,18 +267,22 @@ class CurlChaos(Experiment):
 
     def chunks(self, p):
         """One chunk per (c, η): every α_h and seed of it in one ensemble (members of one η share a step
-        count; different η run different step counts, so they are separate batches)."""
-        alphas_at: dict[float, set] = {}
-        for c in p["cs"]:
-            alphas_at.setdefault(float(c), set()).update(p["alphas"])
-        for c in p["c_grid"]:
-            alphas_at.setdefault(float(c), set()).update(p["c_alphas"])
+        count; different η run different step counts, so they are separate batches). The first η runs the
+        cs at every α_h and the q-vs-c grid; every later η (the step-size sweep) runs the cs at
+        ``step_alphas``, so the sweep's cost can be cut without thinning the first η's grid."""
         common = {k: p[k] for k in _COMMON}
-        return [
-            dict(c=c, M=shape_for(c)[0], N=shape_for(c)[1], eta=float(eta), alphas=sorted(a), **common)
-            for eta in p["etas"]  # in the given order, so a sweep stopped early has the first η and c done
-            for c, a in alphas_at.items()
-        ]
+        out = []
+        for i, eta in enumerate(p["etas"]):  # in the given order, so a sweep stopped early has the first η done
+            alphas_at: dict[float, set] = {}
+            for c in p["cs"]:
+                alphas_at.setdefault(float(c), set()).update(p["alphas"] if i == 0 else p["step_alphas"])
+            for c in p["c_grid"] if i == 0 else []:
+                alphas_at.setdefault(float(c), set()).update(p["c_alphas"])
+            out += [
+                dict(c=c, M=shape_for(c)[0], N=shape_for(c)[1], eta=float(eta), alphas=sorted(a), **common)
+                for c, a in alphas_at.items()
+            ]
+        return out
 
     def run_chunk(self, spec):
         """Run one (c, η) chunk (threads are the executor's: one per in-process chunk)."""
