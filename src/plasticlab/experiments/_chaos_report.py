@@ -57,47 +57,46 @@ def _plateau_cells(d: pd.DataFrame, every_above: bool = False) -> tuple[list[boo
     return ok, notes
 
 
+def _q_claim(text: str, cells: pd.DataFrame, size: str, every_above: bool = False) -> Claim:
+    """A claim on which side of the threshold ⟨q⟩ lies, over the (c, α_h) cells of ``cells`` (η = 0.1)."""
+    ok, notes = _plateau_cells(cells[~cells.diverged], every_above)
+    frac, n = fraction(ok)
+    return Claim(
+        text,
+        NKC,
+        FIG,
+        math.nan,
+        frac,
+        math.nan,
+        n,
+        size,
+        AllCells("⟨q⟩ on the right side of the threshold"),
+        diverged=int(cells.diverged.sum()),
+        note="; ".join(notes),
+    )
+
+
 def claims(df: pd.DataFrame, p: dict) -> list[Claim]:
     """The paper's claims (Ninou, Kadmon & Cayco-Gajic 2025, Fig. 3b) beside ours, verdicts by the shared rule."""
     d = with_state(df)
     size = size_of(df, p)
     out = []
     paper_eta = d[np.isclose(d.eta, 0.1) & d.c.isin([float(c) for c in p["cs"]])]
-    ok, notes = _plateau_cells(paper_eta[~paper_eta.diverged])
-    frac, n = fraction(ok)
     out.append(
-        Claim(
+        _q_claim(
             "q plateau above threshold: mean q < 1e-12 below α_h*(c), > 1e-4 at the largest α_h (η = 0.1)",
-            NKC,
-            FIG,
-            math.nan,
-            frac,
-            math.nan,
-            n,
+            paper_eta,
             size,
-            AllCells("⟨q⟩ on the right side of the threshold"),
-            diverged=int(paper_eta.diverged.sum()),
-            note="; ".join(notes),
         )
     )
     grid = d[np.isclose(d.eta, 0.1) & d.alpha_h.isin([float(a) for a in p["c_alphas"]])]
-    grid = grid[grid.c.isin([float(c) for c in p["c_grid"]])]
-    ok, notes = _plateau_cells(grid[~grid.diverged], every_above=True)
-    frac, n = fraction(ok)
     alphas = ", ".join(f"{a:g}" for a in p["c_alphas"])
     out.append(
-        Claim(
+        _q_claim(
             f"q vs c at α_h ∈ {{{alphas}}} (η = 0.1): mean q < 1e-12 where α_h < α_h*(c), > 1e-4 where above",
-            NKC,
-            FIG,
-            math.nan,
-            frac,
-            math.nan,
-            n,
+            grid[grid.c.isin([float(c) for c in p["c_grid"]])],
             size,
-            AllCells("⟨q⟩ on the right side of the threshold"),
-            diverged=int(grid.diverged.sum()),
-            note="; ".join(notes),
+            every_above=True,
         )
     )
     for eta, s in d.groupby("eta"):
