@@ -3,8 +3,10 @@
 glibc serves every allocation above its mmap threshold (at most 32 MB) with a fresh ``mmap`` and returns it
 with ``munmap`` on free. An engine that makes a new 40 MB weight tensor at every step (curl-readout's
 largest shapes: 420 members × 99 × 120 in float64) then pays for the kernel zero-filling ~10 000 fresh
-pages per tensor, which cost more than the arithmetic: the moment step of that shape took 189 ms per epoch
-with glibc's defaults and 74 ms with freed blocks kept (measured on this 2-core machine at load ≈ 3).
+pages per tensor. Beside two running sweeps (load ≈ 3) that cost more than the arithmetic: the moment step
+of that shape took 189 ms per epoch with glibc's defaults and 74 ms with freed blocks kept. On a quiet
+machine the two are equal (≈ 8.9 ms; docs/performance.md), so this helps under contention and costs nothing
+otherwise.
 Turning glibc's mmap off and raising its trim threshold lets a freed block be reused by the next
 allocation of its size.
 
