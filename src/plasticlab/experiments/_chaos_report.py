@@ -57,6 +57,12 @@ def _plateau_cells(d: pd.DataFrame, every_above: bool = False) -> tuple[list[boo
     return ok, notes
 
 
+def _q_vs_c_runs(d: pd.DataFrame, p: dict) -> pd.DataFrame:
+    """The runs of the paper's q-vs-c curves: η = 0.1, c in ``c_grid``, α_h in ``c_alphas``."""
+    on_grid = d.c.isin([float(c) for c in p["c_grid"]]) & d.alpha_h.isin([float(a) for a in p["c_alphas"]])
+    return d[np.isclose(d.eta, 0.1) & on_grid]
+
+
 def _q_claim(text: str, cells: pd.DataFrame, size: str, every_above: bool = False) -> Claim:
     """A claim on which side of the threshold ⟨q⟩ lies, over the (c, α_h) cells of ``cells`` (η = 0.1)."""
     ok, notes = _plateau_cells(cells[~cells.diverged], every_above)
@@ -89,12 +95,11 @@ def claims(df: pd.DataFrame, p: dict) -> list[Claim]:
             size,
         )
     )
-    grid = d[np.isclose(d.eta, 0.1) & d.alpha_h.isin([float(a) for a in p["c_alphas"]])]
     alphas = ", ".join(f"{a:g}" for a in p["c_alphas"])
     out.append(
         _q_claim(
             f"q vs c at α_h ∈ {{{alphas}}} (η = 0.1): mean q < 1e-12 where α_h < α_h*(c), > 1e-4 where above",
-            grid[grid.c.isin([float(c) for c in p["c_grid"]])],
+            _q_vs_c_runs(d, p),
             size,
             every_above=True,
         )
@@ -223,8 +228,7 @@ def _q_vs_c_figure(rep, d: pd.DataFrame, p: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    g = d[np.isclose(d.eta, 0.1) & d.c.isin([float(c) for c in p["c_grid"]])]
-    g = g[g.alpha_h.isin([float(a) for a in p["c_alphas"]])]
+    g = _q_vs_c_runs(d, p)
     if g.c.nunique() < 2:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
