@@ -19,6 +19,7 @@ import pandas as pd
 from plasticlab.claims import KPZ, AllCells, AtLeast, AtMost, Claim, Within, fraction
 from plasticlab.experiments._hebb_common import (
     ACTIVATIONS,
+    COLLAPSE,
     members,
     summarise,
     train_sgd_grid,
@@ -32,8 +33,6 @@ LINREG = "linear-regression"
 # A reference simulation of the noise theory at d = 32, σ = 0.3 (alignment at γ = ratio·σ²); the paper
 # states the sign change at γ ≈ σ² but gives no numbers, so these are shown as a reference, not the paper's.
 REF_A3 = {0.25: -0.25, 1.0: 0.0, 4.0: 0.26}
-# A run whose weights fell below this fraction of their initial norm has collapsed (as in hebb-transformer).
-COLLAPSE = 1e-3
 
 
 def gamma_grid(sigmas, ratios=(0.25, 1.0, 4.0), extra=(1e-5,)) -> list[float]:

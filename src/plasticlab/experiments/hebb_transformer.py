@@ -41,6 +41,7 @@ import torch.nn as nn
 
 from plasticlab import seeding
 from plasticlab.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
+from plasticlab.experiments._hebb_common import COLLAPSE
 from plasticlab.experiments.base import MAX_STEPS, Experiment, Interval, Require, register
 from plasticlab.networks.transformer import TinyTransformer
 from plasticlab.probe import HebbianProbe
@@ -67,7 +68,6 @@ PAPER = {
     ("sgd", 5e-3): 0.88,
 }
 SECOND = ("blocks.0.attn.q", "blocks.0.attn.k", "blocks.0.attn.v")
-COLLAPSE = 1e-3  # a layer whose ‖W‖ fell below this fraction of its initial norm has collapsed
 TOL = 0.02  # dips smaller than this between consecutive γ count as noise in the monotonicity verdict
 
 
