@@ -34,6 +34,29 @@ def test_speedup_chunks_put_k_and_r_sweeps_at_sweep_P_only():
     assert not any(r == "gd" and k for r, k, _ in by_P[2000])  # GD has no flips: one run per r
 
 
+def test_speedup_slow_init_scales_get_chunks_of_their_own_and_leave_the_others_as_they_were():
+    """A run capped short (1e4 epochs) can still measure r = 6, whose GD median in the paper is 17 525 epochs:
+    its conditions run in their own chunks at ``slow_epochs``, and every other chunk keeps its hash."""
+    from plasticlab.sweeps.execute import hashes_of
+
+    exp = get("curl-speedup")
+    base = dict(Ps=[2000, 100], ks=[1], init_scales=[2.0, 3.0], activations=["tanh", "relu"], epochs=10000)
+    before, after = exp.params(**base), exp.params(**base, slow_init_scales=[6.0], slow_epochs=40000)
+    old, new = hashes_of(exp, exp.chunks(before)), hashes_of(exp, exp.chunks(after))
+    assert set(old) < set(new) and len(new) == len(old) + 4  # one slow chunk per block of 10 of the 40 seeds
+    slow = [c for c, h in zip(exp.chunks(after), new) if h not in old]
+    assert all(c["epochs"] == 40000 and c["P"] == 2000 and c["activation"] == "tanh" and c["norm"] for c in slow)
+    assert all(sorted(map(tuple, c["conditions"])) == [("curl", 1, 6.0), ("gd", 0, 6.0)] for c in slow)
+    assert sorted(s for c in slow for s in c["seeds"]) == list(range(40))
+    size = exp.size(after)
+    assert "init_scales" not in size and "r = 6 (tanh, norm on) capped at 40000 epochs" in size
+    assert "epochs 10000 (full 40000)" in size and "init_scales 2 of 3" in exp.size(before)
+    with pytest.raises(PlasticlabError, match="slow_init_scales"):
+        exp.params(**base, slow_init_scales=[3.0])  # in both lists
+    with pytest.raises(PlasticlabError, match="slow_init_scales"):
+        exp.params(**{**base, "activations": ["relu"]}, slow_init_scales=[6.0])
+
+
 def test_hidden_chunks_keep_m_plus_n():
     exp = get("curl-hidden")
     specs = exp.chunks(exp.params(quick=True))

@@ -254,7 +254,8 @@ def _r_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
     piv = rs.pivot_table(index="init_scale", columns="rule", values="median")
     if {"gd", "curl"} <= set(piv.columns):
         lo, hi = piv.iloc[0], piv.iloc[-1]
-        ours = float((hi.gd / lo.gd) / (hi.curl / lo.curl))
+        with np.errstate(invalid="ignore"):  # never converged at both scales: inf / inf, no ratio (NaN)
+            ours = float((hi.gd / lo.gd) / (hi.curl / lo.curl))
         pv = paper_slowdown(float(piv.index[0]), float(piv.index[-1]), p)
         out.append(
             Claim(
@@ -351,6 +352,8 @@ class CurlSpeedup(Experiment):
         Ps=[2000, 1600, 1000, 600, 300, 140, 100],
         ks=list(range(1, 11)),
         init_scales=[2.0, 3.0, 6.0],
+        slow_init_scales=[],
+        slow_epochs=40000,
         activations=["tanh", "relu", "linear"],
         norms=[True, False],
         seeds=list(range(40)),
@@ -384,6 +387,8 @@ class CurlSpeedup(Experiment):
         ks=ListOf(Interval(int, 0, None)),
         k=Interval(int, 0, None),
         init_scales=ListOf(POSITIVE),
+        slow_init_scales=ListOf(POSITIVE, min_len=0, unique=True),
+        slow_epochs=Interval(int, 1, 10_000_000),
         norms=ListOf(Boolean()),
         M=SIZE,
         N=SIZE,
@@ -396,13 +401,36 @@ class CurlSpeedup(Experiment):
     relations = (
         Require(("ks", "k", "N"), lambda ks, k, n: all(x <= n for x in [*ks, k]), "every k in ks and k <= N"),
         Require(("Ps", "B"), lambda ps, b: all(P % b == 0 for P in ps), "every P in Ps a multiple of B"),
+        Require(
+            ("slow_init_scales", "init_scales"),
+            lambda slow, r: not set(slow) & set(r),
+            "no init scale in both slow_init_scales and init_scales",
+        ),
+        Require(
+            ("slow_init_scales", "activations", "norms", "Ps", "sweep_P"),
+            lambda slow, acts, norms, ps, sp: not slow or ("tanh" in acts and True in norms and sp in ps),
+            "slow_init_scales run at the paper's init-scale setting: tanh, norm constraint on, P = sweep_P",
+        ),
     )
 
     def chunks(self, p):
-        """One chunk per (activation, norm, P, block of seeds); a run extended by more seeds reuses its blocks."""
+        """One chunk per (activation, norm, P, block of seeds); a run extended by more seeds reuses its blocks.
+
+        ``slow_init_scales`` get chunks of their own (tanh, norm on, P = sweep_P, per block of seeds) capped at
+        ``slow_epochs``: the paper's GD median at r = 6 is 17 525 epochs, so a run capped short for the rest
+        can still measure it, and adding them leaves every other chunk (and its hash) as it was."""
         shared = ("epochs", "M", "N", "B", "eta", "threshold", "points_per_decade", "dtype")
         out = []
         blocks = seed_blocks(p["seeds"])
+        # .get: runs recorded before these parameters existed had none
+        slow = sorted(
+            (rule, k, r) for r in p.get("slow_init_scales", []) for rule, k in (("gd", 0), ("curl", p["k"]))
+        )
+        for block in blocks if slow else []:
+            spec = dict(
+                activation="tanh", norm=True, P=p["sweep_P"], conditions=[list(c) for c in slow], seeds=block
+            )
+            out.append(spec | {k: p[k] for k in shared} | dict(epochs=p["slow_epochs"]))
         for act, norm, P, block in itertools.product(p["activations"], p["norms"], p["Ps"], blocks):
             conds = {("gd", 0, p["r"]), ("curl", p["k"], p["r"])}
             if p["sweep_P"] == P:
@@ -419,6 +447,17 @@ class CurlSpeedup(Experiment):
                 )
             )
         return out
+
+    def size(self, p):
+        """As every experiment's, with slow init scales counted among the init scales run (at their own cap)."""
+        slow = p.get("slow_init_scales", [])
+        if not slow:
+            return super().size({k: p.get(k, v) for k, v in self.defaults.items()})
+        scales = sorted({*p["init_scales"], *slow})
+        merged = p | dict(init_scales=scales, slow_init_scales=[], slow_epochs=self.defaults["slow_epochs"])
+        base = super().size(merged)
+        capped = f"r = {', '.join(f'{r:g}' for r in slow)} (tanh, norm on) capped at {p['slow_epochs']} epochs"
+        return capped if base == "paper" else f"{base}; {capped}"
 
     def run_chunk(self, spec):
         cfg = CurlConfig(
@@ -480,8 +519,14 @@ class CurlSpeedup(Experiment):
         rep.text(
             f"Median epochs until train error < {p['threshold']:g} (first checkpoint below it, "
             f"{p['points_per_decade']} log-spaced checkpoints per decade; runs that never get there "
-            f"within {p['epochs']} epochs count as slower than all others, `never` counts them). "
-            f"{len(p['seeds'])} seeds per condition (the paper used 40)."
+            f"within {p['epochs']} epochs count as slower than all others, `never` counts them"
+            + (
+                f"; init scales {', '.join(f'{r:g}' for r in p['slow_init_scales'])} ran to {p['slow_epochs']} "
+                "epochs, tanh with the norm constraint only, the setting of the paper's init-scale result). "
+                if p.get("slow_init_scales")
+                else "). "
+            )
+            + f"{len(p['seeds'])} seeds per condition (the paper used 40)."
         )
         curves = {(a, n): _p_curve(med, a, n, k0, r0) for a in p["activations"] for n in p["norms"]}
         rep.figure(
