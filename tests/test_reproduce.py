@@ -164,6 +164,34 @@ def test_collect_reads_an_unfinished_sweep_and_says_so(tmp_path):
         base._REGISTRY.pop(ToyPerSeed.name, None)
 
 
+def test_collect_does_not_read_an_earlier_runs_table_beside_an_unfinished_extension(tmp_path):
+    """A finished 2-seed run extended to 4 seeds and stopped part-way: the folder still holds the 2-seed
+    table, but the manifest records the 4-seed grid; collect reads the chunks that are in, and says so."""
+    base._discover()
+    base._REGISTRY[ToyPerSeed.name] = ToyPerSeed()
+    try:
+        sub = tmp_path / ToyPerSeed.name
+        reproduce(tmp_path, quick=True, only=[ToyPerSeed.name], workers=1)  # seeds 0, 1: finished
+        assert len(pd.read_parquet(sub / "results.parquet")) == 2
+        from plasticlab.sweeps.store import Manifest
+
+        # the extension to seeds 0..3 stopped before its new chunks ran: grid of 4, two pending
+        exp = base._REGISTRY[ToyPerSeed.name]
+        from plasticlab.sweeps.execute import hashes_of
+
+        p = exp.params(seeds=[0, 1, 2, 3])
+        m = Manifest.load(sub)
+        hs = hashes_of(exp, exp.chunks(p))
+        m.data.update(params=p, grid=hs)
+        for h in hs[2:]:
+            m.chunks[h] = dict(state="pending", attempts=0)
+        m.save()
+        [oc] = reproduce(tmp_path, only=[ToyPerSeed.name], collect=True)
+        assert oc.claims[0].n == 2 and oc.size.endswith("unfinished: 2 of 4 chunks in")
+    finally:
+        base._REGISTRY.pop(ToyPerSeed.name, None)
+
+
 class Toy2(Toy):
     name = "toy-claims-2"
 

@@ -71,8 +71,14 @@ def _read(out: Path) -> tuple[pd.DataFrame, dict[str, Any]] | None:
         table = out / "features.parquet"
     if not (table.exists() and manifest.exists()):
         return None
-    params = json.loads(manifest.read_text()).get("params")
+    data = json.loads(manifest.read_text())
+    params, chunks = data.get("params"), data.get("chunks", {})
     if not isinstance(params, dict):
+        return None
+    # A run extended (more seeds, a finer grid) and stopped part-way leaves the table of the earlier, smaller
+    # run beside a manifest that records the larger one: that table is not this manifest's run. The chunks'
+    # recorded states decide, not their part files: a committed result may keep only its compact table.
+    if any((chunks.get(h) or {}).get("state") != "done" for h in data.get("grid", [])):
         return None
     return pd.read_parquet(table), params
 
