@@ -155,9 +155,8 @@ FINDINGS: list[tuple[str, str, list[Study]]] = [
             Study(
                 "hebb-valopt",
                 "five settings",
-                "plasticlab run hebb-valopt --set seeds=0,1 --set sigmas=0,0.1,0.3 "
-                "--set gammas=0,1e-3,1e-2,3e-2,1e-1 --set steps=4000",
-                "2 seeds, 3 × 5 grid, 4000 steps",
+                "plasticlab run hebb-valopt",
+                "the experiment's default: 3 seeds, 4 σ × 6 γ, 5000 steps",
             )
         ],
     ),
