@@ -84,10 +84,9 @@ FINDINGS: list[tuple[str, str, list[Study]]] = [
         [
             Study(
                 "hebb-dfa",
-                "depth, feedback and teacher scale, T ≤ 5000",
-                "plasticlab run hebb-dfa --set shapes=4x64x1x5000,2x64x1x2000,3x64x1x2000,6x64x1x2000,4x64x3x2000 "
-                "--set seeds=0,1,2 --set scales=1,3 --set lengths=100,300,1000,2000,5000",
-                "≤ 5000 steps, 3 seeds",
+                "depth, width, feedback and teacher scale, T ≤ 30000",
+                "plasticlab run hebb-dfa",
+                "the experiment's default: 7 shapes, T ≤ 30000 steps, 5 seeds",
             ),
             Study(
                 "hebb-dfa-width",
