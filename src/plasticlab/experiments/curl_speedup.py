@@ -422,10 +422,7 @@ class CurlSpeedup(Experiment):
         shared = ("epochs", "M", "N", "B", "eta", "threshold", "points_per_decade", "dtype")
         out = []
         blocks = seed_blocks(p["seeds"])
-        # .get: runs recorded before these parameters existed had none
-        slow = sorted(
-            (rule, k, r) for r in p.get("slow_init_scales", []) for rule, k in (("gd", 0), ("curl", p["k"]))
-        )
+        slow = sorted((rule, k, r) for r in p["slow_init_scales"] for rule, k in (("gd", 0), ("curl", p["k"])))
         for block in blocks if slow else []:
             spec = dict(
                 activation="tanh", norm=True, P=p["sweep_P"], conditions=[list(c) for c in slow], seeds=block
@@ -450,9 +447,9 @@ class CurlSpeedup(Experiment):
 
     def size(self, p):
         """As every experiment's, with slow init scales counted among the init scales run (at their own cap)."""
-        slow = p.get("slow_init_scales", [])
+        slow = p["slow_init_scales"]
         if not slow:
-            return super().size({k: p.get(k, v) for k, v in self.defaults.items()})
+            return super().size(p)
         scales = sorted({*p["init_scales"], *slow})
         merged = p | dict(init_scales=scales, slow_init_scales=[], slow_epochs=self.defaults["slow_epochs"])
         base = super().size(merged)
@@ -523,7 +520,7 @@ class CurlSpeedup(Experiment):
             + (
                 f"; init scales {', '.join(f'{r:g}' for r in p['slow_init_scales'])} ran to {p['slow_epochs']} "
                 "epochs, tanh with the norm constraint only, the setting of the paper's init-scale result). "
-                if p.get("slow_init_scales")
+                if p["slow_init_scales"]
                 else "). "
             )
             + f"{len(p['seeds'])} seeds per condition (the paper used 40)."
