@@ -139,6 +139,18 @@ def test_speedup_init_scale_claim_compares_with_the_papers_ratio_for_the_same_sc
     runs[(True, 2000, "gd", 0, 3.0)] = 3 * 2972  # GD three times slower, curl not: far above the paper's 1.11
     (c,) = [c for c in speedup_claims(_speedup_table(runs), p, "test") if "slows GD" in c.claim]
     assert c.verdict == "not reproduced"
+    # a third scale adds its own ratio against the smallest one instead of replacing the first
+    p = get("curl-speedup").params(
+        Ps=[2000], ks=[1], init_scales=[2.0, 3.0, 6.0], activations=["tanh"], norms=[True]
+    )
+    runs |= {(True, 2000, "gd", 0, 6.0): 17525, (True, 2000, "curl", 1, 6.0): 785}
+    ratios = {
+        c.claim.split("(r ")[1].split(")")[0]: c
+        for c in speedup_claims(_speedup_table(runs), p, "t")
+        if "slows GD" in c.claim
+    }
+    assert set(ratios) == {"2 → 3", "2 → 6"}
+    assert ratios["2 → 3"].verdict == "not reproduced" and ratios["2 → 6"].verdict == "reproduced"
 
 
 def test_readout_from_teacher_leaves_only_when_flipped(tmp_path):
