@@ -212,3 +212,20 @@ def test_only_keeps_the_other_experiments_on_the_scoreboard(toy, tmp_path):
     assert set(sb.experiment) == {toy, Toy2.name}  # the first run's row was read back, not dropped
     md = (tmp_path / "SCOREBOARD.md").read_text()
     assert "| hebb-table | — | 0 | — | missing |" in md  # and every other experiment is listed
+
+
+def test_chunk_hours_count_the_grid_and_keep_earlier_runs_apart(tmp_path):
+    import json
+
+    from plasticlab.reproduce import _chunk_hours
+
+    # a, b: this grid's chunks (b still pending); c: a chunk of an earlier, differently sized run
+    chunks = dict(
+        a=dict(state="done", seconds=3600.0),
+        b=dict(state="pending", seconds=None),
+        c=dict(state="done", seconds=1800.0),
+    )
+    (tmp_path / "manifest.json").write_text(json.dumps(dict(grid=["a", "b"], chunks=chunks)))
+    assert _chunk_hours(tmp_path) == (1, pytest.approx(1.0), pytest.approx(0.5))
+    n, hours, earlier = _chunk_hours(tmp_path / "nowhere")
+    assert n == 0 and math.isnan(hours) and earlier == 0.0

@@ -46,7 +46,8 @@ class Outcome:
     message: str = ""
     seconds: float = math.nan
     chunks: int = 0
-    chunk_hours: float = math.nan  # summed wall time of the chunks (one core each), from the manifest
+    chunk_hours: float = math.nan  # summed wall time of the grid's chunks (one core each), from the manifest
+    earlier_hours: float = 0.0  # the same for finished chunks of earlier runs kept in the folder
     size: str = ""
 
 
@@ -110,14 +111,20 @@ def read_partial(out: Path) -> Partial | None:
     return Partial(df, params, len(done), len(m.grid))
 
 
-def _chunk_hours(out: Path) -> tuple[int, float]:
-    """Chunks done and their summed compute time in hours, as the sweep manifest recorded them."""
+def _chunk_hours(out: Path) -> tuple[int, float, float]:
+    """The current grid's finished chunks, their summed compute time in hours, and the hours of finished
+    chunks outside that grid, as the sweep manifest recorded them. Earlier, smaller runs' chunks stay in the
+    folder (nothing computed is deleted), but they did not make this run's table: counted apart, they
+    neither inflate its cost nor vanish."""
     path = out / "manifest.json"
     if not path.exists():
-        return 0, math.nan
-    chunks = json.loads(path.read_text()).get("chunks", {})
-    done = [c for c in chunks.values() if c.get("state") == "done"]
-    return len(done), sum(float(c.get("seconds") or 0.0) for c in done) / 3600
+        return 0, math.nan, 0.0
+    data = json.loads(path.read_text())
+    chunks = data.get("chunks", {})
+    grid = set(data.get("grid") or chunks)
+    done = {h: float(c.get("seconds") or 0.0) for h, c in chunks.items() if c.get("state") == "done"}
+    current = [s for h, s in done.items() if h in grid]
+    return len(current), sum(current) / 3600, sum(s for h, s in done.items() if h not in grid) / 3600
 
 
 def _one(
@@ -154,7 +161,7 @@ def _one(
         df = run_api(name, quick=quick, out=out, **run_kw)
     size = exp.size(p) if part is None else _partial_size(exp.size(p), part)
     oc = Outcome(name, seconds=time.perf_counter() - t0, size=size)
-    oc.chunks, oc.chunk_hours = _chunk_hours(out)
+    oc.chunks, oc.chunk_hours, oc.earlier_hours = _chunk_hours(out)
     rel = f"{out.name}/report.md"
     oc.claims = [c.with_(experiment=name, report=rel, size=size) for c in exp.claims(df, p)]
     if all_diverged(df):
@@ -251,11 +258,14 @@ def render_scoreboard(outcomes: list[Outcome], *, quick: bool) -> str:
     ]
     for oc in outcomes:
         hours = "—" if math.isnan(oc.chunk_hours) else f"{oc.chunk_hours:.3g}"
+        if oc.earlier_hours > 0:
+            hours += f" (+ {oc.earlier_hours:.3g} earlier runs)"
         lines.append(f"| {oc.name} | {oc.size or '—'} | {oc.chunks} | {hours} | {oc.status} |")
     lines += [
         "",
         "Compute = the summed wall time of the run's chunks, each on one core, as the sweep manifest recorded "
-        "it (on a loaded machine an upper bound of CPU time).",
+        "it (on a loaded machine an upper bound of CPU time), counting the chunks of the run's own grid; "
+        '"earlier runs" is the compute of chunks of earlier, differently sized runs kept in its folder.',
         "",
     ]
     bad = [oc for oc in outcomes if oc.status != "ok"]
