@@ -97,3 +97,27 @@ def test_a_rule_the_paper_has_no_row_for_still_gets_a_report(tmp_path):
     df = pd.concat([EXP.run_chunk(s) for s in EXP.chunks(p)], ignore_index=True)
     EXP.report(df, p, tmp_path)
     assert "oja" in (tmp_path / "report.md").read_text()
+
+
+def test_gamma_factor_reads_each_run_at_the_paper_gamma_it_stands_for():
+    """Under the mean-reduced-loss reading (our γ = 16 × the paper's) the run at γ = 8e-3 is the paper's
+    5e-4 cell (0.99) and 8e-2 its collapse; the factor leaves the chunks, and so earlier runs, untouched."""
+    from plasticlab.experiments.hebb_transformer import SECOND, paper_cell, transformer_claims
+
+    assert paper_cell("adam_l2", 8e-3, 16.0) == 0.99 and paper_cell("adam_l2", 5e-4) == 0.99
+    assert paper_cell("adam_l2", 5e-4, 16.0) is None
+    p = EXP.params(**{**EXP.tiny, "rules": ["adam_l2"], "gammas": [0.0, 8e-3, 8e-2], "gamma_factor": 16.0})
+    assert EXP.chunks(p) == EXP.chunks(EXP.params(**{**EXP.tiny, "rules": ["adam_l2"], "gammas": p["gammas"]}))
+    rows = [
+        dict(rule="adam_l2", gamma=g, seed=s, layer=layer, alignment=a, diverged=False, collapsed=False)
+        for g, a in [(0.0, 0.0), (8e-3, 0.95), (8e-2, math.nan)]
+        for s in (0, 1)
+        for layer in SECOND
+    ]
+    claims = {c.claim: c for c in transformer_claims(pd.DataFrame(rows), p, "tiny")}
+    cell = claims["transformer / adam_l2, γ = 0.0005 (ours 0.008): 2nd-layer Hebbian alignment"]
+    assert cell.paper_value == 0.99 and cell.verdict == "reproduced"
+    assert claims["transformer / adam_l2, γ = 0.005 (ours 0.08): weights collapse (the paper's '—')"].verdict == (
+        "reproduced"
+    )
+    assert not any("beyond Table 1" in c for c in claims)
