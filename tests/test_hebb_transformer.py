@@ -121,3 +121,4 @@ def test_gamma_factor_reads_each_run_at_the_paper_gamma_it_stands_for():
         "reproduced"
     )
     assert not any("beyond Table 1" in c for c in claims)
+    assert "transformer / adam_l2, γ = 0: 2nd-layer Hebbian alignment" in claims  # no "(ours 0)"

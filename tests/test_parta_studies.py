@@ -159,14 +159,15 @@ def test_adam_claims_map_our_gamma_to_the_papers_cell():
             diverged=False,
             lr_gamma_steps=g * 10.0,
         )
-        for g, a, v in [(8e-4, 0.1, 0.1), (8e-3, 0.6, 0.2), (8e-2, 0.0, 0.95), (1e-3, 0.3, 0.1)]
+        for g, a, v in [(0.0, 0.0, 0.1), (8e-4, 0.1, 0.1), (8e-3, 0.6, 0.2), (8e-2, 0.0, 0.95), (1e-3, 0.3, 0.1)]
         for s in (0, 1)
     ]
     p = dict(layer=1, seeds=[0, 1], steps=10, widths=[4, 4], gamma_factor=16.0)
     claims = adam_claims(pd.DataFrame(rows), p)
     text = " ".join(c.claim for c in claims)
     assert "paper γ = 5e-05 (ours 0.0008)" in text and "paper γ = 0.005 (ours 0.08)" in text
-    assert "(ours 0.001)" not in text and len(claims) == 4  # 1e-3 stands for no Table 1 cell; + the rise
+    assert "(ours 0.001)" not in text and len(claims) == 5  # 1e-3 stands for no Table 1 cell; + the rise
+    assert "paper γ = 0 " in text and "(ours 0)" not in text  # γ = 0 is the same in either reading
     collapse = next(c for c in claims if "collapse" in c.claim)
     assert collapse.ours == 1.0 and collapse.verdict == "reproduced"
 

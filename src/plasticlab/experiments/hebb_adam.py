@@ -201,7 +201,7 @@ def adam_claims(df: pd.DataFrame, p: dict) -> list[Claim]:
             if not paper_g:
                 continue  # no Table 1 cell for this γ
             pv = PAPER_ADAM[paper_g[0]]
-            ours = "" if p["gamma_factor"] == 1 else f" (ours {c.gamma:g})"
+            ours = "" if p["gamma_factor"] == 1 or c.gamma == 0 else f" (ours {c.gamma:g})"
             if np.isnan(pv):
                 frac = c.collapsed / max(c.collapsed + c["n"], 1)
                 claims.append(

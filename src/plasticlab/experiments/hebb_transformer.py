@@ -390,7 +390,7 @@ def transformer_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
     f = float(p.get("gamma_factor", 1.0))
 
     def gamma_label(g: float) -> str:  # the paper's γ, and ours beside it when they differ
-        return f"{g:g}" if f == 1 else f"{paper_gamma(g, f):g} (ours {g:g})"
+        return f"{g:g}" if f == 1 or g == 0 else f"{paper_gamma(g, f):g} (ours {g:g})"
 
     for rule in p["rules"]:
         for g in sorted(df[df.rule == rule].gamma.unique()):

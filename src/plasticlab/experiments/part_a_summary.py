@@ -55,9 +55,9 @@ FINDINGS: list[tuple[str, str, list[Study]]] = [
             Study(
                 "hebb-adam-mean-loss",
                 "coupled L2, mean-reduced loss",
-                "plasticlab run hebb-adam --set rules=adam_l2 --set lrs=1e-3 --set gammas=8e-3,8e-2 "
-                "--set seeds=0,1,2 --set gamma_factor=16",
-                "3 seeds, two γ",
+                "plasticlab run hebb-adam --set rules=adam_l2 --set lrs=1e-3,1e-2 --set gammas=0,8e-4,8e-3,8e-2 "
+                "--set seeds=0,1,2,3,4 --set gamma_factor=16",
+                "10000 steps (the experiment's default)",
             ),
         ],
     ),
@@ -107,7 +107,9 @@ FINDINGS: list[tuple[str, str, list[Study]]] = [
     (
         "Transformer rows of Table 1",
         "Stationarity under decoupled decay needs ≳ 5/(lr·γ) steps (10⁵–10⁶ at the paper's γ with lr 1e-2), out "
-        "of reach here except at γ = 5e-2; coupled L2 is normalised by Adam and settles much sooner.",
+        "of reach here except at γ = 5e-2; coupled L2 is normalised by Adam and settles much sooner. "
+        "`hebb-transformer-mean-loss` reads the paper's γ with torch's mean-reduced loss (γ × 16 in our ½‖·‖² "
+        "convention), as `hebb-adam-mean-loss` does for the MLP.",
         [
             Study(
                 "hebb-transformer-adam-forms",
@@ -129,6 +131,13 @@ FINDINGS: list[tuple[str, str, list[Study]]] = [
                 "plasticlab run hebb-transformer --set rules=adam --set gammas=5e-2 --set seeds=0,1 "
                 "--set steps=10000 --set batch_size=128 --set every=10",
                 "2 seeds, one γ beyond the paper's",
+            ),
+            Study(
+                "hebb-transformer-mean-loss",
+                "coupled L2, mean-reduced loss (γ × 16)",
+                "plasticlab run hebb-transformer --set rules=adam_l2 --set gammas=0,8e-4,8e-3,8e-2 "
+                "--set gamma_factor=16 --set seeds=0,1 --set steps=6000 --set batch_size=128 --set every=10",
+                "2 seeds, 6000 steps, batch 128",
             ),
         ],
     ),
