@@ -9,6 +9,8 @@ its scalar-σ run).
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
@@ -22,6 +24,18 @@ ADAM_RULES = ("adam", "adam_l2")
 ACTIVATIONS = ["linear", "relu", "tanh", "sigmoid"]
 # A layer whose ‖W‖ fell below this fraction of its initial norm has collapsed (the papers' "—").
 COLLAPSE = 1e-3
+
+
+def paper_gamma(gamma: float, factor: float, paper_gammas: Iterable[float]) -> float | None:
+    """The paper's γ (one of ``paper_gammas``) that our ``gamma`` stands for when ours = ``factor`` × the
+    paper's (``gamma_factor``: 16 reads the paper as using torch's mean-reduced loss); None if none."""
+    hits = [g for g in paper_gammas if math.isclose(g * factor, gamma, rel_tol=1e-6, abs_tol=0.0)]
+    return hits[0] if hits else None
+
+
+def gamma_label(paper_g: float, gamma: float, factor: float) -> str:
+    """The paper's γ for a claim, with ours beside it where the two differ (never at γ = 0)."""
+    return f"{paper_g:g}" if factor == 1 or gamma == 0 else f"{paper_g:g} (ours {gamma:g})"
 
 
 def members(seeds, **axes) -> pd.DataFrame:

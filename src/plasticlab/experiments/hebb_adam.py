@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from plasticlab.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
-from plasticlab.experiments._hebb_common import dtype_of, train_regression
+from plasticlab.experiments._hebb_common import dtype_of, gamma_label, paper_gamma, train_regression
 from plasticlab.experiments.base import MAX_STEPS, NONNEG, Experiment, Interval, ListOf, register
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.report import Report
@@ -197,16 +197,16 @@ def adam_claims(df: pd.DataFrame, p: dict) -> list[Claim]:
     for (rule, lr), r in s.groupby(["rule", "lr"], sort=False):
         label = f"{rule} (lr {lr:g})"
         for _, c in r.iterrows():
-            paper_g = [g for g in PAPER_ADAM if np.isclose(g * p["gamma_factor"], c.gamma, rtol=1e-6, atol=0)]
-            if not paper_g:
+            paper_g = paper_gamma(c.gamma, p["gamma_factor"], PAPER_ADAM)
+            if paper_g is None:
                 continue  # no Table 1 cell for this γ
-            pv = PAPER_ADAM[paper_g[0]]
-            ours = "" if p["gamma_factor"] == 1 or c.gamma == 0 else f" (ours {c.gamma:g})"
+            pv = PAPER_ADAM[paper_g]
+            at = gamma_label(paper_g, c.gamma, p["gamma_factor"])
             if np.isnan(pv):
                 frac = c.collapsed / max(c.collapsed + c["n"], 1)
                 claims.append(
                     Claim(
-                        f"{label}: weights collapse at paper γ = {paper_g[0]:g}{ours} (fraction of seeds)",
+                        f"{label}: weights collapse at paper γ = {at} (fraction of seeds)",
                         KPZ,
                         SOURCE,
                         1.0,
@@ -221,7 +221,7 @@ def adam_claims(df: pd.DataFrame, p: dict) -> list[Claim]:
                 continue
             claims.append(
                 Claim(
-                    f"{label}: layer-2 alignment at paper γ = {paper_g[0]:g}{ours}",
+                    f"{label}: layer-2 alignment at paper γ = {at}",
                     KPZ,
                     SOURCE,
                     pv,

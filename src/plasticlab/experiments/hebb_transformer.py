@@ -41,7 +41,7 @@ import torch.nn as nn
 
 from plasticlab import seeding
 from plasticlab.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
-from plasticlab.experiments._hebb_common import COLLAPSE
+from plasticlab.experiments._hebb_common import COLLAPSE, gamma_label, paper_gamma
 from plasticlab.experiments.base import MAX_STEPS, POSITIVE, Experiment, Interval, Require, register
 from plasticlab.networks.transformer import TinyTransformer
 from plasticlab.probe import HebbianProbe
@@ -72,17 +72,10 @@ SECOND = ("blocks.0.attn.q", "blocks.0.attn.k", "blocks.0.attn.v")
 TOL = 0.02  # dips smaller than this between consecutive γ count as noise in the monotonicity verdict
 
 
-def paper_gamma(gamma: float, factor: float = 1.0) -> float | None:
-    """The Table 1 γ that our ``gamma`` stands for when ours = ``factor`` × the paper's (see ``gamma_factor``);
-    None where the paper has no column for it."""
-    hits = [g for g in PAPER_GAMMAS if math.isclose(g * factor, gamma, rel_tol=1e-6, abs_tol=0.0)]
-    return hits[0] if hits else None
-
-
 def paper_cell(rule: str, gamma: float, factor: float = 1.0) -> float | None:
     """The paper's Table 1 transformer cell for a rule (by its base name: "sgd:momentum=0.9" sits beside the
     sgd row) at our γ (= ``factor`` × the paper's); None where the paper has no cell."""
-    g = paper_gamma(gamma, factor)
+    g = paper_gamma(gamma, factor, PAPER_GAMMAS)
     return None if g is None else PAPER.get((parse_rule(rule)[0], g))
 
 
@@ -387,22 +380,19 @@ def transformer_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
     """Table 1's transformer cells (2nd layer = block 0 q/k/v) and the rise with γ (mean over layers)."""
     out = []
     src = "Table 1 (transformer rows)"
-    f = float(p.get("gamma_factor", 1.0))
-
-    def gamma_label(g: float) -> str:  # the paper's γ, and ours beside it when they differ
-        return f"{g:g}" if f == 1 or g == 0 else f"{paper_gamma(g, f):g} (ours {g:g})"
-
+    f = float(p.get("gamma_factor", 1.0))  # a hand-built p (tests, notebooks) may leave it out
     for rule in p["rules"]:
         for g in sorted(df[df.rule == rule].gamma.unique()):
             pv = paper_cell(rule, g, f)
             if pv is None:
                 continue
+            at = gamma_label(cast(float, paper_gamma(g, f, PAPER_GAMMAS)), g, f)
             per, n_col, div = _per_seed(df, rule, g, SECOND)
             if math.isnan(pv):
                 frac, n = fraction(per.isna())
                 out.append(
                     Claim(
-                        f"transformer / {rule}, γ = {gamma_label(g)}: weights collapse (the paper's '—')",
+                        f"transformer / {rule}, γ = {at}: weights collapse (the paper's '—')",
                         KPZ,
                         src,
                         math.nan,
@@ -418,7 +408,7 @@ def transformer_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
             m, sem, n = measure(per)
             out.append(
                 Claim(
-                    f"transformer / {rule}, γ = {gamma_label(g)}: 2nd-layer Hebbian alignment",
+                    f"transformer / {rule}, γ = {at}: 2nd-layer Hebbian alignment",
                     KPZ,
                     src,
                     pv,
