@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from plasticlab.study import RunContext
+
 # Allocate and free a 40 MB tensor n times and count the minor page faults: with glibc's defaults every
 # allocation is a fresh mmap (≈ 10 000 faults each); with freed blocks kept, the count does not grow with n
 # (the first allocation or two fault their pages in, depending on what the heap held before).
@@ -57,5 +59,5 @@ def test_worker_turns_it_on(monkeypatch):
 
     calls = []
     monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
-    worker._run_task("no-such-experiment", {}, None)  # fails to find the experiment, after the setting
+    worker._run_task("no-such-experiment", {}, RunContext())  # fails to find the experiment, after the setting
     assert calls == [1]

@@ -219,7 +219,7 @@ def test_rule_atlas_chunk_and_report(tmp_path):
     """A tiny rule-atlas run: required columns, NaN only where marked, claims computed from the table."""
     import pandas as pd
 
-    from plasticlab.experiments.base import get
+    from plasticlab.study import get
 
     exp = get("rule-atlas")
     p = exp.params(

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from plasticlab.claims import (
+from plasticlab.study.claims import (
     KPZ,
     NOT_REPRODUCED,
     NOT_RUN,
@@ -22,7 +22,7 @@ from plasticlab.claims import (
     measure,
     verdict,
 )
-from plasticlab.report import Report
+from plasticlab.study.report import Report
 
 
 def mk(ours, crit, sem=math.nan, n=5, paper_value=math.nan, diverged=0):

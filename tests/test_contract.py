@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from plasticlab.claims import VERDICTS, Claim
 from plasticlab.experiments import all_experiments
+from plasticlab.study.claims import VERDICTS, Claim
 
 torch.set_num_threads(1)
 NAMES = sorted(all_experiments())

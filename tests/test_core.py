@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plasticlab import PlasticlabError, seeding
-from plasticlab.experiments.base import Experiment, coerce, parse_value
 from plasticlab.metrics import hebbian_alignment, neuron_alignment
 from plasticlab.networks import init_mlp
 from plasticlab.rules import (
@@ -27,6 +26,7 @@ from plasticlab.rules import (
     weight_decay,
 )
 from plasticlab.simulation.train_mlp import train_mlp
+from plasticlab.study import Experiment, coerce, parse_value
 from plasticlab.tasks import cifar10, digits, teacher_regression
 
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from plasticlab.errors import PlasticlabError
-from plasticlab.experiments.base import get
+from plasticlab.study import get
 
 
 def test_registered_with_quick_budgets():
@@ -184,7 +184,7 @@ def test_more_seeds_reuse_every_finished_seed_block(name):
     """Extending a run from 10 to 25 seeds keeps every chunk of the first 10 (same hashes) and adds chunks
     holding only the new seeds, in blocks of 10."""
     from plasticlab.experiments import get
-    from plasticlab.experiments.base import seed_blocks
+    from plasticlab.study import seed_blocks
     from plasticlab.sweeps.execute import hashes_of
 
     assert seed_blocks(range(25)) == [list(range(10)), list(range(10, 20)), list(range(20, 25))]

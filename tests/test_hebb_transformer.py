@@ -84,7 +84,7 @@ def test_rules_take_registry_names_with_hyperparameters():
 
 def test_rules_that_need_a_layer_chain_are_refused_at_the_door():
     from plasticlab.errors import PlasticlabError
-    from plasticlab.experiments.base import validate_params
+    from plasticlab.study import validate_params
 
     with pytest.raises(PlasticlabError, match=r"'rules' 'dfa'; valid choices: .*hebbian"):
         validate_params(EXP, EXP.params(**EXP.tiny, rules=["sgd", "dfa"]))

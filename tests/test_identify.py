@@ -164,8 +164,8 @@ def test_identify_returns_rule_probabilities_for_new_recordings(tmp_path):
 
 # -- the experiment -------------------------------------------------------------------------------------
 def test_rule_identify_tiny_run_writes_accuracy_table_report_and_claims(tmp_path):
-    from plasticlab.claims import VERDICTS
     from plasticlab.experiments import get
+    from plasticlab.study.claims import VERDICTS
 
     kw = dict(
         rules=["sgd", "hebbian", "curl"],

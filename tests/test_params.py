@@ -12,8 +12,8 @@ import plasticlab
 from plasticlab.cli import app
 from plasticlab.errors import PlasticlabError
 from plasticlab.experiments import all_experiments, get
-from plasticlab.experiments.base import MAX_SEED, MAX_STEPS, constraint_for
 from plasticlab.params_table import rows
+from plasticlab.study import MAX_SEED, MAX_STEPS, constraint_for
 
 
 @pytest.mark.parametrize("name", list(all_experiments()))

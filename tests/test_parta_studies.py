@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from plasticlab.claims import VERDICTS, Claim
 from plasticlab.experiments._hebb_common import members, share
-from plasticlab.experiments.base import get
 from plasticlab.experiments.hebb_dfa import ProbedDFA, by_length, checkpoints
 from plasticlab.networks import init_mlp
 from plasticlab.rules import chain, weight_decay
 from plasticlab.simulation.train_mlp import train_mlp
+from plasticlab.study import get
+from plasticlab.study.claims import VERDICTS, Claim
 from plasticlab.tasks import teacher_regression
 
 torch.set_num_threads(1)

@@ -8,13 +8,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from plasticlab.claims import NKC, AtMost, Claim, measure
 from plasticlab.cli import app
-from plasticlab.experiments import base
 from plasticlab.reproduce import COLUMNS, all_diverged, paper_experiments, reproduce
+from plasticlab.study import contract as base_contract
+from plasticlab.study import registry as base
+from plasticlab.study.claims import NKC, AtMost, Claim, measure
 
 
-class Toy(base.Experiment):
+class Toy(base_contract.Experiment):
     """Error = scale × seed; diverges when scale is huge. One claim: error ≤ 1."""
 
     name = "toy-claims"

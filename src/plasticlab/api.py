@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from plasticlab.experiments import get
+from plasticlab.study import RunContext, get
+from plasticlab.study.claims import Claim
 
 
 def run(
@@ -22,6 +24,7 @@ def run(
     progress: bool = False,
     device: str = "auto",
     compile: bool | str = False,
+    plugins: Sequence[str] = (),
     **overrides: Any,
 ) -> pd.DataFrame:
     """Run experiment ``name``; return its tidy results table and, with ``out``, write
@@ -35,18 +38,58 @@ def run(
     ``device``: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N" — where every chunk's
     tensors are made (results agree across devices within float tolerance). ``compile=True`` (CLI:
     ``--set compile=true``) runs the engines' steps through torch.compile (see :mod:`plasticlab.compiling`).
+    ``plugins``: modules (names or ``.py`` files) that register a user's rules or experiments; imported here
+    and in every worker, so they run by name at any ``workers`` and on Dask.
     """
+    return run_with_claims(
+        name,
+        quick,
+        out,
+        executor=executor,
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+        device=device,
+        compile=compile,
+        plugins=plugins,
+        **overrides,
+    )[0]
+
+
+def run_with_claims(
+    name: str,
+    quick: bool = False,
+    out: str | Path | None = None,
+    *,
+    executor: str = "local",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: bool = False,
+    device: str = "auto",
+    compile: bool | str = False,
+    plugins: Sequence[str] = (),
+    **overrides: Any,
+) -> tuple[pd.DataFrame, list[Claim]]:
+    """:func:`run`, also returning the claims its report was written with (``[]`` without ``out``)."""
     from plasticlab import compiling, devices
+    from plasticlab.study.registry import load_plugins, plugin_name
+    from plasticlab.study.report import write_report
     from plasticlab.sweeps import execute
     from plasticlab.sweeps.store import atomic_write, check_out
 
-    dev = devices.resolve(device)  # a bad device is a user error before any work
-    compile_flag = compiling.as_flag(compile)
+    plugin_names = tuple(plugin_name(n) for n in plugins)
+    load_plugins(plugin_names)
+    ctx = RunContext(
+        device=str(devices.resolve(device)),  # a bad device is a user error before any work
+        compile=compiling.as_flag(compile),
+        plugins=plugin_names,
+    )
     exp = get(name)
     p = exp.params(quick=quick, **overrides)
     specs = exp.chunks(p)
     if out is not None:
         out = check_out(out, exp.name)
+    claims: list[Claim] = []
 
     def finish(df: pd.DataFrame) -> None:
         # Only now, with every chunk computed and checked, is the previous table replaced (atomically).
@@ -57,11 +100,11 @@ def run(
                 warnings.filterwarnings(
                     "ignore", r"All-NaN|Mean of empty slice|Degrees of freedom", RuntimeWarning
                 )
-                exp.report(df, p, out)
+                claims.extend(write_report(exp, df, p, out))
             if (note := diverged_note(df)) is not None:
                 _mark_report(out / "report.md", note)
 
-    with devices.use(dev), compiling.use(compile_flag):
+    with devices.use(ctx.device), compiling.use(ctx.compile):
         df = execute(
             exp,
             specs,
@@ -72,8 +115,9 @@ def run(
             progress=progress,
             params=p,
             finish=finish,
+            ctx=ctx,
         )
-    return df
+    return df, claims
 
 
 def diverged_note(df: pd.DataFrame) -> str | None:

@@ -91,8 +91,8 @@ def _help_with_params(ctx: typer.Context, name: str | None) -> None:
     """`run NAME --help`: the usual help, then NAME's `--set` keys."""
     typer.echo(ctx.get_help())
     if name:
-        from plasticlab.experiments import get
         from plasticlab.params_table import params_table
+        from plasticlab.study import get
 
         try:
             typer.echo("\n" + params_table(get(name)))
@@ -106,8 +106,8 @@ def _help_with_params(ctx: typer.Context, name: str | None) -> None:
 @app.command()
 def params(name: str = typer.Argument(..., help="experiment name (see `plasticlab list`)")) -> None:
     """List every `--set` key of an experiment: default, quick value, type and allowed values."""
-    from plasticlab.experiments import get
     from plasticlab.params_table import params_table
+    from plasticlab.study import get
 
     try:
         typer.echo(params_table(get(name)))
@@ -142,6 +142,11 @@ def run(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     device: str = typer.Option("auto", help="auto (CUDA when available, else CPU) | cpu | cuda | cuda:N"),
+    plugin: list[str] = typer.Option(
+        [],
+        "--plugin",
+        help="import MODULE (a name on PYTHONPATH or a .py file) first, here and in every worker (repeatable)",
+    ),
 ) -> None:
     """Run an experiment; writes OUT/results.parquet, figures and OUT/report.md.
 
@@ -175,6 +180,7 @@ def run(
             scheduler=scheduler,
             progress=not quiet,
             device=device,
+            plugins=plugin,
             **_parse_sets(set_),
         )
     except SweepFailed as e:
@@ -228,6 +234,11 @@ def reproduce(
     scheduler: str | None = typer.Option(None, help="Dask scheduler address (executor dask)"),
     device: str = typer.Option("auto", help="auto (CUDA when available, else CPU) | cpu | cuda | cuda:N"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
+    plugin: list[str] = typer.Option(
+        [],
+        "--plugin",
+        help="import MODULE (a name on PYTHONPATH or a .py file) first, here and in every worker (repeatable)",
+    ),
 ) -> None:
     """Run every paper experiment and write OUT/SCOREBOARD.md + OUT/scoreboard.csv, one row per claim.
 
@@ -237,8 +248,8 @@ def reproduce(
     """
     from pandas import read_csv
 
-    from plasticlab.claims import VERDICTS
     from plasticlab.reproduce import reproduce as reproduce_all
+    from plasticlab.study.claims import VERDICTS
 
     out = out or (Path("runs") / "reproduce-quick" if quick else Path("results"))
     collect = (not quick) if collect is None else collect
@@ -256,6 +267,7 @@ def reproduce(
             workers=workers,
             scheduler=scheduler,
             device=device,
+            plugins=plugin,
         )
     except PlasticlabError as e:
         _fail(str(e))

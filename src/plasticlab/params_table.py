@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from plasticlab.experiments.base import Constraint, Experiment, ListOf, constraint_for
+from plasticlab.study import Constraint, Experiment, ListOf, constraint_for
 
 
 def _show(value: Any, width: int = 34) -> str:
@@ -46,7 +46,7 @@ def params_table(exp: Experiment) -> str:
     line = lambda r: "  ".join(r[c].ljust(widths[c]) for c in cols[:-1]) + "  " + r["allowed"]
     lines = [f"{exp.name}: --set KEY=VALUE (lists: a,b,c)", line({c: c for c in cols})]
     lines += [line(r) for r in table]
-    from plasticlab.experiments.base import COMMON_RELATIONS
+    from plasticlab.study import COMMON_RELATIONS
 
     rels = [r.text for r in [*COMMON_RELATIONS, *exp.relations] if all(k in exp.defaults for k in r.keys)]
     if rels:

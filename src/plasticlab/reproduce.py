@@ -3,7 +3,7 @@
 Each experiment runs (resumably, exactly as ``plasticlab run``) into ``OUT/NAME``, or, with
 ``collect=True``, its results already in ``OUT/NAME`` are read back (nothing there is rewritten) instead of
 recomputed: that is how ``results/SCOREBOARD.md`` is built from the committed paper-size runs. Every
-experiment's ``claims(df, params)`` gives rows; the verdicts come from :func:`plasticlab.claims.verdict`.
+experiment's ``claims(df, params)`` gives rows; the verdicts come from :func:`plasticlab.study.claims.verdict`.
 Writes ``OUT/SCOREBOARD.md`` and ``OUT/scoreboard.csv``.
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from plasticlab.claims import ICONS, VERDICTS, Claim, claims_table, counts
 from plasticlab.errors import PlasticlabError, unknown_choice
+from plasticlab.study.claims import ICONS, VERDICTS, Claim, claims_table, counts
 
 COLUMNS = [
     "experiment",
@@ -53,7 +53,7 @@ class Outcome:
 
 def paper_experiments() -> list[str]:
     """The experiments ``reproduce`` covers (every registered one that tests a paper claim)."""
-    from plasticlab.experiments import all_experiments
+    from plasticlab.study import all_experiments
 
     return [n for n, e in all_experiments().items() if getattr(e, "paper", True)]
 
@@ -131,11 +131,13 @@ def _one(
     name: str, out: Path, quick: bool, collect: bool, run_kw: dict[str, Any], rerender: bool = False
 ) -> Outcome:
     from plasticlab.api import run as run_api
-    from plasticlab.experiments import get
+    from plasticlab.study import get
+    from plasticlab.study.report import write_report
 
     exp = get(name)
     t0 = time.perf_counter()
     part: Partial | None = None
+    claims: list[Claim] | None = None
     if collect:
         got = _read(out)
         if got is None:
@@ -153,9 +155,9 @@ def _one(
         # ``rerender`` asks for them drawn again by today's code; an unfinished one has none, so it gets one
         # from the chunks that are in
         if part is not None:
-            _partial_report(exp, df, p, out, part)
+            claims = _partial_report(exp, df, p, out, part)
         elif rerender:
-            exp.report(df, p, out)
+            claims = write_report(exp, df, p, out)
     else:
         p = exp.params(quick=quick)
         df = run_api(name, quick=quick, out=out, **run_kw)
@@ -163,7 +165,9 @@ def _one(
     oc = Outcome(name, seconds=time.perf_counter() - t0, size=size)
     oc.chunks, oc.chunk_hours, oc.earlier_hours = _chunk_hours(out)
     rel = f"{out.name}/report.md"
-    oc.claims = [c.with_(experiment=name, report=rel, size=size) for c in exp.claims(df, p)]
+    if claims is None:
+        claims = exp.claims(df, p)  # the run wrote its report already (or collect leaves it as it is)
+    oc.claims = [c.with_(experiment=name, report=rel, size=size) for c in claims]
     if all_diverged(df):
         oc.status, oc.message = "all diverged", f"every one of the {len(df)} runs diverged"
     return oc
@@ -173,9 +177,11 @@ def _partial_size(size: str, part: Partial) -> str:
     return f"{size}; unfinished: {part.done} of {part.total} chunks in"
 
 
-def _partial_report(exp: Any, df: pd.DataFrame, p: dict[str, Any], out: Path, part: Partial) -> None:
-    """report.md (and figures) of an unfinished sweep, headed by how much of it is in."""
-    exp.report(df, p, out)
+def _partial_report(exp: Any, df: pd.DataFrame, p: dict[str, Any], out: Path, part: Partial) -> list[Claim]:
+    """report.md (and figures) of an unfinished sweep, headed by how much of it is in; returns its claims."""
+    from plasticlab.study.report import write_report
+
+    claims = write_report(exp, df, p, out)
     path = out / "report.md"
     if path.exists():
         head = (
@@ -183,6 +189,7 @@ def _partial_report(exp: Any, df: pd.DataFrame, p: dict[str, Any], out: Path, pa
             "those chunks only; the sweep resumes from them (`plasticlab run` with the same `--out`).\n\n"
         )
         path.write_text(head + path.read_text())
+    return claims
 
 
 def reproduce(
@@ -202,6 +209,9 @@ def reproduce(
 
     ``only``: run just these; the scoreboard still lists every experiment, the others read from ``out`` as
     they are (missing where nothing is there). Returns the outcomes of the experiments asked for."""
+    from plasticlab.study.registry import load_plugins, plugin_name
+
+    load_plugins(plugin_name(n) for n in run_kw.get("plugins", ()))  # a plugin may add a paper experiment
     names = paper_experiments()
     for n in only or []:
         if n not in names:
@@ -246,7 +256,7 @@ def render_scoreboard(outcomes: list[Outcome], *, quick: bool) -> str:
         "",
         f"Papers: Koplow, Poggio & Ziyin 2025 (emergent Hebbian dynamics under weight decay) and Ninou, Kadmon & "
         f"Cayco-Gajic 2025 (curl descent). Runs at {size}; every number below is computed from the run's own "
-        "results table, verdicts by one rule (`plasticlab.claims.verdict`): reproduced / partly (narrow miss: "
+        "results table, verdicts by one rule (`plasticlab.study.claims.verdict`): reproduced / partly (narrow miss: "
         "within the test's looser bound or 2 standard errors) / not reproduced / not run (nothing measured).",
         "",
         f"**{len(claims)} claims:** " + ", ".join(f"{ICONS[v]} {cnt[v]} {v}" for v in VERDICTS),

@@ -1,6 +1,8 @@
-"""Experiments, registered by name. Each module defines one (or a few) and registers it with
-``@register``; modules are discovered automatically, so adding one touches no shared file."""
+"""Experiments, grouped by paper: ``hebbian/`` (Koplow, Poggio & Ziyin), ``curl/`` (Ninou, Kadmon &
+Cayco-Gajic) and ``rules/`` (beyond the papers: the rule atlas and rule identification). Each module defines
+one experiment and registers it with ``@register``; modules are discovered automatically, so adding one
+touches no shared file (see :mod:`plasticlab.study`)."""
 
-from plasticlab.experiments.base import Experiment, all_experiments, get, register
+from plasticlab.study import Experiment, all_experiments, get, register
 
 __all__ = ["Experiment", "all_experiments", "get", "register"]

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from plasticlab.claims import NKC, AllCells, Claim, fraction
 from plasticlab.metrics.chaos import LAMBDA_POSITIVE, STATES, classify_state
+from plasticlab.study.claims import NKC, AllCells, Claim, fraction
 
 Q_PLATEAU = 1e-4  # the paper's plateau is q ≈ 1e-3…1 (Fig. 3b); below-threshold runs sit near 1e-28
 Q_FLAT = 1e-12
@@ -283,7 +283,7 @@ def _state_figure(rep, d: pd.DataFrame, p: dict) -> None:
 
 def write_report(df: pd.DataFrame, p: dict, out: Path) -> None:
     """report.md with the verdicts, the state mix per (c, α_h, η), and the q / λ figures."""
-    from plasticlab.report import Report
+    from plasticlab.study.report import Report
 
     d = with_state(df)
     rep = Report(out, "curl-chaos: what the q plateau of hidden-flip curl descent is made of", p)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from plasticlab.experiments.base import SIZE, Interval, Require
+from plasticlab.study import SIZE, Interval, Require
 
 if TYPE_CHECKING:
     from plasticlab.simulation.curl import CurlConfig

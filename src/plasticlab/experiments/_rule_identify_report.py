@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from plasticlab import identification as ident
-from plasticlab.claims import AtLeast, Claim, measure
 from plasticlab.experiments.rule_identify import budget_list, evaluation
-from plasticlab.report import Report
+from plasticlab.study.claims import AtLeast, Claim, measure
+from plasticlab.study.report import Report
 
 PAPER = "beyond the papers"
 SOURCE = "rule identification (after Nayebi et al. 2020)"
@@ -48,7 +48,7 @@ def decay_split(pred: pd.DataFrame, feature_set: str, clf: str) -> pd.DataFrame:
 
 
 def claims(df: pd.DataFrame, p: dict) -> list[Claim]:
-    """Claims of this experiment, as data; verdicts from ``plasticlab.claims.verdict``."""
+    """Claims of this experiment, as data; verdicts from ``plasticlab.study.claims.verdict``."""
     acc, pred = evaluation(df, p)
     clf = best_classifier(acc)
     size = size_of(p)

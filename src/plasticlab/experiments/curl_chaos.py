@@ -19,8 +19,8 @@ import torch
 
 from plasticlab.experiments import _chaos_sim as sim
 from plasticlab.experiments._curl_common import TOTAL, shape_for
-from plasticlab.experiments.base import MAX_STEPS, POSITIVE, SIZE, Experiment, Interval, ListOf, Require, register
 from plasticlab.metrics.chaos import QAccumulator, RecurrenceTracker, classify_state, lyapunov_exponent
+from plasticlab.study import MAX_STEPS, POSITIVE, SIZE, Experiment, Interval, ListOf, Require, register
 
 
 class _Window:

@@ -14,7 +14,6 @@ import math
 import numpy as np
 import pandas as pd
 
-from plasticlab.claims import NKC, AtLeast, AtMost, Claim
 from plasticlab.experiments._curl_common import (
     GRID_CHOICES,
     GRID_CONSTRAINTS,
@@ -23,9 +22,10 @@ from plasticlab.experiments._curl_common import (
     flip_table,
     shape_for,
 )
-from plasticlab.experiments.base import POSITIVE, SIZE, Experiment, register, seed_blocks
-from plasticlab.report import Report
 from plasticlab.simulation.curl import CurlConfig, simulate
+from plasticlab.study import POSITIVE, SIZE, Experiment, register, seed_blocks
+from plasticlab.study.claims import NKC, AtLeast, AtMost, Claim
+from plasticlab.study.report import Report
 
 
 def shape_chunks(p: dict, keys: tuple[str, ...]) -> list[dict]:  # keys: the spec's entries besides the seeds

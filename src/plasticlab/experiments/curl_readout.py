@@ -16,7 +16,6 @@ import math
 import numpy as np
 import pandas as pd
 
-from plasticlab.claims import NKC, AtLeast, Claim, fraction
 from plasticlab.experiments._curl_common import (
     GRID_CHOICES,
     GRID_CONSTRAINTS,
@@ -24,14 +23,15 @@ from plasticlab.experiments._curl_common import (
     flip_members,
     flip_table,
 )
-from plasticlab.experiments.base import NONNEG, Experiment, register
 from plasticlab.experiments.curl_hidden import (
     empirical_boundary,
     shape_chunks,
     theory_alpha,
 )
-from plasticlab.report import Report
 from plasticlab.simulation.curl import CurlConfig, simulate
+from plasticlab.study import NONNEG, Experiment, register
+from plasticlab.study.claims import NKC, AtLeast, Claim, fraction
+from plasticlab.study.report import Report
 
 LEAVES = 1e-6  # peak training error above this: the run left the solution manifold (it starts at ~1e-30)
 

@@ -17,8 +17,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from plasticlab.claims import NKC, AllCells, AtLeast, AtMost, Claim, Within
-from plasticlab.experiments.base import (
+from plasticlab.simulation.curl import CurlConfig, simulate
+from plasticlab.study import (
     POSITIVE,
     SIZE,
     Boolean,
@@ -29,8 +29,8 @@ from plasticlab.experiments.base import (
     register,
     seed_blocks,
 )
-from plasticlab.report import Report
-from plasticlab.simulation.curl import CurlConfig, simulate
+from plasticlab.study.claims import NKC, AllCells, AtLeast, AtMost, Claim, Within
+from plasticlab.study.report import Report
 
 # The paper's numbers (Ninou, Kadmon & Cayco-Gajic 2025): tanh, norm constraint on, k = 1, r = 2, 40 seeds.
 PAPER_P = pd.DataFrame(

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from plasticlab.claims import NKC, AllCells, AtMost, Claim, Within, fraction
-from plasticlab.experiments.base import POSITIVE, Experiment, Interval, ListOf, register
-from plasticlab.report import Report
+from plasticlab.study import POSITIVE, Experiment, Interval, ListOf, register
+from plasticlab.study.claims import NKC, AllCells, AtMost, Claim, Within, fraction
+from plasticlab.study.report import Report
 from plasticlab.theory import LAYERS, FlipPath, balanced_point, critical_flip_fraction
 
 # The listed large-N thresholds of Ninou, Kadmon & Cayco-Gajic 2025 (the paper's values, the reference column).

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from plasticlab.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
 from plasticlab.experiments._hebb_common import dtype_of, gamma_label, paper_gamma, train_regression
-from plasticlab.experiments.base import MAX_STEPS, NONNEG, Experiment, Interval, ListOf, register
 from plasticlab.networks.mlp import init_mlp
-from plasticlab.report import Report
+from plasticlab.study import MAX_STEPS, NONNEG, Experiment, Interval, ListOf, register
+from plasticlab.study.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
+from plasticlab.study.report import Report
 
 PAPER_ADAM = {0.0: -0.02, 5e-5: 0.10, 5e-4: 0.66, 5e-3: np.nan}  # Table 1, MLP / Adam; NaN = "—" (collapse)
 SOURCE = "Table 1, MLP / Adam row"

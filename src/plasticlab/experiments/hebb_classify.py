@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from plasticlab.claims import KPZ, AtLeast, Claim
 from plasticlab.experiments._hebb_common import (
     RULES,
     dtype_of,
@@ -21,11 +20,12 @@ from plasticlab.experiments._hebb_common import (
     share,
     summarise,
 )
-from plasticlab.experiments.base import MAX_STEPS, Experiment, Interval, Require, Text, register
 from plasticlab.networks.mlp import init_mlp
-from plasticlab.report import Report
 from plasticlab.rules import make_rule
 from plasticlab.simulation.train_mlp import train_mlp
+from plasticlab.study import MAX_STEPS, Experiment, Interval, Require, Text, register
+from plasticlab.study.claims import KPZ, AtLeast, Claim
+from plasticlab.study.report import Report
 from plasticlab.tasks.classification import find_cifar10
 
 

@@ -27,15 +27,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plasticlab.claims import KPZ, AtLeast, Claim, Within, measure
 from plasticlab.errors import PlasticlabError
 from plasticlab.experiments._hebb_common import dtype_of, train_regression
-from plasticlab.experiments.base import MAX_STEPS, SIZE, Experiment, Interval, ListOf, register
 from plasticlab.metrics.hebbian import cosine, hebbian_direction
 from plasticlab.networks.activations import activation as get_activation
-from plasticlab.report import Report
 from plasticlab.rules import chain, weight_decay
 from plasticlab.rules.signals import DFA
+from plasticlab.study import MAX_STEPS, SIZE, Experiment, Interval, ListOf, register
+from plasticlab.study.claims import KPZ, AtLeast, Claim, Within, measure
+from plasticlab.study.report import Report
 
 PAPER_DFA0 = 0.45  # Table 1, MLP / DFA, γ = 0
 SOURCE = "Table 1, MLP / DFA, γ = 0"

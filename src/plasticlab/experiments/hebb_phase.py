@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from plasticlab.claims import KPZ, AllCells, AtLeast, AtMost, Claim, Within, fraction
 from plasticlab.experiments._hebb_common import (
     ACTIVATIONS,
     COLLAPSE,
@@ -25,8 +24,9 @@ from plasticlab.experiments._hebb_common import (
     train_sgd_grid,
     unique_seeds,
 )
-from plasticlab.experiments.base import MAX_STEPS, NONNEG, Experiment, Interval, register
-from plasticlab.report import Report
+from plasticlab.study import MAX_STEPS, NONNEG, Experiment, Interval, register
+from plasticlab.study.claims import KPZ, AllCells, AtLeast, AtMost, Claim, Within, fraction
+from plasticlab.study.report import Report
 from plasticlab.tasks import teacher_regression
 
 LINREG = "linear-regression"

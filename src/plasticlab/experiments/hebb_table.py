@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from plasticlab.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
 from plasticlab.experiments._hebb_common import (
     ACTIVATIONS,
     ADAM_RULES,
@@ -25,9 +24,10 @@ from plasticlab.experiments._hebb_common import (
     summarise,
     train_regression,
 )
-from plasticlab.experiments.base import MAX_STEPS, Experiment, Interval, Require, register
-from plasticlab.report import Report
 from plasticlab.rules import parse_rule
+from plasticlab.study import MAX_STEPS, Experiment, Interval, Require, register
+from plasticlab.study.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
+from plasticlab.study.report import Report
 
 TABLE_RULES = ["adam", "adam_l2", "sgd", "dfa", "random_nn"]
 # Koplow, Poggio & Ziyin 2025, Table 1, MLP rows (the paper's numbers; NaN = "—", weights collapsed to 0).

@@ -17,16 +17,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plasticlab.claims import KPZ, AtLeast, AtMost, Claim, measure
 from plasticlab.experiments._hebb_common import (
     ACTIVATIONS,
     RULES,
     dtype_of,
     train_regression,
 )
-from plasticlab.experiments.base import MAX_STEPS, POSITIVE, Experiment, Interval, register
 from plasticlab.metrics.hebbian import cosine
-from plasticlab.report import Report
+from plasticlab.study import MAX_STEPS, POSITIVE, Experiment, Interval, register
+from plasticlab.study.claims import KPZ, AtLeast, AtMost, Claim, measure
+from plasticlab.study.report import Report
 
 
 @register

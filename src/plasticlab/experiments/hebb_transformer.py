@@ -40,15 +40,15 @@ import torch
 import torch.nn as nn
 
 from plasticlab import seeding
-from plasticlab.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
 from plasticlab.experiments._hebb_common import COLLAPSE, gamma_label, paper_gamma
-from plasticlab.experiments.base import MAX_STEPS, POSITIVE, Experiment, Interval, Require, register
 from plasticlab.networks.transformer import TinyTransformer
 from plasticlab.probe import HebbianProbe
-from plasticlab.report import Report
 from plasticlab.rules import Chain, Decay, RuleOptimizer, make_rule, parse_rule
 from plasticlab.rules.optim import any_model_rules
 from plasticlab.rules.transforms import Adam, WeightDecay
+from plasticlab.study import MAX_STEPS, POSITIVE, Experiment, Interval, Require, register
+from plasticlab.study.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
+from plasticlab.study.report import Report
 
 CELL_TOL = 0.1  # |ours − paper| per Table 1 cell, as hebb-table
 # Koplow, Poggio & Ziyin 2025, Table 1, transformer rows (the paper's numbers; NaN = "—", weights collapsed)

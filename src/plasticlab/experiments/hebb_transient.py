@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from plasticlab.claims import KPZ, AtLeast, Claim
 from plasticlab.experiments._hebb_common import (
     ACTIVATIONS,
     RULES,
     dtype_of,
     train_regression,
 )
-from plasticlab.experiments.base import MAX_STEPS, SIZE, Experiment, Interval, ListOf, register
-from plasticlab.report import Report
+from plasticlab.study import MAX_STEPS, SIZE, Experiment, Interval, ListOf, register
+from plasticlab.study.claims import KPZ, AtLeast, Claim
+from plasticlab.study.report import Report
 
 
 @register

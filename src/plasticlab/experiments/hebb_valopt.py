@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plasticlab.claims import KPZ, Claim, Within, measure
 from plasticlab.experiments._hebb_common import members, train_sgd_grid, unique_seeds
-from plasticlab.experiments.base import Experiment, register
-from plasticlab.report import Report
+from plasticlab.study import Experiment, register
+from plasticlab.study.claims import KPZ, Claim, Within, measure
+from plasticlab.study.report import Report
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "mlp": dict(kind="teacher", label_noise=0.0, n_train=20000),

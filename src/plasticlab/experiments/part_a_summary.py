@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from plasticlab.claims import Claim, claims_table, counts, measure
-from plasticlab.experiments.base import get
 from plasticlab.experiments.hebb_dfa import PAPER_DFA0, by_length
 from plasticlab.experiments.hebb_table import PAPER, PAPER_GAMMAS
+from plasticlab.study import get
+from plasticlab.study.claims import Claim, claims_table, counts, measure
 
 
 @dataclass(frozen=True)

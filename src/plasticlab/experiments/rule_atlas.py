@@ -22,13 +22,13 @@ import pandas as pd
 import torch
 
 from plasticlab.analysis import analyse, loop_test, member, rule_field, warm_state
-from plasticlab.claims import BEYOND, KPZ, AllCells, AtMost, Claim, fraction
 from plasticlab.experiments._hebb_common import ADAM_RULES
-from plasticlab.experiments.base import MAX_STEPS, POSITIVE, SIZE, Experiment, Interval, Require, register
 from plasticlab.networks.mlp import init_mlp
-from plasticlab.report import Report
 from plasticlab.rules import make_rule, parse_rule, rule_names
 from plasticlab.simulation.train_mlp import train_mlp
+from plasticlab.study import MAX_STEPS, POSITIVE, SIZE, Experiment, Interval, Require, register
+from plasticlab.study.claims import BEYOND, KPZ, AllCells, AtMost, Claim, fraction
+from plasticlab.study.report import Report
 from plasticlab.tasks import teacher_regression
 
 # Rule lists and categories are views of the rule registry, read when used: a rule registered from user

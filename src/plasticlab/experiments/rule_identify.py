@@ -24,11 +24,11 @@ from plasticlab import identification as ident
 from plasticlab.analysis import member, nongradient_fraction_hutchinson, rule_field, warm_state
 from plasticlab.errors import PlasticlabError
 from plasticlab.experiments._hebb_common import ADAM_RULES
-from plasticlab.experiments.base import Experiment, register
 from plasticlab.metrics.observables import ObservableRecorder
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.rules import make_rule, parse_rule, rule_names
 from plasticlab.simulation.train_mlp import train_mlp
+from plasticlab.study import Experiment, register
 from plasticlab.tasks import teacher_regression
 from plasticlab.tasks.base import Dataset
 

@@ -21,9 +21,9 @@ import pandas as pd
 import torch
 
 from plasticlab import cancel, seeding
-from plasticlab.claims import BEYOND, AtMost, Claim
-from plasticlab.experiments.base import Experiment, Interval, ListOf, Require, register
-from plasticlab.report import Report
+from plasticlab.study import Experiment, Interval, ListOf, Require, register
+from plasticlab.study.claims import BEYOND, AtMost, Claim
+from plasticlab.study.report import Report
 
 
 def growth_rate_theory(gain: float, n: int) -> float:

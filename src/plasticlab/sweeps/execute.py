@@ -19,7 +19,10 @@ from typing import Any
 
 import pandas as pd
 
+from plasticlab import compiling, devices
 from plasticlab.errors import PlasticlabError
+from plasticlab.study.context import RunContext
+from plasticlab.study.contract import check_spec
 from plasticlab.sweeps import executors
 from plasticlab.sweeps.store import (
     CORRUPT,
@@ -130,24 +133,29 @@ def execute(
     progress: bool = False,
     params: dict[str, Any] | None = None,
     finish: Callable[[pd.DataFrame], None] | None = None,
+    ctx: RunContext | None = None,
 ) -> pd.DataFrame:
     """Compute ``specs`` (chunks of ``exp``) and return their rows, in chunk order.
 
     With ``out``, ``finish(df)`` (e.g. writing results.parquet and the report) runs while the folder is
     still locked, only after every chunk finished and every part was checked. Raises SweepFailed (after
-    saving everything that finished) if any chunk raised.
+    saving everything that finished) if any chunk raised. ``ctx`` (device, compile flag, plugins) travels with
+    every chunk to whichever process computes it.
     """
-    specs = list(specs)
+    for spec in specs:
+        check_spec(exp, spec)
+    specs = [exp.spec_dict(s) if hasattr(exp, "spec_dict") else dict(s) for s in specs]
+    ctx = ctx or RunContext(device=str(devices.current()), compile=compiling.enabled())
     hashes = hashes_of(exp, specs)
     executors.run(exp.name, [], executor, workers, scheduler)  # validate the options before any work
     if out is None:
-        df = _execute_in_memory(exp, specs, hashes, executor, workers, scheduler, progress)
+        df = _execute_in_memory(exp, specs, hashes, executor, workers, scheduler, progress, ctx)
         if finish is not None:
             finish(df)
         return df
     out = Path(out)
     with DirLock(out):
-        df = _execute_resumable(exp, specs, hashes, out, executor, workers, scheduler, progress, params)
+        df = _execute_resumable(exp, specs, hashes, out, executor, workers, scheduler, progress, params, ctx)
         if finish is not None:
             finish(df)
             record_results(out, hashes, df)
@@ -163,7 +171,7 @@ def record_results(out: Path, hashes: list[str], df: pd.DataFrame) -> None:
         m.save()
 
 
-def _execute_in_memory(exp, specs, hashes, executor, workers, scheduler, progress) -> pd.DataFrame:
+def _execute_in_memory(exp, specs, hashes, executor, workers, scheduler, progress, ctx) -> pd.DataFrame:
     first: dict[str, int] = {}  # identical chunks are computed once
     for i, h in enumerate(hashes):
         first.setdefault(h, i)
@@ -172,7 +180,7 @@ def _execute_in_memory(exp, specs, hashes, executor, workers, scheduler, progres
     failed: list[tuple[int, dict]] = []
     bar = _Bar(progress, len(todo), 0, exp.name)
     try:
-        with closing(executors.run(exp.name, [specs[i] for i in todo], executor, workers, scheduler)) as it:
+        with closing(executors.run(exp.name, [specs[i] for i in todo], executor, workers, scheduler, ctx)) as it:
             for j, res in it:
                 if res["ok"]:
                     frames[hashes[todo[j]]] = res["df"]
@@ -215,7 +223,9 @@ def _open_manifest(exp, out: Path, hashes: list[str], specs: list[dict], params)
     return m, todo
 
 
-def _execute_resumable(exp, specs, hashes, out, executor, workers, scheduler, progress, params) -> pd.DataFrame:
+def _execute_resumable(
+    exp, specs, hashes, out, executor, workers, scheduler, progress, params, ctx
+) -> pd.DataFrame:
     m, todo = _open_manifest(exp, out, hashes, specs, params)
     run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
     run_rec = dict(
@@ -236,7 +246,7 @@ def _execute_resumable(exp, specs, hashes, out, executor, workers, scheduler, pr
     failed: list[tuple[int, dict]] = []
     bar = _Bar(progress, len(todo), len(set(hashes)) - len(todo), exp.name)
     try:
-        with closing(executors.run(exp.name, [specs[i] for i in todo], executor, workers, scheduler)) as it:
+        with closing(executors.run(exp.name, [specs[i] for i in todo], executor, workers, scheduler, ctx)) as it:
             for j, res in it:
                 ok = _save_result(m, out, todo[j], hashes[todo[j]], res, run_rec)
                 if not ok:

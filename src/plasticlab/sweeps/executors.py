@@ -19,6 +19,7 @@ from typing import Any
 
 from plasticlab import compiling, devices
 from plasticlab.errors import PlasticlabError, check_choice
+from plasticlab.study.context import RunContext
 from plasticlab.sweeps.worker import init_worker, run_task, threads_per_worker, threads_restored, usable_cores
 
 EXECUTORS = ("local", "dask")
@@ -48,11 +49,11 @@ def default_workers(executor: str) -> int:
 SERIAL_THREADS = 1
 
 
-def run_serial(name: str, specs: list[dict]) -> Generator[Result, None, None]:
+def run_serial(name: str, specs: list[dict], ctx: RunContext) -> Generator[Result, None, None]:
     """Chunks one after another in this process; the caller's torch thread setting is left as it was."""
     for i, spec in enumerate(specs):
         with threads_restored():
-            res = run_task(name, spec, SERIAL_THREADS)
+            res = run_task(name, spec, ctx.with_(threads=SERIAL_THREADS))
         yield i, res
 
 
@@ -65,7 +66,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return ctx
 
 
-def run_pool(name: str, specs: list[dict], workers: int) -> Generator[Result, None, None]:
+def run_pool(name: str, specs: list[dict], workers: int, ctx: RunContext) -> Generator[Result, None, None]:
     """Chunks in ``workers`` forkserver processes. If the caller stops early (Ctrl-C, SIGTERM, an error),
     running chunks are cancelled by terminating their workers: waiting for them could take hours."""
     threads = threads_per_worker(workers)
@@ -77,9 +78,8 @@ def run_pool(name: str, specs: list[dict], workers: int) -> Generator[Result, No
     )
     complete = False
     try:
-        dev = str(devices.current())  # the run's device, for the worker processes
-        comp = compiling.enabled()
-        futures = {pool.submit(run_task, name, spec, threads, dev, comp): i for i, spec in enumerate(specs)}
+        task_ctx = ctx.with_(threads=threads)
+        futures = {pool.submit(run_task, name, spec, task_ctx): i for i, spec in enumerate(specs)}
         for fut in as_completed(futures):
             try:
                 res = fut.result()
@@ -109,7 +109,9 @@ def stop_pool(pool: ProcessPoolExecutor, grace_s: float = 2.0) -> None:
             p.join(1.0)
 
 
-def run_dask(name: str, specs: list[dict], workers: int, scheduler: str | None) -> Generator[Result, None, None]:
+def run_dask(
+    name: str, specs: list[dict], workers: int, scheduler: str | None, ctx: RunContext
+) -> Generator[Result, None, None]:
     """Chunks as Dask tasks. If the caller stops early, a cancel event tells running chunks to stop at
     their next check (see plasticlab.cancel), queued ones are cancelled and a LocalCluster is closed."""
     from distributed import Client, Event
@@ -127,7 +129,7 @@ def run_dask(name: str, specs: list[dict], workers: int, scheduler: str | None) 
         client = Client(cluster)
         threads = threads_per_worker(workers)
     tag = uuid.uuid4().hex[:8]
-    dev = str(devices.current())
+    task_ctx = ctx.with_(threads=threads)
     cancel_key = f"plasticlab-cancel-{tag}"
     futures: dict = {}
     complete = False
@@ -137,9 +139,7 @@ def run_dask(name: str, specs: list[dict], workers: int, scheduler: str | None) 
                 run_task,
                 name,
                 spec,
-                threads,
-                dev,
-                compiling.enabled(),
+                task_ctx,
                 cancel_key,
                 pure=False,
                 key=f"{name}-{i}-{tag}",
@@ -183,7 +183,12 @@ def _local_cluster(workers: int):
 
 
 def run(
-    name: str, specs: list[dict], executor: str, workers: int | None, scheduler: str | None
+    name: str,
+    specs: list[dict],
+    executor: str,
+    workers: int | None,
+    scheduler: str | None,
+    ctx: RunContext | None = None,
 ) -> Generator[Result, None, None]:
     """Dispatch chunks to the chosen executor; yields (index, result) as chunks finish."""
     check_choice("executor", executor, EXECUTORS)
@@ -193,11 +198,12 @@ def run(
         raise PlasticlabError(f"workers must be >= 1, got {workers}")
     if scheduler and executor != "dask":
         raise PlasticlabError("--scheduler needs --executor dask")
+    ctx = ctx or RunContext(device=str(devices.current()), compile=compiling.enabled())
     if not specs:
-        return run_serial(name, [])
+        return run_serial(name, [], ctx)
     if executor == "dask":
-        return run_dask(name, specs, workers, scheduler)
+        return run_dask(name, specs, workers, scheduler, ctx)
     if workers == 1 or len(specs) == 1:  # a pool for one chunk only adds start-up time
-        return run_serial(name, specs)
+        return run_serial(name, specs, ctx)
     workers = min(workers, len(specs))
-    return run_pool(name, specs, workers)
+    return run_pool(name, specs, workers, ctx)

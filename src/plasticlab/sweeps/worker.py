@@ -19,6 +19,8 @@ from typing import Any
 
 import pandas as pd
 
+from plasticlab.study.context import RunContext
+
 
 def usable_cores() -> int:
     """The number of CPU cores this process may run on."""
@@ -83,42 +85,45 @@ def _dask_cancel_checker(cancel_key: str):
     return event.is_set
 
 
-def run_task(
-    name: str,
-    spec: dict[str, Any],
-    threads: int | None = None,
-    device: str | None = None,
-    compile: bool | None = None,
-    cancel_key: str | None = None,
-) -> dict[str, Any]:
+def run_task(name: str, spec: dict[str, Any], ctx: RunContext, cancel_key: str | None = None) -> dict[str, Any]:
     """-> {"ok": True, "df": DataFrame, ...} or {"ok": False, "error": {type, message, traceback}, ...}.
 
-    ``device`` (e.g. "cuda:1") is made current for the chunk, and ``compile`` the compile setting; None
-    keeps the current one. ``cancel_key``: name of a Dask Event the main process sets when the run is
-    interrupted; the chunk's loops poll it through :func:`plasticlab.cancel.check`."""
+    ``ctx`` says where and how (device, compile flag, threads, the plugins to import first); ``spec`` is the
+    chunk's plain dict, made typed again by the experiment. ``cancel_key``: name of a Dask Event the main
+    process sets when the run is interrupted; the chunk's loops poll it through :func:`plasticlab.cancel.check`.
+    """
     from plasticlab import cancel, compiling, devices
 
     cancel.set_checker(_dask_cancel_checker(cancel_key) if cancel_key else None)
-    dev = devices.current() if device is None else device
-    with devices.use(dev), compiling.use(compiling.enabled() if compile is None else compile):
-        return _run_task(name, spec, threads)
+    # the module-level defaults follow the context too, for library code a chunk calls without passing them
+    with devices.use(ctx.device), compiling.use(ctx.compile):
+        return _run_task(name, spec, ctx)
 
 
-def _run_task(name: str, spec: dict[str, Any], threads: int | None) -> dict[str, Any]:
+def _run_task(name: str, spec: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     from plasticlab.allocator import keep_freed_memory
-    from plasticlab.experiments import get
+    from plasticlab.study.registry import get, load_plugins
 
     keep_freed_memory()  # large per-step tensors reuse freed blocks instead of fresh zeroed pages
-    set_threads(threads)
+    set_threads(ctx.threads)
     where = f"{socket.gethostname()}:{os.getpid()}"
     t0 = time.perf_counter()
     try:
+        load_plugins(ctx.plugins)  # a user's rules and experiments, by name, in this process too
         exp = get(name)  # first call in a process imports the experiment modules
+        typed = exp.spec_of(spec) if hasattr(exp, "spec_of") else spec
         t0 = time.perf_counter()
-        df = exp.run_chunk(spec)
+        df = exp.run_chunk(typed, ctx) if _takes_context(exp) else exp.run_chunk(typed)
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"{name}.run_chunk must return a pandas DataFrame, got {type(df).__name__}")
         return dict(ok=True, df=df, seconds=time.perf_counter() - t0, worker=where)
     except Exception as e:
         err = dict(type=type(e).__name__, message=str(e), traceback=traceback.format_exc())
         return dict(ok=False, error=err, seconds=time.perf_counter() - t0, worker=where)
+
+
+def _takes_context(exp: Any) -> bool:
+    """True for ``run_chunk(spec, ctx)``; False for an experiment still on ``run_chunk(spec)``."""
+    import inspect
+
+    return len(inspect.signature(exp.run_chunk).parameters) >= 2

@@ -1,143 +1,28 @@
-"""The experiment contract and the registry.
+"""Declared parameters, checked at the door by one validator (scikit-learn's ``_parameter_constraints``).
 
-An experiment turns parameters into *chunks*: self-contained, JSON-serialisable dicts, each a set of runs of
-one shape that advance together as one ensemble batch. ``run_chunk(spec)`` is pure (its output depends on
-``spec`` only), which is what lets the sweep layer hash, skip, retry and ship chunks to other processes.
-Data flows one way: params -> chunks -> results table -> figures/report.
+An experiment declares its parameters by their defaults (full size), a ``quick`` override, ``choices`` and
+``constraints``; :func:`validate_params` checks every key with one message style, and :func:`coerce` turns a
+CLI string (``--set gammas=0,5e-4``) and a Python value into the same typed value.
 """
 
 from __future__ import annotations
 
 import ast
-import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
-
-import pandas as pd
+from typing import Any, Protocol
 
 from plasticlab.errors import PlasticlabError, unknown_choice
 
-if TYPE_CHECKING:
-    from plasticlab.claims import Claim
 
-_REGISTRY: dict[str, Experiment] = {}
+class Declared(Protocol):
+    """What the validator reads of an experiment: its name, defaults, choices and constraints."""
 
-
-class Experiment:
-    """The experiment contract: parameters -> chunks -> ``run_chunk`` tables -> report (see module doc)."""
-
-    name: ClassVar[str]
-    summary: ClassVar[str]  # one line, shown by `plasticlab list`
-    budget_s: ClassVar[float] = 60.0  # the promise for quick=True on 2 cores
-    defaults: ClassVar[dict[str, Any]]  # full (paper) size
-    quick: ClassVar[dict[str, Any]] = {}  # overrides applied by quick=True
-    choices: ClassVar[Mapping[str, Sequence[Any]]] = {}  # allowed values for a key (each element, for lists)
-    paper: ClassVar[bool] = True  # part of `plasticlab reproduce` (False for demos)
-    columns: ClassVar[tuple[str, ...]] = ()  # columns every run_chunk table has (checked by a contract test)
-    tiny: ClassVar[dict[str, Any] | None] = None  # overrides for a run of seconds (the contract test runs it)
-    # Declared constraints per key (see Constraint; keys in COMMON and ``choices`` need none) and
-    # cross-parameter ones; all checked by validate_params with one message style.
-    constraints: ClassVar[Mapping[str, Constraint]] = {}
-    relations: ClassVar[Sequence[Require]] = ()
-
-    def chunks(self, p: dict[str, Any]) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def run_chunk(self, spec: dict[str, Any]) -> pd.DataFrame:
-        raise NotImplementedError
-
-    def report(self, df: pd.DataFrame, p: dict[str, Any], out: Path) -> None:
-        raise NotImplementedError
-
-    def claims(self, df: pd.DataFrame, p: dict[str, Any]) -> list[Claim]:
-        """The papers' claims this experiment tests, with our numbers from ``df`` (pure: no files, no plots)."""
-        return []
-
-    def size(self, p: dict[str, Any]) -> str:
-        """What size ``p`` is: "paper", "quick", or the exact reduction ("steps 2000 (full 20000); …")."""
-        if p == self.defaults:
-            return "paper"
-        if p == self.params(quick=True):
-            return "quick"
-        diffs = []
-        for key, full in self.defaults.items():
-            ours = p.get(key)
-            if ours == full:
-                continue
-            if (
-                isinstance(full, list)
-                and isinstance(ours, list)
-                and sorted(map(str, ours)) == sorted(map(str, full))
-            ):
-                diffs.append(f"{key} in another order")  # the same runs; only for e.g. widths is it a change
-            elif isinstance(full, list) and isinstance(ours, list):
-                diffs.append(
-                    f"{key} {len(ours)} of {len(full)}"
-                    if set(map(str, ours)) <= set(map(str, full))
-                    else f"{key} {_short(ours)} (full {_short(full)})"
-                )
-            else:
-                diffs.append(f"{key} {_short(ours)} (full {_short(full)})")
-        return "; ".join(diffs)
-
-    # -- parameters -----------------------------------------------------------------------------------
-    def params(self, quick: bool = False, **overrides: Any) -> dict[str, Any]:
-        p = copy.deepcopy(self.defaults)
-        if quick:
-            p.update(copy.deepcopy(self.quick))
-        for key, value in overrides.items():
-            if key not in p:
-                raise unknown_choice(f"parameter for {self.name}", key, p)
-            like = p[key]
-            kind = constraint_for(self, key).kind
-            if isinstance(like, list) and not like and kind is not None:
-                like = [kind()]  # an empty default list: coerce to the declared element type
-            p[key] = coerce(self.name, key, value, like)
-        validate_params(self, p)
-        self.validate(p)
-        return p
-
-    def validate(self, p: dict[str, Any]) -> None:
-        """Hook for checks that cannot be declared (prefer ``constraints`` / ``relations``)."""
-
-
-def _short(v: Any) -> str:
-    if isinstance(v, list) and len(v) > 4:
-        return f"[{', '.join(map(str, v[:2]))}, …, {v[-1]}] ({len(v)})"
-    return str(v)
-
-
-def register(cls: type[Experiment]) -> type[Experiment]:
-    """Class decorator adding an Experiment to the registry under its ``name``."""
-    _REGISTRY[cls.name] = cls()
-    return cls
-
-
-def _discover() -> None:
-    import importlib
-    import pkgutil
-
-    import plasticlab.experiments as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if not mod.name.startswith("_") and mod.name != "base":
-            importlib.import_module(f"plasticlab.experiments.{mod.name}")
-
-
-def get(name: str) -> Experiment:
-    """The registered experiment ``name`` (unknown names: one-line error listing the valid ones)."""
-    _discover()
-    if name not in _REGISTRY:
-        raise unknown_choice("experiment", name, _REGISTRY)
-    return _REGISTRY[name]
-
-
-def all_experiments() -> dict[str, Experiment]:
-    """Every registered experiment by name, sorted."""
-    _discover()
-    return dict(sorted(_REGISTRY.items()))
+    name: str
+    defaults: dict[str, Any]
+    choices: Mapping[str, Sequence[Any]]
+    constraints: Mapping[str, Constraint]
+    relations: Sequence[Require]
 
 
 # -- value coercion: `--set gammas=0,5e-5` and run(gammas=[0, 5e-5]) mean the same ------------------------
@@ -418,7 +303,7 @@ def _inferred(default: Any) -> Constraint:
     raise TypeError(f"no constraint can be inferred from {default!r}")
 
 
-def constraint_for(exp: Experiment, key: str) -> Constraint:
+def constraint_for(exp: Declared, key: str) -> Constraint:
     """Declared (``constraints``), then ``choices``, then COMMON by name, then inferred from the default."""
     if key in exp.constraints:
         return exp.constraints[key]
@@ -429,7 +314,7 @@ def constraint_for(exp: Experiment, key: str) -> Constraint:
     return COMMON.get(key) or _inferred(default)
 
 
-def validate_params(exp: Experiment, p: dict[str, Any]) -> None:
+def validate_params(exp: Declared, p: dict[str, Any]) -> None:
     """Check every parameter against its constraint, then every relation: one message style,
     ``bad value for EXP parameter 'KEY': VALUE (why); must be DESCRIPTION``."""
     for key, value in p.items():

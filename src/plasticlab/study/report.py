@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from plasticlab.claims import Claim, claims_table
+from plasticlab.study.claims import Claim, claims_table
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -102,3 +102,31 @@ class Report:
         path.write_text(self.render())
         (self.out / "config.json").write_text(json.dumps(self.params, indent=2, default=str))
         return path
+
+
+def _is_legacy(exp: Any) -> bool:
+    """An experiment that still writes its own report (being moved onto :func:`write_report`'s layout)."""
+    return callable(getattr(exp, "report", None))
+
+
+def write_report(exp: Any, df: pd.DataFrame, p: dict[str, Any], out: Path | str) -> list[Claim]:
+    """Write OUT/report.md and its figures for experiment ``exp`` and return its claims.
+
+    ``exp.claims`` is called exactly once here; the report, ``reproduce`` and the scoreboard all use the list
+    returned, each claim stamped with the run's size. Every report has the same layout: title, verdicts (the
+    paper's value beside ours with the difference), notes, figures, tables, configuration.
+    """
+    size = exp.size(p)
+    claims = [c.with_(size=size) for c in exp.claims(df, p)]
+    if _is_legacy(exp):
+        exp.report(df, p, Path(out))
+        return claims
+    rep = Report(out, f"{exp.name} — {exp.title or exp.summary}", p).add_claims(claims)
+    if notes := exp.notes(p).strip():
+        rep.text(notes)
+    for f in exp.figures(df, p):
+        rep.figure(f.fig, f.name, f.caption)
+    for t in exp.tables(df, p):
+        rep.table(t.frame, t.caption, t.digits)
+    rep.write()
+    return claims

@@ -20,7 +20,7 @@ Criteria (all small frozen dataclasses with ``check`` and ``describe``):
 
 Example::
 
-    from plasticlab.claims import KPZ, AtMost, Claim, measure
+    from plasticlab.study.claims import KPZ, AtMost, Claim, measure
     mean, sem, n = measure(df["rel_error"])
     c = Claim("Theorem holds for SGD to 10 %", KPZ, "stationarity theorem", math.nan, mean, sem, n, "quick",
               AtMost(0.10))
