@@ -256,8 +256,9 @@ def render_scoreboard(outcomes: list[Outcome], *, quick: bool) -> str:
         "",
         f"Papers: Koplow, Poggio & Ziyin 2025 (emergent Hebbian dynamics under weight decay) and Ninou, Kadmon & "
         f"Cayco-Gajic 2025 (curl descent). Runs at {size}; every number below is computed from the run's own "
-        "results table, verdicts by one rule (`plasticlab.study.claims.verdict`): reproduced / partly (narrow miss: "
-        "within the test's looser bound or 2 standard errors) / not reproduced / not run (nothing measured).",
+        "results table, verdicts by one rule (`plasticlab.study.claims.verdict`): reproduced / partly (narrow "
+        "miss: within the test's looser bound or 2 standard errors) / not reproduced / not run (nothing "
+        "measured).",
         "",
         f"**{len(claims)} claims:** " + ", ".join(f"{ICONS[v]} {cnt[v]} {v}" for v in VERDICTS),
         "",

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from plasticlab.rules import Chain, make_rule, rule_names
+from plasticlab.study.context import RunContext
 from plasticlab.tasks.shared import share
 
 RULES = rule_names()  # live: includes rules registered after import
@@ -81,11 +82,13 @@ def train_regression(
     record_at=None,
     measure: str = "signal",
     task: dict | None = None,
+    ctx: RunContext | None = None,
 ):
     """The standard regression (Koplow et al. 2025: tanh-teacher with 32 hidden units, Gaussian inputs) trained by
     one rule for every γ × seed member at once. Returns the member table and the TrainResult.
     ``task`` passes extra teacher_regression options (label_noise, teacher_hidden, …). ``rule`` is a rule
-    name, or a ready Chain for the members (seeds vary fastest within each γ, as ``members`` orders them)."""
+    name, or a ready Chain for the members (seeds vary fastest within each γ, as ``members`` orders them).
+    ``ctx``: where (device) and how (compile) to run; None: the library defaults."""
     from plasticlab.networks.mlp import init_mlp
     from plasticlab.simulation.train_mlp import train_mlp
     from plasticlab.tasks import teacher_regression
@@ -98,11 +101,12 @@ def train_regression(
         n_train=n_train,
         n_val=n_val,
         dtype=dtype,
+        device=None if ctx is None else ctx.device,
         **(task or {}),
     )
     data = share(data, m.seed_index.values)
     seeds_e = m.seed.tolist()
-    net = init_mlp(seeds_e, list(widths), activation, dtype=dtype)
+    net = init_mlp(seeds_e, list(widths), activation, dtype=dtype, device=None if ctx is None else ctx.device)
     hyper: dict[str, Any] = {"measure": measure} if rule == "adam" else {}
     res = train_mlp(
         net,
@@ -117,6 +121,7 @@ def train_regression(
         late_every=late_every,
         neurons=neurons,
         record_at=record_at,
+        compile=None if ctx is None else ctx.compile,
     )
     return m.drop(columns="seed_index"), res
 

@@ -10,7 +10,7 @@ row-wise alignment was positive, and whether it took both signs).
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -21,9 +21,27 @@ from plasticlab.experiments._hebb_common import (
     dtype_of,
     train_regression,
 )
-from plasticlab.study import MAX_STEPS, SIZE, Experiment, Interval, ListOf, register
+from plasticlab.study import MAX_STEPS, SIZE, Experiment, Figure, Interval, ListOf, RunContext, Table, register
 from plasticlab.study.claims import KPZ, AtLeast, Claim
-from plasticlab.study.report import Report
+
+
+@dataclass
+class Spec:
+    """One rule's γ × seed ensemble, every member on the same data (one chunk)."""
+
+    rule: str
+    gammas: list[float]
+    seeds: list[int]
+    widths: list[int]
+    activation: str
+    steps: int
+    lr: float
+    batch_size: int
+    n_train: int
+    n_val: int
+    checkpoints: int
+    late_from: float
+    dtype: str
 
 
 @register
@@ -32,8 +50,10 @@ class HebbTransient(Experiment):
 
     name = "hebb-transient"
     summary = "alignment vs training step (early bump) and neurons flipping Hebbian ↔ anti-Hebbian"
+    title = "the early Hebbian bump and neurons that keep flipping sign"
     budget_s = 60
     code_version = 1  # bump when run_chunk changes its numbers, so saved chunks are not reused
+    spec_type = Spec
     columns = ("kind", "rule", "gamma", "seed", "layer", "step", "alignment", "frac_hebbian", "diverged")
     tiny = dict(
         gammas=[0.0, 0.05], seeds=[0], widths=[6, 5, 3], steps=60, n_train=256, n_val=20, checkpoints=10
@@ -74,43 +94,33 @@ class HebbTransient(Experiment):
     )
 
     def chunks(self, p):
-        keep = (
-            "gammas",
-            "seeds",
-            "widths",
-            "activation",
-            "steps",
-            "lr",
-            "batch_size",
-            "n_train",
-            "n_val",
-            "checkpoints",
-            "late_from",
-            "dtype",
-        )
-        return [dict(rule=r, **{k: p[k] for k in keep}) for r in p["rules"]]
+        """One chunk per rule: its γ × seed members share the data and the batch order."""
+        keep = {k: p[k] for k in Spec.__dataclass_fields__ if k != "rule"}
+        return [Spec(rule=r, **keep) for r in p["rules"]]
 
-    def run_chunk(self, spec):
-        steps = spec["steps"]
-        every = max(steps // spec["checkpoints"], 1)
-        late = int(spec["late_from"] * steps)
+    def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:
+        """Train the chunk's members, recording alignment traces and late per-neuron signs."""
+        steps = spec.steps
+        every = max(steps // spec.checkpoints, 1)
+        late = int(spec.late_from * steps)
         m, res = train_regression(
-            spec["rule"],
-            spec["gammas"],
-            spec["seeds"],
-            widths=spec["widths"],
-            activation=spec["activation"],
+            spec.rule,
+            spec.gammas,
+            spec.seeds,
+            widths=spec.widths,
+            activation=spec.activation,
             steps=steps,
-            lr=spec["lr"],
-            batch_size=spec["batch_size"],
-            n_train=spec["n_train"],
-            n_val=spec["n_val"],
+            lr=spec.lr,
+            batch_size=spec.batch_size,
+            n_train=spec.n_train,
+            n_val=spec.n_val,
             average_from=late,
             record_every=every,
             late_every=8,
             neurons=True,
-            dtype=dtype_of(spec["dtype"]),
+            dtype=dtype_of(spec.dtype),
             record_at=np.unique(np.geomspace(1, steps, 60).astype(int)).tolist(),
+            ctx=ctx,
         )
         steps_rec = np.asarray(res.steps_recorded)
         T, L, E = res.alignment.shape
@@ -120,7 +130,7 @@ class HebbTransient(Experiment):
                 pd.DataFrame(
                     dict(
                         kind="trace",
-                        rule=spec["rule"],
+                        rule=spec.rule,
                         gamma=np.tile(m.gamma.values, T),
                         seed=np.tile(m.seed.values, T),
                         layer=l,
@@ -139,7 +149,7 @@ class HebbTransient(Experiment):
                 pd.DataFrame(
                     dict(
                         kind="neuron",
-                        rule=spec["rule"],
+                        rule=spec.rule,
                         gamma=np.repeat(m.gamma.values, out),
                         seed=np.repeat(m.seed.values, out),
                         layer=l,
@@ -154,12 +164,50 @@ class HebbTransient(Experiment):
         flags = pd.DataFrame(dict(gamma=m.gamma.values, seed=m.seed.values, diverged=res.diverged.cpu().numpy()))
         return df.merge(flags, on=["gamma", "seed"], how="left")
 
-    def report(self, df, p, out):
-        _report(df, p, Path(out))
-
     def claims(self, df, p):
         """The early bump and the late sign-switching neurons, from the run's own table."""
         return transient_claims(df, p, self.size(p))
+
+    def notes(self, p):
+        """The setting and how alignment is sampled."""
+        late_step = p["late_from"] * p["steps"]
+        return (
+            f"{p['activation']} MLP {p['widths']}, lr {p['lr']}, batch {p['batch_size']}, {p['steps']} steps, "
+            f"{len(p['seeds'])} seeds. Alignment is recorded every {max(p['steps'] // p['checkpoints'], 1)} "
+            "steps and at 60 log-spaced steps; per-neuron alignment (cosine of each postsynaptic neuron's row "
+            f"of G and H) is examined over the last {1 - p['late_from']:.0%} of training "
+            f"(steps ≥ {late_step:g})."
+        )
+
+    def figures(self, df, p):
+        """Alignment over training (log steps) and the late per-neuron sign statistics."""
+        from plasticlab.plots.hebb import neuron_figure, transient_figure
+
+        tr, nr = df[df.kind == "trace"], df[df.kind == "neuron"]
+        layers = sorted(tr.layer.unique())
+        late_step = p["late_from"] * p["steps"]
+        return [
+            Figure(
+                "transient_alignment",
+                transient_figure(tr, layers, late_step, p["steps"]),
+                "Alignment vs step (log axis); shaded: late window for the neuron statistics.",
+            ),
+            Figure(
+                "transient_neurons", neuron_figure(nr, layers), "Per-neuron sign statistics in the late window."
+            ),
+        ]
+
+    def tables(self, df, p):
+        """Early peak vs late level, and the late neuron sign statistics, per rule × γ × layer."""
+        return [
+            Table(
+                transient_summary(df, p),
+                "Early peak (before half the late-window start) vs late mean of the seed-mean curve; "
+                "fraction of neurons whose alignment took both signs in the late window; 'mixed': "
+                "Hebbian in 20–80 % of late checkpoints (a real oscillation, not a rare excursion); "
+                "fraction Hebbian less than half the time",
+            )
+        ]
 
 
 def _bump(trace: pd.DataFrame, late_step: float):
@@ -241,38 +289,3 @@ def transient_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
             note="" if top is None else f"{top.rule}, γ = {top.gamma:g}",
         ),
     ]
-
-
-def _report(df, p, out):
-    from plasticlab.plots.hebb import neuron_figure, transient_figure
-
-    tr, nr = df[df.kind == "trace"], df[df.kind == "neuron"]
-    late_step = p["late_from"] * p["steps"]
-    layers = sorted(tr.layer.unique())
-    rep = Report(out, "hebb-transient — the early Hebbian bump and neurons that keep flipping sign", p)
-    rep.text(
-        f"{p['activation']} MLP {p['widths']}, lr {p['lr']}, batch {p['batch_size']}, {p['steps']} steps, "
-        f"{len(p['seeds'])} seeds. Alignment is recorded every {max(p['steps'] // p['checkpoints'], 1)} "
-        "steps and at 60 log-spaced steps; "
-        f"per-neuron alignment (cosine of each postsynaptic neuron's row of G and H) is examined over the last "
-        f"{1 - p['late_from']:.0%} of training (steps ≥ {late_step:g})."
-    )
-    fig = transient_figure(tr, layers, late_step, p["steps"])
-    rep.figure(
-        fig, "transient_alignment", "Alignment vs step (log axis); shaded: late window for the neuron statistics."
-    )
-
-    summ = transient_summary(df, p)
-    rep.table(
-        summ,
-        "Early peak (before half the late-window start) vs late mean of the seed-mean curve; "
-        "fraction of neurons whose alignment took both signs in the late window; 'mixed': "
-        "Hebbian in 20–80 % of late checkpoints (a real oscillation, not a rare excursion); "
-        "fraction Hebbian less than half the time",
-    )
-
-    fig = neuron_figure(nr, layers)
-    rep.figure(fig, "transient_neurons", "Per-neuron sign statistics in the late window.")
-
-    rep.add_claims(transient_claims(df, p, HebbTransient().size(p)))
-    rep.write()
