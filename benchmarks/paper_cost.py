@@ -81,7 +81,7 @@ def _stepper(w: Work) -> tuple[Callable[[int], float | None], int]:
 
         return run_curl, sh["P"] // sh["B"]
     if w.engine == "chaos":
-        from plasticlab.experiments import _chaos_sim as sim
+        from plasticlab.simulation import chaos as sim
 
         M, N = sh["M"], sh["N"]
         W1, W2, Sigma, vstar = sim.start(M, N, list(range(E)))
@@ -219,7 +219,7 @@ def paper_table(names: list[str], rates: Rates, log: Callable[[str], None] = pri
     rows = []
     for name in names:
         exp = get(name)
-        works = [chunk_work(name, spec) for spec in exp.chunks(exp.params())]
+        works = [chunk_work(name, exp.spec_dict(spec)) for spec in exp.chunks(exp.params())]
         rates.plan(works)
         flops = cpu = gpu_c = gpu_l = 0.0
         gf: list[float] = []

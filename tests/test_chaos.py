@@ -117,7 +117,7 @@ def test_measure_removes_transient_growth_along_a_non_normal_line_of_fixed_point
 # -- curl-chaos experiment ---------------------------------------------------------------------------------
 def test_moment_form_in_the_reduced_basis_is_the_full_batch_step():
     # the curl engine's reference step on all P samples vs ours on (Σ̂, v*), in the full and the reduced basis
-    from plasticlab.experiments import _chaos_sim as sim
+    from plasticlab.simulation import chaos as sim
     from plasticlab.simulation.curl import curl_step, flips
 
     M, N, P, seeds = 6, 14, 40, [0, 1]
@@ -156,7 +156,7 @@ def test_moment_form_in_the_reduced_basis_is_the_full_batch_step():
 
 
 def test_authors_start_and_step_bookkeeping():
-    from plasticlab.experiments import _chaos_sim as sim
+    from plasticlab.simulation import chaos as sim
     from plasticlab.simulation.curl import CurlConfig, initial_state
 
     cfg = CurlConfig(
@@ -228,7 +228,7 @@ def test_each_state_on_a_constructed_case():
 
 
 def test_run_members_states_and_batch_invariance():
-    from plasticlab.experiments.curl_chaos import run_members
+    from plasticlab.experiments.curl.chaos import run_members
 
     kw = dict(epochs=600, record=100, lyap_window=200, lyap_warmup=100, P=40)
     df = run_members(6, 14, [0.0, 1.0, 0.0], [0, 0, 1], [0.1] * 3, **kw)
@@ -248,7 +248,7 @@ def test_run_members_states_and_batch_invariance():
 def test_chunks_per_c_and_eta_and_validation():
     from plasticlab.errors import PlasticlabError
     from plasticlab.experiments import get
-    from plasticlab.experiments.curl_chaos import shape_for
+    from plasticlab.experiments.curl.chaos import shape_for
 
     assert [shape_for(c) for c in (0.3, 0.4, 0.5)] == [(50, 169), (62, 157), (73, 146)]
     exp = get("curl-chaos")

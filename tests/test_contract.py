@@ -11,7 +11,10 @@ import pytest
 import torch
 
 from plasticlab.experiments import all_experiments
+from plasticlab.study import Figure, RunContext, Table
 from plasticlab.study.claims import VERDICTS, Claim
+from plasticlab.study.report import write_report
+from plasticlab.sweeps.worker import _takes_context
 
 torch.set_num_threads(1)
 NAMES = sorted(all_experiments())
@@ -24,20 +27,31 @@ def test_quick_params_validate_and_chunks_are_json(name):
     specs = exp.chunks(p)
     assert specs, "no chunks"
     for spec in specs:
-        assert json.loads(json.dumps(spec)) == spec  # survives the trip to a worker and the manifest hash
+        if exp.spec_type is not None:
+            assert isinstance(spec, exp.spec_type)
+        d = exp.spec_dict(spec)
+        assert json.loads(json.dumps(d)) == d  # survives the trip to a worker and the manifest hash
+        assert exp.spec_of(d) == spec  # and comes back typed
     assert isinstance(exp.size(p), str) and exp.size(exp.params()) == "paper"
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_tiny_run_has_declared_columns_and_claims(name):
+def test_tiny_run_has_declared_columns_claims_and_report(name, tmp_path):
     exp = all_experiments()[name]
     if exp.tiny is None:
         pytest.skip(f"{name} declares no tiny params")
     assert exp.columns, f"{name} declares no columns"
     p = exp.params(**exp.tiny)
-    df = pd.concat([exp.run_chunk(s) for s in exp.chunks(p)], ignore_index=True)
+    ctx = RunContext()
+    run = (lambda s: exp.run_chunk(s, ctx)) if _takes_context(exp) else exp.run_chunk
+    df = pd.concat([run(s) for s in exp.chunks(p)], ignore_index=True)
     assert set(exp.columns) <= set(df.columns), set(exp.columns) - set(df.columns)
-    claims = exp.claims(df, p)
+    if not hasattr(exp, "report"):  # on the study contract: pure figures and tables, notes as text
+        assert all(isinstance(f, Figure) for f in exp.figures(df, p))
+        assert all(isinstance(t, Table) for t in exp.tables(df, p))
+        assert isinstance(exp.notes(p), str)
+    claims = write_report(exp, df, p, tmp_path)  # the framework stamps each claim with the run's size
+    assert (tmp_path / "report.md").exists()
     if not exp.paper:
         return
     assert claims and all(isinstance(c, Claim) for c in claims)

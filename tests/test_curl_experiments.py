@@ -110,7 +110,7 @@ def _speedup_table(epochs: dict) -> pd.DataFrame:
 def test_speedup_p_sweep_shape_is_claimed_with_the_norm_constraint_only():
     # The paper gives the P sweep's shape with the constraint on; without it, only P = 2000 (1464 vs 1109,
     # a ratio of 1.32, which a ">= 1.5 at large P" claim would fail on the paper's own number).
-    from plasticlab.experiments.curl_speedup import speedup_claims
+    from plasticlab.experiments.curl.speedup import speedup_claims
 
     runs = {}
     for norm in (True, False):
@@ -125,7 +125,7 @@ def test_speedup_p_sweep_shape_is_claimed_with_the_norm_constraint_only():
 
 
 def test_speedup_init_scale_claim_compares_with_the_papers_ratio_for_the_same_scales():
-    from plasticlab.experiments.curl_speedup import paper_slowdown, speedup_claims
+    from plasticlab.experiments.curl.speedup import paper_slowdown, speedup_claims
 
     p = get("curl-speedup").params(Ps=[2000], ks=[1], init_scales=[2.0, 3.0], activations=["tanh"], norms=[True])
     # the paper: r = 2 → 3 slows neither much (GD 2972 → 2449, curl 1090 → 811); r = 2 → 6 slows GD 8×

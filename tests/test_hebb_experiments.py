@@ -11,8 +11,8 @@ import torch
 
 import plasticlab
 from plasticlab.errors import PlasticlabError
-from plasticlab.experiments._hebb_common import members, share
-from plasticlab.experiments.hebb_phase import run_phase_chunk
+from plasticlab.experiments.hebbian._common import members, share
+from plasticlab.experiments.hebbian.phase import run_phase_chunk
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.rules import chain, make_rule, param_noise, sgd, weight_decay
 from plasticlab.simulation.train_mlp import train_mlp
@@ -181,7 +181,7 @@ def test_late_every_keeps_the_checkpoints_and_samples_the_window():
 
 
 def test_increases_tolerates_seed_noise_but_not_a_flat_or_falling_trend():
-    from plasticlab.experiments.hebb_table import increases
+    from plasticlab.experiments.hebbian.table import increases
 
     assert increases([-0.037, -0.041, 0.006, 0.31], [0.013, 0.013, 0.002, 0.017])
     assert not increases([0.0, 0.005, 0.002, 0.008], [0.001] * 4)  # flat within the 0.01 floor
@@ -226,7 +226,7 @@ def test_phase_corners_skip_collapsed_and_diverged_cells_and_name_them():
     """A run whose first layer decayed below 1e-3 of its initial norm has collapsed (its layer-2 cosine of
     vanishing matrices is not a measurement): the Hebbian corner reads the highest γ that did not collapse,
     the anti-Hebbian corner the highest σ that did not diverge, and each note names the cells skipped."""
-    from plasticlab.experiments.hebb_phase import mark_collapsed, phase_claims
+    from plasticlab.experiments.hebbian.phase import mark_collapsed, phase_claims
 
     df = _phase_table(
         {

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from plasticlab import seeding
 from plasticlab.experiments import all_experiments
-from plasticlab.experiments.hebb_transformer import make_data, rule_optimizer, seeded_init
+from plasticlab.experiments.hebbian.transformer import make_data, rule_optimizer, seeded_init
 from plasticlab.networks.transformer import TinyTransformer
 
 torch.set_num_threads(1)
@@ -102,7 +102,7 @@ def test_a_rule_the_paper_has_no_row_for_still_gets_a_report(tmp_path):
 def test_gamma_factor_reads_each_run_at_the_paper_gamma_it_stands_for():
     """Under the mean-reduced-loss reading (our γ = 16 × the paper's) the run at γ = 8e-3 is the paper's
     5e-4 cell (0.99) and 8e-2 its collapse; the factor leaves the chunks, and so earlier runs, untouched."""
-    from plasticlab.experiments.hebb_transformer import SECOND, paper_cell, transformer_claims
+    from plasticlab.experiments.hebbian.transformer import SECOND, paper_cell, transformer_claims
 
     assert paper_cell("adam_l2", 8e-3, 16.0) == 0.99 and paper_cell("adam_l2", 5e-4) == 0.99
     assert paper_cell("adam_l2", 5e-4, 16.0) is None

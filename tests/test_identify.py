@@ -201,7 +201,7 @@ def test_rule_identify_tiny_run_writes_accuracy_table_report_and_claims(tmp_path
 def _compact_table_gives_the_same_numbers(df, p, out, claims):
     """features.parquet (one row per run) stands in for the trajectory table: same features for every
     budget, same accuracy table, and `reproduce --collect` and identify() work from it alone."""
-    from plasticlab.experiments.rule_identify import budget_list, evaluation
+    from plasticlab.experiments.rules.identify import budget_list, evaluation
     from plasticlab.reproduce import reproduce
 
     ft = pd.read_parquet(out / "features.parquet")

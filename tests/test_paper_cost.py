@@ -45,7 +45,7 @@ def test_transformer_count_equals_autograd():
 
 
 def test_chaos_and_moment_counts():
-    from plasticlab.experiments import _chaos_sim as sim
+    from plasticlab.simulation import chaos as sim
 
     M, N = 5, 12  # reduced: N' = M + 1 = 6
     assert flops.chaos_step(M, N) == 6 * 6 * 5 + 2 * 25 == 230
@@ -76,7 +76,7 @@ def test_every_paper_experiment_is_counted():
 
     for name in paper_experiments():
         exp = get(name)
-        works = [flops.chunk_work(name, s) for s in exp.chunks(exp.params())]
+        works = [flops.chunk_work(name, exp.spec_dict(s)) for s in exp.chunks(exp.params())]
         if name == "curl-theory":
             continue
         assert all(w.engine != "none" and w.flops > 0 and math.isfinite(w.flops) for w in works), name

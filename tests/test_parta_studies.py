@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from plasticlab.experiments._hebb_common import members, share
-from plasticlab.experiments.hebb_dfa import ProbedDFA, by_length, checkpoints
+from plasticlab.experiments.hebbian._common import members, share
+from plasticlab.experiments.hebbian.dfa import ProbedDFA, by_length, checkpoints
 from plasticlab.networks import init_mlp
 from plasticlab.rules import chain, weight_decay
 from plasticlab.simulation.train_mlp import train_mlp
@@ -92,7 +92,7 @@ def test_hebb_dfa_bad_shape_is_one_line(bad):
 def test_hebb_valopt_finds_the_grid_minimum():
     exp, p = _tiny("hebb-valopt", steps=60, seeds=[0], gammas=[0.0, 0.1], sigmas=[0.0, 0.3])
     df = pd.concat([exp.run_chunk(c) for c in exp.chunks(p)], ignore_index=True)
-    from plasticlab.experiments.hebb_valopt import optimum
+    from plasticlab.experiments.hebbian.valopt import optimum
 
     for s in p["settings"]:
         o = optimum(df, s)
@@ -139,7 +139,7 @@ def test_theorem_claims_per_rule_and_identity():
 
 
 def test_adam_claims_map_our_gamma_to_the_papers_cell():
-    from plasticlab.experiments.hebb_adam import adam_claims
+    from plasticlab.experiments.hebbian.adam import adam_claims
 
     rows = [
         dict(
@@ -174,7 +174,7 @@ def test_adam_claims_map_our_gamma_to_the_papers_cell():
 
 def test_part_a_summary_reads_every_number_from_the_committed_tables(tmp_path):
     from plasticlab.api import run
-    from plasticlab.experiments import part_a_summary as pa
+    from plasticlab.experiments.hebbian import summary as pa
 
     tiny = dict(n_train=256, n_val=20, every=5, seeds=[0, 1], scales=[1.0])
     run(
@@ -218,7 +218,7 @@ def test_part_a_summary_reads_every_number_from_the_committed_tables(tmp_path):
 
 
 def test_transformer_rise_leaves_out_a_collapsed_layer_instead_of_the_whole_gamma():
-    from plasticlab.experiments.hebb_transformer import common_layers, transformer_claims
+    from plasticlab.experiments.hebbian.transformer import common_layers, transformer_claims
 
     rows = []
     for g, a in [(0.0, 0.0), (5e-3, 0.3)]:
@@ -248,7 +248,7 @@ def test_transformer_rise_leaves_out_a_collapsed_layer_instead_of_the_whole_gamm
 def test_adam_forms_table_reads_the_hebb_table_run(tmp_path):
     """part-a.md's side-by-side Adam table: per γ the paper's row, each form's mean over non-collapsed seeds
     with the collapse count, and 'not run yet' for a form whose chunk is not in."""
-    from plasticlab.experiments.part_a_summary import adam_forms_section
+    from plasticlab.experiments.hebbian.summary import adam_forms_section
 
     folder = tmp_path / "hebb-table"
     (folder / "parts").mkdir(parents=True)

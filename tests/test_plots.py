@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 import plasticlab.experiments as experiments_pkg
-from plasticlab.experiments._curl_common import flip_members, flip_table
+from plasticlab.experiments.curl._common import flip_members, flip_table
 from plasticlab.simulation.curl import CurlConfig
 
 EXPERIMENTS = Path(experiments_pkg.__file__).parent

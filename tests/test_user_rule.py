@@ -11,7 +11,7 @@ from torch import nn
 
 import plasticlab
 from plasticlab import seeding
-from plasticlab.experiments.rule_atlas import GRADIENT_RULES
+from plasticlab.experiments.rules.atlas import GRADIENT_RULES
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.rules import (
     TRANSFORMS,

@@ -10,7 +10,7 @@
 """
 
 from plasticlab.study.context import RunContext
-from plasticlab.study.contract import Experiment, Figure, Table
+from plasticlab.study.contract import Experiment, Figure, Table, run_chunks
 from plasticlab.study.params import (
     COMMON,
     COMMON_RELATIONS,
@@ -72,6 +72,7 @@ __all__ = [
     "load_plugins",
     "parse_value",
     "register",
+    "run_chunks",
     "seed_blocks",
     "validate_params",
 ]

@@ -159,3 +159,11 @@ def check_spec(exp: Experiment, spec: Any) -> None:
         raise PlasticlabError(
             f"{exp.name}.chunks returned a {type(spec).__name__}, expected {exp.spec_type.__name__}"
         )
+
+
+def run_chunks(exp: Experiment, specs: Sequence[Any], ctx: RunContext | None = None) -> pd.DataFrame:
+    """Every chunk of ``specs`` in this process, one after another, rows in chunk order (no folder, no
+    workers: for tests and notebooks; ``plasticlab.run`` is the resumable way)."""
+    ctx = ctx or RunContext()
+    frames = [exp.run_chunk(spec, ctx) for spec in specs]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -53,7 +53,8 @@ class SweepFailed(PlasticlabError):
 def hashes_of(exp, specs: list[dict]) -> list[str]:
     """The content hash of each chunk spec (with the experiment's code_version)."""
     version = getattr(exp, "code_version", 0)
-    return [chunk_hash(exp.name, spec, version) for spec in specs]
+    to_dict = getattr(exp, "spec_dict", dict)  # typed specs hash as the plain dicts they travel as
+    return [chunk_hash(exp.name, to_dict(spec), version) for spec in specs]
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -317,7 +317,7 @@ def theory_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
 
 
 def _report(df: pd.DataFrame, p, out: Path) -> None:
-    from plasticlab.plots.curl import theory_curve_figure, theory_phase_figure
+    from plasticlab.experiments.curl.figures import theory_curve_figure, theory_phase_figure
 
     rep = Report(out, "curl-theory: stability of the solution manifold under rule flips", p)
     th = df[df.source == "theory"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments._hebb_common import summarise
-from plasticlab.experiments.hebb_phase import LINREG, band_factor, plot_layer
+from plasticlab.experiments.hebbian._common import summarise
+from plasticlab.experiments.hebbian.phase import LINREG, band_factor, plot_layer
 
 _ORD = {0: "1st", 1: "2nd", 2: "3rd"}
 
@@ -280,7 +280,7 @@ def dfa_figure(d: pd.DataFrame):
     ``d``: the layer-2 rows of runs that did not diverge."""
     import matplotlib.pyplot as plt
 
-    from plasticlab.experiments.hebb_dfa import PAPER_DFA0, SETTING
+    from plasticlab.experiments.hebbian.dfa import PAPER_DFA0, SETTING
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for i, (key, s) in enumerate(d.groupby(SETTING)):
@@ -365,7 +365,7 @@ def valopt_figure(df: pd.DataFrame, settings: list):
     """hebb-valopt: validation loss beside alignment over σ × γ per setting, ★ at the validation optimum."""
     import matplotlib.pyplot as plt
 
-    from plasticlab.experiments.hebb_valopt import grid, optimum
+    from plasticlab.experiments.hebbian.valopt import grid, optimum
 
     fig, axes = plt.subplots(len(settings), 2, figsize=(9, 3 * len(settings)), squeeze=False)
     for row, s in zip(axes, settings):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments._hebb_common import (
+from plasticlab.experiments.hebbian._common import (
     ACTIVATIONS,
     RULES,
     dtype_of,
@@ -181,7 +181,7 @@ class HebbTransient(Experiment):
 
     def figures(self, df, p):
         """Alignment over training (log steps) and the late per-neuron sign statistics."""
-        from plasticlab.plots.hebb import neuron_figure, transient_figure
+        from plasticlab.experiments.hebbian.figures import neuron_figure, transient_figure
 
         tr, nr = df[df.kind == "trace"], df[df.kind == "neuron"]
         layers = sorted(tr.layer.unique())

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from plasticlab.errors import PlasticlabError
-from plasticlab.experiments._hebb_common import dtype_of, train_regression
+from plasticlab.experiments.hebbian._common import dtype_of, train_regression
 from plasticlab.metrics.hebbian import cosine, hebbian_direction
 from plasticlab.networks.activations import activation as get_activation
 from plasticlab.rules import chain, weight_decay
@@ -287,7 +287,7 @@ def dfa_claims(df: pd.DataFrame, p: dict) -> list[Claim]:
 
 
 def _report(df, p, out):
-    from plasticlab.plots.hebb import dfa_figure
+    from plasticlab.experiments.hebbian.figures import dfa_figure
 
     rep = Report(out, "hebb-dfa — is DFA Hebbian without weight decay?", p)
     rep.text(

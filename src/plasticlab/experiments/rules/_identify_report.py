@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from plasticlab import identification as ident
-from plasticlab.experiments.rule_identify import budget_list, evaluation
+from plasticlab.experiments.rules.identify import budget_list, evaluation
 from plasticlab.study.claims import AtLeast, Claim, measure
 from plasticlab.study.report import Report
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments._hebb_common import (
+from plasticlab.experiments.hebbian._common import (
     ACTIVATIONS,
     ADAM_RULES,
     RULES,
@@ -263,7 +263,7 @@ def increases(values, sems, floor: float = 0.01) -> bool:
 
 
 def _report(df, p, out):
-    from plasticlab.plots.hebb import table_figure
+    from plasticlab.experiments.hebbian.figures import table_figure
 
     layer = p["layer"]
     rep = Report(out, "hebb-table — weight decay makes every rule's signal Hebbian (Table 1, MLP rows)", p)

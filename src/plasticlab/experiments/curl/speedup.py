@@ -505,7 +505,7 @@ class CurlSpeedup(Experiment):
 
     # -- report -----------------------------------------------------------------------------------------
     def report(self, df, p, out):
-        from plasticlab.plots.curl import speedup_k_figure, speedup_p_figure, speedup_r_figure
+        from plasticlab.experiments.curl.figures import speedup_k_figure, speedup_p_figure, speedup_r_figure
 
         rep = Report(out, "curl-speedup: curl descent escapes the saddle faster than GD at large P", p)
         rep.add_claims(self.claims(df, p))

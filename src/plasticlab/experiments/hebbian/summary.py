@@ -1,6 +1,6 @@
 """results/part-a.md: what each Part A mismatch study finds, rendered from the committed runs only.
 
-    python -m plasticlab.experiments.part_a_summary results      # rewrites results/part-a.md
+    python -m plasticlab.experiments.hebbian.summary results      # rewrites results/part-a.md
 
 Every number comes from a committed folder's own table through its experiment's ``claims(df, p)`` (the same
 verdicts the reports and the scoreboard show), or, for the DFA-at-γ = 0 table, through ``hebb_dfa.by_length``
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from plasticlab.experiments.hebb_dfa import PAPER_DFA0, by_length
-from plasticlab.experiments.hebb_table import PAPER, PAPER_GAMMAS
+from plasticlab.experiments.hebbian.dfa import PAPER_DFA0, by_length
+from plasticlab.experiments.hebbian.table import PAPER, PAPER_GAMMAS
 from plasticlab.study import get
 from plasticlab.study.claims import Claim, claims_table, counts, measure
 
@@ -324,7 +324,7 @@ def render(root: Path) -> str:
     out = [
         "# Part A mismatch studies: what each now finds",
         "",
-        "Rendered by `python -m plasticlab.experiments.part_a_summary results` from the committed folders "
+        "Rendered by `python -m plasticlab.experiments.hebbian.summary results` from the committed folders "
         "below; every number is computed from a folder's own table (its report shows the same claims, the "
         "scoreboard the ones of folders named like their experiment). What each study measures and why: "
         "`docs/part-a-mismatches.md`. Runs used one thread, `--workers 1`, niced, on a shared 2-core machine.",

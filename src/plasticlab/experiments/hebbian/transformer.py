@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 
 from plasticlab import seeding
-from plasticlab.experiments._hebb_common import COLLAPSE, gamma_label, paper_gamma
+from plasticlab.experiments.hebbian._common import COLLAPSE, gamma_label, paper_gamma
 from plasticlab.networks.transformer import TinyTransformer
 from plasticlab.probe import HebbianProbe
 from plasticlab.rules import Chain, Decay, RuleOptimizer, make_rule, parse_rule
@@ -471,7 +471,7 @@ def transformer_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
 
 def write_report(df: pd.DataFrame, p: dict, out: Path) -> None:
     """Figures and report.md of a hebb-transformer table."""
-    from plasticlab.plots.hebb import transformer_figure
+    from plasticlab.experiments.hebbian.figures import transformer_figure
 
     rep = Report(out, "hebb-transformer: Hebbian alignment of a small transformer vs weight decay", p)
     rep.text(__doc__.split("\n\n", 1)[1])

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments._hebb_common import dtype_of, gamma_label, paper_gamma, train_regression
+from plasticlab.experiments.hebbian._common import dtype_of, gamma_label, paper_gamma, train_regression
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.study import MAX_STEPS, NONNEG, Experiment, Interval, ListOf, register
 from plasticlab.study.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
@@ -256,7 +256,7 @@ def adam_claims(df: pd.DataFrame, p: dict) -> list[Claim]:
 
 
 def _report(df, p, out):
-    from plasticlab.plots.hebb import adam_figure
+    from plasticlab.experiments.hebbian.figures import adam_figure
 
     s = summary(df, p["layer"])
     rep = Report(out, "hebb-adam — the Table 1 Adam row: decoupled decay vs coupled L2", p)

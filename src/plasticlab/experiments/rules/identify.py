@@ -23,7 +23,7 @@ import torch
 from plasticlab import identification as ident
 from plasticlab.analysis import member, nongradient_fraction_hutchinson, rule_field, warm_state
 from plasticlab.errors import PlasticlabError
-from plasticlab.experiments._hebb_common import ADAM_RULES
+from plasticlab.experiments.hebbian._common import ADAM_RULES
 from plasticlab.metrics.observables import ObservableRecorder
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.rules import make_rule, parse_rule, rule_names
@@ -107,13 +107,13 @@ class RuleIdentify(Experiment):
         return run_rule(spec)
 
     def report(self, df, p, out):
-        from plasticlab.experiments._rule_identify_report import write_report
+        from plasticlab.experiments.rules._identify_report import write_report
 
         write_report(df, p, out)
 
     def claims(self, df, p):
         """The 'beyond the papers' claims of this experiment (see ``_rule_identify_report``)."""
-        from plasticlab.experiments._rule_identify_report import claims
+        from plasticlab.experiments.rules._identify_report import claims
 
         return claims(df, p)
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plasticlab.experiments._hebb_common import (
+from plasticlab.experiments.hebbian._common import (
     ACTIVATIONS,
     RULES,
     dtype_of,
@@ -189,7 +189,7 @@ def identity_of(rule: str, measure: str) -> str:
 
 
 def _report(df, p, out):
-    from plasticlab.plots.hebb import theorem_figure
+    from plasticlab.experiments.hebbian.figures import theorem_figure
 
     rep = Report(out, "hebb-theorem — at stationarity every rule's signal is Hebbian on average", p)
     rep.text(

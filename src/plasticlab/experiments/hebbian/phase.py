@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments._hebb_common import (
+from plasticlab.experiments.hebbian._common import (
     ACTIVATIONS,
     COLLAPSE,
     members,
@@ -186,7 +186,7 @@ def band_factor(s: pd.DataFrame) -> float:
 
 
 def _report(df, p, out):
-    from plasticlab.plots.hebb import diverging_norm, log_norm, phase_figure
+    from plasticlab.experiments.hebbian.figures import diverging_norm, log_norm, phase_figure
 
     df = mark_collapsed(df)
     acts = [a for a in p["activations"] if a in set(df.activation)]

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plasticlab.experiments import _chaos_sim as sim
-from plasticlab.experiments._curl_common import TOTAL, shape_for
+from plasticlab.experiments.curl._common import TOTAL, shape_for
 from plasticlab.metrics.chaos import QAccumulator, RecurrenceTracker, classify_state, lyapunov_exponent
+from plasticlab.simulation import chaos as sim
 from plasticlab.study import MAX_STEPS, POSITIVE, SIZE, Experiment, Interval, ListOf, Require, register
 
 
@@ -300,12 +300,12 @@ class CurlChaos(Experiment):
 
     def claims(self, df, p):
         """The paper's claims beside ours (see ``_chaos_report.claims``)."""
-        from plasticlab.experiments._chaos_report import claims
+        from plasticlab.experiments.curl._chaos_report import claims
 
         return claims(df, p)
 
     def report(self, df, p, out):
         """report.md and figures, every number from ``df``."""
-        from plasticlab.experiments._chaos_report import write_report
+        from plasticlab.experiments.curl._chaos_report import write_report
 
         write_report(df, p, Path(out))

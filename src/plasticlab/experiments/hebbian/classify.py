@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments._hebb_common import (
+from plasticlab.experiments.hebbian._common import (
     RULES,
     dtype_of,
     members,
@@ -181,7 +181,7 @@ def classify_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
 
 
 def _report(df, p, out):
-    from plasticlab.plots.hebb import classify_figure
+    from plasticlab.experiments.hebbian.figures import classify_figure
 
     rep = Report(out, f"hebb-classify — weight decay and Hebbian alignment in a {p['dataset']} classifier", p)
     rep.text(

@@ -16,14 +16,14 @@ import math
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments._curl_common import (
+from plasticlab.experiments.curl._common import (
     GRID_CHOICES,
     GRID_CONSTRAINTS,
     GRID_RELATIONS,
     flip_members,
     flip_table,
 )
-from plasticlab.experiments.curl_hidden import (
+from plasticlab.experiments.curl.hidden import (
     empirical_boundary,
     shape_chunks,
     theory_alpha,
@@ -201,7 +201,7 @@ class CurlReadout(Experiment):
         return readout_claims(df, p, self.size(p))
 
     def report(self, df, p, out):
-        from plasticlab.plots.curl import readout_heatmaps
+        from plasticlab.experiments.curl.figures import readout_heatmaps
 
         rep = Report(out, "curl-readout: readout flips from the teacher vs the stability boundary", p)
         rep.add_claims(readout_claims(df, p, self.size(p)))

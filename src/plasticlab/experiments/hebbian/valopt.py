@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plasticlab.experiments._hebb_common import members, train_sgd_grid, unique_seeds
+from plasticlab.experiments.hebbian._common import members, train_sgd_grid, unique_seeds
 from plasticlab.study import Experiment, register
 from plasticlab.study.claims import KPZ, Claim, Within, measure
 from plasticlab.study.report import Report
@@ -184,7 +184,7 @@ def valopt_claims(df: pd.DataFrame) -> list[Claim]:
 
 
 def _report(df, p, out):
-    from plasticlab.plots.hebb import valopt_figure
+    from plasticlab.experiments.hebbian.figures import valopt_figure
 
     rep = Report(out, "hebb-valopt — is the validation optimum near the alignment ≈ 0 band?", p)
     rep.text(

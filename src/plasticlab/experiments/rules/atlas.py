@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from plasticlab.analysis import analyse, loop_test, member, rule_field, warm_state
-from plasticlab.experiments._hebb_common import ADAM_RULES
+from plasticlab.experiments.hebbian._common import ADAM_RULES
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.rules import make_rule, parse_rule, rule_names
 from plasticlab.simulation.train_mlp import train_mlp
@@ -306,7 +306,7 @@ def _report(df: pd.DataFrame, p: dict, out) -> None:
     )
     status = df.groupby("status").size()
     rep.text("Runs by status: " + ", ".join(f"{k}: {v}" for k, v in status.items()) + ".")
-    from plasticlab.plots.atlas import alignment_table, signature_facets
+    from plasticlab.experiments.rules.figures import alignment_table, signature_facets
 
     rep.figure(
         signature_facets(summ),

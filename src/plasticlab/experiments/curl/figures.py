@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments.curl_theory import C_RANGE, PAPER, SYMBOL
+from plasticlab.experiments.curl.theory import C_RANGE, PAPER, SYMBOL
 from plasticlab.theory import LAYERS
 
 

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments._curl_common import (
+from plasticlab.experiments.curl._common import (
     GRID_CHOICES,
     GRID_CONSTRAINTS,
     GRID_RELATIONS,
@@ -204,7 +204,7 @@ class CurlHidden(Experiment):
         return hidden_claims(df, p, self.size(p))
 
     def report(self, df, p, out):
-        from plasticlab.plots.curl import hidden_heatmaps
+        from plasticlab.experiments.curl.figures import hidden_heatmaps
 
         rep = Report(out, "curl-hidden: hidden-flip curl descent vs the stability boundary", p)
         rep.text(
