@@ -24,12 +24,13 @@ import numpy as np
 import pandas as pd
 
 from plasticlab.experiments.hebbian._common import dtype_of, gamma_label, paper_gamma, train_regression
+from plasticlab.experiments.hebbian.paper import TABLE1_MLP_ADAM
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.study import MAX_STEPS, NONNEG, Experiment, Interval, ListOf, register
 from plasticlab.study.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
 from plasticlab.study.report import Report
 
-PAPER_ADAM = {0.0: -0.02, 5e-5: 0.10, 5e-4: 0.66, 5e-3: np.nan}  # Table 1, MLP / Adam; NaN = "—" (collapse)
+PAPER_ADAM = TABLE1_MLP_ADAM
 SOURCE = "Table 1, MLP / Adam row"
 COLLAPSE_VAL = 0.9  # val loss ≥ this fraction of the predict-the-mean loss: the function is constant
 

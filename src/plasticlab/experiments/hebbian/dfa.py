@@ -29,6 +29,7 @@ import torch
 
 from plasticlab.errors import PlasticlabError
 from plasticlab.experiments.hebbian._common import dtype_of, train_regression
+from plasticlab.experiments.hebbian.paper import TABLE1_MLP_DFA0
 from plasticlab.metrics.hebbian import cosine, hebbian_direction
 from plasticlab.networks.activations import activation as get_activation
 from plasticlab.rules import chain, weight_decay
@@ -37,7 +38,7 @@ from plasticlab.study import MAX_STEPS, SIZE, Experiment, Interval, ListOf, regi
 from plasticlab.study.claims import KPZ, AtLeast, Claim, Within, measure
 from plasticlab.study.report import Report
 
-PAPER_DFA0 = 0.45  # Table 1, MLP / DFA, γ = 0
+PAPER_DFA0 = TABLE1_MLP_DFA0
 SOURCE = "Table 1, MLP / DFA, γ = 0"
 
 

@@ -24,23 +24,15 @@ from plasticlab.experiments.hebbian._common import (
     summarise,
     train_regression,
 )
+from plasticlab.experiments.hebbian.paper import TABLE1_GAMMAS, TABLE1_MLP
 from plasticlab.rules import parse_rule
 from plasticlab.study import MAX_STEPS, Experiment, Interval, Require, register
 from plasticlab.study.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
 from plasticlab.study.report import Report
 
 TABLE_RULES = ["adam", "adam_l2", "sgd", "dfa", "random_nn"]
-# Koplow, Poggio & Ziyin 2025, Table 1, MLP rows (the paper's numbers; NaN = "—", weights collapsed to 0).
-# The paper's Adam row is set beside both Adam forms: decoupled decay (adam = AdamW) and coupled L2
-# (adam_l2 = Adam(weight_decay)).
-PAPER = {
-    "adam": [-0.02, 0.10, 0.66, np.nan],
-    "adam_l2": [-0.02, 0.10, 0.66, np.nan],
-    "sgd": [-0.10, -0.06, 0.17, 0.59],
-    "dfa": [0.45, 0.45, 0.68, 0.87],
-    "random_nn": [0.00, 0.00, 0.05, 0.50],
-}
-PAPER_GAMMAS = [0.0, 5e-5, 5e-4, 5e-3]
+PAPER = TABLE1_MLP
+PAPER_GAMMAS = TABLE1_GAMMAS
 CELL_TOL = 0.1  # |ours − paper| per Table 1 cell; the paper leaves steps and widths open (trend matters)
 RULE_NAMES = dict(adam="adam (decoupled decay, AdamW)", adam_l2="adam_l2 (coupled L2, Adam(weight_decay))")
 

@@ -41,6 +41,7 @@ import torch.nn as nn
 
 from plasticlab import seeding
 from plasticlab.experiments.hebbian._common import COLLAPSE, gamma_label, paper_gamma
+from plasticlab.experiments.hebbian.paper import TABLE1_TRANSFORMER
 from plasticlab.networks.transformer import TinyTransformer
 from plasticlab.probe import HebbianProbe
 from plasticlab.rules import Chain, Decay, RuleOptimizer, make_rule, parse_rule
@@ -51,22 +52,7 @@ from plasticlab.study.claims import KPZ, AllCells, AtLeast, Claim, Within, fract
 from plasticlab.study.report import Report
 
 CELL_TOL = 0.1  # |ours − paper| per Table 1 cell, as hebb-table
-# Koplow, Poggio & Ziyin 2025, Table 1, transformer rows (the paper's numbers; NaN = "—", weights collapsed)
-PAPER = {
-    ("adam", 0.0): -0.02,
-    ("adam", 5e-5): 0.50,
-    ("adam", 5e-4): 0.99,
-    ("adam", 5e-3): math.nan,
-    # the paper's Adam row beside coupled-L2 Adam too (which Adam the paper used is the question)
-    ("adam_l2", 0.0): -0.02,
-    ("adam_l2", 5e-5): 0.50,
-    ("adam_l2", 5e-4): 0.99,
-    ("adam_l2", 5e-3): math.nan,
-    ("sgd", 0.0): 0.00,
-    ("sgd", 5e-5): 0.04,
-    ("sgd", 5e-4): 0.47,
-    ("sgd", 5e-3): 0.88,
-}
+PAPER = TABLE1_TRANSFORMER
 PAPER_GAMMAS = sorted({g for _, g in PAPER})
 SECOND = ("blocks.0.attn.q", "blocks.0.attn.k", "blocks.0.attn.v")
 TOL = 0.02  # dips smaller than this between consecutive γ count as noise in the monotonicity verdict
