@@ -145,3 +145,23 @@ def test_read_only_per_member_values_raise_no_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _nonzero(gamma) and not _nonzero(np.zeros(2)) and not _nonzero(0.0)
+
+
+def test_lr_group_comes_from_the_registry_not_from_name_lists():
+    from plasticlab.rules import lr_group, pick_lr, register, rule_names
+    from plasticlab.rules.registry import unregister
+
+    assert lr_group("adam") == lr_group("adam_l2:b1=0.8") == "adaptive"
+    assert lr_group("sgd") == lr_group("dfa") == "gradient"
+    assert {lr_group(r) for r in rule_names(local=True)} == {"local"}  # bcm and soft_wta too, not only hebbian
+    assert pick_lr("oja", gradient=0.1, local=0.01) == 0.01
+    assert pick_lr("adam", gradient=0.1) == 0.1  # one lr for every rule: no group needed
+    from plasticlab.rules import sgd
+
+    register("my_local_sgd", lambda: sgd(), gradient=True, local=True, needs_targets=True, perturbs_forward=False)
+    try:
+        assert lr_group("my_local_sgd") == "local"  # a user's rule gets its group from its tags
+    finally:
+        unregister("my_local_sgd")
+    with pytest.raises(PlasticlabError, match="no-such"):
+        lr_group("no-such")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from plasticlab.rules.atlas import bcm, curl, exp_grad, fa, flip, sign_symmetry, soft_wta, three_factor
 from plasticlab.rules.base import Chain, Context, Decay, Signal, StepOutput, Transform, Updates, chain, tree_map
 from plasticlab.rules.flips import FlipColumns, PerMember, column_flips, flip_columns, per_member
+from plasticlab.rules.hints import LR_GROUPS, lr_group, pick_lr
 from plasticlab.rules.optim import RuleOptimizer
 from plasticlab.rules.registry import (
     RuleSpec,
@@ -27,6 +28,7 @@ from plasticlab.rules.signals import anti_hebbian, dfa, hebbian, oja, random_nn,
 from plasticlab.rules.transforms import TRANSFORMS, adam, l2, param_noise, signal_noise, weight_decay
 
 __all__ = [
+    "LR_GROUPS",
     "TRANSFORMS",
     "Chain",
     "Context",
@@ -53,11 +55,13 @@ __all__ = [
     "get",
     "hebbian",
     "l2",
+    "lr_group",
     "make_rule",
     "oja",
     "param_noise",
     "parse_rule",
     "per_member",
+    "pick_lr",
     "random_nn",
     "register",
     "registered",

@@ -11,6 +11,7 @@ from plasticlab import seeding
 from plasticlab.errors import check_choice
 from plasticlab.networks.mlp import MLP, init_mlp
 from plasticlab.rules.base import Chain, Context, PerMember, Signal, Updates, chain
+from plasticlab.rules.hints import declare
 from plasticlab.rules.registry import register, registered
 from plasticlab.rules.transforms import Adam, CoupledL2, Momentum, WeightDecay
 
@@ -50,6 +51,7 @@ def adam_rule(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, measure: st
 
 
 register("adam", adam_rule, gradient=False, local=False, needs_targets=True, perturbs_forward=False)
+declare("adam", lr_group="adaptive")  # per-weight normalised steps: its lr is of another scale
 
 
 def adam_l2_rule(gamma: PerMember = 0.0, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Chain:
@@ -59,6 +61,7 @@ def adam_l2_rule(gamma: PerMember = 0.0, b1: float = 0.9, b2: float = 0.999, eps
 
 
 register("adam_l2", adam_l2_rule, gradient=False, local=False, needs_targets=True, perturbs_forward=False)
+declare("adam_l2", lr_group="adaptive")
 
 
 @registered("dfa", gradient=False, local=False, needs_targets=True, perturbs_forward=False)
