@@ -10,19 +10,9 @@ from __future__ import annotations
 import ast
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from plasticlab.errors import PlasticlabError, unknown_choice
-
-
-class Declared(Protocol):
-    """What the validator reads of an experiment: its name, defaults, choices and constraints."""
-
-    name: str
-    defaults: dict[str, Any]
-    choices: Mapping[str, Sequence[Any]]
-    constraints: Mapping[str, Constraint]
-    relations: Sequence[Require]
 
 
 # -- value coercion: `--set gammas=0,5e-5` and run(gammas=[0, 5e-5]) mean the same ------------------------
@@ -303,7 +293,7 @@ def _inferred(default: Any) -> Constraint:
     raise TypeError(f"no constraint can be inferred from {default!r}")
 
 
-def constraint_for(exp: Declared, key: str) -> Constraint:
+def constraint_for(exp: Any, key: str) -> Constraint:
     """Declared (``constraints``), then ``choices``, then COMMON by name, then inferred from the default."""
     if key in exp.constraints:
         return exp.constraints[key]
@@ -314,7 +304,7 @@ def constraint_for(exp: Declared, key: str) -> Constraint:
     return COMMON.get(key) or _inferred(default)
 
 
-def validate_params(exp: Declared, p: dict[str, Any]) -> None:
+def validate_params(exp: Any, p: dict[str, Any]) -> None:
     """Check every parameter against its constraint, then every relation: one message style,
     ``bad value for EXP parameter 'KEY': VALUE (why); must be DESCRIPTION``."""
     for key, value in p.items():

@@ -113,7 +113,7 @@ def _run_task(name: str, spec: dict[str, Any], ctx: RunContext) -> dict[str, Any
         exp = get(name)  # first call in a process imports the experiment modules
         typed = exp.spec_of(spec) if hasattr(exp, "spec_of") else spec
         t0 = time.perf_counter()
-        df = exp.run_chunk(typed, ctx) if _takes_context(exp) else exp.run_chunk(typed)
+        df = exp.run_chunk(typed, ctx) if _takes_context(exp) else exp.run_chunk(typed)  # type: ignore[call-arg]
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"{name}.run_chunk must return a pandas DataFrame, got {type(df).__name__}")
         return dict(ok=True, df=df, seconds=time.perf_counter() - t0, worker=where)
