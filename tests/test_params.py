@@ -90,3 +90,22 @@ def test_bad_input_found_inside_a_chunk_is_one_line_exit_2(tmp_path, monkeypatch
     assert r.exit_code == 2, r.output
     lines = [line for line in r.output.splitlines() if line.strip()]
     assert lines == ["error: chunk 0: no data file for gain 1.0"], r.output
+
+
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        ("hebb-table", dict(gammas="0.005,0.005", rules="sgd")),
+        ("hebb-table", dict(rules="sgd,sgd")),
+        ("hebb-phase", dict(sigmas=[0.1, 0.1])),
+        ("curl-speedup", dict(Ps="100,100")),
+    ],
+)
+def test_a_list_of_runs_refuses_repeated_values(name, overrides):
+    # a repeated value is one run counted twice: n doubles and the ± shrinks by ~1/sqrt(2) (CLI and API alike)
+    with pytest.raises(PlasticlabError, match="appears 2 times"):
+        get(name).params(quick=True, **overrides)
+
+
+def test_a_shape_may_repeat_a_width():
+    assert get("hebb-table").params(widths=[32, 64, 64, 32])["widths"] == [32, 64, 64, 32]

@@ -205,10 +205,11 @@ class Boolean(Constraint):
 
 
 class ListOf(Constraint):
-    """A list whose every element satisfies ``elem``; ``unique`` refuses repeats (e.g. seeds: two runs of
-    one seed are one run counted twice)."""
+    """A list whose every element satisfies ``elem``. ``unique`` (the default) refuses repeats: a list whose
+    values index runs (seeds, γ, rules …) with a value twice is one run counted twice, which shrinks every
+    standard error. Only a list that is a shape, not a set of runs (layer widths), passes ``unique=False``."""
 
-    def __init__(self, elem: Constraint, min_len: int = 1, max_len: int | None = None, unique: bool = False):
+    def __init__(self, elem: Constraint, min_len: int = 1, max_len: int | None = None, unique: bool = True):
         self.elem, self.min_len, self.max_len, self.unique = elem, min_len, max_len, unique
         self.kind = elem.kind
 
@@ -220,9 +221,10 @@ class ListOf(Constraint):
         for v in value:
             if (why := self.elem.problem(v)) is not None:
                 return f"element {v!r} is {why}"
-        if self.unique and len(set(value)) < len(value):
-            dup = next(v for v in value if value.count(v) > 1)
-            return f"{dup!r} appears {value.count(dup)} times"
+        keys = [repr(v) for v in value]  # repr: lists of lists (shapes) have no hash
+        if self.unique and len(set(keys)) < len(keys):
+            dup = next(v for v, k in zip(value, keys) if keys.count(k) > 1)
+            return f"{dup!r} appears {keys.count(repr(dup))} times (each value is a run; a repeat counts it twice)"
         return None
 
     def describe(self) -> str:
@@ -248,7 +250,7 @@ NONNEG = Interval(float, 0, None)
 FRACTION = Interval(float, 0, 1)
 STEPS = Interval(int, 1, MAX_STEPS)
 SIZE = Interval(int, 1, MAX_SIZE)
-SEEDS = ListOf(Interval(int, 0, MAX_SEED), unique=True, max_len=100_000)
+SEEDS = ListOf(Interval(int, 0, MAX_SEED), max_len=100_000)
 DTYPE = Options(["float64", "float32"])
 
 # Keys that mean the same in every experiment; an experiment's own ``constraints`` take precedence.
@@ -262,7 +264,7 @@ COMMON: dict[str, Constraint] = dict(
     d_in=SIZE,
     d_out=SIZE,
     hidden=SIZE,
-    widths=ListOf(SIZE, min_len=2),
+    widths=ListOf(SIZE, min_len=2, unique=False),  # a shape: [32, 64, 64, 32] repeats by design
     lr=POSITIVE,
     adam_lr=POSITIVE,
     local_lr=POSITIVE,
@@ -311,8 +313,9 @@ def validate_params(exp: Any, p: dict[str, Any]) -> None:
         c = constraint_for(exp, key)
         if (why := c.problem(value)) is not None:
             if isinstance(c, Options) or (isinstance(c, ListOf) and isinstance(c.elem, Options)):
-                bad = value if isinstance(c, Options) else next(v for v in value if c.elem.problem(v))
-                raise unknown_choice(f"value for {exp.name} parameter {key!r}", bad, list(_options(c).values))
+                bad = value if isinstance(c, Options) else next((v for v in value if c.elem.problem(v)), None)
+                if bad is not None or isinstance(c, Options):
+                    raise unknown_choice(f"value for {exp.name} parameter {key!r}", bad, list(_options(c).values))
             raise PlasticlabError(
                 f"bad value for {exp.name} parameter {key!r}: {_brief(value)} ({why}); must be {c.describe()}"
             )

@@ -88,7 +88,7 @@ class HebbTransient(Experiment):
 
     constraints = dict(
         steps=Interval(int, 10, MAX_STEPS),
-        widths=ListOf(SIZE, min_len=3),
+        widths=ListOf(SIZE, min_len=3, unique=False),
         checkpoints=Interval(int, 4, 100_000),
         late_from=Interval(float, 0, 1, closed="neither"),
     )
