@@ -316,3 +316,35 @@ def test_same_seed_same_feedback_other_seed_other():
         return model[0].weight.detach().clone()
 
     assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
+
+
+def test_each_forward_gets_its_own_output_error():
+    """Two forwards, one backward of the summed loss: each layer call hears its own forward's output error."""
+    model, x, y = two_layer()
+    opt = RuleOptimizer(model, "dfa", lr=0.1)
+    loss = lambda i: nn.functional.mse_loss(model(x[i::2]), y[i::2])
+    (loss(0) + loss(1)).backward()
+    together = model[0].weight.grad.clone()
+    opt.zero_grad()
+    loss(0).backward()
+    loss(1).backward()
+    torch.testing.assert_close(together, model[0].weight.grad, rtol=0, atol=1e-14)
+
+
+def test_probe_and_a_feedback_rule_on_one_transformer_layer():
+    from plasticlab.probe import HebbianProbe
+
+    layer = encoder()
+    x, y = data(layer)
+    with pytest.warns(PlasticlabWarning):
+        opt = RuleOptimizer(layer, "dfa", lr=0.05)
+    probe = HebbianProbe(layer).attach_optimizer(opt)
+    for _ in range(2):
+        opt.zero_grad()
+        nn.functional.mse_loss(layer(x), y).backward()
+        opt.step()
+    assert set(probe.to_frame().layer) == {m.name for m in opt.layers}
+    with pytest.raises(PlasticlabError, match="already recorded by another RuleOptimizer"):
+        RuleOptimizer(layer, "fa", lr=0.05, params=matrix_params(layer))
+    opt.remove_hooks()
+    RuleOptimizer(layer, "fa", lr=0.05, params=matrix_params(layer)).remove_hooks()

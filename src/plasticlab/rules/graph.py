@@ -40,10 +40,20 @@ from plasticlab.rules.layers import Matrix
 
 
 @dataclass
+class Forward:
+    """One forward of the whole model: its output and, once backward reaches it, the output's gradient."""
+
+    out: torch.Tensor | None = None
+    grad: torch.Tensor | None = None
+
+
+@dataclass
 class Call:
-    """One forward call of one matrix: its input and output (detached) and the gradient at the output."""
+    """One forward call of one matrix: its input and output (detached), the gradient at the output, and
+    the forward of the whole model it belongs to (DFA sends that forward's output error)."""
 
     x: torch.Tensor
+    root: Forward
     out: torch.Tensor | None = None
     grad: torch.Tensor | None = None
     batch_dim: int | None = None  # where the samples are in x (None: found from the output's batch)
@@ -80,7 +90,7 @@ class DFAFeedback(Feedback):
         self.scale, self.kind, self.name = float(scale), kind, "dfa"
 
     def input_error(self, rec: Recorder, i: int, call: Call) -> torch.Tensor:
-        e = rec.out_grad
+        e = call.root.grad
         if e is None:
             raise PlasticlabError(
                 "dfa sends the model's output error to every layer, but the model's output got no gradient "
@@ -156,8 +166,7 @@ class Recorder:
     def __init__(self, model: nn.Module, mats: list[Matrix], feedback: Feedback | None, seeds: torch.Tensor):
         self.mats, self.feedback, self.seeds = mats, feedback, seeds
         self.calls: list[list[Call]] = [[] for _ in mats]
-        self.out: torch.Tensor | None = None
-        self.out_grad: torch.Tensor | None = None
+        self.root = Forward()
         self.cache: dict[Any, torch.Tensor] = {}
         self._stack: dict[int, list[Call]] = {}
         self._handles = [
@@ -178,14 +187,30 @@ class Recorder:
             m = mat.module
             if mat.kind == "attention" and m not in self._patched:
                 _check_attention(mat.name.rsplit(".", 1)[0], cast(nn.MultiheadAttention, m))
+                if "forward" in vars(m):
+                    self.remove()
+                    raise PlasticlabError(
+                        f"attention {mat.name.rsplit('.', 1)[0]!r} is already recorded by another "
+                        "RuleOptimizer: call its remove_hooks() first"
+                    )
                 attn = cast(nn.MultiheadAttention, m)
                 m.forward = functools.partial(attention_forward, self, attn, attention[id(m)])
                 self._patched.append(m)
 
+    @property
+    def out(self) -> torch.Tensor | None:
+        """The output of the model's last forward."""
+        return self.root.out
+
+    @property
+    def out_grad(self) -> torch.Tensor | None:
+        """dloss/d(output) of the model's last forward, once backward reached it."""
+        return self.root.grad
+
     def clear(self) -> None:
         """Forget the recorded forward (a new forward of the whole model starts, or a step used it)."""
         self.calls = [[] for _ in self.mats]
-        self.out = self.out_grad = None
+        self.root = Forward()
 
     def remove(self) -> None:
         """Remove every hook and give the attention modules their own forward back."""
@@ -204,13 +229,14 @@ class Recorder:
                     f"{type(module).__name__} returned {type(output).__name__}"
                 )
             return
-        self.out = output.detach()
+        root = self.root
+        root.out = output.detach()
         if output.requires_grad:
-            output.register_hook(lambda g: setattr(self, "out_grad", g.detach()))
+            output.register_hook(lambda g: setattr(root, "grad", g.detach()))
 
     def _pre(self, i: int, module: nn.Module, args: tuple, kwargs: dict) -> Any:
         x = args[0] if args else kwargs["input"]
-        call = Call(x.detach())
+        call = Call(x.detach(), self.root)
         self._stack.setdefault(i, []).append(call)
         x2 = self.inject(i, call, x)
         if x2 is x:
@@ -238,7 +264,7 @@ class Recorder:
         """A projection of an attention module, (L, N, E) input, through the recorder if it is watched."""
         if i is None:
             return F.linear(x, w, b)
-        call = Call(x.detach(), batch_dim=1)
+        call = Call(x.detach(), self.root, batch_dim=1)
         out = F.linear(self.inject(i, call, x), w, b)
         self.record(i, call, out)
         return out
