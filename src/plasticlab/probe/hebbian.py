@@ -236,17 +236,19 @@ class HebbianProbe:
             out = output[0] if isinstance(output, tuple) else output
             if not (isinstance(out, torch.Tensor) and out.requires_grad):
                 return None
-            if states[0].kind == "attention":
-                sums = _attention_sums(module, states, args, kwargs, out)
+            kept = [st for st in states if self._keep(st)]
+            if not kept:
+                return None
+            if kept[0].kind == "attention":
+                sums = _attention_sums(module, kept, args, kwargs, out)
             else:
                 x = args[0] if args else kwargs.get("input")
-                sums = [] if x is None else [(states[0], *_hebb_sum(module, x, out))]
+                sums = [] if x is None else [(kept[0], *_hebb_sum(module, x, out))]
             entries = []
             for st, H_sum, n in sums:
-                if self._keep(st):
-                    st.read += 1
-                    entries.append([H_sum, n, False])
-                    st.pending.append(entries[-1])
+                st.read += 1
+                entries.append([H_sum, n, False])
+                st.pending.append(entries[-1])
             if entries:
                 out.register_hook(functools.partial(_confirm, entries))
             return None
