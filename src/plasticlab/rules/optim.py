@@ -45,12 +45,18 @@ from plasticlab.rules.signals import DFA, SGD
 
 _ACT = {nn.Tanh: "tanh", nn.ReLU: "relu", nn.Sigmoid: "sigmoid"}
 _NEUTRAL = (nn.Identity, nn.Dropout, nn.Flatten)
-UNKNOWN = "unknown (pass activation= to RuleOptimizer)"
+UNKNOWN = (
+    "unknown (not an MLP chain: an nn.Sequential of nn.Linear and one of Tanh/ReLU/Sigmoid; pass activation= "
+    "to RuleOptimizer if it is one)"
+)
 
 
 def infer_activation(model: nn.Module) -> str:
-    """The one hidden nonlinearity of ``model`` (Tanh / ReLU / Sigmoid), "linear" if none, else unknown.
-    Only rules that rebuild the model as an MLP chain read it (random_nn's pseudo-target network)."""
+    """The one hidden nonlinearity of an MLP chain (an ``nn.Sequential`` of Linear layers and Tanh / ReLU /
+    Sigmoid), "linear" if none; unknown for any other model. Only rules that treat the model as an MLP chain
+    read it (random_nn's pseudo-target network, a user rule back-propagating its own error)."""
+    if not isinstance(model, nn.Sequential):
+        return UNKNOWN
     kinds = set()
     for m in model.modules():
         if next(m.children(), None) is not None or isinstance(m, (nn.Linear, *_NEUTRAL)):
@@ -147,6 +153,7 @@ class RuleOptimizer(torch.optim.Optimizer):
     ):
         if lr <= 0:
             raise PlasticlabError(f"lr must be > 0, got {lr!r}")
+        self.rule = _as_chain(rule)
         self.layers, skipped = learnable_matrices(model)
         if not self.layers:
             raise PlasticlabError(
@@ -157,7 +164,6 @@ class RuleOptimizer(torch.optim.Optimizer):
             _refuse_or_warn(skipped)
         super().__init__(mine if params is None else params, dict(lr=lr))
         _check_groups(self.param_groups, mine, {id(p): n for n, p in model.named_parameters()}, skipped)
-        self.rule = _as_chain(rule)
         self._chain, feedback = _on_graph(self.rule)
         self.loss = check_choice("loss", loss, ["mse", "xent"])
         self.activation = activation or infer_activation(model)
