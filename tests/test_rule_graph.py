@@ -348,3 +348,19 @@ def test_probe_and_a_feedback_rule_on_one_transformer_layer():
         RuleOptimizer(layer, "fa", lr=0.05, params=matrix_params(layer))
     opt.remove_hooks()
     RuleOptimizer(layer, "fa", lr=0.05, params=matrix_params(layer)).remove_hooks()
+
+
+def test_rules_reading_autograd_never_unfold_conv_patches(monkeypatch):
+    import plasticlab.rules.layers as layers
+
+    calls = []
+    real = layers.conv_patches
+    monkeypatch.setattr(layers, "conv_patches", lambda m, x: calls.append(m) or real(m, x))
+    model = cnn()
+    x, y = data(model)
+    for rule, unfolds in (("curl", False), ("exp_grad", False), ("hebbian", True)):
+        opt = RuleOptimizer(model, rule, lr=0.01)
+        nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+        opt.remove_hooks()
+        assert bool(calls) == unfolds, rule

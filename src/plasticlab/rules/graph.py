@@ -4,7 +4,7 @@
 model's own forward pass, whatever the code around them (residual adds, normalisation, pooling, attention):
 
 - each call of a matrix keeps its input and output (references, no copies) and, once backward reaches it,
-  the gradient at its output; rules read them as sample rows (``rows_of``: conv patches, tokens);
+  the gradient at its output; rules read them as sample rows (``layers.pre_rows``: conv patches, tokens);
 - with a ``Feedback``, the gradient that leaves a matrix towards its *input* is replaced in backward: an
   identity node in front of the input (``_Inject``) discards W's transpose product and returns the
   feedback rule's error instead. Autograd carries that error through whatever lies below (the

@@ -166,13 +166,17 @@ def conv_patches(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 
 
-def rows_of(mat: Matrix, x: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(h_a, h_b) of one forward call as (N, in·k) and (N, out) sample rows; h_b = output − bias."""
-    if mat.kind.startswith("conv"):
-        pre = conv_patches(mat.module, x)
-        post = out.movedim(1, -1).reshape(-1, out.shape[1])
-    else:
-        pre = x.reshape(-1, x.shape[-1])
-        post = out.reshape(-1, out.shape[-1])
+def pre_rows(mat: Matrix, x: torch.Tensor) -> torch.Tensor:
+    """h_a of one forward call as (N, in·k) sample rows: conv patches, or every leading dim a sample."""
+    return conv_patches(mat.module, x) if mat.kind.startswith("conv") else x.reshape(-1, x.shape[-1])
+
+
+def post_rows(mat: Matrix, out: torch.Tensor) -> torch.Tensor:
+    """h_b = output − bias of one forward call as (N, out) sample rows, in ``pre_rows``'s order."""
+    post = (
+        out.movedim(1, -1).reshape(-1, out.shape[1])
+        if mat.kind.startswith("conv")
+        else out.reshape(-1, out.shape[-1])
+    )
     b = mat.b()
-    return pre, post if b is None else post - b.detach()
+    return post if b is None else post - b.detach()

@@ -39,7 +39,7 @@ from plasticlab.networks.mlp import MLP, Trace
 from plasticlab.rules.atlas import FA, SignSymmetry
 from plasticlab.rules.base import Chain, Context, Signal, Updates, chain
 from plasticlab.rules.graph import DFAFeedback, FAFeedback, Feedback, Recorder, SignFeedback
-from plasticlab.rules.layers import SUPPORTED, Matrix, Skipped, learnable_matrices, rows_of
+from plasticlab.rules.layers import SUPPORTED, Matrix, Skipped, learnable_matrices, post_rows, pre_rows
 from plasticlab.rules.registry import RuleNames, RuleSpec, make_rule
 from plasticlab.rules.signals import DFA, SGD
 
@@ -100,6 +100,16 @@ class HookContext(Context):
     captured: list[torch.Tensor] | None = None
     grads: Updates | None = None
     autograd: Callable[[], Updates | None] | None = None
+    _x: torch.Tensor | None = None
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The model's input as rows: the first layer's h_a, made on first use (a conv's are patches)."""
+        return self.trace.pre[0] if self._x is None else self._x
+
+    @x.setter
+    def x(self, value: torch.Tensor | None) -> None:
+        self._x = value
 
     def output_delta(self, out: torch.Tensor | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
         """The output delta autograd recorded (B x dloss/dout), else the one computed from targets."""
@@ -245,22 +255,28 @@ class RuleOptimizer(torch.optim.Optimizer):
                 f"rule {self._chain.signal_name} has no activity to read there (run a forward that uses them, "
                 "or leave them out with params=)"
             )
-        pre, post, deltas = [], [], []
-        for m, calls in zip(self.layers, rec.calls):
-            rows = [rows_of(m, c.x, cast(torch.Tensor, c.out)) for c in calls]
-            pre.append(torch.cat([r[0] for r in rows])[None])
-            post.append(torch.cat([r[1] for r in rows])[None])
-            if all(c.grad is not None for c in calls):
-                g = torch.cat([_grad_rows(m, cast(torch.Tensor, c.grad)) for c in calls])
-                deltas.append(len(g) * g[None])  # N x dloss/dh_b: descent's 1/N gives dloss/dW back
-        z = [p if b is None else p + b[:, None, :] for p, b in zip(post, net.biases)]
-        out = _flat(rec.out) if rec.out is not None else post[-1]
-        trace = Trace(pre=pre, post=post, z=z, out=out, weights=net.weights)
-        ctx = HookContext(trace=trace, x=pre[0], step=self._store["step"], **common)  # type: ignore[arg-type]
+        calls = rec.calls
+
+        def pre_of(l: int) -> torch.Tensor:
+            return torch.cat([pre_rows(self.layers[l], c.x) for c in calls[l]])[None]
+
+        def post_of(l: int) -> torch.Tensor:
+            return torch.cat([post_rows(self.layers[l], cast(torch.Tensor, c.out)) for c in calls[l]])[None]
+
+        def delta(l: int) -> torch.Tensor:  # N x dloss/dh_b: descent's 1/N gives dloss/dW back
+            g = torch.cat([_grad_rows(self.layers[l], cast(torch.Tensor, c.grad)) for c in calls[l]])
+            return len(g) * g[None]
+
+        L = len(self.layers)
+        pre, post = _Lazy(L, pre_of), _Lazy(L, post_of)
+        z = _Lazy(L, lambda l: post[l] if (b := net.biases[l]) is None else post[l] + b[:, None, :])
+        out = _flat(rec.out) if rec.out is not None else post[L - 1]
+        trace = Trace(pre=cast(list, pre), post=cast(list, post), z=cast(list, z), out=out, weights=net.weights)
+        ctx = HookContext(trace=trace, x=None, step=self._store["step"], **common)  # type: ignore[arg-type]
         if rec.out_grad is not None:
             ctx.captured_out = out.shape[1] * _flat(rec.out_grad)
-        if len(deltas) == len(self.layers):
-            ctx.captured = deltas
+        if all(c.grad is not None for layer in calls for c in layer):
+            ctx.captured = cast(list, _Lazy(L, delta))
         ctx.autograd = self._descent_from_grad
         return ctx
 
@@ -298,8 +314,28 @@ class RuleOptimizer(torch.optim.Optimizer):
                     view.add_(u[0].reshape(view.shape).to(view.dtype), alpha=lrs[id(p)])
 
 
+class _Lazy(Sequence[torch.Tensor]):
+    """Per-layer tensors made on first access: a conv's patch rows are large, and rules such as curl and
+    exp_grad (which read autograd's gradient) never look at them."""
+
+    def __init__(self, n: int, make: Callable[[int], torch.Tensor]):
+        self._items: list[torch.Tensor | None] = [None] * n
+        self._make = make
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        item = self._items[i]
+        if item is None:
+            item = self._items[i] = self._make(i % len(self))
+        return item
+
+
 def _grad_rows(m: Matrix, g: torch.Tensor) -> torch.Tensor:
-    """dloss/d(output) of one call as (N, out) rows, in ``rows_of``'s order."""
+    """dloss/d(output) of one call as (N, out) rows, in ``post_rows``' order."""
     return g.movedim(1, -1).reshape(-1, g.shape[1]) if m.kind.startswith("conv") else g.reshape(-1, g.shape[-1])
 
 
