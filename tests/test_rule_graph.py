@@ -364,3 +364,18 @@ def test_rules_reading_autograd_never_unfold_conv_patches(monkeypatch):
         opt.step()
         opt.remove_hooks()
         assert bool(calls) == unfolds, rule
+
+
+def test_a_weight_two_modules_share_is_trained_once():
+    torch.manual_seed(0)
+    a, b = nn.Linear(4, 4).double(), nn.Linear(4, 4).double()
+    b.weight = a.weight
+    model = nn.Sequential(a, nn.Tanh(), b)
+    ref = copy.deepcopy(model)
+    x, y = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    train(ref, torch.optim.SGD(ref.parameters(), lr=0.1), x, y)
+    with pytest.warns(PlasticlabWarning, match="'2' shares its weight with '0'; the weight takes '0'"):
+        opt = RuleOptimizer(model, "sgd", lr=0.1)
+    train(model, opt, x, y)
+    for p, q in zip(model.parameters(), ref.parameters()):
+        assert torch.equal(p, q)

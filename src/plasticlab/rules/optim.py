@@ -165,6 +165,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             raise PlasticlabError(f"lr must be > 0, got {lr!r}")
         self.rule = _as_chain(rule)
         self.layers, skipped = learnable_matrices(model)
+        _warn_shared(self.layers)
         if not self.layers:
             raise PlasticlabError(
                 f"RuleOptimizer needs a learnable layer ({SUPPORTED}); {type(model).__name__} has none"
@@ -308,10 +309,13 @@ class RuleOptimizer(torch.optim.Optimizer):
     def _apply(self, updates: Updates) -> None:
         """p <- p + lr * update, lr from p's param group; parameters in no group stay fixed."""
         lrs = {id(p): g["lr"] for g in self.param_groups for p in g["params"]}
+        done: set[tuple[int, Any]] = set()  # a tied weight takes its first layer's update only
         for m, (uW, ub) in zip(self.layers, updates):
-            for p, view, u in ((m.weight, m.w(), uW), (m.bias, m.b(), ub)):
-                if p is not None and view is not None and u is not None and id(p) in lrs:
+            for p, rows, view, u in ((m.weight, m.rows, m.w(), uW), (m.bias, m.bias_rows, m.b(), ub)):
+                key = (id(p), None if rows is None else (rows.start, rows.stop))
+                if p is not None and view is not None and u is not None and id(p) in lrs and key not in done:
                     view.add_(u[0].reshape(view.shape).to(view.dtype), alpha=lrs[id(p)])
+                    done.add(key)
 
 
 class _Lazy(Sequence[torch.Tensor]):
@@ -337,6 +341,22 @@ class _Lazy(Sequence[torch.Tensor]):
 def _grad_rows(m: Matrix, g: torch.Tensor) -> torch.Tensor:
     """dloss/d(output) of one call as (N, out) rows, in ``post_rows``' order."""
     return g.movedim(1, -1).reshape(-1, g.shape[1]) if m.kind.startswith("conv") else g.reshape(-1, g.shape[-1])
+
+
+def _warn_shared(mats: list[Matrix]) -> None:
+    """A weight two modules share (tied weights) is updated once, by the first one's update: its .grad
+    already sums both uses, and applying both would double the step."""
+    first: dict[tuple[int, Any], str] = {}
+    for m in mats:
+        key = (id(m.weight), None if m.rows is None else (m.rows.start, m.rows.stop))
+        if key in first:
+            warnings.warn(
+                f"RuleOptimizer: layer {m.name!r} shares its weight with {first[key]!r}; the weight takes "
+                f"{first[key]!r}'s update only",
+                PlasticlabWarning,
+                stacklevel=4,
+            )
+        first.setdefault(key, m.name)
 
 
 def _refuse_or_warn(skipped: dict[str, Skipped]) -> None:
