@@ -86,9 +86,10 @@ def test_rules_that_need_a_layer_chain_are_refused_at_the_door():
     from plasticlab.errors import PlasticlabError
     from plasticlab.study import validate_params
 
-    with pytest.raises(PlasticlabError, match=r"'rules' 'dfa'; valid choices: .*hebbian"):
-        validate_params(EXP, EXP.params(**EXP.tiny, rules=["sgd", "dfa"]))
-    validate_params(EXP, EXP.params(**EXP.tiny, rules=["hebbian", "adam_l2"]))
+    with pytest.raises(PlasticlabError, match=r"'rules' 'random_nn'; valid choices: .*hebbian"):
+        validate_params(EXP, EXP.params(**EXP.tiny, rules=["sgd", "random_nn"]))
+    # feedback rules run through each layer's backward (rules.graph), so they are valid here
+    validate_params(EXP, EXP.params(**EXP.tiny, rules=["hebbian", "adam_l2", "dfa", "fa"]))
 
 
 def test_a_rule_the_paper_has_no_row_for_still_gets_a_report(tmp_path):

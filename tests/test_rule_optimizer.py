@@ -1,5 +1,6 @@
-"""RuleOptimizer: the sgd chain is torch's SGD, sgd+adam+decay is AdamW, local rules run on a user model,
-DFA reads the output error torch computed."""
+"""RuleOptimizer on MLPs: the sgd chain is torch's SGD, sgd+adam+decay is AdamW, local rules run on a user
+model, DFA reads the output error torch computed (tests/test_rule_graph.py: conv nets, residual blocks,
+attention)."""
 
 import copy
 
@@ -227,12 +228,21 @@ def _token_wise_model():
     return model, torch.randn(5, 3, 2, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("rule", ["dfa", "fa", "random_nn"])
-def test_feedback_rules_on_a_token_wise_model_say_why_and_what_runs(rule):
+@pytest.mark.parametrize("rule", ["dfa", "fa", "sign_symmetry"])
+def test_feedback_rules_run_on_a_token_wise_model(rule):
     model, x, y = _token_wise_model()
+    before = [p.clone() for p in model.parameters()]
     opt = RuleOptimizer(model, rule, lr=0.01)
     nn.functional.mse_loss(model(x), y).backward()
-    with pytest.raises(PlasticlabError, match=r"different numbers of rows per batch \(15, 5;.*hebbian"):
+    opt.step()
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_chain_rules_on_a_token_wise_model_name_the_layer_and_what_runs():
+    model, x, y = _token_wise_model()
+    opt = RuleOptimizer(model, "random_nn", lr=0.01)
+    nn.functional.mse_loss(model(x), y).backward()
+    with pytest.raises(PlasticlabError, match=r"layer\(s\) '0' \(15 rows\) see different numbers.*hebbian"):
         opt.step()
 
 
@@ -240,8 +250,8 @@ def test_any_model_rules_are_the_ones_that_run_there():
     from plasticlab.rules.optim import any_model_rules
 
     names = list(any_model_rules())
-    assert {"sgd", "adam", "adam_l2", "hebbian", "oja", "exp_grad"} <= set(names)
-    assert not {"dfa", "fa", "random_nn", "sign_symmetry"} & set(names)
+    assert {"sgd", "adam", "adam_l2", "hebbian", "oja", "exp_grad", "dfa", "fa", "sign_symmetry"} <= set(names)
+    assert not {"random_nn", "three_factor"} & set(names)
     for rule in ["hebbian", "exp_grad"]:
         model, x, y = _token_wise_model()
         before = [p.clone() for p in model.parameters()]

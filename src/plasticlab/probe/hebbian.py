@@ -12,8 +12,12 @@ H = (1/N) Σ_i h_b,i h_a,iᵀ and
 
 Layer convention (Koplow et al. 2025): h_a is the layer's input (the presynaptic post-activation), h_b = W h_a its
 pre-activation **without the bias**: only W is measured, h_b = output − bias. Leading dims of a Linear input
-(B, T, in) are flattened to N = B·T samples; a Conv2d is measured as the matrix W (out, in·kh·kw) acting on
-unfolded patches, N = B·L with L the number of output positions.
+(B, T, in) are flattened to N = B·T samples; a Conv1d/Conv2d is measured as the matrix W (out, in·k) acting on
+unfolded patches, N = B·L with L the number of output positions. An ``nn.MultiheadAttention`` (and so a
+``TransformerEncoderLayer``) is four layers, ``<name>.q``, ``.k``, ``.v`` and ``<name>.out_proj``: it applies
+them functionally, so its own forward hook reads them, H = W Σ h_a h_aᵀ with h_a the query / key / value
+input, and for ``out_proj`` the attention output its matmul saved for backward (found in the autograd graph).
+Every trainable parameter that is not measured is named in ``probe.skipped`` with the reason.
 
 Pairing rules (why the bookkeeping looks the way it does):
 * H is computed inside the forward hook, so a later in-place op on the output (ReLU(inplace=True)) cannot
@@ -29,6 +33,7 @@ Pairing rules (why the bookkeeping looks the way it does):
 from __future__ import annotations
 
 import contextlib
+import functools
 import operator
 import warnings
 from collections.abc import Iterable
@@ -38,19 +43,20 @@ from typing import Any, cast
 import pandas as pd
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from plasticlab.errors import PlasticlabError, PlasticlabWarning, check_positive
 from plasticlab.metrics.hebbian import _EPS
-
-_KINDS = (nn.Linear, nn.Conv2d)
+from plasticlab.rules.layers import SUPPORTED, Matrix, conv_patches, learnable_matrices
 
 
 @dataclass
 class _LayerState:
     name: str
-    module: nn.Linear | nn.Conv2d
+    module: Any  # the module whose forward hook reads this layer (the attention module for q/k/v/out)
     kind: str
+    mat: Matrix
+    read: int = 0  # forwards whose activity the probe could read, since it was attached
+    hooked: int = 0  # forwards its hook saw at all (any mode), since it was attached
     h_sum: torch.Tensor | None = None  # Σ_i h_b,i h_a,iᵀ over confirmed forwards of this step
     n: int = 0  # samples in h_sum
     calls: int = 0
@@ -63,18 +69,6 @@ class _LayerState:
 MAX_PENDING = 64  # unconfirmed forwards kept per layer and step; each holds one (out, in) matrix
 
 
-def _conv_patches(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """Unfolded input patches (B·L, in·kh·kw), padded exactly as the conv pads."""
-    if m.padding_mode != "zeros" or isinstance(m.padding, str):
-        mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
-        x = F.pad(x, m._reversed_padding_repeated_twice, mode=mode)
-        padding: int | tuple[int, ...] = 0
-    else:
-        padding = m.padding
-    cols = F.unfold(x, m.kernel_size, dilation=m.dilation, padding=padding, stride=m.stride)
-    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
-
-
 def _hebb_sum(m: nn.Module, x: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, int]:
     """(Σ_i h_b,i h_a,iᵀ, N) for one forward call, h_b without the bias: one matmul + one rank-1 pass.
 
@@ -82,8 +76,8 @@ def _hebb_sum(m: nn.Module, x: torch.Tensor, out: torch.Tensor) -> tuple[torch.T
     """
     x = x.detach()
     out = out.detach()
-    if isinstance(m, nn.Conv2d):
-        pre = _conv_patches(m, x)
+    if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+        pre = conv_patches(m, x)
         post = out.movedim(1, -1).reshape(-1, out.shape[1])
     else:
         pre = x.reshape(-1, x.shape[-1])
@@ -95,6 +89,53 @@ def _hebb_sum(m: nn.Module, x: torch.Tensor, out: torch.Tensor) -> tuple[torch.T
         # Σ (out_i − b) pre_iᵀ = Σ out_i pre_iᵀ − b (Σ pre_i)ᵀ: removes the bias without copying the output
         H_sum.addr_(cast(torch.Tensor, m.bias).detach().to(H_sum.dtype), pre.sum(0), alpha=-1)
     return H_sum, pre.shape[0]
+
+
+def _attention_sums(
+    m: nn.Module, states: list[_LayerState], args: tuple, kwargs: dict, out: torch.Tensor
+) -> list[tuple[_LayerState, torch.Tensor, int]]:
+    """(state, Σ h_b h_aᵀ, N) of each probed projection of one attention call, h_b = W h_a without the bias:
+    H = W (Σ h_a h_aᵀ), one Gram matrix per distinct input (self-attention: one for q, k and v)."""
+    names = ("query", "key", "value")
+    inputs = {p: args[i] if len(args) > i else kwargs[names[i]] for i, p in enumerate("qkv")}
+    grams: dict[int, tuple[torch.Tensor, int]] = {}
+    sums = []
+    for st in states:
+        part = st.name.rsplit(".", 1)[-1]
+        x = inputs[part] if part in inputs else _out_proj_input(out, st.mat.weight)
+        if x is None:  # the attention output was not found in the graph: reported as never read
+            continue
+        if id(x) not in grams:
+            a = x.detach().reshape(-1, x.shape[-1])
+            a = a.float() if a.dtype in (torch.float16, torch.bfloat16) else a
+            grams[id(x)] = (a.T @ a, a.shape[0])
+        gram, n = grams[id(x)]
+        sums.append((st, st.mat.matrix().detach().to(gram.dtype) @ gram, n))
+    return sums
+
+
+def _out_proj_input(out: torch.Tensor, weight: torch.Tensor, depth: int = 8) -> torch.Tensor | None:
+    """The input of an attention's out projection, which it applies functionally: the matmul node near the
+    output whose saved operands include ``weight`` saved its input too. None if not found."""
+    storage = weight.untyped_storage().data_ptr()
+    node, seen = out.grad_fn, 0
+    queue = [node] if node is not None else []
+    while queue and seen < depth:
+        node, seen = queue.pop(0), seen + 1
+        saved = [getattr(node, a, None) for a in dir(node) if a.startswith("_saved_") and "sym_" not in a]
+        tensors = [t for t in saved if isinstance(t, torch.Tensor)]
+        if any(t.untyped_storage().data_ptr() == storage for t in tensors):
+            for t in tensors:
+                if t.untyped_storage().data_ptr() != storage and t.dim() == 2 and t.shape[1] == weight.shape[1]:
+                    return t
+        queue += [f for f, _ in node.next_functions if f is not None]
+    return None
+
+
+def _confirm(entries: list[list], grad: torch.Tensor) -> None:
+    """Backward reached the output of these forwards: they count."""
+    for e in entries:
+        e[2] = True
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -109,7 +150,8 @@ def _cos(dot: torch.Tensor, sq_a: torch.Tensor, sq_b: torch.Tensor) -> torch.Ten
 
 
 class HebbianProbe:
-    """Measure the Hebbian alignment of every ``nn.Linear``/``nn.Conv2d`` of ``model`` (or the named ``layers``).
+    """Measure the Hebbian alignment of every learnable matrix of ``model`` (or the named ``layers``):
+    ``nn.Linear``, ``nn.Conv1d``/``nn.Conv2d`` (groups = 1), the q/k/v/out projections of attention.
 
     Two lines in a user's loop::
 
@@ -120,7 +162,8 @@ class HebbianProbe:
         probe.remove()
 
     ``writer``: anything with ``add_scalar(tag, value, step)`` (e.g. a TensorBoard SummaryWriter); tags are
-    ``hebbian/signal/<layer>`` and ``hebbian/update/<layer>``.
+    ``hebbian/signal/<layer>`` and ``hebbian/update/<layer>``. ``skipped``: every trainable parameter that
+    is not measured, by name, with the reason (a norm's gain, an embedding, a grouped conv, ...).
     """
 
     def __init__(self, model: nn.Module, layers: Iterable[str] | None = None, every: int = 1, writer: Any = None):
@@ -134,6 +177,7 @@ class HebbianProbe:
         self.model = model
         self.every = every
         self.writer = writer
+        self.skipped: dict[str, str] = {}
         self.layers = self._select(model, layers)
         self._step = 0  # closed steps so far
         self._records: list[dict[str, Any]] = []
@@ -145,65 +189,76 @@ class HebbianProbe:
         self._closed = 0  # steps closed (optimizer step, update(), step())
         self._blind = False  # updates happen that the probe never sees: store nothing until a step closes
         self._warned: set[str] = set()
+        by_module: dict[int, list[_LayerState]] = {}
         for st in self.layers.values():
-            self._handles.append(st.module.register_forward_hook(self._forward_hook(st), with_kwargs=True))
+            by_module.setdefault(id(st.module), []).append(st)
+        for states in by_module.values():
+            hook = self._forward_hook(states)
+            self._handles.append(states[0].module.register_forward_hook(hook, with_kwargs=True))
 
     # -- setup ------------------------------------------------------------------------------------------
-    @staticmethod
-    def _select(model: nn.Module, layers: Iterable[str] | None) -> dict[str, _LayerState]:
-        named = dict(model.named_modules())
+    def _select(self, model: nn.Module, layers: Iterable[str] | None) -> dict[str, _LayerState]:
+        mats, skipped = learnable_matrices(model)
+        self.skipped = {n: s.reason for n, s in skipped.items()}
+        by_name = {m.name: m for m in mats}
         if layers is None:
-            chosen = [
-                (n, m)
-                for n, m in named.items()
-                if isinstance(m, _KINDS) and _supported(m) is None and m.weight.requires_grad
-            ]
+            chosen = mats
             if not chosen:
-                raise PlasticlabError(f"model {type(model).__name__} has no nn.Linear or nn.Conv2d layer to probe")
+                raise PlasticlabError(f"model {type(model).__name__} has no layer to probe ({SUPPORTED})")
         else:
             if isinstance(layers, str):
                 layers = [layers]
-            valid = [n for n, m in named.items() if isinstance(m, _KINDS)]
             chosen = []
             for n in layers:
-                if n not in valid:
+                if n not in by_name:
+                    why = next((s.reason for p, s in skipped.items() if p.rsplit(".", 1)[0] == n), None)
+                    if why:
+                        raise PlasticlabError(f"layer {n!r} can't be probed: {why}")
                     raise PlasticlabError(
-                        f"unknown layer {n!r} for HebbianProbe; valid choices (nn.Linear/"
-                        f"nn.Conv2d modules): {', '.join(valid) or 'none'}"
+                        f"unknown layer {n!r} for HebbianProbe; valid choices ({SUPPORTED}): "
+                        f"{', '.join(by_name) or 'none'}"
                     )
-                why = _supported(named[n])
-                if why:
-                    raise PlasticlabError(f"layer {n!r} can't be probed: {why}")
-                chosen.append((n, named[n]))
-        return {n: _LayerState(n, m, "conv2d" if isinstance(m, nn.Conv2d) else "linear") for n, m in chosen}
+                chosen.append(by_name[n])
+        return {m.name: _LayerState(m.name, m.module, m.kind, m) for m in chosen}
 
-    def _forward_hook(self, st: _LayerState):
+    def _forward_hook(self, states: list[_LayerState]):
         def hook(module, args, kwargs, output):
             if not self._active:
                 return None
             self._seen += 1
+            for st in states:
+                st.hooked += 1
             if not (module.training and torch.is_grad_enabled()):
                 return None
             self._counted += 1
             if self._blind or not self.measuring:
                 return None
-            if not (isinstance(output, torch.Tensor) and output.requires_grad):
+            out = output[0] if isinstance(output, tuple) else output
+            if not (isinstance(out, torch.Tensor) and out.requires_grad):
                 return None
-            x = args[0] if args else kwargs.get("input")
-            if x is None or not self._keep(st, module):
+            kept = [st for st in states if self._keep(st)]
+            if not kept:
                 return None
-            H_sum, n = _hebb_sum(module, x, output)
-            entry = [H_sum, n, False]
-            st.pending.append(entry)
-            output.register_hook(lambda g, e=entry: e.__setitem__(2, True))
+            if kept[0].kind == "attention":
+                sums = _attention_sums(module, kept, args, kwargs, out)
+            else:
+                x = args[0] if args else kwargs.get("input")
+                sums = [] if x is None else [(kept[0], *_hebb_sum(module, x, out))]
+            entries = []
+            for st, H_sum, n in sums:
+                st.read += 1
+                entries.append([H_sum, n, False])
+                st.pending.append(entries[-1])
+            if entries:
+                out.register_hook(functools.partial(_confirm, entries))
             return None
 
         return hook
 
-    def _keep(self, st: _LayerState, module: nn.Module) -> bool:
+    def _keep(self, st: _LayerState) -> bool:
         """Guard one forward: weights that changed inside an open step mean updates the probe never
         sees (no optimizer attached, no step()): warn once and store nothing. Memory stays bounded."""
-        version = module.weight._version
+        version = st.mat.weight._version
         if st.version is None:
             st.version = version
         elif version != st.version:
@@ -297,13 +352,13 @@ class HebbianProbe:
         for st in self.layers.values():
             self._fold_confirmed(st)
             st.pending = []
-            W = st.module.weight
-            if st.h_sum is None or W.grad is None:
+            grad = st.mat.grad()
+            if st.h_sum is None or grad is None:
                 continue
             # reduce the signal to scalars now: the optimizer may not leave .grad as it found it
-            g = W.grad.detach().to(st.h_sum.dtype)
+            g = grad.detach().to(st.h_sum.dtype)
             st.signal = (-_dot(g, st.h_sum), _dot(g, g), _dot(st.h_sum, st.h_sum))
-            st.w_before = W.detach().reshape(W.shape[0], -1).clone()
+            st.w_before = st.mat.matrix().detach().clone()
 
     def _post(self, updated: bool) -> None:
         if not self._active:
@@ -316,12 +371,30 @@ class HebbianProbe:
             )
         if self.measuring:
             self._record(updated)
+            self._warn_unread()
         self._closed += 1
         self._blind = False
         self._seen = self._counted = 0
         for st in self.layers.values():
             self._reset(st)
         self._step += 1
+
+    def unread(self) -> list[str]:
+        """Probed layers whose forward the probe has never read, while others were read."""
+        if not any(st.read for st in self.layers.values()) and not self._closed:
+            return []
+        return [n for n, st in self.layers.items() if not st.read]
+
+    def _warn_unread(self) -> None:
+        if not any(st.read for st in self.layers.values()):
+            return
+        for name in self.unread():
+            self._warn_once(
+                f"unread:{name}",
+                f"HebbianProbe: layer {name!r} is probed but its forward was never seen in training mode with "
+                "grad enabled (is its weight used functionally, e.g. F.linear(x, layer.weight), or the module "
+                "never called?); it has no rows",
+            )
 
     def _record(self, updated: bool) -> None:
         rows, values = [], []
@@ -331,7 +404,7 @@ class HebbianProbe:
             gh, gg, hh = st.signal
             assert st.h_sum is not None and st.w_before is not None  # set together with the signal
             if updated:
-                W = st.module.weight.detach().reshape(st.w_before.shape)
+                W = st.mat.matrix().detach()
                 dW = torch.sub(W, st.w_before, out=st.w_before).to(st.h_sum.dtype)  # in place: no new buffer
                 dh, dd = _dot(dW, st.h_sum), _dot(dW, dW)
             else:
@@ -380,6 +453,11 @@ class HebbianProbe:
             return "every forward pass ran in eval mode or under torch.no_grad()"
         if self._closed == 0:
             return "no forward pass of the probed layers was seen (is this probe on the model being trained?)"
+        if not any(st.hooked for st in self.layers.values()):
+            return (
+                f"the forward of {', '.join(map(repr, self.layers))} never ran where a hook sees it (a weight "
+                "used functionally, e.g. F.linear(x, layer.weight), or a module never called)"
+            )
         return "no measured step had a forward in training mode whose backward reached the probed layers"
 
     def to_frame(self) -> pd.DataFrame:
@@ -407,10 +485,3 @@ class HebbianProbe:
 
     def __exit__(self, *exc) -> None:
         self.remove()
-
-
-def _supported(m: nn.Module) -> str | None:
-    """Why a layer can't be measured as one matrix acting on samples, or None if it can."""
-    if isinstance(m, nn.Conv2d) and m.groups != 1:
-        return f"grouped convolution (groups={m.groups}) is not one (out, in·k·k) matrix"
-    return None

@@ -1,45 +1,62 @@
-"""Any rule chain as a ``torch.optim.Optimizer`` for an ordinary ``nn.Module`` built from ``nn.Linear`` layers.
+"""Any rule chain as a ``torch.optim.Optimizer`` for any ``nn.Module`` whose learnable layers are
+``nn.Linear``, ``nn.Conv1d``/``nn.Conv2d`` (groups = 1) or ``nn.MultiheadAttention`` projections.
 
-    opt = RuleOptimizer(model, chain(dfa(), weight_decay(1e-4)), lr=0.01)
-    out = model(x); loss = F.mse_loss(out, y); opt.zero_grad(); loss.backward(); opt.step()
+    opt = RuleOptimizer(model, "dfa", lr=0.01)            # or chain(dfa(), weight_decay(1e-4)), or a Signal
+    out = model(x); loss = F.cross_entropy(out, y); opt.zero_grad(); loss.backward(); opt.step()
 
-How a rule sees the model (an ensemble of one, E = 1):
-- the ``nn.Linear`` layers in ``model.modules()`` order are the layers (e.g. an ``nn.Sequential`` MLP);
-- forward hooks record each layer's input (h_a) and output; h_b = output - bias (Koplow et al. 2025), z = output;
-  the last call of forward before ``step()`` is the one the rule sees (leading dims are flattened to B);
-- during backward, hooks on the layer outputs record dloss/d(output). The output-layer delta given to a rule
-  is B times that, i.e. the per-sample delta of a batch-*mean* loss (PyTorch's default reduction), so any
-  loss the user wrote drives DFA / FA / sign symmetry; when the rule back-propagates that delta through the
-  true weights (sgd, curl, exp_grad) it gets autograd's own deltas, and a chain that *starts* with sgd
-  uses ``-p.grad`` itself. Local rules (hebbian, oja, bcm, soft_wta) need no backward pass at all;
-- hidden-layer derivatives phi' (needed by DFA / FA / sign symmetry / random_nn) come from ``activation``,
-  inferred when the model's only non-Linear layers are one of Tanh / ReLU / Sigmoid;
+How a rule sees the model (an ensemble of one, E = 1; see ``rules.layers`` and ``rules.graph``):
+- its layers are the model's learnable matrices in module order, each W as (out, in·k) acting on sample rows:
+  a Linear's leading dims, a conv's output positions (h_a = unfolded patches), an attention projection's
+  tokens. Residual connections, normalisation layers and any forward code between them are the model's own;
+- a chain starting with ``sgd`` is ``-p.grad`` (exactly ``torch.optim.SGD``); no hook is installed;
+- ``dfa``, ``fa`` and ``sign_symmetry`` act through the layers' backward (``rules.graph.Recorder``): the
+  error leaving each layer towards its input is the rule's, autograd carries it through the model (φ′ of
+  whatever nonlinearity is there, norms, residual sums), and ``-p.grad`` is the learning signal;
+- every other signal (hebbian, oja, bcm, soft_wta, curl, exp_grad, a user's) reads a ``Context`` built from
+  the last forward of the whole model: h_a and h_b = output − bias per layer, the model output and, after a
+  backward, the output delta (B x dloss/d(output): the per-sample delta of a batch-mean loss). Back-propagating
+  that delta through the true weights gives autograd's own gradient;
 - ``W <- W + lr * update`` (the library's sign convention: updates are descent directions).
-A piece tagged ``perturbs_forward`` (parameter noise) changes the forward pass, which the user runs, so
-it is refused here.
+
+A trainable parameter that is none of these matrices (a norm's gain, an embedding, a raw parameter) is not
+trained by the rule: it is named in a warning (``params=`` says explicitly what the rule trains); a layer
+that holds a matrix the rules can't read (grouped conv, ConvTranspose, RNN ...) is an error naming it. A
+piece tagged ``perturbs_forward`` (parameter noise) changes the forward pass, which the user runs, so it is
+refused here.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import torch
 from torch import nn
 
-from plasticlab.errors import PlasticlabError, check_choice
+from plasticlab.errors import PlasticlabError, PlasticlabWarning, check_choice
 from plasticlab.networks.mlp import MLP, Trace
+from plasticlab.rules.atlas import FA, SignSymmetry
 from plasticlab.rules.base import Chain, Context, Signal, Updates, chain
+from plasticlab.rules.graph import DFAFeedback, FAFeedback, Feedback, Recorder, SignFeedback
+from plasticlab.rules.layers import SUPPORTED, Matrix, Skipped, learnable_matrices, post_rows, pre_rows
 from plasticlab.rules.registry import RuleNames, RuleSpec, make_rule
-from plasticlab.rules.signals import SGD
+from plasticlab.rules.signals import DFA, SGD
 
 _ACT = {nn.Tanh: "tanh", nn.ReLU: "relu", nn.Sigmoid: "sigmoid"}
 _NEUTRAL = (nn.Identity, nn.Dropout, nn.Flatten)
-UNKNOWN = "unknown (pass activation= to RuleOptimizer)"
+UNKNOWN = (
+    "unknown (not an MLP chain: an nn.Sequential of nn.Linear and one of Tanh/ReLU/Sigmoid; pass activation= "
+    "to RuleOptimizer if it is one)"
+)
 
 
 def infer_activation(model: nn.Module) -> str:
-    """The one hidden nonlinearity of ``model`` (Tanh / ReLU / Sigmoid), "linear" if none, else unknown."""
+    """The one hidden nonlinearity of an MLP chain (an ``nn.Sequential`` of Linear layers and Tanh / ReLU /
+    Sigmoid), "linear" if none; unknown for any other model. Only rules that treat the model as an MLP chain
+    read it (random_nn's pseudo-target network, a user rule back-propagating its own error)."""
+    if not isinstance(model, nn.Sequential):
+        return UNKNOWN
     kinds = set()
     for m in model.modules():
         if next(m.children(), None) is not None or isinstance(m, (nn.Linear, *_NEUTRAL)):
@@ -50,15 +67,30 @@ def infer_activation(model: nn.Module) -> str:
     return kinds.pop() if len(kinds) == 1 else UNKNOWN
 
 
-class _GradSignal(Signal):
-    """sgd on a torch model: the gradient autograd already computed, as a descent direction."""
+class _AutogradSignal(Signal):
+    """The learning signal autograd left in ``.grad``, as a descent direction: -p.grad per layer. For sgd
+    that is the gradient; under a feedback rule's backward it is that rule's signal."""
 
-    name = "sgd"
+    def __init__(self, name: str):
+        self.name = name
 
     def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
         """-p.grad per layer, read by ``RuleOptimizer`` into ``ctx.grads``."""
         assert isinstance(ctx, HookContext) and ctx.grads is not None
         return ctx.grads, state
+
+
+# how the chain-based feedback signals run on a module graph: their error transport as per-layer backward
+_ON_GRAPH: dict[type, Callable[[Any], Feedback]] = {
+    DFA: lambda s: DFAFeedback(s.scale, s.feedback),
+    FA: lambda s: FAFeedback(s.scale),
+    SignSymmetry: lambda s: SignFeedback(),
+}
+
+
+class _AutogradDeltas(list):
+    """Autograd's per-layer deltas: ``HookContext.descent`` of them is -p.grad itself (exact for every layer
+    kind, attention projections included)."""
 
 
 class HookContext(Context):
@@ -67,6 +99,17 @@ class HookContext(Context):
     captured_out: torch.Tensor | None = None
     captured: list[torch.Tensor] | None = None
     grads: Updates | None = None
+    autograd: Callable[[], Updates | None] | None = None
+    _x: torch.Tensor | None = None
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The model's input as rows: the first layer's h_a, made on first use (a conv's are patches)."""
+        return self.trace.pre[0] if self._x is None else self._x
+
+    @x.setter
+    def x(self, value: torch.Tensor | None) -> None:
+        self._x = value
 
     def output_delta(self, out: torch.Tensor | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
         """The output delta autograd recorded (B x dloss/dout), else the one computed from targets."""
@@ -81,21 +124,31 @@ class HookContext(Context):
 
     def backprop(self, delta_out: torch.Tensor, feedback: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Autograd's own deltas when back-propagating its output delta through the true weights."""
-        if feedback is None and delta_out is self.captured_out and self.captured is not None:
-            return self.captured
+        if feedback is None and delta_out is self.captured_out and self.autograd is not None:
+            return _AutogradDeltas(self.captured or [])
         return super().backprop(delta_out, feedback)
+
+    def descent(self, deltas: list[torch.Tensor]) -> Updates:
+        """-p.grad for autograd's own deltas; otherwise -(1/N) Σ δ h_aᵀ over each layer's rows."""
+        if isinstance(deltas, _AutogradDeltas) and self.autograd is not None:
+            grads = self.autograd()
+            if grads is not None:
+                return grads
+        return super().descent(deltas)
 
 
 class RuleOptimizer(torch.optim.Optimizer):
-    """Apply ``rule`` (a Chain, a single signal, or a rule name for ``make_rule``) to the Linear layers of
-    ``model``: ``W <- W + lr * update`` with each parameter's lr from its entry in ``param_groups``.
+    """Apply ``rule`` (a Chain, a single signal, or a rule name for ``make_rule``) to the learnable matrices
+    of ``model`` (``rules.layers``): ``W <- W + lr * update`` with each parameter's lr from ``param_groups``.
 
     ``params`` (optional, as for torch optimizers: tensors or group dicts with ``params`` and ``lr``) picks
-    the parameters to update and their step sizes; a Linear parameter in no group stays fixed. The rule's
-    state lives in ``self.state`` ("rule": the chain's state, "step": steps taken), so ``state_dict()`` /
-    ``load_state_dict()`` round-trip it, Adam moments included. ``loss`` ("mse" or "xent") is only used when
-    a rule computes its own error from targets (random_nn, three_factor, or ``step(y=...)`` without a
-    backward pass); ``seed`` fixes feedback matrices and noise."""
+    the parameters to update and their step sizes; a matrix's parameter in no group stays fixed. Without
+    ``params``, every trainable parameter the rule can't train is named in a ``PlasticlabWarning``. The
+    rule's state lives in ``self.state`` ("rule": the chain's state, "step": steps taken), so
+    ``state_dict()`` / ``load_state_dict()`` round-trip it, Adam moments included. ``loss`` ("mse" or
+    "xent") is only used when a rule computes its own error from targets (random_nn, three_factor, or
+    ``step(y=...)`` without a backward pass); ``seed`` fixes feedback matrices and noise; ``activation`` is
+    only read by rules that rebuild the model as an MLP chain (random_nn)."""
 
     def __init__(
         self,
@@ -110,46 +163,48 @@ class RuleOptimizer(torch.optim.Optimizer):
     ):
         if lr <= 0:
             raise PlasticlabError(f"lr must be > 0, got {lr!r}")
-        self.layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        if not self.layers:
-            raise PlasticlabError(f"RuleOptimizer needs nn.Linear layers; {type(model).__name__} has none")
-        mine = [p for m in self.layers for p in m.parameters()]
-        super().__init__(mine if params is None else params, dict(lr=lr))
-        _check_groups(self.param_groups, mine)
         self.rule = _as_chain(rule)
-        self._chain = _with_autograd_sgd(self.rule)
+        self.layers, skipped = learnable_matrices(model)
+        _warn_shared(self.layers)
+        if not self.layers:
+            raise PlasticlabError(
+                f"RuleOptimizer needs a learnable layer ({SUPPORTED}); {type(model).__name__} has none"
+            )
+        mine = list({id(p): p for m in self.layers for p in (m.weight, m.bias) if p is not None}.values())
+        if params is None:
+            _refuse_or_warn(skipped)
+        super().__init__(mine if params is None else params, dict(lr=lr))
+        _check_groups(self.param_groups, mine, {id(p): n for n, p in model.named_parameters()}, skipped)
+        self._chain, feedback = _on_graph(self.rule)
         self.loss = check_choice("loss", loss, ["mse", "xent"])
         self.activation = activation or infer_activation(model)
         self.seeds = torch.tensor([int(seed)], dtype=torch.int64)
-        self._store["rule"] = self._chain.init(self._net(), self.seeds)
+        try:
+            self._store["rule"] = self._chain.init(self._net(), self.seeds)
+        except (RuntimeError, PlasticlabError) as e:  # e.g. random_nn rebuilding the model as an MLP chain
+            raise PlasticlabError(
+                f"rule {self._chain.signal_name} can't be set up on {type(model).__name__}: {e}"
+            ) from e
         self._store["step"] = 0
         self.last_signal: Updates = []
-        self._acts: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._grads: dict[int, torch.Tensor] = {}
-        self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.layers)]
+        reads_grad = isinstance(self._chain.parts[0], _AutogradSignal)
+        # sgd needs no hook at all: the model runs exactly as it would under torch.optim.SGD
+        self._rec = None if reads_grad and feedback is None else Recorder(model, self.layers, feedback, self.seeds)
 
     @property
     def _store(self) -> dict[Any, Any]:
         """``self.state`` under its real key type: the rule's entries are keyed by name, not by parameter."""
         return cast(dict[Any, Any], self.state)
 
-    def _hook(self, i: int) -> Callable[..., None]:
-        def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            self._acts[i] = (inputs[0].detach(), output.detach())
-            if output.requires_grad:
-                output.register_hook(lambda g: self._grads.__setitem__(i, g.detach()))
-
-        return record
-
     def _net(self) -> MLP:
-        ws = [m.weight.detach()[None] for m in self.layers]
-        bs: list[torch.Tensor | None] = [None if m.bias is None else m.bias.detach()[None] for m in self.layers]
+        ws = [m.matrix().detach()[None] for m in self.layers]
+        bs = [None if (b := m.b()) is None else b.detach()[None] for m in self.layers]
         return MLP(ws, bs, self.activation)
 
     def remove_hooks(self) -> None:
-        """Stop recording the model's forward passes."""
-        for h in self._handles:
-            h.remove()
+        """Stop recording the model's forward passes (and give attention modules their own forward back)."""
+        if self._rec is not None:
+            self._rec.remove()
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, *, y: torch.Tensor | None = None) -> Any:
@@ -159,83 +214,179 @@ class RuleOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if len(self._acts) < len(self.layers):
-            raise PlasticlabError(
-                "step() before a forward pass: run the model on a batch first "
-                "(and loss.backward() for rules that need the error)"
-            )
         ctx = self._context(y)
         try:
             out = self._chain.step(self._store["rule"], ctx)
         except RuntimeError as e:
-            rows = [t.shape[1] for t in ctx.trace.pre]
-            if len(set(rows)) == 1:
-                raise
-            raise PlasticlabError(
-                f"this rule carries the output error back through the nn.Linear layers as one chain, but "
-                f"they see different numbers of rows per batch ({', '.join(map(str, rows))}; e.g. a "
-                f"transformer's token-wise layers vs its output), so it cannot run on this model; rules "
-                f"that can: {', '.join(any_model_rules())}"
-            ) from e
+            raise self._cannot_run(ctx, e) from e
         self._store["rule"] = out.state
         self._apply(out.updates)
         self.last_signal = out.signal
         self._store["step"] += 1
-        self._grads = {}
+        if self._rec is not None:
+            self._rec.clear()
         return loss
 
     def _context(self, y: torch.Tensor | None) -> HookContext:
-        """This step's Context from the recorded activations and autograd's gradients."""
+        """This step's Context: -p.grad for signals that read it, else the recorded forward (and backward)."""
         net = self._net()
-        pre = [_flat(self._acts[i][0]) for i in range(len(self.layers))]
-        z = [_flat(self._acts[i][1]) for i in range(len(self.layers))]
-        post = [zz if b is None else zz - b[:, None, :] for zz, b in zip(z, net.biases)]
-        trace = Trace(pre=pre, post=post, z=z, out=z[-1], weights=net.weights)
-        ctx = HookContext(
-            net=net,
-            trace=trace,
-            x=pre[0],
-            y=None if y is None else _flat(y),
-            loss=self.loss,
-            seeds=self.seeds,
-            step=self._store["step"],
-        )
-        B, last = pre[0].shape[1], len(self.layers) - 1
-        if len(self._grads) == len(self.layers):
-            ctx.captured = [B * _flat(self._grads[i]) for i in range(len(self.layers))]
-            ctx.captured_out = ctx.captured[-1]
-        elif last in self._grads:
-            ctx.captured_out = B * _flat(self._grads[last])
-        if isinstance(self._chain.parts[0], _GradSignal):
-            ctx.grads = self._descent_from_grad()
+        common = dict(net=net, y=None if y is None else _flat(y), loss=self.loss, seeds=self.seeds)
+        if isinstance(self._chain.parts[0], _AutogradSignal):
+            grads = self._descent_from_grad()
+            if grads is None:
+                raise PlasticlabError(
+                    "step() before a forward and backward pass: this rule reads the gradient its backward "
+                    "left in p.grad (the output error sent back); call loss.backward() before step()"
+                )
+            empty = torch.empty(1, 0, 0)
+            trace = Trace(pre=[], post=[], z=[], out=empty, weights=net.weights)
+            ctx = HookContext(trace=trace, x=empty, step=self._store["step"], **common)  # type: ignore[arg-type]
+            ctx.grads = grads
+            return ctx
+        rec = cast(Recorder, self._rec)
+        missing = [m.name for m, calls in zip(self.layers, rec.calls) if not calls]
+        if len(missing) == len(self.layers):
+            raise PlasticlabError(
+                "step() before a forward pass: run the model on a batch first "
+                "(and loss.backward() for rules that need the error)"
+            )
+        if missing:
+            raise PlasticlabError(
+                f"layer(s) {', '.join(map(repr, missing))} took no part in the model's last forward pass, so "
+                f"rule {self._chain.signal_name} has no activity to read there (run a forward that uses them, "
+                "or leave them out with params=)"
+            )
+        calls = rec.calls
+
+        def pre_of(l: int) -> torch.Tensor:
+            return torch.cat([pre_rows(self.layers[l], c.x) for c in calls[l]])[None]
+
+        def post_of(l: int) -> torch.Tensor:
+            return torch.cat([post_rows(self.layers[l], cast(torch.Tensor, c.out)) for c in calls[l]])[None]
+
+        def delta(l: int) -> torch.Tensor:  # N x dloss/dh_b: descent's 1/N gives dloss/dW back
+            g = torch.cat([_grad_rows(self.layers[l], cast(torch.Tensor, c.grad)) for c in calls[l]])
+            return len(g) * g[None]
+
+        L = len(self.layers)
+        pre, post = _Lazy(L, pre_of), _Lazy(L, post_of)
+        z = _Lazy(L, lambda l: post[l] if (b := net.biases[l]) is None else post[l] + b[:, None, :])
+        out = _flat(rec.out) if rec.out is not None else post[L - 1]
+        trace = Trace(pre=cast(list, pre), post=cast(list, post), z=cast(list, z), out=out, weights=net.weights)
+        ctx = HookContext(trace=trace, x=None, step=self._store["step"], **common)  # type: ignore[arg-type]
+        if rec.out_grad is not None:
+            ctx.captured_out = out.shape[1] * _flat(rec.out_grad)
+        if all(c.grad is not None for layer in calls for c in layer):
+            ctx.captured = cast(list, _Lazy(L, delta))
+        ctx.autograd = self._descent_from_grad
         return ctx
 
-    def _descent_from_grad(self) -> Updates:
-        if any(m.weight.grad is None for m in self.layers):
-            raise PlasticlabError("sgd reads p.grad: call loss.backward() before step()")
-        return [
-            (-m.weight.grad[None], None if m.bias is None or m.bias.grad is None else -m.bias.grad[None])  # type: ignore[index]
-            for m in self.layers
-        ]
+    def _cannot_run(self, ctx: HookContext, e: RuntimeError) -> Exception:
+        """A rule that failed on layers whose rows are not the output's samples, named; else the error."""
+        if not ctx.trace.pre:
+            return e
+        n = ctx.trace.out.shape[1]
+        odd = [f"{m.name!r} ({t.shape[1]} rows)" for m, t in zip(self.layers, ctx.trace.pre) if t.shape[1] != n]
+        if not odd:
+            return e
+        return PlasticlabError(
+            f"rule {self._chain.signal_name} pairs every layer's rows with the output's {n} samples, but "
+            f"layer(s) {', '.join(odd)} see different numbers of rows per batch (a conv's positions, a "
+            f"sequence's tokens), so it cannot run on this model; rules that can: {', '.join(any_model_rules())}"
+        )
+
+    def _descent_from_grad(self) -> Updates | None:
+        """-p.grad of every layer as (1, out, in·k) matrices (None before a backward)."""
+        out: Updates = []
+        for m in self.layers:
+            g = m.grad()
+            if g is None:
+                return None
+            gb = m.bias_grad()
+            out.append((-g[None], None if m.bias is None or gb is None else -gb[None]))
+        return out
 
     def _apply(self, updates: Updates) -> None:
         """p <- p + lr * update, lr from p's param group; parameters in no group stay fixed."""
         lrs = {id(p): g["lr"] for g in self.param_groups for p in g["params"]}
+        done: set[tuple[int, Any]] = set()  # a tied weight takes its first layer's update only
         for m, (uW, ub) in zip(self.layers, updates):
-            for p, u in ((m.weight, uW), (m.bias, ub)):
-                if p is not None and u is not None and id(p) in lrs:
-                    p.add_(u[0].to(p.dtype), alpha=lrs[id(p)])
+            for p, rows, view, u in ((m.weight, m.rows, m.w(), uW), (m.bias, m.bias_rows, m.b(), ub)):
+                key = (id(p), None if rows is None else (rows.start, rows.stop))
+                if p is not None and view is not None and u is not None and id(p) in lrs and key not in done:
+                    view.add_(u[0].reshape(view.shape).to(view.dtype), alpha=lrs[id(p)])
+                    done.add(key)
+
+
+class _Lazy(Sequence[torch.Tensor]):
+    """Per-layer tensors made on first access: a conv's patch rows are large, and rules such as curl and
+    exp_grad (which read autograd's gradient) never look at them."""
+
+    def __init__(self, n: int, make: Callable[[int], torch.Tensor]):
+        self._items: list[torch.Tensor | None] = [None] * n
+        self._make = make
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        item = self._items[i]
+        if item is None:
+            item = self._items[i] = self._make(i % len(self))
+        return item
+
+
+def _grad_rows(m: Matrix, g: torch.Tensor) -> torch.Tensor:
+    """dloss/d(output) of one call as (N, out) rows, in ``post_rows``' order."""
+    return g.movedim(1, -1).reshape(-1, g.shape[1]) if m.kind.startswith("conv") else g.reshape(-1, g.shape[-1])
+
+
+def _warn_shared(mats: list[Matrix]) -> None:
+    """A weight two modules share (tied weights) is updated once, by the first one's update: its .grad
+    already sums both uses, and applying both would double the step."""
+    first: dict[tuple[int, Any], str] = {}
+    for m in mats:
+        key = (id(m.weight), None if m.rows is None else (m.rows.start, m.rows.stop))
+        if key in first:
+            warnings.warn(
+                f"RuleOptimizer: layer {m.name!r} shares its weight with {first[key]!r}; the weight takes "
+                f"{first[key]!r}'s update only",
+                PlasticlabWarning,
+                stacklevel=4,
+            )
+        first.setdefault(key, m.name)
+
+
+def _refuse_or_warn(skipped: dict[str, Skipped]) -> None:
+    """A layer holding a matrix the rules can't read is an error; other untrained parameters a warning."""
+    layers = [f"{n} ({s.reason})" for n, s in skipped.items() if s.layer]
+    if layers:
+        raise PlasticlabError(
+            f"RuleOptimizer can't train {'; '.join(layers)}: rules train {SUPPORTED}; pass params= "
+            "without them (and train them yourself) to run the rule on the rest"
+        )
+    if skipped:
+        names = "; ".join(f"{n} ({s.reason})" for n, s in skipped.items())
+        warnings.warn(
+            f"RuleOptimizer: the rule does not train {names}; they stay as they are unless you train them "
+            "yourself (pass params= to say which parameters the rule trains)",
+            PlasticlabWarning,
+            stacklevel=3,
+        )
 
 
 _ANY_MODEL: dict[tuple[str, Any], bool] = {}
 
 
 def _runs_on_any_model(spec: RuleSpec) -> bool:
-    """Whether the rule needs no layer chain: one step on a toy model whose first Linear runs per token
-    (3 rows per sample) and whose output Linear sees the flattened tokens (1 row), as in a transformer.
-    Local rules and those using autograd's gradient pass; dfa, fa, random_nn and the like send the output
-    error along fixed feedback matrices, which needs every layer to see the output's rows. Asked once per
-    registered factory (a rule registered later is asked when first listed)."""
+    """Whether the rule runs where layers see different rows than the output: one step on a toy model whose
+    first Linear runs per token (3 rows per sample) and whose output Linear sees the flattened tokens (1 row),
+    as in a transformer. Local rules, autograd's gradient and the feedback rules (through each layer's
+    backward) pass; rules that rebuild the model as an MLP chain (random_nn) or pair every layer's rows with
+    the output's samples (three_factor) do not. Asked once per registered factory (a rule registered later
+    is asked when first listed)."""
     key = (spec.name, spec.factory)
     if key not in _ANY_MODEL:
         gen = torch.Generator().manual_seed(0)
@@ -282,16 +433,23 @@ def _as_chain(rule: Chain | Signal | str) -> Chain:
     return chain_
 
 
-def _with_autograd_sgd(rule: Chain) -> Chain:
-    """The chain with a leading sgd replaced by autograd's own gradient (exactly torch's SGD)."""
+def _on_graph(rule: Chain) -> tuple[Chain, Feedback | None]:
+    """The chain as it runs on a module graph: a leading sgd becomes autograd's own gradient (exactly torch's
+    SGD); dfa / fa / sign_symmetry become -p.grad under their per-layer backward (the returned feedback)."""
     parts = list(rule.parts)
-    if type(parts[0]) is SGD:
-        parts[0] = _GradSignal()
-    return Chain(*parts)
+    first, feedback = parts[0], None
+    if type(first) is SGD:
+        parts[0] = _AutogradSignal("sgd")
+    elif type(first) in _ON_GRAPH:
+        feedback = _ON_GRAPH[type(first)](first)
+        parts[0] = _AutogradSignal(first.name)
+    return Chain(*parts), feedback
 
 
-def _check_groups(groups: list[dict[str, Any]], mine: Sequence[torch.Tensor]) -> None:
-    """Every group names only the model's Linear parameters and sets nothing but lr."""
+def _check_groups(
+    groups: list[dict[str, Any]], mine: Sequence[torch.Tensor], names: dict[int, str], skipped: dict[str, Skipped]
+) -> None:
+    """Every group names only parameters of the model's matrices and sets nothing but lr."""
     ids = {id(p) for p in mine}
     for i, g in enumerate(groups):
         extra = sorted(set(g) - {"params", "lr"})
@@ -302,7 +460,14 @@ def _check_groups(groups: list[dict[str, Any]], mine: Sequence[torch.Tensor]) ->
             )
         if not g["lr"] > 0:
             raise PlasticlabError(f"RuleOptimizer param group {i}: lr must be > 0, got {g['lr']!r}")
-        if any(id(p) not in ids for p in g["params"]):
+        for p in g["params"]:
+            if id(p) in ids:
+                continue
+            name = names.get(id(p))
+            if name is None:
+                raise PlasticlabError(f"RuleOptimizer param group {i} holds a parameter that is not in the model")
+            why = skipped[name].reason if name in skipped else "frozen"
             raise PlasticlabError(
-                f"RuleOptimizer param group {i} holds a parameter that is not in the model's nn.Linear layers"
+                f"RuleOptimizer param group {i} holds {name!r}, which no rule trains ({why}); rules train "
+                f"{SUPPORTED}"
             )
