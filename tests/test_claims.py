@@ -138,3 +138,33 @@ def test_counts_row_and_table(tmp_path):
     rep = Report(tmp_path, "t", {}).add_claims(cs)
     text = rep.render()
     assert "not tested" not in text and "## Verdicts" in text and "not reproduced" in text
+
+
+def test_claims_beyond_the_papers_have_their_own_words():
+    from plasticlab.study.claims import BEYOND, KPZ, AtLeast, Claim, claims_table
+
+    ok = Claim("x", BEYOND, "atlas", math.nan, 1.0, math.nan, 3, "quick", AtLeast(0.5))
+    bad = ok.with_(ours=0.0)
+    paper = ok.with_(paper=KPZ)
+    assert (ok.word, bad.word, paper.word) == ("holds", "does not hold", "reproduced")
+    assert ok.verdict == paper.verdict == "reproduced"  # one rule decides; only the word differs
+    table = claims_table([ok, bad])
+    assert "✅ holds" in table and "❌ does not hold" in table and "reproduced" not in table
+    assert ok.row()["verdict"] == "holds" and ok.row()["kind"] == "beyond the papers"
+
+
+def test_all_cells_claims_say_how_many_cells_pass():
+    from plasticlab.study.claims import KPZ, AllCells, Claim
+
+    c = Claim("every cell positive", KPZ, "Table 1", math.nan, 2 / 3, math.nan, 3, "quick", AllCells("> 0"))
+    assert c.measured() == "2 of 3 cells pass"  # was "0.667 (cells = 3)"
+
+
+def test_size_names_a_changed_shape_and_an_empty_default():
+    from plasticlab.study import get
+
+    exp = get("hebb-table")
+    assert "widths [32, 32, 32, 32] (full [32, 64, 64, 32])" in exp.size(exp.params(widths=[32, 32, 32, 32]))
+    cls = get("hebb-classify")
+    if "data_path" in cls.defaults and cls.defaults["data_path"] == "":
+        assert '(full "")' in cls.size(cls.params(data_path="x"))

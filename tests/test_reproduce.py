@@ -9,10 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from plasticlab.cli import app
-from plasticlab.reproduce import COLUMNS, all_diverged, paper_experiments, reproduce
+from plasticlab.reproduce import all_diverged, paper_experiments, reproduce
 from plasticlab.study import contract as base_contract
 from plasticlab.study import registry as base
 from plasticlab.study.claims import NKC, AtMost, Claim, measure
+from plasticlab.study.scoreboard import COLUMNS
 
 
 class Toy(base_contract.Experiment):
@@ -206,7 +207,8 @@ def test_only_keeps_the_other_experiments_on_the_scoreboard(toy, tmp_path):
         r = CliRunner().invoke(app, ["reproduce", "--collect", "--only", toy, "--out", str(tmp_path), "-q"])
         assert r.exit_code == 0, r.output
         # the whole board's count, then the asked-for experiment's
-        assert "(2 claims: 2 reproduced, 0 partly" in r.output and f"; {toy}: 1 claims: 1 reproduced" in r.output
+        assert "(2 claims of the papers: ✅ 2 reproduced, 🟡 0 partly" in r.output
+        assert f"; {toy}: 1 claims of the papers: ✅ 1 reproduced" in r.output
     finally:
         base._REGISTRY.pop(Toy2.name, None)
     sb = pd.read_csv(tmp_path / "scoreboard.csv")

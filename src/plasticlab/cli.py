@@ -249,7 +249,7 @@ def reproduce(
     from pandas import read_csv
 
     from plasticlab.reproduce import reproduce as reproduce_all
-    from plasticlab.study.claims import VERDICTS
+    from plasticlab.study.scoreboard import headline, scoreboard_frame
 
     out = out or (Path("runs") / "reproduce-quick" if quick else Path("results"))
     collect = (not quick) if collect is None else collect
@@ -272,12 +272,9 @@ def reproduce(
     except PlasticlabError as e:
         _fail(str(e))
 
-    def tally(verdicts: list[str]) -> str:
-        cnt = {v: verdicts.count(v) for v in VERDICTS}
-        return f"{len(verdicts)} claims: " + ", ".join(f"{v} {k}" for k, v in cnt.items())
-
-    board = tally(read_csv(out / "scoreboard.csv").verdict.astype(str).tolist())  # every experiment's rows
-    asked = f"; {', '.join(only)}: {tally([c.verdict for oc in outcomes for c in oc.claims])}" if only else ""
+    board = headline(read_csv(out / "scoreboard.csv"))  # every experiment's rows
+    mine = scoreboard_frame([oc for oc in outcomes if oc.name in only])
+    asked = f"; {', '.join(only)}: {headline(mine)}" if only else ""
     typer.echo(f"Scoreboard: {out / 'SCOREBOARD.md'}  ({board}{asked})")
     bad = [oc for oc in outcomes if oc.status in ("failed", "all diverged")]
     for oc in bad:

@@ -12,43 +12,15 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from plasticlab.errors import PlasticlabError, unknown_choice
-from plasticlab.study.claims import ICONS, VERDICTS, Claim, claims_table, counts
-
-COLUMNS = [
-    "experiment",
-    "paper",
-    "source",
-    "claim",
-    "paper_value",
-    "ours",
-    "sem",
-    "n",
-    "size",
-    "verdict",
-    "report",
-]
-
-
-@dataclass
-class Outcome:
-    """One experiment's part of the scoreboard: its claims, and why it has none if so."""
-
-    name: str
-    claims: list[Claim] = field(default_factory=list)
-    status: str = "ok"  # ok | all diverged | missing | failed
-    message: str = ""
-    seconds: float = math.nan
-    chunks: int = 0
-    chunk_hours: float = math.nan  # summed wall time of the grid's chunks (one core each), from the manifest
-    earlier_hours: float = 0.0  # the same for finished chunks of earlier runs kept in the folder
-    size: str = ""
+from plasticlab.study.claims import Claim
+from plasticlab.study.scoreboard import Outcome, write_scoreboard
 
 
 def paper_experiments() -> list[str]:
@@ -235,60 +207,3 @@ def reproduce(
             print(f"{name}: {oc.status}, {len(oc.claims)} claims {oc.message}".rstrip(), flush=True)
     write_scoreboard(out, outcomes, quick=quick)
     return [oc for oc in outcomes if not only or oc.name in only]
-
-
-def scoreboard_frame(outcomes: list[Outcome]) -> pd.DataFrame:
-    """One row per claim with the scoreboard's columns (plus the test and the diverged count)."""
-    rows = [c.row() for oc in outcomes for c in oc.claims]
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return pd.DataFrame(columns=COLUMNS)
-    return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
-
-
-def render_scoreboard(outcomes: list[Outcome], *, quick: bool) -> str:
-    """SCOREBOARD.md: verdict counts, experiments without claims, then every claim."""
-    claims = [c for oc in outcomes for c in oc.claims]
-    cnt = counts(claims)
-    size = "quick (small) size" if quick else "the sizes stated in each row"
-    lines = [
-        "# Scoreboard: does each claim of the two papers hold?",
-        "",
-        f"Papers: Koplow, Poggio & Ziyin 2025 (emergent Hebbian dynamics under weight decay) and Ninou, Kadmon & "
-        f"Cayco-Gajic 2025 (curl descent). Runs at {size}; every number below is computed from the run's own "
-        "results table, verdicts by one rule (`plasticlab.study.claims.verdict`): reproduced / partly (narrow "
-        "miss: within the test's looser bound or 2 standard errors) / not reproduced / not run (nothing "
-        "measured).",
-        "",
-        f"**{len(claims)} claims:** " + ", ".join(f"{ICONS[v]} {cnt[v]} {v}" for v in VERDICTS),
-        "",
-    ]
-    lines += [
-        "| experiment | size | chunks | compute (chunk-hours) | status |",
-        "|---|---|---|---|---|",
-    ]
-    for oc in outcomes:
-        hours = "—" if math.isnan(oc.chunk_hours) else f"{oc.chunk_hours:.3g}"
-        if oc.earlier_hours > 0:
-            hours += f" (+ {oc.earlier_hours:.3g} earlier runs)"
-        lines.append(f"| {oc.name} | {oc.size or '—'} | {oc.chunks} | {hours} | {oc.status} |")
-    lines += [
-        "",
-        "Compute = the summed wall time of the run's chunks, each on one core, as the sweep manifest recorded "
-        "it (on a loaded machine an upper bound of CPU time), counting the chunks of the run's own grid; "
-        '"earlier runs" is the compute of chunks of earlier, differently sized runs kept in its folder.',
-        "",
-    ]
-    bad = [oc for oc in outcomes if oc.status != "ok"]
-    if bad:
-        lines += ["| experiment | problem |", "|---|---|"]
-        lines += [f"| {oc.name} | {oc.status}: {oc.message} |" for oc in bad]
-        lines.append("")
-    lines += [claims_table(claims, experiment=True, report=True), ""]
-    return "\n".join(lines)
-
-
-def write_scoreboard(out: Path, outcomes: list[Outcome], *, quick: bool) -> None:
-    """Write OUT/SCOREBOARD.md and OUT/scoreboard.csv."""
-    scoreboard_frame(outcomes).to_csv(out / "scoreboard.csv", index=False)
-    (out / "SCOREBOARD.md").write_text(render_scoreboard(outcomes, quick=quick))

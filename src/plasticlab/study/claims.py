@@ -54,7 +54,19 @@ BEYOND = "beyond the papers"
 SEM_SLACK = 2.0
 """A miss by at most this many standard errors of our mean is 'partly', not 'not reproduced'."""
 
-ICONS = {REPRODUCED: "✅", PARTLY: "🟡", NOT_REPRODUCED: "❌", NOT_RUN: "⚪"}
+HOLDS: Final = "holds"
+DOES_NOT_HOLD: Final = "does not hold"
+BEYOND_WORDS = {REPRODUCED: HOLDS, PARTLY: PARTLY, NOT_REPRODUCED: DOES_NOT_HOLD, NOT_RUN: NOT_RUN}
+"""The words of a claim beyond the papers: nothing to reproduce, so it holds / partly / does not hold."""
+
+ICONS = {
+    REPRODUCED: "✅",
+    PARTLY: "🟡",
+    NOT_REPRODUCED: "❌",
+    NOT_RUN: "⚪",
+    HOLDS: "✅",
+    DOES_NOT_HOLD: "❌",
+}
 
 
 class Criterion(Protocol):
@@ -197,6 +209,17 @@ class Claim:
         """The shared verdict of this claim (see :func:`verdict`)."""
         return verdict(self)
 
+    @property
+    def beyond(self) -> bool:
+        """True for a claim neither paper makes (its ``paper`` is :data:`BEYOND`)."""
+        return self.paper == BEYOND
+
+    @property
+    def word(self) -> str:
+        """The verdict as a reader sees it: a paper's claim is reproduced / partly / not reproduced / not run;
+        a claim beyond the papers holds / partly / does not hold / not run (nothing there to reproduce)."""
+        return BEYOND_WORDS[self.verdict] if self.beyond else self.verdict
+
     def with_(self, **changes: Any) -> Claim:
         """A copy with some fields replaced (e.g. ``experiment=``, ``report=``, ``size=``)."""
         return replace(self, **changes)
@@ -207,11 +230,13 @@ class Claim:
             return f"all {self.diverged} runs diverged" + (f"; {self.note}" if self.note else "")
         if self.n == 0 or math.isnan(self.ours):
             return "nothing measured"
-        s = _num(self.ours)
-        if math.isfinite(self.sem) and self.n > 1 and not isinstance(self.criterion, AllCells):
-            s += f" ± {_num(self.sem)}"
-        unit = "cells" if isinstance(self.criterion, AllCells) else "n"
-        s += f" ({unit} = {self.n})"
+        if isinstance(self.criterion, AllCells) and math.isfinite(self.ours):
+            s = f"{round(self.ours * self.n)} of {self.n} cells pass"
+        else:
+            s = _num(self.ours)
+            if math.isfinite(self.sem) and self.n > 1:
+                s += f" ± {_num(self.sem)}"
+            s += f" (n = {self.n})"
         if self.diverged:
             s += f", {self.diverged} diverged"
         return s + (f"; {self.note}" if self.note else "")
@@ -228,10 +253,11 @@ class Claim:
             sem=self.sem,
             n=self.n,
             size=self.size,
-            verdict=self.verdict,
+            verdict=self.word,
             report=self.report,
             criterion=self.criterion.describe(),
             diverged=self.diverged,
+            kind="beyond the papers" if self.beyond else "paper",
         )
 
 
@@ -306,7 +332,7 @@ def claims_table(
             _num(diff),
             c.criterion.describe(),
         ]
-        cells += ([c.size] if size else []) + [f"{ICONS[c.verdict]} {c.verdict}"]
+        cells += ([c.size] if size else []) + [f"{ICONS[c.word]} {c.word}"]
         if report:
             cells.append(f"[report]({c.report})" if c.report else "")
         lines.append("| " + " | ".join(s.replace("|", "\\|") for s in cells) + " |")

@@ -142,12 +142,14 @@ def _difference(key: str, ours: Any, full: Any) -> str:
     if isinstance(full, list) and isinstance(ours, list):
         if sorted(map(str, ours)) == sorted(map(str, full)):
             return f"{key} in another order"  # the same runs; only for e.g. widths is it a change
-        if set(map(str, ours)) <= set(map(str, full)):
-            return f"{key} {len(ours)} of {len(full)}"
+        if len(ours) < len(full) and set(map(str, ours)) <= set(map(str, full)):
+            return f"{key} {len(ours)} of {len(full)}"  # a subset of the runs (seeds 2 of 10)
     return f"{key} {_short(ours)} (full {_short(full)})"
 
 
 def _short(v: Any) -> str:
+    if v == "":
+        return '""'  # an empty path or label, shown as such rather than as nothing
     if isinstance(v, list) and len(v) > 4:
         return f"[{', '.join(map(str, v[:2]))}, …, {v[-1]}] ({len(v)})"
     return str(v)
