@@ -149,10 +149,10 @@ class Chain(Transform):
         if not parts:
             raise PlasticlabError("chain() needs at least one piece, e.g. chain(sgd(), weight_decay(1e-4))")
         if not isinstance(parts[0], Signal):
-            from plasticlab.rules.registry import rule_names  # late: the registry imports this module
-
+            # the registry (which lists the signals) builds on this module, so it is not asked here
             raise PlasticlabError(
-                f"a rule must start with a learning signal, got {parts[0]!r}; signals: {', '.join(rule_names())}"
+                f"a rule must start with a learning signal, got {parts[0]!r}, e.g. chain(sgd(), "
+                "weight_decay(1e-4)); the registered signals: plasticlab.rules.rule_names()"
             )
         for p in parts[1:]:
             if isinstance(p, Signal):
