@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +73,8 @@ def run_with_claims(
     """:func:`run`, also returning the claims its report was written with (``[]`` without ``out``)."""
     from plasticlab import compiling, devices
     from plasticlab.study.registry import load_plugins, plugin_name
-    from plasticlab.study.report import write_report
     from plasticlab.sweeps import execute
-    from plasticlab.sweeps.store import atomic_write, check_out
+    from plasticlab.sweeps.store import check_out
 
     plugin_names = tuple(plugin_name(n) for n in plugins)
     load_plugins(plugin_names)
@@ -90,20 +89,7 @@ def run_with_claims(
     if out is not None:
         out = check_out(out, exp.name)
     claims: list[Claim] = []
-
-    def finish(df: pd.DataFrame) -> None:
-        # Only now, with every chunk computed and checked, is the previous table replaced (atomically).
-        if out is not None:
-            atomic_write(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
-            with warnings.catch_warnings():
-                # all-NaN groups (every run of a cell diverged) are reported as such, not as numpy noise
-                warnings.filterwarnings(
-                    "ignore", r"All-NaN|Mean of empty slice|Degrees of freedom", RuntimeWarning
-                )
-                claims.extend(write_report(exp, df, p, out))
-            if (note := diverged_note(df)) is not None:
-                _mark_report(out / "report.md", note)
-
+    finish = None if out is None else _finisher(exp, p, out, claims)
     with devices.use(ctx.device), compiling.use(ctx.compile):
         df = execute(
             exp,
@@ -118,6 +104,25 @@ def run_with_claims(
             ctx=ctx,
         )
     return df, claims
+
+
+def _finisher(exp: Any, p: dict[str, Any], out: Path, claims: list[Claim]) -> Callable[[pd.DataFrame], None]:
+    """What runs once every chunk is in and checked: results.parquet, then the report (its claims into
+    ``claims``), then the all-diverged mark."""
+    from plasticlab.study.report import write_report
+    from plasticlab.sweeps.store import atomic_write
+
+    def finish(df: pd.DataFrame) -> None:
+        # Only now, with every chunk computed and checked, is the previous table replaced (atomically).
+        atomic_write(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
+        with warnings.catch_warnings():
+            # all-NaN groups (every run of a cell diverged) are reported as such, not as numpy noise
+            warnings.filterwarnings("ignore", r"All-NaN|Mean of empty slice|Degrees of freedom", RuntimeWarning)
+            claims.extend(write_report(exp, df, p, out))
+        if (note := diverged_note(df)) is not None:
+            _mark_report(out / "report.md", note)
+
+    return finish
 
 
 def diverged_note(df: pd.DataFrame) -> str | None:

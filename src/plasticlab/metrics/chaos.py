@@ -131,6 +131,51 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.reshape(-1, *([1] * (like.ndim - 1)))
 
 
+def _nonfinite(tensors: State, size: torch.Tensor) -> torch.Tensor:
+    """(E,) True where any entry is non-finite: checked on sums, which are non-finite iff an entry is (or they
+    overflowed, which is divergence too)."""
+    E = size.shape[0]
+    return ~torch.isfinite(
+        sum(x.reshape(E, -1).sum(1).to(torch.float64) for x in tensors) + size.reshape(E, -1).sum(1)
+    )
+
+
+def _restored(diverged: torch.Tensor, old: State, new: State) -> State:
+    """``new`` with the diverged members put back to ``old`` (finite by construction)."""
+    return tuple(torch.where(_bcast(diverged, n), o, n) for o, n in zip(old, new))
+
+
+def _initial_separation(ref: State, seeds, key: int, d0: float) -> list[torch.Tensor]:
+    """A random direction per member (from its seed), scaled to joint length ``d0``."""
+    direction = [seeding.normal(seeds, key + i, tuple(x.shape[1:]), dtype=x.dtype) for i, x in enumerate(ref)]
+    scale = d0 / _joint_norm(direction)
+    return [_bcast(scale, u) * u for u in direction]
+
+
+def _tuple_step(step_fn: Callable[[State], State], single: bool) -> Callable[[State], State]:
+    """``step_fn`` on a tuple of tensors, whether it takes one tensor (``single``) or a tuple."""
+
+    def step(s: State) -> State:
+        if single:  # step_fn takes and returns the one tensor it was given
+            return (cast(Callable[[torch.Tensor], torch.Tensor], step_fn)(s[0]),)
+        return tuple(step_fn(s))
+
+    return step
+
+
+def _renormalise(
+    sep: list[torch.Tensor], last_sep: list[torch.Tensor], size0: torch.Tensor, size1: torch.Tensor, d0: float
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The separation scaled back to length ``d0`` and its measured size scaled alike (seminorms scale)."""
+    dist = _joint_norm(sep).to(torch.float64)
+    collapsed = dist <= 0  # both copies landed on the same float: keep the old direction
+    sep = [torch.where(_bcast(collapsed, s), ls, s) for s, ls in zip(sep, last_sep)]
+    dist = torch.where(collapsed, torch.full_like(dist, d0), dist)
+    ratio = d0 / dist
+    new_sep = [s * _bcast(ratio.to(s.dtype), s) for s in sep]
+    return new_sep, torch.where(_bcast(collapsed, size1), size0, size1 * _bcast(ratio, size1))
+
+
 def lyapunov_exponent(
     step_fn: Callable[[State], State],
     state,
@@ -147,36 +192,21 @@ def lyapunov_exponent(
 ) -> LyapunovResult:
     """Largest Lyapunov exponent of ``state -> step_fn(state)``, one per ensemble member.
 
-    ``state`` is a tensor or tuple of tensors, each with leading ensemble dim E; ``step_fn`` maps such a
-    tuple to the next one (it is called separately on the reference and on the perturbed copy, so it needs
-    no knowledge of the pairing). ``seeds`` (E,) drive the random initial direction. ``observe(t, ref)`` is
-    called after every reference step (t = 1..n_steps), e.g. to accumulate q over the same window.
-    ``measure(separation, ref) -> (E,)`` sizes a separation (default: the joint Euclidean norm); it may
-    return (E, k) — k seminorms of the same separations — for k exponents from one perturbed copy.
-    ``warmup`` steps are run first (renormalised, not counted, not observed): a random initial direction
-    has most of its norm on contracting directions and needs time to turn into the leading Lyapunov vector;
-    counting that alignment biases a window of T steps by about −log(dim)/(2T) (−0.005 per step for a
-    10⁴-dimensional state over 1000 steps). The exponent is then the mean over the n_steps that follow.
-    """
+    ``state``: a tensor or tuple of tensors with leading ensemble dim E; ``step_fn`` is called on the reference
+    and on the perturbed copy alike. ``seeds`` (E,) draw the initial direction. ``observe(t, ref)`` runs after
+    every counted reference step. ``measure(separation, ref)`` sizes a separation ((E,), or (E, k) seminorms
+    for k exponents; default the joint norm). ``warmup`` steps run first, renormalised but not counted: a
+    random direction needs time to turn into the leading Lyapunov vector, and counting that biases a window
+    of T steps by about −log(dim)/(2T)."""
     single = isinstance(state, torch.Tensor)
     ref: State = (state,) if single else tuple(state)
-
-    def step(s: State) -> State:
-        if single:  # step_fn takes and returns the one tensor it was given
-            return (cast(Callable[[torch.Tensor], torch.Tensor], step_fn)(s[0]),)
-        return tuple(step_fn(s))
-
+    step = _tuple_step(step_fn, single)
     if n_steps < 1 or renorm_every < 1 or warmup < 0:
-        raise ValueError(
-            f"n_steps and renorm_every must be >= 1 and warmup >= 0, got {n_steps}, {renorm_every}, {warmup}"
-        )
-    E = ref[0].shape[0]
-    direction = [seeding.normal(seeds, key + i, tuple(x.shape[1:]), dtype=x.dtype) for i, x in enumerate(ref)]
-    scale = d0 / _joint_norm(direction)
-    pert = tuple(x + _bcast(scale, x) * u for x, u in zip(ref, direction))
+        raise ValueError(f"need n_steps, renorm_every >= 1, warmup >= 0: {n_steps}, {renorm_every}, {warmup}")
     size = (lambda sep, r: _joint_norm(sep)) if measure is None else measure
-    diverged = torch.zeros(E, dtype=torch.bool)
-    last_sep = [_bcast(scale, u) * u for u in direction]
+    last_sep = _initial_separation(ref, seeds, key, d0)
+    pert = tuple(x + u for x, u in zip(ref, last_sep))
+    diverged = torch.zeros(ref[0].shape[0], dtype=torch.bool)
     size0 = size(tuple(last_sep), ref).to(torch.float64)
     log_sum = torch.zeros_like(size0)
     done, total = -warmup, n_steps  # done < 0: warm-up steps, not counted
@@ -192,25 +222,16 @@ def lyapunov_exponent(
         sep = [p - r for p, r in zip(pert, ref)]
         size1 = size(tuple(sep), ref).to(torch.float64)
         # checked once per block: a sum is non-finite iff some entry is (or it overflowed: divergence too)
-        bad = ~torch.isfinite(
-            sum(x.reshape(E, -1).sum(1).to(torch.float64) for x in ref + pert) + size1.reshape(E, -1).sum(1)
-        )
+        bad = _nonfinite(ref + pert, size1)
         if bad.any():
             diverged |= bad
-            ref = tuple(torch.where(_bcast(diverged, n), o, n) for o, n in zip(start_ref, ref))
-            pert = tuple(torch.where(_bcast(diverged, n), o, n) for o, n in zip(start_pert, pert))
+            ref, pert = _restored(diverged, start_ref, ref), _restored(diverged, start_pert, pert)
             sep = [p - r for p, r in zip(pert, ref)]
             size1 = torch.where(_bcast(diverged, size1), size0, size1)
         growth = torch.log(size1.clamp_min(1e-300) / size0.clamp_min(1e-300))
         if counting:
             log_sum = log_sum + torch.where(_bcast(diverged, growth), torch.zeros_like(growth), growth)
-        dist = _joint_norm(sep).to(torch.float64)
-        collapsed = dist <= 0  # both copies landed on the same float: keep the old direction
-        sep = [torch.where(_bcast(collapsed, s), ls, s) for s, ls in zip(sep, last_sep)]
-        dist = torch.where(collapsed, torch.full_like(dist, d0), dist)
-        ratio = d0 / dist
-        last_sep = [s * _bcast(ratio.to(s.dtype), s) for s in sep]
-        size0 = torch.where(_bcast(collapsed, size1), size0, size1 * _bcast(ratio, size1))  # seminorms scale
+        last_sep, size0 = _renormalise(sep, last_sep, size0, size1, d0)
         pert = tuple(r + s for r, s in zip(ref, last_sep))
     exponent = log_sum / (n_steps * dt)
     exponent = torch.where(_bcast(diverged, exponent), torch.full_like(exponent, float("nan")), exponent)

@@ -123,43 +123,10 @@ class HebbTransient(Experiment):
             ctx=ctx,
         )
         steps_rec = np.asarray(res.steps_recorded)
-        T, L, E = res.alignment.shape
         frames = []
-        for l in range(L):
-            frames.append(
-                pd.DataFrame(
-                    dict(
-                        kind="trace",
-                        rule=spec.rule,
-                        gamma=np.tile(m.gamma.values, T),
-                        seed=np.tile(m.seed.values, T),
-                        layer=l,
-                        step=np.repeat(steps_rec, E),
-                        alignment=res.alignment[:, l].double().cpu().numpy().ravel(),
-                        val_loss=res.val_loss.double().cpu().numpy().ravel(),
-                    )
-                )
-            )
-            na = res.neuron_alignment[l].double().cpu().numpy()[steps_rec >= late]  # (T_late, E, out)
-            pos = np.nanmean(na > 0, axis=0)  # (E, out): fraction of late checkpoints Hebbian
-            valid = np.isfinite(na).any(axis=0)
-            both = (np.nanmax(na, axis=0) > 0) & (np.nanmin(na, axis=0) < 0)
-            out = na.shape[2]
-            frames.append(
-                pd.DataFrame(
-                    dict(
-                        kind="neuron",
-                        rule=spec.rule,
-                        gamma=np.repeat(m.gamma.values, out),
-                        seed=np.repeat(m.seed.values, out),
-                        layer=l,
-                        neuron=np.tile(np.arange(out), E),
-                        frac_hebbian=np.where(valid, pos, np.nan).ravel(),
-                        flips=np.where(valid, both, False).ravel(),
-                        mean_neuron_alignment=np.nanmean(na, axis=0).ravel(),
-                    )
-                )
-            )
+        for l in range(res.alignment.shape[1]):
+            frames.append(_trace_rows(spec.rule, m, res, l, steps_rec))
+            frames.append(_neuron_rows(spec.rule, m, res.neuron_alignment[l], l, steps_rec >= late))
         df = pd.concat(frames, ignore_index=True)
         flags = pd.DataFrame(dict(gamma=m.gamma.values, seed=m.seed.values, diverged=res.diverged.cpu().numpy()))
         return df.merge(flags, on=["gamma", "seed"], how="left")
@@ -208,6 +175,46 @@ class HebbTransient(Experiment):
                 "fraction Hebbian less than half the time",
             )
         ]
+
+
+def _trace_rows(rule: str, m: pd.DataFrame, res, layer: int, steps_rec: np.ndarray) -> pd.DataFrame:
+    """One row per member and checkpoint: the layer's alignment and the validation loss."""
+    T, _, E = res.alignment.shape
+    return pd.DataFrame(
+        dict(
+            kind="trace",
+            rule=rule,
+            gamma=np.tile(m.gamma.values, T),
+            seed=np.tile(m.seed.values, T),
+            layer=layer,
+            step=np.repeat(steps_rec, E),
+            alignment=res.alignment[:, layer].double().cpu().numpy().ravel(),
+            val_loss=res.val_loss.double().cpu().numpy().ravel(),
+        )
+    )
+
+
+def _neuron_rows(rule: str, m: pd.DataFrame, neuron_alignment, layer: int, late: np.ndarray) -> pd.DataFrame:
+    """One row per member and postsynaptic neuron: how often its row-wise alignment was positive over the late
+    checkpoints, and whether it took both signs."""
+    na = neuron_alignment.double().cpu().numpy()[late]  # (T_late, E, out)
+    pos = np.nanmean(na > 0, axis=0)  # (E, out): fraction of late checkpoints Hebbian
+    valid = np.isfinite(na).any(axis=0)
+    both = (np.nanmax(na, axis=0) > 0) & (np.nanmin(na, axis=0) < 0)
+    E, out = na.shape[1], na.shape[2]
+    return pd.DataFrame(
+        dict(
+            kind="neuron",
+            rule=rule,
+            gamma=np.repeat(m.gamma.values, out),
+            seed=np.repeat(m.seed.values, out),
+            layer=layer,
+            neuron=np.tile(np.arange(out), E),
+            frac_hebbian=np.where(valid, pos, np.nan).ravel(),
+            flips=np.where(valid, both, False).ravel(),
+            mean_neuron_alignment=np.nanmean(na, axis=0).ravel(),
+        )
+    )
 
 
 def _bump(trace: pd.DataFrame, late_step: float):
