@@ -246,3 +246,35 @@ def test_phase_corners_skip_collapsed_and_diverged_cells_and_name_them():
     assert "σ = 0.01, γ = 0.0001" in anti.claim and anti.ours == pytest.approx(0.1)
     assert anti.verdict == "not reproduced"
     assert anti.note == "past it: σ = 1, every γ: 6 diverged of 6"
+
+
+def test_table_scores_only_rules_with_a_paper_row(half_sgd):
+    """A user's rule has no Table 1 row: it is measured (tables, figure) but gets no verdict."""
+    from plasticlab.study import get as get_exp
+    from plasticlab.study import run_chunks
+
+    exp = get_exp("hebb-table")
+    p = exp.params(**{**exp.tiny, "rules": ["sgd", half_sgd]})
+    df = run_chunks(exp, exp.chunks(p))
+    claims = exp.claims(df, p)
+    assert claims and not [c for c in claims if half_sgd in c.claim]
+    assert all(c.claim.startswith("sgd") for c in claims)
+    ours_vs_paper = exp.tables(df, p)[0].frame
+    mine = ours_vs_paper[ours_vs_paper.rule == half_sgd]
+    assert len(mine) == 2 and mine.ours.notna().all() and mine.paper.isna().all()
+
+
+def test_table_figure_draws_the_papers_one_adam_row_once():
+    """Both Adam forms are set beside the paper's single Adam row: one reference line, labelled as such."""
+    import matplotlib.pyplot as plt
+
+    from plasticlab.study import get as get_exp
+    from plasticlab.study import run_chunks
+
+    exp = get_exp("hebb-table")
+    p = exp.params(**{**exp.tiny, "rules": ["adam", "adam_l2", "sgd"]})
+    df = run_chunks(exp, exp.chunks(p))
+    fig = exp.figures(df, p)[0].fig
+    labels = [ln.get_label() for ln in fig.axes[0].get_lines() if "paper" in ln.get_label()]
+    plt.close(fig)
+    assert labels == ["paper's Adam row", "paper's SGD row"]

@@ -209,7 +209,7 @@ def test_part_a_summary_reads_every_number_from_the_committed_tables(tmp_path):
         n_val=16,
         batch_size=16,
     )
-    tab = pd.concat([exp.run_chunk(c) for c in exp.chunks(p)], ignore_index=True)
+    tab = run_chunks(exp, exp.chunks(p))
     (tmp_path / "hebb-table" / "parts").mkdir(parents=True)
     tab.to_parquet(tmp_path / "hebb-table" / "parts" / "x.parquet")
     manifest = dict(experiment="hebb-table", params=p, chunks={"x": dict(state="done")})

@@ -121,12 +121,15 @@ def phase_figure(df, acts, value, title, cmap, norm_fn, cbar_label, mark_min=Fal
     return fig
 
 
-def table_figure(s: pd.DataFrame, sel: pd.DataFrame, paper: pd.DataFrame, rules: list, layer: int):
-    """hebb-table: alignment vs γ per rule, mean ± sem beside the paper's (left) and every seed (right)."""
+def table_figure(s: pd.DataFrame, sel: pd.DataFrame, paper: pd.DataFrame, rows: dict, rules: list, layer: int):
+    """hebb-table: alignment vs γ per rule, mean ± sem (left) and every seed (right), beside the paper's
+    Table 1 rows (``paper``: row, gamma, alignment); ``rows`` maps a rule to the paper row it is set beside,
+    and each paper row is drawn once, in the colour of its first rule."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     gpos = {g: i for i, g in enumerate(sorted(set(s.gamma)))}
+    drawn: set[str] = set()
     for i, rule in enumerate(rules):
         r = s[s.rule == rule]
         col = f"C{i}"
@@ -139,17 +142,19 @@ def table_figure(s: pd.DataFrame, sel: pd.DataFrame, paper: pd.DataFrame, rules:
             capsize=3,
             label=f"{rule} (ours)",
         )
-        pr = paper[paper.rule == rule]
-        pr = pr[pr.gamma.isin(gpos)]
-        axes[0].plot(
-            [gpos[g] for g in pr.gamma],
-            pr.alignment,
-            "s--",
-            color=col,
-            mfc="none",
-            alpha=0.7,
-            label=f"{rule} (paper)",
-        )
+        row = rows.get(rule)
+        if row is not None and row not in drawn:
+            drawn.add(row)
+            pr = paper[(paper.row == row) & paper.gamma.isin(gpos)]
+            axes[0].plot(
+                [gpos[g] for g in pr.gamma],
+                pr.alignment,
+                "s--",
+                color=col,
+                mfc="none",
+                alpha=0.7,
+                label=f"paper's {row} row",
+            )
         pts = sel[sel.rule == rule]
         axes[1].scatter(
             [gpos[g] + 0.08 * (i - 1.5) for g in pts.gamma], pts.alignment, s=14, color=col, label=rule
