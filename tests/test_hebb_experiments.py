@@ -10,8 +10,10 @@ import pytest
 import torch
 
 import plasticlab
+import plasticlab.study
 from plasticlab.errors import PlasticlabError
 from plasticlab.experiments.hebbian._common import members, share
+from plasticlab.experiments.hebbian.phase import Spec as PhaseSpec
 from plasticlab.experiments.hebbian.phase import run_phase_chunk
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.rules import chain, make_rule, param_noise, sgd, weight_decay
@@ -66,7 +68,7 @@ def test_noise_turns_alignment_anti_hebbian_below_sigma_squared():
     # SPEC A.3 at d = 32, σ = 0.3: ≈ −0.25 at γ = σ²/4, ≈ +0.26 at γ = 4σ²
     s = 0.3
     df = run_phase_chunk(
-        dict(
+        PhaseSpec(
             activation="linear-regression",
             sigma=s,
             gammas=[s * s / 4, 4 * s * s],
@@ -192,11 +194,11 @@ def test_phase_claims_of_a_model_with_part_of_its_sigma_grid_read_not_run():
     """An unfinished hebb-phase run: a model measured at some σ only is 'not run', not judged on those σ."""
     import pandas as pd
 
-    from plasticlab.experiments import get
+    from plasticlab.study import get, run_chunks
 
     exp = get("hebb-phase")
     p = exp.params(**{**exp.tiny, "activations": ["linear-regression"], "sigmas": [0.1, 0.3]})
-    parts = {c["sigma"]: exp.run_chunk(c) for c in exp.chunks(p)}
+    parts = {c.sigma: run_chunks(exp, [c]) for c in exp.chunks(p)}
     half = exp.claims(parts[0.1], p)
     assert half and {c.verdict for c in half} == {"not run"}
     full = exp.claims(pd.concat(parts.values(), ignore_index=True), p)
@@ -278,3 +280,46 @@ def test_table_figure_draws_the_papers_one_adam_row_once():
     labels = [ln.get_label() for ln in fig.axes[0].get_lines() if "paper" in ln.get_label()]
     plt.close(fig)
     assert labels == ["paper's Adam row", "paper's SGD row"]
+
+
+def _tiny_phase_figures_and_tables():
+    from plasticlab.study import get, run_chunks
+
+    exp = get("hebb-phase")
+    p = exp.params(**exp.tiny)
+    df = run_chunks(exp, exp.chunks(p))
+    return exp, p, df
+
+
+def test_phase_val_loss_map_marks_its_minimum_without_covering_a_value():
+    """The lowest validation loss is outlined, not starred: no marker sits on a printed cell value."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    exp, p, df = _tiny_phase_figures_and_tables()
+    fig = next(f.fig for f in exp.figures(df, p) if f.name == "phase_val_loss")
+    for ax in fig.axes:
+        texts = {t.get_position() for t in ax.texts}
+        if not texts:
+            continue  # a colour bar
+        for line in ax.get_lines():
+            if line.get_marker() not in ("None", "", None):
+                assert not set(zip(line.get_xdata(), line.get_ydata())) & texts
+        boxes = [b for b in ax.patches if isinstance(b, Rectangle) and b.get_label().startswith("lowest")]
+        assert len(boxes) == 1 and not boxes[0].get_fill()
+        assert "γ=0.0025" in boxes[0].get_label() or "γ=0.04" in boxes[0].get_label()
+    plt.close(fig)
+
+
+def test_phase_tables_print_gamma_exactly_and_notes_contradict_no_verdict():
+    """γ = 0.0025 is printed as 0.0025 (not 0.003); the notes never predict a verdict."""
+    from plasticlab.study.report import markdown_table
+
+    exp, p, df = _tiny_phase_figures_and_tables()
+    cells = exp.tables(df, p)[-1].frame
+    assert "0.0025" in set(cells.gamma)
+    assert "| 0.0025 |" in markdown_table(cells) and "| 0.003 |" not in markdown_table(cells)
+    for name in ("hebb-phase", "hebb-theorem", "hebb-table", "hebb-valopt", "hebb-classify"):
+        e = plasticlab.study.get(name)
+        text = e.notes(e.params()).lower()
+        assert "expected to" not in text and "fail" not in text, name

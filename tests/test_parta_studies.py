@@ -91,7 +91,7 @@ def test_hebb_dfa_bad_shape_is_one_line(bad):
 
 def test_hebb_valopt_finds_the_grid_minimum():
     exp, p = _tiny("hebb-valopt", steps=60, seeds=[0], gammas=[0.0, 0.1], sigmas=[0.0, 0.3])
-    df = pd.concat([exp.run_chunk(c) for c in exp.chunks(p)], ignore_index=True)
+    df = run_chunks(exp, exp.chunks(p))
     from plasticlab.experiments.hebbian.valopt import optimum
 
     for s in p["settings"]:
