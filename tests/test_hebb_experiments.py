@@ -323,3 +323,25 @@ def test_phase_tables_print_gamma_exactly_and_notes_contradict_no_verdict():
         e = plasticlab.study.get(name)
         text = e.notes(e.params()).lower()
         assert "expected to" not in text and "fail" not in text, name
+
+
+def test_transient_figure_titles_fit_inside_the_figure():
+    """Every title of the hebb-transient figures is no wider than its panel and lies inside the figure, even
+    at a 12 pt default font (a title wider than its panel is cut at the figure's edge)."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from plasticlab.study import get, run_chunks
+
+    exp = get("hebb-transient")
+    p = exp.params(**{**exp.tiny, "widths": [6, 5, 5, 3]})
+    df = run_chunks(exp, exp.chunks(p))
+    with matplotlib.rc_context({"font.size": 12}):
+        for f in exp.figures(df, p):
+            f.fig.canvas.draw()
+            box = f.fig.bbox
+            for ax in f.fig.axes:
+                t = ax.title.get_window_extent(f.fig.canvas.get_renderer())
+                assert t.width <= ax.bbox.width, (f.name, ax.get_title())
+                assert box.x0 <= t.x0 and t.x1 <= box.x1 and t.y1 <= box.y1, (f.name, ax.get_title())
+            plt.close(f.fig)

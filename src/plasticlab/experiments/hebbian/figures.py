@@ -212,8 +212,10 @@ def neuron_figure(nr: pd.DataFrame, layers: list):
         )
     ax.set_xlabel("fraction of late checkpoints a neuron's update was Hebbian")
     ax.set_ylabel("neurons")
-    ax.set_title(f"layer {hl} ({_ORD.get(hl, '')} weight matrix) neurons near stationarity")
+    # two lines: on one the title is wider than the axes and is cut at the figure's edge
+    ax.set_title(f"layer {hl} ({_ORD.get(hl, str(hl + 1) + 'th')} weight matrix)\nneurons near stationarity")
     ax.legend(fontsize=7)
+    fig.tight_layout()
     return fig
 
 
