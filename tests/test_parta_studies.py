@@ -273,3 +273,22 @@ def test_adam_forms_table_reads_the_hebb_table_run(tmp_path):
     assert "— (collapse)" in line and "not run yet" in line
     assert "+0.200 (n = 1); collapsed 1 of 2" in line
     assert "+0.550 ± 0.35 (n = 2); collapsed 0 of 2" in text
+
+
+def test_part_a_summary_shows_the_theorem_rows_without_a_verdict_as_measurements(tmp_path):
+    """part-a.md is a view: the theorem folder's scored claims go through claims_table (stamped with the run's
+    size), and the rows outside the paper's claim (Oja here) are listed as measurements, not verdicts."""
+    from plasticlab.api import run
+    from plasticlab.experiments.hebbian import summary as pa
+
+    tiny = dict(steps=40, seeds=[0], gammas=[0.02], widths=[5, 6, 4], n_train=256, n_val=20)
+    run("hebb-theorem", out=tmp_path / "hebb-theorem-steps2000", workers=1, rules=["sgd", "oja"], **tiny)
+    text = pa.render(tmp_path)
+    section = text.split("## The stationarity theorem")[1].split("\n## ")[0]
+    verdict_rows = [x for x in section.splitlines() if x.startswith("| hebb-theorem-steps2000 |")]
+    assert len(verdict_rows) == 1 and "| sgd: stationarity identity" in verdict_rows[0]
+    assert "rows measured without a verdict" in section
+    assert any(x.startswith("| oja | E[g] = γW |") for x in section.splitlines())
+    claims, _ = pa.folder_claims(tmp_path, "hebb-theorem-steps2000")
+    params = json.loads((tmp_path / "hebb-theorem-steps2000" / "manifest.json").read_text())["params"]
+    assert [c.size for c in claims] == [get("hebb-theorem").size(params)]
