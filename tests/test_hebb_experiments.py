@@ -182,14 +182,6 @@ def test_late_every_keeps_the_checkpoints_and_samples_the_window():
     assert not math.isclose(float(a.alignment_late[0, 0]), float(b.alignment_late[0, 0]), rel_tol=1e-9)
 
 
-def test_increases_tolerates_seed_noise_but_not_a_flat_or_falling_trend():
-    from plasticlab.experiments.hebbian.table import increases
-
-    assert increases([-0.037, -0.041, 0.006, 0.31], [0.013, 0.013, 0.002, 0.017])
-    assert not increases([0.0, 0.005, 0.002, 0.008], [0.001] * 4)  # flat within the 0.01 floor
-    assert not increases([0.0, 0.3, 0.1, 0.4], [0.01] * 4)  # a real step down
-
-
 def test_phase_claims_of_a_model_with_part_of_its_sigma_grid_read_not_run():
     """An unfinished hebb-phase run: a model measured at some σ only is 'not run', not judged on those σ."""
     import pandas as pd

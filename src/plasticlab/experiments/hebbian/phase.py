@@ -225,37 +225,21 @@ def reference_table(df: pd.DataFrame) -> pd.DataFrame:
     return t.assign(**{"ours − reference": t.ours - t.reference})
 
 
+def _phase_data(spec: Spec, device):
+    """The chunk's data (one copy per unique seed) and its network: widths and activation."""
+    d, n = spec.d_in, dict(n_train=spec.n_train, n_val=spec.n_val, label_noise=spec.label_noise, device=device)
+    seeds = unique_seeds(spec.seeds)
+    if spec.activation == LINREG:
+        linear = dict(teacher_hidden=(), teacher_activation="linear", teacher_scale=math.sqrt(d))
+        return teacher_regression(seeds, d_in=d, d_out=1, **linear, **n), [d, 1], "linear"
+    return teacher_regression(seeds, d_in=d, d_out=d, **n), [d, spec.hidden, d], spec.activation
+
+
 def run_phase_chunk(spec: Spec, ctx: RunContext | None = None) -> pd.DataFrame:
     """One (activation, sigma) chunk: its gamma x seed members trained as one ensemble."""
-    act, d = spec.activation, spec.d_in
+    act = spec.activation
     m = members(spec.seeds, gamma=spec.gammas)
-    useeds = unique_seeds(spec.seeds)
-    dev = None if ctx is None else ctx.device
-    if act == LINREG:
-        data = teacher_regression(
-            useeds,
-            d_in=d,
-            d_out=1,
-            n_train=spec.n_train,
-            n_val=spec.n_val,
-            teacher_hidden=(),
-            teacher_activation="linear",
-            teacher_scale=math.sqrt(d),
-            label_noise=spec.label_noise,
-            device=dev,
-        )
-        widths, net_act = [d, 1], "linear"
-    else:
-        data = teacher_regression(
-            useeds,
-            d_in=d,
-            d_out=d,
-            n_train=spec.n_train,
-            n_val=spec.n_val,
-            label_noise=spec.label_noise,
-            device=dev,
-        )
-        widths, net_act = [d, spec.hidden, d], act
+    data, widths, net_act = _phase_data(spec, None if ctx is None else ctx.device)
     steps = spec.steps
     res = train_sgd_grid(
         m,

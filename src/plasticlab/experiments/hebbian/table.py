@@ -302,15 +302,3 @@ def table_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
                 out.append(_cell_claim(rule, float(g), r[r.gamma == g], row[PAPER_GAMMAS.index(g)], size))
         out.append(_trend_claim(rule, r, size))
     return out
-
-
-def increases(values, sems, floor: float = 0.01) -> bool:
-    """Rises from the smallest to the largest γ by more than the seed noise, and no step down beyond it
-    (γ = 0 and 5e-5 are equal within noise when 5e-5 is far from stationary)."""
-    v, e = np.asarray(values, float), np.nan_to_num(np.asarray(sems, float))
-    ok = np.isfinite(v)
-    v, e = v[ok], e[ok]
-    if len(v) < 2:
-        return False
-    tol = max(floor, 2 * float(e.max()))
-    return bool(v[-1] - v[0] > tol and (np.diff(v) > -tol).all())
