@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -227,10 +228,11 @@ def reference_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def _phase_data(spec: Spec, device):
     """The chunk's data (one copy per unique seed) and its network: widths and activation."""
-    d, n = spec.d_in, dict(n_train=spec.n_train, n_val=spec.n_val, label_noise=spec.label_noise, device=device)
+    d = spec.d_in
+    n: dict[str, Any] = dict(n_train=spec.n_train, n_val=spec.n_val, label_noise=spec.label_noise, device=device)
     seeds = unique_seeds(spec.seeds)
     if spec.activation == LINREG:
-        linear = dict(teacher_hidden=(), teacher_activation="linear", teacher_scale=math.sqrt(d))
+        linear: dict[str, Any] = dict(teacher_hidden=(), teacher_activation="linear", teacher_scale=math.sqrt(d))
         return teacher_regression(seeds, d_in=d, d_out=1, **linear, **n), [d, 1], "linear"
     return teacher_regression(seeds, d_in=d, d_out=d, **n), [d, spec.hidden, d], spec.activation
 
