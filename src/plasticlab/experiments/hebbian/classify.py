@@ -13,13 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments.hebbian._common import (
-    RULES,
-    dtype_of,
-    members,
-    share,
-    summarise,
-)
+from plasticlab.experiments.hebbian._common import RULES, dtype_of, members, share, summarise
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.rules import make_rule
 from plasticlab.simulation.train_mlp import train_mlp
@@ -74,9 +68,7 @@ class HebbClassify(Experiment):
     choices = dict(dataset=["digits", "cifar10"], rules=RULES, dtype=["float64", "float32"])
 
     constraints = dict(
-        steps=Interval(int, 4, MAX_STEPS),
-        average_from=Interval(float, 0, 1, closed="left"),
-        data_path=Text(),
+        steps=Interval(int, 4, MAX_STEPS), average_from=Interval(float, 0, 1, closed="left"), data_path=Text()
     )
     relations = (
         Require(

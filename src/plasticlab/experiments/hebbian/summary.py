@@ -47,12 +47,7 @@ FINDINGS: list[tuple[str, str, list[Study]]] = [
         "form's rise claim. `hebb-adam-mean-loss` reads the paper's γ with torch's mean-reduced loss (γ × 16 in "
         "our ½‖·‖² convention).",
         [
-            Study(
-                "hebb-adam",
-                "coupled L2",
-                "plasticlab run hebb-adam --set rules=adam_l2",
-                "coupled Adam only",
-            ),
+            Study("hebb-adam", "coupled L2", "plasticlab run hebb-adam --set rules=adam_l2", "coupled Adam only"),
             Study(
                 "hebb-adam-decoupled",
                 "decoupled decay",

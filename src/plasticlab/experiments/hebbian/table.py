@@ -16,13 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments.hebbian._common import (
-    ACTIVATIONS,
-    RULES,
-    dtype_of,
-    summarise,
-    train_regression,
-)
+from plasticlab.experiments.hebbian._common import ACTIVATIONS, RULES, dtype_of, summarise, train_regression
 from plasticlab.experiments.hebbian.paper import TABLE1_GAMMAS, TABLE1_MLP, TABLE1_MLP_ROW
 from plasticlab.rules import parse_rule, pick_lr
 from plasticlab.study import MAX_STEPS, Experiment, Figure, Interval, Require, RunContext, Table, register
@@ -112,11 +106,7 @@ class HebbTable(Experiment):
         dtype="float32",
         average_from=0.8,
     )
-    choices = dict(
-        rules=RULES,
-        activation=ACTIVATIONS,
-        dtype=["float64", "float32"],
-    )
+    choices = dict(rules=RULES, activation=ACTIVATIONS, dtype=["float64", "float32"])
 
     constraints = dict(
         steps=Interval(int, 4, MAX_STEPS),

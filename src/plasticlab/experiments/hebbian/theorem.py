@@ -18,12 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plasticlab.experiments.hebbian._common import (
-    ACTIVATIONS,
-    RULES,
-    dtype_of,
-    train_regression,
-)
+from plasticlab.experiments.hebbian._common import ACTIVATIONS, RULES, dtype_of, train_regression
 from plasticlab.metrics.hebbian import cosine
 from plasticlab.rules import parse_rule, pick_lr
 from plasticlab.rules.registry import get as get_rule
