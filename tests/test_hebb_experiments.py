@@ -305,12 +305,17 @@ def test_phase_val_loss_map_marks_its_minimum_without_covering_a_value():
 
 def test_phase_tables_print_gamma_exactly_and_notes_contradict_no_verdict():
     """γ = 0.0025 is printed as 0.0025 (not 0.003); the notes never predict a verdict."""
+    import pandas as pd
+
+    from plasticlab.experiments.hebbian.phase import _exact
     from plasticlab.study.report import markdown_table
 
     exp, p, df = _tiny_phase_figures_and_tables()
     cells = exp.tables(df, p)[-1].frame
     assert "0.0025" in set(cells.gamma)
     assert "| 0.0025 |" in markdown_table(cells) and "| 0.003 |" not in markdown_table(cells)
+    assert set(cells["gamma/σ²"]) == {"0.25", "4"}
+    assert list(_exact(pd.DataFrame({"gamma/σ²": [0.000225 / 0.09]}))["gamma/σ²"]) == ["0.0025"]
     for name in ("hebb-phase", "hebb-theorem", "hebb-table", "hebb-valopt", "hebb-classify"):
         e = plasticlab.study.get(name)
         text = e.notes(e.params()).lower()

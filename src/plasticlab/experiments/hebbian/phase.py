@@ -199,8 +199,8 @@ class HebbPhase(Experiment):
 
 
 def _exact(t: pd.DataFrame) -> pd.DataFrame:
-    """σ and γ as exact text (a table's 3 decimals would print γ = 0.0025 as 0.003)."""
-    return t.assign(**{k: [f"{v:g}" for v in t[k]] for k in ("sigma", "gamma") if k in t})
+    """σ, γ and γ/σ² as exact text (a table's 3 decimals would print γ = 0.0025 as 0.003)."""
+    return t.assign(**{k: [f"{v:.6g}" for v in t[k]] for k in ("sigma", "gamma", "gamma/σ²", "ratio") if k in t})
 
 
 def phase_panels(df: pd.DataFrame, p: dict) -> list[tuple[str, pd.DataFrame, float | None]]:
