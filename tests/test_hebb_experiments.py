@@ -271,7 +271,7 @@ def test_table_figure_draws_the_papers_one_adam_row_once():
     fig = exp.figures(df, p)[0].fig
     labels = [ln.get_label() for ln in fig.axes[0].get_lines() if "paper" in ln.get_label()]
     plt.close(fig)
-    assert labels == ["paper's Adam row", "paper's SGD row"]
+    assert labels == ["paper's Adam row (adam, adam_l2)", "paper's SGD row"]
 
 
 def _tiny_phase_figures_and_tables():

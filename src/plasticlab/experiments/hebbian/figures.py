@@ -146,6 +146,7 @@ def table_figure(s: pd.DataFrame, sel: pd.DataFrame, paper: pd.DataFrame, rows: 
         row = rows.get(rule)
         if row is not None and row not in drawn:
             drawn.add(row)
+            same = [r for r in rules if rows.get(r) == row]  # one paper row set beside several rules
             pr = paper[(paper.row == row) & paper.gamma.isin(gpos)]
             axes[0].plot(
                 [gpos[g] for g in pr.gamma],
@@ -154,7 +155,7 @@ def table_figure(s: pd.DataFrame, sel: pd.DataFrame, paper: pd.DataFrame, rows: 
                 color=col,
                 mfc="none",
                 alpha=0.7,
-                label=f"paper's {row} row",
+                label=f"paper's {row} row" + (f" ({', '.join(same)})" if len(same) > 1 else ""),
             )
         pts = sel[sel.rule == rule]
         axes[1].scatter(
