@@ -13,7 +13,7 @@ from plasticlab.experiments.hebbian.dfa import ProbedDFA, by_length, checkpoints
 from plasticlab.networks import init_mlp
 from plasticlab.rules import chain, weight_decay
 from plasticlab.simulation.train_mlp import train_mlp
-from plasticlab.study import get
+from plasticlab.study import RunContext, get, run_chunks
 from plasticlab.study.claims import VERDICTS, Claim
 from plasticlab.tasks import teacher_regression
 
@@ -91,7 +91,7 @@ def test_hebb_dfa_bad_shape_is_one_line(bad):
 
 def test_hebb_valopt_finds_the_grid_minimum():
     exp, p = _tiny("hebb-valopt", steps=60, seeds=[0], gammas=[0.0, 0.1], sigmas=[0.0, 0.3])
-    df = pd.concat([exp.run_chunk(c) for c in exp.chunks(p)], ignore_index=True)
+    df = run_chunks(exp, exp.chunks(p))
     from plasticlab.experiments.hebbian.valopt import optimum
 
     for s in p["settings"]:
@@ -104,7 +104,7 @@ def test_hebb_valopt_finds_the_grid_minimum():
 @pytest.mark.parametrize("rule", ["sgd", "adam_l2", "oja"])
 def test_theorem_error_is_drift_plus_jitter(rule):
     exp, p = _tiny("hebb-theorem", rules=[rule], steps=60, n_train=300, n_val=20, widths=[5, 6, 4])
-    df = exp.run_chunk(exp.chunks(p)[0])
+    df = exp.run_chunk(exp.chunks(p)[0], RunContext())
     err = (df.lhs - df.rhs) / df.rhs.abs()
     assert np.allclose(err, df.rel_drift_term + df.rel_jitter_term, atol=1e-8)
 
@@ -129,13 +129,19 @@ def test_transformer_adam_l2_is_torch_adam_with_weight_decay_and_measures_the_gr
     assert not np.allclose(a.weight_norm, b.weight_norm)  # coupled and decoupled decay move differently
 
 
-def test_theorem_claims_per_rule_and_identity():
-    exp, p = _tiny("hebb-theorem", rules=["sgd", "adam"], steps=60, n_train=300, n_val=20, widths=[5, 6, 4])
-    df = pd.concat([exp.run_chunk(c) for c in exp.chunks(p)], ignore_index=True)
+def test_theorem_scores_only_the_claims_the_paper_makes():
+    """The theorem is the paper's claim for non-local learners on their own signal: plain Hebb (no
+    stationary state), Oja and decoupled Adam on its raw gradient are measured rows without a verdict."""
+    rules = ["sgd", "adam", "hebbian", "oja"]
+    exp, p = _tiny("hebb-theorem", rules=rules, steps=60, n_train=300, n_val=20, widths=[5, 6, 4])
+    df = run_chunks(exp, exp.chunks(p))
     claims = exp.claims(df, p)
     _check_claims(claims)
-    assert len(claims) == 3  # sgd, adam on its update, adam on the raw gradient
-    assert any("breaks the coupled identity" in c.claim for c in claims)
+    assert [c.claim.split(":")[0] for c in claims] == ["sgd", "adam"]  # adam on its preconditioned update
+    assert "P⁻¹" in claims[1].claim
+    table = exp.tables(df, p)[0].frame
+    assert set(table.rule) == set(rules) and len(table.groupby(["rule", "identity"])) == 5
+    assert set(table[~table.scored].rule) == {"adam", "hebbian", "oja"}
 
 
 def test_adam_claims_map_our_gamma_to_the_papers_cell():
@@ -203,7 +209,7 @@ def test_part_a_summary_reads_every_number_from_the_committed_tables(tmp_path):
         n_val=16,
         batch_size=16,
     )
-    tab = pd.concat([exp.run_chunk(c) for c in exp.chunks(p)], ignore_index=True)
+    tab = run_chunks(exp, exp.chunks(p))
     (tmp_path / "hebb-table" / "parts").mkdir(parents=True)
     tab.to_parquet(tmp_path / "hebb-table" / "parts" / "x.parquet")
     manifest = dict(experiment="hebb-table", params=p, chunks={"x": dict(state="done")})
@@ -267,3 +273,22 @@ def test_adam_forms_table_reads_the_hebb_table_run(tmp_path):
     assert "— (collapse)" in line and "not run yet" in line
     assert "+0.200 (n = 1); collapsed 1 of 2" in line
     assert "+0.550 ± 0.35 (n = 2); collapsed 0 of 2" in text
+
+
+def test_part_a_summary_shows_the_theorem_rows_without_a_verdict_as_measurements(tmp_path):
+    """part-a.md is a view: the theorem folder's scored claims go through claims_table (stamped with the run's
+    size), and the rows outside the paper's claim (Oja here) are listed as measurements, not verdicts."""
+    from plasticlab.api import run
+    from plasticlab.experiments.hebbian import summary as pa
+
+    tiny = dict(steps=40, seeds=[0], gammas=[0.02], widths=[5, 6, 4], n_train=256, n_val=20)
+    run("hebb-theorem", out=tmp_path / "hebb-theorem-steps2000", workers=1, rules=["sgd", "oja"], **tiny)
+    text = pa.render(tmp_path)
+    section = text.split("## The stationarity theorem")[1].split("\n## ")[0]
+    verdict_rows = [x for x in section.splitlines() if x.startswith("| hebb-theorem-steps2000 |")]
+    assert len(verdict_rows) == 1 and "| sgd: stationarity identity" in verdict_rows[0]
+    assert "rows measured without a verdict" in section
+    assert any(x.startswith("| oja | E[g] = γW |") for x in section.splitlines())
+    claims, _ = pa.folder_claims(tmp_path, "hebb-theorem-steps2000")
+    params = json.loads((tmp_path / "hebb-theorem-steps2000" / "manifest.json").read_text())["params"]
+    assert [c.size for c in claims] == [get("hebb-theorem").size(params)]

@@ -140,29 +140,33 @@ def train_sgd_grid(
     widths: list[int],
     activation: str,
     sigma,
-    spec: dict,
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int,
     record_every: int,
     dtype=torch.float64,
+    ctx: RunContext | None = None,
 ):
     """SGD with one decay γ (``m.gamma``) and forward-pass noise σ (``sigma``, one per member) per member of a
     σ × γ × seed table ``m``, on ``data`` (one copy per unique seed, shared out to the members): the
-    hebb-phase / hebb-valopt run. Alignment is averaged over the second half of ``spec["steps"]``."""
+    hebb-phase / hebb-valopt run. Alignment is averaged over the second half of ``steps``."""
     from plasticlab.networks.mlp import init_mlp
     from plasticlab.simulation.train_mlp import train_mlp
 
     data = share(data, m.seed_index.values)
     seeds = m.seed.tolist()
-    net = init_mlp(seeds, widths, activation, dtype=dtype)
-    steps = spec["steps"]
+    net = init_mlp(seeds, widths, activation, dtype=dtype, device=None if ctx is None else ctx.device)
     return train_mlp(
         net,
         make_rule("sgd", gamma=m.gamma.values, sigma=sigma),
         data,
         seeds,
         steps=steps,
-        lr=spec["lr"],
-        batch_size=spec["batch_size"],
+        lr=lr,
+        batch_size=batch_size,
         record_every=record_every,
         average_from=steps // 2,
         late_every=2,
+        compile=None if ctx is None else ctx.compile,
     )

@@ -8,25 +8,35 @@ data_path=/path/to/cifar-10-batches-py``. One chunk per rule; γ × seeds form o
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments.hebbian._common import (
-    RULES,
-    dtype_of,
-    members,
-    share,
-    summarise,
-)
+from plasticlab.experiments.hebbian._common import RULES, dtype_of, members, share, summarise
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.rules import make_rule
 from plasticlab.simulation.train_mlp import train_mlp
-from plasticlab.study import MAX_STEPS, Experiment, Interval, Require, Text, register
+from plasticlab.study import MAX_STEPS, Experiment, Figure, Interval, Require, RunContext, Table, Text, register
 from plasticlab.study.claims import KPZ, AtLeast, Claim
-from plasticlab.study.report import Report
 from plasticlab.tasks.classification import find_cifar10
+
+
+@dataclass
+class Spec:
+    """One rule's γ × seed ensemble on one dataset (one chunk)."""
+
+    rule: str
+    dataset: str
+    data_path: str
+    gammas: list[float]
+    seeds: list[int]
+    hidden: int
+    steps: int
+    lr: float
+    batch_size: int
+    average_from: float
+    dtype: str
 
 
 @register
@@ -35,8 +45,10 @@ class HebbClassify(Experiment):
 
     name = "hebb-classify"
     summary = "alignment vs weight decay for a 128-tanh MLP classifier (digits, or local CIFAR-10)"
+    title = "weight decay and Hebbian alignment in a classifier"
     budget_s = 60
     code_version = 1  # bump when run_chunk changes its numbers, so saved chunks are not reused
+    spec_type = Spec
     columns = ("dataset", "rule", "gamma", "seed", "layer", "alignment", "val_acc", "diverged", "collapsed")
     tiny = dict(gammas=[0.0, 0.1], seeds=[0], hidden=8, steps=30, batch_size=32)  # seconds: the contract test
     defaults = dict(
@@ -56,9 +68,7 @@ class HebbClassify(Experiment):
     choices = dict(dataset=["digits", "cifar10"], rules=RULES, dtype=["float64", "float32"])
 
     constraints = dict(
-        steps=Interval(int, 4, MAX_STEPS),
-        average_from=Interval(float, 0, 1, closed="left"),
-        data_path=Text(),
+        steps=Interval(int, 4, MAX_STEPS), average_from=Interval(float, 0, 1, closed="left"), data_path=Text()
     )
     relations = (
         Require(
@@ -70,41 +80,37 @@ class HebbClassify(Experiment):
     )
 
     def chunks(self, p):
-        keep = (
-            "dataset",
-            "data_path",
-            "gammas",
-            "seeds",
-            "hidden",
-            "steps",
-            "lr",
-            "batch_size",
-            "average_from",
-            "dtype",
-        )
-        return [dict(rule=r, **{k: p[k] for k in keep}) for r in p["rules"]]
+        """One chunk per rule; its γ × seed members share the data."""
+        keep = {k: p[k] for k in Spec.__dataclass_fields__ if k != "rule"}
+        return [Spec(rule=r, **keep) for r in p["rules"]]
 
-    def run_chunk(self, spec):
+    def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:
+        """Train the rule's members; late alignment per layer and validation accuracy per run."""
         from plasticlab.tasks import cifar10, digits
 
-        dt = dtype_of(spec["dtype"])
-        data = digits(dtype=dt) if spec["dataset"] == "digits" else cifar10(spec["data_path"], dtype=dt)
-        m = members(spec["seeds"], gamma=spec["gammas"])
+        dt, dev = dtype_of(spec.dtype), ctx.device
+        data = (
+            digits(dtype=dt, device=dev)
+            if spec.dataset == "digits"
+            else cifar10(spec.data_path, dtype=dt, device=dev)
+        )
+        m = members(spec.seeds, gamma=spec.gammas)
         data = share(data, m.seed_index.values)
         seeds = m.seed.tolist()
-        net = init_mlp(seeds, [data.d_in, spec["hidden"], data.d_out], "tanh", bias=True, dtype=dt)
-        steps = spec["steps"]
+        net = init_mlp(seeds, [data.d_in, spec.hidden, data.d_out], "tanh", bias=True, dtype=dt, device=dev)
+        steps = spec.steps
         res = train_mlp(
             net,
-            make_rule(spec["rule"], gamma=m.gamma.values),
+            make_rule(spec.rule, gamma=m.gamma.values),
             data,
             seeds,
             steps=steps,
-            lr=spec["lr"],
-            batch_size=spec["batch_size"],
+            lr=spec.lr,
+            batch_size=spec.batch_size,
             record_every=max(steps // 40, 1),
-            average_from=int(spec["average_from"] * steps),
+            average_from=int(spec.average_from * steps),
             late_every=4,
+            compile=ctx.compile,
         )
         logits = res.net.forward(data.x_val).out
         acc = (logits.argmax(-1) == data.y_val.argmax(-1)).double().mean(-1)
@@ -112,8 +118,8 @@ class HebbClassify(Experiment):
         for l in range(2):
             rows.append(
                 m.drop(columns="seed_index").assign(
-                    dataset=spec["dataset"],
-                    rule=spec["rule"],
+                    dataset=spec.dataset,
+                    rule=spec.rule,
                     layer=l,
                     alignment=res.alignment_late[l].double().cpu().numpy(),
                     val_loss=res.val_loss_final.double().cpu().numpy(),
@@ -124,12 +130,47 @@ class HebbClassify(Experiment):
             )
         return pd.concat(rows, ignore_index=True)
 
-    def report(self, df, p, out):
-        _report(df, p, Path(out))
-
     def claims(self, df, p):
         """Per rule and layer: alignment rises with γ; best accuracy is not at the most Hebbian γ."""
         return classify_claims(df, p, self.size(p))
+
+    def notes(self, p):
+        """The classifier, the data, and how far from stationary the largest γ is."""
+        return (
+            f"{p['dataset']}: 2-layer MLP, {p['hidden']} tanh hidden units (biases; h_b excludes them), "
+            f"cross-entropy, lr {p['lr']}, batch {p['batch_size']}, {p['steps']} steps, {len(p['seeds'])} "
+            f"seeds; alignment averaged over the last {1 - p['average_from']:.0%} of steps. lr·γ·steps at the "
+            f"largest γ: {p['lr'] * max(p['gammas']) * p['steps']:.3g} (≳ 3 means stationary). The paper's "
+            "setting is CIFAR-10 (50 epochs); digits is the offline stand-in."
+        )
+
+    def figures(self, df, p):
+        """Alignment and validation accuracy vs γ."""
+        from plasticlab.experiments.hebbian.figures import classify_figure
+
+        s, acc = _summaries(df)
+        return [
+            Figure(
+                "classify_alignment",
+                classify_figure(s, acc, sorted(set(df.gamma))),
+                "Alignment vs weight decay (left) and validation accuracy (right).",
+            )
+        ]
+
+    def tables(self, df, p):
+        """Alignment per rule, layer and γ beside the validation accuracy."""
+        s, acc = _summaries(df)
+        frame = s.merge(acc, on=["rule", "gamma"], how="left")
+        return [Table(frame, "Alignment (mean ± sem over seeds) and validation accuracy")]
+
+
+def _summaries(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Alignment per (rule, layer, γ) and validation accuracy per (rule, γ), mean ± sem over seeds."""
+    s = summarise(df, ["rule", "layer", "gamma"])
+    acc = summarise(df[df.layer == 0], ["rule", "gamma"], "val_acc").rename(
+        columns={"mean": "val_acc", "sem": "val_acc_sem"}
+    )[["rule", "gamma", "val_acc", "val_acc_sem"]]
+    return s, acc
 
 
 def classify_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
@@ -178,27 +219,3 @@ def classify_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
             )
         )
     return out
-
-
-def _report(df, p, out):
-    from plasticlab.experiments.hebbian.figures import classify_figure
-
-    rep = Report(out, f"hebb-classify — weight decay and Hebbian alignment in a {p['dataset']} classifier", p)
-    rep.text(
-        f"{p['dataset']}: 2-layer MLP, {p['hidden']} tanh hidden units (biases; h_b excludes them), "
-        f"cross-entropy, lr {p['lr']}, batch {p['batch_size']}, {p['steps']} steps, {len(p['seeds'])} seeds; "
-        f"alignment averaged over the last {1 - p['average_from']:.0%} of steps. lr·γ·steps at the largest γ: "
-        f"{p['lr'] * max(p['gammas']) * p['steps']:.3g} (≳ 3 means stationary). The paper's setting is "
-        "CIFAR-10 (50 epochs); digits is the offline stand-in."
-    )
-    s = summarise(df, ["rule", "layer", "gamma"])
-    acc = summarise(df[df.layer == 0], ["rule", "gamma"], "val_acc").rename(
-        columns={"mean": "val_acc", "sem": "val_acc_sem"}
-    )[["rule", "gamma", "val_acc", "val_acc_sem"]]
-    rep.table(
-        s.merge(acc, on=["rule", "gamma"], how="left"), "Alignment (mean ± sem over seeds) and validation accuracy"
-    )
-    fig = classify_figure(s, acc, sorted(set(df.gamma)))
-    rep.figure(fig, "classify_alignment", "Alignment vs weight decay (left) and validation accuracy (right).")
-    rep.add_claims(classify_claims(df, p, HebbClassify().size(p)))
-    rep.write()

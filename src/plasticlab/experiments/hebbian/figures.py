@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 
 from plasticlab.experiments.hebbian._common import summarise
-from plasticlab.experiments.hebbian.phase import LINREG, band_factor, plot_layer
 
 _ORD = {0: "1st", 1: "2nd", 2: "3rd"}
 
@@ -75,35 +74,38 @@ def log_norm(Z):
     return mcolors.LogNorm(vmin=Z.min(), vmax=Z.max()) if len(Z) else None
 
 
-def phase_figure(df, acts, value, title, cmap, norm_fn, cbar_label, mark_min=False):
-    """One panel per model: the cell means of ``value`` over σ × γ (log axes), labelled, with γ = σ²."""
+def _mark_cell(ax, sig, gam, i: int, j: int, label: str) -> None:
+    """Outline grid cell (i, j) so its printed value stays readable (a marker on it would cover it)."""
+    from matplotlib.patches import Rectangle
+
+    xe, ye = _edges(sig), _edges(gam)
+    box = Rectangle((xe[j], ye[i]), xe[j + 1] - xe[j], ye[i + 1] - ye[i], fill=False, ec="gold", lw=2.5)
+    ax.add_patch(box)
+    ax.add_patch(Rectangle(box.get_xy(), box.get_width(), box.get_height(), fill=False, ec="k", lw=0.8))
+    box.set_label(label)
+
+
+def phase_figure(panels, value, title, cmap, norm_fn, cbar_label, mark_min=False):
+    """One panel per model, ``panels``: (title, run table of the panel's layer, theory rescale k or None).
+    The cell means of ``value`` over σ × γ (log axes), labelled, with γ = σ²; ``mark_min`` outlines the
+    lowest cell."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullLocator
 
-    n = len(acts)
-    n_gam = df[df.gamma > 0].gamma.nunique()
+    n = len(panels)
+    n_gam = max([c.gamma.nunique() for _, c, _ in panels] + [1])
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n + 0.6, max(4.2, 0.3 * n_gam + 1.8)), squeeze=False)
-    for ax, act in zip(axes[0], acts):
-        cells = df[(df.activation == act) & (df.layer == plot_layer(act)) & (df.gamma > 0) & (df.sigma > 0)]
+    for ax, (name, cells, k) in zip(axes[0], panels):
         s = summarise(cells, ["sigma", "gamma"], value)
         sig, gam, Z = _grid(s, "mean")
         norm = norm_fn(Z)
         mesh = ax.pcolormesh(_edges(sig), _edges(gam), Z, cmap=cmap, norm=norm, shading="flat")
         if len(gam) * len(sig) <= 150:
             _cell_labels(ax, sig, gam, Z, norm, value)
-        _theory_line(ax, sig, band_factor(cells) if {"w_sq", "fan_in"} <= set(cells) else None)
+        _theory_line(ax, sig, k)
         if mark_min and np.isfinite(Z).any():
             i, j = np.unravel_index(np.nanargmin(Z), Z.shape)
-            ax.plot(
-                sig[j],
-                gam[i],
-                marker="*",
-                ms=16,
-                mfc="gold",
-                mec="k",
-                ls="none",
-                label=f"lowest val. loss (σ={sig[j]:g}, γ={gam[i]:.3g})",
-            )
+            _mark_cell(ax, sig, gam, int(i), int(j), f"lowest val. loss (σ={sig[j]:g}, γ={gam[i]:g})")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xticks(sig, [f"{x:g}" for x in sig])
@@ -112,7 +114,6 @@ def phase_figure(df, acts, value, title, cmap, norm_fn, cbar_label, mark_min=Fal
         ax.set_ylim(_edges(gam)[0], _edges(gam)[-1])
         ax.set_xlabel("parameter noise σ")
         ax.set_ylabel("weight decay γ")
-        name = "linear regression" if act == LINREG else f"2-layer MLP, {act} (layer 2)"
         ax.set_title(name)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=9, ncol=1, frameon=False)
         fig.colorbar(mesh, ax=ax, label=cbar_label)
@@ -121,12 +122,15 @@ def phase_figure(df, acts, value, title, cmap, norm_fn, cbar_label, mark_min=Fal
     return fig
 
 
-def table_figure(s: pd.DataFrame, sel: pd.DataFrame, paper: pd.DataFrame, rules: list, layer: int):
-    """hebb-table: alignment vs γ per rule, mean ± sem beside the paper's (left) and every seed (right)."""
+def table_figure(s: pd.DataFrame, sel: pd.DataFrame, paper: pd.DataFrame, rows: dict, rules: list, layer: int):
+    """hebb-table: alignment vs γ per rule, mean ± sem (left) and every seed (right), beside the paper's
+    Table 1 rows (``paper``: row, gamma, alignment); ``rows`` maps a rule to the paper row it is set beside,
+    and each paper row is drawn once, in the colour of its first rule."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     gpos = {g: i for i, g in enumerate(sorted(set(s.gamma)))}
+    drawn: set[str] = set()
     for i, rule in enumerate(rules):
         r = s[s.rule == rule]
         col = f"C{i}"
@@ -139,17 +143,20 @@ def table_figure(s: pd.DataFrame, sel: pd.DataFrame, paper: pd.DataFrame, rules:
             capsize=3,
             label=f"{rule} (ours)",
         )
-        pr = paper[paper.rule == rule]
-        pr = pr[pr.gamma.isin(gpos)]
-        axes[0].plot(
-            [gpos[g] for g in pr.gamma],
-            pr.alignment,
-            "s--",
-            color=col,
-            mfc="none",
-            alpha=0.7,
-            label=f"{rule} (paper)",
-        )
+        row = rows.get(rule)
+        if row is not None and row not in drawn:
+            drawn.add(row)
+            same = [r for r in rules if rows.get(r) == row]  # one paper row set beside several rules
+            pr = paper[(paper.row == row) & paper.gamma.isin(gpos)]
+            axes[0].plot(
+                [gpos[g] for g in pr.gamma],
+                pr.alignment,
+                "s--",
+                color=col,
+                mfc="none",
+                alpha=0.7,
+                label=f"paper's {row} row" + (f" ({', '.join(same)})" if len(same) > 1 else ""),
+            )
         pts = sel[sel.rule == rule]
         axes[1].scatter(
             [gpos[g] + 0.08 * (i - 1.5) for g in pts.gamma], pts.alignment, s=14, color=col, label=rule
@@ -206,8 +213,10 @@ def neuron_figure(nr: pd.DataFrame, layers: list):
         )
     ax.set_xlabel("fraction of late checkpoints a neuron's update was Hebbian")
     ax.set_ylabel("neurons")
-    ax.set_title(f"layer {hl} ({_ORD.get(hl, '')} weight matrix) neurons near stationarity")
+    # two lines: on one the title is wider than the axes and is cut at the figure's edge
+    ax.set_title(f"layer {hl} ({_ORD.get(hl, str(hl + 1) + 'th')} weight matrix)\nneurons near stationarity")
     ax.legend(fontsize=7)
+    fig.tight_layout()
     return fig
 
 
@@ -361,23 +370,22 @@ def theorem_figure(ok: pd.DataFrame, rules: list):
     return fig
 
 
-def valopt_figure(df: pd.DataFrame, settings: list):
-    """hebb-valopt: validation loss beside alignment over σ × γ per setting, ★ at the validation optimum."""
+def valopt_figure(grids: dict, best: dict):
+    """hebb-valopt: validation loss beside alignment over σ × γ per setting (``grids``: setting -> table of
+    sigma, gamma, val_loss, alignment), ★ at the validation optimum (``best``: setting -> (σ, γ))."""
     import matplotlib.pyplot as plt
 
-    from plasticlab.experiments.hebbian.valopt import grid, optimum
-
-    fig, axes = plt.subplots(len(settings), 2, figsize=(9, 3 * len(settings)), squeeze=False)
-    for row, s in zip(axes, settings):
-        g = grid(df, s)
-        o = optimum(df, s)
+    fig, axes = plt.subplots(len(grids), 2, figsize=(9, 3 * len(grids)), squeeze=False)
+    for row, (s, g) in zip(axes, grids.items()):
         for ax, col, cmap in zip(row, ["val_loss", "alignment"], ["viridis", "RdBu_r"]):
             piv = g.pivot(index="sigma", columns="gamma", values=col)
             kw = dict(vmin=-1, vmax=1) if col == "alignment" else {}
             im = ax.imshow(piv.values, origin="lower", aspect="auto", cmap=cmap, **kw)
             ax.set_xticks(range(piv.shape[1]), [f"{c:g}" for c in piv.columns], fontsize=7)
             ax.set_yticks(range(piv.shape[0]), [f"{c:g}" for c in piv.index], fontsize=7)
-            ax.plot(list(piv.columns).index(o["gamma"]), list(piv.index).index(o["sigma"]), "k*", ms=12)
+            sigma, gamma = best[s]
+            if sigma in piv.index and gamma in piv.columns:
+                ax.plot(list(piv.columns).index(gamma), list(piv.index).index(sigma), "k*", ms=12)
             ax.set_title(f"{s}: {col}", fontsize=9)
             ax.set_xlabel("γ")
             ax.set_ylabel("σ")

@@ -45,3 +45,7 @@ TABLE1_TRANSFORMER = {
     ("sgd", 5e-3): 0.88,
 }
 """Table 1, transformer rows: alignment by (rule, γ)."""
+
+TABLE1_MLP_ROW = {"adam": "Adam", "adam_l2": "Adam", "sgd": "SGD", "dfa": "DFA", "random_nn": "random NN"}
+"""The row of Table 1 (MLP) each rule of TABLE1_MLP is set beside: the paper has ONE Adam row, set beside both
+Adam forms we run."""

@@ -11,7 +11,8 @@ ensemble.
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,9 +25,8 @@ from plasticlab.experiments.hebbian._common import (
     train_sgd_grid,
     unique_seeds,
 )
-from plasticlab.study import MAX_STEPS, NONNEG, Experiment, Interval, register
+from plasticlab.study import MAX_STEPS, NONNEG, Experiment, Figure, Interval, RunContext, Table, register
 from plasticlab.study.claims import KPZ, AllCells, AtLeast, AtMost, Claim, Within, fraction
-from plasticlab.study.report import Report
 from plasticlab.tasks import teacher_regression
 
 LINREG = "linear-regression"
@@ -46,14 +46,34 @@ _SIGMAS = [0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
 _QUICK_SIGMAS = [0.03, 0.1, 0.3]
 
 
+@dataclass
+class Spec:
+    """One (model, σ) cell column: its γ × seed members trained as one ensemble (one chunk)."""
+
+    activation: str
+    sigma: float
+    gammas: list[float]
+    seeds: list[int]
+    d_in: int
+    hidden: int
+    n_train: int
+    n_val: int
+    steps: int
+    lr: float
+    batch_size: int
+    label_noise: float
+
+
 @register
 class HebbPhase(Experiment):
     """hebb-phase: the noise x decay phase diagram of Hebbian versus anti-Hebbian alignment."""
 
     name = "hebb-phase"
     summary = "noise σ × decay γ: Hebbian ↔ anti-Hebbian phase diagram, theory line γ = σ² (the demo)"
+    title = "noise turns the Hebbian signature anti-Hebbian"
     budget_s = 60
     code_version = 2  # bump when run_chunk changes its numbers, so saved chunks are not reused
+    spec_type = Spec
     columns = ("activation", "model", "sigma", "gamma", "seed", "layer", "alignment", "val_loss", "diverged")
     tiny = dict(
         activations=["linear-regression", "tanh"],
@@ -91,64 +111,149 @@ class HebbPhase(Experiment):
     )
     choices = dict(activations=[LINREG, *ACTIVATIONS])
 
+    constraints = dict(steps=Interval(int, 2, MAX_STEPS), label_noise=NONNEG)
+
+    def chunks(self, p):
+        """One chunk per (model, σ); its γ × seed grid is one ensemble."""
+        keep = {k: p[k] for k in Spec.__dataclass_fields__ if k not in ("activation", "sigma")}
+        return [Spec(activation=a, sigma=float(s), **keep) for a in p["activations"] for s in p["sigmas"]]
+
+    def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:
+        """Train the chunk's γ × seed members; late alignment and validation loss per run and layer."""
+        return run_phase_chunk(spec, ctx)
+
     def claims(self, df, p):
         """Per model: the sign flip at γ ≈ σ², the phase diagram's corners, where validation loss is lowest."""
         return phase_claims(df, p, self.size(p))
 
-    constraints = dict(steps=Interval(int, 2, MAX_STEPS), label_noise=NONNEG)
-
-    def chunks(self, p):
-        keep = (
-            "gammas",
-            "seeds",
-            "d_in",
-            "hidden",
-            "n_train",
-            "n_val",
-            "steps",
-            "lr",
-            "batch_size",
-            "label_noise",
+    def notes(self, p):
+        """What the maps show and how a cell is measured."""
+        return (
+            "Every rule is written ΔW = η(g − γW). Weight decay γ makes the learning signal g line up with the "
+            "Hebbian direction h_b h_aᵀ (red); forward-pass noise σ on the weights pushes it the other way "
+            "(blue). For linear regression the theory of Koplow, Poggio & Ziyin 2025 puts the border at "
+            "γ ≈ σ² (dashed line). Colour = cosine of the batch-mean signal and the batch-mean Hebbian matrix, "
+            f"averaged over the second half of {p['steps']} SGD steps (lr {p['lr']}, batch {p['batch_size']}) "
+            f"and over {len(p['seeds'])} seeds; cells print the value; a blank cell lost every run, which "
+            f"diverged or collapsed (weights below {COLLAPSE:g} of their initial norm, the paper's '—'). For an "
+            "MLP layer the same balance γ‖v_row‖² ≈ σ² d_in sits higher, because its rows are not of "
+            "norm² ≈ d: the dotted line rescales the theory by the measured row norms. Decay can only help "
+            "validation loss where there is something to regularise (label noise, a small n_train)."
         )
+
+    def figures(self, df, p):
+        """The alignment map and the validation-loss map, one panel per model."""
+        from plasticlab.experiments.hebbian.figures import diverging_norm, log_norm, phase_figure
+
+        panels = phase_panels(mark_collapsed(df), p)
         return [
-            dict(activation=a, sigma=float(s), **{k: p[k] for k in keep})
-            for a in p["activations"]
-            for s in p["sigmas"]
+            Figure(
+                "phase_alignment",
+                phase_figure(
+                    panels,
+                    "alignment",
+                    "Hebbian alignment: red = Hebbian, blue = anti-Hebbian",
+                    "RdBu_r",
+                    diverging_norm,
+                    "alignment cos(G, H)",
+                ),
+                "Stationary Hebbian alignment over noise σ and decay γ (log axes); dashed: theory γ = σ².",
+            ),
+            Figure(
+                "phase_val_loss",
+                phase_figure(
+                    panels,
+                    "val_loss",
+                    "Validation loss (outlined: lowest)",
+                    "viridis",
+                    log_norm,
+                    "validation loss",
+                    mark_min=True,
+                ),
+                "Final validation loss of the learned (unperturbed) weights; outlined cell = its minimum.",
+            ),
         ]
 
-    def run_chunk(self, spec):
-        return run_phase_chunk(spec)
+    def tables(self, df, p):
+        """Linear regression beside the reference simulation, and every cell; σ and γ printed exactly."""
+        df = mark_collapsed(df)
+        rows = summarise(df, ["activation", "layer", "sigma", "gamma"])
+        rows["gamma/σ²"] = rows.gamma / rows.sigma.replace(0, np.nan) ** 2
+        rows = _exact(rows[["activation", "layer", "sigma", "gamma", "gamma/σ²", "mean", "sem", "n"]])
+        out = [
+            Table(
+                rows, "All cells: mean alignment ± sem over seeds (n = runs that neither diverged nor collapsed)"
+            )
+        ]
+        ref = reference_table(df)
+        if len(ref):
+            out.insert(
+                0,
+                Table(
+                    _exact(ref),
+                    f"Linear regression (d = {p['d_in']}): alignment at γ = ratio·σ², ours beside a reference "
+                    "simulation of the noise theory (d = 32, σ = 0.3; not a number of the paper)",
+                ),
+            )
+        return out
 
-    def report(self, df, p, out):
-        _report(df, p, Path(out))
+
+def _exact(t: pd.DataFrame) -> pd.DataFrame:
+    """σ, γ and γ/σ² as exact text (a table's 3 decimals would print γ = 0.0025 as 0.003)."""
+    return t.assign(**{k: [f"{v:.6g}" for v in t[k]] for k in ("sigma", "gamma", "gamma/σ²", "ratio") if k in t})
 
 
-def run_phase_chunk(spec) -> pd.DataFrame:
+def phase_panels(df: pd.DataFrame, p: dict) -> list[tuple[str, pd.DataFrame, float | None]]:
+    """Per model in the table: its title, the runs of its plotted layer at σ, γ > 0, and the theory rescale."""
+    out = []
+    for act in [a for a in p["activations"] if a in set(df.activation)]:
+        cells = df[(df.activation == act) & (df.layer == plot_layer(act)) & (df.gamma > 0) & (df.sigma > 0)]
+        name = "linear regression" if act == LINREG else f"2-layer MLP, {act} (layer 2)"
+        out.append((name, cells, band_factor(cells) if {"w_sq", "fan_in"} <= set(cells) else None))
+    return out
+
+
+def reference_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Linear regression at γ = ratio·σ² (ratio ¼, 1, 4) per σ, beside the reference simulation at σ = 0.3."""
+    lin = df[(df.activation == LINREG) & (df.layer == 0)]
+    s = summarise(lin, ["sigma", "gamma"]) if len(lin) else lin
+    lines = []
+    for sigma in sorted(x for x in set(lin.sigma) if x > 0):
+        for r in (0.25, 1.0, 4.0):
+            v = _from_cell(_cell(s, sigma, _nearest(s[s.sigma == sigma].gamma, r * sigma**2)))[0]
+            lines.append(dict(sigma=sigma, ratio=r, ours=v, reference=REF_A3[r] if sigma == 0.3 else math.nan))
+    t = pd.DataFrame(lines, columns=["sigma", "ratio", "ours", "reference"])
+    return t.assign(**{"ours − reference": t.ours - t.reference})
+
+
+def _phase_data(spec: Spec, device):
+    """The chunk's data (one copy per unique seed) and its network: widths and activation."""
+    d = spec.d_in
+    n: dict[str, Any] = dict(n_train=spec.n_train, n_val=spec.n_val, label_noise=spec.label_noise, device=device)
+    seeds = unique_seeds(spec.seeds)
+    if spec.activation == LINREG:
+        linear: dict[str, Any] = dict(teacher_hidden=(), teacher_activation="linear", teacher_scale=math.sqrt(d))
+        return teacher_regression(seeds, d_in=d, d_out=1, **linear, **n), [d, 1], "linear"
+    return teacher_regression(seeds, d_in=d, d_out=d, **n), [d, spec.hidden, d], spec.activation
+
+
+def run_phase_chunk(spec: Spec, ctx: RunContext | None = None) -> pd.DataFrame:
     """One (activation, sigma) chunk: its gamma x seed members trained as one ensemble."""
-    act, d = spec["activation"], spec["d_in"]
-    m = members(spec["seeds"], gamma=spec["gammas"])
-    useeds = unique_seeds(spec["seeds"])
-    if act == LINREG:
-        data = teacher_regression(
-            useeds,
-            d_in=d,
-            d_out=1,
-            n_train=spec["n_train"],
-            n_val=spec["n_val"],
-            teacher_hidden=(),
-            teacher_activation="linear",
-            teacher_scale=math.sqrt(d),
-            label_noise=spec["label_noise"],
-        )
-        widths, net_act = [d, 1], "linear"
-    else:
-        data = teacher_regression(
-            useeds, d_in=d, d_out=d, n_train=spec["n_train"], n_val=spec["n_val"], label_noise=spec["label_noise"]
-        )
-        widths, net_act = [d, spec["hidden"], d], act
-    steps = spec["steps"]
+    act = spec.activation
+    m = members(spec.seeds, gamma=spec.gammas)
+    data, widths, net_act = _phase_data(spec, None if ctx is None else ctx.device)
+    steps = spec.steps
     res = train_sgd_grid(
-        m, data, widths, net_act, np.full(len(m), spec["sigma"]), spec, record_every=max(steps // 20, 1)
+        m,
+        data,
+        widths,
+        net_act,
+        np.full(len(m), spec.sigma),
+        steps=steps,
+        lr=spec.lr,
+        batch_size=spec.batch_size,
+        record_every=max(steps // 20, 1),
+        ctx=ctx,
     )
     rows = []
     for l in range(len(widths) - 1):
@@ -156,7 +261,7 @@ def run_phase_chunk(spec) -> pd.DataFrame:
             m.drop(columns="seed_index").assign(
                 activation=act,
                 model="linear" if act == LINREG else "mlp",
-                sigma=spec["sigma"],
+                sigma=spec.sigma,
                 layer=l,
                 alignment=res.alignment_late[l].cpu().numpy(),
                 val_loss=res.val_loss_final.cpu().numpy(),
@@ -170,7 +275,6 @@ def run_phase_chunk(spec) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-# -- report --------------------------------------------------------------------------------------------
 def plot_layer(act: str) -> int:
     """The layer shown in the maps: the single layer of linear regression, else the 2nd (as Table 1)."""
     return 0 if act == LINREG else 1
@@ -183,63 +287,6 @@ def band_factor(s: pd.DataFrame) -> float:
     low = s[s.gamma == s.gamma.min()]
     k = low.fan_in * low.fan_out / low.w_sq
     return float(np.nanmedian(k)) if len(k) else float("nan")
-
-
-def _report(df, p, out):
-    from plasticlab.experiments.hebbian.figures import diverging_norm, log_norm, phase_figure
-
-    df = mark_collapsed(df)
-    acts = [a for a in p["activations"] if a in set(df.activation)]
-    rep = Report(out, "hebb-phase — noise turns the Hebbian signature anti-Hebbian", p)
-    rep.text(
-        "**What this shows.** Every rule is written ΔW = η(g − γW). Weight decay γ makes the learning "
-        "signal g line up with the Hebbian direction h_b h_aᵀ (red); forward-pass noise σ on the weights "
-        "pushes it the other way (blue). For linear regression the theory of Koplow, Poggio & Ziyin 2025 "
-        "puts the border at "
-        "**γ ≈ σ²** (dashed line). Colour = cosine of the batch-mean signal and the batch-mean Hebbian "
-        f"matrix, averaged over the second half of {p['steps']} SGD steps (lr {p['lr']}, batch "
-        f"{p['batch_size']}) and over {len(p['seeds'])} seeds; cells print the value; a blank cell lost every "
-        "run, which diverged or collapsed (weights below 1e-3 of their initial norm, the paper's '—'). "
-        "For an MLP layer the "
-        "same balance γ‖v_row‖² ≈ σ² d_in sits higher, because its rows are not of norm² ≈ d: the dotted "
-        "line rescales the theory by the measured row norms."
-    )
-    rep.figure(
-        phase_figure(
-            df,
-            acts,
-            "alignment",
-            "Hebbian alignment: red = Hebbian, blue = anti-Hebbian",
-            "RdBu_r",
-            diverging_norm,
-            "alignment cos(G, H)",
-        ),
-        "phase_alignment",
-        "Stationary Hebbian alignment over noise σ and decay γ (log axes); dashed: theory γ = σ².",
-    )
-
-    rep.figure(
-        phase_figure(
-            df,
-            acts,
-            "val_loss",
-            "Validation loss (star: lowest)",
-            "viridis",
-            log_norm,
-            "validation loss",
-            mark_min=True,
-        ),
-        "phase_val_loss",
-        "Final validation loss of the learned (unperturbed) weights; star = its minimum.",
-    )
-    _claims(rep, df, p)
-    rows = summarise(df, ["activation", "layer", "sigma", "gamma"])
-    rows["gamma/σ²"] = rows.gamma / rows.sigma.replace(0, np.nan) ** 2
-    rep.table(
-        rows[["activation", "layer", "sigma", "gamma", "gamma/σ²", "mean", "sem", "n"]],
-        "All cells: mean alignment ± sem over seeds (n = runs that neither diverged nor collapsed)",
-    )
-    rep.write()
 
 
 def _nearest(values, target, tol=1.2):
@@ -375,7 +422,7 @@ def _val_claim(name: str, a: pd.DataFrame, size: str, div: int) -> Claim:
         row = vs[vs.sigma == best.sigma].sort_values("gamma")
         gain = 1 - best["mean"] / row["mean"].iloc[0]
         note = (
-            f"optimum σ = {best.sigma:g}, γ = {best.gamma:.3g}, alignment there "
+            f"optimum σ = {best.sigma:g}, γ = {best.gamma:g}, alignment there "
             f"{float(at.iloc[0]) if len(at) else math.nan:+.3f}, loss {100 * gain:.1f} % below the smallest γ"
         )
     return Claim(
@@ -411,35 +458,3 @@ def phase_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
         out += _corner_claims(name, a, s, size, div)
         out.append(_val_claim(name, a[(a.sigma > 0) & (a.gamma > 0)], size, div))
     return out
-
-
-def _claims(rep: Report, df: pd.DataFrame, p):
-    rep.add_claims(phase_claims(df, p, HebbPhase().size(p)))
-    lin = df[(df.activation == LINREG) & (df.layer == 0)]
-    if lin.empty:
-        return
-    s = summarise(lin, ["sigma", "gamma"])
-    lines = []
-    for sigma in sorted(set(s.sigma)):
-        if sigma <= 0:
-            continue
-        for r in (0.25, 1.0, 4.0):
-            v = _from_cell(_cell(s, sigma, _nearest(s[s.sigma == sigma].gamma, r * sigma**2)))[0]
-            lines.append(dict(sigma=sigma, ratio=r, alignment=v))
-    if lines:
-        ours = pd.DataFrame(lines)
-        ref = pd.DataFrame([dict(sigma=0.3, ratio=r, alignment=v) for r, v in REF_A3.items()])
-        rep.compare(
-            ours,
-            ref,
-            ["sigma", "ratio"],
-            "alignment",
-            f"Linear regression (d = {p['d_in']}): alignment at γ = ratio·σ², ours beside a reference "
-            "simulation of the noise theory (d = 32, σ = 0.3; not a number of the paper)",
-        )
-    rep.text(
-        "*Validation loss.* The paper finds the lowest validation loss near the alignment ≈ 0 band. "
-        "Decay can only help generalisation where there is something to regularise: with n_train ≫ d "
-        "and no label noise, linear regression's best γ is ≈ 0 and its loss is flat below γ ≈ σ², "
-        "so that claim is expected to fail there (try `label_noise` and a small `n_train`)."
-    )

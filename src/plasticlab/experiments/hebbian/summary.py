@@ -1,11 +1,14 @@
-"""results/part-a.md: what each Part A mismatch study finds, rendered from the committed runs only.
+"""results/part-a.md: what each Part A mismatch study finds, a read-only view of the committed runs.
 
     python -m plasticlab.experiments.hebbian.summary results      # rewrites results/part-a.md
 
-Every number comes from a committed folder's own table through its experiment's ``claims(df, p)`` (the same
-verdicts the reports and the scoreboard show), or, for the DFA-at-γ = 0 table, through ``hebb_dfa.by_length``
-and the hebb-table run's DFA rows. A folder that is missing, or whose sweep has finished only some chunks, is
-said to be so; nothing is filled in by hand.
+A view, not an experiment: it runs nothing. Every number comes from a committed folder's own table through
+its experiment's ``claims(df, p)``, stamped with the run's size as :func:`plasticlab.study.report.write_report`
+stamps it (the same verdicts the reports and the scoreboard show), rendered by the framework's
+:func:`~plasticlab.study.claims.claims_table`; the side tables (both Adam forms, DFA at γ = 0 by width and
+length, the theorem's unscored rows) are DataFrames rendered by :func:`~plasticlab.study.report.markdown_table`.
+A folder that is missing, or whose sweep has finished only some chunks, is said to be so; nothing is filled
+in by hand.
 """
 
 from __future__ import annotations
@@ -17,10 +20,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from plasticlab.experiments.hebbian.dfa import PAPER_DFA0, by_length
-from plasticlab.experiments.hebbian.table import PAPER, PAPER_GAMMAS
+from plasticlab.experiments.hebbian.dfa import by_length
+from plasticlab.experiments.hebbian.paper import TABLE1_GAMMAS, TABLE1_MLP, TABLE1_MLP_DFA0
+from plasticlab.experiments.hebbian.theorem import theorem_table
 from plasticlab.study import get
 from plasticlab.study.claims import Claim, claims_table, counts, measure
+from plasticlab.study.report import markdown_table
+
+PAPER_DFA0 = TABLE1_MLP_DFA0
 
 
 @dataclass(frozen=True)
@@ -40,12 +47,7 @@ FINDINGS: list[tuple[str, str, list[Study]]] = [
         "form's rise claim. `hebb-adam-mean-loss` reads the paper's γ with torch's mean-reduced loss (γ × 16 in "
         "our ½‖·‖² convention).",
         [
-            Study(
-                "hebb-adam",
-                "coupled L2",
-                "plasticlab run hebb-adam --set rules=adam_l2",
-                "coupled Adam only",
-            ),
+            Study("hebb-adam", "coupled L2", "plasticlab run hebb-adam --set rules=adam_l2", "coupled Adam only"),
             Study(
                 "hebb-adam-decoupled",
                 "decoupled decay",
@@ -144,7 +146,8 @@ FINDINGS: list[tuple[str, str, list[Study]]] = [
     (
         "The stationarity theorem's error for Adam and Oja",
         "The error splits into a drift term (the window is not yet stationary) and a jitter term (the weights' "
-        "own fluctuation); each rule is tested on the identity its stationarity implies.",
+        "own fluctuation); each non-local rule is tested on the identity its stationarity implies. Oja (a local "
+        "rule) and decoupled Adam on its raw gradient are outside the paper's claim: measured, not scored.",
         [
             Study(
                 "hebb-theorem-steps2000",
@@ -197,8 +200,9 @@ def folder_claims(root: Path, folder: str) -> tuple[list[Claim], str]:
     if got is None:
         return [], "not committed"
     df, p, name, state = got
-    rep = f"{folder}/report.md"
-    return [c.with_(experiment=folder, report=rep) for c in get(name).claims(df, p)], state
+    exp, rep = get(name), f"{folder}/report.md"
+    size = exp.size(p)
+    return [c.with_(experiment=folder, report=rep, size=size) for c in exp.claims(df, p)], state
 
 
 def dfa_length_width(root: Path) -> pd.DataFrame:
@@ -243,17 +247,14 @@ def dfa_section(root: Path) -> list[str]:
         ]
     )
     wide = cell.pivot_table(index=["width", "source"], columns="T", values="v", aggfunc="first")
-    head = ["width", "source", *[f"T = {c:g}" for c in wide.columns]]
+    wide.columns = [f"T = {c:g}" for c in wide.columns]
     lines = [
         "**Layer-2 DFA alignment at γ = 0 by hidden width and training length T** (nets [32, w, w, 32], tanh, "
         "lr 0.1, batch 256, feedback scale 1; mean ± sem over seeds; paper: "
         f"{PAPER_DFA0} ± 0.05, Koplow, Poggio & Ziyin 2025, Table 1)",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
+        markdown_table(wide.reset_index().fillna("")),
     ]
-    for (w, src), r in wide.iterrows():
-        lines.append("| " + " | ".join([str(w), src, *[("" if pd.isna(v) else v) for v in r]]) + " |")
     best = t.loc[t.alignment.idxmax()]
     near = t[(t.alignment - PAPER_DFA0).abs() <= 0.1]
     lines += [
@@ -277,36 +278,59 @@ def adam_forms_section(root: Path) -> list[str]:
         return ["No hebb-table run committed."]
     df, p, _, state = got
     forms = {"adam": "adam (decoupled decay, AdamW)", "adam_l2": "adam_l2 (coupled L2, Adam(weight_decay))"}
-    head = ["γ", "paper (Table 1, Adam row)", *forms.values(), "lr·γ·T (adam, adam_l2)"]
+    rows = []
+    for g, pv in zip(TABLE1_GAMMAS, TABLE1_MLP["adam"]):
+        row = {"γ": f"{g:g}", "paper (Table 1, Adam row)": "— (collapse)" if pd.isna(pv) else f"{pv:+.2f}"}
+        stat = []
+        for rule, label in forms.items():
+            d = df[(df.rule == rule) & (df.gamma == g) & (df.layer == 1) & ~df.diverged]
+            row[label] = _form_cell(d)
+            stat.append(f"{float(d.lr.iloc[0]) * g * p['steps']:g}" if len(d) else "—")
+        rows.append({**row, "lr·γ·T (adam, adam_l2)": ", ".join(stat)})
     lines = [
         f"**Both Adam forms in the hebb-table run** ({len(p['seeds'])} seeds, T = {p['steps']:g} steps, "
         f"adam lr {p['adam_lr']:g}, {state}; 2nd-layer alignment, mean ± sem over the seeds whose weights did not "
         "collapse to 0; paper: Koplow, Poggio & Ziyin 2025, Table 1, where — is a collapse)",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
+        markdown_table(pd.DataFrame(rows)),
     ]
-    for g, pv in zip(PAPER_GAMMAS, PAPER["adam"]):
-        cells, stat = [], []
-        for rule in forms:
-            d = df[(df.rule == rule) & (df.gamma == g) & (df.layer == 1) & ~df.diverged]
-            if d.empty:
-                cells.append("not run yet")
-                stat.append("—")
-                continue
-            kept = d[~d.collapsed.astype(bool)]
-            mean, sem, n = measure(kept.alignment) if len(kept) else (float("nan"), float("nan"), 0)
-            spread = f" ± {sem:.2g}" if n > 1 else ""
-            cells.append(f"{_fmt(mean)}{spread} (n = {n}); collapsed {len(d) - len(kept)} of {len(d)}")
-            stat.append(f"{float(d.lr.iloc[0]) * g * p['steps']:g}")
-        paper = "— (collapse)" if pd.isna(pv) else f"{pv:+.2f}"
-        lines.append("| " + " | ".join([f"{g:g}", paper, *cells, ", ".join(stat)]) + " |")
     lines += [
         "",
         "lr·γ·T ≥ 5 is the stationarity condition of a decoupled decay (≈ e⁻⁵ of the start left); coupled L2 "
         "is normalised by Adam, so its own relaxation is not lr·γ.",
     ]
     return lines
+
+
+def _form_cell(d: pd.DataFrame) -> str:
+    """One Adam form at one γ: mean ± sem over the seeds that did not collapse, and the collapse count."""
+    if d.empty:
+        return "not run yet"
+    kept = d[~d.collapsed.astype(bool)]
+    mean, sem, n = measure(kept.alignment) if len(kept) else (float("nan"), float("nan"), 0)
+    spread = f" ± {sem:.2g}" if n > 1 else ""
+    return f"{_fmt(mean)}{spread} (n = {n}); collapsed {len(d) - len(kept)} of {len(d)}"
+
+
+def unscored_section(root: Path, folder: str) -> list[str]:
+    """The rows of a hebb-theorem folder that carry no verdict (rules and signals outside the paper's claim),
+    as measurements: the mean relative error and its drift and jitter terms per rule and identity."""
+    got = load(root / folder)
+    if got is None or got[2] != "hebb-theorem":
+        return []
+    t = theorem_table(got[0], got[1]["rules"])
+    t = t[~t.scored]
+    if t.empty:
+        return []
+    by = t.groupby(["rule", "identity"], sort=False)
+    m = by[["rel_error_mean", "drift_term", "jitter_term"]].mean().reset_index()
+    m["runs × layers"] = by.n.sum().to_numpy().astype(int)
+    return [
+        f"**`{folder}`: rows measured without a verdict** (the paper's theorem does not cover them)",
+        "",
+        markdown_table(m),
+        "",
+    ]
 
 
 def per_rule_cells(claims: list[Claim]) -> str:
@@ -343,6 +367,8 @@ def render(root: Path) -> str:
             out += [*adam_forms_section(root), ""]
         if title.startswith("DFA"):
             out += [*dfa_section(root), ""]
+        if title.startswith("The stationarity"):
+            out += [line for st in studies for line in unscored_section(root, st.folder)]
         if title.startswith("SGD") and claims:
             out += [per_rule_cells(claims), ""]
         if claims:

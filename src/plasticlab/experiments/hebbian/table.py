@@ -11,24 +11,16 @@ trend in γ is expected there).
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments.hebbian._common import (
-    ACTIVATIONS,
-    ADAM_RULES,
-    RULES,
-    dtype_of,
-    summarise,
-    train_regression,
-)
-from plasticlab.experiments.hebbian.paper import TABLE1_GAMMAS, TABLE1_MLP
-from plasticlab.rules import parse_rule
-from plasticlab.study import MAX_STEPS, Experiment, Interval, Require, register
+from plasticlab.experiments.hebbian._common import ACTIVATIONS, RULES, dtype_of, summarise, train_regression
+from plasticlab.experiments.hebbian.paper import TABLE1_GAMMAS, TABLE1_MLP, TABLE1_MLP_ROW
+from plasticlab.rules import parse_rule, pick_lr
+from plasticlab.study import MAX_STEPS, Experiment, Figure, Interval, Require, RunContext, Table, register
 from plasticlab.study.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
-from plasticlab.study.report import Report
 
 TABLE_RULES = ["adam", "adam_l2", "sgd", "dfa", "random_nn"]
 PAPER = TABLE1_MLP
@@ -43,11 +35,28 @@ def paper_row(rule: str) -> list[float] | None:
     return PAPER.get(parse_rule(rule)[0])
 
 
-def paper_table() -> pd.DataFrame:
-    """The paper's Table 1 MLP rows as a tidy (rule, gamma, alignment) table."""
-    return pd.DataFrame(
-        [dict(rule=r, gamma=g, alignment=v) for r, vals in PAPER.items() for g, v in zip(PAPER_GAMMAS, vals)]
-    )
+def paper_cell(rule: str, gamma: float) -> float:
+    """The paper's Table 1 value a (rule, γ) cell is set beside; NaN where the paper has none (or '—')."""
+    row = paper_row(rule)
+    return row[PAPER_GAMMAS.index(gamma)] if row is not None and gamma in PAPER_GAMMAS else math.nan
+
+
+@dataclass
+class Spec:
+    """One rule's γ × seed ensemble, every member on the same data (one chunk)."""
+
+    rule: str
+    lr: float
+    gammas: list[float]
+    seeds: list[int]
+    widths: list[int]
+    activation: str
+    steps: int
+    batch_size: int
+    n_train: int
+    n_val: int
+    average_from: float
+    dtype: str
 
 
 @register
@@ -56,8 +65,10 @@ class HebbTable(Experiment):
 
     name = "hebb-table"
     summary = "Table 1 (MLP rows): 2nd-layer Hebbian alignment per rule × weight decay γ"
+    title = "weight decay makes every rule's signal Hebbian (Table 1, MLP rows)"
     budget_s = 60
     code_version = 2  # bump when run_chunk changes its numbers, so saved chunks are not reused
+    spec_type = Spec
     columns = ("rule", "gamma", "seed", "layer", "alignment", "diverged", "collapsed")
     tiny = dict(
         seeds=[0],
@@ -95,11 +106,7 @@ class HebbTable(Experiment):
         dtype="float32",
         average_from=0.8,
     )
-    choices = dict(
-        rules=RULES,
-        activation=ACTIVATIONS,
-        dtype=["float64", "float32"],
-    )
+    choices = dict(rules=RULES, activation=ACTIVATIONS, dtype=["float64", "float32"])
 
     constraints = dict(
         steps=Interval(int, 4, MAX_STEPS),
@@ -109,48 +116,37 @@ class HebbTable(Experiment):
     relations = (Require(("layer", "widths"), lambda i, w: i < len(w) - 1, "layer < len(widths) - 1"),)
 
     def chunks(self, p):
-        keep = (
-            "gammas",
-            "seeds",
-            "widths",
-            "activation",
-            "steps",
-            "batch_size",
-            "n_train",
-            "n_val",
-            "average_from",
-            "dtype",
-        )
-        return [
-            dict(rule=r, lr=p["adam_lr"] if r in ADAM_RULES else p["lr"], **{k: p[k] for k in keep})
-            for r in p["rules"]
-        ]
+        """One chunk per rule, at its group's step size (adaptive rules: ``adam_lr``)."""
+        keep = {k: p[k] for k in Spec.__dataclass_fields__ if k not in ("rule", "lr")}
+        return [Spec(rule=r, lr=pick_lr(r, gradient=p["lr"], adaptive=p["adam_lr"]), **keep) for r in p["rules"]]
 
-    def run_chunk(self, spec):
-        steps = spec["steps"]
+    def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:
+        """Train the rule's members; late alignment, loss and weight norm per run and layer."""
+        steps = spec.steps
         m, res = train_regression(
-            spec["rule"],
-            spec["gammas"],
-            spec["seeds"],
-            widths=spec["widths"],
-            activation=spec["activation"],
+            spec.rule,
+            spec.gammas,
+            spec.seeds,
+            widths=spec.widths,
+            activation=spec.activation,
             steps=steps,
-            lr=spec["lr"],
-            batch_size=spec["batch_size"],
-            n_train=spec["n_train"],
-            n_val=spec["n_val"],
-            average_from=int(spec["average_from"] * steps),
+            lr=spec.lr,
+            batch_size=spec.batch_size,
+            n_train=spec.n_train,
+            n_val=spec.n_val,
+            average_from=int(spec.average_from * steps),
             record_every=max(steps // 40, 1),
             late_every=4,
-            dtype=dtype_of(spec["dtype"]),
+            dtype=dtype_of(spec.dtype),
+            ctx=ctx,
         )
         rows = []
-        for l in range(len(spec["widths"]) - 1):
+        for l in range(len(spec.widths) - 1):
             rows.append(
                 m.assign(
-                    rule=spec["rule"],
+                    rule=spec.rule,
                     layer=l,
-                    lr=spec["lr"],
+                    lr=spec.lr,
                     alignment=res.alignment_late[l].double().cpu().numpy(),
                     val_loss=res.val_loss_final.double().cpu().numpy(),
                     diverged=res.diverged.cpu().numpy(),
@@ -158,15 +154,70 @@ class HebbTable(Experiment):
                     w_norm=res.W_mean[l].double().flatten(1).norm(dim=1).cpu().numpy(),
                 )
             )
-        # the alignment trajectory, for the figure: one row per checkpoint (layer = the table's layer only)
         return pd.concat(rows, ignore_index=True)
-
-    def report(self, df, p, out):
-        _report(df, p, Path(out))
 
     def claims(self, df, p):
         """Table 1 cells (rule × γ) against the paper's values, and per rule: alignment rises with γ."""
         return table_claims(df, p, self.size(p))
+
+    def notes(self, p):
+        """The setting, what alignment is, and how far from stationary the run is."""
+        g_min = sorted(set(p["gammas"]) - {0} or [0])[0]
+        return (
+            f"Student MLP widths {p['widths']} ({p['activation']}) on the standard student–teacher regression; "
+            f"{p['steps']} steps, batch {p['batch_size']}, lr {p['lr']} (adaptive rules {p['adam_lr']}); "
+            "alignment = cosine of batch-mean learning signal and batch-mean Hebbian matrix of layer "
+            f"{p['layer'] + 1}, averaged over the last {1 - p['average_from']:.0%} of training and over "
+            f"{len(p['seeds'])} seeds. '—' = collapsed or diverged. Stationarity takes ≳ a few/(lr·γ) steps: "
+            f"lr·γ·(steps) = {p['lr'] * max(p['gammas']) * p['steps']:.3g} at the largest γ, "
+            f"{p['lr'] * g_min * p['steps']:.3g} at the smallest γ > 0. Verdicts only for rules with a row "
+            "in the paper's Table 1 (by base name); other rules are measurements in the tables and figure."
+        )
+
+    def figures(self, df, p):
+        """Alignment vs γ per rule beside the paper's rows (each drawn once), and every seed."""
+        from plasticlab.experiments.hebbian.figures import table_figure
+
+        sel = df[df.layer == p["layer"]]
+        rows = {r: TABLE1_MLP_ROW[b] for r in p["rules"] if (b := parse_rule(r)[0]) in TABLE1_MLP_ROW}
+        fig = table_figure(ours_summary(df, p), sel, paper_rows(), rows, p["rules"], p["layer"])
+        return [
+            Figure(
+                "table_alignment",
+                fig,
+                "Hebbian alignment vs weight decay, ours (solid) beside the paper's (dashed).",
+            )
+        ]
+
+    def tables(self, df, p):
+        """Ours beside the paper per cell, ours in the paper's layout, and every layer."""
+        s = ours_summary(df, p)
+        m = s.rename(columns={"mean": "ours"})[["rule", "gamma", "ours"]]
+        m["paper"] = [paper_cell(r, g) for r, g in zip(m.rule, m.gamma)]
+        m["ours − paper"] = m.ours - m.paper
+        wide = s.pivot(index="rule", columns="gamma", values="mean").reindex(p["rules"]).reset_index()
+        wide.columns = ["rule"] + [f"γ={g:g}" for g in wide.columns[1:]]
+        layer = p["layer"] + 1
+        return [
+            Table(m, f"Layer {layer} alignment: ours vs the paper's Table 1 (— = collapsed, or no paper row)"),
+            Table(wide, "Ours, in the paper's layout"),
+            Table(summarise(df, ["rule", "layer", "gamma"]), "Every layer (mean ± sem over seeds)"),
+        ]
+
+
+def ours_summary(df: pd.DataFrame, p: dict) -> pd.DataFrame:
+    """Mean ± sem over seeds of the table's layer per (rule, γ), rules in the params' order."""
+    s = summarise(df[df.layer == p["layer"]], ["rule", "gamma"])
+    order = {r: i for i, r in enumerate(p["rules"])}
+    return s.sort_values(["rule", "gamma"], key=lambda c: c.map(order) if c.name == "rule" else c)
+
+
+def paper_rows() -> pd.DataFrame:
+    """Table 1's MLP rows as the paper prints them, one per row name: (row, gamma, alignment)."""
+    first = {row: r for r, row in reversed(TABLE1_MLP_ROW.items())}
+    return pd.DataFrame(
+        [dict(row=row, gamma=g, alignment=v) for row, r in first.items() for g, v in zip(PAPER_GAMMAS, PAPER[r])]
+    )
 
 
 def _cell_claim(rule: str, g: float, c: pd.DataFrame, pv: float, size: str) -> Claim:
@@ -227,71 +278,17 @@ def _trend_claim(rule: str, r: pd.DataFrame, size: str) -> Claim:
 
 
 def table_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
-    """One claim per Table 1 cell of a rule the paper reports, then a trend claim per rule (layer p["layer"])."""
+    """One claim per Table 1 cell of a rule the paper reports, then that rule's trend claim (layer
+    p["layer"]). A rule without a row in the paper has no claim: it is a measurement in the tables only."""
     sel = df[df.layer == p["layer"]]
     out = []
     for rule in p["rules"]:
         r = sel[sel.rule == rule]
         row = paper_row(rule)
-        if row is not None:
-            for g in sorted(r.gamma.unique()):
-                pv = row[PAPER_GAMMAS.index(g)] if g in PAPER_GAMMAS else math.nan
-                if g in PAPER_GAMMAS:
-                    out.append(_cell_claim(rule, float(g), r[r.gamma == g], pv, size))
+        if row is None:
+            continue
+        for g in sorted(r.gamma.unique()):
+            if g in PAPER_GAMMAS:
+                out.append(_cell_claim(rule, float(g), r[r.gamma == g], row[PAPER_GAMMAS.index(g)], size))
         out.append(_trend_claim(rule, r, size))
     return out
-
-
-def increases(values, sems, floor: float = 0.01) -> bool:
-    """Rises from the smallest to the largest γ by more than the seed noise, and no step down beyond it
-    (γ = 0 and 5e-5 are equal within noise when 5e-5 is far from stationary)."""
-    v, e = np.asarray(values, float), np.nan_to_num(np.asarray(sems, float))
-    ok = np.isfinite(v)
-    v, e = v[ok], e[ok]
-    if len(v) < 2:
-        return False
-    tol = max(floor, 2 * float(e.max()))
-    return bool(v[-1] - v[0] > tol and (np.diff(v) > -tol).all())
-
-
-def _report(df, p, out):
-    from plasticlab.experiments.hebbian.figures import table_figure
-
-    layer = p["layer"]
-    rep = Report(out, "hebb-table — weight decay makes every rule's signal Hebbian (Table 1, MLP rows)", p)
-    rep.text(
-        f"Student MLP widths {p['widths']} ({p['activation']}) on the standard student–teacher regression; "
-        f"{p['steps']} steps, batch {p['batch_size']}, lr {p['lr']} (Adam {p['adam_lr']}); alignment = cosine "
-        f"of batch-mean learning signal and batch-mean Hebbian matrix of layer {layer + 1} (the 2nd layer "
-        f"when layer = 1), averaged over the last {1 - p['average_from']:.0%} of training and over "
-        f"{len(p['seeds'])} seeds. '—' = collapsed or diverged. Stationarity takes ≳ a few/(lr·γ) steps: "
-        f"lr·γ·(steps) = {p['lr'] * max(p['gammas']) * p['steps']:.3g} at the largest γ, "
-        f"{p['lr'] * sorted(set(p['gammas']) - {0} or [0])[0] * p['steps']:.3g} at the smallest γ > 0."
-    )
-    sel = df[df.layer == layer]
-    s = summarise(sel, ["rule", "gamma"])
-    order = {r: i for i, r in enumerate(p["rules"])}
-    s = s.sort_values(["rule", "gamma"], key=lambda c: c.map(order) if c.name == "rule" else c)
-    ours = s.rename(columns={"mean": "alignment"})[["rule", "gamma", "alignment"]]
-    paper = paper_table()
-    paper = paper[paper.rule.isin(p["rules"])]
-    rep.compare(
-        ours,
-        paper,
-        ["rule", "gamma"],
-        "alignment",
-        f"Layer {layer + 1} alignment: ours vs the paper's Table 1 (difference; — = collapsed/absent)",
-    )
-    wide = s.pivot(index="rule", columns="gamma", values="mean").reindex(p["rules"]).reset_index()
-    wide.columns = ["rule"] + [f"γ={g:g}" for g in wide.columns[1:]]
-    rep.table(wide, "Ours, in the paper's layout")
-
-    fig = table_figure(s, sel, paper, p["rules"], layer)
-    rep.figure(
-        fig, "table_alignment", "Hebbian alignment vs weight decay, ours (solid) beside the paper's (dashed)."
-    )
-
-    rep.add_claims(table_claims(df, p, HebbTable().size(p)))
-    per_layer = summarise(df, ["rule", "layer", "gamma"])
-    rep.table(per_layer, "Every layer (mean ± sem over seeds)")
-    rep.write()

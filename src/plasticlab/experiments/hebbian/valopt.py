@@ -18,7 +18,7 @@ the validation-optimal (σ, γ), and the alignment there.
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,9 +26,8 @@ import pandas as pd
 import torch
 
 from plasticlab.experiments.hebbian._common import members, train_sgd_grid, unique_seeds
-from plasticlab.study import Experiment, register
+from plasticlab.study import Experiment, Figure, RunContext, Table, register
 from plasticlab.study.claims import KPZ, Claim, Within, measure
-from plasticlab.study.report import Report
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "mlp": dict(kind="teacher", label_noise=0.0, n_train=20000),
@@ -40,12 +39,12 @@ SETTINGS: dict[str, dict[str, Any]] = {
 SOURCE = "Sec. on validation loss (phase diagram): lowest validation loss near the transition band"
 
 
-def _data(setting: str, seeds, d: int, n_val: int):
+def _data(setting: str, seeds, d: int, n_val: int, device=None):
     from plasticlab.tasks import digits, teacher_regression
 
     s = SETTINGS[setting]
     if s["kind"] == "digits":
-        return digits(dtype=torch.float64), "tanh"
+        return digits(dtype=torch.float64, device=device), "tanh"
     if s["kind"] == "linreg":
         data = teacher_regression(
             seeds,
@@ -57,12 +56,29 @@ def _data(setting: str, seeds, d: int, n_val: int):
             teacher_activation="linear",
             teacher_scale=math.sqrt(d),
             label_noise=s["label_noise"],
+            device=device,
         )
         return data, "linear"
     data = teacher_regression(
-        seeds, d_in=d, d_out=d, n_train=s["n_train"], n_val=n_val, label_noise=s["label_noise"]
+        seeds, d_in=d, d_out=d, n_train=s["n_train"], n_val=n_val, label_noise=s["label_noise"], device=device
     )
     return data, "tanh"
+
+
+@dataclass
+class Spec:
+    """One setting's σ × γ × seed grid, trained as one ensemble (one chunk)."""
+
+    setting: str
+    sigmas: list[float]
+    gammas: list[float]
+    seeds: list[int]
+    d: int
+    hidden: int
+    n_val: int
+    steps: int
+    lr: float
+    batch_size: int
 
 
 @register
@@ -71,8 +87,10 @@ class HebbValopt(Experiment):
 
     name = "hebb-valopt"
     summary = "validation-loss optimum on the σ × γ map beside the alignment map, per setting"
+    title = "is the validation optimum near the alignment ≈ 0 band?"
     budget_s = 120
     code_version = 1
+    spec_type = Spec
     defaults = dict(
         settings=list(SETTINGS),
         sigmas=[0.0, 0.03, 0.1, 0.3],
@@ -96,34 +114,81 @@ class HebbValopt(Experiment):
     choices = dict(settings=list(SETTINGS))
 
     def chunks(self, p):
-        keep = ("sigmas", "gammas", "seeds", "d", "hidden", "n_val", "steps", "lr", "batch_size")
-        return [dict(setting=s, **{k: p[k] for k in keep}) for s in p["settings"]]
+        """One chunk per setting."""
+        keep = {k: p[k] for k in Spec.__dataclass_fields__ if k != "setting"}
+        return [Spec(setting=s, **keep) for s in p["settings"]]
 
-    def run_chunk(self, spec):
-        return run_valopt_chunk(spec)
+    def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:
+        """Train the setting's σ × γ × seed members; one row per member (last layer's alignment)."""
+        return run_valopt_chunk(spec, ctx)
 
     def claims(self, df, p):
+        """Per setting: the alignment at the validation-optimal cell is ≈ 0."""
         return valopt_claims(df)
 
-    def report(self, df, p, out):
-        _report(df, p, Path(out))
+    def notes(self, p):
+        """The question, the test, and how far each γ is from stationary."""
+        stat = ", ".join(f"{g:g} → {p['lr'] * g * p['steps']:.3g}" for g in p["gammas"])
+        sets = "; ".join(f"{k}: {v}" for k, v in SETTINGS.items() if k in p["settings"])
+        return (
+            "Koplow, Poggio & Ziyin (2025): the lowest validation loss lies near the transition band between "
+            "Hebbian and anti-Hebbian (alignment ≈ 0). The paper gives no number; our test bounds |alignment| "
+            f"at the validation-optimal cell. SGD lr {p['lr']}, batch {p['batch_size']}, {p['steps']} steps, "
+            f"{len(p['seeds'])} seeds; σ = forward-pass weight noise, γ = decoupled decay; lr·γ·steps at each "
+            f"γ: {stat} (≳ 3 is stationary). Settings: {sets}"
+        )
+
+    def figures(self, df, p):
+        """Validation loss beside alignment over σ × γ per setting."""
+        from plasticlab.experiments.hebbian.figures import valopt_figure
+
+        settings = [s for s in p["settings"] if (df.setting == s).any()]
+        grids = {s: grid(df, s) for s in settings}
+        best = {s: (o["sigma"], o["gamma"]) for s in settings if (o := optimum(df, s))}
+        return [
+            Figure(
+                "valopt_maps",
+                valopt_figure(grids, best),
+                "Validation loss (left) beside alignment (right) per setting; ★ = validation optimum.",
+            )
+        ]
+
+    def tables(self, df, p):
+        """The validation-optimal cell per setting, and every cell."""
+        cells = df.groupby(["setting", "sigma", "gamma"])[["val_loss", "alignment"]].mean().reset_index()
+        return [
+            Table(pd.DataFrame([optimum(df, s) for s in p["settings"]]), "Validation-optimal (σ, γ) per setting"),
+            Table(cells, "Every cell (means over seeds)"),
+        ]
 
 
-def run_valopt_chunk(spec: dict) -> pd.DataFrame:
+def run_valopt_chunk(spec: Spec, ctx: RunContext | None = None) -> pd.DataFrame:
     """One setting: σ × γ × seed members; one row per member (last layer's alignment)."""
-    m = members(spec["seeds"], sigma=spec["sigmas"], gamma=spec["gammas"])
-    data, act = _data(spec["setting"], unique_seeds(spec["seeds"]), spec["d"], spec["n_val"])
-    widths = [data.d_in, data.d_out] if act == "linear" else [data.d_in, spec["hidden"], data.d_out]
-    steps = spec["steps"]
-    res = train_sgd_grid(m, data, widths, act, m.sigma.values, spec, record_every=max(steps // 10, 1))
+    m = members(spec.seeds, sigma=spec.sigmas, gamma=spec.gammas)
+    dev = None if ctx is None else ctx.device
+    data, act = _data(spec.setting, unique_seeds(spec.seeds), spec.d, spec.n_val, dev)
+    widths = [data.d_in, data.d_out] if act == "linear" else [data.d_in, spec.hidden, data.d_out]
+    steps = spec.steps
+    res = train_sgd_grid(
+        m,
+        data,
+        widths,
+        act,
+        m.sigma.values,
+        steps=steps,
+        lr=spec.lr,
+        batch_size=spec.batch_size,
+        record_every=max(steps // 10, 1),
+        ctx=ctx,
+    )
     last = len(widths) - 2
     return m.drop(columns="seed_index").assign(
-        setting=spec["setting"],
+        setting=spec.setting,
         layer=last,
-        alignment=res.alignment_late[last].numpy(),
-        val_loss=res.val_loss_final.numpy(),
-        diverged=res.diverged.numpy(),
-        lr_gamma_steps=spec["lr"] * m.gamma.to_numpy() * steps,
+        alignment=res.alignment_late[last].cpu().numpy(),
+        val_loss=res.val_loss_final.cpu().numpy(),
+        diverged=res.diverged.cpu().numpy(),
+        lr_gamma_steps=spec.lr * m.gamma.to_numpy() * steps,
     )
 
 
@@ -181,29 +246,3 @@ def valopt_claims(df: pd.DataFrame) -> list[Claim]:
             )
         )
     return out
-
-
-def _report(df, p, out):
-    from plasticlab.experiments.hebbian.figures import valopt_figure
-
-    rep = Report(out, "hebb-valopt — is the validation optimum near the alignment ≈ 0 band?", p)
-    rep.text(
-        "Koplow, Poggio & Ziyin (2025): the lowest validation loss lies near the transition band between "
-        "Hebbian and anti-Hebbian (alignment ≈ 0). The paper gives no number; our test is |alignment| ≤ 0.15 "
-        f"at the validation-optimal cell. SGD lr {p['lr']}, batch {p['batch_size']}, {p['steps']} steps, "
-        f"{len(p['seeds'])} seeds; σ = forward-pass weight noise, γ = decoupled decay; lr·γ·steps at each γ: "
-        + ", ".join(f"{g:g} → {p['lr'] * g * p['steps']:.3g}" for g in p["gammas"])
-        + " (≳ 3 is stationary). Settings: "
-        + "; ".join(f"{k}: {v}" for k, v in SETTINGS.items() if k in p["settings"])
-    )
-    rep.add_claims(valopt_claims(df))
-    rep.table(pd.DataFrame([optimum(df, s) for s in p["settings"]]), "Validation-optimal (σ, γ) per setting")
-    fig = valopt_figure(df, [s for s in p["settings"] if (df.setting == s).any()])
-    rep.figure(
-        fig, "valopt_maps", "Validation loss (left) beside alignment (right) per setting; ★ = validation optimum."
-    )
-    rep.table(
-        df.groupby(["setting", "sigma", "gamma"])[["val_loss", "alignment"]].mean().reset_index(),
-        "Every cell (means over seeds)",
-    )
-    rep.write()
