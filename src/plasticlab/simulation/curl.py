@@ -558,7 +558,7 @@ def _steps_tensors(W1, W2, peak, lr, xs, xds, ys, *consts, **flags):
     return W1, W2, peak
 
 
-_CACHE_BLOCK = 1 << 16  # entries of a group's ΔW1 above which the flipped update goes one group at a time
+_OUTER_BMM = 1 << 16  # entries of δ from which its outer product is a product, not a broadcast multiply
 
 
 def _group_step_tensors(
@@ -587,45 +587,47 @@ def _group_step_tensors(
     inplace=False,
 ):
     """``_step_tensors`` for U groups of k consecutive members that see the same batch xg (U, B, M), yg
-    (U, B, 1): one (B × M)·(M × kN) product per group forward and one (kN × B)·(B × M) for ΔW1, where the
-    per-member step does k products k times narrower. Column flips of W1's update are applied to the
-    product (negation is exact, so this equals flipping x); only the summation order of the products
-    differs from ``_step_tensors``. ``inplace`` updates W1 and W2 in place (the caller owns them): the
+    (U, B, 1): one (kN × M)·(M × B) product per group forward and one (kN × B)·(B × M) for ΔW1, where the
+    per-member step does k products k times narrower; only the products' summation order differs from
+    ``_step_tensors``. ``inplace`` updates W1 and W2 in place (the caller owns them): the
     product then accumulates straight into W1 instead of into a copy, one pass over W1 fewer."""
     U, B, M = xg.shape
     E, N = W1.shape[0], W1.shape[1]
     Wg = W1.view(U, k * N, M)
-    a1 = torch.bmm(xg, Wg.transpose(1, 2))  # (U, B, kN)
+    # Hidden activity transposed, (U, kN, B) = (E, N, B) per member: the readout, its error and ΔW2 are
+    # then small per-member products, and ΔW1's product reads δ without a transpose.
+    a1 = torch.bmm(Wg, xg.transpose(1, 2))
     h = torch.tanh(a1) if act == "tanh" else (torch.clamp_min(a1, 0.0) if act == "relu" else a1)
-    h4 = h.view(U, B, k, N)
-    e = torch.mul(h4, W2.view(U, 1, k, N)).sum(-1)  # (U, B, k): each member's readout
+    hT = h.view(E, N, B)
+    e = torch.bmm(W2, hT)  # (E, 1, B): each member's readout
     if act == "tanh":
         e = e.tanh_()
     elif act == "relu":
         e = e.relu_()
-    e = e.sub_(yg)  # the group's targets are the same for its k members
+    e.view(U, k, 1, B).sub_(yg.view(U, 1, 1, B))  # the group's targets are the same for its k members
     if full:
-        peak = torch.maximum(peak, e.pow(2).mean(dim=1).view(E).mul_(0.5))
+        peak = torch.maximum(peak, e.pow(2).mean(dim=(1, 2)).mul_(0.5))
     if lr_scalar is None:
-        e = e.mul_(lr.view(U, 1, k))
-    e4 = e.unsqueeze(-1)
-    delta = torch.mul(e4, _feedback(W2, Ft, dfa_mask, dfa).view(U, 1, k, N))  # (U, B, k, N)
+        e = e.mul_(lr)
+    back = _feedback(W2, Ft, dfa_mask, dfa).transpose(1, 2)
+    # (E, N, B), an outer product: a broadcast multiply with a short inner dimension is slow on large
+    # shapes, where a product with inner dimension 1 (exact, one multiply per entry) is not
+    delta = torch.bmm(back, e) if E * N * B >= _OUTER_BMM else torch.mul(back, e)
     if act == "tanh":
-        delta = delta.mul_(torch.addcmul(one, h4, h4, value=-1.0))
+        delta = torch.ops.aten.tanh_backward(delta, hT)  # δ·(1 − h²) in one pass
     elif act == "relu":
-        delta = delta.mul_(a1.view(U, B, k, N) > 0)
+        delta = delta.mul_(a1.view(E, N, B) > 0)
     alpha = -1.0 if lr_scalar is None else -lr_scalar
-    dW2 = torch.mul(e4, h4).sum(1).view(E, 1, N)
-    dT = delta.view(U, B, k * N).transpose(1, 2)
+    dW2 = torch.bmm(e, hT.transpose(1, 2))  # (E, 1, N)
+    dT = delta.view(U, k * N, B)
+    # Column flips differ between a group's members, so a flipped ΔW1 is one product per member on its
+    # flipped copy of the batch (exactly the per-member step's); that costs less than forming the group's
+    # wide product and flipping its columns afterwards, which writes and reads a W1-sized temporary.
+    xd = torch.mul(xg.view(U, 1, B, M), d1r.view(U, k, 1, M)).view(E, B, M) if use_d1 else None
     if inplace:
         W2 = W2.addcmul_(dW2, d2r, value=alpha) if use_d2 else W2.add_(dW2, alpha=alpha)
-        if use_d1 and k * N * M >= _CACHE_BLOCK:
-            # one group's product at a time: it is read back while still in cache, not from memory
-            for u in range(U):
-                rows = slice(u * k, (u + 1) * k)
-                W1[rows].addcmul_(torch.mm(dT[u], xg[u]).view(k, N, M), d1r[rows], value=alpha)
-        elif use_d1:
-            W1 = W1.addcmul_(torch.bmm(dT, xg).view(E, N, M), d1r, value=alpha)
+        if xd is not None:
+            W1 = W1.baddbmm_(delta, xd, alpha=alpha)
         else:
             Wg.baddbmm_(dT, xg, alpha=alpha)
         if norm:
@@ -633,8 +635,8 @@ def _group_step_tensors(
             W2 = W2.mul_(torch.div(n2, torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True)))
         return W1, W2, peak
     W2 = torch.addcmul(W2, dW2, d2r, value=alpha) if use_d2 else torch.add(W2, dW2, alpha=alpha)
-    if use_d1:
-        W1 = torch.addcmul(W1, torch.bmm(dT, xg).view(E, N, M), d1r, value=alpha)
+    if xd is not None:
+        W1 = torch.baddbmm(W1, delta, xd, alpha=alpha)
     else:
         W1 = torch.baddbmm(Wg, dT, xg, alpha=alpha).view(E, N, M)
     W1, W2 = _renorm(W1, W2, n1, n2, norm)
