@@ -1,5 +1,5 @@
 """``python -m benchmarks NAME [options]`` with NAME one of ensemble, roofline, small-roofline, probe, quick-suite,
-paper-cost, mlp-step, allocator, all.
+paper-cost, paper-chunk, mlp-step, allocator, all.
 
 ``all`` runs each benchmark in its own fresh process (thread settings and allocator state do not leak from
 one to the next, and a crash in one does not stop the rest) and exits non-zero if any of them crashed.
@@ -19,6 +19,7 @@ BENCHMARKS = {  # name -> module (each defines main(argv) except probe, whose ma
     "probe": "benchmarks.probe",
     "quick-suite": "benchmarks.quick_suite",
     "paper-cost": "benchmarks.paper_cost",
+    "paper-chunk": "benchmarks.paper_chunk",
     "mlp-step": "benchmarks.mlp_step",
     "allocator": "benchmarks.allocator",
 }

@@ -97,12 +97,17 @@ def _mlp(spec: dict, members: int, widths: list[int], rule: str = "sgd", dtype: 
 def chunk_work(name: str, spec: dict) -> Work:
     """The training work of one chunk ``spec`` of experiment ``name`` (engine ``none`` if not modelled)."""
     n = len
+    # ``group``: members per seed (they share data and batch order, so the engine runs them as one group);
+    # ``flip``: which layer's columns the conditions flip (the timing run flips the same one)
     if name == "curl-hidden":
-        return _curl(spec, n(spec["alphas"]) * n(spec["seeds"]), B=spec["B"])
+        a = n(spec["alphas"])
+        return _curl(spec, a * n(spec["seeds"]), B=spec["B"], group=a, flip="hidden")
     if name == "curl-readout":
-        return _curl(spec, n(spec["alphas"]) * n(spec["seeds"]), B=spec["P"], init="teacher")
+        a = n(spec["alphas"])
+        return _curl(spec, a * n(spec["seeds"]), B=spec["P"], init="teacher", group=a, flip="readout")
     if name == "curl-speedup":
-        w = _curl(spec, n(spec["conditions"]) * n(spec["seeds"]), B=spec["B"], norm=spec["norm"])
+        c = n(spec["conditions"])
+        w = _curl(spec, c * n(spec["seeds"]), B=spec["B"], norm=spec["norm"], group=c, flip="readout")
         note = "upper bound: runs stop once every member is below the threshold"
         return Work(w.engine, w.dtype, w.members, w.steps, w.per_step, w.shape, note)
     if name == "curl-chaos":

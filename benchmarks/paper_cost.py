@@ -4,9 +4,11 @@ For every experiment ``plasticlab reproduce`` runs, each chunk of its default (p
 analytically (``benchmarks/flops.py`` says what is and is not counted: the training step's matrix products).
 The CPU time is predicted per chunk as FLOPs / the rate this machine sustains on that chunk's shape, measured
 by a short timed run of the real engine step at that shape (same members, widths, batch and dtype; a few
-hundred ms; one torch thread, as sweep chunks run one per core). Rates differ by orders of magnitude between
-shapes (the small networks are bound by per-op overhead, not arithmetic), so one rate per engine would be
-wrong by as much.
+hundred ms; one torch thread, as sweep chunks run one per core). A curl timing run has the chunk's member
+structure: its conditions × seeds, condition-major, flipping the layer the conditions flip, so members that
+share a seed run grouped (one wide product per layer) as in the real chunk. Rates differ by orders of
+magnitude between shapes (the small networks are bound by per-op overhead, not arithmetic), so one rate per
+engine would be wrong by as much.
 
 The GPU time is stated, not measured (no GPU here): max(FLOPs / R, steps × ops per step × 10 µs), with R the
 sustained rate of a data-centre GPU (A100 class: 19.5 TFLOP/s fp32 and 9.7 fp64 peak without tensor cores)
@@ -77,7 +79,16 @@ def _stepper(w: Work) -> tuple[Callable[[int], float | None], int]:
             )
             # the loop's own time: set-up (data, teacher, start) can take longer than many epochs (20 s for
             # curl-readout's 420-member shapes), and charged to a 1-epoch run it made the rate ~100x too low
-            return simulate(cfg, list(range(E)), k2=1, threads=1).loop_seconds
+            return simulate(cfg, seeds, k1=k1, k2=k2, threads=1).loop_seconds
+
+        # the chunk's members: ``group`` conditions × E/group seeds, condition-major as the experiments
+        # order them, so members sharing a seed run grouped as in the real chunk
+        g = sh.get("group", 1)
+        seeds = [s for _ in range(g) for s in range(E // g)] if E % g == 0 else list(range(E))
+        k1: int | list[int] = 0
+        k2 = 1
+        if sh.get("flip") == "hidden":  # flip fractions 0..1 of the inputs over the conditions
+            k1, k2 = [round((i // max(E // g, 1)) / max(g - 1, 1) * sh["M"]) for i in range(E)], 0
 
         return run_curl, sh["P"] // sh["B"]
     if w.engine == "chaos":

@@ -127,3 +127,28 @@ def test_small_roofline_harness_runs(capsys):
     rate = [ln for ln in out.splitlines() if ln.startswith("engine (eager) achieved")]
     assert len(rate) == 1 and float(rate[0].split(":")[1].split()[0]) > 0 and "load average at the end" in out
     assert any(ln.startswith("engine (eager) fraction of one core's matmul FLOP/s") for ln in out.splitlines())
+
+
+def test_paper_chunk_peers_agree_with_the_engines_and_catch_a_wrong_flip(monkeypatch):
+    from benchmarks import paper_chunk as pc
+
+    shape, rows = pc.hidden_members()
+    shape = shape | dict(M=12, N=9, P=20, B=10, dtype="float64")
+    rows = [(r[0], min(r[1], 12), r[2], r[3], r[4]) for r in rows if r[4] < 2 and r[1] in (0, 51, 102)]
+    chunk = pc.curl_chunk("tiny-hidden", shape, rows, 2, 3)  # 3 α_h × 2 seeds: grouped in the engine
+    assert chunk.check(3, list(range(len(rows)))) < 1e-12
+    sp_shape, sp_rows = pc.speedup_members()
+    sp = pc.curl_chunk("tiny-speedup", sp_shape | dict(P=20, dtype="float64"), sp_rows[::15][:6], 2, 2)
+    assert sp.check(2, [0, 3, 5]) < 1e-12
+    peer = pc.numpy_curl_run
+    monkeypatch.setattr(pc, "numpy_curl_run", lambda cfg, rule, k1, k2, r, s: peer(cfg, rule, k1, k2 + 1, r, s))
+    assert chunk.check(3, [2]) > 1e-6  # the peer now flips a readout neuron the engine does not
+
+
+def test_paper_chunk_mlp_peer_agrees_with_train_mlp(monkeypatch):
+    from benchmarks import paper_chunk as pc
+
+    tiny = dict(pc.HEBB, widths=[5, 6, 4], gammas=[0.0, 5e-3], seeds=[0, 1], n_train=64, n_val=16, dtype="float64")
+    monkeypatch.setattr(pc, "HEBB", tiny | dict(batch_size=8, record_every=5, late_every=2))
+    chunk = pc.hebb_chunk(20, 20)
+    assert chunk.members == 4 and chunk.check(20, [0, 3]) < 1e-9

@@ -255,6 +255,14 @@ def _error(W1, W2, X, Y, activation) -> torch.Tensor:
     return 0.5 * (curl_forward(W1, W2, X, activation) - Y).pow(2).mean(dim=(1, 2))
 
 
+def _group_error(W1, W2, X, Y, activation, k: int) -> torch.Tensor:
+    """``_error`` (E,) for U groups of k consecutive members sharing the data X (U, n, M), Y (U, n, 1)."""
+    (U, n, M), (E, N) = X.shape, W1.shape[:2]
+    h = _phi(torch.bmm(X, W1.view(U, k * N, M).transpose(1, 2)), activation).view(U, n, k, N)
+    out = _phi(torch.mul(h, W2.view(U, 1, k, N)).sum(-1), activation)  # (U, n, k)
+    return 0.5 * (out - Y).pow(2).mean(dim=1).view(E)
+
+
 @dataclass(frozen=True)
 class CurlProblem:
     """What stays fixed while a batch of members trains: shape, data, flips, feedback, target norms.
@@ -294,6 +302,7 @@ class CurlProblem:
     Y_all: torch.Tensor | None = None
     Sigma: torch.Tensor | None = None  # moments: XᵀX/P per member
     vstar: torch.Tensor | None = None  # moments: the teacher's end-to-end map
+    group: int = 1  # members per shared-data group (consecutive, one per distinct seed); 1 = no grouping
 
     @property
     def E(self) -> int:
@@ -549,8 +558,127 @@ def _steps_tensors(W1, W2, peak, lr, xs, xds, ys, *consts, **flags):
     return W1, W2, peak
 
 
+_OUTER_BMM = 1 << 16  # entries of δ from which its outer product is a product, not a broadcast multiply
+
+
+def _group_step_tensors(
+    W1,
+    W2,
+    peak,
+    lr,
+    xg,
+    yg,
+    Ft,
+    dfa_mask,
+    d1r,
+    d2r,
+    n1,
+    n2,
+    one,
+    *,
+    k,
+    act,
+    full,
+    lr_scalar,
+    dfa,
+    use_d1,
+    use_d2,
+    norm,
+    inplace=False,
+):
+    """``_step_tensors`` for U groups of k consecutive members that see the same batch xg (U, B, M), yg
+    (U, B, 1): one (kN × M)·(M × B) product per group forward and one (kN × B)·(B × M) for ΔW1, where the
+    per-member step does k products k times narrower; only the products' summation order differs from
+    ``_step_tensors``. ``inplace`` updates W1 and W2 in place (the caller owns them): the
+    product then accumulates straight into W1 instead of into a copy, one pass over W1 fewer."""
+    U, B, M = xg.shape
+    E, N = W1.shape[0], W1.shape[1]
+    Wg = W1.view(U, k * N, M)
+    # Hidden activity transposed, (U, kN, B) = (E, N, B) per member: the readout, its error and ΔW2 are
+    # then small per-member products, and ΔW1's product reads δ without a transpose.
+    a1 = torch.bmm(Wg, xg.transpose(1, 2))
+    h = torch.tanh(a1) if act == "tanh" else (torch.clamp_min(a1, 0.0) if act == "relu" else a1)
+    hT = h.view(E, N, B)
+    e = torch.bmm(W2, hT)  # (E, 1, B): each member's readout
+    if act == "tanh":
+        e = e.tanh_()
+    elif act == "relu":
+        e = e.relu_()
+    e.view(U, k, 1, B).sub_(yg.view(U, 1, 1, B))  # the group's targets are the same for its k members
+    if full:
+        peak = torch.maximum(peak, e.pow(2).mean(dim=(1, 2)).mul_(0.5))
+    if lr_scalar is None:
+        e = e.mul_(lr)
+    back = _feedback(W2, Ft, dfa_mask, dfa).transpose(1, 2)
+    # (E, N, B), an outer product: a broadcast multiply with a short inner dimension is slow on large
+    # shapes, where a product with inner dimension 1 (exact, one multiply per entry) is not
+    delta = torch.bmm(back, e) if E * N * B >= _OUTER_BMM else torch.mul(back, e)
+    if act == "tanh":
+        delta = torch.ops.aten.tanh_backward(delta, hT)  # δ·(1 − h²) in one pass
+    elif act == "relu":
+        delta = delta.mul_(a1.view(E, N, B) > 0)
+    alpha = -1.0 if lr_scalar is None else -lr_scalar
+    dW2 = torch.bmm(e, hT.transpose(1, 2))  # (E, 1, N)
+    dT = delta.view(U, k * N, B)
+    # Column flips differ between a group's members, so a flipped ΔW1 is one product per member on its
+    # flipped copy of the batch (exactly the per-member step's); that costs less than forming the group's
+    # wide product and flipping its columns afterwards, which writes and reads a W1-sized temporary.
+    xd = torch.mul(xg.view(U, 1, B, M), d1r.view(U, k, 1, M)).view(E, B, M) if use_d1 else None
+    if inplace:
+        W2 = W2.addcmul_(dW2, d2r, value=alpha) if use_d2 else W2.add_(dW2, alpha=alpha)
+        if xd is not None:
+            W1 = W1.baddbmm_(delta, xd, alpha=alpha)
+        else:
+            Wg.baddbmm_(dT, xg, alpha=alpha)
+        if norm:
+            W1 = W1.mul_(torch.div(n1, torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True)))
+            W2 = W2.mul_(torch.div(n2, torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True)))
+        return W1, W2, peak
+    W2 = torch.addcmul(W2, dW2, d2r, value=alpha) if use_d2 else torch.add(W2, dW2, alpha=alpha)
+    if xd is not None:
+        W1 = torch.baddbmm(W1, delta, xd, alpha=alpha)
+    else:
+        W1 = torch.baddbmm(Wg, dT, xg, alpha=alpha).view(E, N, M)
+    W1, W2 = _renorm(W1, W2, n1, n2, norm)
+    return W1, W2, peak
+
+
+def _group_steps_tensors(W1, W2, peak, lr, xs, ys, *consts, **flags):
+    """``_group_step_tensors`` over a block of K group batches xs (K, U, B, M) (one compiled graph)."""
+    for i in range(xs.shape[0]):
+        W1, W2, peak = _group_step_tensors(W1, W2, peak, lr, xs[i], ys[i], *consts, **flags)
+    return W1, W2, peak
+
+
 _compiled_steps = Compiled(_steps_tensors, "the curl-descent step")
+_compiled_group_steps = Compiled(_group_steps_tensors, "the grouped curl-descent step")
 COMPILE_BLOCK = 10  # steps per compiled graph: compile time grows with it, per-call overhead shrinks
+
+
+def _group_args(p: CurlProblem, lr_scalar: float | None) -> tuple[tuple, dict[str, Any]]:
+    """The tensors and flags of ``_group_step_tensors`` for this problem."""
+    flags = _flags(p, lr_scalar)
+    flags.update(k=p.group, use_d1=p.use_d1)
+    return (p.Ft, p.dfa_mask, p.d1r, p.d2r, p.n1, p.n2, p.one), flags
+
+
+def group_steps_fn(p: CurlProblem, s: CurlState, xs: torch.Tensor, ys: torch.Tensor, compiled: bool) -> CurlState:
+    """Steps of every member on the group batches xs (K, U, B, M), ys (K, U, B, 1): the k = ``p.group``
+    consecutive members of group u all see batch u. ``compiled`` runs blocks of ``_block(K)`` steps
+    through torch.compile (the rate then rides on the error, as in ``compiled_steps_fn``)."""
+    consts, flags = _group_args(p, None if compiled else s.lr_scalar)
+    W1, W2, peak = s.W1, s.W2, s.peak
+    if compiled:
+        k = _block(xs.shape[0])
+        for i in range(0, xs.shape[0], k):
+            W1, W2, peak = _compiled_group_steps(
+                W1, W2, peak, s.lr, xs[i : i + k], ys[i : i + k], *consts, **flags
+            )
+    else:
+        W1, W2 = W1.clone(), W2.clone()  # the steps below update these copies in place; s stays as it was
+        for i in range(xs.shape[0]):
+            W1, W2, peak = _group_step_tensors(W1, W2, peak, s.lr, xs[i], ys[i], *consts, **flags, inplace=True)
+    return replace(s, W1=W1, W2=W2, peak=peak, step=s.step + xs.shape[0])
 
 
 def step_fn(p: CurlProblem, s: CurlState, xb: torch.Tensor, xdb: torch.Tensor, yb: torch.Tensor) -> CurlState:
@@ -643,22 +771,24 @@ def freeze(p: CurlProblem, s: CurlState, bad: torch.Tensor, epoch: int) -> CurlS
 
 class Shuffles:
     """Each epoch's mini-batch rows (steps, E·B) into the stacked training sets, drawn for a block of
-    epochs at once (≤ 8 MB of int64 per draw) rather than one call per epoch."""
+    epochs at once (≤ 8 MB of int64 per draw) rather than one call per epoch. Grouped (``p.group`` > 1):
+    (steps, U·B), one set of rows per distinct seed, which its members read together."""
 
     def __init__(self, p: CurlProblem):
         cfg = p.cfg
         self.p, self.key = p, _key("shuffle")
         self.block = max(1, min(cfg.epochs, (1 << 20) // (len(p.useeds) * cfg.P)))
-        self.row0 = (p.inv * cfg.P)[:, None].to(p.Xu.device)
+        self.inv = torch.arange(len(p.useeds)) if p.group > 1 else p.inv
+        self.row0 = (self.inv * cfg.P)[:, None].to(p.Xu.device)
         self.queue: list[torch.Tensor] = []
 
     def rows(self, epoch: int) -> torch.Tensor:
         """The rows for ``epoch`` (epochs must be asked for in order)."""
         if not self.queue:
-            cfg, E = self.p.cfg, self.p.E
+            cfg, E = self.p.cfg, len(self.inv)
             ks = range(epoch, min(epoch + self.block, cfg.epochs + 1))
             perm = seeding.permutations(self.p.useeds.cpu(), [self.key + k for k in ks], cfg.P, device="cpu")
-            perm = perm.to(self.row0.device)[self.p.inv.to(self.row0.device)] + self.row0[:, :, None]
+            perm = perm.to(self.row0.device)[self.inv.to(self.row0.device)] + self.row0[:, :, None]
             # (E, K, P) -> per epoch: (steps, E·B), the rows of each step
             steps = cfg.P // cfg.B
             per_epoch = perm.view(E, len(ks), steps, cfg.B).permute(1, 2, 0, 3).reshape(len(ks), steps, E * cfg.B)
@@ -674,6 +804,8 @@ def epoch_fn(p: CurlProblem, s: CurlState, shuffles: Shuffles | None = None, com
         return _rule_epoch(p, s, shuffles)
     if p.mode == "moments":
         return moments_step_fn(p, s)
+    if p.group > 1:
+        return _group_epoch(p, s, shuffles, compiled)
     if p.mode == "full":
         assert p.X_all is not None and p.Xd_all is not None and p.Y_all is not None
         if compiled:
@@ -692,6 +824,18 @@ def epoch_fn(p: CurlProblem, s: CurlState, shuffles: Shuffles | None = None, com
         xb = Xf.index_select(0, rows[i]).view(E, cfg.B, cfg.M)
         s = step_fn(p, s, xb, xb * p.d1r if p.use_d1 else xb, Ys[i])
     return s
+
+
+def _group_epoch(p: CurlProblem, s: CurlState, shuffles: Shuffles | None, compiled: bool) -> CurlState:
+    """One epoch of grouped steps: each group of members sharing a seed reads its batch once."""
+    if p.mode == "full":
+        return group_steps_fn(p, s, p.Xu[None], p.Yu[None], compiled)
+    assert shuffles is not None
+    cfg, U, K = p.cfg, len(p.useeds), p.steps_per_epoch
+    rows = shuffles.rows(s.epoch + 1).reshape(-1)  # (K·U·B): per step, each group's B rows
+    xs = p.Xu.reshape(-1, cfg.M).index_select(0, rows).view(K, U, cfg.B, cfg.M)
+    ys = p.Yu.reshape(-1, 1).index_select(0, rows).view(K, U, cfg.B, 1)
+    return group_steps_fn(p, s, xs, ys, compiled)
 
 
 def _rule_epoch(p: CurlProblem, s: CurlState, shuffles: Shuffles | None) -> CurlState:
@@ -726,9 +870,15 @@ class ErrorLog:
         """Record the errors at epoch ``s.epoch`` (a checkpoint) and return the updated state."""
         i, act = self.index[s.epoch], p.cfg.activation
         s = freeze(p, s, ~torch.isfinite(s.W1.sum(dim=(1, 2))), s.epoch)
-        X, Y = p.train_set()
-        tr = _error(s.W1, s.W2, X, Y, act).double().cpu().numpy()
-        te = _error(s.W1, s.W2, p.Xt, p.Yt, act).double().cpu().numpy()
+        if p.group > 1:  # each group's k members share one training and test set: one wide product each
+            U, k = len(p.useeds), p.group
+            tr = _group_error(s.W1, s.W2, p.Xu, p.Yu, act, k).double().cpu().numpy()
+            Xt, Yt = p.Xt.view(U, k, *p.Xt.shape[1:])[:, 0], p.Yt.view(U, k, *p.Yt.shape[1:])[:, 0]
+            te = _group_error(s.W1, s.W2, Xt, Yt, act, k).double().cpu().numpy()
+        else:
+            X, Y = p.train_set()
+            tr = _error(s.W1, s.W2, X, Y, act).double().cpu().numpy()
+            te = _error(s.W1, s.W2, p.Xt, p.Yt, act).double().cpu().numpy()
         bad = ~(np.isfinite(tr) & np.isfinite(te))
         s = freeze(p, s, torch.from_numpy(bad).to(s.diverged.device), s.epoch)
         dead = s.diverged.cpu().numpy()
@@ -777,6 +927,7 @@ def simulate(
     threads: int | None = None,
     device=None,
     compile: bool | None = None,
+    group: bool = True,
 ) -> CurlResult:
     """Advance an ensemble (one member per entry of ``seeds``; the other arguments broadcast) together.
 
@@ -791,6 +942,10 @@ def simulate(
     (default: ``plasticlab.devices.current()``, the CPU unless a run chose another); the data and
     initial weights are made on the CPU and moved, so every device starts from the same numbers.
     ``compile``: run the step through torch.compile (default: ``plasticlab.compiling.enabled()``).
+    ``group``: members that share a seed share their data and batch order, so when every seed has the
+    same number k > 1 of members (a condition × seed grid) and the rule is one the fused step computes,
+    each seed's k members advance with one k-times-wider product per layer (``_group_step_tensors``); the
+    results equal the ungrouped ones up to the products' summation order. ``group=False`` turns it off.
     """
     cfg.validate()
     members = _members(cfg, seeds, k1, k2, init_scale, rule, eta)
@@ -800,15 +955,43 @@ def simulate(
     try:
         with torch.no_grad():
             given = rule if isinstance(rule, Transform) else None
-            return _run(cfg, members, device, compiling.enabled() if compile is None else bool(compile), given)
+            compiled = compiling.enabled() if compile is None else bool(compile)
+            return _run(cfg, members, device, compiled, given, group)
     finally:
         torch.set_num_threads(saved_threads)
 
 
+def group_order(cfg: CurlConfig, members: pd.DataFrame, reorder: bool = True) -> tuple[np.ndarray | None, int]:
+    """(order, k): the member order that puts the k members of each distinct seed next to each other
+    (seed-major, the given order within a seed), or (None, 1) when members cannot be grouped: a seed with
+    one member, seeds with unequal counts, moments mode (it reads no batches), or ``reorder`` False (a
+    given rule object holds per-member values in the given order) and the members are not already
+    seed-major."""
+    if _mode(cfg) == "moments":
+        return None, 1
+    _, inv, counts = np.unique(members.seed.to_numpy(), return_inverse=True, return_counts=True)
+    k = int(counts[0])
+    if k < 2 or bool((counts != k).any()):
+        return None, 1
+    order = np.argsort(inv, kind="stable")
+    if not reorder and bool((order != np.arange(len(order))).any()):
+        return None, 1
+    return order, k
+
+
 def _run(
-    cfg: CurlConfig, members: pd.DataFrame, device, compiled: bool = False, rule: Transform | None = None
+    cfg: CurlConfig,
+    members: pd.DataFrame,
+    device,
+    compiled: bool = False,
+    rule: Transform | None = None,
+    group: bool = True,
 ) -> CurlResult:
-    p, s = init_fn(cfg, members, device, rule)
+    order, k = group_order(cfg, members, reorder=rule is None) if group else (None, 1)
+    # each member's numbers depend on its own seed only, so running them in another order changes nothing
+    p, s = init_fn(cfg, members if order is None else members.iloc[order].reset_index(drop=True), device, rule)
+    if k > 1 and p.fused:
+        p = replace(p, group=k)
     log, hist = ErrorLog(p), History(cfg)
     shuffles = Shuffles(p) if p.mode == "minibatch" else None
     s = log.measure(p, s)
@@ -823,7 +1006,29 @@ def _run(
             s = log.measure(p, s)
             if cfg.stop_when_converged and log.converged(cfg.threshold, s.diverged.cpu().numpy(), epoch):
                 break
-    return _result(p, s, log, hist, time.perf_counter() - t0)
+    res = _result(p, s, log, hist, time.perf_counter() - t0)
+    return res if order is None else _reordered(res, members, np.argsort(order))
+
+
+def _reordered(res: CurlResult, members: pd.DataFrame, back: np.ndarray) -> CurlResult:
+    """``res`` of members run in another order, with every per-member field back in ``members``' order."""
+    idx = torch.from_numpy(back).to(res.W1.device)
+    hist = dict(res.history)
+    if hist:
+        hist["W1"], hist["W2"] = hist["W1"][:, idx], hist["W2"][:, idx]
+    return replace(
+        res,
+        members=members,
+        train_error=res.train_error[back],
+        test_error=res.test_error[back],
+        peak_train_error=res.peak_train_error[back],
+        epochs_to_threshold=res.epochs_to_threshold[back],
+        diverged=res.diverged[back],
+        diverged_at=res.diverged_at[back],
+        W1=res.W1[idx],
+        W2=res.W2[idx],
+        history=hist,
+    )
 
 
 def _result(p: CurlProblem, s: CurlState, log: ErrorLog, hist: History, seconds: float) -> CurlResult:
