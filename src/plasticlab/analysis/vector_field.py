@@ -62,9 +62,11 @@ class RuleField:
 
     @property
     def shapes(self) -> list[torch.Size]:
+        """The (1, out, in) shape of each layer's weight matrix."""
         return [W.shape for W in self.template.weights]
 
     def unflatten(self, theta: torch.Tensor) -> list[torch.Tensor]:
+        """The flat theta split back into per-layer weight matrices (inverse of ``flatten``)."""
         out, i = [], 0
         for s in self.shapes:
             n = math.prod(s)
@@ -73,6 +75,7 @@ class RuleField:
         return out
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        """F(theta): the rule's flat update at these weights, averaged over ``steps``."""
         weights = self.unflatten(theta)
         net = MLP(weights, list(self.template.biases), self.template.activation)
         total: Any = 0
@@ -83,6 +86,7 @@ class RuleField:
         return total / len(self.steps)
 
     def jacobian(self, theta: torch.Tensor) -> torch.Tensor:
+        """J = dF/dtheta at theta (P, P), by reverse mode."""
         return torch.func.jacrev(self)(theta)
 
 
@@ -153,6 +157,7 @@ class FieldAnalysis:
     max_imag: float  # largest |imaginary part|: rotation rate
 
     def as_dict(self) -> dict[str, float]:
+        """The scalar results by name (the eigenvalues left out), for a table row."""
         return dict(
             nongradient_fraction=self.nongradient_fraction,
             norm_J=self.norm_J,
@@ -220,10 +225,12 @@ class LoopResult:
 
     @property
     def mean_abs(self) -> float:
+        """Mean |ratio| over the planes."""
         return self.ratios.abs().mean().item()
 
     @property
     def max_abs(self) -> float:
+        """Largest |ratio| over the planes."""
         return self.ratios.abs().max().item()
 
 

@@ -84,6 +84,7 @@ class QAccumulator:
         self.diverged: torch.Tensor | None = None
 
     def update(self, w: torch.Tensor) -> None:
+        """Add one (E, n) snapshot; a member whose weights went non-finite stays at its mean from then on."""
         w = w.to(torch.float64)
         bad = ~torch.isfinite(w).all(dim=1)
         if self.mean is None:
@@ -250,6 +251,7 @@ class RecurrenceTracker:
         self.one_step: torch.Tensor | None = None
 
     def update(self, theta: torch.Tensor) -> None:
+        """Add one (E, n) state and update each member's two-step maximum and one-step minimum."""
         theta = theta.to(torch.float64)
         size = theta.norm(dim=1).clamp_min(1e-300)
         if self.prev:

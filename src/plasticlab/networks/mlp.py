@@ -29,20 +29,25 @@ class MLP:
 
     @property
     def depth(self) -> int:
+        """The number of weight layers."""
         return len(self.weights)
 
     @property
     def ensemble_size(self) -> int:
+        """E, the number of members."""
         return self.weights[0].shape[0]
 
     @property
     def widths(self) -> list[int]:
+        """Layer widths from the input to the output: [in, hidden…, out]."""
         return [self.weights[0].shape[2]] + [w.shape[1] for w in self.weights]
 
     def params(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(W, b) per layer; b is None for a bias-free layer."""
         return list(zip(self.weights, self.biases))
 
     def with_params(self, params) -> MLP:
+        """A network with the same activation and the given (W, b) per layer."""
         return MLP([w for w, _ in params], [b for _, b in params], self.activation)
 
     def forward(self, x: torch.Tensor, weights: list[torch.Tensor] | None = None) -> Trace:

@@ -21,6 +21,7 @@ class Attention(nn.Module):
         self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
 
     def forward(self, x):
+        """x (B, T, d) -> (B, T, d): each head attends over the T tokens; ``o`` mixes the heads."""
         B, T, d = x.shape
         split = lambda t: t.view(B, T, self.heads, d // self.heads).transpose(1, 2)
         q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
@@ -42,8 +43,9 @@ class Block(nn.Module):
         self.ff = nn.ModuleDict(dict(fc1=nn.Linear(d, d_ff), fc2=nn.Linear(d_ff, d)))
 
     def forward(self, x):
+        """x (B, T, d) -> (B, T, d): x + attention, then + the GELU MLP, each on the normed input."""
         x = x + self.attn(self.ln1(x))
-        return x + self.ff.fc2(torch.nn.functional.gelu(self.ff.fc1(self.ln2(x))))
+        return x + self.ff["fc2"](torch.nn.functional.gelu(self.ff["fc1"](self.ln2(x))))
 
 
 class TinyTransformer(nn.Module):
@@ -59,6 +61,7 @@ class TinyTransformer(nn.Module):
         self.readout = nn.Linear(d, d_out)
 
     def forward(self, x):  # x (B, tokens·features)
+        """x (B, tokens·features) -> (B, d_out): embedded tokens through the blocks, mean-pooled, read out."""
         h = self.embed(x.view(x.shape[0], self.tokens, self.features)) + self.pos
         for blk in self.blocks:
             h = blk(h)

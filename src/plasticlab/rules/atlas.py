@@ -95,6 +95,7 @@ class BCM(Signal):
         return Running(0, [torch.zeros(W.shape[:2], dtype=W.dtype, device=W.device) for W in net.weights])
 
     def update(self, updates: Updates, state: Running, ctx: Context) -> tuple[Updates, Running]:
+        """Hebb of post (post - theta) per layer, theta first moved towards this batch's mean post^2."""
         out, thresholds = [], []
         for l, (h_a, h_b, b) in enumerate(zip(ctx.trace.pre, ctx.trace.post, ctx.net.biases)):
             m2 = (h_b**2).mean(dim=1)  # (E, out)
@@ -116,6 +117,7 @@ class SoftWTA(Signal):
         self.beta = check_positive("beta", float(beta))
 
     def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """softmax-gain Hebb minus the Oja-style decay per layer (zero bias signal); keeps no state."""
         out = []
         for h_a, h_b, W, b in zip(ctx.trace.pre, ctx.trace.post, ctx.net.weights, ctx.net.biases):
             s = torch.softmax(self.beta * h_b, dim=-1)
@@ -141,6 +143,7 @@ class ThreeFactor(Signal):
         return Running(0, torch.zeros(net.ensemble_size, dtype=net.weights[0].dtype, device=net.weights[0].device))
 
     def update(self, updates: Updates, state: Running, ctx: Context) -> tuple[Updates, Running]:
+        """The loss-modulated Hebb term per layer; the baseline then moves towards this batch's mean loss."""
         if ctx.y is None:
             raise PlasticlabError(
                 "three_factor needs the targets for its per-sample loss: pass them as "
@@ -168,6 +171,7 @@ class FA(Signal):
         self.scale = float(scale)
 
     def init(self, net: MLP, seeds: torch.Tensor) -> Any:
+        """The fixed random feedback matrices B_l shaped like W_l (None for layer 0), drawn from ``seeds``."""
         mats: list[torch.Tensor | None] = [None]  # layer 0 sends nothing back
         for l, W in enumerate(net.weights[1:], start=1):
             B = seeding.normal(seeds, seeding.key_of("fa-feedback", l), W.shape[1:], W.dtype, device=W.device)
@@ -175,6 +179,7 @@ class FA(Signal):
         return mats
 
     def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """Backprop through the feedback matrices instead of W_l; the state is unchanged."""
         return ctx.descent(backprop_through(ctx, ctx.output_delta(), state)), state
 
 
@@ -186,6 +191,7 @@ class SignSymmetry(Signal):
     name = "sign_symmetry"
 
     def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """Backprop through sign(W_l) mean|W_l| instead of W_l; keeps no state."""
         back = [None] + [torch.sign(W) * W.abs().mean(dim=(1, 2), keepdim=True) for W in ctx.trace.weights[1:]]
         return ctx.descent(backprop_through(ctx, ctx.output_delta(), back)), state
 
@@ -209,9 +215,11 @@ class ExpGrad(Signal):
         self.max_lr = check_positive("max_lr", float(max_lr))
 
     def init(self, net: MLP, seeds: torch.Tensor) -> Any:
+        """The base signal's state (this piece adds none)."""
         return self.base.init(net, seeds)
 
     def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """The base signal turned into the sign-preserving exponentiated step u, and the base's new state."""
         g, state = self.base.update(updates, state, ctx)
         out = []
         for (gW, gb), W in zip(g, ctx.net.weights):
@@ -249,6 +257,7 @@ class Flip(Transform):
         self.name = f"flip({what}{'' if layers is None else f', layers={self.layers}'})"
 
     def k_of(self, l: int, n_in: int, n_layers: int | None = None) -> int:
+        """How many of layer l's ``n_in`` inputs are flipped (0 for a layer outside ``layers``)."""
         if self.layers is not None:
             chosen = self.layers if n_layers is None else [i % n_layers for i in self.layers]
             if l not in chosen:
@@ -261,10 +270,12 @@ class Flip(Transform):
         return int(round(float(_pick(self.fraction, l)) * n_in))
 
     def diagonal(self, l: int, n_in: int, dtype=torch.float64, n_layers: int | None = None) -> torch.Tensor:
+        """Layer l's diagonal of D_l as a vector: -1 for the first k_l inputs, +1 for the rest."""
         k = self.k_of(l, n_in, n_layers)
         return torch.where(torch.arange(n_in) < k, -1.0, 1.0).to(dtype)
 
     def apply(self, updates):
+        """The updates with each layer's weight columns multiplied by D_l; biases untouched."""
         L = len(updates)
         return [
             (uW * self.diagonal(l, uW.shape[-1], uW.dtype, L).to(uW.device), ub)
@@ -272,6 +283,7 @@ class Flip(Transform):
         ]
 
     def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """The incoming updates flipped (``apply``); the state is unchanged."""
         return self.apply(updates), state
 
 
@@ -298,9 +310,11 @@ class Curl(Signal):
         self.base = SGD() if base is None else base
 
     def init(self, net: MLP, seeds: torch.Tensor) -> Any:
+        """The base signal's state (this piece adds none)."""
         return self.base.init(net, seeds)
 
     def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """The base signal with its presynaptic columns flipped, and the base's new state."""
         g, state = self.base.update(updates, state, ctx)
         return self.flip.apply(g), state
 

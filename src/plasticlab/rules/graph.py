@@ -90,6 +90,7 @@ class DFAFeedback(Feedback):
         self.scale, self.kind, self.name = float(scale), kind, "dfa"
 
     def input_error(self, rec: Recorder, i: int, call: Call) -> torch.Tensor:
+        """The model's output error times matrix ``i``'s fixed B (drawn once per shape), shaped like ``call.x``."""
         e = call.root.grad
         if e is None:
             raise PlasticlabError(
@@ -131,6 +132,7 @@ class FAFeedback(Feedback):
         return rec.cache[key]
 
     def input_error(self, rec: Recorder, i: int, call: Call) -> torch.Tensor:
+        """The error at matrix ``i``'s output sent back through ``back_weight`` instead of W."""
         return _vjp(rec.mats[i], self.back_weight(rec, i), call)
 
 
@@ -141,6 +143,7 @@ class SignFeedback(FAFeedback):
         self.name = "sign_symmetry"
 
     def back_weight(self, rec: Recorder, i: int) -> torch.Tensor:
+        """sign(W)·mean|W| of matrix ``i`` (detached: no gradient flows into W through it)."""
         w = rec.mats[i].w().detach()
         return torch.sign(w) * w.abs().mean()
 

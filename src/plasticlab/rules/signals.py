@@ -22,6 +22,7 @@ class SGD(Signal):
     name = "sgd"
 
     def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """Backprop's descent direction -dl/dW per layer; keeps no state."""
         return ctx.descent(ctx.backprop(ctx.output_delta())), state
 
 
@@ -81,6 +82,7 @@ class DFA(Signal):
             self.name = f"dfa(feedback={feedback!r})"
 
     def init(self, net: MLP, seeds: torch.Tensor) -> Any:
+        """The fixed random feedback matrices B_l (out_l, d_out), one per hidden layer, drawn from ``seeds``."""
         d_out = net.widths[-1]
         mats = []
         for l, W in enumerate(net.weights[:-1]):
@@ -96,6 +98,7 @@ class DFA(Signal):
         return mats
 
     def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """Backprop with the feedback matrices in place of the transposed weights; the state is unchanged."""
         return ctx.descent(ctx.backprop(ctx.output_delta(), feedback=state)), state
 
 
@@ -107,6 +110,7 @@ class RandomNN(Signal):
     name = "random_nn"
 
     def init(self, net: MLP, seeds: torch.Tensor) -> Any:
+        """The fixed random target network (same widths and activation, no biases), drawn from ``seeds``."""
         return init_mlp(
             seeds,
             net.widths,
@@ -118,6 +122,7 @@ class RandomNN(Signal):
         )
 
     def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """Backprop of the mismatch with the target network's output; the state is unchanged."""
         target = state.forward(ctx.x).out
         return ctx.descent(ctx.backprop(ctx.output_delta(y=target))), state
 
@@ -130,6 +135,7 @@ class Hebbian(Signal):
     sign = 1.0
 
     def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """``sign`` times the Hebb term <h_b h_a^T> per layer (times mean h_b for biases); keeps no state."""
         out = []
         for h_a, h_b, b in zip(ctx.trace.pre, ctx.trace.post, ctx.net.biases):
             H = torch.bmm(h_b.transpose(1, 2), h_a) / h_a.shape[1]
@@ -152,6 +158,7 @@ class Oja(Signal):
     name = "oja"
 
     def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
+        """Hebb minus post^2 times W per layer (zero bias signal); keeps no state."""
         out = []
         for h_a, h_b, W, b in zip(ctx.trace.pre, ctx.trace.post, ctx.net.weights, ctx.net.biases):
             B = h_a.shape[1]

@@ -131,6 +131,7 @@ class Interval(Constraint):
         self.kind, self.lo, self.hi, self.closed = kind, lo, hi, closed
 
     def problem(self, value: Any) -> str | None:
+        """None for a finite ``kind`` number inside the interval, else why not (not a number, out of range …)."""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return "not a number"
         if self.kind is int and not isinstance(value, int):
@@ -142,6 +143,7 @@ class Interval(Constraint):
         return None if lo_ok and hi_ok else "out of range"
 
     def describe(self) -> str:
+        """The type and interval in words: "an integer in [1, 10000000]", "a finite number > 0"."""
         what = "an integer" if self.kind is int else "a finite number"
         left, right = (
             ("[" if self.closed in ("both", "left") else "("),
@@ -169,9 +171,11 @@ class Options(Constraint):
         self.kind = type(first) if first is not None else None
 
     def problem(self, value: Any) -> str | None:
+        """None if ``value`` is one of the choices, else why not."""
         return None if value in self.values else "not one of the choices"  # live views check themselves
 
     def describe(self) -> str:
+        """The choices in words: "one of float64, float32"."""
         return "one of " + ", ".join(str(v) for v in self.values)
 
 
@@ -184,11 +188,13 @@ class Text(Constraint):
         self.nonempty = nonempty
 
     def problem(self, value: Any) -> str | None:
+        """None for a string (non-empty if ``nonempty``), else why not."""
         if not isinstance(value, str):
             return "not a string"
         return "empty" if self.nonempty and not value else None
 
     def describe(self) -> str:
+        """The allowed values in words: "a string" or "a non-empty string"."""
         return "a non-empty string" if self.nonempty else "a string"
 
 
@@ -198,9 +204,11 @@ class Boolean(Constraint):
     kind = bool
 
     def problem(self, value: Any) -> str | None:
+        """None for a bool, else why not (1 and 0 are not booleans here)."""
         return None if isinstance(value, bool) else "not true/false"
 
     def describe(self) -> str:
+        """The allowed values in words: "true or false"."""
         return "true or false"
 
 
@@ -214,6 +222,7 @@ class ListOf(Constraint):
         self.kind = elem.kind
 
     def problem(self, value: Any) -> str | None:
+        """None for a list of allowed length whose elements all pass ``elem`` (and differ, if ``unique``)."""
         if not isinstance(value, list):
             return "not a list"
         if len(value) < self.min_len or (self.max_len is not None and len(value) > self.max_len):
@@ -228,6 +237,7 @@ class ListOf(Constraint):
         return None
 
     def describe(self) -> str:
+        """The list in words: "a list of 1+ distinct values, each an integer in [0, …]"."""
         n = f"{self.min_len}+" if self.max_len is None else f"{self.min_len}..{self.max_len}"
         distinct = "distinct " if self.unique else ""
         return f"a list of {n} {distinct}values, each {self.elem.describe()}"
@@ -240,6 +250,7 @@ class Require:
         self.keys, self.test, self.text = tuple(keys), test, text
 
     def problem(self, p: Mapping[str, Any]) -> str | None:
+        """``text`` if the test fails on ``p``'s values of ``keys``, else None (None too while a key is absent)."""
         if not all(k in p for k in self.keys):
             return None
         return None if self.test(*(p[k] for k in self.keys)) else self.text

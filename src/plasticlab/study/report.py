@@ -47,10 +47,12 @@ class Report:
         self.verdicts: list[Claim] = []
 
     def text(self, md: str) -> Report:
+        """Append a markdown paragraph (stripped)."""
         self.parts.append(md.strip())
         return self
 
     def table(self, df: pd.DataFrame, caption: str | None = None, digits: int = 3) -> Report:
+        """Append ``df`` as a markdown table, floats to ``digits`` significant digits, under ``caption`` if any."""
         if caption:
             self.parts.append(f"**{caption}**")
         self.parts.append(markdown_table(df, digits))
@@ -85,6 +87,7 @@ class Report:
         return m
 
     def render(self) -> str:
+        """The whole report as markdown: title, verdicts, the parts in order, then the configuration as JSON."""
         lines = [f"# {self.title}", ""]
         if self.verdicts:
             lines += ["## Verdicts", ""]
@@ -98,6 +101,7 @@ class Report:
         return "\n".join(lines)
 
     def write(self) -> Path:
+        """Write OUT/report.md and OUT/config.json; returns the report's path."""
         path = self.out / "report.md"
         path.write_text(self.render())
         (self.out / "config.json").write_text(json.dumps(self.params, indent=2, default=str))

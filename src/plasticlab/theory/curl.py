@@ -127,6 +127,7 @@ class ManifoldSpectrum:
 
     @property
     def stable(self):
+        """Whether the smallest eigenvalue of A is > 0 (a bool, or an array over the batch dims)."""
         s = self.a_eigs[..., 0] > 0
         return bool(s) if np.ndim(s) == 0 else s
 
