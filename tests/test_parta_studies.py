@@ -13,7 +13,7 @@ from plasticlab.experiments.hebbian.dfa import ProbedDFA, by_length, checkpoints
 from plasticlab.networks import init_mlp
 from plasticlab.rules import chain, weight_decay
 from plasticlab.simulation.train_mlp import train_mlp
-from plasticlab.study import get
+from plasticlab.study import RunContext, get
 from plasticlab.study.claims import VERDICTS, Claim
 from plasticlab.tasks import teacher_regression
 
@@ -74,7 +74,7 @@ def test_dfa_feedback_scale_is_per_member():
 
 def test_hebb_dfa_lengths_read_one_run():
     exp, p = _tiny("hebb-dfa", shapes=["3x6x1x60"], n_train=256, n_val=20, every=5, lengths=[20, 60])
-    df = exp.run_chunk(exp.chunks(p)[0])
+    df = exp.run_chunk(exp.chunks(p)[0], RunContext())
     t = by_length(df, p["lengths"])
     assert set(t["T"]) == {20, 60} and (t.n == len(p["seeds"])).all()
     assert checkpoints(60, 5)[-1] == 59
