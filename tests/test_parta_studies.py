@@ -33,7 +33,7 @@ def _check_claims(claims):
 
 def test_hebb_adam_chunk_columns_and_claims():
     exp, p = _tiny("hebb-adam", steps=40, n_train=300, n_val=50, widths=[6, 5, 5, 4], gammas=[0.0, 5e-3])
-    df = pd.concat([exp.run_chunk(c) for c in exp.chunks(p)], ignore_index=True)
+    df = pd.concat([exp.run_chunk(c, RunContext()) for c in exp.chunks(p)], ignore_index=True)
     for col in ("alignment", "alignment_q3", "alignment_q4", "drift", "w_ratio", "collapsed", "lr_gamma_steps"):
         assert col in df
     assert set(df.rule) == {"adam", "adam_l2"}
@@ -44,8 +44,8 @@ def test_hebb_adam_chunk_columns_and_claims():
 def test_hebb_adam_coupled_l2_collapses_a_strongly_decayed_net():
     # a large coupled γ: Adam normalises γW to unit steps, the weights shrink to ~lr and the function dies
     exp, p = _tiny("hebb-adam", steps=400, n_train=300, n_val=100, widths=[6, 8, 8, 4], gammas=[0.0, 5.0])
-    spec = next(c for c in exp.chunks(p) if c["rule"] == "adam_l2")
-    df = exp.run_chunk(spec)
+    spec = next(c for c in exp.chunks(p) if c.rule == "adam_l2")
+    df = exp.run_chunk(spec, RunContext())
     two = df[df.layer == 1]
     assert two[two.gamma == 5.0].collapsed.all()
     assert not two[two.gamma == 0.0].collapsed.any()
