@@ -51,6 +51,12 @@ def test_hebb_adam_coupled_l2_collapses_a_strongly_decayed_net():
     assert not two[two.gamma == 0.0].collapsed.any()
 
 
+def test_hebb_adam_lr_lists_follow_the_decay_form():
+    # both forms share the "adaptive" lr group; the coupled one (its factory takes γ) runs at lrs
+    exp, p = _tiny("hebb-adam", lrs=[1e-3, 1e-2], adam_lrs=[5e-3])
+    assert [(c.rule, c.lr) for c in exp.chunks(p)] == [("adam_l2", 1e-3), ("adam_l2", 1e-2), ("adam", 5e-3)]
+
+
 def test_probed_dfa_alignment_matches_the_trainer():
     seeds = [0, 1]
     m = members(seeds, gamma=[0.0])

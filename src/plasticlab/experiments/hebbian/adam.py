@@ -112,9 +112,7 @@ class HebbAdam(Experiment):
 
     def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:
         """Train every γ × seed member of one (rule, lr); one row per member and layer."""
-        from plasticlab.tasks import teacher_regression
-
-        steps, dt, seeds = spec.steps, dtype_of(spec.dtype), sorted(set(spec.seeds))
+        steps, dt = spec.steps, dtype_of(spec.dtype)
         m, res = train_regression(
             spec.rule,
             spec.gammas,
@@ -134,18 +132,7 @@ class HebbAdam(Experiment):
             ctx=ctx,
         )
         init = init_mlp(m.seed.tolist(), list(spec.widths), spec.activation, dtype=dt, device=ctx.device)
-        data = teacher_regression(
-            seeds,
-            d_in=spec.widths[0],
-            d_out=spec.widths[-1],
-            n_train=spec.n_train,
-            n_val=spec.n_val,
-            dtype=dt,
-            device=ctx.device,
-        )
-        mean_y = data.y_train.mean(1, keepdim=True)
-        trivial = (0.5 * ((data.y_val - mean_y) ** 2).sum(-1).mean(-1)).double().cpu().numpy()
-        trivial = trivial[[seeds.index(s) for s in m.seed]]
+        trivial = _trivial_loss(spec, m.seed.tolist(), dt, ctx.device)
         val = res.val_loss_final.double().cpu().numpy()
         rows = []
         for l in range(len(spec.widths) - 1):
@@ -201,6 +188,20 @@ class HebbAdam(Experiment):
         return [Table(summary(df, p["layer"]), caption)]
 
 
+def _trivial_loss(spec: Spec, seed_e: list[int], dtype, device: str) -> np.ndarray:
+    """Per member: the validation loss of predicting the training mean (a constant function's)."""
+    from plasticlab.tasks import teacher_regression
+
+    seeds = sorted(set(spec.seeds))
+    d_in, d_out, n_train, n_val = spec.widths[0], spec.widths[-1], spec.n_train, spec.n_val
+    data = teacher_regression(
+        seeds, d_in=d_in, d_out=d_out, n_train=n_train, n_val=n_val, dtype=dtype, device=device
+    )
+    mean_y = data.y_train.mean(1, keepdim=True)
+    loss = (0.5 * ((data.y_val - mean_y) ** 2).sum(-1).mean(-1)).double().cpu().numpy()
+    return loss[[seeds.index(s) for s in seed_e]]
+
+
 def _quarter_means(res, layer: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean checkpoint alignment of ``layer`` over [½, ¾) and [¾, 1] of training, per member."""
     st = np.asarray(res.steps_recorded)
@@ -240,6 +241,22 @@ def summary(df: pd.DataFrame, layer: int) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _cell_claim(label: str, c: pd.Series, factor: float, size: str) -> Claim | None:
+    """A ``summary`` row beside its Table 1 Adam cell (at the paper's "—": the fraction of seeds collapsed);
+    None where the row's γ stands for no cell."""
+    paper_g = paper_gamma(c.gamma, factor, PAPER_ADAM)
+    if paper_g is None:
+        return None
+    pv, at, div = PAPER_ADAM[paper_g], gamma_label(paper_g, c.gamma, factor), int(c.diverged)
+    if np.isnan(pv):
+        frac, n = c.collapsed / max(c.collapsed + c["n"], 1), int(c.collapsed + c["n"])
+        title = f"{label}: weights collapse at paper γ = {at} (fraction of seeds)"
+        return Claim(title, KPZ, SOURCE, 1.0, frac, np.nan, n, size, AtLeast(1.0, partly=0.5), div)
+    note = f"ηγ·steps = {c.lr_gamma_steps:.3g}; third − last quarter {c.q3_minus_q4:+.3f}"
+    title = f"{label}: layer-2 alignment at paper γ = {at}"
+    return Claim(title, KPZ, SOURCE, pv, c.alignment, c["sem"], int(c["n"]), size, Within(0.1), div, note=note)
+
+
 def adam_claims(df: pd.DataFrame, p: dict) -> list[Claim]:
     """Per rule and lr: each Table 1 Adam cell (within ±0.1; at 5e-3 the paper's collapse) and the rise with γ."""
     s = summary(df, p["layer"])
@@ -247,60 +264,13 @@ def adam_claims(df: pd.DataFrame, p: dict) -> list[Claim]:
     claims = []
     for (rule, lr), r in s.groupby(["rule", "lr"], sort=False):
         label = f"{rule} (lr {lr:g})"
-        for _, c in r.iterrows():
-            paper_g = paper_gamma(c.gamma, p["gamma_factor"], PAPER_ADAM)
-            if paper_g is None:
-                continue  # no Table 1 cell for this γ
-            pv = PAPER_ADAM[paper_g]
-            at = gamma_label(paper_g, c.gamma, p["gamma_factor"])
-            if np.isnan(pv):
-                frac = c.collapsed / max(c.collapsed + c["n"], 1)
-                claims.append(
-                    Claim(
-                        f"{label}: weights collapse at paper γ = {at} (fraction of seeds)",
-                        KPZ,
-                        SOURCE,
-                        1.0,
-                        frac,
-                        np.nan,
-                        int(c.collapsed + c["n"]),
-                        size,
-                        AtLeast(1.0, partly=0.5),
-                        int(c.diverged),
-                    )
-                )
-                continue
-            claims.append(
-                Claim(
-                    f"{label}: layer-2 alignment at paper γ = {at}",
-                    KPZ,
-                    SOURCE,
-                    pv,
-                    c.alignment,
-                    c["sem"],
-                    int(c["n"]),
-                    size,
-                    Within(0.1),
-                    int(c.diverged),
-                    note=f"ηγ·steps = {c.lr_gamma_steps:.3g}; third − last quarter {c.q3_minus_q4:+.3f}",
-                )
-            )
+        cells = (_cell_claim(label, c, p["gamma_factor"], size) for _, c in r.iterrows())
+        claims += [c for c in cells if c is not None]
         r = r.sort_values("gamma").dropna(subset=["alignment"])
         vals, sems = r.alignment.to_numpy(), np.nan_to_num(r["sem"].to_numpy())
         # a rise counts only beyond seed noise (2 sem of the larger γ, at least 0.01)
         rises = np.diff(vals) > np.maximum(2 * sems[1:], 0.01)
         frac, n = fraction(rises) if len(vals) > 1 else (np.nan, 0)
-        claims.append(
-            Claim(
-                f"{label}: alignment rises with γ (fraction of consecutive γ steps that rise)",
-                KPZ,
-                SOURCE,
-                1.0,
-                frac,
-                np.nan,
-                n,
-                size,
-                AllCells("rise > max(2 sem, 0.01)"),
-            )
-        )
+        title = f"{label}: alignment rises with γ (fraction of consecutive γ steps that rise)"
+        claims.append(Claim(title, KPZ, SOURCE, 1.0, frac, np.nan, n, size, AllCells("rise > max(2 sem, 0.01)")))
     return claims
