@@ -128,7 +128,7 @@ def test_transformer_adam_l2_is_torch_adam_with_weight_decay_and_measures_the_gr
         n_train=64,
         n_val=16,
     )
-    a, b = (exp.run_chunk(s) for s in exp.chunks(p))
+    a, b = (exp.run_chunk(s, RunContext()) for s in exp.chunks(p))
     assert set(b.rule) == {"adam_l2"}
     # coupled L2: the learning signal is −∂ℓ/∂W (the probed update holds the L2 term, so it is not used)
     assert (b.alignment == b.alignment_grad).all()
