@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -13,6 +14,8 @@ from plasticlab import seeding
 from plasticlab.experiments import all_experiments
 from plasticlab.experiments.hebbian.transformer import make_data, rule_optimizer, seeded_init
 from plasticlab.networks.transformer import TinyTransformer
+from plasticlab.study import RunContext
+from plasticlab.study.report import write_report
 
 torch.set_num_threads(1)
 EXP = all_experiments()["hebb-transformer"]
@@ -20,11 +23,11 @@ EXP = all_experiments()["hebb-transformer"]
 
 def _spec(**over):
     p = EXP.params(**{**EXP.tiny, **over})
-    return {**EXP.chunks(p)[0], "seed": 0}
+    return dataclasses.replace(EXP.chunks(p)[0], seed=0)
 
 
 def _model(spec):
-    m = TinyTransformer(spec["tokens"], spec["features"], spec["d_model"], spec["heads"], spec["layers"], 32, 32)
+    m = TinyTransformer(spec.tokens, spec.features, spec.d_model, spec.heads, spec.layers, 32, 32)
     seeded_init(m, 0)
     return m
 
@@ -37,7 +40,7 @@ def test_decay_is_placed_by_the_rules_pieces(rule, tail, coupled, lr_key):
     spec = _spec()
     setup = rule_optimizer(_model(spec), rule, 5e-3, spec)
     assert setup.tail == tail and setup.coupled is coupled
-    assert setup.opt.param_groups[0]["lr"] == spec[lr_key]
+    assert setup.opt.param_groups[0]["lr"] == getattr(spec, lr_key)
     assert all(p.ndim == 2 for p in setup.decayed)  # weight matrices only: biases are not decayed
 
 
@@ -50,7 +53,7 @@ def test_registry_sgd_is_torch_sgd_bit_for_bit():
     for kind in ("torch", "registry"):
         m = _model(spec)
         setup = rule_optimizer(m, "sgd", gamma, spec)  # the non-Linear parameters go to setup.rest
-        lr = spec["lr_sgd"]
+        lr = spec.lr_sgd
         opt = setup.opt if kind == "registry" else torch.optim.SGD(list(m.parameters()), lr)
         weights = [mod.weight for mod in m.modules() if isinstance(mod, nn.Linear)]
         for i in range(steps):
@@ -74,7 +77,7 @@ def test_registry_sgd_is_torch_sgd_bit_for_bit():
 
 def test_rules_take_registry_names_with_hyperparameters():
     p = EXP.params(**EXP.tiny, rules=["sgd:momentum=0.9", "adam"])
-    df = pd.concat([EXP.run_chunk(s) for s in EXP.chunks(p)], ignore_index=True)
+    df = pd.concat([EXP.run_chunk(s, RunContext()) for s in EXP.chunks(p)], ignore_index=True)
     assert set(df.rule) == {"sgd:momentum=0.9", "adam"}
     assert df.alignment.map(math.isfinite).all()
     claims = EXP.claims(df, p)
@@ -95,8 +98,8 @@ def test_rules_that_need_a_layer_chain_are_refused_at_the_door():
 def test_a_rule_the_paper_has_no_row_for_still_gets_a_report(tmp_path):
     """The paper-vs-ours table joins on an empty paper side without a dtype clash."""
     p = EXP.params(**EXP.tiny, rules=["oja"])
-    df = pd.concat([EXP.run_chunk(s) for s in EXP.chunks(p)], ignore_index=True)
-    EXP.report(df, p, tmp_path)
+    df = pd.concat([EXP.run_chunk(s, RunContext()) for s in EXP.chunks(p)], ignore_index=True)
+    write_report(EXP, df, p, tmp_path)
     assert "oja" in (tmp_path / "report.md").read_text()
 
 

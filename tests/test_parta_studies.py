@@ -33,7 +33,7 @@ def _check_claims(claims):
 
 def test_hebb_adam_chunk_columns_and_claims():
     exp, p = _tiny("hebb-adam", steps=40, n_train=300, n_val=50, widths=[6, 5, 5, 4], gammas=[0.0, 5e-3])
-    df = pd.concat([exp.run_chunk(c) for c in exp.chunks(p)], ignore_index=True)
+    df = pd.concat([exp.run_chunk(c, RunContext()) for c in exp.chunks(p)], ignore_index=True)
     for col in ("alignment", "alignment_q3", "alignment_q4", "drift", "w_ratio", "collapsed", "lr_gamma_steps"):
         assert col in df
     assert set(df.rule) == {"adam", "adam_l2"}
@@ -44,11 +44,17 @@ def test_hebb_adam_chunk_columns_and_claims():
 def test_hebb_adam_coupled_l2_collapses_a_strongly_decayed_net():
     # a large coupled γ: Adam normalises γW to unit steps, the weights shrink to ~lr and the function dies
     exp, p = _tiny("hebb-adam", steps=400, n_train=300, n_val=100, widths=[6, 8, 8, 4], gammas=[0.0, 5.0])
-    spec = next(c for c in exp.chunks(p) if c["rule"] == "adam_l2")
-    df = exp.run_chunk(spec)
+    spec = next(c for c in exp.chunks(p) if c.rule == "adam_l2")
+    df = exp.run_chunk(spec, RunContext())
     two = df[df.layer == 1]
     assert two[two.gamma == 5.0].collapsed.all()
     assert not two[two.gamma == 0.0].collapsed.any()
+
+
+def test_hebb_adam_lr_lists_follow_the_decay_form():
+    # both forms share the "adaptive" lr group; the coupled one (its factory takes γ) runs at lrs
+    exp, p = _tiny("hebb-adam", lrs=[1e-3, 1e-2], adam_lrs=[5e-3])
+    assert [(c.rule, c.lr) for c in exp.chunks(p)] == [("adam_l2", 1e-3), ("adam_l2", 1e-2), ("adam", 5e-3)]
 
 
 def test_probed_dfa_alignment_matches_the_trainer():
@@ -74,7 +80,7 @@ def test_dfa_feedback_scale_is_per_member():
 
 def test_hebb_dfa_lengths_read_one_run():
     exp, p = _tiny("hebb-dfa", shapes=["3x6x1x60"], n_train=256, n_val=20, every=5, lengths=[20, 60])
-    df = exp.run_chunk(exp.chunks(p)[0])
+    df = exp.run_chunk(exp.chunks(p)[0], RunContext())
     t = by_length(df, p["lengths"])
     assert set(t["T"]) == {20, 60} and (t.n == len(p["seeds"])).all()
     assert checkpoints(60, 5)[-1] == 59
@@ -122,7 +128,7 @@ def test_transformer_adam_l2_is_torch_adam_with_weight_decay_and_measures_the_gr
         n_train=64,
         n_val=16,
     )
-    a, b = (exp.run_chunk(s) for s in exp.chunks(p))
+    a, b = (exp.run_chunk(s, RunContext()) for s in exp.chunks(p))
     assert set(b.rule) == {"adam_l2"}
     # coupled L2: the learning signal is −∂ℓ/∂W (the probed update holds the L2 term, so it is not used)
     assert (b.alignment == b.alignment_grad).all()

@@ -286,6 +286,8 @@ def test_collapsed_weights_give_nan_and_bad_input_names_choices(mlp):
 
 def test_hebb_transformer_chunk_and_report(tmp_path):
     from plasticlab.experiments import get
+    from plasticlab.study import RunContext
+    from plasticlab.study.report import write_report
 
     exp = get("hebb-transformer")
     p = exp.params(
@@ -293,15 +295,17 @@ def test_hebb_transformer_chunk_and_report(tmp_path):
     )
     specs = exp.chunks(p)
     assert len(specs) == 2 * 2 * 1
-    df = exp.run_chunk(specs[1])
+    df = exp.run_chunk(specs[1], RunContext())
     assert {"rule", "gamma", "seed", "layer", "alignment"} <= set(df.columns)
     assert len(df) == 14 and df.layer.str.startswith("blocks.").sum() == 12  # 4 attn + 2 ff per block
     assert df.alignment.between(-1, 1).all() and (df.measured == 3).all()  # steps 6, 8, 10
     assert (df.alignment == df.alignment_grad).sum() < 14  # Adam: its direction, not −grad
-    again = exp.run_chunk(specs[1])
+    again = exp.run_chunk(specs[1], RunContext())
     assert again.alignment.tolist() == df.alignment.tolist()  # a chunk depends on its spec only
-    full = pd.concat([df, exp.run_chunk(specs[0])] + [exp.run_chunk(s) for s in specs[2:]])
-    exp.report(full, p, tmp_path)
+    full = pd.concat(
+        [df, exp.run_chunk(specs[0], RunContext())] + [exp.run_chunk(s, RunContext()) for s in specs[2:]]
+    )
+    write_report(exp, full, p, tmp_path)
     assert (tmp_path / "alignment_vs_gamma.png").exists() and "## Verdicts" in (tmp_path / "report.md").read_text()
     claims = {c.claim: c for c in exp.claims(full, p)}
     cell = claims["transformer / sgd, γ = 0.005: 2nd-layer Hebbian alignment"]

@@ -18,7 +18,7 @@ has gone to a constant, the paper's "—").
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -26,13 +26,38 @@ import pandas as pd
 from plasticlab.experiments.hebbian._common import dtype_of, gamma_label, paper_gamma, train_regression
 from plasticlab.experiments.hebbian.paper import TABLE1_MLP_ADAM
 from plasticlab.networks.mlp import init_mlp
-from plasticlab.study import MAX_STEPS, NONNEG, Experiment, Interval, ListOf, register
+from plasticlab.rules import get as get_rule
+from plasticlab.rules import parse_rule
+from plasticlab.study import MAX_STEPS, NONNEG, Experiment, Figure, Interval, ListOf, RunContext, Table, register
 from plasticlab.study.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
-from plasticlab.study.report import Report
 
 PAPER_ADAM = TABLE1_MLP_ADAM
 SOURCE = "Table 1, MLP / Adam row"
 COLLAPSE_VAL = 0.9  # val loss ≥ this fraction of the predict-the-mean loss: the function is constant
+
+
+def couples_decay(rule: str) -> bool:
+    """Whether ``rule`` places its own decay inside its step (adam_l2's coupled L2: its factory takes γ, as
+    make_rule reads it) rather than a decoupled one after it (adam). Both forms share the "adaptive" lr group,
+    so hebb-adam's two lr lists follow this property of the registered rule instead."""
+    return "gamma" in get_rule(parse_rule(rule)[0]).hyperparameters()
+
+
+@dataclass
+class Spec:
+    """One Adam form at one lr: every γ × seed member in one ensemble (one chunk)."""
+
+    rule: str
+    lr: float
+    gammas: list[float]
+    seeds: list[int]
+    widths: list[int]
+    activation: str
+    steps: int
+    batch_size: int
+    n_train: int
+    n_val: int
+    dtype: str
 
 
 @register
@@ -41,11 +66,15 @@ class HebbAdam(Experiment):
 
     name = "hebb-adam"
     summary = "Table 1 Adam row: decoupled (AdamW) vs coupled L2 Adam, alignment, stationarity and collapse"
+    title = "the Table 1 Adam row: decoupled decay vs coupled L2"
     budget_s = 120
     code_version = 1
+    spec_type = Spec
+    columns = ("rule", "lr", "gamma", "seed", "layer", "alignment", "drift", "collapsed", "diverged")
+    tiny = dict(lrs=[1e-2], seeds=[0], widths=[6, 5, 5, 4], gammas=[0.0, 5e-3], steps=40, n_train=300, n_val=50)
     defaults = dict(
         rules=["adam_l2", "adam"],
-        lrs=[1e-2, 1e-3],  # adam_l2's learning rates
+        lrs=[1e-2, 1e-3],  # adam_l2's learning rates (the coupled form)
         adam_lrs=[1e-2],  # decoupled adam's (its row is flat at every lr tried; one lr keeps the run short)
         gammas=[0.0, 5e-5, 5e-4, 5e-3],
         seeds=[0, 1, 2, 3, 4],
@@ -76,18 +105,101 @@ class HebbAdam(Experiment):
     )
 
     def chunks(self, p):
-        keep = ("gammas", "seeds", "widths", "activation", "steps", "batch_size", "n_train", "n_val", "dtype")
-        lrs = lambda r: p["adam_lrs"] if r == "adam" else p["lrs"]
-        return [dict(rule=r, lr=lr, **{k: p[k] for k in keep}) for r in p["rules"] for lr in lrs(r)]
+        """One chunk per (rule, lr): the coupled form at each of ``lrs``, the decoupled at ``adam_lrs``."""
+        keep = {k: p[k] for k in Spec.__dataclass_fields__ if k not in ("rule", "lr")}
+        lrs = lambda r: p["lrs"] if couples_decay(r) else p["adam_lrs"]
+        return [Spec(rule=r, lr=lr, **keep) for r in p["rules"] for lr in lrs(r)]
 
-    def run_chunk(self, spec):
-        return run_adam_chunk(spec)
+    def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:
+        """Train every γ × seed member of one (rule, lr); one row per member and layer."""
+        steps, dt = spec.steps, dtype_of(spec.dtype)
+        m, res = train_regression(
+            spec.rule,
+            spec.gammas,
+            spec.seeds,
+            widths=spec.widths,
+            activation=spec.activation,
+            batch_size=spec.batch_size,
+            steps=steps,
+            lr=spec.lr,
+            n_train=spec.n_train,
+            n_val=spec.n_val,
+            average_from=3 * steps // 4,
+            record_every=max(steps // 40, 1),
+            late_every=4,
+            measure="grad",
+            dtype=dt,
+            ctx=ctx,
+        )
+        init = init_mlp(m.seed.tolist(), list(spec.widths), spec.activation, dtype=dt, device=ctx.device)
+        trivial = _trivial_loss(spec, m.seed.tolist(), dt, ctx.device)
+        val = res.val_loss_final.double().cpu().numpy()
+        rows = []
+        for l in range(len(spec.widths) - 1):
+            q3, q4 = _quarter_means(res, l, steps)
+            W, Wbar = res.net.weights[l].double(), res.W_mean[l].double()
+            wbar = Wbar.flatten(1).norm(dim=1)
+            rows.append(
+                m.assign(
+                    rule=spec.rule,
+                    lr=spec.lr,
+                    layer=l,
+                    steps=steps,
+                    lr_gamma_steps=spec.lr * m.gamma.to_numpy() * steps,
+                    alignment=res.alignment_late[l].double().cpu().numpy(),
+                    alignment_q3=q3,
+                    alignment_q4=q4,
+                    drift=((W - Wbar).flatten(1).norm(dim=1) / wbar).cpu().numpy(),
+                    w_ratio=(wbar / init.weights[l].double().flatten(1).norm(dim=1)).cpu().numpy(),
+                    val_loss=val,
+                    val_trivial=trivial,
+                    collapsed=val >= COLLAPSE_VAL * trivial,
+                    diverged=res.diverged.cpu().numpy(),
+                )
+            )
+        return pd.concat(rows, ignore_index=True)
 
     def claims(self, df, p):
+        """Each Table 1 Adam cell per rule and lr, and the rise of alignment with γ."""
         return adam_claims(df, p)
 
-    def report(self, df, p, out):
-        _report(df, p, Path(out))
+    def notes(self, p):
+        """The setting, the two Adam forms and the stationarity columns."""
+        return (
+            f"The standard regression, student widths {p['widths']} ({p['activation']}), batch "
+            f"{p['batch_size']}, {p['steps']} steps, {len(p['seeds'])} seeds; layer {p['layer'] + 1} alignment "
+            "of −∂ℓ/∂W averaged over the last quarter. `adam` = decoupled decay (AdamW), `adam_l2` = coupled L2 "
+            "(torch's Adam(weight_decay=γ)). Stationarity columns: q3_minus_q4 = alignment over the third "
+            "quarter minus the last quarter (≈ 0 when stationary), drift = ‖W_end − W̄‖/‖W̄‖ over the last "
+            "quarter, lr_gamma_steps = ηγ·steps (the decoupled decay's time scale); collapsed = validation "
+            f"loss ≥ {COLLAPSE_VAL:.0%} of predicting the mean."
+        )
+
+    def figures(self, df, p):
+        """Both Adam forms' alignment vs γ beside the paper's row."""
+        from plasticlab.experiments.hebbian.figures import adam_figure
+
+        fig = adam_figure(summary(df, p["layer"]), PAPER_ADAM, p["layer"])
+        return [Figure("adam_forms", fig, "Both Adam forms beside the paper's Adam row.")]
+
+    def tables(self, df, p):
+        """Alignment, collapse and stationarity per rule, lr and γ."""
+        caption = "Layer-2 alignment per rule, lr and γ (mean ± sem over non-collapsed seeds)"
+        return [Table(summary(df, p["layer"]), caption)]
+
+
+def _trivial_loss(spec: Spec, seed_e: list[int], dtype, device: str) -> np.ndarray:
+    """Per member: the validation loss of predicting the training mean (a constant function's)."""
+    from plasticlab.tasks import teacher_regression
+
+    seeds = sorted(set(spec.seeds))
+    d_in, d_out, n_train, n_val = spec.widths[0], spec.widths[-1], spec.n_train, spec.n_val
+    data = teacher_regression(
+        seeds, d_in=d_in, d_out=d_out, n_train=n_train, n_val=n_val, dtype=dtype, device=device
+    )
+    mean_y = data.y_train.mean(1, keepdim=True)
+    loss = (0.5 * ((data.y_val - mean_y) ** 2).sum(-1).mean(-1)).double().cpu().numpy()
+    return loss[[seeds.index(s) for s in seed_e]]
 
 
 def _quarter_means(res, layer: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,67 +211,6 @@ def _quarter_means(res, layer: int, steps: int) -> tuple[np.ndarray, np.ndarray]
     with warnings.catch_warnings():  # a short run may have no checkpoint in a quarter: NaN, said so
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(a[q3], axis=0), np.nanmean(a[q4], axis=0)
-
-
-def run_adam_chunk(spec: dict) -> pd.DataFrame:
-    """One (rule, lr): every γ × seed member; one row per member and layer."""
-    from plasticlab.tasks import teacher_regression
-
-    steps, dt = spec["steps"], dtype_of(spec["dtype"])
-    kw = dict(widths=spec["widths"], activation=spec["activation"], batch_size=spec["batch_size"])
-    m, res = train_regression(
-        spec["rule"],
-        spec["gammas"],
-        spec["seeds"],
-        steps=steps,
-        lr=spec["lr"],
-        n_train=spec["n_train"],
-        n_val=spec["n_val"],
-        average_from=3 * steps // 4,
-        record_every=max(steps // 40, 1),
-        late_every=4,
-        measure="grad",
-        dtype=dt,
-        **kw,
-    )
-    seeds_e = m.seed.tolist()
-    init = init_mlp(seeds_e, list(spec["widths"]), spec["activation"], dtype=dt)
-    data = teacher_regression(
-        sorted(set(seeds_e)),
-        d_in=spec["widths"][0],
-        d_out=spec["widths"][-1],
-        n_train=spec["n_train"],
-        n_val=spec["n_val"],
-        dtype=dt,
-    )
-    idx = [sorted(set(seeds_e)).index(s) for s in seeds_e]
-    mean_y = data.y_train.mean(1, keepdim=True)
-    trivial = (0.5 * ((data.y_val - mean_y) ** 2).sum(-1).mean(-1)).double().cpu().numpy()[idx]
-    val = res.val_loss_final.double().cpu().numpy()
-    rows = []
-    for l in range(len(spec["widths"]) - 1):
-        q3, q4 = _quarter_means(res, l, steps)
-        W, Wbar = res.net.weights[l].double(), res.W_mean[l].double()
-        wbar = Wbar.flatten(1).norm(dim=1)
-        rows.append(
-            m.assign(
-                rule=spec["rule"],
-                lr=spec["lr"],
-                layer=l,
-                steps=steps,
-                lr_gamma_steps=spec["lr"] * m.gamma.to_numpy() * steps,
-                alignment=res.alignment_late[l].double().cpu().numpy(),
-                alignment_q3=q3,
-                alignment_q4=q4,
-                drift=((W - Wbar).flatten(1).norm(dim=1) / wbar).cpu().numpy(),
-                w_ratio=(wbar / init.weights[l].double().flatten(1).norm(dim=1)).cpu().numpy(),
-                val_loss=val,
-                val_trivial=trivial,
-                collapsed=val >= COLLAPSE_VAL * trivial,
-                diverged=res.diverged.cpu().numpy(),
-            )
-        )
-    return pd.concat(rows, ignore_index=True)
 
 
 def summary(df: pd.DataFrame, layer: int) -> pd.DataFrame:
@@ -190,6 +241,22 @@ def summary(df: pd.DataFrame, layer: int) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _cell_claim(label: str, c: pd.Series, factor: float, size: str) -> Claim | None:
+    """A ``summary`` row beside its Table 1 Adam cell (at the paper's "—": the fraction of seeds collapsed);
+    None where the row's γ stands for no cell."""
+    paper_g = paper_gamma(c.gamma, factor, PAPER_ADAM)
+    if paper_g is None:
+        return None
+    pv, at, div = PAPER_ADAM[paper_g], gamma_label(paper_g, c.gamma, factor), int(c.diverged)
+    if np.isnan(pv):
+        frac, n = c.collapsed / max(c.collapsed + c["n"], 1), int(c.collapsed + c["n"])
+        title = f"{label}: weights collapse at paper γ = {at} (fraction of seeds)"
+        return Claim(title, KPZ, SOURCE, 1.0, frac, np.nan, n, size, AtLeast(1.0, partly=0.5), div)
+    note = f"ηγ·steps = {c.lr_gamma_steps:.3g}; third − last quarter {c.q3_minus_q4:+.3f}"
+    title = f"{label}: layer-2 alignment at paper γ = {at}"
+    return Claim(title, KPZ, SOURCE, pv, c.alignment, c["sem"], int(c["n"]), size, Within(0.1), div, note=note)
+
+
 def adam_claims(df: pd.DataFrame, p: dict) -> list[Claim]:
     """Per rule and lr: each Table 1 Adam cell (within ±0.1; at 5e-3 the paper's collapse) and the rise with γ."""
     s = summary(df, p["layer"])
@@ -197,83 +264,13 @@ def adam_claims(df: pd.DataFrame, p: dict) -> list[Claim]:
     claims = []
     for (rule, lr), r in s.groupby(["rule", "lr"], sort=False):
         label = f"{rule} (lr {lr:g})"
-        for _, c in r.iterrows():
-            paper_g = paper_gamma(c.gamma, p["gamma_factor"], PAPER_ADAM)
-            if paper_g is None:
-                continue  # no Table 1 cell for this γ
-            pv = PAPER_ADAM[paper_g]
-            at = gamma_label(paper_g, c.gamma, p["gamma_factor"])
-            if np.isnan(pv):
-                frac = c.collapsed / max(c.collapsed + c["n"], 1)
-                claims.append(
-                    Claim(
-                        f"{label}: weights collapse at paper γ = {at} (fraction of seeds)",
-                        KPZ,
-                        SOURCE,
-                        1.0,
-                        frac,
-                        np.nan,
-                        int(c.collapsed + c["n"]),
-                        size,
-                        AtLeast(1.0, partly=0.5),
-                        int(c.diverged),
-                    )
-                )
-                continue
-            claims.append(
-                Claim(
-                    f"{label}: layer-2 alignment at paper γ = {at}",
-                    KPZ,
-                    SOURCE,
-                    pv,
-                    c.alignment,
-                    c["sem"],
-                    int(c["n"]),
-                    size,
-                    Within(0.1),
-                    int(c.diverged),
-                    note=f"ηγ·steps = {c.lr_gamma_steps:.3g}; third − last quarter {c.q3_minus_q4:+.3f}",
-                )
-            )
+        cells = (_cell_claim(label, c, p["gamma_factor"], size) for _, c in r.iterrows())
+        claims += [c for c in cells if c is not None]
         r = r.sort_values("gamma").dropna(subset=["alignment"])
         vals, sems = r.alignment.to_numpy(), np.nan_to_num(r["sem"].to_numpy())
         # a rise counts only beyond seed noise (2 sem of the larger γ, at least 0.01)
         rises = np.diff(vals) > np.maximum(2 * sems[1:], 0.01)
         frac, n = fraction(rises) if len(vals) > 1 else (np.nan, 0)
-        claims.append(
-            Claim(
-                f"{label}: alignment rises with γ (fraction of consecutive γ steps that rise)",
-                KPZ,
-                SOURCE,
-                1.0,
-                frac,
-                np.nan,
-                n,
-                size,
-                AllCells("rise > max(2 sem, 0.01)"),
-            )
-        )
+        title = f"{label}: alignment rises with γ (fraction of consecutive γ steps that rise)"
+        claims.append(Claim(title, KPZ, SOURCE, 1.0, frac, np.nan, n, size, AllCells("rise > max(2 sem, 0.01)")))
     return claims
-
-
-def _report(df, p, out):
-    from plasticlab.experiments.hebbian.figures import adam_figure
-
-    s = summary(df, p["layer"])
-    rep = Report(out, "hebb-adam — the Table 1 Adam row: decoupled decay vs coupled L2", p)
-    rep.text(
-        "Koplow, Poggio & Ziyin (2025), Table 1 MLP / Adam row: "
-        + ", ".join(f"γ = {g:g}: {'—' if np.isnan(v) else v}" for g, v in PAPER_ADAM.items())
-        + " ('—' = weights collapsed). Ours: the standard regression, student widths "
-        f"{p['widths']} ({p['activation']}), batch {p['batch_size']}, {p['steps']} steps, {len(p['seeds'])} "
-        f"seeds; layer {p['layer'] + 1} alignment of −∂ℓ/∂W averaged over the last quarter. `adam` = decoupled "
-        "decay (AdamW), `adam_l2` = coupled L2 (torch's Adam(weight_decay=γ)). Stationarity columns: "
-        "q3_minus_q4 = alignment over the third quarter minus the last quarter (≈ 0 when stationary), drift = "
-        "‖W_end − W̄‖/‖W̄‖ over the last quarter, lr_gamma_steps = ηγ·steps (the decoupled decay's time scale); "
-        "collapsed = validation loss ≥ 90 % of predicting the mean."
-    )
-    rep.add_claims(adam_claims(df, p))
-    rep.table(s, "Layer-2 alignment per rule, lr and γ (mean ± sem over non-collapsed seeds)")
-    fig = adam_figure(s, PAPER_ADAM, p["layer"])
-    rep.figure(fig, "adam_forms", "Both Adam forms beside the paper's Adam row.")
-    rep.write()

@@ -1,9 +1,9 @@
 """hebb-dfa: DFA's Hebbian alignment without weight decay — how it depends on training length, depth, width,
 feedback scale and task, which matrix is "the 2nd layer", and why.
 
-Koplow, Poggio & Ziyin (2025), Table 1 report MLP / DFA at γ = 0 as 0.45 ± 0.05. Here every chunk is one
-network shape (depth = number of weight matrices, hidden width) and teacher scale; its members are feedback
-scale × seed (γ = 0). A probe inside the DFA signal records, every ``every`` steps (and log-spaced early):
+Koplow, Poggio & Ziyin (2025), Table 1 report MLP / DFA at γ = 0. Here every chunk is one network shape
+(depth = number of weight matrices, hidden width) and teacher scale; its members are feedback scale × seed
+(γ = 0). A probe inside the DFA signal records, every ``every`` steps (and log-spaced early):
 
 - ``alignment`` (cosine of the batch-mean DFA signal and H = ⟨h_b h_aᵀ⟩ with h_b the pre-activation) and
   ``alignment_post`` (the same with φ(h_b), the other convention for "postsynaptic activity"), every layer;
@@ -21,7 +21,7 @@ parameter: B is Gaussian, so B and −B have the same distribution and give the 
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -34,12 +34,13 @@ from plasticlab.metrics.hebbian import cosine, hebbian_direction
 from plasticlab.networks.activations import activation as get_activation
 from plasticlab.rules import chain, weight_decay
 from plasticlab.rules.signals import DFA
-from plasticlab.study import MAX_STEPS, SIZE, Experiment, Interval, ListOf, register
+from plasticlab.study import MAX_STEPS, SIZE, Experiment, Figure, Interval, ListOf, RunContext, Table, register
 from plasticlab.study.claims import KPZ, AtLeast, Claim, Within, measure
-from plasticlab.study.report import Report
 
 PAPER_DFA0 = TABLE1_MLP_DFA0
 SOURCE = "Table 1, MLP / DFA, γ = 0"
+SETTING = ["depth", "width", "teacher_scale", "scale"]
+COSINES = ["c_h_target", "c_H_target", "c_G_target", "c_res_target", "c_res_pred"]
 
 
 class ProbedDFA(DFA):
@@ -52,9 +53,11 @@ class ProbedDFA(DFA):
         self.records: list[dict] = []
 
     def init(self, net, seeds):
-        return [B * self.scales.to(B.dtype)[:, None, None] for B in super().init(net, seeds)]
+        """DFA's feedback matrices, each member's scaled by its own feedback scale."""
+        return [B * self.scales.to(B)[:, None, None] for B in super().init(net, seeds)]
 
     def update(self, updates, state, ctx):
+        """DFA's signal; at the chosen steps the mechanism's cosines are recorded too."""
         g = ctx.descent(ctx.backprop(ctx.output_delta(), feedback=state))
         if ctx.step in self.at:
             self._record(g, state, ctx)
@@ -79,7 +82,9 @@ class ProbedDFA(DFA):
                 rec["c_h_target"] = cosine(h_b, By)  # per sample: h_b along B_l y
                 rec["c_H_target"] = cosine(H, hebbian_direction(h_a, By))  # batch-mean: H along <B_l y h_a^T>
                 rec["c_G_target"] = cosine(gW, hebbian_direction(h_a, By * dphi(ctx.trace.z[l])))
-            self.records.append({k: v if k in ("step", "layer") else v.double().numpy() for k, v in rec.items()})
+            self.records.append(
+                {k: v if k in ("step", "layer") else v.double().cpu().numpy() for k, v in rec.items()}
+            )
 
 
 def checkpoints(steps: int, every: int) -> list[int]:
@@ -103,14 +108,37 @@ def parse_shape(text: str) -> dict:
     return out
 
 
+@dataclass
+class Spec:
+    """One network shape and teacher scale: feedback scale × seed members at γ = 0 (one chunk)."""
+
+    depth: int
+    width: int
+    teacher_scale: float
+    steps: int
+    scales: list[float]
+    seeds: list[int]
+    d: int
+    lr: float
+    batch_size: int
+    n_train: int
+    n_val: int
+    every: int
+    dtype: str
+
+
 @register
 class HebbDFA(Experiment):
     """DFA at γ = 0 per network shape, feedback scale and seed, with the proposed mechanism's cosines."""
 
     name = "hebb-dfa"
     summary = "DFA at γ = 0: layer-2 alignment vs training length, depth, width, feedback scale; mechanism"
+    title = "is DFA Hebbian without weight decay?"
     budget_s = 120
     code_version = 1
+    spec_type = Spec
+    columns = ("step", "layer", "scale", "seed", "alignment", "c_H_target", "c_G_target", "diverged")
+    tiny = dict(shapes=["3x6x1x60"], seeds=[0], n_train=256, n_val=20, every=5, lengths=[20, 60])
     defaults = dict(
         # depth x hidden width x teacher scale x steps (depth = number of weight matrices)
         shapes=[
@@ -151,53 +179,87 @@ class HebbDFA(Experiment):
             parse_shape(s)
 
     def chunks(self, p):
+        """One chunk per shape: its feedback scale × seed members share the data."""
         keep = ("scales", "seeds", "d", "lr", "batch_size", "n_train", "n_val", "every", "dtype")
-        return [dict(parse_shape(s), **{k: p[k] for k in keep}) for s in p["shapes"]]
+        return [Spec(**parse_shape(s), **{k: p[k] for k in keep}) for s in p["shapes"]]
 
-    def run_chunk(self, spec):
-        return run_dfa_chunk(spec)
+    def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:
+        """Train the shape's members at γ = 0; one row per member, layer and checkpoint."""
+        scale_e = np.repeat(spec.scales, len(spec.seeds))  # members(): seeds vary fastest within each condition
+        probe = ProbedDFA(scale_e, checkpoints(spec.steps, spec.every))
+        m, res = train_regression(
+            chain(probe, weight_decay(np.zeros(len(scale_e)))),
+            [0.0] * len(spec.scales),
+            spec.seeds,
+            widths=[spec.d, *[spec.width] * (spec.depth - 1), spec.d],
+            activation="tanh",
+            steps=spec.steps,
+            lr=spec.lr,
+            batch_size=spec.batch_size,
+            n_train=spec.n_train,
+            n_val=spec.n_val,
+            record_every=spec.steps,
+            late_every=8,
+            dtype=dtype_of(spec.dtype),
+            task=dict(teacher_scale=spec.teacher_scale),
+            ctx=ctx,
+        )
+        div, seed_e = res.diverged.cpu().numpy(), m.seed.to_numpy()
+        rows = [
+            pd.DataFrame({k: v for k, v in rec.items() if k not in ("step", "layer")}).assign(
+                step=rec["step"], layer=rec["layer"], scale=scale_e, seed=seed_e, diverged=div
+            )
+            for rec in probe.records
+        ]
+        df = pd.concat(rows, ignore_index=True)
+        return df.assign(depth=spec.depth, width=spec.width, teacher_scale=spec.teacher_scale, steps=spec.steps)
 
     def claims(self, df, p):
+        """The paper's DFA γ = 0 cell per width and at best, and whether the mechanism tracks the alignment."""
         return dfa_claims(df, p)
 
-    def report(self, df, p, out):
-        _report(df, p, Path(out))
-
-
-def run_dfa_chunk(spec: dict) -> pd.DataFrame:
-    """One shape: feedback scale × seed members at γ = 0; one row per member, layer and checkpoint."""
-    steps, scales, seeds = spec["steps"], spec["scales"], spec["seeds"]
-    widths = [spec["d"], *[spec["width"]] * (spec["depth"] - 1), spec["d"]]
-    scale_e = np.repeat(scales, len(seeds))  # members(): seeds vary fastest within each condition
-    probe = ProbedDFA(scale_e, checkpoints(steps, spec["every"]))
-    m, res = train_regression(
-        chain(probe, weight_decay(np.zeros(len(scale_e)))),
-        [0.0] * len(scales),
-        seeds,
-        widths=widths,
-        activation="tanh",
-        steps=steps,
-        lr=spec["lr"],
-        batch_size=spec["batch_size"],
-        n_train=spec["n_train"],
-        n_val=spec["n_val"],
-        record_every=steps,
-        late_every=8,
-        dtype=dtype_of(spec["dtype"]),
-        task=dict(teacher_scale=spec["teacher_scale"]),
-    )
-    div, seed_e = res.diverged.numpy(), m.seed.to_numpy()
-    rows = [
-        pd.DataFrame({k: v for k, v in rec.items() if k not in ("step", "layer")}).assign(
-            step=rec["step"], layer=rec["layer"], scale=scale_e, seed=seed_e, diverged=div
+    def notes(self, p):
+        """The setting and the layer convention."""
+        return (
+            f"The standard regression ({p['d']}-d inputs and outputs, tanh teacher), tanh students, batch "
+            f"{p['batch_size']}, lr {p['lr']}, γ = 0, {len(p['seeds'])} seeds; DFA feedback "
+            "B_l ~ N(0, scale²/d_out). Depth = number of weight matrices. Layer indices from 0: layer 1 is the "
+            "2nd matrix from the input. A run of T steps reports its mean over the checkpoints in [¾T, T] of "
+            "one long run."
         )
-        for rec in probe.records
-    ]
-    df = pd.concat(rows, ignore_index=True)
-    return df.assign(depth=spec["depth"], width=spec["width"], teacher_scale=spec["teacher_scale"], steps=steps)
 
+    def figures(self, df, p):
+        """Layer-2 alignment over training, and against the mechanism's predictor."""
+        from plasticlab.experiments.hebbian.figures import dfa_figure
 
-SETTING = ["depth", "width", "teacher_scale", "scale"]
+        fig = dfa_figure(df[(df.layer == 1) & ~df.diverged], SETTING)
+        caption = (
+            "Left: alignment over training per setting. Right: alignment vs the mechanism's predictor, "
+            "every checkpoint after step 100."
+        )
+        return [Figure("dfa_alignment", fig, caption)]
+
+    def tables(self, df, p):
+        """Alignment by training length, every layer's late cosines, and the predictors' correlations."""
+        t = by_length(df, p["lengths"])
+        wide = t.pivot_table(index=SETTING, columns="T", values="alignment").reset_index()
+        wide.columns = [*SETTING, *[f"T={c}" for c in wide.columns[len(SETTING) :]]]
+        last = df[~df.diverged & (df.step >= 0.75 * df.steps)]
+        cols = ["alignment", "alignment_post", *COSINES, "train_loss"]
+        per_layer = last.groupby([*SETTING, "layer"])[cols].mean().reset_index()
+        return [
+            Table(wide, "Layer-2 alignment at γ = 0 vs training length T (mean over seeds of the [¾T, T] mean)"),
+            Table(t, "The same with sem and n"),
+            Table(
+                per_layer,
+                "Every layer over the last quarter of each run: alignment (pre- and post-activation h_b) and "
+                "the mechanism's cosines",
+            ),
+            Table(
+                pd.DataFrame([mechanism(df)]),
+                "Correlation of layer-2 alignment with each predictor (all checkpoints ≥ 100)",
+            ),
+        ]
 
 
 def by_length(df: pd.DataFrame, lengths, layer: int = 1) -> pd.DataFrame:
@@ -227,23 +289,9 @@ def mechanism(df: pd.DataFrame, layer: int = 1, burn: int = 100) -> dict[str, fl
     return {k: float(np.corrcoef(d.alignment, v)[0, 1]) if len(d) > 2 else np.nan for k, v in preds.items()}
 
 
-def _standard(t: pd.DataFrame) -> pd.DataFrame:
-    return t[(t.depth == 4) & (t.width == 64) & (t.teacher_scale == 1.0) & (t.scale == 1.0)]
-
-
 def _dfa0_claim(title: str, r: pd.Series, size: str) -> Claim:
     """One measured cell (a row of ``by_length``) beside the paper's DFA γ = 0 value."""
-    return Claim(
-        title,
-        KPZ,
-        SOURCE,
-        PAPER_DFA0,
-        r.alignment,
-        r["sem"],
-        int(r["n"]),
-        size,
-        Within(0.1),
-    )
+    return Claim(title, KPZ, SOURCE, PAPER_DFA0, r.alignment, r["sem"], int(r["n"]), size, Within(0.1))
 
 
 def dfa_claims(df: pd.DataFrame, p: dict) -> list[Claim]:
@@ -253,14 +301,8 @@ def dfa_claims(df: pd.DataFrame, p: dict) -> list[Claim]:
     t = by_length(df, p["lengths"])
     size = f"{len(p['seeds'])} seeds, γ = 0, shapes {p['shapes']}"
     claims = []
-    std = _standard(t)
-    if len(std):
-        r = std[std["T"] == std["T"].max()].iloc[0]
-        claims.append(
-            _dfa0_claim(f"DFA at γ = 0 is Hebbian: layer-2 alignment, [32,64,64,32], T = {int(r['T'])}", r, size)
-        )
-    widths = t[(t.depth == 4) & (t.width != 64) & (t.teacher_scale == 1.0) & (t.scale == 1.0)]
-    for w, tw in widths.groupby("width"):
+    four = t[(t.depth == 4) & (t.teacher_scale == 1.0) & (t.scale == 1.0)] if len(t) else t
+    for w, tw in sorted(four.groupby("width"), key=lambda kv: kv[0] != 64):  # the standard width 64 first
         r = tw[tw["T"] == tw["T"].max()].iloc[0]
         title = f"DFA at γ = 0 is Hebbian: layer-2 alignment, [32,{w},{w},32], T = {int(r['T'])}"
         claims.append(_dfa0_claim(title, r, size))
@@ -269,7 +311,6 @@ def dfa_claims(df: pd.DataFrame, p: dict) -> list[Claim]:
         where = ", ".join(f"{k} {r[k]:g}" for k in [*SETTING, "T"])
         title = f"DFA at γ = 0: largest layer-2 alignment of any setting measured ({where})"
         claims.append(_dfa0_claim(title, r, size))
-    corr = mechanism(df)["batch_mean"]
     claims.append(
         Claim(
             "mechanism: DFA alignment tracks cos(H, ⟨B·y h_aᵀ⟩)·cos(g, ⟨(B·y ⊙ φ′) h_aᵀ⟩) "
@@ -277,7 +318,7 @@ def dfa_claims(df: pd.DataFrame, p: dict) -> list[Claim]:
             KPZ,
             "beyond the paper (proposed explanation of Table 1's DFA γ = 0)",
             np.nan,
-            corr,
+            mechanism(df)["batch_mean"],
             np.nan,
             int(len(df[df.layer == 1])),
             size,
@@ -285,53 +326,3 @@ def dfa_claims(df: pd.DataFrame, p: dict) -> list[Claim]:
         )
     )
     return claims
-
-
-def _report(df, p, out):
-    from plasticlab.experiments.hebbian.figures import dfa_figure
-
-    rep = Report(out, "hebb-dfa — is DFA Hebbian without weight decay?", p)
-    rep.text(
-        "Koplow, Poggio & Ziyin (2025), Table 1: MLP / DFA at γ = 0 is 0.45 ± 0.05. Ours: the standard "
-        f"regression (32-d inputs and outputs, tanh teacher with one hidden layer of 32), tanh students, batch "
-        f"{p['batch_size']}, lr {p['lr']}, γ = 0, {len(p['seeds'])} seeds; DFA feedback B_l ~ N(0, scale²/d_out). "
-        "Depth = number of weight matrices. Layer indices from 0: layer 1 is the 2nd matrix from the input."
-    )
-    rep.add_claims(dfa_claims(df, p))
-    t = by_length(df, p["lengths"])
-    wide = t.pivot_table(index=SETTING, columns="T", values="alignment").reset_index()
-    wide.columns = [*SETTING, *[f"T={c}" for c in wide.columns[len(SETTING) :]]]
-    rep.table(wide, "Layer-2 alignment at γ = 0 vs training length T (mean over seeds of the [¾T, T] mean)")
-    rep.table(t, "The same with sem and n")
-    last = df[~df.diverged & (df.step >= 0.75 * df.steps)]
-    per_layer = (
-        last.groupby([*SETTING, "layer"])[
-            [
-                "alignment",
-                "alignment_post",
-                "c_h_target",
-                "c_H_target",
-                "c_G_target",
-                "c_res_target",
-                "c_res_pred",
-                "train_loss",
-            ]
-        ]
-        .mean()
-        .reset_index()
-    )
-    rep.table(
-        per_layer,
-        "Every layer over the last quarter of each run: alignment (pre- and post-activation "
-        "h_b) and the mechanism's cosines",
-    )
-    corr = mechanism(df)
-    rep.table(pd.DataFrame([corr]), "Correlation of layer-2 alignment with each predictor (all checkpoints ≥ 100)")
-    fig = dfa_figure(df[(df.layer == 1) & ~df.diverged])
-    rep.figure(
-        fig,
-        "dfa_alignment",
-        "Left: alignment over training per setting. Right: alignment vs the "
-        "mechanism's predictor, every checkpoint after step 100.",
-    )
-    rep.write()

@@ -284,26 +284,26 @@ def transformer_figure(mean_all: pd.DataFrame, second: pd.DataFrame, paper: pd.D
     return fig
 
 
-def dfa_figure(d: pd.DataFrame):
-    """hebb-dfa: layer-2 alignment over training per setting (left) and vs the mechanism's predictor (right);
-    ``d``: the layer-2 rows of runs that did not diverge."""
+def dfa_figure(d: pd.DataFrame, setting: list[str]):
+    """hebb-dfa: layer-2 alignment over training per ``setting`` (left) and vs the mechanism's predictor
+    (right); ``d``: the layer-2 rows of runs that did not diverge."""
     import matplotlib.pyplot as plt
 
-    from plasticlab.experiments.hebbian.dfa import PAPER_DFA0, SETTING
+    from plasticlab.experiments.hebbian.paper import TABLE1_MLP_DFA0
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for i, (key, s) in enumerate(d.groupby(SETTING)):
+    for i, (key, s) in enumerate(d.groupby(setting)):
         tr = s.groupby("step").alignment.mean()
         axes[0].plot(
             tr.index + 1,
             tr.values,
             color=f"C{i % 10}",
             lw=1,
-            label=", ".join(f"{k} {v:g}" for k, v in zip(SETTING, key)),
+            label=", ".join(f"{k} {v:g}" for k, v in zip(setting, key)),
         )
         late = s[s.step >= 100]
         axes[1].scatter(late.c_H_target * late.c_G_target, late.alignment, s=3, alpha=0.3, color=f"C{i % 10}")
-    axes[0].axhline(PAPER_DFA0, color="k", ls="--", lw=1, label="paper 0.45")
+    axes[0].axhline(TABLE1_MLP_DFA0, color="k", ls="--", lw=1, label=f"paper {TABLE1_MLP_DFA0:g}")
     axes[0].set_xscale("log")
     axes[0].set_xlabel("step")
     axes[0].set_ylabel("layer-2 alignment (mean over seeds)")
