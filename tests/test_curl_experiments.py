@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from plasticlab.errors import PlasticlabError
-from plasticlab.study import get
+from plasticlab.study import get, run_chunks
+from plasticlab.study.report import write_report
 
 
 def test_registered_with_quick_budgets():
@@ -60,8 +61,8 @@ def test_speedup_slow_init_scales_get_chunks_of_their_own_and_leave_the_others_a
 def test_hidden_chunks_keep_m_plus_n():
     exp = get("curl-hidden")
     specs = exp.chunks(exp.params(quick=True))
-    assert all(s["M"] + s["N"] == 219 for s in specs)
-    cs = [s["M"] / s["N"] for s in specs if s["activation"] == "linear"]
+    assert all(s.M + s.N == 219 for s in specs)
+    cs = [s.M / s.N for s in specs if s.activation == "linear"]
     assert cs == sorted(cs) and len(specs) == 2 * len(cs)
 
 
@@ -159,11 +160,11 @@ def test_readout_from_teacher_leaves_only_when_flipped(tmp_path):
     p = exp.params(
         c_min=4.0, c_max=4.0, n_c=1, alphas=[0.0, 0.5], seeds=[0], total=30, epochs=600, perturbation=1e-6
     )
-    df = pd.concat([exp.run_chunk(s) for s in exp.chunks(p)])
+    df = run_chunks(exp, exp.chunks(p))
     assert {"c", "alpha_r", "activation", "seed", "test_error", "peak_train_error"} <= set(df.columns)
     stay, leave = df[df.alpha_r == 0].iloc[0], df[df.alpha_r == 0.5].iloc[0]
     assert stay.peak_train_error < 1e-10 and leave.peak_train_error > 1e3 * stay.peak_train_error
-    exp.report(df, p, tmp_path)
+    write_report(exp, df, p, tmp_path)
     assert (tmp_path / "readout_heatmaps_linear.png").exists()
 
 
@@ -172,10 +173,10 @@ def test_hidden_report_draws_heatmap(tmp_path):
     p = exp.params(
         n_c=2, c_min=0.2, c_max=2.0, alphas=[0.0, 1.0], seeds=[0], total=24, epochs=30, activations=["linear"]
     )
-    df = pd.concat([exp.run_chunk(s) for s in exp.chunks(p)])
+    df = run_chunks(exp, exp.chunks(p))
     assert {"c", "alpha_h", "activation", "seed", "test_error"} <= set(df.columns)
     assert np.isfinite(df.test_error).all()
-    exp.report(df, p, tmp_path)
+    write_report(exp, df, p, tmp_path)
     assert (tmp_path / "hidden_heatmap.png").exists() and "Verdicts" in (tmp_path / "report.md").read_text()
 
 
@@ -183,7 +184,6 @@ def test_hidden_report_draws_heatmap(tmp_path):
 def test_more_seeds_reuse_every_finished_seed_block(name):
     """Extending a run from 10 to 25 seeds keeps every chunk of the first 10 (same hashes) and adds chunks
     holding only the new seeds, in blocks of 10."""
-    from plasticlab.experiments import get
     from plasticlab.study import seed_blocks
     from plasticlab.sweeps.execute import hashes_of
 
@@ -193,4 +193,4 @@ def test_more_seeds_reuse_every_finished_seed_block(name):
     old, new = set(hashes_of(exp, exp.chunks(ten))), hashes_of(exp, exp.chunks(more))
     assert old < set(new) and len(new) == 3 * len(old)
     added = [c for c, h in zip(exp.chunks(more), new) if h not in old]
-    assert sorted(s for c in added for s in c["seeds"]) == sorted(list(range(10, 25)) * len(old))
+    assert sorted(s for c in added for s in exp.spec_dict(c)["seeds"]) == sorted(list(range(10, 25)) * len(old))

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments.curl.theory import C_RANGE, PAPER, SYMBOL
+from plasticlab.experiments.curl.paper import C_RANGE, SYMBOL
+from plasticlab.experiments.curl.paper import THRESHOLDS as PAPER
 from plasticlab.theory import LAYERS
 
 
