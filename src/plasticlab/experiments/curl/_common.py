@@ -15,6 +15,7 @@ from plasticlab.study import SIZE, Interval, Require, seed_blocks
 
 if TYPE_CHECKING:
     from plasticlab.simulation.curl import CurlConfig
+    from plasticlab.study.claims import Claim
 
 TOTAL = 219  # M + N in the paper's c sweeps
 
@@ -122,3 +123,11 @@ def compare(ours: pd.DataFrame, paper: pd.DataFrame, on: list[str], value: str) 
     m = ours.merge(paper, on=on, how="outer").rename(columns={value: "ours"})
     m["ours − paper"] = m["ours"] - m["paper"]
     return m[on + ["ours", "paper", "ours − paper"]]
+
+
+def nkc(text: str, source: str, paper: float, ours: float, n: int, size: str, test: Any, **kw: Any) -> Claim:
+    """A claim of Ninou, Kadmon & Cayco-Gajic 2025 beside ours (no standard error: the curl experiments
+    claim medians, ratios and fractions of runs)."""
+    from plasticlab.study.claims import NKC, Claim
+
+    return Claim(text, NKC, source, paper, ours, math.nan, n, size, test, **kw)

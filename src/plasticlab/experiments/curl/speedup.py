@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments.curl._common import compare
+from plasticlab.experiments.curl._common import compare, nkc
 from plasticlab.experiments.curl.paper import SPEEDUP_K as PAPER_K
 from plasticlab.experiments.curl.paper import SPEEDUP_NO_NORM as PAPER_NO_NORM
 from plasticlab.experiments.curl.paper import SPEEDUP_P as PAPER_P
@@ -39,7 +39,7 @@ from plasticlab.study import (
     register,
     seed_blocks,
 )
-from plasticlab.study.claims import NKC, AllCells, AtLeast, AtMost, Claim, Within
+from plasticlab.study.claims import AllCells, AtLeast, AtMost, Claim, Within
 
 NORM = "norm constraint (each layer rescaled to its initial Frobenius norm after every step)"
 
@@ -106,84 +106,40 @@ def _ratio(m: pd.DataFrame, P) -> float:
 
 def _p_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
     out = []
-    k0, r0 = p["k"], p["r"]
-    for act in p["activations"]:
-        for norm in p["norms"]:
-            m = main_sweep(med, act, norm, k0, r0)
-            if not {"gd", "curl"} <= set(m.columns) or m.empty:
-                continue
-            tag = f"{act}, norm {'on' if norm else 'off'}"
-            if act == "tanh" and norm:
-                for P in m.P:
-                    ref = PAPER_P[PAPER_P.P == P]
-                    pv = float(ref.gd.iloc[0] / ref.curl.iloc[0]) if len(ref) else math.nan
-                    out.append(
-                        Claim(
-                            f"{tag}, P = {P}: speed-up gd/curl (median epochs)",
-                            NKC,
-                            SRC_P,
-                            pv,
-                            _ratio(m, P),
-                            math.nan,
-                            int(m[m.P == P].n.iloc[0]),
-                            size,
-                            Within(REL_TOL, relative=True),
-                        )
-                    )
-            if not norm:
-                # the paper's no-constraint result is one P (1464 → 1109 at P = 2000, `_norm_claims`); the
-                # shape of the P sweep is claimed with the constraint on, and its own ratio there is 1.32
-                continue
-            # the paper's P sweep is tanh; of other activations it says "the same with ReLU"
-            src = (
-                SRC_P if act == "tanh" else f"speed-up results (epochs to 1e-3 vs P, norm constraint; {act} here)"
-            )
-            big, small = m.P.max(), m.P.min()
-            if big >= 1000:
-                out.append(
-                    Claim(
-                        f"{tag}: curl descent learns faster than GD at large P (gd/curl at P = {big})",
-                        NKC,
-                        src,
-                        math.nan,
-                        _ratio(m, big),
-                        math.nan,
-                        int(m.n.min()),
-                        size,
-                        AtLeast(1.5, partly=1.2),
-                    )
-                )
-            if small <= 140:
-                out.append(
-                    Claim(
-                        f"{tag}: no speed-up at small P (gd/curl at P = {small})",
-                        NKC,
-                        src,
-                        math.nan,
-                        _ratio(m, small),
-                        math.nan,
-                        int(m.n.min()),
-                        size,
-                        AtMost(1.1, partly=1.3),
-                    )
-                )
-            if len(m) >= 3:
-                rho = pd.Series((m.gd / m.curl).to_numpy()).corr(
-                    pd.Series(np.log(m.P.to_numpy())), method="spearman"
-                )
-                out.append(
-                    Claim(
-                        f"{tag}: the speed-up grows with P (Spearman ρ of gd/curl with P)",
-                        NKC,
-                        src,
-                        math.nan,
-                        float(rho),
-                        math.nan,
-                        len(m),
-                        size,
-                        AtLeast(0.5, partly=0.0),
-                    )
-                )
+    for act, norm in itertools.product(p["activations"], p["norms"]):
+        m = main_sweep(med, act, norm, p["k"], p["r"])
+        if not {"gd", "curl"} <= set(m.columns) or m.empty:
+            continue
+        tag = f"{act}, norm {'on' if norm else 'off'}"
+        if act == "tanh" and norm:
+            for P in m.P:
+                ref = PAPER_P[PAPER_P.P == P]
+                pv = float(ref.gd.iloc[0] / ref.curl.iloc[0]) if len(ref) else math.nan
+                n = int(m[m.P == P].n.iloc[0])
+                text = f"{tag}, P = {P}: speed-up gd/curl (median epochs)"
+                out.append(nkc(text, SRC_P, pv, _ratio(m, P), n, size, Within(REL_TOL, relative=True)))
+        # the paper's no-constraint result is one P (1464 → 1109 at P = 2000, `_norm_claims`); the shape of
+        # the P sweep is claimed with the constraint on, and its own ratio there is 1.32
+        out += _shape_claims(m, act, tag, size) if norm else []
+    return out
+
+
+def _shape_claims(m: pd.DataFrame, act: str, tag: str, size: str) -> list[Claim]:
+    """The P sweep's shape (norm constraint on): faster at large P, no speed-up at small P, growing with P."""
+    # the paper's P sweep is tanh; of other activations it says "the same with ReLU"
+    src = SRC_P if act == "tanh" else f"speed-up results (epochs to 1e-3 vs P, norm constraint; {act} here)"
+    big, small, n = m.P.max(), m.P.min(), int(m.n.min())
+    out = []
+    if big >= 1000:
+        text = f"{tag}: curl descent learns faster than GD at large P (gd/curl at P = {big})"
+        out.append(nkc(text, src, math.nan, _ratio(m, big), n, size, AtLeast(1.5, partly=1.2)))
+    if small <= 140:
+        text = f"{tag}: no speed-up at small P (gd/curl at P = {small})"
+        out.append(nkc(text, src, math.nan, _ratio(m, small), n, size, AtMost(1.1, partly=1.3)))
+    if len(m) >= 3:
+        rho = pd.Series((m.gd / m.curl).to_numpy()).corr(pd.Series(np.log(m.P.to_numpy())), method="spearman")
+        text = f"{tag}: the speed-up grows with P (Spearman ρ of gd/curl with P)"
+        out.append(nkc(text, src, math.nan, float(rho), len(m), size, AtLeast(0.5, partly=0.0)))
     return out
 
 
@@ -196,52 +152,19 @@ def _k_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
     for _, row in ks.sort_values("k_readout").iterrows():
         ref = PAPER_K[PAPER_K.k_readout == row.k_readout].curl
         pv = float(ref.iloc[0]) if len(ref) else math.nan
+        head = f"tanh, k = {row.k_readout} of {p['N']} flipped"
         if math.isinf(pv):
-            frac = row.never / row.n
-            out.append(
-                Claim(
-                    f"tanh, k = {row.k_readout} of {p['N']} flipped: curl descent never converges",
-                    NKC,
-                    SRC_K,
-                    math.nan,
-                    float(frac),
-                    math.nan,
-                    int(row.n),
-                    size,
-                    AllCells("run never converged"),
-                )
-            )
+            text, frac = f"{head}: curl descent never converges", float(row.never / row.n)
+            out.append(nkc(text, SRC_K, math.nan, frac, int(row.n), size, AllCells("run never converged")))
             continue
-        out.append(
-            Claim(
-                f"tanh, k = {row.k_readout} of {p['N']} flipped: curl median epochs to 1e-3",
-                NKC,
-                SRC_K,
-                pv,
-                float(row["median"]),
-                math.nan,
-                int(row.n),
-                size,
-                Within(REL_TOL, relative=True),
-                note=f"{int(row.never)} never converged" if row.never else "",
-            )
-        )
+        note = f"{int(row.never)} never converged" if row.never else ""
+        text, test = f"{head}: curl median epochs to 1e-3", Within(REL_TOL, relative=True)
+        out.append(nkc(text, SRC_K, pv, float(row["median"]), int(row.n), size, test, note=note))
     fin = ks[ks.k_readout < p["N"]]
     if len(fin) >= 3:
         rho = fin["median"].corr(fin.k_readout, method="spearman")
-        out.append(
-            Claim(
-                "tanh: more flipped readout neurons make curl descent slower (Spearman ρ of epochs with k)",
-                NKC,
-                SRC_K,
-                math.nan,
-                float(rho),
-                math.nan,
-                len(fin),
-                size,
-                AtLeast(0.5, partly=0.0),
-            )
-        )
+        text = "tanh: more flipped readout neurons make curl descent slower (Spearman ρ of epochs with k)"
+        out.append(nkc(text, SRC_K, math.nan, float(rho), len(fin), size, AtLeast(0.5, partly=0.0)))
     return out
 
 
@@ -254,19 +177,9 @@ def _r_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
     for _, row in rs.sort_values(["init_scale", "rule"]).iterrows():
         ref = PAPER_R[PAPER_R.init_scale == row.init_scale]
         if len(ref):
-            out.append(
-                Claim(
-                    f"tanh, init scale r = {row.init_scale:g}: {row.rule} median epochs to 1e-3",
-                    NKC,
-                    SRC_R,
-                    float(ref[row.rule].iloc[0]),
-                    float(row["median"]),
-                    math.nan,
-                    int(row.n),
-                    size,
-                    Within(REL_TOL, relative=True),
-                )
-            )
+            text, pv = f"tanh, init scale r = {row.init_scale:g}: {row.rule} median epochs to 1e-3", ref[row.rule]
+            test = Within(REL_TOL, relative=True)
+            out.append(nkc(text, SRC_R, float(pv.iloc[0]), float(row["median"]), int(row.n), size, test))
     piv = rs.pivot_table(index="init_scale", columns="rule", values="median")
     if not {"gd", "curl"} <= set(piv.columns):
         return out
@@ -276,20 +189,12 @@ def _r_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
         with np.errstate(invalid="ignore"):  # never converged at both scales: inf / inf, no ratio (NaN)
             ours = float((hi.gd / lo.gd) / (hi.curl / lo.curl))
         pv = paper_slowdown(float(piv.index[0]), float(r_hi), p)
-        out.append(
-            Claim(
-                f"tanh: a larger init scale (r {piv.index[0]:g} → {r_hi:g}) slows GD more than "
-                "curl descent (GD slow-down ÷ curl slow-down)",
-                NKC,
-                SRC_R,
-                pv,
-                ours,
-                math.nan,
-                int(rs.n.min()),
-                size,
-                Within(REL_TOL, relative=True) if math.isfinite(pv) else AtLeast(1.5, partly=1.1),
-            )
+        text = (
+            f"tanh: a larger init scale (r {piv.index[0]:g} → {r_hi:g}) slows GD more than "
+            "curl descent (GD slow-down ÷ curl slow-down)"
         )
+        slower = Within(REL_TOL, relative=True) if math.isfinite(pv) else AtLeast(1.5, partly=1.1)
+        out.append(nkc(text, SRC_R, pv, ours, int(rs.n.min()), size, slower))
     return out
 
 
@@ -313,29 +218,18 @@ def _norm_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
     g_on, g_off = _ratio(on, Ps), _ratio(off, Ps)
     pv = float(PAPER_NO_NORM.gd.iloc[0] / PAPER_NO_NORM.curl.iloc[0])
     n = int(off.n.min()) if len(off) else 0
+    shrinks = f"tanh: without the norm constraint the gain shrinks (gd/curl with minus without, P = {Ps})"
     return [
-        Claim(
+        nkc(
             f"tanh, no norm constraint, P = {Ps}: speed-up gd/curl",
-            NKC,
             SRC_N,
             pv,
             g_off,
-            math.nan,
             n,
             size,
             Within(REL_TOL, relative=True),
         ),
-        Claim(
-            f"tanh: without the norm constraint the gain shrinks (gd/curl with minus without, P = {Ps})",
-            NKC,
-            SRC_N,
-            math.nan,
-            g_on - g_off,
-            math.nan,
-            n,
-            size,
-            AtLeast(0.0),
-        ),
+        nkc(shrinks, SRC_N, math.nan, g_on - g_off, n, size, AtLeast(0.0)),
     ]
 
 
