@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plasticlab.experiments.curl._common import TOTAL, shape_for
+from plasticlab.experiments.curl._common import TOTAL, nkc, shape_for
 from plasticlab.metrics.chaos import (
     LAMBDA_POSITIVE,
     STATES,
@@ -42,7 +42,7 @@ from plasticlab.study import (
     Table,
     register,
 )
-from plasticlab.study.claims import NKC, AllCells, Claim, fraction
+from plasticlab.study.claims import AllCells, Claim, fraction
 
 
 class _Window:
@@ -470,96 +470,43 @@ def _q_claim(text: str, cells: pd.DataFrame, size: str, every_above: bool = Fals
     """A claim on which side of the threshold ⟨q⟩ lies, over the (c, α_h) cells of ``cells`` (η = 0.1)."""
     ok, notes = _plateau_cells(cells[~cells.diverged], every_above)
     frac, n = fraction(ok)
-    return Claim(
-        text,
-        NKC,
-        FIG,
-        math.nan,
-        frac,
-        math.nan,
-        n,
-        size,
-        AllCells("⟨q⟩ on the right side of the threshold"),
-        diverged=int(cells.diverged.sum()),
-        note="; ".join(notes),
-    )
+    side, div = AllCells("⟨q⟩ on the right side of the threshold"), int(cells.diverged.sum())
+    return nkc(text, FIG, math.nan, frac, n, size, side, diverged=div, note="; ".join(notes))
 
 
 def chaos_claims(df: pd.DataFrame, p: dict) -> list[Claim]:
     """The paper's claims (Ninou, Kadmon & Cayco-Gajic 2025, Fig. 3b) beside ours, verdicts by the shared rule."""
     d = with_state(df)
     size = size_of(df, p)
-    out = []
     paper_eta = d[np.isclose(d.eta, 0.1) & d.c.isin([float(c) for c in p["cs"]])]
-    out.append(
-        _q_claim(
-            "q plateau above threshold: mean q < 1e-12 below α_h*(c), > 1e-4 at the largest α_h (η = 0.1)",
-            paper_eta,
-            size,
-        )
-    )
+    text = "q plateau above threshold: mean q < 1e-12 below α_h*(c), > 1e-4 at the largest α_h (η = 0.1)"
+    out = [_q_claim(text, paper_eta, size)]
     alphas = ", ".join(f"{a:g}" for a in p["c_alphas"])
-    out.append(
-        _q_claim(
-            f"q vs c at α_h ∈ {{{alphas}}} (η = 0.1): mean q < 1e-12 where α_h < α_h*(c), > 1e-4 where above",
-            _q_vs_c_runs(d, p),
-            size,
-            every_above=True,
-        )
-    )
+    text = f"q vs c at α_h ∈ {{{alphas}}} (η = 0.1): mean q < 1e-12 where α_h < α_h*(c), > 1e-4 where above"
+    out.append(_q_claim(text, _q_vs_c_runs(d, p), size, every_above=True))
     for eta, s in d.groupby("eta"):
         plateau = s[(s.q > Q_PLATEAU) & ~s.diverged]
         frac, n = fraction(plateau.state == "irregular")
         mix = ", ".join(f"{k} {v}" for k, v in plateau.state.value_counts().items())
+        text = f"the plateau is chaos at η = {eta:g}: runs with q > 1e-4 are irregular (λ > {LAMBDA_POSITIVE:g})"
+        note = f"states of the q > 1e-4 runs: {mix or 'none'}"
         out.append(
-            Claim(
-                f"the plateau is chaos at η = {eta:g}: runs with q > 1e-4 are irregular (λ > {LAMBDA_POSITIVE:g})",
-                NKC,
-                FIG,
-                1.0,
-                frac,
-                math.nan,
-                n,
-                size,
-                AllCells("run irregular"),
-                diverged=int(s.diverged.sum()),
-                note=f"states of the q > 1e-4 runs: {mix or 'none'}",
+            nkc(
+                text, FIG, 1.0, frac, n, size, AllCells("run irregular"), diverged=int(s.diverged.sum()), note=note
             )
         )
     below = d[~d.above]
     # converged is decided by q alone: at a point converged for 1e5 epochs the function separation of the
     # Lyapunov copy has shrunk to rounding, so λ there is ≈ 0 ± rounding, not the transverse rate
     frac, n = fraction(below.state == "converged")
-    out.append(
-        Claim(
-            "below the large-N threshold α_h*(c) runs from the teacher stay converged (q < 1e-12)",
-            NKC,
-            "Sec. 4 (stability of the solution manifold)",
-            math.nan,
-            frac,
-            math.nan,
-            n,
-            size,
-            AllCells("run converged"),
-            diverged=int(below.diverged.sum()),
-        )
-    )
+    text = "below the large-N threshold α_h*(c) runs from the teacher stay converged (q < 1e-12)"
+    src, div = "Sec. 4 (stability of the solution manifold)", int(below.diverged.sum())
+    out.append(nkc(text, src, math.nan, frac, n, size, AllCells("run converged"), diverged=div))
     for a, want in ((0.25, "converged"), (0.4, "irregular")):
         pt = d[np.isclose(d.c, 0.4) & np.isclose(d.alpha_h, a) & np.isclose(d.eta, 0.1)]
         frac, n = fraction(pt.state == want)
-        out.append(
-            Claim(
-                f"finite N (M = 62, N = 157, η = 0.1): α_h = {a:g} is {want}",
-                NKC,
-                "Sec. 4 (finite N)",
-                1.0,
-                frac,
-                math.nan,
-                n,
-                size,
-                AllCells(f"run {want}"),
-            )
-        )
+        text = f"finite N (M = 62, N = 157, η = 0.1): α_h = {a:g} is {want}"
+        out.append(nkc(text, "Sec. 4 (finite N)", 1.0, frac, n, size, AllCells(f"run {want}")))
     return out
 
 

@@ -21,12 +21,13 @@ from plasticlab.experiments.curl._common import (
     empirical_boundary,
     flip_members,
     flip_table,
+    nkc,
     shape_chunks,
     theory_alpha,
 )
 from plasticlab.simulation.curl import CurlConfig, simulate
 from plasticlab.study import POSITIVE, SIZE, Experiment, Figure, RunContext, Table, register
-from plasticlab.study.claims import NKC, AtLeast, AtMost, Claim
+from plasticlab.study.claims import AtLeast, AtMost, Claim
 
 
 @dataclass
@@ -73,42 +74,22 @@ def hidden_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
             if len(st) and len(un):
                 gap = float(un.log10_test_error.median() - st.log10_test_error.median())
                 n = len(cell)
-        out.append(
-            Claim(
-                f"{act}: cells above the theory boundary α_h*(c) end ≥ 1 decade worse than below it "
-                "(median log10 test error, unstable − stable)",
-                NKC,
-                src,
-                math.nan,
-                gap,
-                math.nan,
-                n,
-                size,
-                AtLeast(1.0),
-                diverged=div,
-            )
+        text = (
+            f"{act}: cells above the theory boundary α_h*(c) end ≥ 1 decade worse than below it "
+            "(median log10 test error, unstable − stable)"
         )
+        out.append(nkc(text, src, math.nan, gap, n, size, AtLeast(1.0), diverged=div))
         dev, n_c = math.nan, 0
         if cell is not None:
             emp = empirical_boundary(cell, "c", "alpha_h", "log10_test_error")
             emp["theory"] = theory_alpha(emp.c.to_numpy(), "hidden")
             d = (emp.alpha_breakdown - emp.theory).abs().dropna()
             dev, n_c = (float(d.mean()), len(d)) if len(d) else (math.nan, 0)
-        out.append(
-            Claim(
-                f"{act}: learning breaks down near the theory boundary (mean |α_breakdown − α_h*| "
-                "over c columns with a visible breakdown)",
-                NKC,
-                src,
-                math.nan,
-                dev,
-                math.nan,
-                n_c,
-                size,
-                AtMost(0.1, partly=0.2),
-                diverged=div,
-            )
+        text = (
+            f"{act}: learning breaks down near the theory boundary (mean |α_breakdown − α_h*| "
+            "over c columns with a visible breakdown)"
         )
+        out.append(nkc(text, src, math.nan, dev, n_c, size, AtMost(0.1, partly=0.2), diverged=div))
     return out
 
 

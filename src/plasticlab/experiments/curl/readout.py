@@ -25,12 +25,13 @@ from plasticlab.experiments.curl._common import (
     empirical_boundary,
     flip_members,
     flip_table,
+    nkc,
     shape_chunks,
     theory_alpha,
 )
 from plasticlab.simulation.curl import CurlConfig, simulate
 from plasticlab.study import NONNEG, Experiment, Figure, RunContext, Table, register
-from plasticlab.study.claims import NKC, AtLeast, Claim, fraction
+from plasticlab.study.claims import AtLeast, Claim, fraction
 
 
 @dataclass
@@ -106,38 +107,16 @@ def readout_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
         g, _ = prep
         div = int(g.diverged.sum()) if "diverged" in g else 0
         agree, n = fraction(g.left != g.theory_stable)
-        out.append(
-            Claim(
-                f"{act}: runs stay on the teacher below α_r*(c) and leave it above (peak train error "
-                f"> {LEAVES:g}; share of runs agreeing with large-N theory)",
-                NKC,
-                src,
-                math.nan,
-                agree,
-                math.nan,
-                n,
-                size,
-                AtLeast(0.8, partly=0.65),
-                diverged=div,
-            )
+        text = (
+            f"{act}: runs stay on the teacher below α_r*(c) and leave it above (peak train error "
+            f"> {LEAVES:g}; share of runs agreeing with large-N theory)"
         )
+        out.append(nkc(text, src, math.nan, agree, n, size, AtLeast(0.8, partly=0.65), diverged=div))
         if "predicted_leave" in g:
             agree_n, n = fraction(g.left == g.predicted_leave)
-            out.append(
-                Claim(
-                    f"{act}: each start's finite-N linear stability predicts whether the run leaves "
-                    "the teacher (share of runs)",
-                    NKC,
-                    src,
-                    math.nan,
-                    agree_n,
-                    math.nan,
-                    n,
-                    size,
-                    AtLeast(0.9, partly=0.75),
-                    diverged=div,
-                )
-            )
+            text = f"{act}: each start's finite-N linear stability predicts whether the run leaves the teacher "
+            text += "(share of runs)"
+            out.append(nkc(text, src, math.nan, agree_n, n, size, AtLeast(0.9, partly=0.75), diverged=div))
     return out
 
 

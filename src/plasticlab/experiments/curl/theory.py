@@ -13,11 +13,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments.curl._common import compare
+from plasticlab.experiments.curl._common import compare, nkc
 from plasticlab.experiments.curl.paper import C_RANGE, SYMBOL
 from plasticlab.experiments.curl.paper import THRESHOLDS as PAPER
 from plasticlab.study import POSITIVE, Experiment, Figure, Interval, ListOf, RunContext, Table, register
-from plasticlab.study.claims import NKC, AllCells, AtMost, Claim, Within, fraction
+from plasticlab.study.claims import AllCells, AtMost, Claim, Within, fraction
 from plasticlab.theory import LAYERS, FlipPath, balanced_point, critical_flip_fraction
 
 
@@ -235,19 +235,8 @@ def _threshold_claims(th: pd.DataFrame, size: str) -> list[Claim]:
         for c, ref in vals.items():
             row = th[(th.layer == layer) & np.isclose(th.c, c)]
             ours = float(row.alpha.iloc[0]) if len(row) else math.nan
-            out.append(
-                Claim(
-                    f"{layer} flips: large-N critical fraction {SYMBOL[layer]}* at c = {c:g}",
-                    NKC,
-                    SRC,
-                    ref,
-                    ours,
-                    math.nan,
-                    len(row),
-                    size,
-                    Within(1e-3),
-                )
-            )
+            text = f"{layer} flips: large-N critical fraction {SYMBOL[layer]}* at c = {c:g}"
+            out.append(nkc(text, SRC, ref, ours, len(row), size, Within(1e-3)))
     r = th[th.layer == "readout"].sort_values("c")
     if len(r):
         lo, hi = r.iloc[0], r.iloc[-1]
@@ -255,19 +244,8 @@ def _threshold_claims(th: pd.DataFrame, size: str) -> list[Claim]:
             (lo, 0.5 - math.sqrt(lo.c), "½ − √c as c → 0"),
             (hi, 1 / (16 * hi.c), "1/(16c) as c → ∞"),
         ):
-            out.append(
-                Claim(
-                    f"readout flips: α_r* ≈ {what} (c = {row.c:g})",
-                    NKC,
-                    SRC,
-                    ref,
-                    float(row.alpha),
-                    math.nan,
-                    1,
-                    size,
-                    Within(0.01, relative=True),
-                )
-            )
+            text = f"readout flips: α_r* ≈ {what} (c = {row.c:g})"
+            out.append(nkc(text, SRC, ref, float(row.alpha), 1, size, Within(0.01, relative=True)))
     return out
 
 
@@ -281,29 +259,11 @@ def _shape_claims(th: pd.DataFrame, size: str) -> list[Claim]:
     r = th[th.layer == "readout"].sort_values("c")
     a = r.alpha.to_numpy()
     f_r, n_r = fraction(list((a > 0) & (a < 0.5)) + list(np.diff(a) < 0))
+    hidden = "hidden flips: stable for every α_h when c ≤ 1/4, α_h* falls 1 → 0 over c ∈ (1/4, 2/3), 0 beyond"
+    readout = "readout flips: 0 < α_r* < ½ for every c, decreasing in c"
     return [
-        Claim(
-            "hidden flips: stable for every α_h when c ≤ 1/4, α_h* falls 1 → 0 over c ∈ (1/4, 2/3), 0 beyond",
-            NKC,
-            SRC,
-            math.nan,
-            f_h,
-            math.nan,
-            n_h,
-            size,
-            AllCells("shape of α_h*(c)"),
-        ),
-        Claim(
-            "readout flips: 0 < α_r* < ½ for every c, decreasing in c",
-            NKC,
-            SRC,
-            math.nan,
-            f_r,
-            math.nan,
-            n_r,
-            size,
-            AllCells("0 < α_r* < ½ and decreasing"),
-        ),
+        nkc(hidden, SRC, math.nan, f_h, n_h, size, AllCells("shape of α_h*(c)")),
+        nkc(readout, SRC, math.nan, f_r, n_r, size, AllCells("0 < α_r* < ½ and decreasing")),
     ]
 
 
@@ -316,51 +276,20 @@ def _finite_claims(thr: pd.DataFrame, size: str) -> list[Claim]:
         common = d.groupby("c_target").N.transform("nunique") == d.N.nunique()
         dev = d[common].groupby("N").absdev.mean().sort_index()
         ours = float(dev.iloc[-1] - dev.iloc[0]) if len(dev) >= 2 else math.nan
-        out.append(
-            Claim(
-                f"{layer} flips: the finite-N shift of the threshold shrinks as N grows "
-                f"(mean |sampled − theory| at N = {dev.index.max()} minus at N = {dev.index.min()})",
-                NKC,
-                SRC,
-                math.nan,
-                ours,
-                math.nan,
-                int(common.sum()),
-                size,
-                AtMost(0.0),
-            )
+        text = (
+            f"{layer} flips: the finite-N shift of the threshold shrinks as N grows "
+            f"(mean |sampled − theory| at N = {dev.index.max()} minus at N = {dev.index.min()})"
         )
+        out.append(nkc(text, SRC, math.nan, ours, int(common.sum()), size, AtMost(0.0)))
     nmax = thr.N.max()
     below = thr[(thr.layer == "hidden") & (nmax == thr.N) & (thr.c < 0.25)]
     f, n = fraction(~below.crossed.astype(bool))
-    out.append(
-        Claim(
-            f"hidden flips, c < 1/4, N = {nmax}: stable even with every input flipped",
-            NKC,
-            SRC,
-            math.nan,
-            f,
-            math.nan,
-            n,
-            size,
-            AllCells("never lost definiteness"),
-        )
-    )
+    text = f"hidden flips, c < 1/4, N = {nmax}: stable even with every input flipped"
+    out.append(nkc(text, SRC, math.nan, f, n, size, AllCells("never lost definiteness")))
     above = thr[(thr.layer == "hidden") & (nmax == thr.N) & (thr.c > 2 / 3)]
-    out.append(
-        Claim(
-            f"hidden flips, c > 2/3, N = {nmax}: a handful of flipped inputs destabilises (largest k*)",
-            NKC,
-            SRC,
-            math.nan,
-            float(above.k.max()) if len(above) else math.nan,
-            math.nan,
-            len(above),
-            size,
-            AtMost(5),
-        )
-    )
-    return out
+    k_max = float(above.k.max()) if len(above) else math.nan
+    text = f"hidden flips, c > 2/3, N = {nmax}: a handful of flipped inputs destabilises (largest k*)"
+    return out + [nkc(text, SRC, math.nan, k_max, len(above), size, AtMost(5))]
 
 
 def theory_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
