@@ -255,7 +255,7 @@ def test_chunks_per_c_and_eta_and_validation():
     p = exp.params(
         quick=True, cs=[0.4], alphas=[0.1], c_grid=[0.4, 1.0], c_alphas=[0.5], etas=[0.1, 0.02], step_alphas=[0.2]
     )
-    got = [(ch["c"], ch["eta"], ch["alphas"]) for ch in exp.chunks(p)]
+    got = [(ch.c, ch.eta, ch.alphas) for ch in exp.chunks(p)]
     # the first η: the cs at every α_h plus the q-vs-c grid; later η (the step-size sweep): the cs at step_alphas
     assert got == [(0.4, 0.1, [0.1, 0.5]), (1.0, 0.1, [0.5]), (0.4, 0.02, [0.2])]
     with pytest.raises(PlasticlabError, match="start"):
@@ -360,3 +360,17 @@ def test_warmup_removes_the_alignment_bias_of_a_short_window():
     torch.testing.assert_close(warm.exponent, torch.full((8,), math.log(0.9), dtype=torch.float64))
     with pytest.raises(ValueError, match="warmup"):
         lyapunov_exponent(step, (x0,), 10, seeds=seeds, warmup=-1)
+
+
+def test_state_mix_figure_keeps_its_legend_off_the_bars_and_counts_whole_runs():
+    from plasticlab.study import get
+
+    exp = get("curl-chaos")
+    p = exp.params(quick=True)
+    df = pd.concat([_table(["converged"], alpha=0.05), _table(["irregular", "drift"])], ignore_index=True)
+    df["error_swing_decay"] = 0.0
+    [fig] = [f.fig for f in exp.figures(df, p) if f.name == "state_mix"]
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    fig.canvas.draw()
+    ticks = fig.axes[0].get_yticks()
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)

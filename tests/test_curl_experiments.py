@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from plasticlab.errors import PlasticlabError
-from plasticlab.study import get
+from plasticlab.study import get, run_chunks
+from plasticlab.study.report import write_report
 
 
 def test_registered_with_quick_budgets():
@@ -28,7 +29,7 @@ def test_bad_overrides_name_key_and_choices():
 def test_speedup_chunks_put_k_and_r_sweeps_at_sweep_P_only():
     exp = get("curl-speedup")
     p = exp.params(Ps=[2000, 100], ks=[1, 3], init_scales=[2.0, 6.0], activations=["tanh"], norms=[True])
-    by_P = {c["P"]: set(map(tuple, c["conditions"])) for c in exp.chunks(p)}
+    by_P = {c.P: set(map(tuple, c.conditions)) for c in exp.chunks(p)}
     assert by_P[100] == {("gd", 0, 2.0), ("curl", 1, 2.0)}
     assert {("curl", 3, 2.0), ("gd", 0, 6.0), ("curl", 1, 6.0)} <= by_P[2000]
     assert not any(r == "gd" and k for r, k, _ in by_P[2000])  # GD has no flips: one run per r
@@ -45,9 +46,9 @@ def test_speedup_slow_init_scales_get_chunks_of_their_own_and_leave_the_others_a
     old, new = hashes_of(exp, exp.chunks(before)), hashes_of(exp, exp.chunks(after))
     assert set(old) < set(new) and len(new) == len(old) + 4  # one slow chunk per block of 10 of the 40 seeds
     slow = [c for c, h in zip(exp.chunks(after), new) if h not in old]
-    assert all(c["epochs"] == 40000 and c["P"] == 2000 and c["activation"] == "tanh" and c["norm"] for c in slow)
-    assert all(sorted(map(tuple, c["conditions"])) == [("curl", 1, 6.0), ("gd", 0, 6.0)] for c in slow)
-    assert sorted(s for c in slow for s in c["seeds"]) == list(range(40))
+    assert all(c.epochs == 40000 and c.P == 2000 and c.activation == "tanh" and c.norm for c in slow)
+    assert all(sorted(map(tuple, c.conditions)) == [("curl", 1, 6.0), ("gd", 0, 6.0)] for c in slow)
+    assert sorted(s for c in slow for s in c.seeds) == list(range(40))
     size = exp.size(after)
     assert "init_scales" not in size and "r = 6 (tanh, norm on) capped at 40000 epochs" in size
     assert "epochs 10000 (full 40000)" in size and "init_scales 2 of 3" in exp.size(before)
@@ -60,8 +61,8 @@ def test_speedup_slow_init_scales_get_chunks_of_their_own_and_leave_the_others_a
 def test_hidden_chunks_keep_m_plus_n():
     exp = get("curl-hidden")
     specs = exp.chunks(exp.params(quick=True))
-    assert all(s["M"] + s["N"] == 219 for s in specs)
-    cs = [s["M"] / s["N"] for s in specs if s["activation"] == "linear"]
+    assert all(s.M + s.N == 219 for s in specs)
+    cs = [s.M / s.N for s in specs if s.activation == "linear"]
     assert cs == sorted(cs) and len(specs) == 2 * len(cs)
 
 
@@ -77,13 +78,13 @@ def test_speedup_chunk_columns_and_pairing(tmp_path):
         epochs=400,
         sweep_P=100,
     )
-    df = pd.concat([exp.run_chunk(s) for s in exp.chunks(p)])
+    df = run_chunks(exp, exp.chunks(p))
     need = {"rule", "activation", "P", "k_readout", "init_scale", "norm_constraint", "seed", "epochs_to_threshold"}
     assert need <= set(df.columns) and len(df) == 4
     assert (df[df.rule == "gd"].k_readout == 0).all() and (df[df.rule == "curl"].k_readout == 1).all()
     # small P: both rules reach 1e-3 within a few hundred epochs (paper: 191 and 204 at P=100)
     assert df.epochs_to_threshold.notna().all() and (df.epochs_to_threshold < 400).all()
-    exp.report(df, p, tmp_path)
+    write_report(exp, df, p, tmp_path)
     text = (tmp_path / "report.md").read_text()
     assert "speedup_vs_P.png" in text and (tmp_path / "speedup_vs_P.png").exists() and "paper" in text
 
@@ -153,17 +154,26 @@ def test_speedup_init_scale_claim_compares_with_the_papers_ratio_for_the_same_sc
     assert ratios["2 → 3"].verdict == "not reproduced" and ratios["2 → 6"].verdict == "reproduced"
 
 
+def test_speedup_tables_give_epochs_as_plain_integers():
+    exp = get("curl-speedup")
+    p = exp.params(Ps=[2000, 100], ks=[1], init_scales=[2.0], activations=["tanh"], norms=[True])
+    runs = {(True, 2000, "gd", 0, 2.0): 2460.5, (True, 2000, "curl", 1, 2.0): 1020.5}
+    runs |= {(True, 100, "gd", 0, 2.0): 190.0, (True, 100, "curl", 1, 2.0): np.nan}  # curl never converged
+    text = "\n".join(t.frame.to_string() for t in exp.tables(_speedup_table(runs), p))
+    assert "e+0" not in text and "1020" in text and "1090" in text and "never" in text
+
+
 def test_readout_from_teacher_leaves_only_when_flipped(tmp_path):
     exp = get("curl-readout")
     # c = 4 (M=24, N=6): theory α_r* ≈ 1/64, so 3 of 6 flipped readout inputs must destabilise the teacher
     p = exp.params(
         c_min=4.0, c_max=4.0, n_c=1, alphas=[0.0, 0.5], seeds=[0], total=30, epochs=600, perturbation=1e-6
     )
-    df = pd.concat([exp.run_chunk(s) for s in exp.chunks(p)])
+    df = run_chunks(exp, exp.chunks(p))
     assert {"c", "alpha_r", "activation", "seed", "test_error", "peak_train_error"} <= set(df.columns)
     stay, leave = df[df.alpha_r == 0].iloc[0], df[df.alpha_r == 0.5].iloc[0]
     assert stay.peak_train_error < 1e-10 and leave.peak_train_error > 1e3 * stay.peak_train_error
-    exp.report(df, p, tmp_path)
+    write_report(exp, df, p, tmp_path)
     assert (tmp_path / "readout_heatmaps_linear.png").exists()
 
 
@@ -172,10 +182,10 @@ def test_hidden_report_draws_heatmap(tmp_path):
     p = exp.params(
         n_c=2, c_min=0.2, c_max=2.0, alphas=[0.0, 1.0], seeds=[0], total=24, epochs=30, activations=["linear"]
     )
-    df = pd.concat([exp.run_chunk(s) for s in exp.chunks(p)])
+    df = run_chunks(exp, exp.chunks(p))
     assert {"c", "alpha_h", "activation", "seed", "test_error"} <= set(df.columns)
     assert np.isfinite(df.test_error).all()
-    exp.report(df, p, tmp_path)
+    write_report(exp, df, p, tmp_path)
     assert (tmp_path / "hidden_heatmap.png").exists() and "Verdicts" in (tmp_path / "report.md").read_text()
 
 
@@ -183,7 +193,6 @@ def test_hidden_report_draws_heatmap(tmp_path):
 def test_more_seeds_reuse_every_finished_seed_block(name):
     """Extending a run from 10 to 25 seeds keeps every chunk of the first 10 (same hashes) and adds chunks
     holding only the new seeds, in blocks of 10."""
-    from plasticlab.experiments import get
     from plasticlab.study import seed_blocks
     from plasticlab.sweeps.execute import hashes_of
 
@@ -193,4 +202,4 @@ def test_more_seeds_reuse_every_finished_seed_block(name):
     old, new = set(hashes_of(exp, exp.chunks(ten))), hashes_of(exp, exp.chunks(more))
     assert old < set(new) and len(new) == 3 * len(old)
     added = [c for c, h in zip(exp.chunks(more), new) if h not in old]
-    assert sorted(s for c in added for s in c["seeds"]) == sorted(list(range(10, 25)) * len(old))
+    assert sorted(s for c in added for s in exp.spec_dict(c)["seeds"]) == sorted(list(range(10, 25)) * len(old))

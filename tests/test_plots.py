@@ -6,6 +6,7 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 
@@ -15,7 +16,7 @@ from plasticlab.simulation.curl import CurlConfig
 
 EXPERIMENTS = Path(experiments_pkg.__file__).parent
 # report-only modules of an experiment family, kept beside it (their own modules already)
-REPORT_MODULES = {"_chaos_report.py", "_rule_identify_report.py"}
+REPORT_MODULES = {"_rule_identify_report.py"}
 
 
 def _imports_matplotlib(path: Path) -> list[int]:
@@ -45,7 +46,8 @@ def test_workers_never_import_pyplot():
     code = (
         "import sys, plasticlab.experiments as e\n"
         "x = e.all_experiments()['curl-hidden']\n"
-        "x.run_chunk(x.chunks(x.params(**x.tiny))[0])\n"
+        "from plasticlab.study import RunContext\n"
+        "x.run_chunk(x.chunks(x.params(**x.tiny))[0], RunContext())\n"
         "print('matplotlib.pyplot' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -53,8 +55,8 @@ def test_workers_never_import_pyplot():
 
 
 def test_flip_table_column_order_and_members():
-    spec = dict(alphas=[0.0, 0.5], seeds=[3, 4], M=6, N=4, c_nominal=1.5, activation="tanh", epochs=7)
-    members, k = flip_members(spec, spec["N"])
+    spec = SimpleNamespace(alphas=[0.0, 0.5], seeds=[3, 4], M=6, N=4, c_nominal=1.5, activation="tanh", epochs=7)
+    members, k = flip_members(spec, spec.N)
     assert members == [(0.0, 3), (0.0, 4), (0.5, 3), (0.5, 4)] and k == [0, 0, 2, 2]
     t = pd.DataFrame(
         dict(seed=[3, 4, 3, 4], test_error=0.1, train_error=0.2, peak_train_error=0.3, diverged=False)

@@ -164,15 +164,15 @@ def test_finite_size_sign_change_near_large_n_threshold(layer, c):
 
 
 def test_curl_theory_experiment_tiny(tmp_path):
-    import pandas as pd
 
-    from plasticlab.experiments import get
+    from plasticlab.study import get, run_chunks
+    from plasticlab.study.report import write_report
 
     exp = get("curl-theory")
     p = exp.params(
         quick=True, seeds=[0, 1], sizes=[20, 40], c_hidden=[0.4], c_readout=[0.5], n_alpha=5, n_theory=20
     )
-    df = pd.concat([exp.run_chunk(s) for s in exp.chunks(p)], ignore_index=True)
+    df = run_chunks(exp, exp.chunks(p))
     assert {"layer", "c", "alpha", "N", "seed", "min_eig", "stable", "source"} <= set(df.columns)
     th = df[df.source == "theory"]
     np.testing.assert_allclose(th.alpha, [critical_flip_fraction(c, l) for c, l in zip(th.c, th.layer)])
@@ -180,7 +180,7 @@ def test_curl_theory_experiment_tiny(tmp_path):
     for r in thr.itertuples():
         g = smp[(smp.layer == r.layer) & (smp.N == r.N) & (smp.seed == r.seed)]
         assert g[g.k < r.k].stable.all() and not g[g.k >= r.k].stable.any()
-    exp.report(df, p, tmp_path)
+    write_report(exp, df, p, tmp_path)
     text = (tmp_path / "report.md").read_text()
-    assert "## Verdicts" in text and "paper" in text
+    assert "## Verdicts" in text and "paper" in text and (tmp_path / "phase_diagrams.png").exists()
     assert (tmp_path / "phase_diagrams.png").exists() and (tmp_path / "min_eig_curves.png").exists()

@@ -1,12 +1,15 @@
 """Part B (curl descent) figures: heatmaps over (c, α) with the theory boundary drawn on them, the
-curl-theory phase diagrams and λ_min curves, and the curl-speedup panels."""
+curl-theory phase diagrams and λ_min curves, the curl-speedup panels and the curl-chaos q / λ / state panels."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments.curl.theory import C_RANGE, PAPER, SYMBOL
+from plasticlab.experiments.curl._common import TOTAL
+from plasticlab.experiments.curl.paper import C_RANGE, SYMBOL
+from plasticlab.experiments.curl.paper import THRESHOLDS as PAPER
+from plasticlab.metrics.chaos import LAMBDA_POSITIVE, STATES
 from plasticlab.theory import LAYERS
 
 
@@ -185,41 +188,47 @@ def theory_curve_figure(df: pd.DataFrame, focus: dict):
 
 
 def speedup_p_figure(curves: dict, p: dict, paper: pd.DataFrame):
-    """curl-speedup: median epochs vs P per activation, norm on (solid) / off (dotted), the paper's squares."""
+    """curl-speedup: median epochs vs P per activation; ours filled circles, solid with the norm constraint
+    and dotted without (points only below 3 P values); the paper's open squares, dashed."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(p["activations"]), figsize=(4.2 * len(p["activations"]), 3.4), squeeze=False)
-    for ax, act in zip(axes[0], p["activations"]):
+    acts = p["activations"]
+    fig, axes = plt.subplots(1, len(acts), figsize=(4.6 * len(acts), 3.6), squeeze=False)
+    for ax, act in zip(axes[0], acts):
         for norm, ls in ((True, "-"), (False, ":")):
-            if norm not in p["norms"]:
-                continue
-            m = curves[(act, norm)]
+            m = curves.get((act, norm))
             for rule, col in (("gd", "C0"), ("curl", "C3")):
-                if rule in m:
-                    # fewer than 3 P values: points only, a line through two would invent the curve's shape
-                    ax.plot(
-                        m.P,
-                        m[rule],
-                        linestyle=ls if len(m) >= 3 else "none",
-                        marker="o",
-                        ms=7,
-                        color=col,
-                        label=f"{rule}, norm {'on' if norm else 'off'} (ours"
-                        + ("" if len(m) >= 3 else f", P = {', '.join(str(x) for x in m.P)} only")
-                        + ")",
-                    )
+                if m is None or rule not in m:
+                    continue
+                # fewer than 3 P values: points only, a line through two would invent the curve's shape
+                few = "" if len(m) >= 3 else f", P = {', '.join(str(x) for x in m.P)} only"
+                label = f"{rule}, ours, norm constraint {'on' if norm else 'off'}{few}"
+                ax.plot(
+                    m.P, m[rule], linestyle=ls if len(m) >= 3 else "none", marker="o", ms=7, color=col, label=label
+                )
         if act == "tanh":
-            ax.plot(paper.P, paper.gd, "s--", mfc="none", color="C0", alpha=0.6, label="gd (paper)")
-            ax.plot(paper.P, paper.curl, "s--", mfc="none", color="C3", alpha=0.6, label="curl (paper)")
+            ax.plot(paper.P, paper.gd, "s--", mfc="none", color="C0", alpha=0.6, label="gd, paper")
+            ax.plot(paper.P, paper.curl, "s--", mfc="none", color="C3", alpha=0.6, label="curl, paper")
         ax.set(
             xscale="log",
             yscale="log",
             xlabel="training-set size P",
-            ylabel="median epochs to 1e-3",
-            title=f"{act}, k={p['k']}, r={p['r']:g}",
+            ylabel=f"median epochs to train error {p['threshold']:g}",
+            title=f"{act}; curl: k = {p['k']} flipped readout, init scale r = {p['r']:g}",
         )
+        _integer_epochs(ax)
         ax.legend(fontsize=7)
+    fig.tight_layout()
     return fig
+
+
+def _integer_epochs(ax) -> None:
+    """Epoch ticks as plain integers (1000, 2000), never 10³ or 1.02e+03."""
+    from matplotlib.ticker import FuncFormatter
+
+    fmt = FuncFormatter(lambda y, _: f"{y:.0f}")
+    ax.yaxis.set_major_formatter(fmt)
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f"{y:.0f}" if str(int(y))[0] in "25" else ""))
 
 
 def _sweep_figure(draw, xlabel: str, title: str):
@@ -228,7 +237,8 @@ def _sweep_figure(draw, xlabel: str, title: str):
 
     fig, ax = plt.subplots(figsize=(4.5, 3.4))
     draw(ax)
-    ax.set(yscale="log", xlabel=xlabel, ylabel="median epochs to 1e-3", title=title)
+    ax.set(yscale="log", xlabel=xlabel, ylabel="median epochs to train error 1e-3", title=title)
+    _integer_epochs(ax)
     ax.legend(fontsize=7)
     return fig
 
@@ -238,7 +248,7 @@ def speedup_k_figure(med: pd.DataFrame, ks: pd.DataFrame, p: dict, paper: pd.Dat
 
     def draw(ax):
         for (act, norm), g in ks.groupby(["activation", "norm_constraint"]):
-            ax.plot(g.k_readout, g["median"], "-o", label=f"{act}, norm {'on' if norm else 'off'}")
+            ax.plot(g.k_readout, g["median"], "-o", label=f"{act}, norm constraint {'on' if norm else 'off'}")
             gd = med[
                 (med.activation == act)
                 & (med.norm_constraint == norm)
@@ -247,9 +257,11 @@ def speedup_k_figure(med: pd.DataFrame, ks: pd.DataFrame, p: dict, paper: pd.Dat
                 & (med.init_scale == p["r"])
             ]["median"]
             ax.axhline(float(gd.iloc[0]), ls=":", color=ax.lines[-1].get_color())
-        ax.plot(paper.k_readout, paper.curl, "s", mfc="none", color="k", label="paper (tanh, norm on)")
+        ax.plot(paper.k_readout, paper.curl, "s", mfc="none", color="k", label="paper (tanh, norm constraint on)")
 
-    return _sweep_figure(draw, "flipped readout neurons k (of N=10)", f"P={p['sweep_P']}; dotted: GD")
+    return _sweep_figure(
+        draw, f"flipped readout neurons k (of N = {p['N']})", f"P = {p['sweep_P']}, r = {p['r']:g}; dotted: GD"
+    )
 
 
 def speedup_r_figure(rs: pd.DataFrame, p: dict, paper: pd.DataFrame):
@@ -257,8 +269,91 @@ def speedup_r_figure(rs: pd.DataFrame, p: dict, paper: pd.DataFrame):
 
     def draw(ax):
         for (act, norm, rule), g in rs.groupby(["activation", "norm_constraint", "rule"]):
-            ax.plot(g.init_scale, g["median"], "-o", label=f"{rule}, {act}, norm {'on' if norm else 'off'}")
+            label = f"{rule}, {act}, norm constraint {'on' if norm else 'off'}"
+            ax.plot(g.init_scale, g["median"], "-o", label=label)
         ax.plot(paper.init_scale, paper.gd, "s", mfc="none", color="C0", label="gd (paper)")
         ax.plot(paper.init_scale, paper.curl, "s", mfc="none", color="C3", label="curl (paper)")
 
-    return _sweep_figure(draw, "student init scale r", f"P={p['sweep_P']}, k={p['k']}")
+    return _sweep_figure(
+        draw, "student init scale r", f"P = {p['sweep_P']}; curl: k = {p['k']} flipped readout neuron(s)"
+    )
+
+
+def chaos_figure(d: pd.DataFrame, cs: list):
+    """curl-chaos: mean q and median q(W2W1) (top) and λ of the function (bottom) vs α_h, one column per c and
+    one colour per η; dashed: the large-N threshold α_h*(c). ``d``: runs with ``alpha_star`` (with_state)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(cs), figsize=(4.2 * len(cs), 7), squeeze=False)
+    colour = {eta: f"C{i}" for i, eta in enumerate(sorted(d.eta.unique()))}
+    for j, c in enumerate(cs):
+        s = d[d.c == float(c)]
+        for eta, e in s.groupby("eta"):
+            m = e.groupby("alpha_h_eff").agg(
+                q=("q", "mean"), qf=("q_function", "median"), lam=("lyapunov", "median")
+            )
+            col = colour[eta]  # one colour per η across panels
+            axes[0, j].plot(m.index, m.q.clip(lower=1e-32), "o-", color=col, label=f"η = {eta:g}: mean q")
+            axes[0, j].plot(m.index, m.qf.clip(lower=1e-32), "x:", color=col, label=f"η = {eta:g}: median q(W2W1)")
+            axes[1, j].plot(e.alpha_h_eff, e.lyapunov, ".", color=col, alpha=0.4)
+            axes[1, j].plot(m.index, m.lam, "o-", color=col, label=f"η = {eta:g} (median)")
+        for ax in axes[:, j]:
+            ax.axvline(float(s.alpha_star.iloc[0]), color="k", ls="--", lw=1)
+            ax.set_xlabel("α_h = k1/M")
+        axes[0, j].set_yscale("log")
+        axes[0, j].set_title(f"c = {c:g} (M, N) = ({int(s.M.iloc[0])}, {int(s.N.iloc[0])})")
+        axes[1, j].axhline(LAMBDA_POSITIVE, color="grey", ls=":", lw=1)
+        axes[1, j].axhline(0, color="k", lw=0.6)
+        axes[1, j].set_yscale("symlog", linthresh=1e-4)
+    axes[0, 0].set_ylabel("q")
+    axes[1, 0].set_ylabel("λ of the function [1/epoch-eq.]")
+    axes[0, 0].legend(fontsize=7)
+    axes[1, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def q_vs_c_figure(g: pd.DataFrame):
+    """curl-chaos: the paper's q-vs-c curves (runs ``g`` at η = 0.1); filled markers where α_h > α_h*(c)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (a, s) in enumerate(g.groupby("alpha_h")):
+        m = s.groupby("c").agg(q=("q", "mean"), above=("above", "first"))
+        q = m.q.clip(lower=1e-32)
+        ax.plot(m.index, q, "-", color=f"C{i}", label=f"α_h = {a:g}")
+        ax.plot(m.index[m.above], q[m.above], "o", color=f"C{i}")
+        ax.plot(m.index[~m.above], q[~m.above], "o", mfc="none", color=f"C{i}")
+    ax.set(xscale="log", yscale="log", xlabel=f"c = M/N (M + N = {TOTAL})", ylabel="mean q over runs")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def state_figure(d: pd.DataFrame, cs: list):
+    """curl-chaos: stacked run counts per state for every (α_h, η), one panel per c; the legend sits beside
+    the panels (never over a bar) and the count axis has integer ticks only."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, len(cs), figsize=(4.2 * len(cs) + 1.4, 3.6), squeeze=False, layout="constrained")
+    colours = dict(zip(STATES, ["C2", "C1", "C0", "C3", "C4", "k"]))
+    for ax, c in zip(axes[0], cs):
+        counts = d[d.c == c].groupby(["alpha_h", "eta"]).state.value_counts().unstack(fill_value=0)
+        bottom = np.zeros(len(counts))
+        labels = [f"{a:g}\nη={e:g}" for a, e in counts.index]
+        for st in STATES:
+            if st in counts:
+                ax.bar(labels, counts[st], bottom=bottom, color=colours[st], label=st)
+                bottom += counts[st].to_numpy()
+        step = max(1, len(labels) // 8)  # a paper-size grid has ~60 bars: label every step-th
+        ax.set_xticks(range(0, len(labels), step), labels[::step])
+        ax.set_title(f"c = {c:g}")
+        ax.set_xlabel("α_h, step size")
+        ax.tick_params(axis="x", labelsize=7)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0, 0].set_ylabel("runs")
+    handles = [Patch(color=colours[st], label=st) for st in STATES]
+    fig.legend(handles=handles, fontsize=7, loc="outside right upper", title="state", title_fontsize=7)
+    return fig

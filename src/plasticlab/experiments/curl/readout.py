@@ -1,9 +1,9 @@
 """curl-readout: readout-flip simulations of Ninou, Kadmon & Cayco-Gajic 2025.
 
 Start on the teacher (+1e-15 per weight), full batch, flip a fraction α_r = k2/N of the hidden neurons
-feeding the readout. Theory: the solution manifold
-is stable for α_r < α_r*(c) (≈ ½ − √c at small c, ≈ 1/(16c) at large c), so a run from the teacher should
-stay there below the boundary and be thrown off it — a large peak training error — above it.
+feeding the readout. Theory: the solution manifold is stable for α_r < α_r*(c) (≈ ½ − √c at small c,
+≈ 1/(16c) at large c), so a run from the teacher should stay there below the boundary and be thrown off it
+— a large peak training error — above it.
 
 One chunk = one (M, N, activation) shape; its members are α_r values × seeds. Linear full batch runs on
 moment-matched rows (same trajectory, M/P of the cost; see ``simulation.curl.moment_matched``).
@@ -12,6 +12,7 @@ moment-matched rows (same trajectory, M/P of the cost; see ``simulation.curl.mom
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -20,18 +21,38 @@ from plasticlab.experiments.curl._common import (
     GRID_CHOICES,
     GRID_CONSTRAINTS,
     GRID_RELATIONS,
+    compare,
+    empirical_boundary,
     flip_members,
     flip_table,
-)
-from plasticlab.experiments.curl.hidden import (
-    empirical_boundary,
+    nkc,
     shape_chunks,
     theory_alpha,
 )
 from plasticlab.simulation.curl import CurlConfig, simulate
-from plasticlab.study import NONNEG, Experiment, register
-from plasticlab.study.claims import NKC, AtLeast, Claim, fraction
-from plasticlab.study.report import Report
+from plasticlab.study import NONNEG, Experiment, Figure, RunContext, Table, register
+from plasticlab.study.claims import AtLeast, Claim, fraction
+
+
+@dataclass
+class Spec:
+    """One (activation, M, N) shape: every flip fraction × seed of a block, one ensemble (one chunk)."""
+
+    activation: str
+    c_nominal: float
+    M: int
+    N: int
+    alphas: list[float]
+    P: int
+    epochs: int
+    eta: float
+    perturbation: float
+    balanced_teacher: bool
+    norm_constraint: bool
+    points_per_decade: int
+    dtype: str
+    seeds: list[int]
+
 
 LEAVES = 1e-6  # peak training error above this: the run left the solution manifold (it starts at ~1e-30)
 
@@ -86,38 +107,16 @@ def readout_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
         g, _ = prep
         div = int(g.diverged.sum()) if "diverged" in g else 0
         agree, n = fraction(g.left != g.theory_stable)
-        out.append(
-            Claim(
-                f"{act}: runs stay on the teacher below α_r*(c) and leave it above (peak train error "
-                f"> {LEAVES:g}; share of runs agreeing with large-N theory)",
-                NKC,
-                src,
-                math.nan,
-                agree,
-                math.nan,
-                n,
-                size,
-                AtLeast(0.8, partly=0.65),
-                diverged=div,
-            )
+        text = (
+            f"{act}: runs stay on the teacher below α_r*(c) and leave it above (peak train error "
+            f"> {LEAVES:g}; share of runs agreeing with large-N theory)"
         )
+        out.append(nkc(text, src, math.nan, agree, n, size, AtLeast(0.8, partly=0.65), diverged=div))
         if "predicted_leave" in g:
             agree_n, n = fraction(g.left == g.predicted_leave)
-            out.append(
-                Claim(
-                    f"{act}: each start's finite-N linear stability predicts whether the run leaves "
-                    "the teacher (share of runs)",
-                    NKC,
-                    src,
-                    math.nan,
-                    agree_n,
-                    math.nan,
-                    n,
-                    size,
-                    AtLeast(0.9, partly=0.75),
-                    diverged=div,
-                )
-            )
+            text = f"{act}: each start's finite-N linear stability predicts whether the run leaves the teacher "
+            text += "(share of runs)"
+            out.append(nkc(text, src, math.nan, agree_n, n, size, AtLeast(0.9, partly=0.75), diverged=div))
     return out
 
 
@@ -126,6 +125,8 @@ class CurlReadout(Experiment):
     """curl-readout: runs from the teacher with flipped readout inputs over (c, alpha_r)."""
 
     name = "curl-readout"
+    title = "readout flips from the teacher vs the stability boundary"
+    spec_type = Spec
     summary = "runs from the teacher with flipped readout inputs: final test / peak train error over (c, α_r)"
     budget_s = 180
     columns = ("c", "alpha_r", "activation", "seed", "test_error", "peak_train_error", "diverged")
@@ -159,116 +160,107 @@ class CurlReadout(Experiment):
     relations = GRID_RELATIONS
 
     def chunks(self, p):
-        return shape_chunks(
-            p,
-            (
-                "P",
-                "epochs",
-                "eta",
-                "perturbation",
-                "balanced_teacher",
-                "norm_constraint",
-                "points_per_decade",
-                "dtype",
-            ),
-        )
+        """One chunk per (activation, c, block of seeds)."""
+        return shape_chunks(p, Spec)
 
-    def run_chunk(self, spec):
-        M, N = spec["M"], spec["N"]
+    def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:
+        """Run every α_r × seed member of the shape from its teacher, full batch."""
         cfg = CurlConfig(
-            M=M,
-            N=N,
-            activation=spec["activation"],
-            P=spec["P"],
-            B=spec["P"],
-            epochs=spec["epochs"],
-            eta=spec["eta"],
+            M=spec.M,
+            N=spec.N,
+            activation=spec.activation,
+            P=spec.P,
+            B=spec.P,
+            epochs=spec.epochs,
+            eta=spec.eta,
             init="teacher",
-            perturbation=spec["perturbation"],
-            balanced_teacher=spec["balanced_teacher"],
-            norm_constraint=spec["norm_constraint"],
-            points_per_decade=spec["points_per_decade"],
-            dtype=spec["dtype"],
+            perturbation=spec.perturbation,
+            balanced_teacher=spec.balanced_teacher,
+            norm_constraint=spec.norm_constraint,
+            points_per_decade=spec.points_per_decade,
+            dtype=spec.dtype,
         )
-        members, k2 = flip_members(spec, N)
+        members, k2 = flip_members(spec, spec.N)
         seeds = [s for _, s in members]
-        res = simulate(cfg, seeds, k2=k2, rule="curl")
-        flips = dict(alpha_r=[a for a, _ in members], k2=k2)
+        res = simulate(cfg, seeds, k2=k2, rule="curl", device=ctx.device, compile=ctx.compile)
+        flips: dict[str, list] = dict(alpha_r=[a for a, _ in members], k2=k2)
         return flip_table(spec, cfg, res.table(), flips, growth_rate=finite_n_growth(cfg, seeds, k2))
 
     def claims(self, df, p):
         """Per activation: leaving the teacher vs the large-N boundary and vs each start's finite-N spectrum."""
         return readout_claims(df, p, self.size(p))
 
-    def report(self, df, p, out):
+    def notes(self, p):
+        """The start, and which c columns cannot test the theory."""
+        return (
+            f"Runs start on the {'balanced ' if p['balanced_teacher'] else ''}teacher plus "
+            f"{p['perturbation']:g} per weight, full batch, M + N = {p['total']}, median over seeds. Dashed: "
+            "the large-N theory boundary α_r*(c). Where plain GD (α_r = 0) already leaves the teacher, "
+            "full-batch η is above the step-size stability limit (a discrete-time effect, not curl): those "
+            "c columns are left out of the verdicts (listed in the tables)."
+        )
+
+    def figures(self, df, p):
+        """Per activation: final test and peak training error over (c, α_r) with the theory boundary."""
         from plasticlab.experiments.curl.figures import readout_heatmaps
 
-        rep = Report(out, "curl-readout: readout flips from the teacher vs the stability boundary", p)
-        rep.add_claims(readout_claims(df, p, self.size(p)))
-        rep.text(
-            f"Runs start on the {'balanced ' if p['balanced_teacher'] else ''}teacher plus "
-            f"{p['perturbation']:g} per weight, full batch (P = {p['P']}), {p['epochs']} epochs, "
-            f"M + N = {p['total']}, median over {len(p['seeds'])} seeds. Dashed: the large-N theory "
-            f"boundary α_r*(c) (Ninou, Kadmon & Cayco-Gajic 2025)."
-        )
         df = df.assign(
             log10_test_error=np.log10(df.test_error.clip(lower=1e-40)),
             log10_peak_train_error=np.log10(df.peak_train_error.clip(lower=1e-40)),
         )
-        for act in dict.fromkeys(df.activation):
-            g = df[df.activation == act].copy()
-            fig = readout_heatmaps(g, act, lambda c: theory_alpha(c, "readout"))
-            rep.figure(
-                fig,
+        return [
+            Figure(
                 f"readout_heatmaps_{act}",
+                readout_heatmaps(df[df.activation == act], act, lambda c: theory_alpha(c, "readout")),
                 f"{act}: log10 final test error and peak training error over (c, α_r)",
             )
-            prep = _prepared(g, p)
-            if prep is None:
-                continue
-            g, bad_c = prep
-            if len(bad_c):
-                rep.text(
-                    f"{act}: at c = {', '.join(f'{c:.3g}' for c in bad_c)} plain GD (α_r = 0) already "
-                    "leaves the teacher: full-batch η = 0.1 is above the step-size stability limit there "
-                    "(a discrete-time effect, not curl); these columns are left out of the verdict."
-                )
-            if "predicted_leave" in g:
-                pred = g.predicted_leave
-                rep.table(
-                    pd.DataFrame(
-                        dict(
-                            prediction=["leaves", "stays"],
-                            runs=[int(pred.sum()), int((~pred).sum())],
-                            left_teacher=[g.left[pred].mean(), g.left[~pred].mean()],
-                        )
-                    ),
-                    f"{act}: finite-N prediction at each run's own start (largest Jacobian eigenvalue "
-                    f"of Σ̂A, grown over {p['epochs']} epochs) vs what the run did",
-                )
-            cell = (
-                g.groupby(["c", "alpha_r", "theory_stable"])
-                .agg(log10_peak=("log10_peak_train_error", "median"), left=("left", "mean"))
-                .reset_index()
+            for act in dict.fromkeys(df.activation)
+        ]
+
+    def tables(self, df, p):
+        """Per activation: prediction vs outcome, leaving by theory side, empirical boundary vs theory."""
+        return [t for act in dict.fromkeys(df.activation) for t in _tables(df[df.activation == act], act, p)]
+
+
+def _tables(g: pd.DataFrame, act: str, p: dict) -> list[Table]:
+    prep = _prepared(g, p)
+    if prep is None:
+        return []
+    g, bad_c = prep
+    skipped = f" (c = {', '.join(f'{c:.3g}' for c in bad_c)} left out: GD leaves there)" if bad_c else ""
+    out = []
+    if "predicted_leave" in g:
+        pred = g.predicted_leave
+        frame = pd.DataFrame(
+            dict(
+                prediction=["leaves", "stays"],
+                runs=[int(pred.sum()), int((~pred).sum())],
+                left_teacher=[g.left[pred].mean(), g.left[~pred].mean()],
             )
-            rep.table(
-                g.groupby("theory_stable")
-                .agg(
-                    runs=("left", "size"),
-                    left_teacher=("left", "mean"),
-                    median_log10_peak=("log10_peak_train_error", "median"),
-                )
-                .reset_index(),
-                f"{act}: fraction of runs whose peak train error exceeds {LEAVES:g}",
+        )
+        out.append(
+            Table(
+                frame,
+                f"{act}: finite-N prediction at each run's own start (largest Jacobian eigenvalue of Σ̂A, "
+                f"grown over {p['epochs']} epochs) vs what the run did{skipped}",
             )
-            emp = empirical_boundary(cell, "c", "alpha_r", "log10_peak")
-            emp["theory"] = theory_alpha(emp.c.to_numpy(), "readout")
-            rep.compare(
-                emp[["c", "alpha_breakdown"]].rename(columns={"alpha_breakdown": "alpha"}),
-                emp[["c", "theory"]].rename(columns={"theory": "alpha"}),
-                on=["c"],
-                value="alpha",
-                caption=f"{act}: empirical α_r where the peak error jumps vs the paper's large-N "
-                "theory α_r*(c) (our grid is coarse: the difference is bounded by its step)",
-            )
-        rep.write()
+        )
+    side = g.groupby("theory_stable").agg(
+        runs=("left", "size"),
+        left_teacher=("left", "mean"),
+        median_log10_peak=("log10_peak_train_error", "median"),
+    )
+    out.append(Table(side.reset_index(), f"{act}: fraction of runs whose peak train error exceeds {LEAVES:g}"))
+    cell = (
+        g.groupby(["c", "alpha_r", "theory_stable"])
+        .agg(log10_peak=("log10_peak_train_error", "median"), left=("left", "mean"))
+        .reset_index()
+    )
+    emp = empirical_boundary(cell, "c", "alpha_r", "log10_peak")
+    emp["theory"] = theory_alpha(emp.c.to_numpy(), "readout")
+    ours, theory = (emp[["c", k]].rename(columns={k: "alpha"}) for k in ("alpha_breakdown", "theory"))
+    caption = (
+        f"{act}: empirical α_r where the peak error jumps vs the paper's large-N theory α_r*(c) (our grid "
+        "is coarse: the difference is bounded by its step)"
+    )
+    return out + [Table(compare(ours, theory, ["c"], "alpha"), caption)]

@@ -1,7 +1,7 @@
 """curl-speedup: the speed-up results of Ninou, Kadmon & Cayco-Gajic 2025.
 
-In a compressive network (M=100, N=10) one anti-Hebbian readout
-neuron lets curl descent escape the saddle that slows gradient descent, when the training set is large.
+In a compressive network (M=100, N=10) one anti-Hebbian readout neuron lets curl descent escape the saddle
+that slows gradient descent, when the training set is large.
 
 Epochs until the training error first falls below 1e-3 (first log-spaced checkpoint below it), GD vs
 curl, over the training-set size P, the number k of flipped readout neurons (of N=10) and the student
@@ -13,38 +13,54 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from plasticlab.experiments.curl._common import compare, nkc
+from plasticlab.experiments.curl.paper import SPEEDUP_K as PAPER_K
+from plasticlab.experiments.curl.paper import SPEEDUP_NO_NORM as PAPER_NO_NORM
+from plasticlab.experiments.curl.paper import SPEEDUP_P as PAPER_P
+from plasticlab.experiments.curl.paper import SPEEDUP_R as PAPER_R
 from plasticlab.simulation.curl import CurlConfig, simulate
 from plasticlab.study import (
     POSITIVE,
     SIZE,
     Boolean,
     Experiment,
+    Figure,
     Interval,
     ListOf,
     Require,
+    RunContext,
+    Table,
     register,
     seed_blocks,
 )
-from plasticlab.study.claims import NKC, AllCells, AtLeast, AtMost, Claim, Within
-from plasticlab.study.report import Report
+from plasticlab.study.claims import AllCells, AtLeast, AtMost, Claim, Within
 
-# The paper's numbers (Ninou, Kadmon & Cayco-Gajic 2025): tanh, norm constraint on, k = 1, r = 2, 40 seeds.
-PAPER_P = pd.DataFrame(
-    dict(
-        P=[2000, 1600, 1000, 600, 300, 140, 100],
-        gd=[2972, 2889, 2575, 1596, 698, 278, 191],
-        curl=[1090, 1248, 1563, 1026, 681, 335, 204],
-    )
-)
-PAPER_K = pd.DataFrame(
-    dict(k_readout=list(range(1, 11)), curl=[1215, 1635, 1451, 2262, 2627, 3854, 4703, 5568, 7903, np.inf])
-)
-PAPER_R = pd.DataFrame(dict(init_scale=[3.0, 6.0], gd=[2449, 17525], curl=[811, 785]))
-PAPER_NO_NORM = pd.DataFrame(dict(P=[2000], gd=[1464], curl=[1109]))
+NORM = "norm constraint (each layer rescaled to its initial Frobenius norm after every step)"
+
+
+@dataclass
+class Spec:
+    """One (activation, norm, P) shape: every (rule, k, r) condition × seed of a block (one chunk)."""
+
+    activation: str
+    norm: bool
+    P: int
+    conditions: list[list[Any]]  # [rule, k flipped readout neurons, init scale r]
+    seeds: list[int]
+    epochs: int
+    M: int
+    N: int
+    B: int
+    eta: float
+    threshold: float
+    points_per_decade: int
+    dtype: str
 
 
 def _median(x: pd.Series) -> float:
@@ -90,84 +106,40 @@ def _ratio(m: pd.DataFrame, P) -> float:
 
 def _p_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
     out = []
-    k0, r0 = p["k"], p["r"]
-    for act in p["activations"]:
-        for norm in p["norms"]:
-            m = main_sweep(med, act, norm, k0, r0)
-            if not {"gd", "curl"} <= set(m.columns) or m.empty:
-                continue
-            tag = f"{act}, norm {'on' if norm else 'off'}"
-            if act == "tanh" and norm:
-                for P in m.P:
-                    ref = PAPER_P[PAPER_P.P == P]
-                    pv = float(ref.gd.iloc[0] / ref.curl.iloc[0]) if len(ref) else math.nan
-                    out.append(
-                        Claim(
-                            f"{tag}, P = {P}: speed-up gd/curl (median epochs)",
-                            NKC,
-                            SRC_P,
-                            pv,
-                            _ratio(m, P),
-                            math.nan,
-                            int(m[m.P == P].n.iloc[0]),
-                            size,
-                            Within(REL_TOL, relative=True),
-                        )
-                    )
-            if not norm:
-                # the paper's no-constraint result is one P (1464 → 1109 at P = 2000, `_norm_claims`); the
-                # shape of the P sweep is claimed with the constraint on, and its own ratio there is 1.32
-                continue
-            # the paper's P sweep is tanh; of other activations it says "the same with ReLU"
-            src = (
-                SRC_P if act == "tanh" else f"speed-up results (epochs to 1e-3 vs P, norm constraint; {act} here)"
-            )
-            big, small = m.P.max(), m.P.min()
-            if big >= 1000:
-                out.append(
-                    Claim(
-                        f"{tag}: curl descent learns faster than GD at large P (gd/curl at P = {big})",
-                        NKC,
-                        src,
-                        math.nan,
-                        _ratio(m, big),
-                        math.nan,
-                        int(m.n.min()),
-                        size,
-                        AtLeast(1.5, partly=1.2),
-                    )
-                )
-            if small <= 140:
-                out.append(
-                    Claim(
-                        f"{tag}: no speed-up at small P (gd/curl at P = {small})",
-                        NKC,
-                        src,
-                        math.nan,
-                        _ratio(m, small),
-                        math.nan,
-                        int(m.n.min()),
-                        size,
-                        AtMost(1.1, partly=1.3),
-                    )
-                )
-            if len(m) >= 3:
-                rho = pd.Series((m.gd / m.curl).to_numpy()).corr(
-                    pd.Series(np.log(m.P.to_numpy())), method="spearman"
-                )
-                out.append(
-                    Claim(
-                        f"{tag}: the speed-up grows with P (Spearman ρ of gd/curl with P)",
-                        NKC,
-                        src,
-                        math.nan,
-                        float(rho),
-                        math.nan,
-                        len(m),
-                        size,
-                        AtLeast(0.5, partly=0.0),
-                    )
-                )
+    for act, norm in itertools.product(p["activations"], p["norms"]):
+        m = main_sweep(med, act, norm, p["k"], p["r"])
+        if not {"gd", "curl"} <= set(m.columns) or m.empty:
+            continue
+        tag = f"{act}, norm {'on' if norm else 'off'}"
+        if act == "tanh" and norm:
+            for P in m.P:
+                ref = PAPER_P[PAPER_P.P == P]
+                pv = float(ref.gd.iloc[0] / ref.curl.iloc[0]) if len(ref) else math.nan
+                n = int(m[m.P == P].n.iloc[0])
+                text = f"{tag}, P = {P}: speed-up gd/curl (median epochs)"
+                out.append(nkc(text, SRC_P, pv, _ratio(m, P), n, size, Within(REL_TOL, relative=True)))
+        # the paper's no-constraint result is one P (1464 → 1109 at P = 2000, `_norm_claims`); the shape of
+        # the P sweep is claimed with the constraint on, and its own ratio there is 1.32
+        out += _shape_claims(m, act, tag, size) if norm else []
+    return out
+
+
+def _shape_claims(m: pd.DataFrame, act: str, tag: str, size: str) -> list[Claim]:
+    """The P sweep's shape (norm constraint on): faster at large P, no speed-up at small P, growing with P."""
+    # the paper's P sweep is tanh; of other activations it says "the same with ReLU"
+    src = SRC_P if act == "tanh" else f"speed-up results (epochs to 1e-3 vs P, norm constraint; {act} here)"
+    big, small, n = m.P.max(), m.P.min(), int(m.n.min())
+    out = []
+    if big >= 1000:
+        text = f"{tag}: curl descent learns faster than GD at large P (gd/curl at P = {big})"
+        out.append(nkc(text, src, math.nan, _ratio(m, big), n, size, AtLeast(1.5, partly=1.2)))
+    if small <= 140:
+        text = f"{tag}: no speed-up at small P (gd/curl at P = {small})"
+        out.append(nkc(text, src, math.nan, _ratio(m, small), n, size, AtMost(1.1, partly=1.3)))
+    if len(m) >= 3:
+        rho = pd.Series((m.gd / m.curl).to_numpy()).corr(pd.Series(np.log(m.P.to_numpy())), method="spearman")
+        text = f"{tag}: the speed-up grows with P (Spearman ρ of gd/curl with P)"
+        out.append(nkc(text, src, math.nan, float(rho), len(m), size, AtLeast(0.5, partly=0.0)))
     return out
 
 
@@ -180,52 +152,19 @@ def _k_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
     for _, row in ks.sort_values("k_readout").iterrows():
         ref = PAPER_K[PAPER_K.k_readout == row.k_readout].curl
         pv = float(ref.iloc[0]) if len(ref) else math.nan
+        head = f"tanh, k = {row.k_readout} of {p['N']} flipped"
         if math.isinf(pv):
-            frac = row.never / row.n
-            out.append(
-                Claim(
-                    f"tanh, k = {row.k_readout} of {p['N']} flipped: curl descent never converges",
-                    NKC,
-                    SRC_K,
-                    math.nan,
-                    float(frac),
-                    math.nan,
-                    int(row.n),
-                    size,
-                    AllCells("run never converged"),
-                )
-            )
+            text, frac = f"{head}: curl descent never converges", float(row.never / row.n)
+            out.append(nkc(text, SRC_K, math.nan, frac, int(row.n), size, AllCells("run never converged")))
             continue
-        out.append(
-            Claim(
-                f"tanh, k = {row.k_readout} of {p['N']} flipped: curl median epochs to 1e-3",
-                NKC,
-                SRC_K,
-                pv,
-                float(row["median"]),
-                math.nan,
-                int(row.n),
-                size,
-                Within(REL_TOL, relative=True),
-                note=f"{int(row.never)} never converged" if row.never else "",
-            )
-        )
+        note = f"{int(row.never)} never converged" if row.never else ""
+        text, test = f"{head}: curl median epochs to 1e-3", Within(REL_TOL, relative=True)
+        out.append(nkc(text, SRC_K, pv, float(row["median"]), int(row.n), size, test, note=note))
     fin = ks[ks.k_readout < p["N"]]
     if len(fin) >= 3:
         rho = fin["median"].corr(fin.k_readout, method="spearman")
-        out.append(
-            Claim(
-                "tanh: more flipped readout neurons make curl descent slower (Spearman ρ of epochs with k)",
-                NKC,
-                SRC_K,
-                math.nan,
-                float(rho),
-                math.nan,
-                len(fin),
-                size,
-                AtLeast(0.5, partly=0.0),
-            )
-        )
+        text = "tanh: more flipped readout neurons make curl descent slower (Spearman ρ of epochs with k)"
+        out.append(nkc(text, SRC_K, math.nan, float(rho), len(fin), size, AtLeast(0.5, partly=0.0)))
     return out
 
 
@@ -238,19 +177,9 @@ def _r_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
     for _, row in rs.sort_values(["init_scale", "rule"]).iterrows():
         ref = PAPER_R[PAPER_R.init_scale == row.init_scale]
         if len(ref):
-            out.append(
-                Claim(
-                    f"tanh, init scale r = {row.init_scale:g}: {row.rule} median epochs to 1e-3",
-                    NKC,
-                    SRC_R,
-                    float(ref[row.rule].iloc[0]),
-                    float(row["median"]),
-                    math.nan,
-                    int(row.n),
-                    size,
-                    Within(REL_TOL, relative=True),
-                )
-            )
+            text, pv = f"tanh, init scale r = {row.init_scale:g}: {row.rule} median epochs to 1e-3", ref[row.rule]
+            test = Within(REL_TOL, relative=True)
+            out.append(nkc(text, SRC_R, float(pv.iloc[0]), float(row["median"]), int(row.n), size, test))
     piv = rs.pivot_table(index="init_scale", columns="rule", values="median")
     if not {"gd", "curl"} <= set(piv.columns):
         return out
@@ -260,20 +189,12 @@ def _r_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
         with np.errstate(invalid="ignore"):  # never converged at both scales: inf / inf, no ratio (NaN)
             ours = float((hi.gd / lo.gd) / (hi.curl / lo.curl))
         pv = paper_slowdown(float(piv.index[0]), float(r_hi), p)
-        out.append(
-            Claim(
-                f"tanh: a larger init scale (r {piv.index[0]:g} → {r_hi:g}) slows GD more than "
-                "curl descent (GD slow-down ÷ curl slow-down)",
-                NKC,
-                SRC_R,
-                pv,
-                ours,
-                math.nan,
-                int(rs.n.min()),
-                size,
-                Within(REL_TOL, relative=True) if math.isfinite(pv) else AtLeast(1.5, partly=1.1),
-            )
+        text = (
+            f"tanh: a larger init scale (r {piv.index[0]:g} → {r_hi:g}) slows GD more than "
+            "curl descent (GD slow-down ÷ curl slow-down)"
         )
+        slower = Within(REL_TOL, relative=True) if math.isfinite(pv) else AtLeast(1.5, partly=1.1)
+        out.append(nkc(text, SRC_R, pv, ours, int(rs.n.min()), size, slower))
     return out
 
 
@@ -297,29 +218,18 @@ def _norm_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
     g_on, g_off = _ratio(on, Ps), _ratio(off, Ps)
     pv = float(PAPER_NO_NORM.gd.iloc[0] / PAPER_NO_NORM.curl.iloc[0])
     n = int(off.n.min()) if len(off) else 0
+    shrinks = f"tanh: without the norm constraint the gain shrinks (gd/curl with minus without, P = {Ps})"
     return [
-        Claim(
+        nkc(
             f"tanh, no norm constraint, P = {Ps}: speed-up gd/curl",
-            NKC,
             SRC_N,
             pv,
             g_off,
-            math.nan,
             n,
             size,
             Within(REL_TOL, relative=True),
         ),
-        Claim(
-            f"tanh: without the norm constraint the gain shrinks (gd/curl with minus without, P = {Ps})",
-            NKC,
-            SRC_N,
-            math.nan,
-            g_on - g_off,
-            math.nan,
-            n,
-            size,
-            AtLeast(0.0),
-        ),
+        nkc(shrinks, SRC_N, math.nan, g_on - g_off, n, size, AtLeast(0.0)),
     ]
 
 
@@ -334,6 +244,8 @@ class CurlSpeedup(Experiment):
     """curl-speedup: epochs to a target train error, GD versus curl descent."""
 
     name = "curl-speedup"
+    title = "curl descent escapes the saddle faster than GD at large P"
+    spec_type = Spec
     summary = "epochs to train error 1e-3, GD vs curl descent (one flipped readout neuron), vs P, k, r"
     budget_s = 180
     columns = (
@@ -426,17 +338,24 @@ class CurlSpeedup(Experiment):
         blocks = seed_blocks(p["seeds"])
         slow = sorted((rule, k, r) for r in p["slow_init_scales"] for rule, k in (("gd", 0), ("curl", p["k"])))
         for block in blocks if slow else []:
-            spec = dict(
-                activation="tanh", norm=True, P=p["sweep_P"], conditions=[list(c) for c in slow], seeds=block
+            common = {k: p[k] for k in shared} | dict(epochs=p["slow_epochs"])
+            out.append(
+                Spec(
+                    activation="tanh",
+                    norm=True,
+                    P=p["sweep_P"],
+                    conditions=[list(c) for c in slow],
+                    seeds=block,
+                    **common,
+                )
             )
-            out.append(spec | {k: p[k] for k in shared} | dict(epochs=p["slow_epochs"]))
         for act, norm, P, block in itertools.product(p["activations"], p["norms"], p["Ps"], blocks):
             conds = {("gd", 0, p["r"]), ("curl", p["k"], p["r"])}
             if p["sweep_P"] == P:
                 conds |= {("curl", k, p["r"]) for k in p["ks"]}
                 conds |= {(rule, k, r) for r in p["init_scales"] for rule, k in (("gd", 0), ("curl", p["k"]))}
             out.append(
-                dict(
+                Spec(
                     activation=act,
                     norm=norm,
                     P=P,
@@ -458,28 +377,31 @@ class CurlSpeedup(Experiment):
         capped = f"r = {', '.join(f'{r:g}' for r in slow)} (tanh, norm on) capped at {p['slow_epochs']} epochs"
         return capped if base == "paper" else f"{base}; {capped}"
 
-    def run_chunk(self, spec):
+    def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:
+        """Train every condition × seed member until train error < threshold (or the epoch cap)."""
         cfg = CurlConfig(
-            M=spec["M"],
-            N=spec["N"],
-            activation=spec["activation"],
-            P=spec["P"],
-            B=spec["B"],
-            epochs=spec["epochs"],
-            eta=spec["eta"],
-            norm_constraint=spec["norm"],
-            threshold=spec["threshold"],
-            points_per_decade=spec["points_per_decade"],
+            M=spec.M,
+            N=spec.N,
+            activation=spec.activation,
+            P=spec.P,
+            B=spec.B,
+            epochs=spec.epochs,
+            eta=spec.eta,
+            norm_constraint=spec.norm,
+            threshold=spec.threshold,
+            points_per_decade=spec.points_per_decade,
             stop_when_converged=True,
-            dtype=spec["dtype"],
+            dtype=spec.dtype,
         )
-        rows = [(rule, k, r, s) for rule, k, r in spec["conditions"] for s in spec["seeds"]]
+        rows = [(rule, k, r, s) for rule, k, r in spec.conditions for s in spec.seeds]
         res = simulate(
             cfg,
             [s for *_, s in rows],
             k2=[k for _, k, _, _ in rows],
             init_scale=[r for _, _, r, _ in rows],
             rule=[rule for rule, *_ in rows],
+            device=ctx.device,
+            compile=ctx.compile,
         )
         t = res.table()
         return pd.DataFrame(
@@ -503,115 +425,112 @@ class CurlSpeedup(Experiment):
         """P / k / init-scale / norm-constraint sweeps beside the paper's medians and ratios."""
         return speedup_claims(df, p, self.size(p))
 
-    # -- report -----------------------------------------------------------------------------------------
-    def report(self, df, p, out):
+    def notes(self, p):
+        """How epochs are counted and what k, r and the norm constraint are."""
+        slow = p["slow_init_scales"]
+        return (
+            f"Median epochs until train error < {p['threshold']:g} (first of {p['points_per_decade']} "
+            f"log-spaced checkpoints per decade below it); runs that never get there within {p['epochs']} "
+            "epochs count as slower than all others (`never` counts them)"
+            + (
+                f"; init scales {', '.join(f'{r:g}' for r in slow)} ran to {p['slow_epochs']} epochs, tanh "
+                "with the norm constraint only (the setting of the paper's init-scale result)"
+                if slow
+                else ""
+            )
+            + f". M = {p['M']} inputs, N = {p['N']} hidden neurons, batch B = {p['B']}, η = {p['eta']:g}. "
+            f"k: readout neurons whose update is flipped (anti-Hebbian) under curl descent (GD flips none); "
+            f"r: scale of the student's initial weights; {NORM}."
+        )
+
+    def figures(self, df, p):
+        """Median epochs vs P (always), vs k and vs r (when those sweeps were run)."""
         from plasticlab.experiments.curl.figures import speedup_k_figure, speedup_p_figure, speedup_r_figure
 
-        rep = Report(out, "curl-speedup: curl descent escapes the saddle faster than GD at large P", p)
-        rep.add_claims(self.claims(df, p))
-        k0, r0, Ps = p["k"], p["r"], p["sweep_P"]
-        med = (
-            df.groupby(["activation", "norm_constraint", "P", "rule", "k_readout", "init_scale"])
-            .epochs_to_threshold.agg(median=_median, n="size", never=lambda x: int(x.isna().sum()))
-            .reset_index()
-        )
-        rep.text(
-            f"Median epochs until train error < {p['threshold']:g} (first checkpoint below it, "
-            f"{p['points_per_decade']} log-spaced checkpoints per decade; runs that never get there "
-            f"within {p['epochs']} epochs count as slower than all others, `never` counts them"
-            + (
-                f"; init scales {', '.join(f'{r:g}' for r in p['slow_init_scales'])} ran to {p['slow_epochs']} "
-                "epochs, tanh with the norm constraint only, the setting of the paper's init-scale result). "
-                if p["slow_init_scales"]
-                else "). "
+        med, k0, r0, Ps = medians(df), p["k"], p["r"], p["sweep_P"]
+        curves = {(a, n): main_sweep(med, a, n, k0, r0) for a in p["activations"] for n in p["norms"]}
+        out = [
+            Figure(
+                "speedup_vs_P",
+                speedup_p_figure(curves, p, PAPER_P),
+                f"Median epochs to train error {p['threshold']:g} vs P, curl descent with k = {k0} flipped "
+                f"readout neuron(s) and init scale r = {r0:g}. Ours: filled circles, solid line with the norm "
+                "constraint, dotted without (points only when fewer than 3 P values); paper (tanh, norm "
+                f"constraint on): open squares, dashed. {NORM[0].upper()}{NORM[1:]}.",
             )
-            + f"{len(p['seeds'])} seeds per condition (the paper used 40)."
-        )
-        curves = {(a, n): _p_curve(med, a, n, k0, r0) for a in p["activations"] for n in p["norms"]}
-        rep.figure(
-            speedup_p_figure(curves, p, PAPER_P),
-            "speedup_vs_P",
-            "Median epochs to train error 1e-3 vs P (ours: lines; paper: squares)",
-        )
-        for (act, norm), m in curves.items():
-            if not {"gd", "curl"} <= set(m.columns):
-                continue
-            m = m.copy()
-            m["gd / curl"] = m.gd / m.curl
-            tag = f"{act}, norm {'on' if norm else 'off'}"
-            rep.table(m, f"Median epochs ({tag}, k={k0}, r={r0:g}) and the speed-up ratio")
-            if act == "tanh" and norm:
-                long = m.melt(id_vars="P", value_vars=["gd", "curl"], var_name="rule", value_name="epochs")
-                paper = PAPER_P[PAPER_P.P.isin(m.P)].melt(id_vars="P", var_name="rule", value_name="epochs")
-                rep.compare(
-                    long,
-                    paper,
-                    on=["P", "rule"],
-                    value="epochs",
-                    caption="P sweep (tanh, norm on): ours vs the paper's medians",
-                )
-
+        ]
         ks = med[(Ps == med.P) & (med.init_scale == r0) & (med.rule == "curl")]
         if ks.k_readout.nunique() > 1:
-            rep.figure(
-                speedup_k_figure(med, ks, p, PAPER_K),
-                "speedup_vs_k",
-                "Curl descent epochs vs the number of flipped readout neurons",
-            )
-            main = ks[(ks.activation == "tanh") & ks.norm_constraint] if "tanh" in p["activations"] else ks
-            if len(main):
-                rep.compare(
-                    main[["k_readout", "median"]].rename(columns={"median": "curl"}),
-                    PAPER_K,
-                    on=["k_readout"],
-                    value="curl",
-                    caption="k sweep (tanh, norm on, P=2000): curl medians",
+            out.append(
+                Figure(
+                    "speedup_vs_k",
+                    speedup_k_figure(med, ks, p, PAPER_K),
+                    f"Curl descent's median epochs vs the number k of flipped readout neurons (P = {Ps}, "
+                    f"r = {r0:g}); dotted: GD; squares: paper (tanh, norm constraint on)",
                 )
+            )
         rs = med[(Ps == med.P) & (((med.rule == "curl") & (med.k_readout == k0)) | (med.rule == "gd"))]
         if rs.init_scale.nunique() > 1:
-            rep.figure(
-                speedup_r_figure(rs, p, PAPER_R),
-                "speedup_vs_r",
-                "Epochs vs student init scale: GD slows, curl descent does not",
+            out.append(
+                Figure(
+                    "speedup_vs_r",
+                    speedup_r_figure(rs, p, PAPER_R),
+                    f"Median epochs vs student init scale r (P = {Ps}, curl with k = {k0}): GD slows, curl "
+                    "descent does not; squares: paper (tanh, norm constraint on)",
+                )
             )
-            self._r_compare(rep, rs, p)
+        return out
+
+    def tables(self, df, p):
+        """Speed-up per P, ours vs the paper's medians per sweep, and every condition (epochs as integers)."""
+        med, k0, r0, Ps = medians(df), p["k"], p["r"], p["sweep_P"]
+        out = []
+        for act, norm in itertools.product(p["activations"], p["norms"]):
+            m = main_sweep(med, act, norm, k0, r0)
+            if {"gd", "curl"} <= set(m.columns):
+                tag = f"{act}, norm constraint {'on' if norm else 'off'}, curl with k = {k0}, r = {r0:g}"
+                out.append(Table(_epochs(m.assign(**{"gd / curl": m.gd / m.curl})), f"Median epochs ({tag})"))
+        tanh = med[(med.activation == "tanh") & med.norm_constraint]
+        on = main_sweep(tanh, "tanh", True, k0, r0)
+        if {"gd", "curl"} <= set(on.columns):
+            long = on.melt(id_vars="P", value_vars=["gd", "curl"], var_name="rule", value_name="epochs")
+            paper = PAPER_P[PAPER_P.P.isin(on.P)].melt(id_vars="P", var_name="rule", value_name="epochs")
+            out.append(_versus(long, paper, ["P", "rule"], "P sweep (tanh, norm constraint on)"))
+        ks = tanh[(Ps == tanh.P) & (tanh.init_scale == r0) & (tanh.rule == "curl")]
+        if ks.k_readout.nunique() > 1:
+            ours = ks[["k_readout", "median"]].rename(columns={"median": "curl"})
+            out.append(
+                _versus(ours, PAPER_K, ["k_readout"], f"k sweep (tanh, norm constraint on, P = {Ps}), curl")
+            )
+        rs = tanh[(Ps == tanh.P) & (((tanh.rule == "curl") & (tanh.k_readout == k0)) | (tanh.rule == "gd"))]
+        piv = rs.pivot_table(index="init_scale", columns="rule", values="median").reset_index()
+        if rs.init_scale.nunique() > 1 and {"gd", "curl"} <= set(piv.columns):
+            long, paper = (
+                t.melt(id_vars="init_scale", var_name="rule", value_name="epochs") for t in (piv, PAPER_R)
+            )
+            out.append(_versus(long, paper, ["init_scale", "rule"], f"init-scale sweep (tanh, P = {Ps})"))
         if len(p["norms"]) == 2 and "tanh" in p["activations"] and Ps in p["Ps"]:
-            off = _p_curve(med, "tanh", False, k0, r0)
-            rep.compare(
-                off[Ps == off.P].melt(
-                    id_vars="P", value_vars=["gd", "curl"], var_name="rule", value_name="epochs"
-                ),
-                PAPER_NO_NORM.melt(id_vars="P", var_name="rule", value_name="epochs"),
-                on=["P", "rule"],
-                value="epochs",
-                caption="No norm constraint (tanh): ours vs paper",
+            off = main_sweep(med, "tanh", False, k0, r0)
+            long = off[Ps == off.P].melt(
+                id_vars="P", value_vars=["gd", "curl"], var_name="rule", value_name="epochs"
             )
-        rep.table(
-            med.rename(columns={"median": "median_epochs"}),
-            "Every condition: median epochs, runs, runs that never reached the threshold",
-        )
-        rep.write()
-
-    @staticmethod
-    def _r_compare(rep, rs, p):
-        t = rs[(rs.activation == "tanh") & rs.norm_constraint] if "tanh" in p["activations"] else rs
-        piv = t.pivot_table(index="init_scale", columns="rule", values="median").reset_index()
-        if {"gd", "curl"} <= set(piv.columns):
-            rep.compare(
-                piv.melt(id_vars="init_scale", var_name="rule", value_name="epochs"),
-                PAPER_R.melt(id_vars="init_scale", var_name="rule", value_name="epochs"),
-                on=["init_scale", "rule"],
-                value="epochs",
-                caption="init-scale sweep: ours vs paper",
-            )
+            paper = PAPER_NO_NORM.melt(id_vars="P", var_name="rule", value_name="epochs")
+            out.append(_versus(long, paper, ["P", "rule"], "No norm constraint (tanh)"))
+        every = _epochs(med.rename(columns={"median": "median_epochs"}))
+        return out + [Table(every, "Every condition: median epochs, runs, runs that never reached the threshold")]
 
 
-def _p_curve(med: pd.DataFrame, act: str, norm: bool, k0: int, r0: float) -> pd.DataFrame:
-    """Median epochs per P (rows) for gd and curl at the main k and r (columns), one activation and norm."""
-    m = med[
-        (med.activation == act)
-        & (med.norm_constraint == norm)
-        & (med.init_scale == r0)
-        & (((med.rule == "curl") & (med.k_readout == k0)) | (med.rule == "gd"))
-    ]
-    return m.pivot_table(index="P", columns="rule", values="median").reset_index()
+def _epochs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Epoch columns as plain integers ("never" for runs that never converged), so 1020 reads beside 1090."""
+    cols = [c for c in frame.columns if c in ("gd", "curl", "ours", "paper", "ours − paper", "median_epochs")]
+
+    def text(x: float, col: str) -> str:
+        if pd.isna(x) or (np.isinf(x) and col == "ours − paper"):
+            return "—"
+        return "never" if np.isinf(x) else f"{x:.0f}"
+
+    return frame.assign(**{c: [text(x, c) for x in frame[c]] for c in cols})
+
+
+def _versus(ours: pd.DataFrame, paper: pd.DataFrame, on: list[str], what: str) -> Table:
+    return Table(_epochs(compare(ours, paper, on, ours.columns[-1])), f"{what}: our median epochs vs the paper's")

@@ -1,29 +1,24 @@
-"""curl-theory: large-N phase diagrams of the solution manifold, with finite-N sampled spectra.
-
-The theory is that of Ninou, Kadmon & Cayco-Gajic 2025.
+"""curl-theory: large-N phase diagrams of the solution manifold (Ninou, Kadmon & Cayco-Gajic 2025), with
+finite-N sampled spectra.
 
 Theory rows give α*(c) on a log grid of c; sampled rows give λ_min(A) at balanced points of finite size
 (N hidden neurons, M = round(cN) inputs) on a grid of flipped fractions, and the bisected first unstable
-flip count per seed.
+flip count per seed. Two chunk shapes with different keys (theory, sampled): specs stay plain dicts.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from plasticlab.study import POSITIVE, Experiment, Interval, ListOf, register
-from plasticlab.study.claims import NKC, AllCells, AtMost, Claim, Within, fraction
-from plasticlab.study.report import Report
+from plasticlab.experiments.curl._common import compare, nkc
+from plasticlab.experiments.curl.paper import C_RANGE, SYMBOL
+from plasticlab.experiments.curl.paper import THRESHOLDS as PAPER
+from plasticlab.study import POSITIVE, Experiment, Figure, Interval, ListOf, RunContext, Table, register
+from plasticlab.study.claims import AllCells, AtMost, Claim, Within, fraction
 from plasticlab.theory import LAYERS, FlipPath, balanced_point, critical_flip_fraction
-
-# The listed large-N thresholds of Ninou, Kadmon & Cayco-Gajic 2025 (the paper's values, the reference column).
-PAPER = {"hidden": {0.3: 0.559, 0.4: 0.177, 0.5: 0.047}, "readout": {0.1: 0.245, 1.0: 0.055, 10.0: 0.006}}
-SYMBOL = {"hidden": "α_h", "readout": "α_r"}
-C_RANGE = (1e-3, 1e2)
 
 
 @register
@@ -31,6 +26,7 @@ class CurlTheory(Experiment):
     """curl-theory: critical flip fractions from theory and sampled finite-N spectra."""
 
     name = "curl-theory"
+    title = "stability of the solution manifold under rule flips"
     summary = "curl descent: critical flip fractions α_h*(c), α_r*(c) and finite-N sampled spectra"
     budget_s = 60
     columns = ("source", "layer", "c", "alpha", "N", "seed", "min_eig", "stable")
@@ -65,6 +61,7 @@ class CurlTheory(Experiment):
     )
 
     def chunks(self, p):
+        """Two theory chunks (one per layer) and one sampled chunk per (layer, c, N) within max_weights."""
         cs = np.geomspace(*C_RANGE, p["n_theory"])
         out = [
             dict(kind="theory", layer=layer, c=sorted(set(cs.tolist()) | set(PAPER[layer]))) for layer in LAYERS
@@ -88,7 +85,8 @@ class CurlTheory(Experiment):
                     )
         return out
 
-    def run_chunk(self, spec):
+    def run_chunk(self, spec, ctx: RunContext) -> pd.DataFrame:
+        """Invert the closed form (theory chunk) or sample λ_min(A) over flip counts (sampled chunk)."""
         if spec["kind"] == "theory":
             c = np.asarray(spec["c"], dtype=float)
             df = pd.DataFrame(
@@ -101,12 +99,74 @@ class CurlTheory(Experiment):
         with threadpool_limits(limits=1, user_api="blas"):
             return _sampled(spec)
 
-    def report(self, df, p, out):
-        _report(df, p, Path(out))
-
     def claims(self, df, p):
         """Large-N thresholds beside the paper's values and asymptotes, their shape, finite-N checks."""
         return theory_claims(df, p, self.size(p))
+
+    def notes(self, p):
+        """How the thresholds are computed and sampled."""
+        return (
+            "Large-N critical flipped fractions from the paper's parametric closed forms, inverted for c by "
+            "vectorised bisection; finite-size checks: λ_min(A) of A = ‖W2‖²D1 + W1ᵀD2W1 at balanced points "
+            "(W1 ~ N(0, 1/M), ‖W2‖² = 1) with N hidden neurons and M = round(cN) inputs. A sampled threshold "
+            "is halfway between the last stable and the first unstable flip count (bisection; λ_min is "
+            "non-increasing in the number of flips). The manifold is stable iff A is positive definite."
+        )
+
+    def figures(self, df, p):
+        """The phase diagrams and, when both layers were sampled, λ_min curves at c ≈ 0.4 / 0.1."""
+        from plasticlab.experiments.curl.figures import theory_curve_figure, theory_phase_figure
+
+        out = [
+            Figure(
+                "phase_diagrams",
+                theory_phase_figure(df),
+                "Large-N phase diagrams (black line; green = stable, red = unstable) with finite-N sampled "
+                "thresholds (dots: seeds; markers: mean ± sd) and the paper's listed values (squares).",
+            )
+        ]
+        thr = df[df.source == "sampled-threshold"]
+        focus = {
+            layer: _nearest(thr[thr.layer == layer].c_target.unique(), target)
+            for layer, target in (("hidden", 0.4), ("readout", 0.1))
+            if (thr.layer == layer).any()
+        }
+        if len(focus) == 2:
+            out.append(
+                Figure(
+                    "min_eig_curves",
+                    theory_curve_figure(df, focus),
+                    "λ_min(A) vs flipped fraction at finite N (mean over seeds; band = seed range; triangles: "
+                    "bisected sign change, mean over seeds); it should approach the dashed large-N threshold "
+                    "as N grows.",
+                )
+            )
+        return out
+
+    def tables(self, df, p):
+        """Ours vs the paper's α* and readout asymptotes; sampled thresholds vs theory per N."""
+        th = df[df.source == "theory"]
+        paper = pd.DataFrame([dict(layer=l, c=c, alpha=a) for l, d in PAPER.items() for c, a in d.items()])
+        ours = th.merge(paper[["layer", "c"]], on=["layer", "c"])[["layer", "c", "alpha"]]
+        r = th[th.layer == "readout"].sort_values("c").iloc[[0, -1]]
+        asym = r.assign(alpha=[0.5 - np.sqrt(r.c.iloc[0]), 1 / (16 * r.c.iloc[1])])
+        out = [
+            Table(
+                compare(ours, paper, ["layer", "c"], "alpha"),
+                "Large-N threshold α*: ours (closed form inverted) vs the paper's listed values",
+            ),
+            Table(
+                compare(r[["layer", "c", "alpha"]], asym[["layer", "c", "alpha"]], ["layer", "c"], "alpha"),
+                "Readout asymptotes: ours vs the paper's ½ − √c (c → 0) and 1/(16c) (c → ∞)",
+            ),
+        ]
+        thr = df[df.source == "sampled-threshold"]
+        return out + (_finite_tables(thr, p) if len(thr) else [])
+
+
+def _nearest(values, target):
+    values = np.asarray(values)
+    return values[np.argmin(np.abs(np.log(values) - np.log(target)))]
 
 
 def _sampled(spec) -> pd.DataFrame:
@@ -165,12 +225,6 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-# -- report --------------------------------------------------------------------------------------------
-def _nearest(values, target):
-    values = np.asarray(values)
-    return values[np.argmin(np.abs(np.log(values) - np.log(target)))]
-
-
 SRC = "stability of the solution manifold (large-N critical fractions)"
 
 
@@ -181,19 +235,8 @@ def _threshold_claims(th: pd.DataFrame, size: str) -> list[Claim]:
         for c, ref in vals.items():
             row = th[(th.layer == layer) & np.isclose(th.c, c)]
             ours = float(row.alpha.iloc[0]) if len(row) else math.nan
-            out.append(
-                Claim(
-                    f"{layer} flips: large-N critical fraction {SYMBOL[layer]}* at c = {c:g}",
-                    NKC,
-                    SRC,
-                    ref,
-                    ours,
-                    math.nan,
-                    len(row),
-                    size,
-                    Within(1e-3),
-                )
-            )
+            text = f"{layer} flips: large-N critical fraction {SYMBOL[layer]}* at c = {c:g}"
+            out.append(nkc(text, SRC, ref, ours, len(row), size, Within(1e-3)))
     r = th[th.layer == "readout"].sort_values("c")
     if len(r):
         lo, hi = r.iloc[0], r.iloc[-1]
@@ -201,19 +244,8 @@ def _threshold_claims(th: pd.DataFrame, size: str) -> list[Claim]:
             (lo, 0.5 - math.sqrt(lo.c), "½ − √c as c → 0"),
             (hi, 1 / (16 * hi.c), "1/(16c) as c → ∞"),
         ):
-            out.append(
-                Claim(
-                    f"readout flips: α_r* ≈ {what} (c = {row.c:g})",
-                    NKC,
-                    SRC,
-                    ref,
-                    float(row.alpha),
-                    math.nan,
-                    1,
-                    size,
-                    Within(0.01, relative=True),
-                )
-            )
+            text = f"readout flips: α_r* ≈ {what} (c = {row.c:g})"
+            out.append(nkc(text, SRC, ref, float(row.alpha), 1, size, Within(0.01, relative=True)))
     return out
 
 
@@ -227,29 +259,11 @@ def _shape_claims(th: pd.DataFrame, size: str) -> list[Claim]:
     r = th[th.layer == "readout"].sort_values("c")
     a = r.alpha.to_numpy()
     f_r, n_r = fraction(list((a > 0) & (a < 0.5)) + list(np.diff(a) < 0))
+    hidden = "hidden flips: stable for every α_h when c ≤ 1/4, α_h* falls 1 → 0 over c ∈ (1/4, 2/3), 0 beyond"
+    readout = "readout flips: 0 < α_r* < ½ for every c, decreasing in c"
     return [
-        Claim(
-            "hidden flips: stable for every α_h when c ≤ 1/4, α_h* falls 1 → 0 over c ∈ (1/4, 2/3), 0 beyond",
-            NKC,
-            SRC,
-            math.nan,
-            f_h,
-            math.nan,
-            n_h,
-            size,
-            AllCells("shape of α_h*(c)"),
-        ),
-        Claim(
-            "readout flips: 0 < α_r* < ½ for every c, decreasing in c",
-            NKC,
-            SRC,
-            math.nan,
-            f_r,
-            math.nan,
-            n_r,
-            size,
-            AllCells("0 < α_r* < ½ and decreasing"),
-        ),
+        nkc(hidden, SRC, math.nan, f_h, n_h, size, AllCells("shape of α_h*(c)")),
+        nkc(readout, SRC, math.nan, f_r, n_r, size, AllCells("0 < α_r* < ½ and decreasing")),
     ]
 
 
@@ -262,51 +276,20 @@ def _finite_claims(thr: pd.DataFrame, size: str) -> list[Claim]:
         common = d.groupby("c_target").N.transform("nunique") == d.N.nunique()
         dev = d[common].groupby("N").absdev.mean().sort_index()
         ours = float(dev.iloc[-1] - dev.iloc[0]) if len(dev) >= 2 else math.nan
-        out.append(
-            Claim(
-                f"{layer} flips: the finite-N shift of the threshold shrinks as N grows "
-                f"(mean |sampled − theory| at N = {dev.index.max()} minus at N = {dev.index.min()})",
-                NKC,
-                SRC,
-                math.nan,
-                ours,
-                math.nan,
-                int(common.sum()),
-                size,
-                AtMost(0.0),
-            )
+        text = (
+            f"{layer} flips: the finite-N shift of the threshold shrinks as N grows "
+            f"(mean |sampled − theory| at N = {dev.index.max()} minus at N = {dev.index.min()})"
         )
+        out.append(nkc(text, SRC, math.nan, ours, int(common.sum()), size, AtMost(0.0)))
     nmax = thr.N.max()
     below = thr[(thr.layer == "hidden") & (nmax == thr.N) & (thr.c < 0.25)]
     f, n = fraction(~below.crossed.astype(bool))
-    out.append(
-        Claim(
-            f"hidden flips, c < 1/4, N = {nmax}: stable even with every input flipped",
-            NKC,
-            SRC,
-            math.nan,
-            f,
-            math.nan,
-            n,
-            size,
-            AllCells("never lost definiteness"),
-        )
-    )
+    text = f"hidden flips, c < 1/4, N = {nmax}: stable even with every input flipped"
+    out.append(nkc(text, SRC, math.nan, f, n, size, AllCells("never lost definiteness")))
     above = thr[(thr.layer == "hidden") & (nmax == thr.N) & (thr.c > 2 / 3)]
-    out.append(
-        Claim(
-            f"hidden flips, c > 2/3, N = {nmax}: a handful of flipped inputs destabilises (largest k*)",
-            NKC,
-            SRC,
-            math.nan,
-            float(above.k.max()) if len(above) else math.nan,
-            math.nan,
-            len(above),
-            size,
-            AtMost(5),
-        )
-    )
-    return out
+    k_max = float(above.k.max()) if len(above) else math.nan
+    text = f"hidden flips, c > 2/3, N = {nmax}: a handful of flipped inputs destabilises (largest k*)"
+    return out + [nkc(text, SRC, math.nan, k_max, len(above), size, AtMost(5))]
 
 
 def theory_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
@@ -316,77 +299,7 @@ def theory_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
     return out + (_finite_claims(thr, size) if len(thr) else [])
 
 
-def _report(df: pd.DataFrame, p, out: Path) -> None:
-    from plasticlab.experiments.curl.figures import theory_curve_figure, theory_phase_figure
-
-    rep = Report(out, "curl-theory: stability of the solution manifold under rule flips", p)
-    th = df[df.source == "theory"]
-    thr = df[df.source == "sampled-threshold"]
-    rep.add_claims(theory_claims(df, p, CurlTheory().size(p)))
-    rep.text(
-        "Large-N critical flipped fractions from the parametric closed forms of Ninou, Kadmon & Cayco-Gajic "
-        "2025, inverted for c by "
-        "vectorised bisection, and finite-size checks: λ_min(A) of A = ‖W2‖²D1 + W1ᵀD2W1 at balanced "
-        "points (W1 ~ N(0, 1/M), ‖W2‖² = 1) with N hidden neurons and M = round(cN) inputs. A sampled "
-        "threshold is halfway between the last stable and first unstable flip count (found by bisection; "
-        "λ_min is non-increasing in the number of flips). The manifold is stable iff A is positive definite."
-    )
-
-    # theory vs the paper's listed values
-    paper = pd.DataFrame([dict(layer=l, c=c, alpha=a) for l, d in PAPER.items() for c, a in d.items()])
-    ours = th[th.c.isin(paper.c) & th.set_index(["layer", "c"]).index.isin(paper.set_index(["layer", "c"]).index)][
-        ["layer", "c", "alpha"]
-    ]
-    rep.compare(
-        ours,
-        paper,
-        on=["layer", "c"],
-        value="alpha",
-        caption="Large-N threshold α*: ours (closed form inverted) vs the paper's listed values",
-    )
-
-    # asymptotes of the readout threshold
-    r = th[th.layer == "readout"].sort_values("c")
-    lo, hi = r.iloc[0], r.iloc[-1]
-    asym = pd.DataFrame(dict(layer="readout", c=[lo.c, hi.c], alpha=[lo.alpha, hi.alpha]))
-    asym_ref = pd.DataFrame(dict(layer="readout", c=[lo.c, hi.c], alpha=[0.5 - np.sqrt(lo.c), 1 / (16 * hi.c)]))
-    rep.compare(
-        asym,
-        asym_ref,
-        on=["layer", "c"],
-        value="alpha",
-        caption="Readout asymptotes: ours vs the paper's ½ − √c (c → 0) and 1/(16c) (c → ∞)",
-    )
-
-    rep.figure(
-        theory_phase_figure(df),
-        "phase_diagrams",
-        "Large-N phase diagrams (black line; green = stable, red = unstable) with finite-N sampled "
-        "thresholds (dots: seeds; markers: mean ± sd) and the paper's listed values (squares).",
-    )
-
-    if thr.empty:
-        rep.write()
-        return
-    focus = {
-        layer: _nearest(thr[thr.layer == layer].c_target.unique(), target)
-        for layer, target in (("hidden", 0.4), ("readout", 0.1))
-        if (thr.layer == layer).any()
-    }
-    if len(focus) == 2:
-        rep.figure(
-            theory_curve_figure(df, focus),
-            "min_eig_curves",
-            "λ_min(A) vs flipped fraction at finite N (mean over seeds; band = seed range; triangles: "
-            "bisected sign change, mean over seeds); it should approach the dashed large-N threshold "
-            "as N grows.",
-        )
-
-    _finite_tables(rep, thr, p)
-    rep.write()
-
-
-def _finite_tables(rep: Report, thr: pd.DataFrame, p: dict) -> None:
+def _finite_tables(thr: pd.DataFrame, p: dict) -> list[Table]:
     """The sampled thresholds at the largest N beside theory, and the mean deviation per layer and N."""
     g = (
         thr.groupby(["layer", "c_target", "N"])
@@ -402,17 +315,20 @@ def _finite_tables(rep: Report, thr: pd.DataFrame, p: dict) -> None:
     )
     g["sampled − theory"] = g["sampled"] - g["theory"]
     Nmax = g.N.max()
-    rep.table(
-        g[Nmax == g.N][["layer", "c", "M", "N", "sampled", "sd", "crossed", "theory", "sampled − theory"]],
-        f"Sampled thresholds at the largest N = {Nmax} (mean and sd over {len(p['seeds'])} seeds; "
-        "crossed = seeds whose A lost definiteness before every neuron was flipped, the others count "
-        "as 1) vs large-N theory at the same c = M/N",
-    )
     # only c values sampled at every size, so that the sizes are compared on the same points
     n_sizes = g.groupby("layer").N.transform("nunique")
     common = g[g.groupby(["layer", "c_target"]).N.transform("nunique") == n_sizes]
     dev = common.assign(absdev=common["sampled − theory"].abs()).groupby(["layer", "N"]).absdev.mean().unstack("N")
-    rep.table(
-        dev.reset_index(),
-        "Mean |sampled − theory| over the c values sampled at every N, by layer (rows) and N (columns)",
-    )
+    dev.columns = [f"N = {n}" for n in dev.columns]
+    return [
+        Table(
+            g[Nmax == g.N][["layer", "c", "M", "N", "sampled", "sd", "crossed", "theory", "sampled − theory"]],
+            f"Sampled thresholds at the largest N = {Nmax} (mean and sd over {len(p['seeds'])} seeds; "
+            "crossed = seeds whose A lost definiteness before every neuron was flipped, the others count "
+            "as 1) vs large-N theory at the same c = M/N",
+        ),
+        Table(
+            dev.reset_index(),
+            "Mean |sampled − theory| over the c values sampled at every N, by layer (rows) and N (columns)",
+        ),
+    ]
