@@ -17,6 +17,8 @@ import pandas as pd
 import torch
 
 from plasticlab.rules import Chain, make_rule, rule_names
+from plasticlab.rules.registry import get as get_rule
+from plasticlab.rules.registry import parse_rule
 from plasticlab.study.context import RunContext
 from plasticlab.tasks.shared import share
 
@@ -94,24 +96,17 @@ def train_regression(
     from plasticlab.tasks import teacher_regression
 
     m = members(seeds, gamma=gammas)
+    device = None if ctx is None else ctx.device
     data = teacher_regression(
-        unique_seeds(seeds),
-        d_in=widths[0],
-        d_out=widths[-1],
-        n_train=n_train,
-        n_val=n_val,
-        dtype=dtype,
-        device=None if ctx is None else ctx.device,
-        **(task or {}),
-    )
-    data = share(data, m.seed_index.values)
+        unique_seeds(seeds), d_in=widths[0], d_out=widths[-1], n_train=n_train, n_val=n_val, dtype=dtype,
+        device=device, **(task or {}),
+    )  # fmt: skip
     seeds_e = m.seed.tolist()
-    net = init_mlp(seeds_e, list(widths), activation, dtype=dtype, device=None if ctx is None else ctx.device)
-    hyper: dict[str, Any] = {"measure": measure} if rule == "adam" else {}
+    net = init_mlp(seeds_e, list(widths), activation, dtype=dtype, device=device)
     res = train_mlp(
         net,
-        rule if isinstance(rule, Chain) else make_rule(rule, gamma=m.gamma.values, **hyper),
-        data,
+        rule if isinstance(rule, Chain) else _member_rule(rule, m.gamma.values, measure),
+        share(data, m.seed_index.values),
         seeds_e,
         steps=steps,
         lr=lr,
@@ -124,6 +119,14 @@ def train_regression(
         compile=None if ctx is None else ctx.compile,
     )
     return m.drop(columns="seed_index"), res
+
+
+def _member_rule(rule: str, gammas, measure: str) -> Chain:
+    """``rule`` with one γ per member; ``measure`` goes only to a rule that declares it (adam can measure
+    its raw gradient instead of its signal): read from the registry, not from the rule's name."""
+    takes = "measure" in get_rule(parse_rule(rule)[0]).hyperparameters()
+    hyper: dict[str, Any] = {"measure": measure} if takes else {}
+    return make_rule(rule, gamma=gammas, **hyper)
 
 
 def dtype_of(name: str):
