@@ -38,20 +38,22 @@ def run(
     """
     from plasticlab import compiling, devices
     from plasticlab.sweeps import execute
-    from plasticlab.sweeps.store import atomic_write, check_out
+    from plasticlab.sweeps.executors import check_options
+    from plasticlab.sweeps.store import check_out, write_parquet
 
     dev = devices.resolve(device)  # a bad device is a user error before any work
     compile_flag = compiling.as_flag(compile)
     exp = get(name)
     p = exp.params(quick=quick, **overrides)
     specs = exp.chunks(p)
+    check_options(executor, workers, scheduler)  # every refusal comes before the folder is made
     if out is not None:
-        out = check_out(out, exp.name)
+        out = check_out(out, exp.name, keys=exp.defaults)
 
     def finish(df: pd.DataFrame) -> None:
         # Only now, with every chunk computed and checked, is the previous table replaced (atomically).
         if out is not None:
-            atomic_write(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
+            write_parquet(df, out / "results.parquet")
             with warnings.catch_warnings():
                 # all-NaN groups (every run of a cell diverged) are reported as such, not as numpy noise
                 warnings.filterwarnings(
