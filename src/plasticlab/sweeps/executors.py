@@ -25,6 +25,7 @@ from plasticlab.errors import PlasticlabError, check_choice
 from plasticlab.sweeps.worker import init_worker, run_task, threads_per_worker, threads_restored, usable_cores
 
 EXECUTORS = ("local", "dask")
+CONNECT_TIMEOUT = "15s"  # how long an unreachable Dask scheduler is tried before the run is refused
 Result = tuple[int, dict[str, Any]]
 
 
@@ -141,7 +142,7 @@ def connect(scheduler: str):
     from distributed import Client
 
     try:
-        return Client(scheduler, timeout="15s")
+        return Client(scheduler, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError, ValueError) as e:
         raise PlasticlabError(f"cannot reach Dask scheduler {scheduler!r}: {e}") from None
 
