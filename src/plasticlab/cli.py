@@ -319,7 +319,8 @@ def show(path: Path = typer.Argument(..., help="an output folder of `plasticlab 
     from rich.markdown import Markdown
 
     Console().print(Markdown(report.read_text()))
-    typer.echo("\nFiles: " + ", ".join(sorted(p.name for p in path.iterdir())))
+    # hidden files (.sweep.lock, temp files of a running sweep) are machinery, not results
+    typer.echo("\nFiles: " + ", ".join(sorted(p.name for p in path.iterdir() if not p.name.startswith("."))))
 
 
 @app.command()
