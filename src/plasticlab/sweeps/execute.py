@@ -82,7 +82,7 @@ class _Bar:
 
         console = Console(stderr=True)
         self.name = name + (f" ({skipped} already done)" if skipped else "")
-        if not console.is_terminal:
+        if not console.is_terminal and not console.is_jupyter:  # a notebook draws the bar live itself
             self.lines = True
             return
         from rich.progress import (
