@@ -125,3 +125,40 @@ def test_progress_bar_counts_chunks_and_shows_eta(runner, tmp_path):
     r = runner.invoke(app, ["run", "sweep-demo", "--out", str(tmp_path)] + args)
     assert r.exit_code == 0, r.output
     assert "2/2" in r.output and "ETA" in r.output
+
+
+def test_progress_is_one_line_per_chunk_when_stderr_is_not_a_terminal(runner, tmp_path):
+    sets = ["--set", "gains=0.5,2,3", "--set", "seeds=0", "--set", "size=4", "--set", "steps=3"]
+    r = runner.invoke(app, ["run", "sweep-demo", *sets, "--workers", "1", "--out", str(tmp_path / "r")])
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.output.splitlines() if "chunks, elapsed" in line]
+    assert [line.split(":")[1].split()[0] for line in lines] == ["1/3", "2/3", "3/3"], r.output
+    assert all("ETA" in line for line in lines) and "━" not in r.output
+
+
+def test_usage_errors_are_one_line(runner):
+    for args, needle in [
+        (["run", "sweep-demo", "--workers", "two"], "Invalid value for '--workers'"),
+        (["run", "sweep-demo", "--bogus"], "No such option: --bogus"),
+        (["runn"], "No such command 'runn'"),
+    ]:
+        assert_user_error(runner.invoke(app, args), needle, "--help`)")
+
+
+def test_params_shows_compile_whole_defaults_and_which_keys_split_chunks(runner):
+    r = runner.invoke(app, ["params", "sweep-demo"])
+    assert r.exit_code == 0, r.output
+    assert "…" not in r.output and "0.5,0.8,1.0,1.2,1.5,2.0,3.0,100.0" in r.output
+    role = {line.split()[0]: line.split()[4] for line in r.output.splitlines()[2:] if len(line.split()) > 5}
+    assert role["gains"] == "splits" and role["steps"] == "every" and role["heal_file"] == "none"
+    assert role["fail"] == "some" and role["compile"] == "none"
+    r = runner.invoke(app, ["params", "hebb-table"])  # a default longer than the column wraps, whole
+    assert "…" not in r.output and "adam,adam_l2,sgd,dfa,random_nn" in r.output.replace(" ", "").replace("\n", "")
+
+
+def test_show_lists_results_not_the_lock(runner, tmp_path):
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["run", "sweep-demo", "--set", "gains=0.5", "--out", str(out)] + TINY).exit_code == 0
+    assert (out / ".sweep.lock").exists()
+    files = runner.invoke(app, ["show", str(out)]).output.split("Files: ")[1]
+    assert "report.md" in files and ".sweep.lock" not in files

@@ -25,7 +25,7 @@ def test_every_key_has_a_constraint_and_defaults_and_quick_pass(name):
         c = constraint_for(exp, key)
         assert c.problem(default) is None, (key, default)
         assert c.describe()
-    assert [r["key"] for r in rows(exp)] == list(exp.defaults)
+    assert [r["key"] for r in rows(exp)] == [*exp.defaults, "compile"]  # and the run setting
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from plasticlab.cli import app
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
-# Tiny sizes per experiment, put *before* the README's own --set values (the last --set of a key wins).
+# Tiny sizes per experiment, added before the README's own --set values for the keys the README does not set.
 TINY = {
     "hebb-table": "steps=20 seeds=0 n_train=64 n_val=16 batch_size=16 rules=sgd gammas=0,5e-4",
     "hebb-phase": "steps=20 seeds=0 n_train=64 n_val=16 batch_size=16 sigmas=0.1 gammas=0.01",
@@ -63,7 +63,8 @@ def test_every_readme_command_runs(tmp_path, monkeypatch):
         args = shlex.split(os.path.expandvars(cmd))[1:]
         expect = 0
         if args[0] == "run":
-            tiny = [x for kv in TINY[args[1]].split() for x in ("--set", kv)]
+            own = {a.split("=", 1)[0] for a in args if "=" in a}  # each key is given once (a repeat is an error)
+            tiny = [x for kv in TINY[args[1]].split() if kv.split("=", 1)[0] not in own for x in ("--set", kv)]
             args = [*args[:2], *tiny, *args[2:], "--workers", "1", "-q"]
             if "dataset=cifar10" in cmd:
                 expect = 2  # no CIFAR-10 on this machine: one line naming data_path, before any work
@@ -77,3 +78,26 @@ def test_every_readme_command_runs(tmp_path, monkeypatch):
 def test_docs_do_not_claim_one_worker_is_the_cli_default(doc):
     text = (README.parent / doc).read_text()
     assert "`--workers 1` (default)" not in text
+
+
+def test_the_quick_suite_figures_cover_every_experiment():
+    from plasticlab.experiments import all_experiments
+
+    names = set(all_experiments())
+    n = len(names)
+    counted = re.search(r"(\d+)/(\d+) within budget", README.read_text())
+    assert counted and int(counted[2]) == n  # a new experiment is measured before it is counted
+    perf = (README.parent / "docs" / "performance.md").read_text()
+    section = perf.split("**quick-suite**", 1)[1].split("Command lines that produced these figures", 1)[0]
+    rows = {line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ")}
+    assert names <= rows, names - rows
+    assert f"of {n} within budget" in section
+
+
+def test_make_bench_states_no_stale_benchmark_count():
+    from benchmarks.__main__ import BENCHMARKS
+
+    line = next(line for line in README.read_text().splitlines() if line.startswith("make bench"))
+    words = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9}
+    for word, k in words.items():
+        assert f"all {word}" not in line or k == len(BENCHMARKS), line

@@ -72,7 +72,10 @@ def test_make_rule_takes_hyperparameters_by_name_and_rejects_unknown_ones():
 
 def test_rule_names_are_live_and_accept_hyperparameter_spellings():
     names = rule_names()
-    assert "bcm:rate=0.3" in names and "bcm:beta=1" not in names and "nope" not in names
+    assert "bcm:rate=0.3" in names and "nope" not in names
+    # a known rule with a bad hyperparameter answers with its own error (naming bcm's keys), not False
+    with pytest.raises(PlasticlabError, match=r"hyperparameter for rule 'bcm' 'beta'; valid choices: rate"):
+        "bcm:beta=1" in names  # noqa: B015
     assert "tmp_rule" not in names
 
     @signal("tmp_rule", gradient=False, local=True, needs_targets=False)

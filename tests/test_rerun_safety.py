@@ -41,7 +41,7 @@ def done_run(tmp_path):
     return out, first
 
 
-def test_corrupt_manifest_is_moved_aside_and_the_run_recomputes(done_run):
+def test_corrupt_manifest_is_moved_aside_and_rebuilt_from_the_parts(done_run):
     out, first = done_run
     (out / "manifest.json").write_text('{"format": 1, "experi')
     with pytest.raises(PlasticlabError, match=r"unreadable.*moves it aside"):
@@ -50,9 +50,49 @@ def test_corrupt_manifest_is_moved_aside_and_the_run_recomputes(done_run):
     df, notes = rerun(out)
     pd.testing.assert_frame_equal(df, first)
     assert len(notes) == 1 and "manifest.json was unreadable" in notes[0]
+    assert "rebuilt from config.json and parts/: 3 of 3 chunks recovered, 0 to compute" in notes[0]
+    assert json.loads((out / "manifest.json").read_text())["runs"][-1]["computed"] == 0  # nothing recomputed
     assert [p.name.split(".")[0] for p in (out / "corrupt").iterdir()] == ["manifest"]
     s = summary(out)
     assert (s["done"], s["results"]) == (3, "current")
+
+
+def test_deleted_manifest_is_rebuilt_and_only_missing_chunks_are_computed(done_run):
+    out, first = done_run
+    _, b, c = parts(out)
+    (out / "manifest.json").unlink()
+    with pytest.raises(PlasticlabError, match="run the same command again to rebuild it"):
+        summary(out)
+    c.unlink()  # never finished
+    b.write_bytes(b.read_bytes()[:200])  # damaged: must not be trusted without its checksum
+    df, notes = rerun(out)
+    pd.testing.assert_frame_equal(df, first)
+    assert len(notes) == 1 and "manifest.json was missing" in notes[0], notes
+    assert "1 of 3 chunks recovered, 2 to compute" in notes[0] and f"{b.name} unreadable" in notes[0]
+    assert json.loads((out / "manifest.json").read_text())["runs"][-1]["computed"] == 2
+    assert summary(out)["done"] == 3
+
+
+def test_deleted_manifest_keeps_the_previous_grids_parts_when_the_grid_changes(done_run):
+    out, first = done_run
+    (out / "manifest.json").unlink()
+    df, notes = rerun(out, gains=[0.5, 1.0, 3.0])  # config.json says the last run had 2.0, not 3.0
+    assert "2 of 3 chunks recovered, 1 to compute" in notes[0] and "other grids" not in notes[0]
+    assert summary(out)["stale"] == 1  # the 2.0 chunk is listed again, and reused if it comes back
+    df, notes = rerun(out)
+    assert notes == [] and json.loads((out / "manifest.json").read_text())["runs"][-1]["computed"] == 0
+    pd.testing.assert_frame_equal(df, first)
+
+
+@pytest.mark.parametrize("name", ["run:1", "my run", "résumé ✓", "a:b c"])
+def test_any_folder_name_the_filesystem_accepts_works(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)  # relative, as typed: pyarrow took "run:1/parts/..." for a URI
+    out = Path(name)
+    first = plasticlab.run("sweep-demo", out=name, **TINY)
+    again = plasticlab.run("sweep-demo", out=out, **TINY)  # read back from its parts
+    pd.testing.assert_frame_equal(again, first)
+    assert json.loads((out / "manifest.json").read_text())["runs"][-1]["computed"] == 0
+    assert summary(out)["results"] == "current"
 
 
 @pytest.mark.parametrize("damage", ["truncate", "swap", "garbage"])

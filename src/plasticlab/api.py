@@ -74,6 +74,7 @@ def run_with_claims(
     from plasticlab import compiling, devices
     from plasticlab.study.registry import load_plugins, plugin_name
     from plasticlab.sweeps import execute
+    from plasticlab.sweeps.executors import check_options
     from plasticlab.sweeps.store import check_out
 
     plugin_names = tuple(plugin_name(n) for n in plugins)
@@ -86,8 +87,9 @@ def run_with_claims(
     exp = get(name)
     p = exp.params(quick=quick, **overrides)
     specs = exp.chunks(p)
+    check_options(executor, workers, scheduler)  # every refusal comes before the folder is made
     if out is not None:
-        out = check_out(out, exp.name)
+        out = check_out(out, exp.name, keys=exp.defaults)
     claims: list[Claim] = []
     finish = None if out is None else _finisher(exp, p, out, claims)
     with devices.use(ctx.device), compiling.use(ctx.compile):
@@ -110,11 +112,11 @@ def _finisher(exp: Any, p: dict[str, Any], out: Path, claims: list[Claim]) -> Ca
     """What runs once every chunk is in and checked: results.parquet, then the report (its claims into
     ``claims``), then the all-diverged mark."""
     from plasticlab.study.report import write_report
-    from plasticlab.sweeps.store import atomic_write
+    from plasticlab.sweeps.store import write_parquet
 
     def finish(df: pd.DataFrame) -> None:
         # Only now, with every chunk computed and checked, is the previous table replaced (atomically).
-        atomic_write(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
+        write_parquet(df, out / "results.parquet")
         with warnings.catch_warnings():
             # all-NaN groups (every run of a cell diverged) are reported as such, not as numpy noise
             warnings.filterwarnings("ignore", r"All-NaN|Mean of empty slice|Degrees of freedom", RuntimeWarning)

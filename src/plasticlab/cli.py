@@ -12,12 +12,45 @@ import signal
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from plasticlab.errors import PlasticlabError, PlasticlabWarning
 
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """A usage error (``--workers two``, an unknown option) is one ``error:`` line and exit 2, like every
+    other user error, instead of click's framed box."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the command line; usage errors become one line."""
+        # click's exceptions, wherever this typer keeps them (click itself, or its vendored copy)
+        exc = sys.modules[typer.BadParameter.__module__]
+        standalone_mode = kwargs.get("standalone_mode", True)
+        kwargs["standalone_mode"] = False  # errors come back here instead of being drawn in a box
+        try:
+            rv = super().main(*args, **kwargs)
+        except exc.NoArgsIsHelpError as e:  # `plasticlab` alone: the help, as before
+            if not standalone_mode:
+                raise
+            typer.echo(e.ctx.get_help() if e.ctx is not None else "")
+            sys.exit(e.exit_code)
+        except exc.ClickException as e:
+            if not standalone_mode:
+                raise
+            ctx = getattr(e, "ctx", None)
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            message = " ".join(e.format_message().split())
+            typer.secho(f"error: {message}{where}", err=True, fg=typer.colors.RED)
+            sys.exit(2 if isinstance(e, exc.UsageError) else e.exit_code)
+        if standalone_mode:
+            sys.exit(rv if isinstance(rv, int) else 0)
+        return rv
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
     help="plasticlab: which learning rule is this network really following?",
@@ -69,11 +102,13 @@ def _invoked_as_cli() -> bool:
 
 
 def _parse_sets(sets: list[str]) -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
     for item in sets:
         if "=" not in item:
             _fail(f"--set expects key=value, got {item!r}")
         k, v = item.split("=", 1)
+        if k.strip() in out:  # silently keeping the last would run something other than what was asked
+            _fail(f"--set {k.strip()} is given twice ({out[k.strip()]!r} and {v!r}); give each key once")
         out[k.strip()] = v
     return out
 
@@ -293,7 +328,8 @@ def show(path: Path = typer.Argument(..., help="an output folder of `plasticlab 
     from rich.markdown import Markdown
 
     Console().print(Markdown(report.read_text()))
-    typer.echo("\nFiles: " + ", ".join(sorted(p.name for p in path.iterdir())))
+    # hidden files (.sweep.lock, temp files of a running sweep) are machinery, not results
+    typer.echo("\nFiles: " + ", ".join(sorted(p.name for p in path.iterdir() if not p.name.startswith("."))))
 
 
 @app.command()

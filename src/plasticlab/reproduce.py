@@ -39,6 +39,8 @@ def _read(out: Path) -> tuple[pd.DataFrame, dict[str, Any]] | None:
     """The finished run in ``out``: its table and the params it ran with (the sweep manifest's record).
     A committed result too large to keep whole may keep instead the compact table its report and claims
     also accept (``features.parquet``, one row per run: rule-identify)."""
+    from plasticlab.sweeps.store import read_parquet
+
     table, manifest = out / "results.parquet", out / "manifest.json"
     if not table.exists():
         table = out / "features.parquet"
@@ -53,7 +55,7 @@ def _read(out: Path) -> tuple[pd.DataFrame, dict[str, Any]] | None:
     # recorded states decide, not their part files: a committed result may keep only its compact table.
     if any((chunks.get(h) or {}).get("state") != "done" for h in data.get("grid", [])):
         return None
-    return pd.read_parquet(table), params
+    return read_parquet(table), params
 
 
 @dataclass
@@ -70,7 +72,7 @@ def read_partial(out: Path) -> Partial | None:
     """The finished, undamaged chunks of an unfinished sweep in ``out``, in grid order, or None when there
     is no manifest or no finished chunk. Lets the scoreboard show a paper-size run that is still going
     (its size then says how many chunks are in) instead of nothing."""
-    from plasticlab.sweeps.store import Manifest
+    from plasticlab.sweeps.store import Manifest, read_parquet
 
     if not (out / "manifest.json").exists():
         return None
@@ -79,7 +81,7 @@ def read_partial(out: Path) -> Partial | None:
     done = [h for h in m.grid if m.is_done(h) and m.damage(h) is None]
     if not isinstance(params, dict) or not done:
         return None
-    df = pd.concat([pd.read_parquet(m.part(h)) for h in done], ignore_index=True)
+    df = pd.concat([read_parquet(m.part(h)) for h in done], ignore_index=True)
     return Partial(df, params, len(done), len(m.grid))
 
 
@@ -188,7 +190,11 @@ def reproduce(
     for n in only or []:
         if n not in names:
             raise unknown_choice("experiment for reproduce", n, names)
-    out = Path(out)
+    from plasticlab.sweeps import executors, store
+
+    # the same door as `run`: bad options and a bad --out are refused before anything is made
+    executors.check_options(run_kw.get("executor", "local"), run_kw.get("workers"), run_kw.get("scheduler"))
+    out = store.check_collection_out(out)
     out.mkdir(parents=True, exist_ok=True)
     outcomes = []
     # --only runs (or reads) just those; the others are read back from OUT as they are, so the scoreboard

@@ -58,17 +58,80 @@ class RuleSpec:
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         }
 
-    def build(self, **hyper: Any) -> list[Transform]:
-        """The rule's pieces for these hyperparameters (a factory may return a Chain: it is flattened)."""
+    def check(self, hyper: dict[str, Any]) -> dict[str, Any]:
+        """``hyper`` checked against the factory's declaration: every key one of its keyword parameters,
+        every value of its default's kind (a float default takes finite numbers, an int default integers,
+        a str default strings, a bool default true/false; a None default or a per-member sequence is the
+        factory's to check). Returns the values coerced (``2`` for a float default becomes ``2.0``)."""
         valid = self.hyperparameters()
-        for key in hyper:
+        out = {}
+        for key, value in hyper.items():
             if key not in valid:
                 raise unknown_choice(f"hyperparameter for rule {self.name!r}", key, valid or ["(none)"])
-        piece = self.factory(**hyper)
+            out[key] = _checked(self.name, key, value, valid[key])
+        return out
+
+    def build(self, **hyper: Any) -> list[Transform]:
+        """The rule's pieces for these hyperparameters (a factory may return a Chain: it is flattened)."""
+        piece = self.factory(**self.check(hyper))
         parts = list(piece.parts) if isinstance(piece, Chain) else [piece]
         if not isinstance(parts[0], Signal):
             raise PlasticlabError(f"rule {self.name!r}: its factory must return a Signal, got {parts[0]!r}")
         return parts
+
+
+def _kind_of(default: Any) -> tuple[type, str] | None:
+    if isinstance(default, bool):
+        return bool, "true or false"
+    if isinstance(default, int):
+        return int, "an integer"
+    if isinstance(default, float):
+        return float, "a finite number"
+    if isinstance(default, str):
+        return str, "a string"
+    return None  # None / no default: any value, checked by the factory
+
+
+def _checked(rule: str, key: str, value: Any, default: Any) -> Any:
+    """One hyperparameter value against its default's kind, in the experiments' message style."""
+    kind = _kind_of(default)
+    if kind is None or isinstance(value, (list, tuple, np.ndarray, torch.Tensor)):
+        return value  # per-member values (one per ensemble member) are the factory's to check
+    want, words = kind
+    why = None
+    if want is bool:
+        why = None if isinstance(value, (bool, np.bool_)) else "not true/false"
+    elif want is str:
+        why = None if isinstance(value, str) else "not a string"
+    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        why = "not a number"
+    elif not np.isfinite(value):
+        why = "not finite"
+    elif want is int and float(value) != int(value):
+        why = "not an integer"
+    if why is not None:
+        raise PlasticlabError(
+            f"bad value for rule {rule!r} hyperparameter {key!r}: {value!r} ({why}); must be {words} "
+            f"(default {default!r})"
+        )
+    return want(value) if want in (int, float) else value
+
+
+def check_rule(text: str) -> tuple[str, dict[str, Any]]:
+    """``"dfa:scale=2"`` -> ("dfa", {"scale": 2.0}), or a one-line PlasticlabError: an unknown rule, an
+    unknown hyperparameter (naming the rule's own), a value of the wrong kind, or one the rule's factory
+    refuses. Cheap (no tensors), so experiments check their rule lists with it before any work."""
+    name, hyper = parse_rule(text)
+    spec = get(name)
+    hyper = spec.check(hyper)
+    if hyper:
+        try:
+            spec.factory(**hyper)  # the factory's own checks (e.g. dfa's feedback choices)
+        except PlasticlabError as e:
+            raise PlasticlabError(f"rule {text!r}: {e}") from None
+        except Exception:  # e.g. a factory that needs more than its hyperparameters: checked when built
+            pass
+    return name, hyper
 
 
 _RULES: dict[str, RuleSpec] = {}
@@ -213,13 +276,19 @@ class RuleNames(Sequence[str]):
         return self._names()[i]
 
     def __contains__(self, value: object) -> bool:
+        """Whether ``value`` names one of these rules. A rule of this view with bad hyperparameters
+        (``"dfa:scal=2"``, ``"dfa:scale=nan"``) raises the rule's own one-line PlasticlabError instead of
+        answering False, so a parameter check says what is wrong with it rather than listing rule names."""
         if not isinstance(value, str):
             return False
         try:
-            name, hyper = parse_rule(value)
+            name, _ = parse_rule(value)
         except PlasticlabError:
             return False
-        return name in self._names() and all(k in _RULES[name].hyperparameters() for k in hyper)
+        if name not in self._names():
+            return False
+        check_rule(value)
+        return True
 
     def __repr__(self) -> str:
         return repr(self._names())
@@ -245,7 +314,7 @@ def make_rule(
     from plasticlab.rules.transforms import param_noise, signal_noise, weight_decay
 
     spec = get(name)
-    hyper = {**parse_rule(name)[1], **hyper}
+    hyper = {**parse_rule(name)[1], **hyper}  # checked by spec.build
     owns_decay = "gamma" in spec.hyperparameters()  # e.g. adam_l2: coupled L2 inside the rule
     parts = spec.build(**hyper, gamma=gamma) if owns_decay else spec.build(**hyper)
     noise: list[Transform] = []

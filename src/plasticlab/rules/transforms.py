@@ -7,6 +7,7 @@ with per-member value v equals its run with the float v (same arithmetic, same r
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -19,11 +20,28 @@ from plasticlab.rules.base import Context, Decay, PerMember, Transform, Updates,
 from plasticlab.rules.flips import flip_columns
 
 
+def _finite_nonneg(what: str, v: Any) -> float:
+    """``v`` as a float if it is a finite number >= 0 (inf decays every weight to nan in one step)."""
+    try:
+        if isinstance(v, (bool, str)):
+            raise TypeError
+        x = float(v)
+    except (TypeError, ValueError):
+        raise PlasticlabError(f"{what} must be a finite number >= 0, got {v!r}") from None
+    if not math.isfinite(x):
+        raise PlasticlabError(f"{what} must be a finite number >= 0, got {v!r}")
+    return check_positive(what, x, allow_zero=True)
+
+
 def _float_or_members(what: str, v: PerMember) -> float | torch.Tensor:
-    """A float stays a float; anything with a length becomes an (E,) float64 tensor. Both must be >= 0."""
-    if isinstance(v, (int, float)) or (hasattr(v, "ndim") and v.ndim == 0):
-        return check_positive(what, float(v), allow_zero=True)  # type: ignore[arg-type]
-    t = torch.tensor(np.asarray(v, dtype=np.float64))
+    """A float stays a float; anything with a length becomes an (E,) float64 tensor. Both must be finite
+    and >= 0."""
+    if isinstance(v, (int, float, str)) or (hasattr(v, "ndim") and v.ndim == 0):
+        return _finite_nonneg(what, v)
+    try:
+        t = torch.tensor(np.asarray(v, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise PlasticlabError(f"{what} must be a float or one finite value >= 0 per member, got {v!r}") from None
     if t.ndim != 1 or (t < 0).any() or not torch.isfinite(t).all():
         raise PlasticlabError(f"{what} must be a float or one finite value >= 0 per member, got {t.tolist()}")
     return t
@@ -135,8 +153,8 @@ class SignalNoise(Transform):
     """Gaussian noise of std sigma added to the learning signal, fresh every step, per member."""
 
     def __init__(self, sigma: float):
-        self.sigma = check_positive("sigma", float(sigma), allow_zero=True)
-        self.name = f"signal_noise({sigma:g})"
+        self.sigma = _finite_nonneg("sigma", sigma)
+        self.name = f"signal_noise({self.sigma:g})"
 
     def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
         """Add sigma * N(0, 1) to every weight update (biases untouched)."""

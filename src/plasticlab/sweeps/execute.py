@@ -8,12 +8,15 @@ current grid's chunks in chunk order.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 import traceback
 import uuid
 from collections.abc import Callable
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from plasticlab.study.contract import check_spec
 from plasticlab.sweeps import executors
 from plasticlab.sweeps.store import (
     CORRUPT,
+    MANIFEST,
     DirLock,
     Manifest,
     chunk_hash,
@@ -33,7 +37,10 @@ from plasticlab.sweeps.store import (
     grid_id,
     move_aside,
     now,
+    part_hashes,
+    read_parquet,
     remove_temp_files,
+    verify_part,
     warn,
     write_part,
 )
@@ -63,14 +70,25 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 class _Bar:
-    """One rich bar over chunks with ETA, on stderr so stdout stays clean for scripts."""
+    """Progress over chunks with ETA, on stderr so stdout stays clean for scripts: a rich bar on a
+    terminal; elsewhere (nohup, a batch job, ``> log 2>&1``), where a bar is drawn only at the end, one
+    plain line per finished chunk."""
 
     def __init__(self, enabled: bool, total: int, skipped: int, name: str):
         self.progress = None
-        self.failed = 0
+        self.lines = False
+        self.failed = self.done = 0
+        self.total = total
+        self.t0 = time.monotonic()
         if not enabled or total == 0:
             return
         from rich.console import Console
+
+        console = Console(stderr=True)
+        self.name = name + (f" ({skipped} already done)" if skipped else "")
+        if not console.is_terminal and not console.is_jupyter:  # a notebook draws the bar live itself
+            self.lines = True
+            return
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -88,23 +106,37 @@ class _Bar:
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            console=Console(stderr=True),
+            console=console,
             transient=False,
         )
-        self.name = name + (f" ({skipped} already done)" if skipped else "")
         self.task = self.progress.add_task(self.name, total=total)
         self.progress.start()
 
     def advance(self, ok: bool) -> None:
+        self.failed += not ok
+        self.done += 1
+        if self.lines:
+            elapsed = time.monotonic() - self.t0
+            eta = elapsed / self.done * (self.total - self.done)
+            failed = f", {self.failed} failed" if self.failed else ""
+            print(
+                f"{self.name}: {self.done}/{self.total} chunks{failed}, elapsed {_hms(elapsed)}, ETA {_hms(eta)}",
+                file=sys.stderr,
+                flush=True,
+            )
         if self.progress is None:
             return
-        self.failed += not ok
         desc = self.name + (f" [red]{self.failed} failed[/red]" if self.failed else "")
         self.progress.update(self.task, advance=1, description=desc)
 
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def _failure(
@@ -148,19 +180,43 @@ def execute(
     specs = [exp.spec_dict(s) if hasattr(exp, "spec_dict") else dict(s) for s in specs]
     ctx = ctx or RunContext(device=str(devices.current()), compile=compiling.enabled())
     hashes = hashes_of(exp, specs)
-    executors.run(exp.name, [], executor, workers, scheduler)  # validate the options before any work
-    if out is None:
-        df = _execute_in_memory(exp, specs, hashes, executor, workers, scheduler, progress, ctx)
-        if finish is not None:
-            finish(df)
-        return df
-    out = Path(out)
-    with DirLock(out):
-        df = _execute_resumable(exp, specs, hashes, out, executor, workers, scheduler, progress, params, ctx)
-        if finish is not None:
-            finish(df)
-            record_results(out, hashes, df)
-        return df
+    n_workers = executors.check_options(executor, workers, scheduler)  # before any work
+    if executor == "local" and n_workers > 1 and len(set(hashes)) > 1:
+        executors.check_main_guard(n_workers)
+    # A remote scheduler is reached before the output folder is made: a refused run leaves nothing.
+    client = executors.connect(scheduler) if executor == "dask" and scheduler and specs else None
+    opts = _Options(executor, workers, scheduler, ctx, client)
+    try:
+        if out is None:
+            df = _execute_in_memory(exp, specs, hashes, opts, progress)
+            if finish is not None:
+                finish(df)
+            return df
+        out = Path(out)
+        with DirLock(out):
+            df = _execute_resumable(exp, specs, hashes, out, opts, progress, params)
+            if finish is not None:
+                finish(df)
+                record_results(out, hashes, df)
+            return df
+    finally:
+        if client is not None:
+            client.close(timeout=5)
+
+
+@dataclass
+class _Options:
+    """Where chunks run: the executor, its worker count, a Dask scheduler and its connected client."""
+
+    executor: str
+    workers: int | None
+    scheduler: str | None
+    ctx: RunContext
+    client: Any = None
+
+    def run(self, name: str, specs: list[dict]):
+        """The chunks ``specs`` of experiment ``name`` on this executor, as (index, result) pairs."""
+        return executors.run(name, specs, self.executor, self.workers, self.scheduler, self.client, self.ctx)
 
 
 def record_results(out: Path, hashes: list[str], df: pd.DataFrame) -> None:
@@ -172,7 +228,7 @@ def record_results(out: Path, hashes: list[str], df: pd.DataFrame) -> None:
         m.save()
 
 
-def _execute_in_memory(exp, specs, hashes, executor, workers, scheduler, progress, ctx) -> pd.DataFrame:
+def _execute_in_memory(exp, specs, hashes, opts: _Options, progress) -> pd.DataFrame:
     first: dict[str, int] = {}  # identical chunks are computed once
     for i, h in enumerate(hashes):
         first.setdefault(h, i)
@@ -181,7 +237,7 @@ def _execute_in_memory(exp, specs, hashes, executor, workers, scheduler, progres
     failed: list[tuple[int, dict]] = []
     bar = _Bar(progress, len(todo), 0, exp.name)
     try:
-        with closing(executors.run(exp.name, [specs[i] for i in todo], executor, workers, scheduler, ctx)) as it:
+        with closing(opts.run(exp.name, [specs[i] for i in todo])) as it:
             for j, res in it:
                 if res["ok"]:
                     frames[hashes[todo[j]]] = res["df"]
@@ -207,6 +263,8 @@ def _open_manifest(exp, out: Path, hashes: list[str], specs: list[dict], params)
             f"{out} holds a run of {owner}, not {exp.name}; choose another --out (nothing was changed)"
         )
     m.data.update(experiment=exp.name, params=params, grid=hashes)
+    if m.lost is not None:
+        _rebuild(exp, m, out, hashes, specs)
     todo: list[int] = []
     seen = set()
     for i, h in enumerate(hashes):
@@ -224,18 +282,53 @@ def _open_manifest(exp, out: Path, hashes: list[str], specs: list[dict], params)
     return m, todo
 
 
-def _execute_resumable(
-    exp, specs, hashes, out, executor, workers, scheduler, progress, params, ctx
-) -> pd.DataFrame:
+def _rebuild(exp, m: Manifest, out: Path, hashes: list[str], specs: list[dict]) -> None:
+    """A run folder whose manifest was lost (deleted, garbled): every part in OUT/parts named by the hash
+    of a chunk of this grid, or of the grid in OUT/config.json (the last finished run's parameters), is
+    read whole and checked, then listed as done, so only what is really missing is computed."""
+    known = {h: (i, spec) for i, (h, spec) in reversed(list(enumerate(zip(hashes, specs))))}
+    try:  # the previous run's grid, so its parts stay listed (and reusable) when this grid differs
+        config = json.loads((out / "config.json").read_text())
+        # only what differs from the defaults: some defaults (an empty list) cannot be passed back
+        old = exp.chunks(exp.params(**{k: v for k, v in config.items() if exp.defaults.get(k, v) != v}))
+        for h, spec in zip(hashes_of(exp, old), old):
+            known.setdefault(h, (None, spec))
+    except Exception:
+        pass  # no config.json, or one this code no longer accepts: this grid's parts only
+    on_disk = part_hashes(out)
+    recovered, bad = 0, []
+    for h in sorted(on_disk & set(known)):
+        i, spec = known[h]
+        try:
+            sha, rows = verify_part(m.part(h), getattr(exp, "columns", ()))
+        except ValueError as e:
+            bad.append(f"{h}.parquet {e}; moved to {move_aside(m.part(h), out / CORRUPT)}")
+            continue
+        entry = dict(state="done", attempts=1, sha256=sha, rows=rows, spec=spec, recovered=now())
+        if i is not None:
+            entry["index"] = i
+        m.chunks[h] = entry
+        recovered += h in set(hashes)
+    todo = len(set(hashes)) - recovered
+    unknown = len(on_disk - set(known))
+    extra = f"; {unknown} part{'s' * (unknown != 1)} of other grids left as they are" if unknown else ""
+    extra += f"; damaged: {', '.join(bad)}" if bad else ""
+    warn(
+        f"{out / MANIFEST} {m.lost}: rebuilt from config.json and parts/: {recovered} of {len(set(hashes))} "
+        f"chunks recovered, {todo} to compute{extra}"
+    )
+
+
+def _execute_resumable(exp, specs, hashes, out, opts: _Options, progress, params) -> pd.DataFrame:
     m, todo = _open_manifest(exp, out, hashes, specs, params)
     run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
     run_rec = dict(
         id=run_id,
         started=now(),
         pid=os.getpid(),
-        executor=executor,
-        workers=workers,
-        scheduler=scheduler,
+        executor=opts.executor,
+        workers=opts.workers,
+        scheduler=opts.scheduler,
         chunks=len(hashes),
         todo=len(todo),
         computed=0,
@@ -247,7 +340,7 @@ def _execute_resumable(
     failed: list[tuple[int, dict]] = []
     bar = _Bar(progress, len(todo), len(set(hashes)) - len(todo), exp.name)
     try:
-        with closing(executors.run(exp.name, [specs[i] for i in todo], executor, workers, scheduler, ctx)) as it:
+        with closing(opts.run(exp.name, [specs[i] for i in todo])) as it:
             for j, res in it:
                 ok = _save_result(m, out, todo[j], hashes[todo[j]], res, run_rec)
                 if not ok:
@@ -293,6 +386,6 @@ def _save_result(m: Manifest, out: Path, i: int, h: str, res: dict, run_rec: dic
 
 def _read_part(m: Manifest, h: str, i: int) -> pd.DataFrame:
     try:
-        return pd.read_parquet(m.part(h))
+        return read_parquet(m.part(h))
     except Exception as e:  # checked at the start of the run; damaged since by something outside
         raise PlasticlabError(f"chunk {i}: cannot read {m.part(h)} ({type(e).__name__}); run again") from None

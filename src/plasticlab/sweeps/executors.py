@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import re
+import sys
 import time
 import traceback
 import uuid
 from collections.abc import Generator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 from plasticlab import compiling, devices
@@ -23,6 +26,7 @@ from plasticlab.study.context import RunContext
 from plasticlab.sweeps.worker import init_worker, run_task, threads_per_worker, threads_restored, usable_cores
 
 EXECUTORS = ("local", "dask")
+CONNECT_TIMEOUT = "15s"  # how long an unreachable Dask scheduler is tried before the run is refused
 Result = tuple[int, dict[str, Any]]
 
 
@@ -64,6 +68,29 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "pandas", "pyarrow", "plasticlab.sweeps._preload"])
     return ctx
+
+
+_GUARD = re.compile(r"""__name__\s*[!=]=\s*['"]__main__['"]|['"]__main__['"]\s*[!=]=\s*__name__""")
+
+
+def check_main_guard(workers: int) -> None:
+    """Worker processes re-import the main script before they take a chunk; a script that calls
+    ``plasticlab.run`` at its top level (no ``if __name__ == "__main__":``) would start the run again in
+    every worker, each dying with a BrokenProcessPool. Say so in one line instead of failing every chunk."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or not str(path).endswith(".py"):
+        return  # an interactive session, a notebook, `python -c`, a console script: nothing is re-run
+    try:
+        source = Path(path).read_text(errors="replace")
+    except OSError:
+        return
+    if not _GUARD.search(source):
+        raise PlasticlabError(
+            f"{Path(path).name} calls plasticlab.run with workers={workers} but has no "
+            '`if __name__ == "__main__":` guard: worker processes re-import it and would start the run '
+            "again; put the call under the guard, or use workers=1"
+        )
 
 
 def run_pool(name: str, specs: list[dict], workers: int, ctx: RunContext) -> Generator[Result, None, None]:
@@ -109,20 +136,30 @@ def stop_pool(pool: ProcessPoolExecutor, grace_s: float = 2.0) -> None:
             p.join(1.0)
 
 
+def connect(scheduler: str):
+    """A Dask client of the scheduler at ``scheduler``; an unreachable one is a one-line user error
+    (raised before the run makes its folder)."""
+    from distributed import Client
+
+    try:
+        return Client(scheduler, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError, ValueError) as e:
+        raise PlasticlabError(f"cannot reach Dask scheduler {scheduler!r}: {e}") from None
+
+
 def run_dask(
-    name: str, specs: list[dict], workers: int, scheduler: str | None, ctx: RunContext
+    name: str, specs: list[dict], workers: int, scheduler: str | None, ctx: RunContext, client=None
 ) -> Generator[Result, None, None]:
     """Chunks as Dask tasks. If the caller stops early, a cancel event tells running chunks to stop at
-    their next check (see plasticlab.cancel), queued ones are cancelled and a LocalCluster is closed."""
+    their next check (see plasticlab.cancel), queued ones are cancelled and a LocalCluster is closed.
+    ``client``: one already connected to ``scheduler`` (the caller closes it)."""
     from distributed import Client, Event
     from distributed import as_completed as dask_completed
 
     cluster = None
+    own_client = client is None
     if scheduler:
-        try:
-            client = Client(scheduler, timeout="15s")
-        except (OSError, TimeoutError, ValueError) as e:
-            raise PlasticlabError(f"cannot reach Dask scheduler {scheduler!r}: {e}") from None
+        client = client or connect(scheduler)
         threads = None  # remote workers know their own cores; leave torch's default
     else:
         cluster = _local_cluster(workers)
@@ -159,7 +196,8 @@ def run_dask(
                 Event(cancel_key, client=client).set()
         with suppress(Exception):
             client.cancel(list(futures))
-        client.close(timeout=5)
+        if own_client:
+            client.close(timeout=5)
         if cluster is not None:
             cluster.close(timeout=5)
 
@@ -182,28 +220,38 @@ def _local_cluster(workers: int):
         )
 
 
+def check_options(executor: str, workers: int | None, scheduler: str | None) -> int:
+    """Validate the executor options (one-line errors, before any work); returns the worker count."""
+    check_choice("executor", executor, EXECUTORS)
+    if workers is None:
+        workers = default_workers(executor)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise PlasticlabError(f"workers must be an integer >= 1, got {workers!r}")
+    if scheduler and executor != "dask":
+        raise PlasticlabError("--scheduler needs --executor dask")
+    return workers
+
+
 def run(
     name: str,
     specs: list[dict],
     executor: str,
     workers: int | None,
     scheduler: str | None,
+    client=None,
     ctx: RunContext | None = None,
 ) -> Generator[Result, None, None]:
-    """Dispatch chunks to the chosen executor; yields (index, result) as chunks finish."""
-    check_choice("executor", executor, EXECUTORS)
-    if workers is None:
-        workers = default_workers(executor)
-    if workers < 1:
-        raise PlasticlabError(f"workers must be >= 1, got {workers}")
-    if scheduler and executor != "dask":
-        raise PlasticlabError("--scheduler needs --executor dask")
+    """Dispatch chunks to the chosen executor; yields (index, result) as chunks finish. ``client``: a
+    Dask client already connected to ``scheduler`` (see :func:`connect`); ``ctx``: where and how every
+    chunk runs (default: the current device and compile setting)."""
+    workers = check_options(executor, workers, scheduler)
     ctx = ctx or RunContext(device=str(devices.current()), compile=compiling.enabled())
     if not specs:
         return run_serial(name, [], ctx)
     if executor == "dask":
-        return run_dask(name, specs, workers, scheduler, ctx)
+        return run_dask(name, specs, workers, scheduler, ctx, client)
     if workers == 1 or len(specs) == 1:  # a pool for one chunk only adds start-up time
         return run_serial(name, specs, ctx)
     workers = min(workers, len(specs))
+    check_main_guard(workers)
     return run_pool(name, specs, workers, ctx)

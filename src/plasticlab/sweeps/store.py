@@ -92,10 +92,30 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def write_parquet(df, path: Path) -> None:
+    """``df`` to ``path`` atomically, with per-page checksums (so a part can be checked without the
+    manifest). Through an open file, never a path string: pyarrow reads ``run:1/x`` as a URI."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            df.to_parquet(f, index=False, write_page_checksum=True)
+
+    atomic_write(Path(path), write)
+
+
+def read_parquet(path: Path, verify: bool = False):
+    """The table in ``path`` (any name the filesystem accepts: colons, spaces, unicode); ``verify``
+    checks every page's checksum while reading (files written without checksums still read)."""
+    import pyarrow.parquet as pq
+
+    with open(path, "rb") as f:
+        return pq.read_table(f, page_checksum_verification=verify).to_pandas()
+
+
 def write_part(out: Path, h: str, df) -> str:
     """Write one finished chunk atomically; returns its checksum for the manifest entry."""
     path = out / PARTS / f"{h}.parquet"
-    atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+    write_parquet(df, path)
     return file_sha256(path)
 
 
@@ -134,6 +154,7 @@ class Manifest:
 
     def __init__(self, out: Path, data: dict[str, Any] | None = None):
         self.out = Path(out)
+        self.lost: str | None = None  # set by load(repair=True) when the run folder's manifest was lost
         self.data: dict[str, Any] = data or dict(
             format=FORMAT_VERSION, experiment=None, params=None, grid=[], chunks={}, runs=[]
         )
@@ -141,12 +162,21 @@ class Manifest:
     @classmethod
     def load(cls, out: Path | str, must_exist: bool = False, repair: bool = False) -> Manifest:
         """Read OUT/manifest.json. An unreadable one is an error, or with ``repair`` (a run holding the
-        lock) is moved aside to OUT/corrupt/ with a warning, and the run starts from an empty manifest."""
+        lock) is moved aside to OUT/corrupt/ and the run starts from an empty manifest with ``lost`` set
+        (also when the manifest of a run folder is missing), so that it rebuilds it from OUT/parts."""
         path = Path(out) / MANIFEST
         if not path.exists():
+            if must_exist and lost_manifest(Path(out)):
+                raise PlasticlabError(
+                    f"no {MANIFEST} in {out}, but finished chunks are in its parts/: run the same command "
+                    "again to rebuild it (only missing chunks are computed)"
+                )
             if must_exist:
                 raise PlasticlabError(f"no {MANIFEST} in {out}: not the --out folder of `plasticlab run`")
-            return cls(Path(out))
+            m = cls(Path(out))
+            if repair and lost_manifest(Path(out)):
+                m.lost = "was missing"
+            return m
         try:
             data = json.loads(path.read_text())
             if not isinstance(data, dict) or not isinstance(data.get("chunks", {}), dict):
@@ -158,8 +188,9 @@ class Manifest:
                     "and recomputes every chunk"
                 ) from None
             dest = move_aside(path, Path(out) / CORRUPT)
-            warn(f"{path} was unreadable ({e}); moved to {dest}, recomputing every chunk")
-            return cls(Path(out))
+            m = cls(Path(out))
+            m.lost = f"was unreadable ({e}; moved to {dest})"  # the run rebuilds it from parts/
+            return m
         if data.get("format") != FORMAT_VERSION:
             # An older layout: start afresh rather than misread it (old parts are simply not reused).
             return cls(Path(out))
@@ -192,7 +223,8 @@ class Manifest:
                 return None if got == want else f"checksum {got[:12]}… differs from the manifest's {want[:12]}…"
             import pyarrow.parquet as pq  # an entry from before checksums: at least the rows must read
 
-            rows = pq.ParquetFile(path).metadata.num_rows
+            with open(path, "rb") as f:
+                rows = pq.ParquetFile(f).metadata.num_rows
             return None if rows == e.get("rows", rows) else f"{rows} rows, the manifest says {e['rows']}"
         except Exception as exc:
             return f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
@@ -201,22 +233,91 @@ class Manifest:
         return self.out / PARTS / f"{h}.parquet"
 
 
-def check_out(out: str | Path, experiment: str) -> Path:
-    """``--out`` must be a writable folder that is new, empty, or a run of the same experiment."""
-    if str(out).strip() == "":
-        raise PlasticlabError("--out is empty; give a folder, e.g. --out runs/my-run")
-    path = Path(out).expanduser()
-    if path.exists() and not path.is_dir():
-        raise PlasticlabError(f"--out {out} is a file, not a folder; choose a folder")
-    try:  # really try: permission bits lie to root, and /proc or a read-only mount refuse anyway
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test.{os.getpid()}.tmp"
+def verify_part(path: Path, columns: Any = ()) -> tuple[str, int]:
+    """A part found without a manifest entry: read it whole (checking its page checksums) -> (sha256,
+    rows), or raise ValueError saying why it cannot be trusted."""
+    try:
+        df = read_parquet(path, verify=True)
+    except Exception as e:
+        raise ValueError(f"unreadable ({type(e).__name__})") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing or len(df) == 0:
+        raise ValueError(f"lacks columns {missing}" if missing else "has no rows")
+    return file_sha256(path), len(df)
+
+
+def part_hashes(out: Path) -> set[str]:
+    """The chunk hashes of the part files in OUT/parts."""
+    return {p.stem for p in _part_files(out)}
+
+
+def _probe_writable(path: Path, flag: str) -> None:
+    """Refuse ``path`` unless a file can be made in it (or, if it does not exist yet, in its nearest
+    existing parent), leaving nothing behind: permission bits lie to root, and /proc or a read-only
+    mount refuse anyway, so really try."""
+    target = path
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    try:
+        if not target.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        probe = target / f".write-test.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        msg = f"--out {out} is not a writable folder ({e.strerror}); choose another --out"
-        raise PlasticlabError(msg) from None
-    if path.is_dir() and any(p.name != LOCK for p in path.iterdir()) and not (path / MANIFEST).exists():
+        raise PlasticlabError(
+            f"{flag} {path} is not a writable folder ({e.strerror}); choose another {flag}"
+        ) from None
+
+
+def _path_of(out: str | Path, flag: str) -> Path:
+    if not isinstance(out, (str, os.PathLike)):
+        raise PlasticlabError(f"{flag} must be a folder path (str or Path), got {type(out).__name__} {out!r}")
+    if str(out).strip() == "":
+        raise PlasticlabError(f"{flag} is empty; give a folder, e.g. {flag} runs/my-run")
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise PlasticlabError(f"{flag} {out} is a file, not a folder; choose a folder")
+    _probe_writable(path, flag)
+    return path
+
+
+def _part_files(out: Path) -> list[Path]:
+    folder = out / PARTS
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir() if len(p.stem) == 24 and p.suffix == ".parquet" and _is_hex(p.stem)]
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
+def lost_manifest(out: Path, keys: Any = None) -> bool:
+    """Whether ``out`` is a run folder whose manifest.json is gone: finished parts named by their chunk
+    hash in OUT/parts, or a config.json with (only) the experiment's parameter keys."""
+    if (out / MANIFEST).exists() or not out.is_dir():
+        return False
+    if _part_files(out):
+        return True
+    try:
+        config = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and bool(config) and (keys is None or set(config) <= set(keys))
+
+
+def check_out(out: str | Path, experiment: str, keys: Any = None) -> Path:
+    """``--out`` must be a writable folder that is new, empty, or a run of the same experiment (also one
+    whose manifest was lost: see :func:`lost_manifest`; ``keys``: the experiment's parameter names).
+    Creates nothing: the run makes the folder only once every check has passed."""
+    path = _path_of(out, "--out")
+    if (
+        path.is_dir()
+        and any(p.name != LOCK for p in path.iterdir())
+        and not (path / MANIFEST).exists()
+        and not lost_manifest(path, keys)
+    ):
         raise PlasticlabError(
             f"--out {out} is a folder with other files and no plasticlab run in it; "
             "choose an empty or new folder (nothing was changed)"
@@ -225,11 +326,23 @@ def check_out(out: str | Path, experiment: str) -> Path:
         try:
             owner = json.loads((path / MANIFEST).read_text()).get("experiment")
         except (OSError, ValueError, AttributeError):
-            owner = None  # unreadable: the run moves it aside (its chunk hashes name the experiment)
+            owner = None  # unreadable: the run rebuilds it (its chunk hashes name the experiment)
         if owner and owner != experiment:
             raise PlasticlabError(
                 f"--out {out} holds a run of {owner}, not {experiment}; choose another --out (nothing was changed)"
             )
+    return path
+
+
+def check_collection_out(out: str | Path) -> Path:
+    """``reproduce --out``: a writable folder (new, or one holding experiments' run folders), never
+    a single run's folder, whose files it would mix with its own. Creates nothing."""
+    path = _path_of(out, "--out")
+    if (path / MANIFEST).exists() or lost_manifest(path):
+        raise PlasticlabError(
+            f"--out {out} is the folder of one `plasticlab run`; reproduce writes one folder per experiment "
+            "under --out: choose another (nothing was changed)"
+        )
     return path
 
 
@@ -241,7 +354,12 @@ class DirLock:
         self.fd: int | None = None
 
     def __enter__(self) -> DirLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PlasticlabError(
+                f"cannot create {self.path.parent} ({e.strerror}); choose another --out"
+            ) from None
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -6,6 +6,7 @@ mini-batch draws and initialisations.
 
 from __future__ import annotations
 
+import functools
 import pickle
 from pathlib import Path
 
@@ -46,7 +47,16 @@ def digits(n_val: int = 297, dtype=torch.float64, device=None) -> Dataset:
 
 def find_cifar10(data_path: str | Path) -> Path | None:
     """The folder holding the CIFAR-10 python batches (``data_path`` or its cifar-10-batches-py), or None;
-    checked before a run starts so a wrong path is a one-line error, not a failed chunk."""
+    checked before a run starts so a wrong path is a one-line error, not a failed chunk. Batches that are
+    there but are not CIFAR-10 (corrupt, wrong shape, dtype or labels) raise a one-line PlasticlabError."""
+    root = _root(data_path)
+    if root is not None:
+        for path in _batch_files(root):
+            _check_batch(str(path), *_stamp(path))
+    return root
+
+
+def _root(data_path: str | Path) -> Path | None:
     if not str(data_path):
         return None
     root = Path(data_path).expanduser()
@@ -56,6 +66,52 @@ def find_cifar10(data_path: str | Path) -> Path | None:
     return root if ok else None
 
 
+def _batch_files(root: Path) -> list[Path]:
+    return [*sorted(root.glob("data_batch_*")), root / "test_batch"]
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=64)
+def _check_batch(path: str, size: int, mtime_ns: int) -> None:
+    # keyed by size and mtime: parameters are validated often, the files read once (and not kept)
+    load_batch(Path(path))
+
+
+def load_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch -> (pixels (n, 3072) uint8, labels (n,) int64), checked at the door:
+    a file that does not unpickle, or holds other shapes, dtypes or labels, is a one-line PlasticlabError
+    (junk data would otherwise crash a chunk, or run and report a meaningless accuracy)."""
+
+    def bad(why: str) -> PlasticlabError:
+        return PlasticlabError(f"CIFAR-10 batch {path} {why}; expected the 'CIFAR-10 python version' batches")
+
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+    except Exception as e:
+        raise bad(f"does not unpickle ({type(e).__name__})") from None
+    if not isinstance(d, dict):
+        raise bad(f"holds a {type(d).__name__}, not a dict with data and labels")
+    data = d.get(b"data", d.get("data"))
+    labels = d.get(b"labels", d.get("labels"))
+    if data is None or labels is None:
+        raise bad("has no 'data' or no 'labels'")
+    data, labels = np.asarray(data), np.asarray(labels)
+    if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] == 0:
+        raise bad(f"has data of shape {data.shape}, not (n, 3072)")
+    if data.dtype != np.uint8:
+        raise bad(f"has data of dtype {data.dtype}, not uint8 pixels")
+    if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+        raise bad(f"has labels of shape {labels.shape} and dtype {labels.dtype}, not {data.shape[0]} integers")
+    if labels.min() < 0 or labels.max() > 9:
+        raise bad(f"has labels in [{labels.min()}, {labels.max()}], not in 0..9")
+    return data, labels.astype(np.int64)
+
+
 def cifar10(
     data_path: str | Path, n_train: int | None = None, n_val: int = 10000, dtype=torch.float32, device=None
 ) -> Dataset:
@@ -63,7 +119,7 @@ def cifar10(
 
     Features are flattened to 3072 and standardised; the test batch is the validation set.
     """
-    root = find_cifar10(data_path)
+    root = _root(data_path)  # load_batch checks each file as it reads it
     if root is None:
         raise PlasticlabError(
             f"no CIFAR-10 python batches in {data_path!s}: expected data_batch_1..5 and "
@@ -74,11 +130,8 @@ def cifar10(
     test_file = root / "test_batch"
 
     def load(path):
-        with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
-        data = d[b"data"] if b"data" in d else d["data"]
-        labels = d[b"labels"] if b"labels" in d else d["labels"]
-        return np.asarray(data, dtype=np.float64) / 255.0, np.asarray(labels, dtype=np.int64)
+        data, labels = load_batch(path)
+        return data.astype(np.float64) / 255.0, labels
 
     parts = [load(p) for p in train_files]
     x_tr = np.concatenate([p[0] for p in parts])
