@@ -69,7 +69,7 @@ class Report:
         return self
 
     def add_claims(self, claims: list[Claim]) -> Report:
-        """Claims of the papers with our numbers; rendered first, verdicts from ``plasticlab.claims.verdict``."""
+        """Claims with our numbers; rendered first, verdicts from ``plasticlab.study.claims.verdict``."""
         self.verdicts.extend(claims)
         return self
 
