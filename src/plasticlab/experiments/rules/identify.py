@@ -212,8 +212,7 @@ class RuleIdentify(Experiment):
             Table(
                 pd.DataFrame(pairs), f"Most confused rule pairs ({clf}; mean of the two misclassification rates)"
             ),
-            Table(div[div.diverged > 0], "Runs that diverged, per rule"),
-        ]
+        ] + ([Table(div[div.diverged > 0], "Runs that diverged, per rule")] if div.diverged.any() else [])
 
     def files(self, df, p):
         """accuracy.csv (per feature set, budget, classifier, fold), predictions.csv and features.parquet."""
@@ -372,6 +371,7 @@ def accuracy_table(acc: pd.DataFrame) -> pd.DataFrame:
     return wide.reset_index()
 
 
+# Markdown tables split cells at "|": weights are written abs(W), layers N.
 OBSERVABLES = dict(
     align="Hebbian alignment cos(G, H) of the learning signal G with the Hebbian direction H",
     align_noise="change of that alignment when the forward weights get a small random perturbation",
@@ -379,30 +379,31 @@ OBSERVABLES = dict(
     act_var="variance of the post-activations",
     act_kurt="kurtosis of the post-activations (3 for a Gaussian)",
     act_median="median post-activation",
-    w_mean="mean |W| over the recorded block of weights",
-    w_var="variance of |W|",
-    w_kurt="kurtosis of |W|",
-    w_median="median |W|",
-    nongradient_fraction="non-gradient fraction ‖J_A‖/‖J‖ of the rule's field at the final weights",
+    w_mean="mean abs(W) over the recorded block of weights",
+    w_var="variance of abs(W)",
+    w_kurt="kurtosis of abs(W)",
+    w_median="median abs(W)",
 )
+FINAL = f"{ident.NONGRADIENT}_final"
+FINAL_MEANING = "log10 of the non-gradient fraction ‖J_A‖/‖J‖ of the rule's field at the final weights"
 SUMMARY = dict(mean="mean over the observed checkpoints", last="last finite value", slope="least-squares slope")
 
 
 def describe_feature(name: str) -> str:
     """A feature name in words, e.g. ``align_l0:mean`` -> the alignment of layer 0, mean over checkpoints."""
+    if name.startswith(ident.NONGRADIENT):
+        return FINAL_MEANING
     obs, _, summ = name.partition(":")
-    base, _, layer = obs.rpartition("_l") if "_l" in obs else (obs, "", "")
-    parts = (
-        [OBSERVABLES.get(base, base)] + [f"layer {layer}"] * bool(layer) + [SUMMARY.get(summ, summ)] * bool(summ)
-    )
-    return "; ".join(parts)
+    base, _, layer = obs.rpartition("_l")
+    return "; ".join([OBSERVABLES.get(base, base), f"layer {layer}", SUMMARY.get(summ, summ)])
 
 
 def name_table(p: dict) -> pd.DataFrame:
     """The naming scheme: observables, layers, summaries and the observation-budget labels."""
-    rows = [(f"{k}_l<layer>" if k != "nongradient_fraction" else k, v) for k, v in OBSERVABLES.items()]
-    rows.append(("_l0, _l1", "layer: 0 = input → hidden weights, 1 = hidden → output"))
+    rows = [(f"{k}_lN", v) for k, v in OBSERVABLES.items()] + [(FINAL, FINAL_MEANING)]
+    rows.append(("_l0, _l1", "layer N: 0 = input → hidden weights, 1 = hidden → output"))
     rows += [(f":{k}", v) for k, v in SUMMARY.items()]
+    rows.append(("act_…, w_…, nongradient_…", "taken through sign(x) log(1 + abs(x)) first"))
     rows += [
         ("full", f"all of training, all {max(p['units'])} units per layer, no measurement noise"),
         ("fraction f", "only checkpoints in the first f of training seen"),
