@@ -26,4 +26,4 @@ def test_example_study_runs_from_its_file_alone(tmp_path, workers):
     assert df.final_loss.gt(0).all() and not df.diverged.any()
     report = (out / "report.md").read_text()
     assert "(loss_vs_gamma.png)" in report and (out / "loss_vs_gamma.png").exists()
-    assert "the largest weight decay (γ = 0.1) ends at a higher loss than γ = 0" in report
+    assert "after 30 steps, each larger lr ends at a lower loss (γ = 0; share of lr pairs)" in report
