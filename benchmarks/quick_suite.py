@@ -16,13 +16,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 
 from benchmarks.common import cores, load
 
 
-def run_one(name: str, out: str, timeout: float) -> tuple[int | None, float, str]:
+def run_one(name: str, out: str, timeout: float, plugins: Sequence[str] = ()) -> tuple[int | None, float, str]:
     """(exit code or None on timeout, wall s, last stderr line)."""
     cmd = [sys.executable, "-m", "plasticlab.cli", "run", name, "--quick", "--quiet", "--out", out]
+    cmd += [arg for p in plugins for arg in ("--plugin", p)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -40,11 +42,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", default="", help="comma-separated experiment names (default: all registered)")
     ap.add_argument("--timeout-factor", type=float, default=4.0, help="kill a run after this × its budget")
     ap.add_argument("--full", action="store_true", help="(no effect: the suite is the --quick runs)")
+    ap.add_argument("--plugin", action="append", default=[], help="a plugin module or .py file (repeatable)")
     a = ap.parse_args(argv)
     import resource
 
-    from plasticlab.experiments import all_experiments
+    from plasticlab.study import all_experiments, load_plugins
 
+    load_plugins(a.plugin)
     exps = all_experiments()
     names = [n for n in a.only.split(",") if n] or list(exps)
     unknown = [n for n in names if n not in exps]
@@ -60,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         for name in names:
             budget = float(exps[name].budget_s)
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            code, wall, last = run_one(name, os.path.join(tmp, name), a.timeout_factor * budget)
+            code, wall, last = run_one(name, os.path.join(tmp, name), a.timeout_factor * budget, a.plugin)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the child was reaped: its usage is in
             cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             ok = code == 0 and wall <= budget

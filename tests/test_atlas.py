@@ -217,9 +217,9 @@ def test_every_rule_trains_and_members_are_independent():
 
 def test_rule_atlas_chunk_and_report(tmp_path):
     """A tiny rule-atlas run: required columns, NaN only where marked, claims computed from the table."""
-    import pandas as pd
 
-    from plasticlab.study import get
+    from plasticlab.study import get, run_chunks
+    from plasticlab.study.report import write_report
 
     exp = get("rule-atlas")
     p = exp.params(
@@ -236,7 +236,7 @@ def test_rule_atlas_chunk_and_report(tmp_path):
         noise_draws=2,
         batch_size=16,
     )
-    df = pd.concat([exp.run_chunk(spec) for spec in exp.chunks(p)], ignore_index=True)
+    df = run_chunks(exp, exp.chunks(p))
     for col in ["rule", "weight_decay", "noise", "final_loss", "alignment", "nongradient_fraction", "converged"]:
         assert col in df
     assert len(df) == 3 * 4
@@ -245,7 +245,7 @@ def test_rule_atlas_chunk_and_report(tmp_path):
     sgd_rows = df[df.rule == "sgd"]
     assert (sgd_rows.nongradient_fraction < 1e-6).all()
     assert (df[df.rule == "curl"].nongradient_fraction_init > 0.01).all()
-    exp.report(df, p, tmp_path)
+    write_report(exp, df, p, tmp_path)
     text = (tmp_path / "report.md").read_text()
     assert "rule_atlas.png" in text and (tmp_path / "rule_atlas.png").exists()
     claims = {c.claim.split(" (")[0]: c for c in exp.claims(df, p)}

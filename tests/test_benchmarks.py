@@ -101,8 +101,8 @@ def test_roofline_harness_runs(capsys):
     assert len(achieved) == 1 and float(achieved[0].split(":")[1].split()[0]) > 0
 
 
-def test_quick_suite_runs_an_experiment_in_a_subprocess(capsys):
-    quick_suite.main(["--only", "sweep-demo", "--timeout-factor", "30"])
+def test_quick_suite_runs_an_experiment_in_a_subprocess(capsys, sweep_demo):
+    quick_suite.main(["--only", "sweep-demo", "--plugin", sweep_demo, "--timeout-factor", "30"])
     out = capsys.readouterr().out
     line = [ln for ln in out.splitlines() if ln.startswith("sweep-demo:")]
     assert len(line) == 1 and "budget 10 s" in line[0] and "exit" not in line[0]

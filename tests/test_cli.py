@@ -25,38 +25,48 @@ def assert_user_error(result, *needles):
         assert n in text, (n, text)
 
 
-def test_list_names_the_experiments(runner):
+def test_list_names_the_experiments(runner, sweep_demo):
     r = runner.invoke(app, ["list"])
     assert r.exit_code == 0
     assert any(line.startswith("sweep-demo") for line in r.output.splitlines())
 
 
-def test_unknown_experiment(runner, tmp_path):
+def test_unknown_experiment(runner, tmp_path, sweep_demo):
     r = runner.invoke(app, ["run", "sweep-dem", "--out", str(tmp_path)])
     assert_user_error(r, "unknown experiment", "'sweep-dem'", "sweep-demo")
 
 
-def test_unknown_set_key(runner, tmp_path):
-    r = runner.invoke(app, ["run", "sweep-demo", "--set", "stepz=3", "--out", str(tmp_path)])
+def test_unknown_set_key(runner, tmp_path, sweep_demo):
+    r = runner.invoke(
+        app, ["run", "sweep-demo", "--plugin", sweep_demo, "--set", "stepz=3", "--out", str(tmp_path)]
+    )
     assert_user_error(r, "'stepz'", "steps", "Did you mean 'steps'")
 
 
-def test_bad_values(runner, tmp_path):
-    r = runner.invoke(app, ["run", "sweep-demo", "--set", "steps=many", "--out", str(tmp_path)])
+def test_bad_values(runner, tmp_path, sweep_demo):
+    r = runner.invoke(
+        app, ["run", "sweep-demo", "--plugin", sweep_demo, "--set", "steps=many", "--out", str(tmp_path)]
+    )
     assert_user_error(r, "'steps'", "'many'", "int")
-    r = runner.invoke(app, ["run", "sweep-demo", "--set", "steps", "--out", str(tmp_path)])
+    r = runner.invoke(app, ["run", "sweep-demo", "--plugin", sweep_demo, "--set", "steps", "--out", str(tmp_path)])
     assert_user_error(r, "key=value")
-    r = runner.invoke(app, ["run", "sweep-demo", "--executor", "slurm", "--out", str(tmp_path)] + TINY)
+    r = runner.invoke(
+        app, ["run", "sweep-demo", "--plugin", sweep_demo, "--executor", "slurm", "--out", str(tmp_path)] + TINY
+    )
     assert_user_error(r, "unknown executor", "'slurm'", "dask, local")
 
 
-def test_run_show_status_on_finished_dir(runner, tmp_path):
+def test_run_show_status_on_finished_dir(runner, tmp_path, sweep_demo):
     out = tmp_path / "run"
-    r = runner.invoke(app, ["run", "sweep-demo", "--set", "gains=0.5,2", "--out", str(out)] + TINY)
+    r = runner.invoke(
+        app, ["run", "sweep-demo", "--plugin", sweep_demo, "--set", "gains=0.5,2", "--out", str(out)] + TINY
+    )
     assert r.exit_code == 0, r.output
     assert (out / "report.md").exists() and (out / "results.parquet").exists()
     assert "chunks: 2 computed, 0 reused" in r.output
-    r = runner.invoke(app, ["run", "sweep-demo", "--set", "gains=0.5,2,3", "--out", str(out)] + TINY)
+    r = runner.invoke(
+        app, ["run", "sweep-demo", "--plugin", sweep_demo, "--set", "gains=0.5,2,3", "--out", str(out)] + TINY
+    )
     assert r.exit_code == 0 and "chunks: 1 computed, 2 reused" in r.output
     r = runner.invoke(app, ["show", str(out)])
     assert r.exit_code == 0 and "growth rate" in r.output and "results.parquet" in r.output
@@ -70,11 +80,13 @@ def test_show_and_status_on_a_folder_that_is_not_a_run(runner, tmp_path):
     assert_user_error(runner.invoke(app, ["status", str(tmp_path)]), "no manifest.json")
 
 
-def test_failed_chunk_exits_1_with_summary_then_rerun_retries(runner, tmp_path):
+def test_failed_chunk_exits_1_with_summary_then_rerun_retries(runner, tmp_path, sweep_demo):
     out, heal = tmp_path / "run", tmp_path / "heal"
     args = [
         "run",
         "sweep-demo",
+        "--plugin",
+        sweep_demo,
         "--set",
         "gains=0.5,1,2",
         "--set",
@@ -95,7 +107,7 @@ def test_failed_chunk_exits_1_with_summary_then_rerun_retries(runner, tmp_path):
     assert "3 done, 0 pending, 0 failed" in runner.invoke(app, ["status", str(out)]).output
 
 
-def test_real_process_user_error_is_one_line_exit_2(tmp_path):
+def test_real_process_user_error_is_one_line_exit_2(tmp_path, sweep_demo):
     import subprocess
     import sys
 
@@ -106,6 +118,8 @@ def test_real_process_user_error_is_one_line_exit_2(tmp_path):
             "plasticlab.cli",
             "run",
             "sweep-demo",
+            "--plugin",
+            sweep_demo,
             "--set",
             "gains=0,1",
             "--out",
@@ -120,9 +134,9 @@ def test_real_process_user_error_is_one_line_exit_2(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and "'gains': [0.0, 1.0]" in r.stderr and "> 0" in r.stderr
 
 
-def test_progress_bar_counts_chunks_and_shows_eta(runner, tmp_path):
+def test_progress_bar_counts_chunks_and_shows_eta(runner, tmp_path, sweep_demo):
     args = ["--set", "gains=0.5,2", "--set", "seeds=0", "--set", "size=4", "--set", "steps=2"]
-    r = runner.invoke(app, ["run", "sweep-demo", "--out", str(tmp_path)] + args)
+    r = runner.invoke(app, ["run", "sweep-demo", "--plugin", sweep_demo, "--out", str(tmp_path)] + args)
     assert r.exit_code == 0, r.output
     assert "2/2" in r.output and "ETA" in r.output
 

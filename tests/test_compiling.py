@@ -43,12 +43,12 @@ def test_compile_falls_back_to_eager_with_one_warning(monkeypatch):
     torch.testing.assert_close(res.W1, eager.W1, rtol=0, atol=1e-12)
 
 
-def test_compile_flag_parsing_and_run_level_switch(monkeypatch):
+def test_compile_flag_parsing_and_run_level_switch(monkeypatch, sweep_demo):
     assert compiling.as_flag("true") and not compiling.as_flag("false") and compiling.as_flag(True)
     with pytest.raises(PlasticlabError, match="compile='maybe'"):
         compiling.as_flag("maybe")
     with pytest.raises(PlasticlabError, match="compile"):
-        plasticlab.run("sweep-demo", quick=True, compile="maybe")
+        plasticlab.run("sweep-demo", plugins=[sweep_demo], quick=True, compile="maybe")
     with compiling.use(True):
         assert compiling.enabled()
     assert not compiling.enabled()

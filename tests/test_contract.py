@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
 from plasticlab.experiments import all_experiments
-from plasticlab.study import Figure, RunContext, Table
+from plasticlab.study import Figure, RunContext, Table, load_plugins
 from plasticlab.study.claims import VERDICTS, Claim
 from plasticlab.study.report import write_report
 from plasticlab.sweeps.worker import _takes_context
 
 torch.set_num_threads(1)
+# The plugin experiments of the repository (the sweep layer's toy and the docs' one-file example) keep the
+# same contract as the built-in ones.
+ROOT = Path(__file__).resolve().parents[1]
+load_plugins([str(ROOT / "examples" / "sweep_demo.py"), str(ROOT / "docs" / "example_study.py")])
 NAMES = sorted(all_experiments())
 
 

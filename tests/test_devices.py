@@ -88,23 +88,39 @@ def test_tensors_follow_the_current_device():
         assert teacher_regression([0], d_in=3, d_out=1, n_train=4, n_val=2).x_train.device.type == "cpu"
 
 
-def test_run_takes_a_device_and_refuses_a_bad_one():
-    df = plasticlab.run("sweep-demo", quick=True, device="cpu")
+def test_run_takes_a_device_and_refuses_a_bad_one(sweep_demo):
+    df = plasticlab.run("sweep-demo", plugins=[sweep_demo], quick=True, device="cpu")
     assert len(df)
     with pytest.raises(PlasticlabError, match="device"):
-        plasticlab.run("sweep-demo", quick=True, device="tpu")
+        plasticlab.run("sweep-demo", plugins=[sweep_demo], quick=True, device="tpu")
 
 
-def test_cli_device_option(tmp_path):
+def test_cli_device_option(tmp_path, sweep_demo):
     from typer.testing import CliRunner
 
     from plasticlab.cli import app
 
-    r = CliRunner().invoke(app, ["run", "sweep-demo", "--quick", "-q", "--workers", "1", "--device", "tpu"])
+    r = CliRunner().invoke(
+        app, ["run", "sweep-demo", "--plugin", sweep_demo, "--quick", "-q", "--workers", "1", "--device", "tpu"]
+    )
     assert r.exit_code == 2 and "tpu" in r.output and "Traceback" not in r.output
     out = tmp_path / "demo"
     r = CliRunner().invoke(
-        app, ["run", "sweep-demo", "--quick", "-q", "--workers", "1", "--device", "cpu", "-o", str(out)]
+        app,
+        [
+            "run",
+            "sweep-demo",
+            "--plugin",
+            sweep_demo,
+            "--quick",
+            "-q",
+            "--workers",
+            "1",
+            "--device",
+            "cpu",
+            "-o",
+            str(out),
+        ],
     )
     assert r.exit_code == 0, r.output
     assert (out / "results.parquet").exists()

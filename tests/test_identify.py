@@ -164,7 +164,7 @@ def test_identify_returns_rule_probabilities_for_new_recordings(tmp_path):
 
 # -- the experiment -------------------------------------------------------------------------------------
 def test_rule_identify_tiny_run_writes_accuracy_table_report_and_claims(tmp_path):
-    from plasticlab.experiments import get
+    from plasticlab.study import get
     from plasticlab.study.claims import VERDICTS
 
     kw = dict(
@@ -189,7 +189,9 @@ def test_rule_identify_tiny_run_writes_accuracy_table_report_and_claims(tmp_path
     acc = pd.read_csv(out / "accuracy.csv")
     assert list(acc.columns[:6]) == ["feature_set", "budget", "classifier", "fold", "accuracy", "chance"]
     assert set(acc.budget) == {"full", "fraction 0.5", "units 2", "noise 1"} and len(acc) == 4 * 4 * 2 * 2
-    assert (out / "confusion.png").exists() and "## Answers" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert (out / "confusion.png").exists() and "What the feature and budget names mean" in report
+    assert "| align_lN |" in report and "| units u |" in report  # feature and budget names explained
     exp = get("rule-identify")
     claims = exp.claims(df, exp.params(quick=True, **kw))
     assert len(claims) == 4 and all(c.verdict in VERDICTS and c.n == 2 for c in claims)
@@ -218,3 +220,17 @@ def _compact_table_gives_the_same_numbers(df, p, out, claims):
     assert (out / "accuracy.csv").read_text() == acc_csv  # the report rewritten from the compact table
     new = df[df.seed == 0].drop(columns=["rule", "weight_decay", "noise", "seed"])
     assert np.allclose(identify(new, out).sum(axis=1), 1)
+
+
+def test_feature_names_read_in_words():
+    from plasticlab.experiments.rules.identify import OBSERVABLES, describe_feature, name_table
+
+    mean = "mean over the observed checkpoints"
+    assert describe_feature("align_l0:mean") == f"{OBSERVABLES['align']}; layer 0; {mean}"
+    assert describe_feature("w_kurt_l1:slope") == "kurtosis of abs(W); layer 1; least-squares slope"
+    assert describe_feature("nongradient_fraction_final").startswith("log10 of the non-gradient fraction")
+    table = name_table(dict(units=[16, 2]))
+    assert {"align_noise_lN", "nongradient_fraction_final", ":last", "units u", "noise s", "full"} <= set(
+        table.name
+    )
+    assert not table.meaning.str.contains("|", regex=False).any()  # a "|" would split the markdown cell

@@ -36,9 +36,20 @@ def group_alive(pgid: int) -> bool:
 
 
 @pytest.mark.parametrize(("sig", "workers"), [(signal.SIGINT, 2), (signal.SIGTERM, 2), (signal.SIGINT, 1)])
-def test_signal_stops_the_run_promptly_and_keeps_finished_chunks(tmp_path, sig, workers):
+def test_signal_stops_the_run_promptly_and_keeps_finished_chunks(tmp_path, sig, workers, sweep_demo):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "plasticlab.cli", "run", "sweep-demo", "--out", str(out), "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "plasticlab.cli",
+        "run",
+        "sweep-demo",
+        "--plugin",
+        sweep_demo,
+        "--out",
+        str(out),
+        "-q",
+    ]
     cmd += ["--workers", str(workers)] + [x for s in SETS for x in ("--set", s)]
     # Own session: the signal goes to this run only; afterwards its process group must be empty.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)

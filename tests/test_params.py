@@ -48,7 +48,7 @@ def test_every_key_has_a_constraint_and_defaults_and_quick_pass(name):
         ("sweep-demo", dict(size="2.5"), ["'size'", "expected int"]),
     ],
 )
-def test_bad_values_are_refused_before_any_work_with_the_limit(tmp_path, name, overrides, needles):
+def test_bad_values_are_refused_before_any_work_with_the_limit(tmp_path, name, overrides, needles, sweep_demo):
     with pytest.raises(PlasticlabError) as info:
         plasticlab.run(name, quick=True, out=tmp_path / "o", **overrides)
     msg = str(info.value)
@@ -58,27 +58,29 @@ def test_bad_values_are_refused_before_any_work_with_the_limit(tmp_path, name, o
     assert not (tmp_path / "o").exists()  # refused at the door: nothing was written
 
 
-def test_config_never_holds_infinity(tmp_path):
+def test_config_never_holds_infinity(tmp_path, sweep_demo):
     with pytest.raises(PlasticlabError):
-        plasticlab.run("sweep-demo", out=tmp_path / "o", gains="1,inf")
-    df = plasticlab.run("sweep-demo", out=tmp_path / "ok", gains=[1.0], seeds=[0], size=4, steps=3)
+        plasticlab.run("sweep-demo", plugins=[sweep_demo], out=tmp_path / "o", gains="1,inf")
+    df = plasticlab.run(
+        "sweep-demo", plugins=[sweep_demo], out=tmp_path / "ok", gains=[1.0], seeds=[0], size=4, steps=3
+    )
     assert len(df) == 1
     json.loads((tmp_path / "ok" / "manifest.json").read_text(), parse_constant=pytest.fail)
 
 
-def test_params_command_and_run_help_list_every_key():
+def test_params_command_and_run_help_list_every_key(sweep_demo):
     r = CliRunner().invoke(app, ["params", "hebb-phase"])
     assert r.exit_code == 0, r.output
     for key in get("hebb-phase").defaults:
         assert f"\n{key} " in r.output
     assert "batch_size <= n_train" in r.output and "an integer in [2, 10000000]" in r.output
-    r = CliRunner().invoke(app, ["run", "sweep-demo", "--help"])
+    r = CliRunner().invoke(app, ["run", "sweep-demo", "--plugin", sweep_demo, "--help"])
     assert r.exit_code == 0 and "sleep_s" in r.output and "--quick" in r.output, r.output
     r = CliRunner().invoke(app, ["params", "nope"])
     assert r.exit_code == 2 and "unknown experiment" in r.output
 
 
-def test_bad_input_found_inside_a_chunk_is_one_line_exit_2(tmp_path, monkeypatch):
+def test_bad_input_found_inside_a_chunk_is_one_line_exit_2(tmp_path, monkeypatch, sweep_demo):
     exp = get("sweep-demo")
 
     def bad_chunk(spec):
@@ -86,7 +88,7 @@ def test_bad_input_found_inside_a_chunk_is_one_line_exit_2(tmp_path, monkeypatch
 
     monkeypatch.setattr(type(exp), "run_chunk", lambda self, spec: bad_chunk(spec))
     sets = ["--set", "gains=1", "--set", "seeds=0", "--workers", "1", "-q"]
-    r = CliRunner().invoke(app, ["run", "sweep-demo", *sets, "--out", str(tmp_path / "o")])
+    r = CliRunner().invoke(app, ["run", "sweep-demo", "--plugin", sweep_demo, *sets, "--out", str(tmp_path / "o")])
     assert r.exit_code == 2, r.output
     lines = [line for line in r.output.splitlines() if line.strip()]
     assert lines == ["error: chunk 0: no data file for gain 1.0"], r.output

@@ -71,7 +71,7 @@ def test_size_names_the_reduction(toy):
     assert exp.size(exp.params(seeds=[3, 2, 1, 0])) == "seeds in another order"
 
 
-def test_reproduce_quick_then_collect(toy, tmp_path):
+def test_reproduce_quick_then_collect(toy, tmp_path, sweep_demo):
     assert toy in paper_experiments() and "sweep-demo" not in paper_experiments()
     outs = reproduce(tmp_path, quick=True, only=[toy], workers=1)
     assert [o.status for o in outs] == ["ok"]

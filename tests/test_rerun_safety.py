@@ -20,6 +20,7 @@ from plasticlab.sweeps.status import status
 from plasticlab.sweeps.store import SweepWarning
 
 TINY = dict(gains=[0.5, 1.0, 2.0], seeds=[0, 1], size=6, steps=4)
+pytestmark = pytest.mark.usefixtures("sweep_demo")  # every test here runs the sweep-demo plugin
 
 
 def parts(out: Path) -> list[Path]:
@@ -116,18 +117,20 @@ def test_damaged_part_is_detected_moved_aside_and_recomputed(done_run, damage):
     assert summary(out)["damaged"] == []
 
 
-def test_failing_rerun_keeps_the_previous_table_and_status_says_it_is_stale(done_run):
+def test_failing_rerun_keeps_the_previous_table_and_status_says_it_is_stale(done_run, sweep_demo):
     out, _ = done_run
     before = (out / "results.parquet").read_bytes()
     with pytest.raises(SweepFailed):
-        plasticlab.run("sweep-demo", out=out, **{**TINY, "gains": [0.5, 1.0, 2.0, 3.0], "fail": [3]})
+        plasticlab.run(
+            "sweep-demo", plugins=[sweep_demo], out=out, **{**TINY, "gains": [0.5, 1.0, 2.0, 3.0], "fail": [3]}
+        )
     assert (out / "results.parquet").read_bytes() == before
     s = summary(out)
     assert (s["done"], s["failed"], s["results"]) == (3, 1, "stale")
     assert "from an earlier run" in status(out)
 
 
-def test_out_must_be_a_folder_of_the_same_experiment(done_run, tmp_path):
+def test_out_must_be_a_folder_of_the_same_experiment(done_run, tmp_path, sweep_demo):
     out, _ = done_run
     before = sorted(p.name for p in out.rglob("*"))
     with pytest.raises(PlasticlabError, match="holds a run of sweep-demo, not hebb-phase"):
@@ -142,18 +145,20 @@ def test_out_must_be_a_folder_of_the_same_experiment(done_run, tmp_path):
         (tmp_path, "other files and no plasticlab run"),
     ]:
         with pytest.raises(PlasticlabError, match=msg):
-            plasticlab.run("sweep-demo", out=bad, **TINY)
+            plasticlab.run("sweep-demo", plugins=[sweep_demo], out=bad, **TINY)
 
 
-def test_cli_reports_a_repair_in_one_line_and_exits_0(done_run):
+def test_cli_reports_a_repair_in_one_line_and_exits_0(done_run, sweep_demo):
     out, _ = done_run
     p = parts(out)[0]
     p.write_bytes(p.read_bytes()[:100])
     sets = [x for k in ("gains=0.5,1,2", "seeds=0,1", "size=6", "steps=4") for x in ("--set", k)]
-    r = CliRunner().invoke(app, ["run", "sweep-demo", *sets, "-q", "--workers", "1", "--out", str(out)])
+    r = CliRunner().invoke(
+        app, ["run", "sweep-demo", "--plugin", sweep_demo, *sets, "-q", "--workers", "1", "--out", str(out)]
+    )
     assert r.exit_code == 0, r.output
     warn_lines = [line for line in r.output.splitlines() if line.startswith("warning:")]
     assert len(warn_lines) == 1 and "chunk 0" in warn_lines[0], r.output
     assert "Traceback" not in r.output
-    r = CliRunner().invoke(app, ["run", "sweep-demo", "--out", ""])
+    r = CliRunner().invoke(app, ["run", "sweep-demo", "--plugin", sweep_demo, "--out", ""])
     assert r.exit_code == 2 and "--out is empty" in r.output

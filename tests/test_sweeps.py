@@ -72,22 +72,24 @@ def test_threads_per_worker_never_oversubscribes():
         assert n * threads_per_worker(n) <= max(cores, n)
 
 
-def test_resume_skips_done_and_changed_grid_computes_only_new(tmp_path):
+def test_resume_skips_done_and_changed_grid_computes_only_new(tmp_path, sweep_demo):
     out = tmp_path / "run"
-    first = plasticlab.run("sweep-demo", out=out, gains=[0.5, 1.0], **TINY)
+    first = plasticlab.run("sweep-demo", plugins=[sweep_demo], out=out, gains=[0.5, 1.0], **TINY)
     run1 = {e["spec"]["gain"]: e["run"] for e in entries(out)}
     stale_tmp = out / "parts" / ".x.parquet.123.abc.tmp"  # as left by a run killed mid-write
     stale_tmp.write_bytes(b"half a file")
-    again = plasticlab.run("sweep-demo", out=out, gains=[0.5, 1.0], **TINY)
+    again = plasticlab.run("sweep-demo", plugins=[sweep_demo], out=out, gains=[0.5, 1.0], **TINY)
     pd.testing.assert_frame_equal(first, again)
     assert manifest(out)["runs"][-1]["computed"] == 0 and not stale_tmp.exists()
 
     (out / "parts" / f"{manifest(out)['grid'][1]}.parquet").unlink()  # a lost part is recomputed
-    pd.testing.assert_frame_equal(plasticlab.run("sweep-demo", out=out, gains=[0.5, 1.0], **TINY), first)
+    pd.testing.assert_frame_equal(
+        plasticlab.run("sweep-demo", plugins=[sweep_demo], out=out, gains=[0.5, 1.0], **TINY), first
+    )
     assert manifest(out)["runs"][-1]["computed"] == 1 and entries(out)[1]["attempts"] == 2
     run1[1.0] = entries(out)[1]["run"]
 
-    grown = plasticlab.run("sweep-demo", out=out, gains=[2.0, 0.5, 1.0], **TINY)
+    grown = plasticlab.run("sweep-demo", plugins=[sweep_demo], out=out, gains=[2.0, 0.5, 1.0], **TINY)
     assert manifest(out)["runs"][-1]["computed"] == 1
     es = {e["spec"]["gain"]: e for e in entries(out)}
     assert es[0.5]["run"] == run1[0.5] and es[1.0]["run"] == run1[1.0] and es[2.0]["run"] != run1[0.5]
@@ -96,18 +98,31 @@ def test_resume_skips_done_and_changed_grid_computes_only_new(tmp_path):
     assert list(grown["gain"].drop_duplicates()) == [2.0, 0.5, 1.0]
     pd.testing.assert_frame_equal(grown[grown.gain != 2.0].reset_index(drop=True), first)
 
-    shrunk = plasticlab.run("sweep-demo", out=out, gains=[1.0], **TINY)
+    shrunk = plasticlab.run("sweep-demo", plugins=[sweep_demo], out=out, gains=[1.0], **TINY)
     assert set(shrunk["gain"]) == {1.0} and len(shrunk) == len(TINY["seeds"])
     s = summary(out)
     assert (s["done"], s["pending"], s["failed"], s["stale"]) == (1, 0, 0, 2)
     assert len(list((out / "parts").glob("*.parquet"))) == 3  # stale parts stay on disk
 
 
-def test_sigkill_mid_sweep_then_rerun_equals_uninterrupted(tmp_path):
+def test_sigkill_mid_sweep_then_rerun_equals_uninterrupted(tmp_path, sweep_demo):
     out = tmp_path / "killed"
     gains = [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0]
     sets = ["gains=" + ",".join(map(str, gains)), "seeds=0,1", "size=6", "steps=4", "sleep_s=0.25"]
-    cmd = [sys.executable, "-m", "plasticlab.cli", "run", "sweep-demo", "--out", str(out), "-q", "--workers", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "plasticlab.cli",
+        "run",
+        "sweep-demo",
+        "--plugin",
+        sweep_demo,
+        "--out",
+        str(out),
+        "-q",
+        "--workers",
+        "2",
+    ]
     for s in sets:
         cmd += ["--set", s]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -139,7 +154,9 @@ def test_sigkill_mid_sweep_then_rerun_equals_uninterrupted(tmp_path):
     n_done = len(done)
     assert (s["done"], s["pending"], s["failed"], s["running"]) == (n_done, len(gains) - n_done, 0, False)
 
-    resumed = plasticlab.run("sweep-demo", out=out, gains=gains, seeds=[0, 1], size=6, steps=4, sleep_s=0.25)
+    resumed = plasticlab.run(
+        "sweep-demo", plugins=[sweep_demo], out=out, gains=gains, seeds=[0, 1], size=6, steps=4, sleep_s=0.25
+    )
     after = manifest(out)
     rerun = after["runs"][-1]
     assert rerun["computed"] == len(gains) - len(done)  # only the unfinished chunks were recomputed
@@ -153,17 +170,19 @@ def test_sigkill_mid_sweep_then_rerun_equals_uninterrupted(tmp_path):
     assert leftovers(out) == []
     assert sorted(p.stem for p in (out / "parts").glob("*.parquet")) == sorted(after["grid"])
 
-    whole = plasticlab.run("sweep-demo", out=tmp_path / "whole", gains=gains, seeds=[0, 1], size=6, steps=4)
+    whole = plasticlab.run(
+        "sweep-demo", plugins=[sweep_demo], out=tmp_path / "whole", gains=gains, seeds=[0, 1], size=6, steps=4
+    )
     pd.testing.assert_frame_equal(resumed, whole)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), whole)
     assert not resumed.duplicated(["gain", "seed"]).any() and len(resumed) == 2 * len(gains)
 
 
-def test_failing_chunk_does_not_stop_others_and_is_retried(tmp_path):
+def test_failing_chunk_does_not_stop_others_and_is_retried(tmp_path, sweep_demo):
     out, heal = tmp_path / "run", tmp_path / "heal"
     kw = dict(gains=[0.5, 1.0, 2.0], fail=[1], heal_file=str(heal), **TINY)
     with pytest.raises(SweepFailed) as info:
-        plasticlab.run("sweep-demo", out=out, workers=2, **kw)  # process pool
+        plasticlab.run("sweep-demo", plugins=[sweep_demo], out=out, workers=2, **kw)  # process pool
     assert [i for i, _ in info.value.failed] == [1] and isinstance(info.value, PlasticlabError)
     assert set(info.value.partial["gain"]) == {0.5, 2.0}
     es = entries(out)
@@ -173,7 +192,7 @@ def test_failing_chunk_does_not_stop_others_and_is_retried(tmp_path):
     assert not (out / "results.parquet").exists()
 
     heal.touch()  # same grid, same command: only the failed chunk runs again
-    df = plasticlab.run("sweep-demo", out=out, workers=2, **kw)
+    df = plasticlab.run("sweep-demo", plugins=[sweep_demo], out=out, workers=2, **kw)
     es2 = entries(out)
     assert [e["attempts"] for e in es2] == [1, 2, 1]
     assert [e["state"] for e in es2] == ["done"] * 3 and "error" not in es2[1]
@@ -181,7 +200,7 @@ def test_failing_chunk_does_not_stop_others_and_is_retried(tmp_path):
     assert list(df["gain"].drop_duplicates()) == [0.5, 1.0, 2.0]
 
 
-def test_in_memory_failure_still_runs_the_rest():
+def test_in_memory_failure_still_runs_the_rest(sweep_demo):
     exp = get("sweep-demo")
     specs = exp.chunks(exp.params(gains=[0.5, 1.0], fail=[0], **TINY))
     with pytest.raises(SweepFailed, match="1 of 2 chunks") as info:
@@ -189,31 +208,31 @@ def test_in_memory_failure_still_runs_the_rest():
     assert set(info.value.partial["gain"]) == {1.0}
 
 
-def test_second_concurrent_run_on_same_dir_is_refused(tmp_path):
+def test_second_concurrent_run_on_same_dir_is_refused(tmp_path, sweep_demo):
     with DirLock(tmp_path), pytest.raises(PlasticlabError, match="another run"):
-        plasticlab.run("sweep-demo", out=tmp_path, gains=[1.0], **TINY)
+        plasticlab.run("sweep-demo", plugins=[sweep_demo], out=tmp_path, gains=[1.0], **TINY)
 
 
-def test_bad_executor_options_are_user_errors(tmp_path):
+def test_bad_executor_options_are_user_errors(tmp_path, sweep_demo):
     with pytest.raises(PlasticlabError, match="executor"):
-        plasticlab.run("sweep-demo", executor="slurm", gains=[1.0], **TINY)
+        plasticlab.run("sweep-demo", plugins=[sweep_demo], executor="slurm", gains=[1.0], **TINY)
     with pytest.raises(PlasticlabError, match="workers"):
-        plasticlab.run("sweep-demo", workers=0, gains=[1.0], **TINY)
+        plasticlab.run("sweep-demo", plugins=[sweep_demo], workers=0, gains=[1.0], **TINY)
     with pytest.raises(PlasticlabError, match="scheduler"):
-        plasticlab.run("sweep-demo", scheduler="tcp://127.0.0.1:1", gains=[1.0], **TINY)
+        plasticlab.run("sweep-demo", plugins=[sweep_demo], scheduler="tcp://127.0.0.1:1", gains=[1.0], **TINY)
 
 
-def test_dask_local_cluster_matches_local(tmp_path):
+def test_dask_local_cluster_matches_local(tmp_path, sweep_demo):
     pytest.importorskip("distributed")
     kw = dict(gains=[0.5, 1.0, 2.0, 100.0], **TINY)
-    local = plasticlab.run("sweep-demo", **kw)
-    dask = plasticlab.run("sweep-demo", out=tmp_path, executor="dask", workers=2, **kw)
+    local = plasticlab.run("sweep-demo", plugins=[sweep_demo], **kw)
+    dask = plasticlab.run("sweep-demo", plugins=[sweep_demo], out=tmp_path, executor="dask", workers=2, **kw)
     pd.testing.assert_frame_equal(dask, local)
     workers = {e["worker"] for e in entries(tmp_path)}
     assert all(w.split(":")[1] != str(os.getpid()) for w in workers)  # computed in worker processes
 
 
-def test_in_process_run_leaves_callers_threads_and_gives_chunks_one(monkeypatch):
+def test_in_process_run_leaves_callers_threads_and_gives_chunks_one(monkeypatch, sweep_demo):
     """The executor owns thread counts: chunks run with one thread, the caller's setting survives."""
     import torch
 
@@ -221,16 +240,16 @@ def test_in_process_run_leaves_callers_threads_and_gives_chunks_one(monkeypatch)
     seen = []
     real = type(exp).run_chunk
 
-    def spy(self, spec):
+    def spy(self, spec, ctx):
         seen.append(torch.get_num_threads())
         torch.set_num_threads(3)  # a chunk that changes it must not leak the change either
-        return real(self, spec)
+        return real(self, spec, ctx)
 
     monkeypatch.setattr(type(exp), "run_chunk", spy)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        plasticlab.run("sweep-demo", quick=True, workers=1)
+        plasticlab.run("sweep-demo", plugins=[sweep_demo], quick=True, workers=1)
         assert seen and set(seen) == {1}
         assert torch.get_num_threads() == 2
     finally:

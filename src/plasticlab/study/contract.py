@@ -92,6 +92,10 @@ class Experiment:
         """A few lines of setting and conventions for the report (markdown); no numbers typed in."""
         return ""
 
+    def files(self, df: pd.DataFrame, p: dict[str, Any]) -> dict[str, pd.DataFrame]:
+        """Data files written beside the report, by file name (``.csv`` or ``.parquet``); usually none."""
+        return {}
+
     # -- specs on the wire: the sweep layer hashes and ships plain dicts --------------------------------------
     def spec_dict(self, spec: Any) -> dict[str, Any]:
         """``spec`` as the plain dict the sweep layer hashes, stores and ships (a dict stays as it is)."""

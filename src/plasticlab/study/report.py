@@ -132,5 +132,8 @@ def write_report(exp: Any, df: pd.DataFrame, p: dict[str, Any], out: Path | str)
         rep.figure(f.fig, f.name, f.caption)
     for t in exp.tables(df, p):
         rep.table(t.frame, t.caption, t.digits)
+    for name, frame in exp.files(df, p).items():
+        path = rep.out / name
+        frame.to_parquet(path, index=False) if name.endswith(".parquet") else frame.to_csv(path, index=False)
     rep.write()
     return claims

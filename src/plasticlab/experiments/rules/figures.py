@@ -89,3 +89,87 @@ def alignment_table(summ: pd.DataFrame):
     fig.colorbar(im, ax=ax, fraction=0.04).set_label("Hebbian alignment (mean over seeds)")
     fig.tight_layout()
     return fig
+
+
+# -- rule-identify ------------------------------------------------------------------------------------------
+def budget_figure(acc: pd.DataFrame, fractions: list[float], units: list[int], noises: list[float]):
+    """Accuracy against each observation budget (the other two at full), per feature set and classifier."""
+    import matplotlib.pyplot as plt
+
+    from plasticlab import identification as ident
+
+    ms = ident.mean_sd(acc)
+    full_u, full = int(max(units)), ident.Budget().label
+    axes_def: list[tuple[str, list[tuple[float, str]]]] = [
+        (
+            "fraction of training seen",
+            [(f, ident.Budget(fraction=f).label) for f in sorted(fractions)] + [(1.0, full)],
+        ),
+        (
+            "units recorded per layer",
+            [(u, ident.Budget(units=u).label if u != full_u else full) for u in sorted(units)],
+        ),
+        (
+            "measurement noise (sd of each observable)",
+            [(0.0, full)] + [(s, ident.Budget(noise=s).label) for s in sorted(noises)],
+        ),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
+    colors = dict(zip(ident.FEATURE_SETS, ["tab:red", "tab:blue", "tab:green", "k"]))
+    for ax, (title, pts) in zip(axes, axes_def):
+        for fs, col in colors.items():
+            for clf, ls in (("forest", "-"), ("logistic", "--")):
+                d = ms[(ms.feature_set == fs) & (ms.classifier == clf)].set_index("budget")
+                xs, labs = [x for x, lab in pts if lab in d.index], [lab for _, lab in pts if lab in d.index]
+                label = f"{fs} ({clf})" if ax is axes[0] else None
+                ax.errorbar(
+                    xs,
+                    d.accuracy[labs],
+                    yerr=d.sd[labs],
+                    color=col,
+                    ls=ls,
+                    marker="o",
+                    ms=3,
+                    capsize=2,
+                    label=label,
+                )
+        ax.axhline(acc.chance.mean(), color="grey", ls=":", label="chance" if ax is axes[0] else None)
+        ax.set(xlabel=title, ylim=(0, 1.02))
+    axes[1].set_xscale("log", base=2)
+    axes[0].set_ylabel("accuracy (mean ± sd over folds)")
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(mats: dict[str, np.ndarray], order: list[str], clf: str):
+    """Row-normalised confusion matrices, one panel per feature set, one shared and labelled colour bar.
+
+    The panels share the rule axis, so only the first carries the rule names and the ``true rule`` label:
+    nothing of one panel runs into the next."""
+    import matplotlib.pyplot as plt
+
+    n = len(order)
+    side = 0.36 * n + 2.0
+    fig, axes = plt.subplots(
+        1,
+        len(mats),
+        figsize=(side * len(mats) + 1.5, side + 0.8),
+        sharey=True,
+        layout="constrained",
+        squeeze=False,
+    )
+    for ax, (fs, M) in zip(axes[0], mats.items()):
+        im = ax.imshow(M, vmin=0, vmax=1, cmap="viridis")
+        for i, j in zip(*np.nonzero(np.nan_to_num(M) >= 0.05)):
+            ax.text(
+                j, i, f"{M[i, j]:.2f}", ha="center", va="center", fontsize=6, color="k" if M[i, j] > 0.6 else "w"
+            )
+        ax.set_xticks(range(n), order, rotation=45, ha="right", rotation_mode="anchor", fontsize=7)
+        ax.set_yticks(range(n), order, fontsize=7)
+        ax.set_xlabel("predicted rule")
+        ax.set_title(f"{fs} ({clf}, full budget)\naccuracy {np.trace(np.nan_to_num(M)) / n:.3f}", fontsize=9)
+    axes[0][0].set_ylabel("true rule")
+    bar = fig.colorbar(im, ax=axes[0].tolist(), fraction=0.03, pad=0.02)
+    bar.set_label("share of the true rule's runs predicted as each rule (rows sum to 1)")
+    return fig
