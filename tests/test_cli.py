@@ -141,7 +141,7 @@ def test_progress_bar_counts_chunks_and_shows_eta(runner, tmp_path, sweep_demo):
     assert "2/2" in r.output and "ETA" in r.output
 
 
-def test_progress_is_one_line_per_chunk_when_stderr_is_not_a_terminal(runner, tmp_path):
+def test_progress_is_one_line_per_chunk_when_stderr_is_not_a_terminal(sweep_demo, runner, tmp_path):
     sets = ["--set", "gains=0.5,2,3", "--set", "seeds=0", "--set", "size=4", "--set", "steps=3"]
     r = runner.invoke(app, ["run", "sweep-demo", *sets, "--workers", "1", "--out", str(tmp_path / "r")])
     assert r.exit_code == 0, r.output
@@ -150,7 +150,7 @@ def test_progress_is_one_line_per_chunk_when_stderr_is_not_a_terminal(runner, tm
     assert all("ETA" in line for line in lines) and "━" not in r.output
 
 
-def test_usage_errors_are_one_line(runner):
+def test_usage_errors_are_one_line(sweep_demo, runner):
     for args, needle in [
         (["run", "sweep-demo", "--workers", "two"], "Invalid value for '--workers'"),
         (["run", "sweep-demo", "--bogus"], "No such option: --bogus"),
@@ -159,7 +159,7 @@ def test_usage_errors_are_one_line(runner):
         assert_user_error(runner.invoke(app, args), needle, "--help`)")
 
 
-def test_params_shows_compile_whole_defaults_and_which_keys_split_chunks(runner):
+def test_params_shows_compile_whole_defaults_and_which_keys_split_chunks(sweep_demo, runner):
     r = runner.invoke(app, ["params", "sweep-demo"])
     assert r.exit_code == 0, r.output
     assert "…" not in r.output and "0.5,0.8,1.0,1.2,1.5,2.0,3.0,100.0" in r.output
@@ -170,7 +170,7 @@ def test_params_shows_compile_whole_defaults_and_which_keys_split_chunks(runner)
     assert "…" not in r.output and "adam,adam_l2,sgd,dfa,random_nn" in r.output.replace(" ", "").replace("\n", "")
 
 
-def test_show_lists_results_not_the_lock(runner, tmp_path):
+def test_show_lists_results_not_the_lock(sweep_demo, runner, tmp_path):
     out = tmp_path / "run"
     assert runner.invoke(app, ["run", "sweep-demo", "--set", "gains=0.5", "--out", str(out)] + TINY).exit_code == 0
     assert (out / ".sweep.lock").exists()

@@ -132,14 +132,14 @@ def test_decay_and_noise_refuse_non_finite_or_negative_values(piece, value):
         (["--set", "steps=3", "--set", "steps=4"], "--set steps is given twice"),
     ],
 )
-def test_a_refused_run_creates_nothing(tmp_path, args, needle):
+def test_a_refused_run_creates_nothing(sweep_demo, tmp_path, args, needle):
     out = tmp_path / "run"
     r = CliRunner().invoke(app, ["run", "sweep-demo", *args, "--out", str(out), "-q"])
     one_line_error(r, needle)
     assert not out.exists()
 
 
-def test_an_unreachable_scheduler_is_refused_before_the_folder_is_made(tmp_path, monkeypatch):
+def test_an_unreachable_scheduler_is_refused_before_the_folder_is_made(sweep_demo, tmp_path, monkeypatch):
     monkeypatch.setattr(executors, "CONNECT_TIMEOUT", "1s")
     out = tmp_path / "run"
     with pytest.raises(PlasticlabError, match="cannot reach Dask scheduler"):
@@ -148,12 +148,12 @@ def test_an_unreachable_scheduler_is_refused_before_the_folder_is_made(tmp_path,
 
 
 @pytest.mark.parametrize("out", [123, 1.5, ["a"]])
-def test_out_of_the_wrong_type_is_a_user_error(out):
+def test_out_of_the_wrong_type_is_a_user_error(sweep_demo, out):
     with pytest.raises(PlasticlabError, match="--out must be a folder path"):
         plasticlab.run("sweep-demo", out=out, **TINY)
 
 
-def test_reproduce_out_has_the_same_door_as_run(tmp_path):
+def test_reproduce_out_has_the_same_door_as_run(sweep_demo, tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
     run_folder = tmp_path / "run"
@@ -173,14 +173,16 @@ def test_reproduce_out_has_the_same_door_as_run(tmp_path):
     assert not fresh.exists()  # no scoreboard written for a refused run
 
 
-def test_a_script_without_a_main_guard_is_told_why(tmp_path):
+def test_a_script_without_a_main_guard_is_told_why(sweep_demo, tmp_path):
     script = tmp_path / "sweep.py"
     script.write_text(
         textwrap.dedent(
-            """
+            f"""
             import plasticlab
             try:
-                plasticlab.run("sweep-demo", workers=2, gains=[0.5, 1.0], seeds=[0], size=4, steps=3)
+                plasticlab.run(
+                    "sweep-demo", workers=2, plugins=[{sweep_demo!r}], gains=[0.5, 1.0], seeds=[0], size=4, steps=3
+                )
             except plasticlab.errors.PlasticlabError as e:
                 print(e)
             """

@@ -86,7 +86,7 @@ def test_deleted_manifest_keeps_the_previous_grids_parts_when_the_grid_changes(d
 
 
 @pytest.mark.parametrize("name", ["run:1", "my run", "résumé ✓", "a:b c"])
-def test_any_folder_name_the_filesystem_accepts_works(tmp_path, monkeypatch, name):
+def test_any_folder_name_the_filesystem_accepts_works(sweep_demo, tmp_path, monkeypatch, name):
     monkeypatch.chdir(tmp_path)  # relative, as typed: pyarrow took "run:1/parts/..." for a URI
     out = Path(name)
     first = plasticlab.run("sweep-demo", out=name, **TINY)
