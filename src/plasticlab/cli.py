@@ -150,6 +150,45 @@ def params(name: str = typer.Argument(..., help="experiment name (see `plasticla
         _fail(str(e))
 
 
+# Options shared by `run` and `reproduce`.
+EXECUTOR = typer.Option("local", help="local | dask")
+WORKERS = typer.Option(None, help="worker processes (default: all cores, one chunk each; 1 = in-process)")
+SCHEDULER = typer.Option(
+    None, help="Dask scheduler address, e.g. tcp://host:8786 (executor dask; default: a LocalCluster on 127.0.0.1)"
+)
+QUIET = typer.Option(False, "--quiet", "-q", help="no progress output")
+DEVICE = typer.Option("auto", help="auto (CUDA when available, else CPU) | cpu | cuda | cuda:N")
+PLUGIN = typer.Option(
+    [],
+    "--plugin",
+    help="import MODULE (a name on PYTHONPATH or a .py file) first, here and in every worker (repeatable)",
+)
+
+
+def _default_workers(workers: int | None, executor: str) -> int | None:
+    """The command line owns its process, so it uses every core by default; the Python API stays in-process
+    by default because worker processes re-import a user's script (which then needs a __main__ guard)."""
+    if workers is None and executor == "local":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return workers
+
+
+def _sweep_failed(e: Any, out: Path) -> None:
+    """Chunks raised: a usage error if every one was bad input, else a summary and exit 1."""
+    if all(err["type"] == "PlasticlabError" for _, err in e.failed):
+        # Every failure is bad input found inside a chunk (e.g. a data file): a usage error.
+        i, err = e.failed[0]
+        _fail(f"chunk {i}: {err['message']}")
+    # Not a usage error: the run happened, some chunks raised. Summary, then exit 1.
+    typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
+    for i, err in e.failed[:10]:
+        typer.echo(f"  chunk {i}: {err['type']}: {err['message']}", err=True)
+    if len(e.failed) > 10:
+        typer.echo(f"  ... and {len(e.failed) - 10} more", err=True)
+    typer.echo(f"tracebacks: {out / 'manifest.json'}; status: plasticlab status {out}", err=True)
+    raise typer.Exit(1) from None
+
+
 @app.command(context_settings={"help_option_names": []})
 def run(
     ctx: typer.Context,
@@ -167,31 +206,20 @@ def run(
     out_text: str | None = typer.Option(
         None, "--out", "-o", help="output folder (default runs/NAME-quick with --quick, else runs/NAME)"
     ),
-    executor: str = typer.Option("local", help="local | dask"),
-    workers: int | None = typer.Option(
-        None, help="worker processes (default: all cores, one chunk each; 1 = in-process)"
-    ),
-    scheduler: str | None = typer.Option(
-        None,
-        help="Dask scheduler address, e.g. tcp://host:8786 (executor dask; default: a LocalCluster on 127.0.0.1)",
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
-    device: str = typer.Option("auto", help="auto (CUDA when available, else CPU) | cpu | cuda | cuda:N"),
-    plugin: list[str] = typer.Option(
-        [],
-        "--plugin",
-        help="import MODULE (a name on PYTHONPATH or a .py file) first, here and in every worker (repeatable)",
-    ),
+    executor: str = EXECUTOR,
+    workers: int | None = WORKERS,
+    scheduler: str | None = SCHEDULER,
+    quiet: bool = QUIET,
+    device: str = DEVICE,
+    plugin: list[str] = PLUGIN,
 ) -> None:
     """Run an experiment; writes OUT/results.parquet, figures and OUT/report.md.
 
     Resumable: finished chunks are kept in OUT, so running the same command again computes only the
     chunks that are missing or failed.
     """
-    from plasticlab.api import diverged_note
     from plasticlab.api import run as run_api
     from plasticlab.sweeps import SweepFailed
-    from plasticlab.sweeps import summary as sweep_summary
 
     if help_ or not name:
         _help_with_params(ctx, name)
@@ -200,10 +228,7 @@ def run(
     if out_text is not None and not out_text.strip():
         _fail("--out is empty; give a folder, e.g. --out runs/my-run")
     out = Path("runs") / (name + ("-quick" if quick else "")) if out_text is None else Path(out_text)
-    if workers is None and executor == "local":
-        # The command line owns its process, so it can use every core; the Python API stays in-process
-        # by default because worker processes re-import a user's script (which then needs a __main__ guard).
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = _default_workers(workers, executor)
     _sigterm_as_interrupt()
     try:
         df = run_api(
@@ -219,23 +244,20 @@ def run(
             **_parse_sets(set_),
         )
     except SweepFailed as e:
-        if all(err["type"] == "PlasticlabError" for _, err in e.failed):
-            # Every failure is bad input found inside a chunk (e.g. a data file): a usage error.
-            i, err = e.failed[0]
-            _fail(f"chunk {i}: {err['message']}")
-        # Not a usage error: the run happened, some chunks raised. Summary, then exit 1.
-        typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
-        for i, err in e.failed[:10]:
-            typer.echo(f"  chunk {i}: {err['type']}: {err['message']}", err=True)
-        if len(e.failed) > 10:
-            typer.echo(f"  ... and {len(e.failed) - 10} more", err=True)
-        typer.echo(f"tracebacks: {out / 'manifest.json'}; status: plasticlab status {out}", err=True)
-        raise typer.Exit(1) from None
+        _sweep_failed(e, out)
     except KeyboardInterrupt:
         typer.secho(_interrupted_message(out), err=True, fg=typer.colors.YELLOW)
         raise typer.Exit(130) from None
     except PlasticlabError as e:
         _fail(str(e))
+    _done(df, name, out)
+
+
+def _done(df: Any, name: str, out: Path) -> None:
+    """Where the report is and how much was reused; exit 1 when every run diverged (nothing measured)."""
+    from plasticlab.api import diverged_note
+    from plasticlab.sweeps import summary as sweep_summary
+
     if (note := diverged_note(df)) is not None:
         # The run happened and is saved, but no claim could be measured: say so and exit 1.
         typer.secho(f"error: {name}: {note}; results and report are in {out}", err=True, fg=typer.colors.RED)
@@ -264,16 +286,12 @@ def reproduce(
     rerender: bool = typer.Option(
         False, "--rerender", help="with --collect: draw each finished run's report.md and figures again"
     ),
-    executor: str = typer.Option("local", help="local | dask"),
-    workers: int | None = typer.Option(None, help="worker processes (default: all cores; 1 = in-process)"),
-    scheduler: str | None = typer.Option(None, help="Dask scheduler address (executor dask)"),
-    device: str = typer.Option("auto", help="auto (CUDA when available, else CPU) | cpu | cuda | cuda:N"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
-    plugin: list[str] = typer.Option(
-        [],
-        "--plugin",
-        help="import MODULE (a name on PYTHONPATH or a .py file) first, here and in every worker (repeatable)",
-    ),
+    executor: str = EXECUTOR,
+    workers: int | None = WORKERS,
+    scheduler: str | None = SCHEDULER,
+    device: str = DEVICE,
+    quiet: bool = QUIET,
+    plugin: list[str] = PLUGIN,
 ) -> None:
     """Run every paper experiment and write OUT/SCOREBOARD.md + OUT/scoreboard.csv, one row per claim.
 
@@ -288,8 +306,7 @@ def reproduce(
 
     out = out or (Path("runs") / "reproduce-quick" if quick else Path("results"))
     collect = (not quick) if collect is None else collect
-    if workers is None and executor == "local":
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = _default_workers(workers, executor)
     try:
         outcomes = reproduce_all(
             out,

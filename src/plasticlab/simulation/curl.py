@@ -624,23 +624,35 @@ def _group_step_tensors(
     # flipped copy of the batch (exactly the per-member step's); that costs less than forming the group's
     # wide product and flipping its columns afterwards, which writes and reads a W1-sized temporary.
     xd = torch.mul(xg.view(U, 1, B, M), d1r.view(U, k, 1, M)).view(E, B, M) if use_d1 else None
-    if inplace:
-        W2 = W2.addcmul_(dW2, d2r, value=alpha) if use_d2 else W2.add_(dW2, alpha=alpha)
-        if xd is not None:
-            W1 = W1.baddbmm_(delta, xd, alpha=alpha)
-        else:
-            Wg.baddbmm_(dT, xg, alpha=alpha)
-        if norm:
-            W1 = W1.mul_(torch.div(n1, torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True)))
-            W2 = W2.mul_(torch.div(n2, torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True)))
-        return W1, W2, peak
-    W2 = torch.addcmul(W2, dW2, d2r, value=alpha) if use_d2 else torch.add(W2, dW2, alpha=alpha)
+    upd = (dW2, d2r if use_d2 else None, delta, dT, xd, xg, alpha)
+    W1, W2 = (_group_update_ if inplace else _group_update)(W1, W2, Wg, upd, n1, n2, norm)
+    return W1, W2, peak
+
+
+def _group_update_(W1, W2, Wg, upd, n1, n2, norm):
+    """The group step's ΔW1, ΔW2 added in place (W1 through its group view ``Wg`` when no column flips),
+    then the norm constraint."""
+    dW2, d2r, delta, dT, xd, xg, alpha = upd
+    W2 = W2.addcmul_(dW2, d2r, value=alpha) if d2r is not None else W2.add_(dW2, alpha=alpha)
+    if xd is not None:
+        W1 = W1.baddbmm_(delta, xd, alpha=alpha)
+    else:
+        Wg.baddbmm_(dT, xg, alpha=alpha)
+    if norm:
+        W1 = W1.mul_(torch.div(n1, torch.linalg.vector_norm(W1, dim=(1, 2), keepdim=True)))
+        W2 = W2.mul_(torch.div(n2, torch.linalg.vector_norm(W2, dim=(1, 2), keepdim=True)))
+    return W1, W2
+
+
+def _group_update(W1, W2, Wg, upd, n1, n2, norm):
+    """:func:`_group_update_` into new tensors (the caller's W1, W2 are left as they are)."""
+    dW2, d2r, delta, dT, xd, xg, alpha = upd
+    W2 = torch.addcmul(W2, dW2, d2r, value=alpha) if d2r is not None else torch.add(W2, dW2, alpha=alpha)
     if xd is not None:
         W1 = torch.baddbmm(W1, delta, xd, alpha=alpha)
     else:
-        W1 = torch.baddbmm(Wg, dT, xg, alpha=alpha).view(E, N, M)
-    W1, W2 = _renorm(W1, W2, n1, n2, norm)
-    return W1, W2, peak
+        W1 = torch.baddbmm(Wg, dT, xg, alpha=alpha).view(W1.shape)
+    return _renorm(W1, W2, n1, n2, norm)
 
 
 def _group_steps_tensors(W1, W2, peak, lr, xs, ys, *consts, **flags):

@@ -23,7 +23,6 @@ from plasticlab.study.context import RunContext
 from plasticlab.tasks.shared import share
 
 RULES = rule_names()  # live: includes rules registered after import
-ADAM_RULES = ("adam", "adam_l2")
 ACTIVATIONS = ["linear", "relu", "tanh", "sigmoid"]
 # A layer whose ‖W‖ fell below this fraction of its initial norm has collapsed (the papers' "—").
 COLLAPSE = 1e-3
