@@ -37,22 +37,25 @@ def test_every_family_records_first_and_last_layer_only(tiny_run):
     assert not [c for c in df.columns if c.endswith("_l2")]  # a deeper net's middle layers are left out
     deep = df[(df.family == "depth") & (df.rule == "sgd")]
     assert np.isfinite(deep.align_l0).all() and np.isfinite(deep.align_l1).all()
-    assert set(df.family) == {"train", "width", "depth", "activation"}
+    assert set(df.family) == {"train", "width", "depth", "activation", "cnn"}
+    cnn = df[df.family == "cnn"]
+    assert set(cnn.noise) == {0.0} and np.isfinite(cnn.align_l0).all() and np.isfinite(cnn.w_var_l1).all()
+    assert cnn.align_noise_l0.isna().all()  # not recorded through RuleOptimizer
 
 
 def test_accuracy_table_and_claims(tiny_run):
     df, p = tiny_run
     acc = accuracies(df, p)
-    assert list(acc["test set"]) == ["in distribution", "width", "depth", "activation"]
+    assert list(acc["test set"]) == ["in distribution", "width", "depth", "activation", "cnn"]
     assert (acc.runs == 3).all() and acc.chance.eq(1 / 3).all()
     assert acc.accuracy.between(0, 1).all()
     claims = EXP.claims(df, p)
-    assert len(claims) == 6 and all(c.paper == BEYOND for c in claims)
+    assert len(claims) == 8 and all(c.paper == BEYOND for c in claims)
     assert all(c.word in ("holds", "partly", "does not hold") for c in claims)
 
 
 def test_claim_verdicts_follow_the_accuracies():
-    p = EXP.params(**EXP.tiny)
+    p = EXP.params(**EXP.tiny, held_out=["width", "depth", "activation"])
     acc = pd.DataFrame(
         {
             "test set": ["in distribution", "width", "depth", "activation"],

@@ -99,12 +99,18 @@ def build(spec: Spec, shape: tuple[int, ...], seed: int) -> nn.Module:
         from plasticlab.networks.transformer import TinyTransformer
 
         model = TinyTransformer(H, C * W, spec.d_model, spec.heads, spec.blocks, spec.d_ff, 10)
+    return seeded_init(model, seed, ("hebb-cnn/init", spec.model))
+
+
+def seeded_init(model: nn.Module, seed: int, tag: tuple[str, ...]) -> nn.Module:
+    """torch's default init, U(±1/√fan_in) (a position embedding 0.1·N(0, 1)), every draw from ``seed`` and a
+    key of ``tag`` and the parameter's name; LayerNorm gains 1 and shifts 0 stay."""
     with torch.no_grad():
         for name, p in model.named_parameters():
-            key = seeding.key_of("hebb-cnn/init", spec.model, name)
+            key = seeding.key_of(*tag, name)
             if name == "pos":
                 p.copy_(0.1 * seeding.normal([seed], key, p.shape, p.dtype)[0])
-            elif not (name.startswith("ln") or ".ln" in name):  # LayerNorm gains 1 and shifts 0 stay
+            elif not (name.startswith("ln") or ".ln" in name):
                 owner = cast(nn.Linear, model.get_submodule(name.rsplit(".", 1)[0]))
                 bound = 1.0 / math.sqrt(owner.weight[0].numel())
                 p.copy_(bound * (2 * seeding.uniform([seed], key, p.shape, p.dtype)[0] - 1))
@@ -124,7 +130,7 @@ def group_of(layer: str) -> str:
 
 
 def rule_setup(
-    model: nn.Module, rule: str, gamma: float, lr: float, seed: int
+    model: nn.Module, rule: str, gamma: float, lr: float, seed: int, loss: str = "xent"
 ) -> tuple[RuleOptimizer, float, bool]:
     """``make_rule(rule, gamma=γ)`` on the model's weight matrices, its trailing decoupled decay split off.
 
@@ -137,7 +143,7 @@ def rule_setup(
         tail += float(cast(WeightDecay, parts.pop()).gamma)
     mats = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     params = [p for m in mats for p in m.parameters()]  # the transformer's position embedding stays at init
-    opt = RuleOptimizer(model, Chain(*parts), lr=lr, params=params, loss="xent", seed=seed)
+    opt = RuleOptimizer(model, Chain(*parts), lr=lr, params=params, loss=loss, seed=seed)
     return opt, tail, any(isinstance(p, Decay) for p in parts)
 
 

@@ -23,15 +23,18 @@ import pandas as pd
 import torch
 
 from plasticlab import identification as ident
+from plasticlab import seeding
+from plasticlab.errors import PlasticlabError
 from plasticlab.metrics.observables import ObservableRecorder
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.rules import make_rule, pick_lr, rule_names
 from plasticlab.simulation.train_mlp import train_mlp
-from plasticlab.study import MAX_STEPS, SEEDS, SIZE, Experiment, Interval, RunContext, Table, register
+from plasticlab.study import MAX_STEPS, SEEDS, SIZE, Experiment, Interval, ListOf, RunContext, Table, register
 from plasticlab.study.claims import BEYOND, AtLeast, Claim
 from plasticlab.tasks import teacher_regression
 
-FAMILIES = ("train", "width", "depth", "activation")
+FAMILIES = ("train", "width", "depth", "activation", "cnn")
+HELD_OUT = FAMILIES[1:]
 SOURCE = "rule identification on held-out architectures"
 
 
@@ -84,6 +87,8 @@ class RuleTransfer(Experiment):
         wide=64,
         deep=3,
         other_activation="relu",
+        cnn_channels=[8, 16],
+        held_out=list(HELD_OUT),
         n_train=2000,
         n_val=200,
         probe_sigma=0.05,
@@ -98,6 +103,7 @@ class RuleTransfer(Experiment):
         rules=rule_names(),
         activation=["linear", "relu", "tanh", "sigmoid"],
         other_activation=["linear", "relu", "tanh", "sigmoid"],
+        held_out=HELD_OUT,
     )
     constraints = dict(
         train_seeds=SEEDS,
@@ -108,6 +114,7 @@ class RuleTransfer(Experiment):
         deep=Interval(int, 2, 64),
         probe_sigma=Interval(float, 0, 10),
         trees=Interval(int, 1, 10_000),
+        cnn_channels=ListOf(Interval(int, 1, 4096), min_len=2, max_len=2, unique=False),
     )
 
     def chunks(self, p):
@@ -117,6 +124,7 @@ class RuleTransfer(Experiment):
             width=([p["d_in"], p["wide"], p["d_out"]], p["activation"]),
             depth=([p["d_in"], *[p["hidden"]] * p["deep"], p["d_out"]], p["activation"]),
             activation=([p["d_in"], p["hidden"], p["d_out"]], p["other_activation"]),
+            cnn=([p["d_in"], *p["cnn_channels"], p["d_out"]], "relu"),
         )
         keep = {k: p[k] for k in ("gammas", "sigmas", "steps", "checkpoints", "batch_size", "n_train", "n_val")}
         return [
@@ -128,14 +136,16 @@ class RuleTransfer(Experiment):
                 seeds=(p["train_seeds"] + p["test_seeds"]) if f == "train" else p["test_seeds"],
                 lr=pick_lr(r, gradient=p["lr"], adaptive=p["adam_lr"]),
                 probe_sigma=p["probe_sigma"],
-                **keep,
+                **(keep | (dict(sigmas=[0.0]) if f == "cnn" else {})),  # RuleOptimizer refuses forward noise
             )
-            for f in FAMILIES
+            for f in ["train", *p["held_out"]]
             for r in p["rules"]
         ]
 
     def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:
         """Train the chunk's ensemble, recording observables of its first and last layers at checkpoints."""
+        if spec.family == "cnn":
+            return run_cnn(spec)
         conds = list(itertools.product(spec.gammas, spec.sigmas, spec.seeds))
         seeds = torch.tensor([c[2] for c in conds], dtype=torch.int64)
         d_in, d_out = spec.widths[0], spec.widths[-1]
@@ -188,8 +198,12 @@ class RuleTransfer(Experiment):
             f"γ ∈ {p['gammas']}, σ ∈ {p['sigmas']}, {p['steps']} steps, {p['checkpoints']} checkpoints. "
             "Features: mean, last value and slope of every observable of the first and the last layer (all "
             "units); the non-gradient fraction is not used (a user of the identifier does not have it). Chance "
-            "= 1 / number of rules. The CNN of hebb-cnn is not tested: its observables would have to be recorded "
-            "through RuleOptimizer, which this experiment does not do."
+            "= 1 / number of rules. The CNN family: hebb-cnn's CNN (conv 3x3 "
+            f"{p['cnn_channels'][0]} → conv 3x3 {p['cnn_channels'][1]}, ReLU, linear readout) on the same "
+            "teacher task, its 16 inputs as a 4x4 image, trained by RuleOptimizer one model per (γ, seed) with "
+            "σ = 0 (forward noise is refused there); conv1 is its first layer, the readout its last; the noise "
+            "response of alignment is not recorded there (imputed by the classifier); rules that cannot run "
+            "on a CNN have no runs."
         )
 
 
@@ -219,12 +233,12 @@ def transfer_claims(acc: pd.DataFrame, p: dict, size: str) -> list[Claim]:
     """Two BEYOND claims per held-out family: ≥ 2 × chance (partly: above chance), and ≥ 80 % of the
     in-distribution accuracy (partly: ≥ 50 %)."""
     held = {"width": f"hidden width {p['wide']}", "depth": f"{p['deep']} hidden layers",
-            "activation": f"activation {p['other_activation']}"}  # fmt: skip
+            "activation": f"activation {p['other_activation']}", "cnn": "a CNN"}  # fmt: skip
     rows = {r["test set"]: r for _, r in acc.iterrows()}
     base = rows.get("in distribution")
     out = []
-    for fam, what in held.items():
-        r = rows.get(fam)
+    for fam in p["held_out"]:
+        what, r = held[fam], rows.get(fam)
         chance = float(r["chance"]) if r is not None else math.nan
         ours = float(r["accuracy"]) if r is not None else math.nan
         n = int(r["runs"]) if r is not None else 0
@@ -239,3 +253,83 @@ def transfer_claims(acc: pd.DataFrame, p: dict, size: str) -> list[Claim]:
                   note="" if base is None else f"in distribution {float(base['accuracy']):.3g}"),
         ]  # fmt: skip
     return out
+
+
+def run_cnn(spec: Spec) -> pd.DataFrame:
+    """The CNN family: one model per (γ, seed) by RuleOptimizer (no batched path); rules that cannot run on a
+    CNN give no rows. Same teacher task and checkpoints as the MLP families."""
+    from plasticlab.experiments.rules.cnn import SmallCNN, seeded_init
+
+    d_in, c1, c2, d_out = spec.widths
+    side = math.isqrt(d_in)
+    frames = []
+    for g, seed in itertools.product(spec.gammas, spec.seeds):
+        data = teacher_regression(
+            [seed], d_in=d_in, d_out=d_out, n_train=spec.n_train, n_val=spec.n_val, teacher_hidden=(16,),
+            dtype=torch.float32,
+        )  # fmt: skip
+        model = seeded_init(SmallCNN(1, side, [c1, c2], d_out), seed, ("rule-transfer/cnn",))
+        x = data.x_train[0].reshape(-1, 1, side, side)
+        try:
+            rows, diverged = cnn_observables(model, spec, g, seed, x, data.y_train[0])
+        except PlasticlabError:
+            return pd.DataFrame()
+        run = f"cnn|{spec.rule}|{g:g}|0|{seed}"
+        base = dict(family="cnn", rule=spec.rule, weight_decay=g, noise=0.0, seed=seed, run=run, units=0)
+        frames.append(pd.DataFrame(rows).assign(**base, diverged=diverged))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def cnn_observables(model, spec: Spec, gamma: float, seed: int, x, y) -> tuple[list[dict], bool]:
+    """Train one CNN and record, at every checkpoint, the observables of conv1 (l0) and the readout (l1):
+    alignment of the learning signal (HebbianProbe), activity and |W| statistics."""
+    from plasticlab.experiments.rules.cnn import rule_setup
+    from plasticlab.metrics.observables import moments
+    from plasticlab.probe import HebbianProbe
+
+    opt, tail, coupled = rule_setup(model, spec.rule, gamma, spec.lr, seed, loss="mse")
+    every = max(1, spec.steps // spec.checkpoints)
+    probe = HebbianProbe(model, layers=["conv1", "readout"], every=every).attach_optimizer(opt)
+    layers = dict(l0=model.conv1, l1=model.readout)
+    outs: dict[str, torch.Tensor] = {}
+    hooks = [
+        m.register_forward_hook(lambda m, a, o, k=k: outs.__setitem__(k, o.detach())) for k, m in layers.items()
+    ]
+    weights = [model.conv1.weight, model.conv2.weight, model.readout.weight]
+    idx = seeding.randint(
+        [seed], seeding.key_of("rule-transfer/cnn-batch"), (spec.steps, spec.batch_size), len(x)
+    )[0]
+    rows, diverged = [], False
+    try:
+        for step in range(spec.steps):
+            loss = 0.5 * (model(x[idx[step]]) - y[idx[step]]).pow(2).sum(1).mean()
+            if not torch.isfinite(loss):
+                diverged = True
+                break
+            if step % every == 0:
+                row: dict = dict(step=step)
+                for k, m in layers.items():
+                    post = outs[k] - (m.bias.view(1, -1, 1, 1) if k == "l0" else m.bias)
+                    row |= {f"{n}_{k}": float(v) for n, v in moments(post[None].detach(), "act").items()}
+                    w = m.weight.detach().reshape(len(m.weight), -1).abs()[None]
+                    row |= {f"{n}_{k}": float(v) for n, v in moments(w, "w").items()}
+                rows.append(row)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if tail:
+                with torch.no_grad():
+                    torch._foreach_mul_(weights, 1.0 - spec.lr * tail)
+    finally:
+        probe.remove()
+        opt.remove_hooks()
+        for h in hooks:
+            h.remove()
+    al = probe.to_frame()
+    col = "alignment_signal" if coupled else "alignment_update"
+    for row in rows:
+        for k, name in (("l0", "conv1"), ("l1", "readout")):
+            hit = al[(al.step == row["step"]) & (al.layer == name)][col]
+            row[f"align_{k}"] = float(hit.iloc[0]) if len(hit) else math.nan
+            row[f"align_noise_{k}"] = math.nan
+    return rows, diverged
