@@ -186,7 +186,11 @@ class RuleTransfer(Experiment):
     def tables(self, df, p):
         """Identification accuracy per test set, with chance."""
         return [
-            Table(accuracies(df, p), "Accuracy of the identifier (random forest, all observables) per test set")
+            Table(
+                accuracies(df, p),
+                "Accuracy of the identifier (random forest, all observables) per test set; diverged: runs whose "
+                "loss stopped being finite (classified from their observables up to then)",
+            )
         ]
 
     def notes(self, p):
@@ -211,7 +215,7 @@ def accuracies(df: pd.DataFrame, p: dict) -> pd.DataFrame:
     """Accuracy of an identifier trained on the training family's train seeds, on each test set."""
     train = df[(df.family == "train") & df.seed.isin(p["train_seeds"])]
     if train.empty or train.rule.nunique() < 2:
-        return pd.DataFrame(columns=["test set", "runs", "accuracy", "sem", "chance"])
+        return pd.DataFrame(columns=["test set", "runs", "diverged", "accuracy", "sem", "chance"])
     model = ident.train_identifier(train, "all", "forest", None, trees=p["trees"])
     chance = 1.0 / train.rule.nunique()
     rows = []
@@ -224,8 +228,9 @@ def accuracies(df: pd.DataFrame, p: dict) -> pd.DataFrame:
         hit = (P.idxmax(axis=1) == truth).to_numpy(dtype=float)
         acc = float(hit.mean())
         sem = math.sqrt(acc * (1 - acc) / len(hit)) if len(hit) > 1 else math.nan
-        rows.append({"test set": "in distribution" if fam == "train" else fam, "runs": len(hit), "accuracy": acc,
-                     "sem": sem, "chance": chance})  # fmt: skip
+        diverged = int(test.groupby("run").diverged.first().sum())
+        rows.append({"test set": "in distribution" if fam == "train" else fam, "runs": len(hit),
+                     "diverged": diverged, "accuracy": acc, "sem": sem, "chance": chance})  # fmt: skip
     return pd.DataFrame(rows)
 
 
