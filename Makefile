@@ -20,8 +20,8 @@ demo: $(STAMP)
 
 # ruff (lint + format) and mypy run before the tests, so CI fails on a finding as it fails on a test.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks examples
-	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/ruff check src tests benchmarks examples docs/example_study.py
+	$(VENV)/bin/ruff format --check src tests benchmarks examples docs/example_study.py
 	$(VENV)/bin/mypy
 
 test: $(STAMP) lint

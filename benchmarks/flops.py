@@ -154,4 +154,14 @@ def chunk_work(name: str, spec: dict) -> Work:
             B=spec["batch_size"], T=T, F=F, d=d, heads=spec["heads"], layers=spec["layers"], f=spec["d_ff"]
         )
         return Work("transformer", "float32", 1, spec["steps"], per, shape, "one network per chunk")
+    if name == "rule-transfer" and spec["family"] != "cnn":
+        m = n(spec["gammas"]) * n(spec["sigmas"]) * n(spec["seeds"])
+        return _mlp(
+            spec, m, spec["widths"], spec["rule"], "float64", note="training only; the classifier after it"
+        )
+    if name in ("hebb-cnn", "rule-transfer"):
+        return Work("none", "float32", 0, 0, math.nan, note=TORCH_MODEL)
     return Work("none", "float64", 0, 0, math.nan, note="not modelled")
+
+
+TORCH_MODEL = "a torch model trained by RuleOptimizer, one network at a time: its FLOPs are not modelled"

@@ -168,3 +168,10 @@ def test_size_names_a_changed_shape_and_an_empty_default():
     cls = get("hebb-classify")
     if "data_path" in cls.defaults and cls.defaults["data_path"] == "":
         assert '(full "")' in cls.size(cls.params(data_path="x"))
+
+
+def test_numbers_in_the_thousands_print_whole():
+    from plasticlab.study.claims import KPZ, AtMost, Claim
+
+    c = Claim("epochs", KPZ, "speed-up", 1090.0, 1202.0, math.nan, 40, "paper", AtMost(2000))
+    assert c.measured() == "1202 (n = 40)"  # was "1.2e+03 (n = 40)" beside the paper's 1090

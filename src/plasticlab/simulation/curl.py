@@ -133,6 +133,7 @@ class CurlConfig:
     dtype: str = "float64"
 
     def validate(self) -> CurlConfig:
+        """This configuration after its checks (one-line errors naming the bad field)."""
         check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("init", self.init, INITS)
         check_choice("dtype", self.dtype, DTYPES)
@@ -146,6 +147,7 @@ class CurlConfig:
         return self
 
     def checkpoints(self) -> np.ndarray:
+        """The epochs at which errors are recorded."""
         # a grid fixed per decade (not per run length) so thresholds are comparable across epoch budgets
         n = int(math.ceil(math.log10(self.epochs) * self.points_per_decade)) + 1
         ts = np.round(10.0 ** (np.arange(n) / self.points_per_decade)).astype(int)

@@ -304,6 +304,8 @@ def _num(x: float | None) -> str:
     x = float(x)
     if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
         return f"{x:.2e}"
+    if abs(x) >= 1000:
+        return f"{x:.0f}"  # epochs and counts: 1202, never 1.2e+03 beside a paper's 1090
     return f"{x:.3g}"
 
 

@@ -197,19 +197,23 @@ class Manifest:
         return cls(Path(out), data)
 
     def save(self) -> None:
+        """Write the manifest atomically."""
         # Lenient: params may hold e.g. Paths; only chunk identity (chunk_hash) needs strict JSON.
         text = json.dumps(self.data, indent=1, default=_lenient)
         atomic_write(self.out / MANIFEST, lambda tmp: tmp.write_text(text))
 
     @property
     def grid(self) -> list[str]:
+        """The current grid's chunk hashes, in chunk order."""
         return self.data["grid"]
 
     @property
     def chunks(self) -> dict[str, dict[str, Any]]:
+        """Every chunk entry by hash (this grid's and earlier grids')."""
         return self.data["chunks"]
 
     def is_done(self, h: str) -> bool:
+        """True if chunk ``h`` finished and its part was recorded."""
         e = self.chunks.get(h) or {}
         return e.get("state") == "done" and (self.out / PARTS / f"{h}.parquet").exists()
 
@@ -230,6 +234,7 @@ class Manifest:
             return f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
 
     def part(self, h: str) -> Path:
+        """The part file of chunk ``h``."""
         return self.out / PARTS / f"{h}.parquet"
 
 

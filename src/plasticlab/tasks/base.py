@@ -22,14 +22,17 @@ class Dataset:
 
     @property
     def d_in(self) -> int:
+        """Input dimension."""
         return self.x_train.shape[-1]
 
     @property
     def d_out(self) -> int:
+        """Output dimension."""
         return self.y_train.shape[-1]
 
     @property
     def n_train(self) -> int:
+        """Number of training examples."""
         return self.x_train.shape[1]
 
     def to(self, device) -> Dataset:

@@ -26,6 +26,7 @@ class SharedData(Dataset):
     member: torch.Tensor | None = None  # (E,) index into the stored copies
 
     def batch(self, seeds, step: int, batch_size: int):
+        """A mini-batch per member for ``step``: each member draws from its own seed."""
         assert self.member is not None, "SharedData needs member: build it with share()"
         idx = seeding.randint(seeds, seeding.key_of("batch", step), (batch_size,), self.n_train)
         # one flat index_select is much faster than torch.gather on an expanded index

@@ -9,6 +9,7 @@ flip count per seed. Two chunk shapes with different keys (theory, sampled): spe
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,7 +64,7 @@ class CurlTheory(Experiment):
     def chunks(self, p):
         """Two theory chunks (one per layer) and one sampled chunk per (layer, c, N) within max_weights."""
         cs = np.geomspace(*C_RANGE, p["n_theory"])
-        out = [
+        out: list[dict[str, Any]] = [
             dict(kind="theory", layer=layer, c=sorted(set(cs.tolist()) | set(PAPER[layer]))) for layer in LAYERS
         ]
         for layer in LAYERS:
