@@ -213,11 +213,8 @@ def run(
     device: str = DEVICE,
     plugin: list[str] = PLUGIN,
 ) -> None:
-    """Run an experiment; writes OUT/results.parquet, figures and OUT/report.md.
-
-    Resumable: finished chunks are kept in OUT, so running the same command again computes only the
-    chunks that are missing or failed.
-    """
+    """Run an experiment; writes OUT/results.parquet, figures and OUT/report.md. Resumable: finished chunks
+    are kept in OUT, so running the same command again computes only the chunks that are missing or failed."""
     from plasticlab.api import run as run_api
     from plasticlab.sweeps import SweepFailed
 
@@ -299,10 +296,7 @@ def reproduce(
     pass --compute to run what is missing. Resumable like `run`. Exits 1 if an experiment failed or all of
     its runs diverged.
     """
-    from pandas import read_csv
-
     from plasticlab.reproduce import reproduce as reproduce_all
-    from plasticlab.study.scoreboard import headline, scoreboard_frame
 
     out = out or (Path("runs") / "reproduce-quick" if quick else Path("results"))
     collect = (not quick) if collect is None else collect
@@ -323,6 +317,16 @@ def reproduce(
         )
     except PlasticlabError as e:
         _fail(str(e))
+
+    _scoreboard_done(out, outcomes, only)
+
+
+def _scoreboard_done(out: Path, outcomes: list[Any], only: list[str]) -> None:
+    """The scoreboard's counts (and those of the experiments asked for); exit 1 if one failed or all its runs
+    diverged."""
+    from pandas import read_csv
+
+    from plasticlab.study.scoreboard import headline, scoreboard_frame
 
     board = headline(read_csv(out / "scoreboard.csv"))  # every experiment's rows
     mine = scoreboard_frame([oc for oc in outcomes if oc.name in only])

@@ -124,19 +124,9 @@ def run_members(
     eta = float(etas[0])
     S, R, L, Wu = (sim.steps_for(x, eta) for x in (epochs, record, lyap_window, lyap_warmup))
     W1, W2, Sigma, vstar = sim.start(M, N, seeds, P=P, start=start, perturbation=perturbation, device=device)
-    norms = sim.layer_norms(W1, W2)
     A, b, u = sim.reduce(W1, W2) if reduce else (W1, W2, torch.ones(E, N, dtype=W1.dtype, device=W1.device))
     k1 = [sim.k1_of(float(a), M) for a in alphas]
-    d1 = sim.flip_diagonal(k1, M, device=device)
-    lr = sim.as_lr(etas, device=device)
-
-    def stepper(s):
-        return sim.step(s, Sigma, vstar, d1, lr, norms)
-
-    def measures(sep, ref):
-        weights = torch.sqrt(sum(x.reshape(E, -1).pow(2).sum(1) for x in sep))
-        return torch.stack([sim.function_separation(sep, ref, Sigma), weights], 1)
-
+    stepper, measures = _dynamics(W1, W2, Sigma, vstar, k1, M, etas, device)
     window = _Window(Sigma, vstar, u, sim.weight_count(M, N))
     diverged_at = np.full(E, np.nan)
     with torch.no_grad():
@@ -160,6 +150,24 @@ def run_members(
     return _rows(
         M, N, alphas, seeds, etas, k1, S, epochs, record, start, w, lyap.exponent.cpu().numpy(), diverged_at
     )
+
+
+def _dynamics(W1, W2, Sigma, vstar, k1, M, etas, device):
+    """The members' step (their flips, step sizes and layer norms) and the two sizes of a separation the
+    Lyapunov exponents are measured with (the function's and the weights')."""
+    norms = sim.layer_norms(W1, W2)
+    d1 = sim.flip_diagonal(k1, M, device=device)
+    lr = sim.as_lr(etas, device=device)
+    E = W1.shape[0]
+
+    def stepper(s):
+        return sim.step(s, Sigma, vstar, d1, lr, norms)
+
+    def measures(sep, ref):
+        weights = torch.sqrt(sum(x.reshape(E, -1).pow(2).sum(1) for x in sep))
+        return torch.stack([sim.function_separation(sep, ref, Sigma), weights], 1)
+
+    return stepper, measures
 
 
 def _rows(M, N, alphas, seeds, etas, k1, S, epochs, record, start, w, lyap, diverged_at) -> pd.DataFrame:
