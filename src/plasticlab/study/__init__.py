@@ -10,7 +10,7 @@
 """
 
 from plasticlab.study.context import RunContext
-from plasticlab.study.contract import Experiment, Figure, Table, run_chunks
+from plasticlab.study.contract import Experiment, Figure, Table, run_chunks, shared_fields
 from plasticlab.study.params import (
     COMMON,
     COMMON_RELATIONS,
@@ -74,5 +74,6 @@ __all__ = [
     "register",
     "run_chunks",
     "seed_blocks",
+    "shared_fields",
     "validate_params",
 ]

@@ -159,6 +159,12 @@ def _short(v: Any) -> str:
     return str(v)
 
 
+def shared_fields(spec_type: type, p: dict[str, Any], *varied: str) -> dict[str, Any]:
+    """The params that every chunk of ``spec_type`` takes as they are: its fields found in ``p``, less the
+    ``varied`` ones each chunk sets itself (``Spec(rule=r, **shared_fields(Spec, p, "rule"))``)."""
+    return {f.name: p[f.name] for f in dataclasses.fields(spec_type) if f.name in p and f.name not in varied}
+
+
 def check_spec(exp: Experiment, spec: Any) -> None:
     """A chunk spec must be an instance of the experiment's ``spec_type`` (when it declares one)."""
     if exp.spec_type is not None and not isinstance(spec, exp.spec_type):

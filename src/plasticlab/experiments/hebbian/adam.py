@@ -28,7 +28,18 @@ from plasticlab.experiments.hebbian.paper import TABLE1_MLP_ADAM
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.rules import get as get_rule
 from plasticlab.rules import parse_rule
-from plasticlab.study import MAX_STEPS, NONNEG, Experiment, Figure, Interval, ListOf, RunContext, Table, register
+from plasticlab.study import (
+    MAX_STEPS,
+    NONNEG,
+    Experiment,
+    Figure,
+    Interval,
+    ListOf,
+    RunContext,
+    Table,
+    register,
+    shared_fields,
+)
 from plasticlab.study.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
 
 PAPER_ADAM = TABLE1_MLP_ADAM
@@ -106,7 +117,7 @@ class HebbAdam(Experiment):
 
     def chunks(self, p):
         """One chunk per (rule, lr): the coupled form at each of ``lrs``, the decoupled at ``adam_lrs``."""
-        keep = {k: p[k] for k in Spec.__dataclass_fields__ if k not in ("rule", "lr")}
+        keep = shared_fields(Spec, p, "rule", "lr")
         lrs = lambda r: p["lrs"] if couples_decay(r) else p["adam_lrs"]
         return [Spec(rule=r, lr=lr, **keep) for r in p["rules"] for lr in lrs(r)]
 

@@ -17,7 +17,18 @@ from plasticlab.experiments.hebbian._common import RULES, dtype_of, members, sha
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.rules import make_rule
 from plasticlab.simulation.train_mlp import train_mlp
-from plasticlab.study import MAX_STEPS, Experiment, Figure, Interval, Require, RunContext, Table, Text, register
+from plasticlab.study import (
+    MAX_STEPS,
+    Experiment,
+    Figure,
+    Interval,
+    Require,
+    RunContext,
+    Table,
+    Text,
+    register,
+    shared_fields,
+)
 from plasticlab.study.claims import KPZ, AtLeast, Claim
 from plasticlab.tasks.classification import find_cifar10
 
@@ -81,7 +92,7 @@ class HebbClassify(Experiment):
 
     def chunks(self, p):
         """One chunk per rule; its γ × seed members share the data."""
-        keep = {k: p[k] for k in Spec.__dataclass_fields__ if k != "rule"}
+        keep = shared_fields(Spec, p, "rule")
         return [Spec(rule=r, **keep) for r in p["rules"]]
 
     def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:

@@ -25,7 +25,17 @@ from plasticlab.experiments.hebbian._common import (
     train_sgd_grid,
     unique_seeds,
 )
-from plasticlab.study import MAX_STEPS, NONNEG, Experiment, Figure, Interval, RunContext, Table, register
+from plasticlab.study import (
+    MAX_STEPS,
+    NONNEG,
+    Experiment,
+    Figure,
+    Interval,
+    RunContext,
+    Table,
+    register,
+    shared_fields,
+)
 from plasticlab.study.claims import KPZ, AllCells, AtLeast, AtMost, Claim, Within, fraction
 from plasticlab.tasks import teacher_regression
 
@@ -115,7 +125,7 @@ class HebbPhase(Experiment):
 
     def chunks(self, p):
         """One chunk per (model, σ); its γ × seed grid is one ensemble."""
-        keep = {k: p[k] for k in Spec.__dataclass_fields__ if k not in ("activation", "sigma")}
+        keep = shared_fields(Spec, p, "activation", "sigma")
         return [Spec(activation=a, sigma=float(s), **keep) for a in p["activations"] for s in p["sigmas"]]
 
     def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:

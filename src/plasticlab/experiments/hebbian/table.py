@@ -19,7 +19,17 @@ import pandas as pd
 from plasticlab.experiments.hebbian._common import ACTIVATIONS, RULES, dtype_of, summarise, train_regression
 from plasticlab.experiments.hebbian.paper import TABLE1_GAMMAS, TABLE1_MLP, TABLE1_MLP_ROW
 from plasticlab.rules import parse_rule, pick_lr
-from plasticlab.study import MAX_STEPS, Experiment, Figure, Interval, Require, RunContext, Table, register
+from plasticlab.study import (
+    MAX_STEPS,
+    Experiment,
+    Figure,
+    Interval,
+    Require,
+    RunContext,
+    Table,
+    register,
+    shared_fields,
+)
 from plasticlab.study.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
 
 TABLE_RULES = ["adam", "adam_l2", "sgd", "dfa", "random_nn"]
@@ -117,7 +127,7 @@ class HebbTable(Experiment):
 
     def chunks(self, p):
         """One chunk per rule, at its group's step size (adaptive rules: ``adam_lr``)."""
-        keep = {k: p[k] for k in Spec.__dataclass_fields__ if k not in ("rule", "lr")}
+        keep = shared_fields(Spec, p, "rule", "lr")
         return [Spec(rule=r, lr=pick_lr(r, gradient=p["lr"], adaptive=p["adam_lr"]), **keep) for r in p["rules"]]
 
     def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:

@@ -22,7 +22,17 @@ from plasticlab.experiments.hebbian._common import ACTIVATIONS, RULES, dtype_of,
 from plasticlab.metrics.hebbian import cosine
 from plasticlab.rules import parse_rule, pick_lr
 from plasticlab.rules.registry import get as get_rule
-from plasticlab.study import MAX_STEPS, POSITIVE, Experiment, Figure, Interval, RunContext, Table, register
+from plasticlab.study import (
+    MAX_STEPS,
+    POSITIVE,
+    Experiment,
+    Figure,
+    Interval,
+    RunContext,
+    Table,
+    register,
+    shared_fields,
+)
 from plasticlab.study.claims import KPZ, AtMost, Claim, measure
 
 RAW = "grad"  # a preconditioned rule measured once more on its raw gradient −∂ℓ/∂W
@@ -94,7 +104,7 @@ class HebbTheorem(Experiment):
     def chunks(self, p):
         """One chunk per rule (local rules at ``local_lr``: Oja's −y²W term is Euler-unstable once lr·y² > 2),
         plus each preconditioned rule once more measured on its raw gradient."""
-        keep = {k: p[k] for k in Spec.__dataclass_fields__ if k in p and k not in ("rule", "lr")}
+        keep = shared_fields(Spec, p, "rule", "lr")
         lrs = dict(gradient=p["lr"], adaptive=p["adam_lr"], local=p["local_lr"])
         out = [Spec(rule=r, lr=pick_lr(r, **lrs), **keep) for r in p["rules"]]
         return out + [Spec(**{**vars(s), "measure": RAW}) for s in out if preconditioned(s.rule)]

@@ -48,6 +48,7 @@ from plasticlab.study import (
     RunContext,
     Table,
     register,
+    shared_fields,
 )
 from plasticlab.study.claims import KPZ, AllCells, AtLeast, Claim, Within, fraction, measure
 
@@ -320,7 +321,7 @@ class HebbTransformer(Experiment):
     def chunks(self, p):
         """One chunk per (rule, γ, seed) model."""
         # gamma_factor only relabels γ for the claims: leaving it out keeps every chunk of an earlier run valid
-        common = {k: p[k] for k in Spec.__dataclass_fields__ if k not in ("rule", "gamma", "seed")}
+        common = shared_fields(Spec, p, "rule", "gamma", "seed")
         return [
             Spec(rule=r, gamma=g, seed=s, **common) for r in p["rules"] for g in p["gammas"] for s in p["seeds"]
         ]

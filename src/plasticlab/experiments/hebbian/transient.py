@@ -21,7 +21,18 @@ from plasticlab.experiments.hebbian._common import (
     dtype_of,
     train_regression,
 )
-from plasticlab.study import MAX_STEPS, SIZE, Experiment, Figure, Interval, ListOf, RunContext, Table, register
+from plasticlab.study import (
+    MAX_STEPS,
+    SIZE,
+    Experiment,
+    Figure,
+    Interval,
+    ListOf,
+    RunContext,
+    Table,
+    register,
+    shared_fields,
+)
 from plasticlab.study.claims import KPZ, AtLeast, Claim
 
 
@@ -95,7 +106,7 @@ class HebbTransient(Experiment):
 
     def chunks(self, p):
         """One chunk per rule: its γ × seed members share the data and the batch order."""
-        keep = {k: p[k] for k in Spec.__dataclass_fields__ if k != "rule"}
+        keep = shared_fields(Spec, p, "rule")
         return [Spec(rule=r, **keep) for r in p["rules"]]
 
     def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:

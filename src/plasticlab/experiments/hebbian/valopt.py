@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from plasticlab.experiments.hebbian._common import members, train_sgd_grid, unique_seeds
-from plasticlab.study import Experiment, Figure, RunContext, Table, register
+from plasticlab.study import Experiment, Figure, RunContext, Table, register, shared_fields
 from plasticlab.study.claims import KPZ, Claim, Within, measure
 
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -115,7 +115,7 @@ class HebbValopt(Experiment):
 
     def chunks(self, p):
         """One chunk per setting."""
-        keep = {k: p[k] for k in Spec.__dataclass_fields__ if k != "setting"}
+        keep = shared_fields(Spec, p, "setting")
         return [Spec(setting=s, **keep) for s in p["settings"]]
 
     def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:

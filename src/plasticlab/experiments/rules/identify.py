@@ -40,6 +40,7 @@ from plasticlab.study import (
     RunContext,
     Table,
     register,
+    shared_fields,
 )
 from plasticlab.study.claims import BEYOND, AtLeast, Claim, measure
 
@@ -144,7 +145,7 @@ class RuleIdentify(Experiment):
 
     def chunks(self, p):
         """One chunk per rule: its decay × noise × seed grid is one ensemble."""
-        keep = {k: p[k] for k in Spec.__dataclass_fields__ if k != "rule"}
+        keep = shared_fields(Spec, p, "rule")
         return [Spec(rule=r, **keep) for r in p["rules"]]
 
     def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:
