@@ -195,6 +195,17 @@ class HebbPhase(Experiment):
                 rows, "All cells: mean alignment ± sem over seeds (n = runs that neither diverged nor collapsed)"
             )
         ]
+        bound = boundary_table(df, p)
+        if len(bound):
+            out.insert(
+                0,
+                Table(
+                    bound,
+                    "MLP layers: the sign-change boundary γ* per σ (mean alignment crossing 0 from below, "
+                    "interpolated in log γ) and the constant γ*/σ², with its median per model over the σ used "
+                    "in the slope fit",
+                ),
+            )
         ref = reference_table(df)
         if len(ref):
             out.insert(
@@ -206,6 +217,26 @@ class HebbPhase(Experiment):
                 ),
             )
         return out
+
+
+def boundary_table(df: pd.DataFrame, p: dict) -> pd.DataFrame:
+    """Per MLP model and σ: the bracketing γ, γ*, γ*/σ², whether the σ enters the slope fit (and why not),
+    then one row per model with the median γ*/σ² of the σ used."""
+    df = mark_collapsed(df)
+    parts = []
+    for act in [a for a in p["activations"] if a != LINREG and a in set(df.activation)]:
+        c = crossings(df[(df.activation == act) & (df.layer == plot_layer(act))], p)
+        used = c[c.used]
+        med: dict[str, Any] = dict(sigma=math.nan, ratio=float(np.median(used.ratio)) if len(used) else math.nan)
+        med |= dict(used=bool(len(used)), why=f"median over {len(used)} σ used")
+        parts.append(pd.concat([c, pd.DataFrame([med])], ignore_index=True).assign(model=f"{act} MLP"))
+    cols = ["model", "sigma", "gamma_lo", "gamma_hi", "gamma_star", "ratio", "used", "why"]
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    t = pd.concat(parts, ignore_index=True)[cols]
+    t = t.assign(**{k: ["" if not np.isfinite(v) else f"{v:.4g}" for v in t[k]] for k in cols[1:6]})
+    t["sigma"] = t.sigma.replace("", "median")
+    return t.rename(columns={"gamma_star": "γ*", "ratio": "γ*/σ²", "gamma_lo": "γ below", "gamma_hi": "γ above"})
 
 
 def _exact(t: pd.DataFrame) -> pd.DataFrame:
@@ -344,6 +375,97 @@ def _sign_claim(name: str, s: pd.DataFrame, size: str, div: int) -> Claim:
     )
 
 
+STATIONARY = 5.0
+"""lr·γ·steps at or above which a run at decay γ counts as stationary (its decay has acted ≳ 5 times)."""
+SLOPE_TOL = 0.25  # |slope − 1| of log γ* against log σ²: the paper words the boundary as γ ∝ σ², no constant
+
+
+def crossings(a: pd.DataFrame, p: dict) -> pd.DataFrame:
+    """Per σ of one model's plotted layer (``a``, collapsed runs marked): γ*, where the mean alignment over
+    seeds first crosses 0 from below in γ, by linear interpolation in log γ between the bracketing grid
+    cells; ``used`` says whether it enters the slope fit and ``why`` names the reason when not (no crossing,
+    a bracketing cell with collapsed or diverged runs, or a lower cell not stationary: lr·γ·steps < 5)."""
+    lines = []
+    for sigma in sorted(x for x in set(a.sigma) if x > 0):
+        at = a[(a.sigma == sigma) & (a.gamma > 0)]
+        s = summarise(at, ["gamma"]).sort_values("gamma").reset_index(drop=True)
+        line = dict(sigma=float(sigma), gamma_lo=math.nan, gamma_hi=math.nan, gamma_star=math.nan, why="")
+        pair = next(
+            (i for i in range(len(s) - 1) if s["mean"].iloc[i] < 0 <= s["mean"].iloc[i + 1]), None
+        )  # NaN means (every run lost) compare False: a lost cell never brackets a crossing
+        if pair is None:
+            lost = int((s.n == 0).sum())
+            line["why"] = "no crossing from below on the grid" + (f" ({lost} cells lost all runs)" if lost else "")
+            lines.append(line)
+            continue
+        lo, hi = s.iloc[pair], s.iloc[pair + 1]
+        t = -lo["mean"] / (hi["mean"] - lo["mean"])
+        log_g = math.log(lo.gamma) + t * (math.log(hi.gamma) - math.log(lo.gamma))
+        line.update(gamma_lo=float(lo.gamma), gamma_hi=float(hi.gamma), gamma_star=math.exp(log_g))
+        why = []
+        for g in (lo.gamma, hi.gamma):
+            r = at[at.gamma == g]
+            what = [f"{int(r[k].sum())} {k}" for k in ("diverged", "collapsed") if k in r and r[k].sum()]
+            if what:
+                why.append(f"γ = {g:g}: {' and '.join(what)} of {len(r)}")
+        stat = p["lr"] * lo.gamma * p["steps"]
+        if stat < STATIONARY:
+            why.append(f"not stationary at γ = {lo.gamma:g} (lr·γ·steps = {stat:.3g} < {STATIONARY:g})")
+        line["why"] = "; ".join(why)
+        lines.append(line)
+    t = pd.DataFrame(lines, columns=["sigma", "gamma_lo", "gamma_hi", "gamma_star", "why"])
+    return t.assign(ratio=t.gamma_star / t.sigma**2, used=t.gamma_star.notna() & t.why.eq(""))
+
+
+def slope_fit(c: pd.DataFrame) -> tuple[float, float, int]:
+    """Least-squares slope of log γ* against log σ² over the used σ, its standard error (NaN with only two
+    points: a line through two points has no residual), and the number of σ; (NaN, NaN, n) below two."""
+    u = c[c.used]
+    n = len(u)
+    if n < 2:
+        return math.nan, math.nan, n
+    x, y = np.log(u.sigma.to_numpy() ** 2), np.log(u.gamma_star.to_numpy())
+    sxx = float(((x - x.mean()) ** 2).sum())
+    if sxx == 0:
+        return math.nan, math.nan, n
+    b = float(((x - x.mean()) * (y - y.mean())).sum() / sxx)
+    if n < 3:
+        return b, math.nan, n
+    res = y - y.mean() - b * (x - x.mean())
+    return b, math.sqrt(float((res**2).sum()) / (n - 2) / sxx), n
+
+
+def _slope_claim(name: str, a: pd.DataFrame, p: dict, size: str, div: int) -> Claim:
+    """γ ∝ σ² for an MLP layer: the slope of log γ* against log σ² is 1 (the constant is the layer's own)."""
+    c = crossings(a, p)
+    b, se, n = slope_fit(c)
+    u = c[c.used]
+    notes = [f"γ*/σ² = {', '.join(f'{r:.3g} (σ = {s:g})' for s, r in zip(u.sigma, u.ratio))}"] if len(u) else []
+    if len(u):
+        notes[0] += f", median {float(np.median(u.ratio)):.3g}"
+    if n < 2:
+        notes.append(f"{n} usable σ: a slope needs 2")
+    elif n == 2:
+        notes.append("2 usable σ: no standard error")
+    skipped = c[~c.used]
+    if len(skipped):
+        notes.append("left out: " + "; ".join(f"σ = {s:g}: {w}" for s, w in zip(skipped.sigma, skipped.why)))
+    return Claim(
+        f"{name}: the sign-change boundary scales as γ ∝ σ² (slope of log γ* against log σ² within 1 ± "
+        f"{SLOPE_TOL:g})",
+        KPZ,
+        "noise theory and phase diagram (σ × γ)",
+        1.0,
+        b,
+        se,
+        n if n >= 2 else len(c),  # below two: a NaN slope over the σ looked at reads "not run", never a miss
+        size,
+        Within(SLOPE_TOL),
+        diverged=div,
+        note="; ".join(notes),
+    )
+
+
 def mark_collapsed(df: pd.DataFrame) -> pd.DataFrame:
     """Flag as collapsed every run whose weights, in any layer, fell below ``COLLAPSE`` of their initial
     norm (‖W₀‖² ≈ fan_out at std 1/√fan_in). The simulation's own flag (a batch-mean matrix of norm
@@ -464,7 +586,7 @@ def phase_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
         div = int(a.diverged.sum())
         name = act if act == LINREG else f"{act} MLP"
         s = summarise(a, ["sigma", "gamma"])
-        out.append(_sign_claim(name, s, size, div))
+        out.append(_sign_claim(name, s, size, div) if act == LINREG else _slope_claim(name, a, p, size, div))
         out += _corner_claims(name, a, s, size, div)
         out.append(_val_claim(name, a[(a.sigma > 0) & (a.gamma > 0)], size, div))
     return out

@@ -205,14 +205,26 @@ class HebbTable(Experiment):
         m = s.rename(columns={"mean": "ours"})[["rule", "gamma", "ours"]]
         m["paper"] = [paper_cell(r, g) for r, g in zip(m.rule, m.gamma)]
         m["ours − paper"] = m.ours - m.paper
+        m["T (steps)"] = p["steps"]
+        m["lr·γ·T"] = [stationarity(r, g, p) for r, g in zip(m.rule, m.gamma)]
         wide = s.pivot(index="rule", columns="gamma", values="mean").reindex(p["rules"]).reset_index()
         wide.columns = ["rule"] + [f"γ={g:g}" for g in wide.columns[1:]]
         layer = p["layer"] + 1
         return [
-            Table(m, f"Layer {layer} alignment: ours vs the paper's Table 1 (— = collapsed, or no paper row)"),
+            Table(
+                m,
+                f"Layer {layer} alignment: ours vs the paper's Table 1 (— = collapsed, or no paper row); T = "
+                "training steps, lr·γ·T = how many times the decay has acted (stationary from about 5; lr of "
+                "the rule's group)",
+            ),
             Table(wide, "Ours, in the paper's layout"),
             Table(summarise(df, ["rule", "layer", "gamma"]), "Every layer (mean ± sem over seeds)"),
         ]
+
+
+def stationarity(rule: str, gamma: float, p: dict) -> float:
+    """lr·γ·T of a (rule, γ) cell: the decay's e-folds over training, at the step size of the rule's group."""
+    return pick_lr(rule, gradient=p["lr"], adaptive=p["adam_lr"]) * gamma * p["steps"]
 
 
 def ours_summary(df: pd.DataFrame, p: dict) -> pd.DataFrame:
