@@ -108,3 +108,132 @@ def test_table_prints_training_length_and_stationarity_beside_each_cell():
     adam = t[(t.rule == "adam_l2") & (t.gamma == 5e-3)]["lr·γ·T"].iloc[0]
     assert sgd == pytest.approx(p["lr"] * 5e-3 * p["steps"]) and adam == pytest.approx(p["adam_lr"] * 5e-3 * 40)
     assert stationarity("sgd", 0.0, p) == 0
+
+
+# -- the conventions study ----------------------------------------------------------------------------------
+def test_unknown_convention_is_refused_naming_the_valid_ones():
+    from plasticlab.errors import PlasticlabError
+    from plasticlab.study import get
+
+    exp = get("hebb-conventions")
+    with pytest.raises(PlasticlabError, match="half_sum/torch") as e:
+        exp.params(table_conventions=["half_sum/plain", "sum/torch"])
+    assert "sum/torch" in str(e.value)
+    with pytest.raises(PlasticlabError, match="half_sum/plain/signal"):
+        exp.params(phase_conventions=["bogus"])
+    with pytest.raises(PlasticlabError, match="table part"):
+        exp.params(table_rules=["sgd"], table_layer=5)  # valid for no 4-layer net: the inner relation speaks
+
+
+def test_chunks_are_the_inner_experiments_chunks_under_each_convention():
+    """Every chunk is one of hebb-table's / hebb-phase's own, with the convention's overrides in its spec;
+    the default convention's chunks are exactly the inner experiment's (the same hashes as its own runs)."""
+    from plasticlab.experiments.hebbian.conventions import CONVENTIONS, inner_params
+    from plasticlab.study import get
+
+    exp, table = get("hebb-conventions"), get("hebb-table")
+    p = exp.params(quick=True)
+    specs = exp.chunks(p)
+    assert {(s.part, s.convention) for s in specs} == {("table", c) for c in p["table_conventions"]} | {
+        ("phase", c) for c in p["phase_conventions"]
+    }
+    own = [table.spec_dict(s) for s in table.chunks(inner_params(p, "table", "half_sum/plain"))]
+    assert [s.inner for s in specs if s.part == "table" and s.convention == "half_sum/plain"] == own
+    for s in specs:
+        for key, value in CONVENTIONS[s.convention].items():
+            assert s.inner.get(key, value) == value  # a default convention value is left out of the dict
+
+
+def test_summary_words():
+    from plasticlab.experiments.hebbian.conventions import summary_word
+
+    assert summary_word({"a": "reproduced", "b": "reproduced", "c": "not stationary"}) == "robust"
+    assert summary_word({"a": "reproduced", "b": "partly"}) == "convention-dependent (holds under: a)"
+    assert summary_word({"a": "not reproduced", "b": "partly"}) == "fails under every convention"
+    assert summary_word({"a": "not stationary", "b": "not stationary"}) == "not stationary"
+    assert summary_word({"a": "not run", "b": "not stationary"}) == "not stationary"
+    assert summary_word({"a": "not run"}) == "not run"
+
+
+def test_claims_are_matched_across_conventions_without_their_grid_cell():
+    from plasticlab.experiments.hebbian.conventions import claim_key
+
+    a = "tanh MLP: Hebbian (> 0.5) at low noise and high decay (σ = 0.03, γ = 0.0144, the highest γ that did"
+    assert claim_key(a + " not collapse)") == "tanh MLP: Hebbian (> 0.5) at low noise and high decay"
+    assert (
+        claim_key("sgd: alignment rises with weight decay (γ = 0 → 0.005)")
+        == "sgd: alignment rises with weight decay"
+    )
+    assert (
+        claim_key("sgd, γ = 0.005: 2nd-layer Hebbian alignment") == "sgd, γ = 0.005: 2nd-layer Hebbian alignment"
+    )
+
+
+def test_tiny_study_scores_each_convention_and_marks_non_stationary_claims(tmp_path):
+    """The tiny run (40 steps) is stationary nowhere: every Part A claim reads 'not stationary' under every
+    convention run, the study's own checks are beyond the papers, and robustness.csv is written."""
+    from plasticlab.study import get, run_chunks
+    from plasticlab.study.report import write_report
+
+    exp = get("hebb-conventions")
+    p = exp.params(**exp.tiny)
+    df = run_chunks(exp, exp.chunks(p))
+    assert set(zip(df.part, df.convention)) == {("table", "mean/torch"), ("phase", "half_sum/plain/signal")}
+    claims = write_report(exp, df, p, tmp_path)
+    assert claims and all(c.beyond for c in claims)
+    rob = pd.read_csv(tmp_path / "robustness.csv", keep_default_na=False)
+    assert list(rob.columns) == ["experiment", "claim", "mean/torch", "half_sum/plain/signal", "summary"]
+    table = rob[rob.experiment == "hebb-table"]
+    assert (table["mean/torch"] == "not stationary").all() and (table["half_sum/plain/signal"] == "—").all()
+    assert set(rob.summary) <= {"not stationary", "not run"}
+
+
+def test_stationary_claims_are_scored_and_summarised():
+    """With the decay acting long enough (lr·γ·T ≥ 5 at γ = 5e-3), the cell is scored under each convention."""
+    from plasticlab.experiments.hebbian.conventions import claims_by_convention
+    from plasticlab.study import get, run_chunks
+
+    exp = get("hebb-conventions")
+    p = exp.params(
+        **{**exp.tiny, "table_lr": 0.5, "table_steps": 2000, "table_conventions": ["half_sum/plain", "mean/plain"]}
+    )
+    p["phase_conventions"] = []
+    df = run_chunks(exp, exp.chunks(p))
+    got = {(d["claim"], d["convention"]): d["verdict"] for d in claims_by_convention(df, p)}
+    cell = "sgd, γ = 0.005: 2nd-layer Hebbian alignment"
+    assert got[(cell, "half_sum/plain")] != "not stationary" and got[(cell, "mean/plain")] != "not stationary"
+    assert got[("sgd, γ = 0: 2nd-layer Hebbian alignment", "mean/plain")] == "not stationary"
+
+
+# -- the scoreboard's robustness section ---------------------------------------------------------------------
+def test_scoreboard_shows_robustness_counts_and_table_when_the_study_ran(tmp_path):
+    from plasticlab.study.scoreboard import write_scoreboard
+
+    write_scoreboard(tmp_path, [], quick=True)
+    text = (tmp_path / "SCOREBOARD.md").read_text()
+    assert "The conventions study (hebb-conventions) was not run" in text
+    folder = tmp_path / "hebb-conventions"
+    folder.mkdir()
+    pd.DataFrame(
+        dict(
+            experiment=["hebb-table"] * 4,
+            claim=["c1", "c2", "c3", "c4"],
+            a=["reproduced", "reproduced", "not reproduced", "not stationary"],
+            b=["reproduced", "partly", "not reproduced", "not stationary"],
+            summary=[
+                "robust",
+                "convention-dependent (holds under: a)",
+                "fails under every convention",
+                "not stationary",
+            ],
+        )
+    ).to_csv(folder / "robustness.csv", index=False)
+    write_scoreboard(tmp_path, [], quick=True)
+    text = (tmp_path / "SCOREBOARD.md").read_text()
+    assert "not run" not in text.split("## Part A under each convention")[1].split("|")[0]
+    assert (
+        "4 Part A claims of hebb-table and hebb-phase: 1 robust, 1 convention-dependent, "
+        "1 fails under every convention, 1 not stationary." in text
+    )
+    assert "| c2 | reproduced | partly | convention-dependent (holds under: a) |" in text
+    assert "0 claims of the papers" in text  # the headline keeps its own count

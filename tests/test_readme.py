@@ -35,6 +35,10 @@ TINY = {
     "hebb-adam": "steps=40 seeds=0 n_train=300 n_val=50 widths=6,5,5,4 gammas=0,5e-3",
     "hebb-dfa": "shapes=3x6x1x60 seeds=0 n_train=256 n_val=20 every=5 lengths=20,60",
     "hebb-valopt": "steps=60 seeds=0 gammas=0,0.1 sigmas=0,0.3",
+    "hebb-conventions": "table_conventions=mean/torch table_rules=sgd table_steps=20 table_seeds=0 "
+    "table_widths=6,5,5,3 table_gammas=0,5e-3 table_n_train=64 table_n_val=16 table_batch_size=16 "
+    "phase_conventions=half_sum/plain/signal phase_activations=tanh phase_sigmas=0.1 phase_gammas=0.01 "
+    "phase_steps=20 phase_seeds=0 phase_d_in=6 phase_hidden=4 phase_n_train=64 phase_n_val=16 phase_batch_size=16",
     "rule-identify": "rules=sgd,hebbian,curl seeds=0,1 gammas=0,0.01 sigmas=0 steps=40 checkpoints=4 units=16,2 "
     "fractions=0.5 noises=1 folds=2 nongradient_probes=2 n_train=128 analysis_batch=32 trees=10",
 }

@@ -10,6 +10,11 @@ from pathlib import Path
 import pandas as pd
 
 from plasticlab.study.claims import BEYOND_WORDS, ICONS, VERDICTS, Claim, claims_table
+from plasticlab.study.report import markdown_table
+
+ROBUSTNESS = Path("hebb-conventions") / "robustness.csv"
+"""The conventions study's robustness table, relative to the collection folder (one row per Part A claim)."""
+SUMMARIES = ("robust", "convention-dependent", "fails under every convention", "not stationary", "not run")
 
 
 @dataclass
@@ -51,8 +56,9 @@ def scoreboard_frame(outcomes: list[Outcome]) -> pd.DataFrame:
     return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
 
 
-def render_scoreboard(outcomes: list[Outcome], *, quick: bool) -> str:
-    """SCOREBOARD.md: verdict counts, experiments without claims, then every claim."""
+def render_scoreboard(outcomes: list[Outcome], *, quick: bool, robustness: pd.DataFrame | None = None) -> str:
+    """SCOREBOARD.md: verdict counts, the Part A robustness section, experiments without claims, then every
+    claim. ``robustness``: the conventions study's table (None: the study was not run)."""
     claims = [c for oc in outcomes for c in oc.claims]
     size = "quick (small) size" if quick else "the sizes stated in each row"
     lines = [
@@ -67,6 +73,7 @@ def render_scoreboard(outcomes: list[Outcome], *, quick: bool) -> str:
         "",
         f"**{headline(scoreboard_frame(outcomes))}**",
         "",
+        *robustness_section(robustness),
     ]
     lines += [
         "| experiment | size | chunks | compute (chunk-hours) | status |",
@@ -94,9 +101,37 @@ def render_scoreboard(outcomes: list[Outcome], *, quick: bool) -> str:
 
 
 def write_scoreboard(out: Path, outcomes: list[Outcome], *, quick: bool) -> None:
-    """Write OUT/SCOREBOARD.md and OUT/scoreboard.csv."""
+    """Write OUT/SCOREBOARD.md and OUT/scoreboard.csv (with the robustness section when OUT holds the
+    conventions study's table)."""
     scoreboard_frame(outcomes).to_csv(out / "scoreboard.csv", index=False)
-    (out / "SCOREBOARD.md").write_text(render_scoreboard(outcomes, quick=quick))
+    rob = pd.read_csv(out / ROBUSTNESS, keep_default_na=False) if (out / ROBUSTNESS).is_file() else None
+    (out / "SCOREBOARD.md").write_text(render_scoreboard(outcomes, quick=quick, robustness=rob))
+
+
+def robustness_counts(rob: pd.DataFrame) -> dict[str, int]:
+    """How many Part A claims are robust / convention-dependent / fail under every convention / not
+    stationary / not run (a convention-dependent summary names its conventions after the word)."""
+    words = rob["summary"].astype(str)
+    return {w: int(words.str.startswith(w).sum()) for w in SUMMARIES}
+
+
+def robustness_section(rob: pd.DataFrame | None) -> list[str]:
+    """The scoreboard's lines on Part A under each reading of the paper's conventions."""
+    head = ["## Part A under each convention (loss normalisation, layer init, where noise enters)", ""]
+    if rob is None:
+        return [*head, f"The conventions study (hebb-conventions) was not run: no {ROBUSTNESS.as_posix()}.", ""]
+    n = robustness_counts(rob)
+    text = ", ".join(f"{v} {k}" for k, v in n.items() if v or k != "not run")
+    return [
+        *head,
+        f"**{len(rob)} Part A claims of hebb-table and hebb-phase: {text}.** The headline above counts them under "
+        "the default convention (half_sum/plain); here each is judged under every convention the conventions "
+        "study ran (hebb-conventions/report.md), a claim whose decay had not reached its stationary state "
+        "(lr·γ·T < 5) marked as such rather than scored.",
+        "",
+        markdown_table(rob),
+        "",
+    ]
 
 
 def headline(board: pd.DataFrame) -> str:
