@@ -29,6 +29,7 @@ import torch
 
 from plasticlab import seeding
 from plasticlab.errors import PlasticlabError
+from plasticlab.losses import check_loss
 from plasticlab.networks.mlp import MLP
 from plasticlab.rules.base import Chain, Context
 
@@ -39,6 +40,7 @@ def member(net: MLP, e: int) -> MLP:
         [W[e : e + 1] for W in net.weights],
         [None if b is None else b[e : e + 1] for b in net.biases],
         net.activation,
+        net.init,
     )
 
 
@@ -77,7 +79,7 @@ class RuleField:
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
         """F(theta): the rule's flat update at these weights, averaged over ``steps``."""
         weights = self.unflatten(theta)
-        net = MLP(weights, list(self.template.biases), self.template.activation)
+        net = MLP(weights, list(self.template.biases), self.template.activation, self.template.init)
         total: Any = 0
         for s in self.steps:
             trace = net.forward(self.x, self.rule.perturb(weights, self.state, self.seeds, s))
@@ -110,6 +112,7 @@ def rule_field(
         raise PlasticlabError(
             f"rule_field needs a rule chain, e.g. chain(sgd(), weight_decay(1e-3)); got {rule!r}"
         )
+    check_loss(loss)
     one = member(net, e)
     pick = lambda t: (t[e : e + 1] if t.shape[0] > 1 else t) if t.ndim == 3 else t[None]
     seeds = torch.tensor([e if seed is None else int(seed)], dtype=torch.int64)

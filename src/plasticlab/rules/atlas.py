@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from plasticlab import seeding
+from plasticlab import losses, seeding
 from plasticlab.errors import PlasticlabError, check_positive
 from plasticlab.networks.activations import activation as get_activation
 from plasticlab.networks.mlp import MLP
@@ -43,10 +43,8 @@ def _bias(b, post_term: torch.Tensor):
 
 
 def per_sample_loss(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    """(E, B) loss of each sample: 1/2 ||out - y||^2 (mse) or softmax cross-entropy (xent)."""
-    if loss == "mse":
-        return 0.5 * ((out - y) ** 2).sum(-1)
-    return -(torch.log_softmax(out, -1) * y).sum(-1)
+    """(E, B) loss of each sample (``plasticlab.losses.per_sample``)."""
+    return losses.per_sample(out, y, loss)
 
 
 def backprop_through(ctx: Context, delta_out: torch.Tensor, back: list[torch.Tensor | None]) -> list[torch.Tensor]:

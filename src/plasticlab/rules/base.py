@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from plasticlab import seeding
+from plasticlab import losses, seeding
 from plasticlab.networks.activations import activation as get_activation
 from plasticlab.networks.mlp import MLP, Trace
 
@@ -45,7 +45,7 @@ class Context:
     trace: Trace  # forward pass of this step (with perturbed weights if parameter noise is on)
     x: torch.Tensor  # (E, B, in)
     y: torch.Tensor | None  # (E, B, out) regression targets or one-hot labels (None: not given)
-    loss: str  # "mse": l = 1/2 ||out - y||^2 per sample; "xent": softmax cross-entropy
+    loss: str  # a plasticlab.losses kind: "mse" (1/2 ||out - y||^2 per sample), "mse_mean", "xent"
     seeds: torch.Tensor  # (E,)
     step: int
     cache: dict[str, Any] = field(default_factory=dict)
@@ -58,9 +58,7 @@ class Context:
             from plasticlab.errors import PlasticlabError
 
             raise PlasticlabError("this rule needs the targets y for its output error, and none were given")
-        if self.loss == "mse":
-            return out - y
-        return torch.softmax(out, dim=-1) - y
+        return losses.output_delta(out, y, self.loss)
 
     def backprop(self, delta_out: torch.Tensor, feedback: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Per-layer deltas dl/dh_b (E, B, out_l). ``feedback`` (list of (E, out_l, d_out)) replaces the

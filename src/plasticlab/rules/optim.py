@@ -34,7 +34,8 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from plasticlab.errors import PlasticlabError, PlasticlabWarning, check_choice
+from plasticlab.errors import PlasticlabError, PlasticlabWarning
+from plasticlab.losses import check_loss
 from plasticlab.networks.mlp import MLP, Trace
 from plasticlab.rules.atlas import FA, SignSymmetry
 from plasticlab.rules.base import Chain, Context, Signal, Updates, chain
@@ -145,10 +146,11 @@ class RuleOptimizer(torch.optim.Optimizer):
     the parameters to update and their step sizes; a matrix's parameter in no group stays fixed. Without
     ``params``, every trainable parameter the rule can't train is named in a ``PlasticlabWarning``. The
     rule's state lives in ``self.state`` ("rule": the chain's state, "step": steps taken), so
-    ``state_dict()`` / ``load_state_dict()`` round-trip it, Adam moments included. ``loss`` ("mse" or
-    "xent") is only used when a rule computes its own error from targets (random_nn, three_factor, or
-    ``step(y=...)`` without a backward pass); ``seed`` fixes feedback matrices and noise; ``activation`` is
-    only read by rules that rebuild the model as an MLP chain (random_nn)."""
+    ``state_dict()`` / ``load_state_dict()`` round-trip it, Adam moments included. ``loss`` (a
+    ``plasticlab.losses`` kind: "mse", "mse_mean", "xent") is only used when a rule computes its own error
+    from targets (random_nn, three_factor, or ``step(y=...)`` without a backward pass); ``seed`` fixes
+    feedback matrices and noise; ``activation`` is only read by rules that rebuild the model as an MLP chain
+    (random_nn)."""
 
     def __init__(
         self,
@@ -176,7 +178,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         super().__init__(mine if params is None else params, dict(lr=lr))
         _check_groups(self.param_groups, mine, {id(p): n for n, p in model.named_parameters()}, skipped)
         self._chain, feedback = _on_graph(self.rule)
-        self.loss = check_choice("loss", loss, ["mse", "xent"])
+        self.loss = check_loss(loss)
         self.activation = activation or infer_activation(model)
         self.seeds = torch.tensor([int(seed)], dtype=torch.int64)
         try:

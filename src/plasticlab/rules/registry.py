@@ -304,30 +304,49 @@ def make_rule(
     gamma: PerMember = 0.0,
     sigma: PerMember = 0.0,
     *,
-    signal_sigma: float = 0.0,
+    signal_sigma: PerMember = 0.0,
+    noise_at: str = "weights",
+    decay_biases: bool = False,
     **hyper: Any,
 ) -> Chain:
-    """The named rule as experiments use it: signal(**hyper) [-> param_noise(sigma)] [-> signal_noise]
+    """The named rule as experiments use it: signal(**hyper) [-> signal_noise] [-> param_noise(sigma)]
     -> weight_decay(gamma) (a rule whose factory takes ``gamma`` places its own decay, e.g. adam_l2's coupled
-    L2). ``gamma``/``sigma`` are floats or one value per ensemble member;
-    ``name`` may carry hyperparameters (``"bcm:rate=0.2"``), merged under the keyword ones."""
+    L2). ``gamma``/``sigma``/``signal_sigma`` are floats or one value per ensemble member;
+    ``name`` may carry hyperparameters (``"bcm:rate=0.2"``), merged under the keyword ones.
+
+    ``noise_at`` says where ``sigma`` enters: ``"weights"`` (forward-pass weight noise, ``param_noise``) or
+    ``"signal"`` (Gaussian noise added to the learning signal every step, ``signal_noise``; the same as
+    passing it as ``signal_sigma``). Signal noise goes right after the signal piece: it is noise on the
+    gradient, before any preconditioning or coupled L2. ``decay_biases``: the rule's decay (decoupled or
+    coupled) acts on biases too, as torch's ``weight_decay`` does."""
+    from plasticlab.errors import check_choice
     from plasticlab.rules.transforms import param_noise, signal_noise, weight_decay
 
+    check_choice("noise_at", noise_at, NOISE_AT)
+    if noise_at == "signal":
+        if _nonzero(signal_sigma):
+            raise PlasticlabError("give the signal noise once: sigma with noise_at='signal', or signal_sigma")
+        sigma, signal_sigma = 0.0, sigma
     spec = get(name)
     hyper = {**parse_rule(name)[1], **hyper}  # checked by spec.build
     owns_decay = "gamma" in spec.hyperparameters()  # e.g. adam_l2: coupled L2 inside the rule
     parts = spec.build(**hyper, gamma=gamma) if owns_decay else spec.build(**hyper)
-    noise: list[Transform] = []
-    if _nonzero(sigma):
-        noise.append(param_noise(sigma))
-    if signal_sigma:
-        noise.append(signal_noise(signal_sigma))
-    # noise joins the learning signal: before the rule's own decay piece if it has one
+    if _nonzero(signal_sigma):
+        parts[1:1] = [signal_noise(signal_sigma)]
+    # forward-pass noise joins the learning signal: before the rule's own decay piece if it has one
     cut = next((i for i, p in enumerate(parts) if isinstance(p, Decay)), len(parts))
-    parts[cut:cut] = noise
+    if _nonzero(sigma):
+        parts[cut:cut] = [param_noise(sigma)]
     if not owns_decay:
         parts.append(weight_decay(gamma))
+    if decay_biases:
+        for p in parts:
+            if isinstance(p, Decay) and hasattr(p, "biases"):
+                setattr(p, "biases", True)  # noqa: B010  (WeightDecay and CoupledL2 both carry it)
     return chain(*parts)
+
+
+NOISE_AT = ["weights", "signal"]
 
 
 def _nonzero(v: PerMember) -> bool:

@@ -110,12 +110,15 @@ class RandomNN(Signal):
     name = "random_nn"
 
     def init(self, net: MLP, seeds: torch.Tensor) -> Any:
-        """The fixed random target network (same widths and activation, no biases), drawn from ``seeds``."""
+        """The fixed random target network, drawn from ``seeds``: same widths, activation and layer convention
+        as the student (biases iff the student has them, initialised as ``net.init`` says; a "normal" net's
+        biases are zero, so its target computes what the bias-free one always has)."""
         return init_mlp(
             seeds,
             net.widths,
             net.activation,
-            bias=False,
+            bias=any(b is not None for b in net.biases),
+            init=net.init,
             tag="random-nn-target",
             dtype=net.weights[0].dtype,
             device=net.weights[0].device,

@@ -1,8 +1,9 @@
 """Transforms applied after the learning signal: preconditioning, noise, decoupled weight decay.
 
-``weight_decay`` and ``param_noise`` take one float for every member, or one value per ensemble member
-((E,) sequence or tensor): a whole γ × σ × seed grid then advances as one batched program, and a member
-with per-member value v equals its run with the float v (same arithmetic, same random keys).
+``weight_decay``, ``l2``, ``param_noise`` and ``signal_noise`` take one float for every member, or one value
+per ensemble member ((E,) sequence or tensor): a whole γ × σ × seed grid then advances as one batched
+program, and a member with per-member value v equals its run with the float v (same arithmetic, same random
+keys).
 """
 
 from __future__ import annotations
@@ -150,18 +151,21 @@ class CoupledL2(Decay):
 
 
 class SignalNoise(Transform):
-    """Gaussian noise of std sigma added to the learning signal, fresh every step, per member."""
+    """Gaussian noise of std sigma added to the learning signal, fresh every step, from each member's own
+    seed (sigma a float or one per member). Only the weight updates get it: biases are left alone, as
+    alignment (measured on W) is what the noise is there to disturb."""
 
-    def __init__(self, sigma: float):
-        self.sigma = _finite_nonneg("sigma", sigma)
-        self.name = f"signal_noise({self.sigma:g})"
+    def __init__(self, sigma: PerMember):
+        self.sigma = _float_or_members("sigma", sigma)
+        self.name = f"signal_noise({_label(self.sigma)})"
 
     def update(self, updates: Updates, state: Any, ctx: Context) -> tuple[Updates, Any]:
         """Add sigma * N(0, 1) to every weight update (biases untouched)."""
         out = []
         for l, (uW, ub) in enumerate(updates):
             eps = seeding.normal(ctx.seeds, ctx.key("signal-noise", l), uW.shape[1:], uW.dtype, device=uW.device)
-            out.append((uW + self.sigma * eps, ub))
+            s = self.sigma if isinstance(self.sigma, float) else self.sigma.to(uW)[:, None, None]
+            out.append((uW + s * eps, ub))
         return out, state
 
 
@@ -219,8 +223,8 @@ def l2(gamma: PerMember, biases: bool = False) -> CoupledL2:
     return CoupledL2(gamma, biases)
 
 
-def signal_noise(sigma: float) -> SignalNoise:
-    """Gaussian noise on the learning signal."""
+def signal_noise(sigma: PerMember) -> SignalNoise:
+    """Gaussian noise on the learning signal (float, or one per member)."""
     return SignalNoise(sigma)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from plasticlab import cancel, compiling
+from plasticlab import cancel, compiling, losses
 from plasticlab.compiling import Compiled
 from plasticlab.errors import PlasticlabError, check_positive
 from plasticlab.metrics.hebbian import cosine, hebbian_direction
@@ -47,10 +47,8 @@ class TrainResult:
 
 
 def loss_value(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    """Per-member mean loss (E,): 1/2 ||out - y||^2 per sample, or cross-entropy."""
-    if loss == "mse":
-        return 0.5 * ((out - y) ** 2).sum(-1).mean(-1)
-    return -(torch.log_softmax(out, -1) * y).sum(-1).mean(-1)
+    """Per-member mean loss (E,) over the batch of ``plasticlab.losses.per_sample``."""
+    return losses.per_sample(out, y, loss).mean(-1)
 
 
 def as_chain(rule: Transform) -> Chain:

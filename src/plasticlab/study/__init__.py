@@ -10,7 +10,7 @@
 """
 
 from plasticlab.study.context import RunContext
-from plasticlab.study.contract import Experiment, Figure, Table, run_chunks, shared_fields
+from plasticlab.study.contract import Experiment, Figure, Table, convention, run_chunks, shared_fields
 from plasticlab.study.params import (
     COMMON,
     COMMON_RELATIONS,
@@ -68,6 +68,7 @@ __all__ = [
     "all_experiments",
     "coerce",
     "constraint_for",
+    "convention",
     "get",
     "load_plugins",
     "parse_value",

@@ -98,13 +98,20 @@ class Experiment:
 
     # -- specs on the wire: the sweep layer hashes and ships plain dicts --------------------------------------
     def spec_dict(self, spec: Any) -> dict[str, Any]:
-        """``spec`` as the plain dict the sweep layer hashes, stores and ships (a dict stays as it is)."""
+        """``spec`` as the plain dict the sweep layer hashes, stores and ships (a dict stays as it is).
+        A :func:`convention` field is left out while it holds its default, so adding one keeps every saved
+        chunk's hash."""
         if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
-            return dataclasses.asdict(spec)
+            d = dataclasses.asdict(spec)
+            for f in dataclasses.fields(spec):
+                if f.metadata.get(OMIT_AT_DEFAULT) and d[f.name] == f.default:
+                    del d[f.name]
+            return d
         return dict(spec)
 
     def spec_of(self, data: Mapping[str, Any]) -> Any:
-        """The typed spec back from its dict (the inverse of :meth:`spec_dict`)."""
+        """The typed spec back from its dict (the inverse of :meth:`spec_dict`; a left-out
+        :func:`convention` field takes its default)."""
         return self.spec_type(**data) if self.spec_type is not None else dict(data)
 
     # -- parameters -------------------------------------------------------------------------------------
@@ -130,6 +137,7 @@ class Experiment:
 
     def size(self, p: dict[str, Any]) -> str:
         """What size ``p`` is: "paper", "quick", or the exact reduction ("steps 2000 (full 20000); …")."""
+        p = {**self.defaults, **p}  # a key added after a run was saved holds its default there
         if p == self.defaults:
             return "paper"
         if p == self.params(quick=True):
@@ -157,6 +165,18 @@ def _short(v: Any) -> str:
     if isinstance(v, list) and len(v) > 4:
         return f"[{', '.join(map(str, v[:2]))}, …, {v[-1]}] ({len(v)})"
     return str(v)
+
+
+OMIT_AT_DEFAULT = "omit_at_default"
+
+
+def convention(default: str) -> Any:
+    """A chunk-spec field for a modelling convention added after results were saved (loss normalisation,
+    layer init, where noise enters): ``loss: str = convention("half_sum")``. ``Experiment.spec_dict`` leaves
+    it out while it equals ``default`` (the convention every saved chunk ran under), so saved chunks keep
+    their hashes; any other value is part of the hash. The dataclass fills the default back in
+    ``spec_of``."""
+    return dataclasses.field(default=default, metadata={OMIT_AT_DEFAULT: True})
 
 
 def shared_fields(spec_type: type, p: dict[str, Any], *varied: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ class Dataset:
     y_train: torch.Tensor  # (E, n_train, d_out): targets, or one-hot labels for classification
     x_val: torch.Tensor
     y_val: torch.Tensor
-    loss: str  # "mse" | "xent"
+    loss: str  # a plasticlab.losses kind: "mse" | "mse_mean" | "xent"
     name: str = ""
 
     @property

@@ -21,14 +21,16 @@ def teacher_regression(
     teacher_activation: str = "tanh",
     teacher_scale: float = 1.0,
     label_noise: float = 0.0,
+    init: str = "normal",
     dtype=torch.float64,
     device=None,
 ) -> Dataset:
     """Each member's teacher and samples come from its own seed.
 
     ``teacher_hidden=()`` gives a linear teacher y = W* x; with ``teacher_scale = sqrt(d_in)`` its entries are
-    N(0, 1), so ||w*||^2 ~ d_in as in Koplow et al. 2025's noise experiment. ``device``: where the data live
-    (default: ``plasticlab.devices.current()``).
+    N(0, 1), so ||w*||^2 ~ d_in as in Koplow et al. 2025's noise experiment. ``init``: the teacher's
+    layers as ``init_mlp`` makes them ("normal": no biases; "torch": nn.Linear's uniform W and b).
+    ``device``: where the data live (default: ``plasticlab.devices.current()``).
     """
     if min(d_in, d_out, n_train, n_val) < 1:
         raise PlasticlabError(f"d_in, d_out, n_train, n_val must be >= 1, got {d_in}, {d_out}, {n_train}, {n_val}")
@@ -40,6 +42,7 @@ def teacher_regression(
         teacher_activation,
         scale=teacher_scale,
         tag="teacher",
+        init=init,
         dtype=dtype,
         device=device,
     )

@@ -23,6 +23,51 @@ from plasticlab.study.context import RunContext
 from plasticlab.tasks.shared import share
 
 RULES = rule_names()  # live: includes rules registered after import
+
+# Modelling conventions the paper leaves unstated (each changes its numbers); the first choice of each is the
+# one every saved run used. The experiment word -> the engine's word, in this one place:
+LOSS_KINDS = {"half_sum": "mse", "mean": "mse_mean"}  # plasticlab.losses kinds
+LAYER_INITS = {"plain": "normal", "torch": "torch"}  # networks.mlp.init_mlp(init=...)
+NOISE_AT = ["weights", "signal"]  # rules.make_rule(noise_at=...)
+CONVENTIONS: dict[str, list[str]] = dict(loss=list(LOSS_KINDS), layers=list(LAYER_INITS), noise_at=NOISE_AT)
+_CONVENTION_TEXT = {
+    ("loss", "half_sum"): "loss ½‖ŷ − y‖² summed over outputs, batch mean",
+    ("loss", "mean"): "loss mean over outputs and batch of (ŷ − y)² (torch's nn.MSELoss)",
+    ("layers", "plain"): "layers without biases, W ~ N(0, 1/fan_in)",
+    ("layers", "torch"): (
+        "layers as torch's nn.Linear (W and b ~ U(±1/√fan_in)) for student, teacher and random_nn target, "
+        "weight decay on biases too; forward-pass noise and alignment on W only"
+    ),
+    ("noise_at", "weights"): "noise σ on the forward pass's weights",
+    ("noise_at", "signal"): "noise σ added to the learning signal every step (injected gradient noise)",
+}
+
+
+def convention_params(*keys: str) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """(defaults, choices) of the convention params ``keys`` (from "loss", "layers", "noise_at"), for an
+    experiment's ``defaults`` and ``choices``."""
+    return {k: CONVENTIONS[k][0] for k in keys}, {k: CONVENTIONS[k] for k in keys}
+
+
+def convention_note(p: dict[str, Any], extra: str = "", text: dict[tuple[str, str], str] | None = None) -> str:
+    """One sentence naming the conventions in force (those of ``CONVENTIONS`` found in ``p``), then ``extra``;
+    ``text`` replaces the wording of a (key, value) where an experiment's setting differs (e.g. a classifier
+    whose plain layers have zero biases)."""
+    wording = {**_CONVENTION_TEXT, **(text or {})}
+    parts = [wording[(k, p[k])] for k in CONVENTIONS if k in p]
+    return f"Conventions: {'; '.join(parts)}{extra}." if parts else ""
+
+
+def with_loss(data, loss: str):
+    """``data`` with the squared-error convention ``loss`` (an experiment word); cross-entropy data (already a
+    batch mean) stay as they are."""
+    import dataclasses
+
+    if data.loss == "xent":
+        return data
+    return dataclasses.replace(data, loss=LOSS_KINDS[loss])
+
+
 ACTIVATIONS = ["linear", "relu", "tanh", "sigmoid"]
 # A layer whose ‖W‖ fell below this fraction of its initial norm has collapsed (the papers' "—").
 COLLAPSE = 1e-3
@@ -83,12 +128,15 @@ def train_regression(
     record_at=None,
     measure: str = "signal",
     task: dict | None = None,
+    loss: str = "half_sum",
+    layers: str = "plain",
     ctx: RunContext | None = None,
 ):
     """The standard regression (Koplow et al. 2025: tanh-teacher with 32 hidden units, Gaussian inputs) trained by
     one rule for every γ × seed member at once. Returns the member table and the TrainResult.
     ``task`` passes extra teacher_regression options (label_noise, teacher_hidden, …). ``rule`` is a rule
     name, or a ready Chain for the members (seeds vary fastest within each γ, as ``members`` orders them).
+    ``loss`` / ``layers``: the conventions (``CONVENTIONS``; a ready Chain must carry its own decay-on-biases).
     ``ctx``: where (device) and how (compile) to run; None: the library defaults."""
     from plasticlab.networks.mlp import init_mlp
     from plasticlab.simulation.train_mlp import train_mlp
@@ -96,16 +144,17 @@ def train_regression(
 
     m = members(seeds, gamma=gammas)
     device = None if ctx is None else ctx.device
+    init = LAYER_INITS[layers]
     data = teacher_regression(
         unique_seeds(seeds), d_in=widths[0], d_out=widths[-1], n_train=n_train, n_val=n_val, dtype=dtype,
-        device=device, **(task or {}),
+        device=device, init=init, **(task or {}),
     )  # fmt: skip
     seeds_e = m.seed.tolist()
-    net = init_mlp(seeds_e, list(widths), activation, dtype=dtype, device=device)
+    net = init_mlp(seeds_e, list(widths), activation, init=init, dtype=dtype, device=device)
     res = train_mlp(
         net,
-        rule if isinstance(rule, Chain) else _member_rule(rule, m.gamma.values, measure),
-        share(data, m.seed_index.values),
+        rule if isinstance(rule, Chain) else _member_rule(rule, m.gamma.values, measure, layers),
+        share(with_loss(data, loss), m.seed_index.values),
         seeds_e,
         steps=steps,
         lr=lr,
@@ -120,12 +169,13 @@ def train_regression(
     return m.drop(columns="seed_index"), res
 
 
-def _member_rule(rule: str, gammas, measure: str) -> Chain:
+def _member_rule(rule: str, gammas, measure: str, layers: str = "plain") -> Chain:
     """``rule`` with one γ per member; ``measure`` goes only to a rule that declares it (adam can measure
-    its raw gradient instead of its signal): read from the registry, not from the rule's name."""
+    its raw gradient instead of its signal): read from the registry, not from the rule's name. With
+    ``layers="torch"`` the decay acts on biases too (torch's ``weight_decay``)."""
     takes = "measure" in get_rule(parse_rule(rule)[0]).hyperparameters()
     hyper: dict[str, Any] = {"measure": measure} if takes else {}
-    return make_rule(rule, gamma=gammas, **hyper)
+    return make_rule(rule, gamma=gammas, decay_biases=layers == "torch", **hyper)
 
 
 def dtype_of(name: str):
@@ -148,20 +198,27 @@ def train_sgd_grid(
     batch_size: int,
     record_every: int,
     dtype=torch.float64,
+    loss: str = "half_sum",
+    layers: str = "plain",
+    noise_at: str = "weights",
     ctx: RunContext | None = None,
 ):
-    """SGD with one decay γ (``m.gamma``) and forward-pass noise σ (``sigma``, one per member) per member of a
+    """SGD with one decay γ (``m.gamma``) and noise σ (``sigma``, one per member) per member of a
     σ × γ × seed table ``m``, on ``data`` (one copy per unique seed, shared out to the members): the
-    hebb-phase / hebb-valopt run. Alignment is averaged over the second half of ``steps``."""
+    hebb-phase / hebb-valopt run. Alignment is averaged over the second half of ``steps``. ``loss``,
+    ``layers`` and ``noise_at`` are the conventions (``CONVENTIONS``); ``data`` must already come from a
+    teacher of the same ``layers``."""
     from plasticlab.networks.mlp import init_mlp
     from plasticlab.simulation.train_mlp import train_mlp
 
-    data = share(data, m.seed_index.values)
+    data = share(with_loss(data, loss), m.seed_index.values)
     seeds = m.seed.tolist()
-    net = init_mlp(seeds, widths, activation, dtype=dtype, device=None if ctx is None else ctx.device)
+    dev = None if ctx is None else ctx.device
+    net = init_mlp(seeds, widths, activation, init=LAYER_INITS[layers], dtype=dtype, device=dev)
+    rule = make_rule("sgd", gamma=m.gamma.values, sigma=sigma, noise_at=noise_at, decay_biases=layers == "torch")
     return train_mlp(
         net,
-        make_rule("sgd", gamma=m.gamma.values, sigma=sigma),
+        rule,
         data,
         seeds,
         steps=steps,

@@ -23,7 +23,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments.hebbian._common import dtype_of, gamma_label, paper_gamma, train_regression
+from plasticlab import losses
+from plasticlab.experiments.hebbian._common import (
+    LAYER_INITS,
+    LOSS_KINDS,
+    convention_note,
+    convention_params,
+    dtype_of,
+    gamma_label,
+    paper_gamma,
+    train_regression,
+)
 from plasticlab.experiments.hebbian.paper import TABLE1_MLP_ADAM
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.rules import get as get_rule
@@ -37,6 +47,7 @@ from plasticlab.study import (
     ListOf,
     RunContext,
     Table,
+    convention,
     register,
     shared_fields,
 )
@@ -44,6 +55,7 @@ from plasticlab.study.claims import KPZ, AllCells, AtLeast, Claim, Within, fract
 
 PAPER_ADAM = TABLE1_MLP_ADAM
 SOURCE = "Table 1, MLP / Adam row"
+CONVENTION_DEFAULTS, CONVENTION_CHOICES = convention_params("loss", "layers")
 COLLAPSE_VAL = 0.9  # val loss ≥ this fraction of the predict-the-mean loss: the function is constant
 
 
@@ -69,6 +81,8 @@ class Spec:
     n_train: int
     n_val: int
     dtype: str
+    loss: str = convention("half_sum")
+    layers: str = convention("plain")
 
 
 @register
@@ -101,11 +115,12 @@ class HebbAdam(Experiment):
         # MSE over 32 outputs: its gradient is 1/16 of our ½‖·‖² sum, and Adam ignores the gradient's scale,
         # so their coupled γ acts as 16 γ here.
         gamma_factor=1.0,
+        **CONVENTION_DEFAULTS,
     )
     quick = dict(
         lrs=[1e-2], adam_lrs=[1e-2], seeds=[0, 1], widths=[32, 32, 32, 32], steps=600, n_train=2000, n_val=200
     )
-    choices = dict(rules=["adam", "adam_l2"], dtype=["float64", "float32"])
+    choices = dict(rules=["adam", "adam_l2"], dtype=["float64", "float32"], **CONVENTION_CHOICES)
 
     constraints = dict(
         lrs=ListOf(NONNEG),
@@ -140,9 +155,18 @@ class HebbAdam(Experiment):
             late_every=4,
             measure="grad",
             dtype=dt,
+            loss=spec.loss,
+            layers=spec.layers,
             ctx=ctx,
         )
-        init = init_mlp(m.seed.tolist(), list(spec.widths), spec.activation, dtype=dt, device=ctx.device)
+        init = init_mlp(
+            m.seed.tolist(),
+            list(spec.widths),
+            spec.activation,
+            init=LAYER_INITS[spec.layers],
+            dtype=dt,
+            device=ctx.device,
+        )
         trivial = _trivial_loss(spec, m.seed.tolist(), dt, ctx.device)
         val = res.val_loss_final.double().cpu().numpy()
         rows = []
@@ -183,7 +207,7 @@ class HebbAdam(Experiment):
             "(torch's Adam(weight_decay=γ)). Stationarity columns: q3_minus_q4 = alignment over the third "
             "quarter minus the last quarter (≈ 0 when stationary), drift = ‖W_end − W̄‖/‖W̄‖ over the last "
             "quarter, lr_gamma_steps = ηγ·steps (the decoupled decay's time scale); collapsed = validation "
-            f"loss ≥ {COLLAPSE_VAL:.0%} of predicting the mean."
+            f"loss ≥ {COLLAPSE_VAL:.0%} of predicting the mean. " + convention_note(p)
         )
 
     def figures(self, df, p):
@@ -206,10 +230,11 @@ def _trivial_loss(spec: Spec, seed_e: list[int], dtype, device: str) -> np.ndarr
     seeds = sorted(set(spec.seeds))
     d_in, d_out, n_train, n_val = spec.widths[0], spec.widths[-1], spec.n_train, spec.n_val
     data = teacher_regression(
-        seeds, d_in=d_in, d_out=d_out, n_train=n_train, n_val=n_val, dtype=dtype, device=device
-    )
-    mean_y = data.y_train.mean(1, keepdim=True)
-    loss = (0.5 * ((data.y_val - mean_y) ** 2).sum(-1).mean(-1)).double().cpu().numpy()
+        seeds, d_in=d_in, d_out=d_out, n_train=n_train, n_val=n_val, dtype=dtype, device=device,
+        init=LAYER_INITS[spec.layers],
+    )  # fmt: skip
+    mean_y = data.y_train.mean(1, keepdim=True).expand_as(data.y_val)
+    loss = losses.per_sample(mean_y, data.y_val, LOSS_KINDS[spec.loss]).mean(-1).double().cpu().numpy()
     return loss[[seeds.index(s) for s in seed_e]]
 
 

@@ -27,19 +27,32 @@ import numpy as np
 import pandas as pd
 import torch
 
+from plasticlab import losses
 from plasticlab.errors import PlasticlabError
-from plasticlab.experiments.hebbian._common import dtype_of, train_regression
+from plasticlab.experiments.hebbian._common import convention_note, convention_params, dtype_of, train_regression
 from plasticlab.experiments.hebbian.paper import TABLE1_MLP_DFA0
 from plasticlab.metrics.hebbian import cosine, hebbian_direction
 from plasticlab.networks.activations import activation as get_activation
 from plasticlab.rules import chain, weight_decay
 from plasticlab.rules.signals import DFA
-from plasticlab.study import MAX_STEPS, SIZE, Experiment, Figure, Interval, ListOf, RunContext, Table, register
+from plasticlab.study import (
+    MAX_STEPS,
+    SIZE,
+    Experiment,
+    Figure,
+    Interval,
+    ListOf,
+    RunContext,
+    Table,
+    convention,
+    register,
+)
 from plasticlab.study.claims import KPZ, AtLeast, Claim, Within, measure
 
 PAPER_DFA0 = TABLE1_MLP_DFA0
 SOURCE = "Table 1, MLP / DFA, γ = 0"
 SETTING = ["depth", "width", "teacher_scale", "scale"]
+CONVENTION_DEFAULTS, CONVENTION_CHOICES = convention_params("loss", "layers")
 COSINES = ["c_h_target", "c_H_target", "c_G_target", "c_res_target", "c_res_pred"]
 
 
@@ -71,7 +84,7 @@ class ProbedDFA(DFA):
             step=ctx.step,
             c_res_target=cosine(res, y),
             c_res_pred=cosine(res, out),
-            train_loss=0.5 * (res**2).sum(-1).mean(-1),
+            train_loss=losses.per_sample(out, y, ctx.loss).mean(-1),
         )
         for l, ((gW, _), h_a, h_b) in enumerate(zip(g, ctx.trace.pre, ctx.trace.post)):
             H = hebbian_direction(h_a, h_b)
@@ -125,6 +138,8 @@ class Spec:
     n_val: int
     every: int
     dtype: str
+    loss: str = convention("half_sum")
+    layers: str = convention("plain")
 
 
 @register
@@ -160,6 +175,7 @@ class HebbDFA(Experiment):
         every=100,
         lengths=[300, 1000, 3000, 10000, 30000],
         dtype="float32",
+        **CONVENTION_DEFAULTS,
     )
     quick = dict(
         shapes=["3x16x1x400", "2x16x1x400"],
@@ -169,7 +185,7 @@ class HebbDFA(Experiment):
         every=20,
         lengths=[100, 400],
     )
-    choices = dict(dtype=["float64", "float32"])
+    choices = dict(dtype=["float64", "float32"], **CONVENTION_CHOICES)
 
     constraints = dict(d=SIZE, every=Interval(int, 1, MAX_STEPS), lengths=ListOf(Interval(int, 1, MAX_STEPS)))
 
@@ -180,7 +196,7 @@ class HebbDFA(Experiment):
 
     def chunks(self, p):
         """One chunk per shape: its feedback scale × seed members share the data."""
-        keep = ("scales", "seeds", "d", "lr", "batch_size", "n_train", "n_val", "every", "dtype")
+        keep = ("scales", "seeds", "d", "lr", "batch_size", "n_train", "n_val", "every", "dtype", "loss", "layers")
         return [Spec(**parse_shape(s), **{k: p[k] for k in keep}) for s in p["shapes"]]
 
     def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:
@@ -202,6 +218,8 @@ class HebbDFA(Experiment):
             late_every=8,
             dtype=dtype_of(spec.dtype),
             task=dict(teacher_scale=spec.teacher_scale),
+            loss=spec.loss,
+            layers=spec.layers,
             ctx=ctx,
         )
         div, seed_e = res.diverged.cpu().numpy(), m.seed.to_numpy()
@@ -225,7 +243,7 @@ class HebbDFA(Experiment):
             f"{p['batch_size']}, lr {p['lr']}, γ = 0, {len(p['seeds'])} seeds; DFA feedback "
             "B_l ~ N(0, scale²/d_out). Depth = number of weight matrices. Layer indices from 0: layer 1 is the "
             "2nd matrix from the input. A run of T steps reports its mean over the checkpoints in [¾T, T] of "
-            "one long run."
+            "one long run. " + convention_note(p)
         )
 
     def figures(self, df, p):

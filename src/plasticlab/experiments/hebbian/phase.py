@@ -20,6 +20,9 @@ import pandas as pd
 from plasticlab.experiments.hebbian._common import (
     ACTIVATIONS,
     COLLAPSE,
+    LAYER_INITS,
+    convention_note,
+    convention_params,
     members,
     summarise,
     train_sgd_grid,
@@ -33,6 +36,7 @@ from plasticlab.study import (
     Interval,
     RunContext,
     Table,
+    convention,
     register,
     shared_fields,
 )
@@ -43,6 +47,8 @@ LINREG = "linear-regression"
 # A reference simulation of the noise theory at d = 32, σ = 0.3 (alignment at γ = ratio·σ²); the paper
 # states the sign change at γ ≈ σ² but gives no numbers, so these are shown as a reference, not the paper's.
 REF_A3 = {0.25: -0.25, 1.0: 0.0, 4.0: 0.26}
+CONVENTION_DEFAULTS, CONVENTION_CHOICES = convention_params("loss", "layers", "noise_at")
+NOISE_WHERE = dict(weights="forward-pass noise σ on the weights", signal="noise σ on the learning signal")
 
 
 def gamma_grid(sigmas, ratios=(0.25, 1.0, 4.0), extra=(1e-5,)) -> list[float]:
@@ -72,6 +78,9 @@ class Spec:
     lr: float
     batch_size: int
     label_noise: float
+    loss: str = convention("half_sum")
+    layers: str = convention("plain")
+    noise_at: str = convention("weights")
 
 
 @register
@@ -109,6 +118,7 @@ class HebbPhase(Experiment):
         lr=0.05,
         batch_size=256,
         label_noise=0.0,
+        **CONVENTION_DEFAULTS,
     )
     quick = dict(
         activations=[LINREG],
@@ -119,7 +129,7 @@ class HebbPhase(Experiment):
         n_val=1000,
         steps=1500,
     )
-    choices = dict(activations=[LINREG, *ACTIVATIONS])
+    choices = dict(activations=[LINREG, *ACTIVATIONS], **CONVENTION_CHOICES)
 
     constraints = dict(steps=Interval(int, 2, MAX_STEPS), label_noise=NONNEG)
 
@@ -140,7 +150,7 @@ class HebbPhase(Experiment):
         """What the maps show and how a cell is measured."""
         return (
             "Every rule is written ΔW = η(g − γW). Weight decay γ makes the learning signal g line up with the "
-            "Hebbian direction h_b h_aᵀ (red); forward-pass noise σ on the weights pushes it the other way "
+            f"Hebbian direction h_b h_aᵀ (red); {NOISE_WHERE[p['noise_at']]} pushes it the other way "
             "(blue). For linear regression the theory of Koplow, Poggio & Ziyin 2025 puts the border at "
             "γ ≈ σ² (dashed line). Colour = cosine of the batch-mean signal and the batch-mean Hebbian matrix, "
             f"averaged over the second half of {p['steps']} SGD steps (lr {p['lr']}, batch {p['batch_size']}) "
@@ -148,7 +158,8 @@ class HebbPhase(Experiment):
             f"diverged or collapsed (weights below {COLLAPSE:g} of their initial norm, the paper's '—'). For an "
             "MLP layer the same balance γ‖v_row‖² ≈ σ² d_in sits higher, because its rows are not of "
             "norm² ≈ d: the dotted line rescales the theory by the measured row norms. Decay can only help "
-            "validation loss where there is something to regularise (label noise, a small n_train)."
+            "validation loss where there is something to regularise (label noise, a small n_train). "
+            + convention_note(p)
         )
 
     def figures(self, df, p):
@@ -271,6 +282,7 @@ def _phase_data(spec: Spec, device):
     """The chunk's data (one copy per unique seed) and its network: widths and activation."""
     d = spec.d_in
     n: dict[str, Any] = dict(n_train=spec.n_train, n_val=spec.n_val, label_noise=spec.label_noise, device=device)
+    n["init"] = LAYER_INITS[spec.layers]
     seeds = unique_seeds(spec.seeds)
     if spec.activation == LINREG:
         linear: dict[str, Any] = dict(teacher_hidden=(), teacher_activation="linear", teacher_scale=math.sqrt(d))
@@ -294,6 +306,9 @@ def run_phase_chunk(spec: Spec, ctx: RunContext | None = None) -> pd.DataFrame:
         lr=spec.lr,
         batch_size=spec.batch_size,
         record_every=max(steps // 20, 1),
+        loss=spec.loss,
+        layers=spec.layers,
+        noise_at=spec.noise_at,
         ctx=ctx,
     )
     rows = []

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments.hebbian._common import ACTIVATIONS, RULES, dtype_of, summarise, train_regression
+from plasticlab.experiments.hebbian._common import (
+    ACTIVATIONS,
+    RULES,
+    convention_note,
+    convention_params,
+    dtype_of,
+    summarise,
+    train_regression,
+)
 from plasticlab.experiments.hebbian.paper import TABLE1_GAMMAS, TABLE1_MLP, TABLE1_MLP_ROW
 from plasticlab.rules import parse_rule, pick_lr
 from plasticlab.study import (
@@ -27,6 +35,7 @@ from plasticlab.study import (
     Require,
     RunContext,
     Table,
+    convention,
     register,
     shared_fields,
 )
@@ -36,6 +45,7 @@ TABLE_RULES = ["adam", "adam_l2", "sgd", "dfa", "random_nn"]
 PAPER = TABLE1_MLP
 PAPER_GAMMAS = TABLE1_GAMMAS
 CELL_TOL = 0.1  # |ours − paper| per Table 1 cell; the paper leaves steps and widths open (trend matters)
+CONVENTION_DEFAULTS, CONVENTION_CHOICES = convention_params("loss", "layers")
 RULE_NAMES = dict(adam="adam (decoupled decay, AdamW)", adam_l2="adam_l2 (coupled L2, Adam(weight_decay))")
 
 
@@ -67,6 +77,8 @@ class Spec:
     n_val: int
     average_from: float
     dtype: str
+    loss: str = convention("half_sum")
+    layers: str = convention("plain")
 
 
 @register
@@ -104,6 +116,7 @@ class HebbTable(Experiment):
         layer=1,
         average_from=0.75,
         dtype="float64",
+        **CONVENTION_DEFAULTS,
     )
     quick = dict(
         seeds=[0, 1],
@@ -116,7 +129,7 @@ class HebbTable(Experiment):
         dtype="float32",
         average_from=0.8,
     )
-    choices = dict(rules=RULES, activation=ACTIVATIONS, dtype=["float64", "float32"])
+    choices = dict(rules=RULES, activation=ACTIVATIONS, dtype=["float64", "float32"], **CONVENTION_CHOICES)
 
     constraints = dict(
         steps=Interval(int, 4, MAX_STEPS),
@@ -148,6 +161,8 @@ class HebbTable(Experiment):
             record_every=max(steps // 40, 1),
             late_every=4,
             dtype=dtype_of(spec.dtype),
+            loss=spec.loss,
+            layers=spec.layers,
             ctx=ctx,
         )
         rows = []
@@ -181,7 +196,8 @@ class HebbTable(Experiment):
             f"{len(p['seeds'])} seeds. '—' = collapsed or diverged. Stationarity takes ≳ a few/(lr·γ) steps: "
             f"lr·γ·(steps) = {p['lr'] * max(p['gammas']) * p['steps']:.3g} at the largest γ, "
             f"{p['lr'] * g_min * p['steps']:.3g} at the smallest γ > 0. Verdicts only for rules with a row "
-            "in the paper's Table 1 (by base name); other rules are measurements in the tables and figure."
+            "in the paper's Table 1 (by base name); other rules are measurements in the tables and figure. "
+            + convention_note(p)
         )
 
     def figures(self, df, p):

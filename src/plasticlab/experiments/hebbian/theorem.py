@@ -18,7 +18,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plasticlab.experiments.hebbian._common import ACTIVATIONS, RULES, dtype_of, train_regression
+from plasticlab.experiments.hebbian._common import (
+    ACTIVATIONS,
+    RULES,
+    convention_note,
+    convention_params,
+    dtype_of,
+    train_regression,
+)
 from plasticlab.metrics.hebbian import cosine
 from plasticlab.rules import parse_rule, pick_lr
 from plasticlab.rules.registry import get as get_rule
@@ -30,11 +37,13 @@ from plasticlab.study import (
     Interval,
     RunContext,
     Table,
+    convention,
     register,
     shared_fields,
 )
 from plasticlab.study.claims import KPZ, AtMost, Claim, measure
 
+CONVENTION_DEFAULTS, CONVENTION_CHOICES = convention_params("loss", "layers")
 RAW = "grad"  # a preconditioned rule measured once more on its raw gradient −∂ℓ/∂W
 
 
@@ -54,6 +63,8 @@ class Spec:
     n_val: int
     dtype: str
     measure: str | None = None
+    loss: str = convention("half_sum")
+    layers: str = convention("plain")
 
 
 def preconditioned(rule: str) -> bool:
@@ -95,9 +106,10 @@ class HebbTheorem(Experiment):
         n_val=2000,
         tolerance=0.1,
         dtype="float64",
+        **CONVENTION_DEFAULTS,
     )
     quick = dict(gammas=[2e-2], seeds=[0, 1], steps=2000, n_train=5000, n_val=500, dtype="float32", adam_lr=0.03)
-    choices = dict(rules=RULES, activation=ACTIVATIONS, dtype=["float64", "float32"])
+    choices = dict(rules=RULES, activation=ACTIVATIONS, dtype=["float64", "float32"], **CONVENTION_CHOICES)
 
     constraints = dict(steps=Interval(int, 4, MAX_STEPS), tolerance=POSITIVE)
 
@@ -134,6 +146,8 @@ class HebbTheorem(Experiment):
             record_every=steps // 10,
             dtype=dtype_of(spec.dtype),
             measure=measured,
+            loss=spec.loss,
+            layers=spec.layers,
             ctx=ctx,
         )
         rows = []
@@ -184,7 +198,8 @@ class HebbTheorem(Experiment):
             "stationarity implies (decoupled Adam: E[P⁻¹g] = γW on its preconditioned update); local rules and "
             "decoupled Adam on its raw gradient are measurements in the table. The error splits into "
             "drift_term (net drift of the weights over the window: not yet stationary) and jitter_term "
-            "(−γ·tr(Cov_t(W) E[h_a h_aᵀ]), the weights' own fluctuation); residual = ‖Ḡ − γW̄‖/‖γW̄‖."
+            "(−γ·tr(Cov_t(W) E[h_a h_aᵀ]), the weights' own fluctuation); residual = ‖Ḡ − γW̄‖/‖γW̄‖. "
+            + convention_note(p)
         )
 
     def figures(self, df, p):

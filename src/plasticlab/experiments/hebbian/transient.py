@@ -18,6 +18,8 @@ import pandas as pd
 from plasticlab.experiments.hebbian._common import (
     ACTIVATIONS,
     RULES,
+    convention_note,
+    convention_params,
     dtype_of,
     train_regression,
 )
@@ -30,10 +32,13 @@ from plasticlab.study import (
     ListOf,
     RunContext,
     Table,
+    convention,
     register,
     shared_fields,
 )
 from plasticlab.study.claims import KPZ, AtLeast, Claim
+
+CONVENTION_DEFAULTS, CONVENTION_CHOICES = convention_params("loss", "layers")
 
 
 @dataclass
@@ -53,6 +58,8 @@ class Spec:
     checkpoints: int
     late_from: float
     dtype: str
+    loss: str = convention("half_sum")
+    layers: str = convention("plain")
 
 
 @register
@@ -83,6 +90,7 @@ class HebbTransient(Experiment):
         checkpoints=400,
         late_from=0.75,
         dtype="float64",
+        **CONVENTION_DEFAULTS,
     )
     quick = dict(
         gammas=[0.0, 5e-3, 5e-2],
@@ -95,7 +103,7 @@ class HebbTransient(Experiment):
         checkpoints=150,
         dtype="float32",
     )
-    choices = dict(rules=RULES, activation=ACTIVATIONS, dtype=["float64", "float32"])
+    choices = dict(rules=RULES, activation=ACTIVATIONS, dtype=["float64", "float32"], **CONVENTION_CHOICES)
 
     constraints = dict(
         steps=Interval(int, 10, MAX_STEPS),
@@ -131,6 +139,8 @@ class HebbTransient(Experiment):
             neurons=True,
             dtype=dtype_of(spec.dtype),
             record_at=np.unique(np.geomspace(1, steps, 60).astype(int)).tolist(),
+            loss=spec.loss,
+            layers=spec.layers,
             ctx=ctx,
         )
         steps_rec = np.asarray(res.steps_recorded)
@@ -154,7 +164,7 @@ class HebbTransient(Experiment):
             f"{len(p['seeds'])} seeds. Alignment is recorded every {max(p['steps'] // p['checkpoints'], 1)} "
             "steps and at 60 log-spaced steps; per-neuron alignment (cosine of each postsynaptic neuron's row "
             f"of G and H) is examined over the last {1 - p['late_from']:.0%} of training "
-            f"(steps ≥ {late_step:g})."
+            f"(steps ≥ {late_step:g}). " + convention_note(p)
         )
 
     def figures(self, df, p):

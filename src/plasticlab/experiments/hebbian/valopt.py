@@ -25,8 +25,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plasticlab.experiments.hebbian._common import members, train_sgd_grid, unique_seeds
-from plasticlab.study import Experiment, Figure, RunContext, Table, register, shared_fields
+from plasticlab.experiments.hebbian._common import (
+    LAYER_INITS,
+    convention_note,
+    convention_params,
+    members,
+    train_sgd_grid,
+    unique_seeds,
+)
+from plasticlab.study import Experiment, Figure, RunContext, Table, convention, register, shared_fields
 from plasticlab.study.claims import KPZ, Claim, Within, measure
 
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -36,10 +43,12 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "linreg": dict(kind="linreg", label_noise=1.0, n_train=64),
     "digits": dict(kind="digits"),
 }
+CONVENTION_DEFAULTS, CONVENTION_CHOICES = convention_params("loss", "layers", "noise_at")
+NOISE_WHERE = dict(weights="forward-pass weight", signal="learning-signal")
 SOURCE = "Sec. on validation loss (phase diagram): lowest validation loss near the transition band"
 
 
-def _data(setting: str, seeds, d: int, n_val: int, device=None):
+def _data(setting: str, seeds, d: int, n_val: int, device=None, init: str = "normal"):
     from plasticlab.tasks import digits, teacher_regression
 
     s = SETTINGS[setting]
@@ -56,11 +65,19 @@ def _data(setting: str, seeds, d: int, n_val: int, device=None):
             teacher_activation="linear",
             teacher_scale=math.sqrt(d),
             label_noise=s["label_noise"],
+            init=init,
             device=device,
         )
         return data, "linear"
     data = teacher_regression(
-        seeds, d_in=d, d_out=d, n_train=s["n_train"], n_val=n_val, label_noise=s["label_noise"], device=device
+        seeds,
+        d_in=d,
+        d_out=d,
+        n_train=s["n_train"],
+        n_val=n_val,
+        label_noise=s["label_noise"],
+        init=init,
+        device=device,
     )
     return data, "tanh"
 
@@ -79,6 +96,9 @@ class Spec:
     steps: int
     lr: float
     batch_size: int
+    loss: str = convention("half_sum")
+    layers: str = convention("plain")
+    noise_at: str = convention("weights")
 
 
 @register
@@ -102,6 +122,7 @@ class HebbValopt(Experiment):
         steps=5000,
         lr=0.05,
         batch_size=64,
+        **CONVENTION_DEFAULTS,
     )
     quick = dict(
         settings=["linreg", "mlp_small"],
@@ -111,7 +132,7 @@ class HebbValopt(Experiment):
         steps=300,
         n_val=200,
     )
-    choices = dict(settings=list(SETTINGS))
+    choices = dict(settings=list(SETTINGS), **CONVENTION_CHOICES)
 
     def chunks(self, p):
         """One chunk per setting."""
@@ -134,8 +155,11 @@ class HebbValopt(Experiment):
             "Koplow, Poggio & Ziyin (2025): the lowest validation loss lies near the transition band between "
             "Hebbian and anti-Hebbian (alignment ≈ 0). The paper gives no number; our test bounds |alignment| "
             f"at the validation-optimal cell. SGD lr {p['lr']}, batch {p['batch_size']}, {p['steps']} steps, "
-            f"{len(p['seeds'])} seeds; σ = forward-pass weight noise, γ = decoupled decay; lr·γ·steps at each "
-            f"γ: {stat} (≳ 3 is stationary). Settings: {sets}"
+            f"{len(p['seeds'])} seeds; σ = {NOISE_WHERE[p['noise_at']]} noise, γ = decoupled decay; lr·γ·steps "
+            f"at each γ: {stat} (≳ 3 is stationary). Settings: {sets}. "
+            + convention_note(
+                p, " (the loss convention does not apply to digits: cross-entropy is a batch mean already)"
+            )
         )
 
     def figures(self, df, p):
@@ -166,7 +190,7 @@ def run_valopt_chunk(spec: Spec, ctx: RunContext | None = None) -> pd.DataFrame:
     """One setting: σ × γ × seed members; one row per member (last layer's alignment)."""
     m = members(spec.seeds, sigma=spec.sigmas, gamma=spec.gammas)
     dev = None if ctx is None else ctx.device
-    data, act = _data(spec.setting, unique_seeds(spec.seeds), spec.d, spec.n_val, dev)
+    data, act = _data(spec.setting, unique_seeds(spec.seeds), spec.d, spec.n_val, dev, LAYER_INITS[spec.layers])
     widths = [data.d_in, data.d_out] if act == "linear" else [data.d_in, spec.hidden, data.d_out]
     steps = spec.steps
     res = train_sgd_grid(
@@ -179,6 +203,9 @@ def run_valopt_chunk(spec: Spec, ctx: RunContext | None = None) -> pd.DataFrame:
         lr=spec.lr,
         batch_size=spec.batch_size,
         record_every=max(steps // 10, 1),
+        loss=spec.loss,
+        layers=spec.layers,
+        noise_at=spec.noise_at,
         ctx=ctx,
     )
     last = len(widths) - 2

@@ -56,7 +56,8 @@ CURL_RULES = rule_names(gradient=False)  # not gradients by construction: their 
 
 def atlas_rule(name: str, lr: float, gamma=0.0, sigma=0.0):
     """The rule as the atlas runs it: exp_grad takes the exact exponentiated step at the trainer's lr."""
-    hyper = {"max_lr": lr} if parse_rule(name)[0] == "exp_grad" and "max_lr" not in parse_rule(name)[1] else {}
+    base, given = parse_rule(name)
+    hyper: dict[str, Any] = {"max_lr": lr} if base == "exp_grad" and "max_lr" not in given else {}
     return make_rule(name, gamma=gamma, sigma=sigma, **hyper)
 
 
