@@ -157,7 +157,12 @@ class HebbPhase(Experiment):
             f"and over {len(p['seeds'])} seeds; cells print the value; a blank cell lost every run, which "
             f"diverged or collapsed (weights below {COLLAPSE:g} of their initial norm, the paper's '—'). For an "
             "MLP layer the same balance γ‖v_row‖² ≈ σ² d_in sits higher, because its rows are not of "
-            "norm² ≈ d: the dotted line rescales the theory by the measured row norms. Decay can only help "
+            "norm² ≈ d: the dotted line rescales the theory by the measured row norms. So an MLP is judged "
+            "on the paper's later wording, γ ∝ σ²: per σ, γ* = where the mean alignment crosses 0 from below "
+            "(interpolated in log γ), and the slope of log γ* against log σ² should be 1; a σ whose bracketing "
+            f"cells lost runs, or whose lower one is not stationary (lr·γ·steps < {STATIONARY:g}), is left out "
+            "and named. Linear regression keeps the sign test at γ = σ²/4 and 4σ², its constant being fixed by "
+            "the theory. Decay can only help "
             "validation loss where there is something to regularise (label noise, a small n_train). "
             + convention_note(p)
         )
