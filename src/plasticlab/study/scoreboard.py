@@ -125,9 +125,9 @@ def robustness_section(rob: pd.DataFrame | None) -> list[str]:
     return [
         *head,
         f"**{len(rob)} Part A claims of hebb-table and hebb-phase: {text}.** The headline above counts them under "
-        "the default convention (half_sum/plain); here each is judged under every convention the conventions "
-        "study ran (hebb-conventions/report.md), a claim whose decay had not reached its stationary state "
-        "(lr·γ·T < 5) marked as such rather than scored.",
+        "the default convention (half_sum/plain) at each experiment's own size; here each is judged under every "
+        "convention the conventions study ran, at that study's size ([its report](hebb-conventions/report.md)), "
+        "a claim whose decay had not reached its stationary state (lr·γ·T < 5) marked as such rather than scored.",
         "",
         markdown_table(rob),
         "",

@@ -216,7 +216,7 @@ class HebbConventions(Experiment):
                     ax.plot(x, c.ours, "o-", label=conv)
                 pv = [paper_cell(rule, g) for g in gam]
                 if np.isfinite(pv).any():
-                    ax.plot(x, pv, "k--", label="paper")
+                    ax.plot(x, pv, "kx--", label="paper")  # marked: a row with one value (Adam) is one point
                 ax.set_xticks(x, [f"{g:g}" for g in gam])
                 ax.set_title(rule)
                 ax.set_xlabel("γ")
