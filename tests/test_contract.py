@@ -37,7 +37,8 @@ def test_quick_params_validate_and_chunks_are_json(name):
         d = exp.spec_dict(spec)
         assert json.loads(json.dumps(d)) == d  # survives the trip to a worker and the manifest hash
         assert exp.spec_of(d) == spec  # and comes back typed
-    assert isinstance(exp.size(p), str) and exp.size(exp.params()) == "paper"
+    assert isinstance(exp.size(p), str) and exp.size(exp.params()) == exp.default_size
+    assert exp.default_size == "paper" or exp.default_size.startswith("reduced: ")  # a reduction says so
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -87,6 +87,21 @@ def test_a_sigma_without_a_crossing_is_named():
     assert not c.used[1.0] and c.why[1.0].startswith("no crossing")
 
 
+def test_a_missing_sign_change_fails_the_flip_claim_while_the_slope_reads_not_run():
+    """Anti-Hebbian at every γ for two σ: the boundary's existence is a measured failure (not reproduced);
+    a σ Hebbian already at the smallest γ is left unscored (its boundary lies below the grid)."""
+    df = _grid({0.1: 0.007, 0.3: 0.063, 1.0: 0.7})
+    df.loc[df.sigma >= 0.3, "alignment"] = -0.5
+    (flip,) = [x for x in phase_claims(df, dict(P, steps=10**9), "tiny") if "boundary γ*(σ) exists" in x.claim]
+    assert flip.n == 3 and flip.ours == pytest.approx(1 / 3) and flip.verdict == "not reproduced"
+    assert "no crossing at σ = 0.3, 1" in flip.note
+    (slope,) = [x for x in phase_claims(df, dict(P, steps=10**9), "tiny") if "γ ∝ σ²" in x.claim]
+    assert slope.verdict == "not run" and "a slope needs 2" in slope.measured()
+    df.loc[df.sigma == 1.0, "alignment"] = 0.5
+    (flip,) = [x for x in phase_claims(df, dict(P, steps=10**9), "tiny") if "boundary γ*(σ) exists" in x.claim]
+    assert flip.n == 2 and "σ = 1: Hebbian already at the smallest γ" in flip.note
+
+
 def test_linear_regression_keeps_the_factor_4_sign_test():
     from plasticlab.experiments.hebbian.phase import LINREG
 

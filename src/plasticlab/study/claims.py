@@ -229,7 +229,7 @@ class Claim:
         if self.n == 0 and self.diverged:
             return f"all {self.diverged} runs diverged" + (f"; {self.note}" if self.note else "")
         if self.n == 0 or math.isnan(self.ours):
-            return "nothing measured"
+            return "nothing measured" + (f"; {self.note}" if self.note else "")
         if isinstance(self.criterion, AllCells) and math.isfinite(self.ours):
             s = f"{round(self.ours * self.n)} of {self.n} cells pass"
         else:

@@ -54,6 +54,8 @@ class Experiment:
     title: ClassVar[str] = ""  # the report's heading after the name (default: the summary)
     budget_s: ClassVar[float] = 60.0  # the promise for quick=True on 2 cores
     defaults: ClassVar[dict[str, Any]]  # full (paper) size
+    # what ``size`` calls the defaults: "paper", or a stated reduction when the paper's size is out of reach
+    default_size: ClassVar[str] = "paper"
     quick: ClassVar[dict[str, Any]] = {}  # overrides applied by quick=True
     choices: ClassVar[Mapping[str, Sequence[Any]]] = {}  # allowed values for a key (each element, for lists)
     paper: ClassVar[bool] = True  # part of `plasticlab reproduce` (False for demos)
@@ -139,7 +141,7 @@ class Experiment:
         """What size ``p`` is: "paper", "quick", or the exact reduction ("steps 2000 (full 20000); …")."""
         p = {**self.defaults, **p}  # a key added after a run was saved holds its default there
         if p == self.defaults:
-            return "paper"
+            return self.default_size
         if p == self.params(quick=True):
             return "quick"
         diffs = []

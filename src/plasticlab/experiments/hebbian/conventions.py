@@ -120,6 +120,9 @@ class HebbConventions(Experiment):
     summary = "Part A under each convention (loss normalisation, layer init, where noise enters): robustness"
     title = "which Part A claims hold under every reading of the paper's conventions"
     budget_s = 240
+    default_size = (
+        "reduced: Table 1 at 10,000 steps (the paper-size hebb-table runs 100,000), phase grid 3 seeds × 4 σ"
+    )
     # a chunk's numbers are the inner experiment's: its code version changes them here too
     code_version = dict(study=0, **{name: get(name).code_version for name in PARTS.values()})
     spec_type = Spec

@@ -455,6 +455,50 @@ def slope_fit(c: pd.DataFrame) -> tuple[float, float, int]:
     return b, math.sqrt(float((res**2).sum()) / (n - 2) / sxx), n
 
 
+def _flip_claim(name: str, a: pd.DataFrame, p: dict, size: str, div: int) -> Claim:
+    """A boundary γ*(σ) exists: at every σ with runs left, the alignment turns from anti-Hebbian to Hebbian
+    as γ grows (a crossing on the grid; a σ without one counts only if its largest γ left is stationary,
+    lr·γ·steps ≥ 5). Scored on its own so that a slope with too few
+    crossings to fit reads as the measured failure it is, not as nothing measured."""
+    c = crossings(a, p)
+    ok = a[(a.gamma > 0) & ~a.diverged & ~a.collapsed]
+    lost_all = [s for s in c.sigma if ok[ok.sigma == s].empty]
+    # Hebbian already at the smallest γ: the boundary lies below the grid, which neither shows nor refutes it
+    first = ok.groupby(["sigma", "gamma"]).alignment.mean().groupby(level="sigma").first()
+    below = [s for s in c.sigma if s not in lost_all and first[s] >= 0]
+    # no crossing where even the largest γ left has not acted for long is no evidence either way
+    top = ok.groupby("sigma").gamma.max()
+    short = [
+        s
+        for s, g in zip(c.sigma, c.gamma_star)
+        if s not in lost_all + below and math.isnan(g) and p["lr"] * top[s] * p["steps"] < STATIONARY
+    ]
+    c = c[~c.sigma.isin(lost_all + below + short)]
+    frac, n = fraction(c.gamma_star.notna().tolist())
+    none = c[c.gamma_star.isna()]
+    notes = [f"no crossing at σ = {', '.join(f'{s:g}' for s in none.sigma)}"] if len(none) else []
+    if below:
+        notes.append(f"σ = {', '.join(f'{s:g}' for s in below)}: Hebbian already at the smallest γ, not scored")
+    if short:
+        notes.append(f"σ = {', '.join(f'{s:g}' for s in short)}: no crossing, not stationary up to the largest γ")
+    if lost_all:
+        notes.append(f"σ = {', '.join(f'{s:g}' for s in lost_all)}: every run diverged or collapsed")
+    return Claim(
+        f"{name}: the alignment turns from anti-Hebbian to Hebbian as γ grows, at every σ (a boundary γ*(σ) "
+        "exists)",
+        KPZ,
+        "noise theory and phase diagram (σ × γ)",
+        math.nan,
+        frac,
+        math.nan,
+        n,
+        size,
+        AllCells("sign change along γ"),
+        diverged=div,
+        note="; ".join(notes),
+    )
+
+
 def _slope_claim(name: str, a: pd.DataFrame, p: dict, size: str, div: int) -> Claim:
     """γ ∝ σ² for an MLP layer: the slope of log γ* against log σ² is 1 (the constant is the layer's own)."""
     c = crossings(a, p)
@@ -478,7 +522,7 @@ def _slope_claim(name: str, a: pd.DataFrame, p: dict, size: str, div: int) -> Cl
         1.0,
         b,
         se,
-        n if n >= 2 else len(c),  # below two: a NaN slope over the σ looked at reads "not run", never a miss
+        n if n >= 2 else len(c),  # below two: nothing to fit ("not run"); the flip claim scores the failure
         size,
         Within(SLOPE_TOL),
         diverged=div,
@@ -606,7 +650,10 @@ def phase_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
         div = int(a.diverged.sum())
         name = act if act == LINREG else f"{act} MLP"
         s = summarise(a, ["sigma", "gamma"])
-        out.append(_sign_claim(name, s, size, div) if act == LINREG else _slope_claim(name, a, p, size, div))
+        if act == LINREG:
+            out.append(_sign_claim(name, s, size, div))
+        else:
+            out += [_flip_claim(name, a, p, size, div), _slope_claim(name, a, p, size, div)]
         out += _corner_claims(name, a, s, size, div)
         out.append(_val_claim(name, a[(a.sigma > 0) & (a.gamma > 0)], size, div))
     return out
