@@ -220,6 +220,25 @@ def test_stationary_claims_are_scored_and_summarised():
     assert got[("sgd, γ = 0: 2nd-layer Hebbian alignment", "mean/plain")] == "not stationary"
 
 
+def test_boundary_table_gives_the_constant_and_the_fitted_slope_per_convention():
+    """γ*/σ² per σ, its median and the slope of log γ* on log σ² per (model, convention), from the phase rows."""
+    from plasticlab.experiments.hebbian.conventions import ratio_by_convention
+    from plasticlab.study import get
+
+    exp = get("hebb-conventions")
+    p = exp.params(phase_activations=["tanh"], phase_sigmas=[0.1, 0.3, 1.0], phase_steps=10**6)
+    p["phase_conventions"] = ["half_sum/plain", "mean/plain"]
+    a = _grid({s: 0.7 * s**2 for s in P["sigmas"]}).assign(part="phase", convention="half_sum/plain")
+    b = _grid({s: 3 * s**4 for s in P["sigmas"]}).assign(part="phase", convention="mean/plain")
+    t = ratio_by_convention(pd.concat([a, b], ignore_index=True), p).set_index("convention")
+    assert t.loc["half_sum/plain", "median"] == pytest.approx(0.7) and t.loc["half_sum/plain", "slope"] == (
+        pytest.approx(1.0)
+    )
+    assert t.loc["mean/plain", "slope"] == pytest.approx(2.0) and t.loc["mean/plain", "σ=0.3"] == pytest.approx(
+        0.27
+    )
+
+
 # -- the scoreboard's robustness section ---------------------------------------------------------------------
 def test_scoreboard_shows_robustness_counts_and_table_when_the_study_ran(tmp_path):
     from plasticlab.study.scoreboard import write_scoreboard

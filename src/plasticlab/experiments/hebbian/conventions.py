@@ -24,7 +24,14 @@ from plasticlab.errors import PlasticlabError
 from plasticlab.experiments.hebbian import phase as _phase  # noqa: F401  (registers hebb-phase)
 from plasticlab.experiments.hebbian import table as _table  # noqa: F401  (registers hebb-table)
 from plasticlab.experiments.hebbian._common import ACTIVATIONS
-from plasticlab.experiments.hebbian.phase import LINREG, STATIONARY, crossings, gamma_grid, plot_layer
+from plasticlab.experiments.hebbian.phase import (
+    LINREG,
+    STATIONARY,
+    crossings,
+    gamma_grid,
+    plot_layer,
+    slope_fit,
+)
 from plasticlab.experiments.hebbian.table import RULE_NAMES, paper_cell, paper_row, stationarity
 from plasticlab.study import Experiment, Figure, RunContext, Table, constraint_for, get, register
 from plasticlab.study.claims import BEYOND, PARTLY, REPRODUCED, AllCells, Claim, fraction
@@ -192,7 +199,9 @@ class HebbConventions(Experiment):
         if len(ratio):
             out.append(
                 Table(
-                    ratio, "MLP phase boundary: γ*/σ² per σ used in the slope fit, and its median, per convention"
+                    ratio,
+                    "MLP phase boundary: γ*/σ² per σ used in the slope fit, its median, and the fitted slope of "
+                    "log γ* on log σ² ± its standard error (1 for γ ∝ σ²; none from two σ), per convention",
                 )
             )
         return out
@@ -413,7 +422,12 @@ def ratio_by_convention(df: pd.DataFrame, p: dict[str, Any]) -> pd.DataFrame:
         return r
     wide = r.pivot_table(index=["model", "convention"], columns="sigma", values="ratio", sort=False)
     wide.columns = [f"σ={s:g}" for s in wide.columns]
-    wide["median"] = r.groupby(["model", "convention"], sort=False).ratio.median()
+    by = r.groupby(["model", "convention"], sort=False)
+    wide["median"] = by.ratio.median()
+    # the fitted exponent beside the constants: slope of log γ* on log σ² (1 for γ ∝ σ²) ± its standard error
+    fits = {key: slope_fit(g.assign(used=True, gamma_star=g.ratio * g.sigma**2)) for key, g in by}
+    wide["slope"] = [fits[k][0] for k in wide.index]
+    wide["slope se"] = [fits[k][1] for k in wide.index]
     return wide.reset_index()
 
 
