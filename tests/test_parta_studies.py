@@ -298,3 +298,35 @@ def test_part_a_summary_shows_the_theorem_rows_without_a_verdict_as_measurements
     claims, _ = pa.folder_claims(tmp_path, "hebb-theorem-steps2000")
     params = json.loads((tmp_path / "hebb-theorem-steps2000" / "manifest.json").read_text())["params"]
     assert [c.size for c in claims] == [get("hebb-theorem").size(params)]
+
+
+def test_part_a_summary_classes_each_former_failure_by_the_conventions_study(tmp_path):
+    """results/part-a.md's conventions section: every Table 1 claim not reproduced today, beside its class
+    from hebb-conventions' robustness.csv (matched without the grid cell), or why it has none."""
+    import shutil
+    from pathlib import Path
+
+    from plasticlab.experiments.hebbian.summary import conventions_section
+
+    src = Path(__file__).resolve().parents[1] / "results" / "hebb-table"
+    if not (src / "manifest.json").exists():
+        pytest.skip("no committed hebb-table folder")
+    shutil.copytree(src, tmp_path / "hebb-table")
+    lines = "\n".join(conventions_section(tmp_path))
+    assert (
+        "| hebb-table | dfa, γ = 0.005: 2nd-layer Hebbian alignment | not reproduced | conventions study not run |"
+        in (lines)
+    )
+    (tmp_path / "hebb-conventions").mkdir()
+    pd.DataFrame(
+        [
+            dict(experiment="hebb-table", claim="dfa, γ = 0.005: 2nd-layer Hebbian alignment", **{
+                "half_sum/plain": "not reproduced", "mean/torch": "reproduced",
+                "summary": "convention-dependent (holds under: mean/torch)"}),
+        ]
+    ).to_csv(tmp_path / "hebb-conventions" / "robustness.csv", index=False)  # fmt: skip
+    lines = "\n".join(conventions_section(tmp_path))
+    assert (
+        "| dfa, γ = 0.005: 2nd-layer Hebbian alignment | not reproduced | not reproduced | reproduced |" in lines
+    )
+    assert "convention-dependent: 1" in lines and "not among the study's claims" in lines

@@ -333,6 +333,47 @@ def unscored_section(root: Path, folder: str) -> list[str]:
     ]
 
 
+def conventions_section(root: Path) -> list[str]:
+    """Every Table 1 and phase-diagram claim not reproduced under today's convention (the hebb-table and
+    hebb-phase folders, as the scoreboard reads them), with its class from the conventions study's
+    robustness.csv: robust, convention-dependent (and where it holds), fails under every convention, or not
+    stationary at the study's size. Other Part A studies ran under one convention only, and say so."""
+    from plasticlab.experiments.hebbian.conventions import claim_key
+
+    path = root / "hebb-conventions" / "robustness.csv"
+    rob = pd.read_csv(path, keep_default_na=False) if path.exists() else None
+    rows = []
+    for folder in ("hebb-table", "hebb-phase"):
+        for c in folder_claims(root, folder)[0]:
+            if c.verdict not in ("not reproduced", "partly"):
+                continue
+            hit = None if rob is None else rob[(rob.experiment == folder) & (rob.claim == claim_key(c.claim))]
+            row = dict(experiment=folder, claim=c.claim, today=c.verdict)
+            if hit is not None and len(hit):
+                row |= {k: v for k, v in hit.iloc[0].items() if k not in ("experiment", "claim")}
+            else:
+                row["summary"] = "conventions study not run" if rob is None else "not among the study's claims"
+            rows.append(row)
+    if not rows:
+        return []
+    t = pd.DataFrame(rows).fillna("—")
+    t = t[[c for c in t.columns if c != "summary"] + ["summary"]]
+    n = t.summary.str.split(" (", regex=False).str[0].value_counts()
+    return [
+        "## Former ❌ and ⚠️ of Table 1 and the phase diagram, by convention",
+        "",
+        "Each claim not reproduced (or partly) under today's convention (½‖out − y‖² summed over outputs, "
+        "bias-free N(0, 1/fan_in) layers, noise on the forward weights), beside its verdicts in "
+        "`hebb-conventions` (a stated, shorter run: see its report) under the other readings of the paper. "
+        + "Claims per class: "
+        + "; ".join(f"{k}: {v}" for k, v in n.items())
+        + ".",
+        "",
+        markdown_table(t),
+        "",
+    ]
+
+
 def per_rule_cells(claims: list[Claim]) -> str:
     """How many Table 1 cells each rule of the claims reproduces (cell claims read "<rule>, γ = …")."""
     by: dict[str, list[Claim]] = {}
@@ -354,6 +395,7 @@ def render(root: Path) -> str:
         "`docs/part-a-mismatches.md`. Runs used one thread, `--workers 1`, niced, on a shared 2-core machine.",
         "",
     ]
+    out += conventions_section(root)
     for title, text, studies in FINDINGS:
         out += [f"## {title}", "", text, ""]
         claims: list[Claim] = []
