@@ -23,7 +23,8 @@ Per chunk it prints ``… ratio NumPy peer / engine R x`` (epoch loops, median a
 repetitions) and ``… P % of matmul FLOP/s``: the training updates' analytic FLOPs (``benchmarks/flops.py``)
 over the engine's loop time, against one core's dense ``torch.matmul`` FLOP/s in the chunk's dtype. One
 torch thread and one BLAS thread throughout; freed memory kept for reuse as in a sweep worker. ``--ab``
-instead times the two curl chunks with grouping off (``group=False``, the per-member step) and on.
+instead times, interleaved in one process, the curl chunks with grouping off (``group=False``, the
+per-member step) and on, and hebb-table (500 steps) with phi' recomputed and taken from the forward pass.
 """
 
 from __future__ import annotations
@@ -359,12 +360,18 @@ def measure(chunk: Chunk, repeat: int, n_peer: int, compiled: bool, peak: float)
         chunk.engine(1 if chunk.unit == "epochs" else 2, False)
         t_eng: dict[bool, list[float]] = {m: [] for m in modes}
         ratios: dict[bool, list[float]] = {m: [] for m in modes}
-        for _ in range(repeat):
+        for i in range(repeat):
             for m in modes:
                 t_eng[m].append(chunk.engine(chunk.length, m))
             t_peer = chunk.peer(chunk.length, which) * chunk.members / len(which)
             for m in modes:
                 ratios[m].append(t_peer / t_eng[m][-1])
+            # the machine may be shared: each repetition's numbers beside the load they were taken at
+            engines = ", ".join(f"{'compiled' if m else 'eager'} {t_eng[m][-1]:.3g} s" for m in modes)
+            print(
+                f"{chunk.name}: repetition {i + 1}: engine {engines}, peer {t_peer:.3g} s, load {load()}",
+                flush=True,
+            )
     flops = chunk.flops(chunk.length)
     for m in modes:
         name = "compiled" if m else "eager"
@@ -386,12 +393,14 @@ def measure(chunk: Chunk, repeat: int, n_peer: int, compiled: bool, peak: float)
     print(f"{chunk.name}: load average at the end {load()} (1/5/15 min)", flush=True)
 
 
-def group_ab(repeat: int, scale: float) -> None:
+def group_ab(repeat: int, scale: float, chunks: list[str]) -> None:
     """The curl chunks with grouping off (the per-member step) and on, interleaved in this process."""
     for name, (shape, rows), epochs in (
         ("curl-hidden", hidden_members(), 10),
         ("curl-speedup", speedup_members(), 20),
     ):
+        if name not in chunks:
+            continue
         epochs = max(1, int(round(epochs * scale)))
         kw = dict(k1=[r[1] for r in rows], k2=[r[2] for r in rows], init_scale=[r[3] for r in rows])
         seeds, rules = [r[4] for r in rows], [r[0] for r in rows]
@@ -411,6 +420,42 @@ def group_ab(repeat: int, scale: float) -> None:
         )
 
 
+def hebb_ab(repeat: int, scale: float) -> None:
+    """hebb-table's chunk with phi' recomputed from the pre-activation (the forward's trace marked as not
+    holding phi(z), so ``Context.backprop`` takes the path it took before) and taken from the forward's
+    output (tanh's factor fused), interleaved in this process."""
+    import dataclasses
+
+    from plasticlab.networks.mlp import MLP
+
+    steps = max(2, int(round(500 * scale)))
+    chunk = hebb_chunk(steps, 2)
+    forward = MLP.forward
+
+    def recomputed(self, x, weights=None):
+        return dataclasses.replace(forward(self, x, weights), chained=False)
+
+    chunk.engine(2, False)
+    t: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(repeat):
+        for fused in (False, True):
+            MLP.forward = forward if fused else recomputed  # type: ignore[method-assign]
+            try:
+                t[fused].append(chunk.engine(steps, False))
+            finally:
+                MLP.forward = forward  # type: ignore[method-assign]
+            print(
+                f"hebb-table: {'from the output' if fused else 'recomputed'} {t[fused][-1]:.3g} s, load {load()}"
+            )
+    r = [a / b for a, b in zip(t[False], t[True])]
+    print(
+        f"hebb-table ({steps} steps): phi' recomputed {statistics.median(t[False]):.3g} s, from the output "
+        f"{statistics.median(t[True]):.3g} s, ratio {statistics.median(r):.2f} x "
+        f"(range {min(r):.2f}–{max(r):.2f}), load {load()}",
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark; ``argv`` as on the command line."""
     ap = argparse.ArgumentParser(prog="python -m benchmarks paper-chunk", description=__doc__.split("\n")[0])
@@ -420,15 +465,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--compile", action="store_true", help="also time the engines through torch.compile")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every chunk's timed length")
     ap.add_argument("--square", type=int, default=512, help="size of the one-core reference matmul")
-    ap.add_argument("--ab", action="store_true", help="only: the curl chunks grouped vs per-member (group=False)")
+    ap.add_argument(
+        "--ab",
+        action="store_true",
+        help="only: the --chunks' before/after, interleaved (curl: grouped vs per-member, group=False; "
+        "hebb-table: phi' from the forward's output vs recomputed)",
+    )
     a = ap.parse_args(argv)
     from plasticlab.allocator import keep_freed_memory
 
     set_threads(1)
     keep_freed_memory()
     if a.ab:
-        header("paper-chunk --ab", "the curl chunks with shared-batch grouping off and on, interleaved")
-        group_ab(a.repeat, a.scale)
+        header("paper-chunk --ab", "curl: shared-batch grouping off and on; hebb-table: phi' recomputed or not")
+        chunks = [c for c in a.chunks.split(",") if c]
+        group_ab(a.repeat, a.scale, chunks)
+        if "hebb-table" in chunks:
+            hebb_ab(a.repeat, a.scale)
         return
     header(
         "paper-chunk", "one chunk of curl-hidden, curl-speedup and hebb-table: engine vs one-run-at-a-time NumPy"

@@ -70,7 +70,7 @@ class MLP:
             post.append(hb)
             z_all.append(z)
             h = phi(z) if l < len(weights) - 1 else z
-        return Trace(pre=pre, post=post, z=z_all, out=h, weights=weights)
+        return Trace(pre=pre, post=post, z=z_all, out=h, weights=weights, chained=True)
 
 
 @dataclass
@@ -82,6 +82,9 @@ class Trace:
     z: list[torch.Tensor]  # pre-activation with bias
     out: torch.Tensor  # network output (E, B, d_out)
     weights: list[torch.Tensor] = field(repr=False)  # the weights this pass used
+    # pre[l + 1] is phi(z[l]) for every hidden layer (``MLP.forward``), so phi' may be taken from it; a
+    # trace recorded from another model (hooks, convolutions) is not, and leaves this False
+    chained: bool = False
 
 
 def init_mlp(

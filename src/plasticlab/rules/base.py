@@ -21,6 +21,7 @@ import torch
 
 from plasticlab import losses, seeding
 from plasticlab.networks.activations import activation as get_activation
+from plasticlab.networks.activations import backward_from_output
 from plasticlab.networks.mlp import MLP, Trace
 
 Updates = list[tuple[torch.Tensor, torch.Tensor | None]]
@@ -64,6 +65,10 @@ class Context:
         """Per-layer deltas dl/dh_b (E, B, out_l). ``feedback`` (list of (E, out_l, d_out)) replaces the
         chained transposed weights by direct random projections of the output delta (DFA)."""
         _, dphi = get_activation(self.net.activation)
+        # from the forward pass's output when the trace holds it (MLP.forward): phi is not recomputed, and
+        # tanh's factor is one fused pass over the activity instead of three (the step's largest element-wise
+        # cost at the papers' shapes, docs/performance.md)
+        back_of = backward_from_output(self.net.activation) if self.trace.chained else None
         L = len(self.trace.weights)
         deltas: list[torch.Tensor] = [delta_out] * L
         for l in range(L - 2, -1, -1):
@@ -71,14 +76,15 @@ class Context:
                 back = torch.bmm(deltas[l + 1], self.trace.weights[l + 1])
             else:
                 back = torch.bmm(delta_out, feedback[l].transpose(1, 2))
-            deltas[l] = back * dphi(self.trace.z[l])
+            deltas[l] = back * dphi(self.trace.z[l]) if back_of is None else back_of(back, self.trace.pre[l + 1])
         return deltas
 
     def descent(self, deltas: list[torch.Tensor]) -> Updates:
         """g = -(1/B) sum_i delta_i h_a,i^T per layer (and -mean delta for biases)."""
         out = []
         for d, h, b in zip(deltas, self.trace.pre, self.net.biases):
-            gW = -torch.bmm(d.transpose(1, 2), h) / h.shape[1]
+            # one pass in place, not two: x / -B is exactly -x / B (division is sign-symmetric)
+            gW = torch.bmm(d.transpose(1, 2), h).div_(-h.shape[1])
             out.append((gW, None if b is None else -d.mean(dim=1)))
         return out
 
