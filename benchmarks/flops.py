@@ -123,6 +123,10 @@ def chunk_work(name: str, spec: dict) -> Work:
         )
     if name == "curl-theory":
         return Work("none", "float64", 0, 0, 0.0, note="eigenvalue analysis, no training steps")
+    if name == "hebb-conventions":  # each chunk is a hebb-table or hebb-phase chunk under one convention
+        from plasticlab.experiments.hebbian.conventions import PARTS
+
+        return chunk_work(PARTS[spec["part"]], spec["inner"])
     if name in ("hebb-table", "hebb-theorem", "hebb-transient", "hebb-adam"):
         m = n(spec["gammas"]) * n(spec["seeds"])
         return _mlp(spec, m, spec["widths"], spec["rule"], spec.get("dtype", "float64"))

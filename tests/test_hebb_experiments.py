@@ -234,7 +234,7 @@ def test_phase_corners_skip_collapsed_and_diverged_cells_and_name_them():
     assert marked[marked.gamma == 4.0].groupby("sigma").collapsed.all().to_dict() == {0.01: True, 1.0: False}
     assert not marked[(marked.gamma < 4.0)].collapsed.any()
     p = dict(activations=["linear"], sigmas=[0.01, 1.0])
-    _, hebb, anti, _ = phase_claims(df, p, "tiny")
+    _flip, _slope, hebb, anti, _val = phase_claims(df, p, "tiny")
     assert "γ = 1," in hebb.claim and hebb.ours == pytest.approx(0.9) and hebb.verdict == "reproduced"
     assert hebb.note == "past it: σ = 0.01, γ = 4: 2 collapsed of 2"
     assert "σ = 0.01, γ = 0.0001" in anti.claim and anti.ours == pytest.approx(0.1)
