@@ -203,3 +203,19 @@ def test_more_seeds_reuse_every_finished_seed_block(name):
     assert old < set(new) and len(new) == 3 * len(old)
     added = [c for c, h in zip(exp.chunks(more), new) if h not in old]
     assert sorted(s for c in added for s in exp.spec_dict(c)["seeds"]) == sorted(list(range(10, 25)) * len(old))
+
+
+def test_a_spec_field_declared_in_a_base_class_hashes_as_before():
+    """curl-hidden / curl-readout declare their shared fields in one base dataclass: the chunk hash is of
+    the spec dict by name (sorted keys), so the committed folders' hashes stay what they were."""
+    import dataclasses
+
+    from plasticlab.sweeps import chunk_hash
+    from plasticlab.sweeps.execute import hashes_of
+
+    exp = get("curl-hidden")
+    spec = exp.chunks(exp.params(quick=True))[0]
+    flat = dataclasses.make_dataclass("Flat", [(f.name, f.type) for f in reversed(dataclasses.fields(spec))])
+    old = dataclasses.asdict(flat(**dataclasses.asdict(spec)))
+    assert list(old) != list(exp.spec_dict(spec))  # another key order…
+    assert hashes_of(exp, [spec]) == [chunk_hash(exp.name, old, exp.code_version)]  # …the same hash

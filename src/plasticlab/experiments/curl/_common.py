@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from plasticlab.simulation.curl import CurlConfig
 from plasticlab.study import SIZE, Interval, Require, seed_blocks
 
 if TYPE_CHECKING:
-    from plasticlab.simulation.curl import CurlConfig
     from plasticlab.study.claims import Claim
 
 TOTAL = 219  # M + N in the paper's c sweeps
@@ -31,6 +32,32 @@ GRID_CONSTRAINTS = dict(
 )
 GRID_RELATIONS = (Require(("c_min", "c_max"), lambda lo, hi: lo <= hi, "c_min <= c_max"),)
 _SHAPE_KEYS = ("activation", "c_nominal", "M", "N", "seeds")  # what a grid chunk sets; the rest come from p
+
+
+@dataclass
+class GridSpec:
+    """One (activation, M, N) shape of a (c, α) grid: every flip fraction × seed of a block, one ensemble (one
+    chunk); curl-hidden and curl-readout add their own fields. A chunk's hash is of its fields by name, so
+    which class declares a field does not change it."""
+
+    activation: str
+    c_nominal: float
+    M: int
+    N: int
+    alphas: list[float]
+    P: int
+    epochs: int
+    eta: float
+    norm_constraint: bool
+    points_per_decade: int
+    dtype: str
+    seeds: list[int]
+
+
+def config_of(spec: Any, **fixed: Any) -> CurlConfig:
+    """The engine's configuration from a chunk spec: every CurlConfig field the spec has, then ``fixed``."""
+    names = {f.name for f in dataclasses.fields(CurlConfig)} & {f.name for f in dataclasses.fields(spec)}
+    return CurlConfig(**{n: getattr(spec, n) for n in names} | fixed)
 
 
 def shape_for(c: float, total: int = TOTAL) -> tuple[int, int]:

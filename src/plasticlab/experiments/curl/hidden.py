@@ -17,7 +17,9 @@ from plasticlab.experiments.curl._common import (
     GRID_CHOICES,
     GRID_CONSTRAINTS,
     GRID_RELATIONS,
+    GridSpec,
     compare,
+    config_of,
     empirical_boundary,
     flip_members,
     flip_table,
@@ -25,29 +27,17 @@ from plasticlab.experiments.curl._common import (
     shape_chunks,
     theory_alpha,
 )
-from plasticlab.simulation.curl import CurlConfig, simulate
+from plasticlab.simulation.curl import simulate
 from plasticlab.study import POSITIVE, SIZE, Experiment, Figure, RunContext, Table, register
 from plasticlab.study.claims import AtLeast, AtMost, Claim
 
 
 @dataclass
-class Spec:
-    """One (activation, M, N) shape: every flip fraction × seed of a block, one ensemble (one chunk)."""
+class Spec(GridSpec):
+    """A curl-hidden chunk: the grid's fields, the batch size and the students' init scale."""
 
-    activation: str
-    c_nominal: float
-    M: int
-    N: int
-    alphas: list[float]
-    P: int
     B: int
-    epochs: int
-    eta: float
     init_scale: float
-    norm_constraint: bool
-    points_per_decade: int
-    dtype: str
-    seeds: list[int]
 
 
 def _cells(g: pd.DataFrame) -> pd.DataFrame | None:
@@ -144,18 +134,7 @@ class CurlHidden(Experiment):
 
     def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:
         """Train every α_h × seed member of the shape from its own random start."""
-        cfg = CurlConfig(
-            M=spec.M,
-            N=spec.N,
-            activation=spec.activation,
-            P=spec.P,
-            B=spec.B,
-            epochs=spec.epochs,
-            eta=spec.eta,
-            norm_constraint=spec.norm_constraint,
-            points_per_decade=spec.points_per_decade,
-            dtype=spec.dtype,
-        )
+        cfg = config_of(spec)
         members, k1 = flip_members(spec, spec.M)
         res = simulate(
             cfg,

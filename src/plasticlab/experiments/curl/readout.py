@@ -21,7 +21,9 @@ from plasticlab.experiments.curl._common import (
     GRID_CHOICES,
     GRID_CONSTRAINTS,
     GRID_RELATIONS,
+    GridSpec,
     compare,
+    config_of,
     empirical_boundary,
     flip_members,
     flip_table,
@@ -35,23 +37,11 @@ from plasticlab.study.claims import AtLeast, Claim, fraction
 
 
 @dataclass
-class Spec:
-    """One (activation, M, N) shape: every flip fraction × seed of a block, one ensemble (one chunk)."""
+class Spec(GridSpec):
+    """A curl-readout chunk: the grid's fields and the start on the teacher."""
 
-    activation: str
-    c_nominal: float
-    M: int
-    N: int
-    alphas: list[float]
-    P: int
-    epochs: int
-    eta: float
     perturbation: float
     balanced_teacher: bool
-    norm_constraint: bool
-    points_per_decade: int
-    dtype: str
-    seeds: list[int]
 
 
 LEAVES = 1e-6  # peak training error above this: the run left the solution manifold (it starts at ~1e-30)
@@ -165,21 +155,7 @@ class CurlReadout(Experiment):
 
     def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:
         """Run every α_r × seed member of the shape from its teacher, full batch."""
-        cfg = CurlConfig(
-            M=spec.M,
-            N=spec.N,
-            activation=spec.activation,
-            P=spec.P,
-            B=spec.P,
-            epochs=spec.epochs,
-            eta=spec.eta,
-            init="teacher",
-            perturbation=spec.perturbation,
-            balanced_teacher=spec.balanced_teacher,
-            norm_constraint=spec.norm_constraint,
-            points_per_decade=spec.points_per_decade,
-            dtype=spec.dtype,
-        )
+        cfg = config_of(spec, B=spec.P, init="teacher")
         members, k2 = flip_members(spec, spec.N)
         seeds = [s for _, s in members]
         res = simulate(cfg, seeds, k2=k2, rule="curl", device=ctx.device, compile=ctx.compile)

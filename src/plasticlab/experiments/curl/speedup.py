@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments.curl._common import compare, nkc
+from plasticlab.experiments.curl._common import compare, config_of, nkc
 from plasticlab.experiments.curl.paper import SPEEDUP_K as PAPER_K
 from plasticlab.experiments.curl.paper import SPEEDUP_NO_NORM as PAPER_NO_NORM
 from plasticlab.experiments.curl.paper import SPEEDUP_P as PAPER_P
 from plasticlab.experiments.curl.paper import SPEEDUP_R as PAPER_R
-from plasticlab.simulation.curl import CurlConfig, simulate
+from plasticlab.simulation.curl import simulate
 from plasticlab.study import (
     POSITIVE,
     SIZE,
@@ -379,20 +379,7 @@ class CurlSpeedup(Experiment):
 
     def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:
         """Train every condition × seed member until train error < threshold (or the epoch cap)."""
-        cfg = CurlConfig(
-            M=spec.M,
-            N=spec.N,
-            activation=spec.activation,
-            P=spec.P,
-            B=spec.B,
-            epochs=spec.epochs,
-            eta=spec.eta,
-            norm_constraint=spec.norm,
-            threshold=spec.threshold,
-            points_per_decade=spec.points_per_decade,
-            stop_when_converged=True,
-            dtype=spec.dtype,
-        )
+        cfg = config_of(spec, norm_constraint=spec.norm, stop_when_converged=True)
         rows = [(rule, k, r, s) for rule, k, r in spec.conditions for s in spec.seeds]
         res = simulate(
             cfg,
