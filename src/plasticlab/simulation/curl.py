@@ -596,17 +596,7 @@ def _group_step_tensors(
     U, B, M = xg.shape
     E, N = W1.shape[0], W1.shape[1]
     Wg = W1.view(U, k * N, M)
-    # Hidden activity transposed, (U, kN, B) = (E, N, B) per member: the readout, its error and ΔW2 are
-    # then small per-member products, and ΔW1's product reads δ without a transpose.
-    a1 = torch.bmm(Wg, xg.transpose(1, 2))
-    h = torch.tanh(a1) if act == "tanh" else (torch.clamp_min(a1, 0.0) if act == "relu" else a1)
-    hT = h.view(E, N, B)
-    e = torch.bmm(W2, hT)  # (E, 1, B): each member's readout
-    if act == "tanh":
-        e = e.tanh_()
-    elif act == "relu":
-        e = e.relu_()
-    e.view(U, k, 1, B).sub_(yg.view(U, 1, 1, B))  # the group's targets are the same for its k members
+    a1, hT, e = _group_forward(Wg, W2, xg, yg, k, act)
     if full:
         peak = torch.maximum(peak, e.pow(2).mean(dim=(1, 2)).mul_(0.5))
     if lr_scalar is None:
@@ -629,6 +619,25 @@ def _group_step_tensors(
     upd = (dW2, d2r if use_d2 else None, delta, dT, xd, xg, alpha)
     W1, W2 = (_group_update_ if inplace else _group_update)(W1, W2, Wg, upd, n1, n2, norm)
     return W1, W2, peak
+
+
+def _group_forward(Wg, W2, xg, yg, k: int, act: str):
+    """The group step's forward pass: pre-activations (U, kN, B), hidden activity transposed hT (E, N, B)
+    and each member's error e (E, 1, B)."""
+    U, B = xg.shape[0], xg.shape[1]
+    E, N = W2.shape[0], W2.shape[2]
+    # Hidden activity transposed, (U, kN, B) = (E, N, B) per member: the readout, its error and ΔW2 are
+    # then small per-member products, and ΔW1's product reads δ without a transpose.
+    a1 = torch.bmm(Wg, xg.transpose(1, 2))
+    h = torch.tanh(a1) if act == "tanh" else (torch.clamp_min(a1, 0.0) if act == "relu" else a1)
+    hT = h.view(E, N, B)
+    e = torch.bmm(W2, hT)  # (E, 1, B): each member's readout
+    if act == "tanh":
+        e = e.tanh_()
+    elif act == "relu":
+        e = e.relu_()
+    e.view(U, k, 1, B).sub_(yg.view(U, 1, 1, B))  # the group's targets are the same for its k members
+    return a1, hT, e
 
 
 def _group_update_(W1, W2, Wg, upd, n1, n2, norm):
