@@ -25,14 +25,13 @@ import pandas as pd
 
 from plasticlab import identification as ident
 from plasticlab.analysis import nongradient_fraction_hutchinson
-from plasticlab.experiments.rules.atlas import RegressionSpec, member_field, train_ensemble
+from plasticlab.experiments.rules.atlas import RegistryRules, RegressionSpec, member_field, train_ensemble
 from plasticlab.metrics.observables import ObservableRecorder
 from plasticlab.rules import make_rule, rule_names
 from plasticlab.study import (
     NONNEG,
     SIZE,
     STEPS,
-    Experiment,
     Figure,
     Interval,
     ListOf,
@@ -60,7 +59,7 @@ class Spec(RegressionSpec):
 
 
 @register
-class RuleIdentify(Experiment):
+class RuleIdentify(RegistryRules):
     """rule-identify: record observables of every rule, then classify the rule from their trajectories."""
 
     name = "rule-identify"
@@ -86,8 +85,8 @@ class RuleIdentify(Experiment):
         analysis_batch=32,
         trees=10,
     )  # seconds: the contract test
-    defaults = dict(
-        rules=list(rule_names()),
+    base_defaults = dict(  # and rules: every registered rule (RegistryRules)
+        rules=[],
         gammas=[0.0, 1e-2, 5e-2],
         sigmas=[0.0, 0.1],
         seeds=list(range(8)),

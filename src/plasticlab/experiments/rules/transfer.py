@@ -25,11 +25,12 @@ import torch
 from plasticlab import identification as ident
 from plasticlab import seeding
 from plasticlab.errors import PlasticlabError
+from plasticlab.experiments.rules.atlas import RegistryRules
 from plasticlab.metrics.observables import ObservableRecorder
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.rules import make_rule, pick_lr, rule_names
 from plasticlab.simulation.train_mlp import train_mlp
-from plasticlab.study import MAX_STEPS, SEEDS, SIZE, Experiment, Interval, ListOf, RunContext, Table, register
+from plasticlab.study import MAX_STEPS, SEEDS, SIZE, Interval, ListOf, RunContext, Table, register
 from plasticlab.study.claims import BEYOND, AtLeast, Claim
 from plasticlab.tasks import teacher_regression
 
@@ -59,7 +60,7 @@ class Spec:
 
 
 @register
-class RuleTransfer(Experiment):
+class RuleTransfer(RegistryRules):
     """rule-transfer: an identifier trained on rule-identify's MLPs, tested on held-out architectures."""
 
     name = "rule-transfer"
@@ -69,8 +70,8 @@ class RuleTransfer(Experiment):
     code_version = 1
     spec_type = Spec
     columns = ("family", "rule", "weight_decay", "noise", "seed", "run", "units", "step", "align_l0", "align_l1")
-    defaults = dict(
-        rules=list(rule_names()),
+    base_defaults = dict(  # and rules: every registered rule (RegistryRules)
+        rules=[],
         gammas=[0.0, 1e-2, 5e-2],
         sigmas=[0.0, 0.1],
         train_seeds=[0, 1, 2, 3, 4, 5],
