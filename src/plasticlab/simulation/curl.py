@@ -7,7 +7,7 @@ Network ``y = phi(W2 phi(W1 x))`` with W1 (E, N, M), W2 (E, 1, N). Conventions (
 - flips are on the presynaptic (column) index: ΔW2 ← ΔW2 D2 (hidden neurons), ΔW1 ← ΔW1 D1 (inputs);
 - ``lr`` multiplies the batch-*mean* gradient, so with d = +1 the step is −lr·∂(½·mean e²)/∂W.
 
-The rule comes from ``plasticlab.rules`` (see ``simulation.curl_rules``): ``rule="curl"`` is
+The rule comes from ``plasticlab.rules`` (see ``simulation.curl_rules``): ``rule="gd_flip"`` is
 ``chain(sgd(), flip_columns([k1, k2]))``, and any registered rule or rule object runs too. ``curl_step`` is
 the pure, differentiable reference (torch.func works on it); ``simulate`` runs the same arithmetic fused and
 in place for sgd/dfa signals with column flips, and through ``rules.Context`` for every other rule.
@@ -154,7 +154,7 @@ class CurlConfig:
         return np.unique(np.concatenate([[0], ts[ts < self.epochs], [self.epochs]]))
 
 
-def grid(seeds, k1s=(0,), k2s=(0,), init_scales=(1.0,), rules=("curl",)) -> dict[str, list]:
+def grid(seeds, k1s=(0,), k2s=(0,), init_scales=(1.0,), rules=("gd_flip",)) -> dict[str, list]:
     """Member lists for the full product (rule-major, seed-minor) — pass as ``simulate(cfg, **grid(...))``."""
     rows = list(itertools.product(rules, k1s, k2s, init_scales, seeds))
     return dict(
@@ -945,7 +945,7 @@ def simulate(
     k1=0,
     k2=0,
     init_scale=1.0,
-    rule: str | list[str] | Transform = "curl",
+    rule: str | list[str] | Transform = "gd_flip",
     eta=None,
     threads: int | None = None,
     device=None,
@@ -956,9 +956,10 @@ def simulate(
 
     Each member's teacher, data, student init, shuffles and DFA feedback are functions of its seed only,
     so a member gives the same trajectory alone or inside any batch. ``rule``: per member a label
-    ("gd", "curl", "dfa", "dfa_flip": the paper's rules, or any registered rule name), or one rule object
-    from ``plasticlab.rules`` for every member; ``k1``/``k2`` (per member) flip the first k columns of W1's
-    and W2's updates (``rules.flip_columns``; ignored by "gd" and "dfa"). ``eta`` (per member) overrides
+    (the presets "gd", "gd_flip", "dfa_uniform", "dfa_uniform_flip": the paper's rules, or any registered
+    rule name), or one rule object from ``plasticlab.rules`` for every member; ``k1``/``k2`` (per member)
+    flip the first k columns of W1's and W2's updates (``rules.flip_columns``; ignored by "gd" and
+    "dfa_uniform"). ``eta`` (per member) overrides
     ``cfg.eta``. Members whose weights go non-finite are recorded as diverged, reset to their initial
     weights and frozen; the rest go on. ``threads``: intra-op threads for the loop, restored afterwards
     (default: leave torch's setting alone; the sweep executor sets it). ``device``: where to run

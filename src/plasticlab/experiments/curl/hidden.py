@@ -140,7 +140,7 @@ class CurlHidden(Experiment):
             cfg,
             [s for _, s in members],
             k1=k1,
-            rule="curl",
+            rule="gd_flip",
             init_scale=spec.init_scale,
             device=ctx.device,
             compile=ctx.compile,

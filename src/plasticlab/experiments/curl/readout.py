@@ -158,7 +158,7 @@ class CurlReadout(Experiment):
         cfg = config_of(spec, B=spec.P, init="teacher")
         members, k2 = flip_members(spec, spec.N)
         seeds = [s for _, s in members]
-        res = simulate(cfg, seeds, k2=k2, rule="curl", device=ctx.device, compile=ctx.compile)
+        res = simulate(cfg, seeds, k2=k2, rule="gd_flip", device=ctx.device, compile=ctx.compile)
         flips: dict[str, list] = dict(alpha_r=[a for a, _ in members], k2=k2)
         return flip_table(spec, cfg, res.table(), flips, growth_rate=finite_n_growth(cfg, seeds, k2))
 

@@ -41,6 +41,9 @@ from plasticlab.study import (
 )
 from plasticlab.study.claims import AllCells, AtLeast, AtMost, Claim, Within
 
+# the paper's methods, as the results' ``rule`` column names them, and the engine presets a spec runs them by
+PRESET = {"gd": "gd", "curl": "gd_flip"}
+METHOD = {v: k for k, v in PRESET.items()}
 NORM = "norm constraint (each layer rescaled to its initial Frobenius norm after every step)"
 
 
@@ -51,7 +54,7 @@ class Spec:
     activation: str
     norm: bool
     P: int
-    conditions: list[list[Any]]  # [rule, k flipped readout neurons, init scale r]
+    conditions: list[list[Any]]  # [engine preset, k flipped readout neurons, init scale r]
     seeds: list[int]
     epochs: int
     M: int
@@ -344,7 +347,7 @@ class CurlSpeedup(Experiment):
                     activation="tanh",
                     norm=True,
                     P=p["sweep_P"],
-                    conditions=[list(c) for c in slow],
+                    conditions=_presets(slow),
                     seeds=block,
                     **common,
                 )
@@ -359,7 +362,7 @@ class CurlSpeedup(Experiment):
                     activation=act,
                     norm=norm,
                     P=P,
-                    conditions=[list(c) for c in sorted(conds)],  # lists: what a spec is after JSON
+                    conditions=_presets(sorted(conds)),
                     seeds=block,
                     **{k: p[k] for k in shared},
                 )
@@ -393,7 +396,7 @@ class CurlSpeedup(Experiment):
         t = res.table()
         return pd.DataFrame(
             dict(
-                rule=t.rule,
+                rule=t.rule.map(METHOD),
                 activation=cfg.activation,
                 P=cfg.P,
                 k_readout=t.k2,
@@ -505,6 +508,12 @@ class CurlSpeedup(Experiment):
             out.append(_versus(long, paper, ["P", "rule"], "No norm constraint (tanh)"))
         every = _epochs(med.rename(columns={"median": "median_epochs"}))
         return out + [Table(every, "Every condition: median epochs, runs, runs that never reached the threshold")]
+
+
+def _presets(conditions) -> list[list[Any]]:
+    """(method, k, r) conditions in the order given, as a spec holds them: lists (what JSON gives back)
+    naming the engine preset of each method."""
+    return [[PRESET[rule], k, r] for rule, k, r in conditions]
 
 
 def _epochs(frame: pd.DataFrame) -> pd.DataFrame:
