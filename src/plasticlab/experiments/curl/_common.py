@@ -126,11 +126,12 @@ def theory_alpha(c: Any, layer: str) -> Any:
     return critical_flip_fraction(np.asarray(c, float), layer)
 
 
-def empirical_boundary(grid: pd.DataFrame, xcol: str, acol: str, value: str) -> pd.DataFrame:
-    """Per x: the smallest α whose log10 error lies closer to the column's worst than to its α=0 value
-    (NaN if none) — a threshold-free estimate of where learning breaks down."""
+def empirical_boundary(grid: pd.DataFrame, acol: str, value: str, layer: str) -> pd.DataFrame:
+    """Per c: the smallest α whose log10 error lies closer to the column's worst than to its α=0 value
+    (NaN if none) — a threshold-free estimate of where learning breaks down — beside ``layer``'s large-N
+    theory α*(c)."""
     rows = []
-    for x, g in grid.groupby(xcol):
+    for x, g in grid.groupby("c"):
         g = g.sort_values(acol)
         v = g[value].to_numpy()
         good, bad = v[0], np.nanmax(v)
@@ -139,7 +140,14 @@ def empirical_boundary(grid: pd.DataFrame, xcol: str, acol: str, value: str) -> 
             continue
         over = np.flatnonzero(v > (good + bad) / 2)
         rows.append((x, float(g[acol].to_numpy()[over[0]]) if len(over) else np.nan))
-    return pd.DataFrame(rows, columns=[xcol, "alpha_breakdown"])
+    emp = pd.DataFrame(rows, columns=["c", "alpha_breakdown"])
+    return emp.assign(theory=theory_alpha(emp.c.to_numpy(), layer))
+
+
+def boundary_table(emp: pd.DataFrame) -> pd.DataFrame:
+    """``empirical_boundary``'s breakdown α beside the theory's, per c (``compare``'s columns)."""
+    ours, theory = (emp[["c", k]].rename(columns={k: "alpha"}) for k in ("alpha_breakdown", "theory"))
+    return compare(ours, theory, ["c"], "alpha")
 
 
 def compare(ours: pd.DataFrame, paper: pd.DataFrame, on: list[str], value: str) -> pd.DataFrame:

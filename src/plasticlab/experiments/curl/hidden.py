@@ -18,7 +18,7 @@ from plasticlab.experiments.curl._common import (
     GRID_CONSTRAINTS,
     GRID_RELATIONS,
     GridSpec,
-    compare,
+    boundary_table,
     config_of,
     empirical_boundary,
     flip_members,
@@ -71,8 +71,7 @@ def hidden_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
         out.append(nkc(text, src, math.nan, gap, n, size, AtLeast(1.0), diverged=div))
         dev, n_c = math.nan, 0
         if cell is not None:
-            emp = empirical_boundary(cell, "c", "alpha_h", "log10_test_error")
-            emp["theory"] = theory_alpha(emp.c.to_numpy(), "hidden")
+            emp = empirical_boundary(cell, "alpha_h", "log10_test_error", "hidden")
             d = (emp.alpha_breakdown - emp.theory).abs().dropna()
             dev, n_c = (float(d.mean()), len(d)) if len(d) else (math.nan, 0)
         text = (
@@ -178,12 +177,10 @@ class CurlHidden(Experiment):
             out.append(
                 Table(stats.reset_index(), f"{act}: log10 test error of cells theory calls stable / unstable")
             )
-            emp = empirical_boundary(cell, "c", "alpha_h", "log10_test_error")
-            emp["theory"] = theory_alpha(emp.c.to_numpy(), "hidden")
-            ours, paper = (emp[["c", k]].rename(columns={k: "alpha"}) for k in ("alpha_breakdown", "theory"))
+            emp = empirical_boundary(cell, "alpha_h", "log10_test_error", "hidden")
             out.append(
                 Table(
-                    compare(ours, paper, ["c"], "alpha"),
+                    boundary_table(emp),
                     f"{act}: empirical breakdown α_h (first α on the bad side of the column's midpoint) vs "
                     "the paper's large-N theory α_h*(c); finite N shifts it",
                 )

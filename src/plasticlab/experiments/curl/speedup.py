@@ -38,6 +38,7 @@ from plasticlab.study import (
     Table,
     register,
     seed_blocks,
+    shared_fields,
 )
 from plasticlab.study.claims import AllCells, AtLeast, AtMost, Claim, Within
 
@@ -99,6 +100,16 @@ def main_sweep(med: pd.DataFrame, act: str, norm: bool, k0: int, r0: float) -> p
     return out.merge(m.groupby("P").n.min().reset_index(), on="P")
 
 
+def k_sweep(med: pd.DataFrame, p: dict) -> pd.DataFrame:
+    """The k sweep's medians: curl at P = sweep_P and init scale r, every k."""
+    return med[(p["sweep_P"] == med.P) & (med.init_scale == p["r"]) & (med.rule == "curl")]
+
+
+def r_sweep(med: pd.DataFrame, p: dict) -> pd.DataFrame:
+    """The init-scale sweep's medians: GD and curl with k flipped, at P = sweep_P, every r."""
+    return med[(p["sweep_P"] == med.P) & (((med.rule == "curl") & (med.k_readout == p["k"])) | (med.rule == "gd"))]
+
+
 def _ratio(m: pd.DataFrame, P) -> float:
     row = m[m.P == P]
     if not (len(row) and {"gd", "curl"} <= set(m)):
@@ -147,8 +158,7 @@ def _shape_claims(m: pd.DataFrame, act: str, tag: str, size: str) -> list[Claim]
 
 
 def _k_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
-    ks = med[(p["sweep_P"] == med.P) & (med.init_scale == p["r"]) & (med.rule == "curl")]
-    ks = ks[(ks.activation == "tanh") & ks.norm_constraint]
+    ks = k_sweep(med[(med.activation == "tanh") & med.norm_constraint], p)
     if ks.k_readout.nunique() < 2:
         return []
     out = []
@@ -172,8 +182,7 @@ def _k_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
 
 
 def _r_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
-    rs = med[(p["sweep_P"] == med.P) & (med.activation == "tanh") & med.norm_constraint]
-    rs = rs[((rs.rule == "curl") & (rs.k_readout == p["k"])) | (rs.rule == "gd")]
+    rs = r_sweep(med[(med.activation == "tanh") & med.norm_constraint], p)
     if rs.init_scale.nunique() < 2:
         return []
     out = []
@@ -221,17 +230,10 @@ def _norm_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
     g_on, g_off = _ratio(on, Ps), _ratio(off, Ps)
     pv = float(PAPER_NO_NORM.gd.iloc[0] / PAPER_NO_NORM.curl.iloc[0])
     n = int(off.n.min()) if len(off) else 0
+    ratio = f"tanh, no norm constraint, P = {Ps}: speed-up gd/curl"
     shrinks = f"tanh: without the norm constraint the gain shrinks (gd/curl with minus without, P = {Ps})"
     return [
-        nkc(
-            f"tanh, no norm constraint, P = {Ps}: speed-up gd/curl",
-            SRC_N,
-            pv,
-            g_off,
-            n,
-            size,
-            Within(REL_TOL, relative=True),
-        ),
+        nkc(ratio, SRC_N, pv, g_off, n, size, Within(REL_TOL, relative=True)),
         nkc(shrinks, SRC_N, math.nan, g_on - g_off, n, size, AtLeast(0.0)),
     ]
 
@@ -336,36 +338,19 @@ class CurlSpeedup(Experiment):
         ``slow_init_scales`` get chunks of their own (tanh, norm on, P = sweep_P, per block of seeds) capped at
         ``slow_epochs``: the paper's GD median at r = 6 is 17 525 epochs, so a run capped short for the rest
         can still measure it, and adding them leaves every other chunk (and its hash) as it was."""
-        shared = ("epochs", "M", "N", "B", "eta", "threshold", "points_per_decade", "dtype")
+        shared = shared_fields(Spec, p, "seeds")
         out = []
         blocks = seed_blocks(p["seeds"])
         slow = sorted((rule, k, r) for r in p["slow_init_scales"] for rule, k in (("gd", 0), ("curl", p["k"])))
-        for block in blocks if slow else []:
-            common = {k: p[k] for k in shared} | dict(epochs=p["slow_epochs"])
-            out.append(
-                Spec(
-                    activation="tanh",
-                    norm=True,
-                    P=p["sweep_P"],
-                    conditions=_presets(slow),
-                    seeds=block,
-                    **common,
-                )
-            )
+        slow_shared = shared | dict(epochs=p["slow_epochs"], norm=True, P=p["sweep_P"])
+        out += [Spec(activation="tanh", conditions=_presets(slow), seeds=b, **slow_shared) for b in blocks if slow]
         for act, norm, P, block in itertools.product(p["activations"], p["norms"], p["Ps"], blocks):
             conds = {("gd", 0, p["r"]), ("curl", p["k"], p["r"])}
             if p["sweep_P"] == P:
                 conds |= {("curl", k, p["r"]) for k in p["ks"]}
                 conds |= {(rule, k, r) for r in p["init_scales"] for rule, k in (("gd", 0), ("curl", p["k"]))}
             out.append(
-                Spec(
-                    activation=act,
-                    norm=norm,
-                    P=P,
-                    conditions=_presets(sorted(conds)),
-                    seeds=block,
-                    **{k: p[k] for k in shared},
-                )
+                Spec(activation=act, norm=norm, P=P, conditions=_presets(sorted(conds)), seeds=block, **shared)
             )
         return out
 
@@ -449,7 +434,7 @@ class CurlSpeedup(Experiment):
                 f"constraint on): open squares, dashed. {NORM[0].upper()}{NORM[1:]}.",
             )
         ]
-        ks = med[(Ps == med.P) & (med.init_scale == r0) & (med.rule == "curl")]
+        ks = k_sweep(med, p)
         if ks.k_readout.nunique() > 1:
             out.append(
                 Figure(
@@ -459,7 +444,7 @@ class CurlSpeedup(Experiment):
                     f"r = {r0:g}); dotted: GD; squares: paper (tanh, norm constraint on)",
                 )
             )
-        rs = med[(Ps == med.P) & (((med.rule == "curl") & (med.k_readout == k0)) | (med.rule == "gd"))]
+        rs = r_sweep(med, p)
         if rs.init_scale.nunique() > 1:
             out.append(
                 Figure(
@@ -486,13 +471,13 @@ class CurlSpeedup(Experiment):
             long = on.melt(id_vars="P", value_vars=["gd", "curl"], var_name="rule", value_name="epochs")
             paper = PAPER_P[PAPER_P.P.isin(on.P)].melt(id_vars="P", var_name="rule", value_name="epochs")
             out.append(_versus(long, paper, ["P", "rule"], "P sweep (tanh, norm constraint on)"))
-        ks = tanh[(Ps == tanh.P) & (tanh.init_scale == r0) & (tanh.rule == "curl")]
+        ks = k_sweep(tanh, p)
         if ks.k_readout.nunique() > 1:
             ours = ks[["k_readout", "median"]].rename(columns={"median": "curl"})
             out.append(
                 _versus(ours, PAPER_K, ["k_readout"], f"k sweep (tanh, norm constraint on, P = {Ps}), curl")
             )
-        rs = tanh[(Ps == tanh.P) & (((tanh.rule == "curl") & (tanh.k_readout == k0)) | (tanh.rule == "gd"))]
+        rs = r_sweep(tanh, p)
         piv = rs.pivot_table(index="init_scale", columns="rule", values="median").reset_index()
         if rs.init_scale.nunique() > 1 and {"gd", "curl"} <= set(piv.columns):
             long, paper = (
