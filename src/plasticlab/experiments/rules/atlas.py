@@ -54,6 +54,11 @@ LEARNING_RULES = rule_names(local=False)  # rules that transport an error: they 
 CURL_RULES = rule_names(gradient=False)  # not gradients by construction: their fields must show clear curl
 
 
+# The teacher regression every study of this family trains on (rule-identify's and rule-transfer's too).
+REGRESSION = dict(lr=0.05, adam_lr=2e-3, batch_size=64, d_in=16, hidden=16, d_out=8, activation="tanh")
+ACTIVATIONS = ["linear", "relu", "tanh", "sigmoid"]
+
+
 class RegistryRules(Experiment):
     """For an experiment whose default ``rules`` are every registered rule: the list is read from the registry
     when params are built (never at import), so a rule registered and removed again (a test's, a plugin's)
@@ -197,13 +202,7 @@ class RuleAtlas(RegistryRules):
         sigmas=[0.0, 0.2],
         seeds=[0, 1, 2, 3, 4],
         steps=20000,
-        lr=0.05,
-        adam_lr=2e-3,
-        batch_size=64,
-        d_in=16,
-        hidden=16,
-        d_out=8,
-        activation="tanh",
+        **REGRESSION,
         n_train=4000,
         n_val=500,
         analysis_batch=128,
@@ -213,7 +212,7 @@ class RuleAtlas(RegistryRules):
         converge_ratio=0.1,
     )
     quick = dict(seeds=[0, 1], steps=2000, n_train=2000)
-    choices = dict(rules=ATLAS, activation=["linear", "relu", "tanh", "sigmoid"])
+    choices = dict(rules=ATLAS, activation=ACTIVATIONS)
 
     constraints = dict(
         analysis_batch=SIZE,

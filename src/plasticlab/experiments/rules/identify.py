@@ -25,7 +25,14 @@ import pandas as pd
 
 from plasticlab import identification as ident
 from plasticlab.analysis import nongradient_fraction_hutchinson
-from plasticlab.experiments.rules.atlas import RegistryRules, RegressionSpec, member_field, train_ensemble
+from plasticlab.experiments.rules.atlas import (
+    ACTIVATIONS,
+    REGRESSION,
+    RegistryRules,
+    RegressionSpec,
+    member_field,
+    train_ensemble,
+)
 from plasticlab.metrics.observables import ObservableRecorder
 from plasticlab.rules import make_rule, rule_names
 from plasticlab.study import (
@@ -92,13 +99,7 @@ class RuleIdentify(RegistryRules):
         seeds=list(range(8)),
         steps=3000,
         checkpoints=40,
-        lr=0.05,
-        adam_lr=2e-3,
-        batch_size=64,
-        d_in=16,
-        hidden=16,
-        d_out=8,
-        activation="tanh",
+        **REGRESSION,
         n_train=2000,
         n_val=200,
         units=[16, 4, 2],
@@ -120,7 +121,7 @@ class RuleIdentify(RegistryRules):
         noises=[1.0],
         folds=4,
     )
-    choices = dict(rules=rule_names(), activation=["linear", "relu", "tanh", "sigmoid"])
+    choices = dict(rules=rule_names(), activation=ACTIVATIONS)
     constraints = dict(
         checkpoints=STEPS,
         units=ListOf(SIZE),

@@ -24,7 +24,7 @@ import torch
 
 from plasticlab import identification as ident
 from plasticlab.errors import PlasticlabError
-from plasticlab.experiments.rules.atlas import RegistryRules
+from plasticlab.experiments.rules.atlas import ACTIVATIONS, REGRESSION, RegistryRules
 from plasticlab.metrics.observables import ObservableRecorder
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.rules import make_rule, pick_lr, rule_names
@@ -77,13 +77,7 @@ class RuleTransfer(RegistryRules):
         test_seeds=[6, 7],
         steps=3000,
         checkpoints=40,
-        lr=0.05,
-        adam_lr=2e-3,
-        batch_size=64,
-        d_in=16,
-        hidden=16,
-        d_out=8,
-        activation="tanh",
+        **REGRESSION,
         wide=64,
         deep=3,
         other_activation="relu",
@@ -101,8 +95,8 @@ class RuleTransfer(RegistryRules):
     )  # fmt: skip
     choices = dict(
         rules=rule_names(),
-        activation=["linear", "relu", "tanh", "sigmoid"],
-        other_activation=["linear", "relu", "tanh", "sigmoid"],
+        activation=ACTIVATIONS,
+        other_activation=ACTIVATIONS,
         held_out=HELD_OUT,
     )
     constraints = dict(
