@@ -51,6 +51,16 @@ def rule_setup(
     return opt, tail, any(isinstance(p, Decay) for p in parts)
 
 
+def rule_step(opt: RuleOptimizer, loss: torch.Tensor, weights: list, decay: float) -> None:
+    """One rule step on ``loss``, then the split decoupled decay (``decay`` = lr·γ) outside the probed step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if decay:
+        with torch.no_grad():
+            torch._foreach_mul_(weights, 1.0 - decay)
+
+
 def fit(
     spec: Any, model: nn.Module, opt: RuleOptimizer, tail: float, xt, yt, seed: int
 ) -> tuple[list[float], bool]:
@@ -66,12 +76,7 @@ def fit(
             loss = nn.functional.cross_entropy(model(xt[idx[i]]), yt[idx[i]])
             if not torch.isfinite(loss):
                 return losses, True
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if tail:
-                with torch.no_grad():
-                    torch._foreach_mul_(weights, 1.0 - spec.lr * tail)
+            rule_step(opt, loss, weights, spec.lr * tail)
             if start + i >= late_from:
                 losses.append(loss.item())
     return losses, False
@@ -110,12 +115,7 @@ def cnn_observables(model, spec: Any, gamma: float, seed: int, x, y) -> tuple[li
                     w = m.weight.detach().reshape(len(m.weight), -1).abs()[None]
                     row |= {f"{n}_{k}": float(v) for n, v in moments(w, "w").items()}
                 rows.append(row)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if tail:
-                with torch.no_grad():
-                    torch._foreach_mul_(weights, 1.0 - spec.lr * tail)
+            rule_step(opt, loss, weights, spec.lr * tail)
     finally:
         probe.remove()
         opt.remove_hooks()
