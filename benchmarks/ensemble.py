@@ -150,7 +150,7 @@ def run_reference(cfg, seeds, k2, init_scale):
 
 
 def run_engine(cfg, seeds, k2, init_scale, compile=False):
-    return simulate(cfg, seeds, k2=k2, init_scale=init_scale, rule="curl", compile=compile)
+    return simulate(cfg, seeds, k2=k2, init_scale=init_scale, rule="gd_flip", compile=compile)
 
 
 def compare(cfg, res, ref, seeds) -> tuple[float, float]:

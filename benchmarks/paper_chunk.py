@@ -72,14 +72,16 @@ class Chunk:
 def hidden_members() -> tuple[dict, list[tuple]]:
     M, N = 102, 117  # the c = 0.886 chunk of the default 20-c grid at M + N = 219
     rows = [
-        ("curl", int(round(a * M)), 0, 1.0, s) for a in [round(0.05 * i, 2) for i in range(21)] for s in range(10)
+        ("gd_flip", int(round(a * M)), 0, 1.0, s)
+        for a in [round(0.05 * i, 2) for i in range(21)]
+        for s in range(10)
     ]
     return dict(M=M, N=N, activation="linear", P=250, B=10, eta=0.1, points_per_decade=10, dtype="float32"), rows
 
 
 def speedup_members() -> tuple[dict, list[tuple]]:
-    conds = {("gd", 0, 2.0), ("curl", 1, 2.0)} | {("curl", k, 2.0) for k in range(1, 11)}
-    conds |= {(rule, k, r) for r in (2.0, 3.0, 6.0) for rule, k in (("gd", 0), ("curl", 1))}
+    conds = {("gd", 0, 2.0), ("gd_flip", 1, 2.0)} | {("gd_flip", k, 2.0) for k in range(1, 11)}
+    conds |= {(rule, k, r) for r in (2.0, 3.0, 6.0) for rule, k in (("gd", 0), ("gd_flip", 1))}
     rows = [(rule, 0, k, r, s) for rule, k, r in sorted(conds) for s in range(10)]
     shape = dict(M=100, N=10, activation="tanh", P=2000, B=10, eta=0.1, points_per_decade=50, dtype="float32")
     return shape | dict(threshold=1e-3, stop_when_converged=True), rows

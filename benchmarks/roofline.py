@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     steps = epochs * (P // B)
     seeds = list(range(E))
-    kw = dict(k1=M // 10, k2=N // 10, rule="curl")
+    kw = dict(k1=M // 10, k2=N // 10, rule="gd_flip")
     header("roofline", f"curl engine, E={E} members, M={M}, N={N}, B={B}, P={P}, tanh, {a.dtype}, {steps} steps")
     print(f"threads: {threads} (set here; the engine leaves them as it finds them)")
 

@@ -228,7 +228,7 @@ def test_each_state_on_a_constructed_case():
 
 
 def test_run_members_states_and_batch_invariance():
-    from plasticlab.experiments.curl.chaos import run_members
+    from plasticlab.simulation.chaos_run import run_members
 
     kw = dict(epochs=600, record=100, lyap_window=200, lyap_warmup=100, P=40)
     df = run_members(6, 14, [0.0, 1.0, 0.0], [0, 0, 1], [0.1] * 3, **kw)

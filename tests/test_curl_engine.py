@@ -123,7 +123,7 @@ def small_cfg(**kw):
 def test_fused_simulator_equals_repeated_curl_step(norm):
     cfg = small_cfg(norm_constraint=norm)
     seeds, k1, k2 = [3, 4], [2, 0], [1, 3]
-    res = simulate(cfg, seeds, k1=k1, k2=k2, init_scale=[2.0, 1.0], rule="curl")
+    res = simulate(cfg, seeds, k1=k1, k2=k2, init_scale=[2.0, 1.0], rule="gd_flip")
     st = torch.tensor(seeds)
     W1, W2, X, Y, *_ = initial_state(cfg, st, torch.tensor([2.0, 1.0]), D)
     norms = (torch.linalg.vector_norm(W1, dim=(1, 2)), torch.linalg.vector_norm(W2, dim=(1, 2))) if norm else None
@@ -150,10 +150,10 @@ def test_fused_simulator_equals_repeated_curl_step(norm):
 
 def test_member_alone_equals_member_in_batch():
     cfg = small_cfg(activation="relu")
-    g = grid(seeds=[0, 1, 2], k1s=[0, 2], k2s=[1], rules=["gd", "curl", "dfa", "dfa_flip"])
+    g = grid(seeds=[0, 1, 2], k1s=[0, 2], k2s=[1], rules=["gd", "gd_flip", "dfa_uniform", "dfa_uniform_flip"])
     batch = simulate(cfg, **g)
     i = 22  # some mixed member: check it is DFA+flips so the masked feedback path is exercised
-    assert g["rule"][i] == "dfa_flip" and g["k1"][i] == 2
+    assert g["rule"][i] == "dfa_uniform_flip" and g["k1"][i] == 2
     alone = simulate(cfg, [g["seeds"][i]], k1=g["k1"][i], k2=g["k2"][i], rule=g["rule"][i])
     torch.testing.assert_close(alone.W1[0], batch.W1[i], rtol=0, atol=1e-13)
     np.testing.assert_allclose(alone.test_error[0], batch.test_error[i], rtol=1e-12)
@@ -199,7 +199,7 @@ def test_threshold_epoch_is_first_checkpoint_below_and_teacher_init_converged():
 
 
 def test_record_last_keeps_final_weights():
-    r = simulate(small_cfg(record_last=3), [0, 1], k1=1, rule="curl")
+    r = simulate(small_cfg(record_last=3), [0, 1], k1=1, rule="gd_flip")
     assert r.history["W1"].shape == (3, 2, 4, 6) and list(r.history["epochs"]) == [4, 5, 6]
     torch.testing.assert_close(r.history["W1"][-1], r.W1, rtol=0, atol=0)
 
@@ -275,7 +275,7 @@ def test_step_fn_is_pure_and_drives_simulate(B):
     from plasticlab.simulation.curl import ErrorLog, Shuffles, _members, epoch_fn, init_fn
 
     cfg = small_cfg(B=B, epochs=3)
-    members = _members(cfg, [0, 1], 1, 2, 1.0, "curl", None)
+    members = _members(cfg, [0, 1], 1, 2, 1.0, "gd_flip", None)
     p, s0 = init_fn(cfg, members)
     before = (s0.W1.clone(), s0.W2.clone())
     shuffles = Shuffles(p) if p.mode == "minibatch" else None

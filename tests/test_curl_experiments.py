@@ -30,8 +30,8 @@ def test_speedup_chunks_put_k_and_r_sweeps_at_sweep_P_only():
     exp = get("curl-speedup")
     p = exp.params(Ps=[2000, 100], ks=[1, 3], init_scales=[2.0, 6.0], activations=["tanh"], norms=[True])
     by_P = {c.P: set(map(tuple, c.conditions)) for c in exp.chunks(p)}
-    assert by_P[100] == {("gd", 0, 2.0), ("curl", 1, 2.0)}
-    assert {("curl", 3, 2.0), ("gd", 0, 6.0), ("curl", 1, 6.0)} <= by_P[2000]
+    assert by_P[100] == {("gd", 0, 2.0), ("gd_flip", 1, 2.0)}
+    assert {("gd_flip", 3, 2.0), ("gd", 0, 6.0), ("gd_flip", 1, 6.0)} <= by_P[2000]
     assert not any(r == "gd" and k for r, k, _ in by_P[2000])  # GD has no flips: one run per r
 
 
@@ -47,7 +47,7 @@ def test_speedup_slow_init_scales_get_chunks_of_their_own_and_leave_the_others_a
     assert set(old) < set(new) and len(new) == len(old) + 4  # one slow chunk per block of 10 of the 40 seeds
     slow = [c for c, h in zip(exp.chunks(after), new) if h not in old]
     assert all(c.epochs == 40000 and c.P == 2000 and c.activation == "tanh" and c.norm for c in slow)
-    assert all(sorted(map(tuple, c.conditions)) == [("curl", 1, 6.0), ("gd", 0, 6.0)] for c in slow)
+    assert all(sorted(map(tuple, c.conditions)) == [("gd", 0, 6.0), ("gd_flip", 1, 6.0)] for c in slow)
     assert sorted(s for c in slow for s in c.seeds) == list(range(40))
     size = exp.size(after)
     assert "init_scales" not in size and "r = 6 (tanh, norm on) capped at 40000 epochs" in size
@@ -203,3 +203,19 @@ def test_more_seeds_reuse_every_finished_seed_block(name):
     assert old < set(new) and len(new) == 3 * len(old)
     added = [c for c, h in zip(exp.chunks(more), new) if h not in old]
     assert sorted(s for c in added for s in exp.spec_dict(c)["seeds"]) == sorted(list(range(10, 25)) * len(old))
+
+
+def test_a_spec_field_declared_in_a_base_class_hashes_as_before():
+    """curl-hidden / curl-readout declare their shared fields in one base dataclass: the chunk hash is of
+    the spec dict by name (sorted keys), so the committed folders' hashes stay what they were."""
+    import dataclasses
+
+    from plasticlab.sweeps import chunk_hash
+    from plasticlab.sweeps.execute import hashes_of
+
+    exp = get("curl-hidden")
+    spec = exp.chunks(exp.params(quick=True))[0]
+    flat = dataclasses.make_dataclass("Flat", [(f.name, f.type) for f in reversed(dataclasses.fields(spec))])
+    old = dataclasses.asdict(flat(**dataclasses.asdict(spec)))
+    assert list(old) != list(exp.spec_dict(spec))  # another key order…
+    assert hashes_of(exp, [spec]) == [chunk_hash(exp.name, old, exp.code_version)]  # …the same hash

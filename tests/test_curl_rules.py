@@ -60,7 +60,7 @@ def test_engine_update_is_the_gd_update_times_d_on_columns(B):
     k1, k2 = [2, 0], [1, 3]
     W1, W2, *_ = initial_state(cfg, torch.tensor([3, 4]), torch.ones(2), D)
     gd = simulate(cfg, [3, 4], rule="gd")
-    cu = simulate(cfg, [3, 4], k1=k1, k2=k2, rule="curl")
+    cu = simulate(cfg, [3, 4], k1=k1, k2=k2, rule="gd_flip")
     d1, d2 = flip_columns([k1, k2]).init(MLP([W1, W2], [None, None], "tanh"), torch.tensor([3, 4]))
     torch.testing.assert_close(cu.W1 - W1, (gd.W1 - W1) * d1[:, None, :], rtol=0, atol=1e-15)
     torch.testing.assert_close(cu.W2 - W2, (gd.W2 - W2) * d2[:, None, :], rtol=0, atol=1e-15)
@@ -69,19 +69,22 @@ def test_engine_update_is_the_gd_update_times_d_on_columns(B):
 
 def test_labels_are_rules_from_the_registry():
     cfg, seeds = small_cfg(), [0, 1]
-    by_label = simulate(cfg, seeds, k1=[0, 2], k2=1, rule="curl")
+    by_label = simulate(cfg, seeds, k1=[0, 2], k2=1, rule="gd_flip")
     rule = chain(sgd(), flip_columns([[0, 2], 1]))
     by_rule = simulate(cfg, seeds, rule=rule)
     assert torch.equal(by_label.W1, by_rule.W1) and torch.equal(by_label.W2, by_rule.W2)
     assert set(by_rule.members.rule) == {repr(rule)}
-    mixed = simulate(cfg, seeds, k2=1, rule=["gd", "dfa_flip"])
+    mixed = simulate(cfg, seeds, k2=1, rule=["gd", "dfa_uniform_flip"])
     chosen = simulate(
         cfg, seeds, rule=chain(per_member([sgd(), dfa(feedback="uniform")], [0, 1]), flip_columns([0, [0, 1]]))
     )
     assert torch.equal(mixed.W1, chosen.W1) and torch.equal(mixed.W2, chosen.W2)
 
 
-@pytest.mark.parametrize("rules", [["gd"], ["curl"], ["dfa_flip"], ["gd", "curl", "dfa", "dfa_flip"], ["sgd"]])
+@pytest.mark.parametrize(
+    "rules",
+    [["gd"], ["gd_flip"], ["dfa_uniform_flip"], ["gd", "gd_flip", "dfa_uniform", "dfa_uniform_flip"], ["sgd"]],
+)
 def test_the_papers_rules_take_the_fused_step(rules):
     """The committed curl results come from the fused step: a registry change that sent these rules through
     Context instead would change them by rounding (as a zero decay appended to "sgd" once nearly did)."""
@@ -110,7 +113,7 @@ class ContextSGD(SGD):
 )
 def test_context_path_equals_the_fused_step(kw):
     cfg, seeds = small_cfg(**kw), [0, 1]
-    fused = simulate(cfg, seeds, k1=[0, 2], k2=1, rule="curl")
+    fused = simulate(cfg, seeds, k1=[0, 2], k2=1, rule="gd_flip")
     ctx = simulate(cfg, seeds, rule=chain(ContextSGD(), flip_columns([[0, 2], 1])))
     torch.testing.assert_close(ctx.W1, fused.W1, rtol=0, atol=1e-12)
     torch.testing.assert_close(ctx.W2, fused.W2, rtol=0, atol=1e-12)
@@ -128,7 +131,7 @@ def test_compile_leaves_a_context_rule_eager():
 def test_a_user_registered_rule_runs_in_the_curl_engine(half_sgd, B):
     cfg = small_cfg(B=B)
     mine = simulate(cfg, [0, 1], k2=1, rule=half_sgd, eta=2 * cfg.eta)  # k1/k2 flip its columns too
-    curl = simulate(cfg, [0, 1], k2=1, rule="curl")
+    curl = simulate(cfg, [0, 1], k2=1, rule="gd_flip")
     assert list(mine.members.rule) == ["half_sgd", "half_sgd"]
     torch.testing.assert_close(mine.W1, curl.W1, rtol=0, atol=1e-12)
     np.testing.assert_allclose(mine.test_error, curl.test_error, rtol=1e-9)

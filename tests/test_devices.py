@@ -58,8 +58,12 @@ def test_draws_are_bit_identical_on_every_device(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_curl_engine_on_device_matches_cpu(device):
     cfg = CurlConfig(M=6, N=4, P=20, B=5, epochs=8, points_per_decade=4, n_test=7)
-    ref = simulate(cfg, [0, 1, 2], k1=[0, 1, 2], k2=1, rule=["curl", "dfa", "dfa_flip"], device="cpu")
-    res = simulate(cfg, [0, 1, 2], k1=[0, 1, 2], k2=1, rule=["curl", "dfa", "dfa_flip"], device=device)
+    ref = simulate(
+        cfg, [0, 1, 2], k1=[0, 1, 2], k2=1, rule=["gd_flip", "dfa_uniform", "dfa_uniform_flip"], device="cpu"
+    )
+    res = simulate(
+        cfg, [0, 1, 2], k1=[0, 1, 2], k2=1, rule=["gd_flip", "dfa_uniform", "dfa_uniform_flip"], device=device
+    )
     assert res.W1.device.type == device
     torch.testing.assert_close(res.W1.cpu(), ref.W1, rtol=0, atol=1e-12)
     torch.testing.assert_close(

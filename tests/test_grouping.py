@@ -8,7 +8,7 @@ from plasticlab.rules import chain, flip_columns, sgd
 from plasticlab.simulation import curl
 from plasticlab.simulation.curl import CurlConfig, group_order, simulate
 
-RULES = ["gd", "curl", "dfa", "dfa_flip"]
+RULES = ["gd", "gd_flip", "dfa_uniform", "dfa_uniform_flip"]
 
 
 def cfg(**kw):
@@ -67,7 +67,7 @@ def test_grouped_runs_take_the_grouped_step(monkeypatch):
     assert calls == [(3, c.B, c.M)] * (2 * c.P // c.B)  # 3 groups (seeds) per step, one batch each
     calls.clear()
     simulate(c, seeds, **kw, group=False)
-    simulate(c, [0, 1, 2], rule="curl", k2=1)  # one member per seed: nothing to group
+    simulate(c, [0, 1, 2], rule="gd_flip", k2=1)  # one member per seed: nothing to group
     assert calls == []
 
 
@@ -110,16 +110,16 @@ def test_grouped_divergence_and_history_are_per_member_in_the_given_order():
 
 def test_group_order_groups_only_equal_seed_counts():
     c = cfg()
-    m = curl._members(c, [5, 4, 5, 4], 0, 0, 1.0, "curl", None)
+    m = curl._members(c, [5, 4, 5, 4], 0, 0, 1.0, "gd_flip", None)
     order, k = group_order(c, m)
     assert k == 2 and list(order) == [1, 3, 0, 2]  # seed 4's members, then seed 5's, each in given order
-    assert group_order(c, curl._members(c, [5, 4, 5], 0, 0, 1.0, "curl", None)) == (None, 1)  # 2 vs 1
-    assert group_order(c, curl._members(c, [0, 1, 2], 0, 0, 1.0, "curl", None)) == (None, 1)  # one each
+    assert group_order(c, curl._members(c, [5, 4, 5], 0, 0, 1.0, "gd_flip", None)) == (None, 1)  # 2 vs 1
+    assert group_order(c, curl._members(c, [0, 1, 2], 0, 0, 1.0, "gd_flip", None)) == (None, 1)  # one each
     moments = cfg(activation="linear", B=20)
-    assert group_order(moments, curl._members(moments, [0, 0], 0, 0, 1.0, "curl", None)) == (None, 1)
+    assert group_order(moments, curl._members(moments, [0, 0], 0, 0, 1.0, "gd_flip", None)) == (None, 1)
     # a rule object holds per-member values in the given order: only already seed-major members group
     assert group_order(c, m, reorder=False) == (None, 1)
-    major = curl._members(c, [4, 4, 5, 5], 0, 0, 1.0, "curl", None)
+    major = curl._members(c, [4, 4, 5, 5], 0, 0, 1.0, "gd_flip", None)
     assert group_order(c, major, reorder=False)[1] == 2
 
 

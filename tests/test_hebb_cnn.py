@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from plasticlab.experiments.rules.cnn import Spec, cnn_claims, rule_setup
+from plasticlab.experiments.rules.cnn import Spec, cnn_claims
+from plasticlab.simulation.train_torch import rule_setup
 from plasticlab.study import RunContext, get, run_chunks
 from plasticlab.study.claims import BEYOND
 

@@ -234,3 +234,23 @@ def test_feature_names_read_in_words():
         table.name
     )
     assert not table.meaning.str.contains("|", regex=False).any()  # a "|" would split the markdown cell
+
+
+@pytest.mark.parametrize("name", ["rule-identify", "rule-transfer", "rule-atlas"])
+def test_default_rules_are_the_registry_when_params_are_built(name):
+    from plasticlab.rules import rule_names, signal, unregister
+    from plasticlab.study import get
+
+    exp = get(name)  # imported before the rule below exists
+
+    @signal("late_rule_t", gradient=True)
+    def late_rule_t(ctx):
+        return ctx.descent(ctx.backprop(ctx.output_delta()))
+
+    try:
+        assert "late_rule_t" in exp.params()["rules"]  # registered after import: it joins the default list
+    finally:
+        unregister("late_rule_t")
+    p = exp.params(quick=True)
+    assert "late_rule_t" not in p["rules"] and p["rules"] == list(rule_names())  # removed: it does not linger
+    assert exp.size(p) == "quick"

@@ -71,3 +71,26 @@ def test_no_import_cycle_among_plasticlab_modules():
 
 def test_the_check_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def _long_functions(limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """Every function in src/ longer than ``limit`` lines (signature, docstring and body)."""
+    out = []
+    for f in sorted((SRC / "plasticlab").rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno is not None:
+                n = node.end_lineno - node.lineno + 1
+                if n > limit:
+                    out.append(f"{f.relative_to(SRC)}:{node.lineno} {node.name} ({n} lines)")
+    return out
+
+
+def test_no_function_in_src_is_over_60_lines():
+    assert not _long_functions(), "\n".join(_long_functions())
+
+
+def test_the_length_check_finds_a_long_function():
+    assert any("curl.py" in f for f in _long_functions(limit=40))  # e.g. simulate's long signature

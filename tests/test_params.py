@@ -111,3 +111,12 @@ def test_a_list_of_runs_refuses_repeated_values(name, overrides):
 
 def test_a_shape_may_repeat_a_width():
     assert get("hebb-table").params(widths=[32, 64, 64, 32])["widths"] == [32, 64, 64, 32]
+
+
+def test_params_read_back_from_their_own_output_including_an_empty_list():
+    exp = get("curl-speedup")
+    p = exp.params(quick=True)
+    assert p["slow_init_scales"] == []  # what a quick manifest holds
+    assert exp.params(**p) == p
+    with pytest.raises(PlasticlabError, match=r"'Ps': \[\] \(0 elements\); must be a list of 1\+"):
+        exp.params(Ps=[])  # a list that may not be empty is still refused, by its constraint

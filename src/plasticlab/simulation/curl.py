@@ -7,7 +7,7 @@ Network ``y = phi(W2 phi(W1 x))`` with W1 (E, N, M), W2 (E, 1, N). Conventions (
 - flips are on the presynaptic (column) index: ΔW2 ← ΔW2 D2 (hidden neurons), ΔW1 ← ΔW1 D1 (inputs);
 - ``lr`` multiplies the batch-*mean* gradient, so with d = +1 the step is −lr·∂(½·mean e²)/∂W.
 
-The rule comes from ``plasticlab.rules`` (see ``simulation.curl_rules``): ``rule="curl"`` is
+The rule comes from ``plasticlab.rules`` (see ``simulation.curl_rules``): ``rule="gd_flip"`` is
 ``chain(sgd(), flip_columns([k1, k2]))``, and any registered rule or rule object runs too. ``curl_step`` is
 the pure, differentiable reference (torch.func works on it); ``simulate`` runs the same arithmetic fused and
 in place for sgd/dfa signals with column flips, and through ``rules.Context`` for every other rule.
@@ -154,7 +154,7 @@ class CurlConfig:
         return np.unique(np.concatenate([[0], ts[ts < self.epochs], [self.epochs]]))
 
 
-def grid(seeds, k1s=(0,), k2s=(0,), init_scales=(1.0,), rules=("curl",)) -> dict[str, list]:
+def grid(seeds, k1s=(0,), k2s=(0,), init_scales=(1.0,), rules=("gd_flip",)) -> dict[str, list]:
     """Member lists for the full product (rule-major, seed-minor) — pass as ``simulate(cfg, **grid(...))``."""
     rows = list(itertools.product(rules, k1s, k2s, init_scales, seeds))
     return dict(
@@ -596,17 +596,7 @@ def _group_step_tensors(
     U, B, M = xg.shape
     E, N = W1.shape[0], W1.shape[1]
     Wg = W1.view(U, k * N, M)
-    # Hidden activity transposed, (U, kN, B) = (E, N, B) per member: the readout, its error and ΔW2 are
-    # then small per-member products, and ΔW1's product reads δ without a transpose.
-    a1 = torch.bmm(Wg, xg.transpose(1, 2))
-    h = torch.tanh(a1) if act == "tanh" else (torch.clamp_min(a1, 0.0) if act == "relu" else a1)
-    hT = h.view(E, N, B)
-    e = torch.bmm(W2, hT)  # (E, 1, B): each member's readout
-    if act == "tanh":
-        e = e.tanh_()
-    elif act == "relu":
-        e = e.relu_()
-    e.view(U, k, 1, B).sub_(yg.view(U, 1, 1, B))  # the group's targets are the same for its k members
+    a1, hT, e = _group_forward(Wg, W2, xg, yg, k, act)
     if full:
         peak = torch.maximum(peak, e.pow(2).mean(dim=(1, 2)).mul_(0.5))
     if lr_scalar is None:
@@ -629,6 +619,25 @@ def _group_step_tensors(
     upd = (dW2, d2r if use_d2 else None, delta, dT, xd, xg, alpha)
     W1, W2 = (_group_update_ if inplace else _group_update)(W1, W2, Wg, upd, n1, n2, norm)
     return W1, W2, peak
+
+
+def _group_forward(Wg, W2, xg, yg, k: int, act: str):
+    """The group step's forward pass: pre-activations (U, kN, B), hidden activity transposed hT (E, N, B)
+    and each member's error e (E, 1, B)."""
+    U, B = xg.shape[0], xg.shape[1]
+    E, N = W2.shape[0], W2.shape[2]
+    # Hidden activity transposed, (U, kN, B) = (E, N, B) per member: the readout, its error and ΔW2 are
+    # then small per-member products, and ΔW1's product reads δ without a transpose.
+    a1 = torch.bmm(Wg, xg.transpose(1, 2))
+    h = torch.tanh(a1) if act == "tanh" else (torch.clamp_min(a1, 0.0) if act == "relu" else a1)
+    hT = h.view(E, N, B)
+    e = torch.bmm(W2, hT)  # (E, 1, B): each member's readout
+    if act == "tanh":
+        e = e.tanh_()
+    elif act == "relu":
+        e = e.relu_()
+    e.view(U, k, 1, B).sub_(yg.view(U, 1, 1, B))  # the group's targets are the same for its k members
+    return a1, hT, e
 
 
 def _group_update_(W1, W2, Wg, upd, n1, n2, norm):
@@ -936,7 +945,7 @@ def simulate(
     k1=0,
     k2=0,
     init_scale=1.0,
-    rule: str | list[str] | Transform = "curl",
+    rule: str | list[str] | Transform = "gd_flip",
     eta=None,
     threads: int | None = None,
     device=None,
@@ -947,9 +956,10 @@ def simulate(
 
     Each member's teacher, data, student init, shuffles and DFA feedback are functions of its seed only,
     so a member gives the same trajectory alone or inside any batch. ``rule``: per member a label
-    ("gd", "curl", "dfa", "dfa_flip": the paper's rules, or any registered rule name), or one rule object
-    from ``plasticlab.rules`` for every member; ``k1``/``k2`` (per member) flip the first k columns of W1's
-    and W2's updates (``rules.flip_columns``; ignored by "gd" and "dfa"). ``eta`` (per member) overrides
+    (the presets "gd", "gd_flip", "dfa_uniform", "dfa_uniform_flip": the paper's rules, or any registered
+    rule name), or one rule object from ``plasticlab.rules`` for every member; ``k1``/``k2`` (per member)
+    flip the first k columns of W1's and W2's updates (``rules.flip_columns``; ignored by "gd" and
+    "dfa_uniform"). ``eta`` (per member) overrides
     ``cfg.eta``. Members whose weights go non-finite are recorded as diverged, reset to their initial
     weights and frozen; the rest go on. ``threads``: intra-op threads for the loop, restored afterwards
     (default: leave torch's setting alone; the sweep executor sets it). ``device``: where to run

@@ -1,16 +1,19 @@
 """Which rule the curl-descent engine runs, taken from ``plasticlab.rules``, and its fused form.
 
-A member's rule is named by a label: one of the four rules the curl-descent paper compares (Ninou et al. 2025),
+A member's rule is named by a label: one of the engine's four presets, the rules the curl-descent paper
+compares (Ninou et al. 2025), named so that no preset is also a registered rule's name,
 
-    "gd"       -> sgd()                                   (k1, k2 ignored: nothing flips)
-    "curl"     -> chain(sgd(), flip_columns([k1, k2]))
-    "dfa"      -> dfa(feedback="uniform")                 (k1, k2 ignored)
-    "dfa_flip" -> chain(dfa(feedback="uniform"), flip_columns([k1, k2]))
+    "gd"               -> sgd()                                  (k1, k2 ignored: nothing flips)
+    "gd_flip"          -> chain(sgd(), flip_columns([k1, k2]))   (the paper's curl descent)
+    "dfa_uniform"      -> dfa(feedback="uniform")                (k1, k2 ignored)
+    "dfa_uniform_flip" -> chain(dfa(feedback="uniform"), flip_columns([k1, k2]))
 
-or any registered rule (``"sgd"``, ``"bcm:rate=0.2"``, a rule registered from user code), whose pieces are
-followed by ``flip_columns([k1, k2])`` when some k is non-zero; ``simulate`` also takes a rule object
-(a ``Chain`` or a ``Signal``). Members of one batch may differ in their learning signal only (through
-``per_member``), and in their flips.
+or any registered rule (``"sgd"``, ``"dfa"``, ``"curl"``, ``"bcm:rate=0.2"``, a rule registered from user
+code), with the registry's meaning, whose pieces are followed by ``flip_columns([k1, k2])`` when some k is
+non-zero; ``simulate`` also takes a rule object (a ``Chain`` or a ``Signal``). Members of one batch may
+differ in their learning signal only (through ``per_member``), and in their flips. (Before these names the
+presets were "curl", "dfa" and "dfa_flip": the first two are registered rules of another meaning, so
+results/ folders that stored them are migrated by ``python -m plasticlab.sweeps.migrate curl-presets``.)
 
 ``fuse`` recognises the rules the engine's fused step computes directly: an ``sgd`` or ``dfa`` signal
 (or a per-member choice between them), column flips, and a zero decay. Their arithmetic there is the same as
@@ -35,10 +38,12 @@ from plasticlab.rules.transforms import WeightDecay
 # label -> (signal, do the member's k1/k2 flip its columns)
 PRESETS: dict[str, tuple[str, bool]] = {
     "gd": ("sgd", False),
-    "curl": ("sgd", True),
-    "dfa": ("dfa:feedback='uniform'", False),
-    "dfa_flip": ("dfa:feedback='uniform'", True),
+    "gd_flip": ("sgd", True),
+    "dfa_uniform": ("dfa:feedback='uniform'", False),
+    "dfa_uniform_flip": ("dfa:feedback='uniform'", True),
 }
+
+RENAMED = {"curl": "gd_flip", "dfa": "dfa_uniform", "dfa_flip": "dfa_uniform_flip"}  # old preset -> new
 
 
 def label_pieces(label: str) -> tuple[list[Transform], bool]:
@@ -81,7 +86,7 @@ def _shared(built: dict, labels: list[str], which: np.ndarray) -> list[Transform
             "more (run them as separate batches)"
         )
     signals = [built[lab][0][0] for lab in labels]
-    if len({repr(s) for s in signals}) == 1:  # e.g. "gd" and "curl": one signal, flipped or not
+    if len({repr(s) for s in signals}) == 1:  # e.g. "gd" and "gd_flip": one signal, flipped or not
         return list(built[labels[0]][0])
     return [per_member(signals, which), *built[labels[0]][0][1:]]
 

@@ -78,9 +78,9 @@ def coerce(exp: str, key: str, value: Any, like: Any, choices: Sequence[Any] | N
     if isinstance(value, str):
         value = parse_value(value)
     if isinstance(like, (list, tuple)):
+        # an empty list is a value like any other here: the key's ListOf constraint (its min_len) decides,
+        # so a manifest's own params (curl-speedup's slow_init_scales: []) read back as they were written
         items = list(value) if isinstance(value, (list, tuple)) else [value]
-        if not items:
-            raise PlasticlabError(f"bad value for {exp} parameter {key!r}: an empty list")
         elem = like[0] if like else None
         out = [_coerce_scalar(exp, key, v, elem) for v in items]
     else:

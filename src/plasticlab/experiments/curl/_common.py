@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from plasticlab.simulation.curl import CurlConfig
 from plasticlab.study import SIZE, Interval, Require, seed_blocks
 
 if TYPE_CHECKING:
-    from plasticlab.simulation.curl import CurlConfig
     from plasticlab.study.claims import Claim
 
 TOTAL = 219  # M + N in the paper's c sweeps
@@ -31,6 +32,32 @@ GRID_CONSTRAINTS = dict(
 )
 GRID_RELATIONS = (Require(("c_min", "c_max"), lambda lo, hi: lo <= hi, "c_min <= c_max"),)
 _SHAPE_KEYS = ("activation", "c_nominal", "M", "N", "seeds")  # what a grid chunk sets; the rest come from p
+
+
+@dataclass
+class GridSpec:
+    """One (activation, M, N) shape of a (c, α) grid: every flip fraction × seed of a block, one ensemble (one
+    chunk); curl-hidden and curl-readout add their own fields. A chunk's hash is of its fields by name, so
+    which class declares a field does not change it."""
+
+    activation: str
+    c_nominal: float
+    M: int
+    N: int
+    alphas: list[float]
+    P: int
+    epochs: int
+    eta: float
+    norm_constraint: bool
+    points_per_decade: int
+    dtype: str
+    seeds: list[int]
+
+
+def config_of(spec: Any, **fixed: Any) -> CurlConfig:
+    """The engine's configuration from a chunk spec: every CurlConfig field the spec has, then ``fixed``."""
+    names = {f.name for f in dataclasses.fields(CurlConfig)} & {f.name for f in dataclasses.fields(spec)}
+    return CurlConfig(**{n: getattr(spec, n) for n in names} | fixed)
 
 
 def shape_for(c: float, total: int = TOTAL) -> tuple[int, int]:
@@ -99,11 +126,12 @@ def theory_alpha(c: Any, layer: str) -> Any:
     return critical_flip_fraction(np.asarray(c, float), layer)
 
 
-def empirical_boundary(grid: pd.DataFrame, xcol: str, acol: str, value: str) -> pd.DataFrame:
-    """Per x: the smallest α whose log10 error lies closer to the column's worst than to its α=0 value
-    (NaN if none) — a threshold-free estimate of where learning breaks down."""
+def empirical_boundary(grid: pd.DataFrame, acol: str, value: str, layer: str) -> pd.DataFrame:
+    """Per c: the smallest α whose log10 error lies closer to the column's worst than to its α=0 value
+    (NaN if none) — a threshold-free estimate of where learning breaks down — beside ``layer``'s large-N
+    theory α*(c)."""
     rows = []
-    for x, g in grid.groupby(xcol):
+    for x, g in grid.groupby("c"):
         g = g.sort_values(acol)
         v = g[value].to_numpy()
         good, bad = v[0], np.nanmax(v)
@@ -112,7 +140,14 @@ def empirical_boundary(grid: pd.DataFrame, xcol: str, acol: str, value: str) -> 
             continue
         over = np.flatnonzero(v > (good + bad) / 2)
         rows.append((x, float(g[acol].to_numpy()[over[0]]) if len(over) else np.nan))
-    return pd.DataFrame(rows, columns=[xcol, "alpha_breakdown"])
+    emp = pd.DataFrame(rows, columns=["c", "alpha_breakdown"])
+    return emp.assign(theory=theory_alpha(emp.c.to_numpy(), layer))
+
+
+def boundary_table(emp: pd.DataFrame) -> pd.DataFrame:
+    """``empirical_boundary``'s breakdown α beside the theory's, per c (``compare``'s columns)."""
+    ours, theory = (emp[["c", k]].rename(columns={k: "alpha"}) for k in ("alpha_breakdown", "theory"))
+    return compare(ours, theory, ["c"], "alpha")
 
 
 def compare(ours: pd.DataFrame, paper: pd.DataFrame, on: list[str], value: str) -> pd.DataFrame:

@@ -6,29 +6,27 @@ length of ``epochs`` epochs at η = 0.1), so the step-size sweep compares the di
 Per run, over its own last ``record`` epoch-equivalents: q of all weights (the authors' formula), q of the
 function v = W2W1, the largest Lyapunov exponent of the function (output over the training inputs, after a
 warm-up, per epoch-equivalent of η = 0.1), and a ``state`` from the tests in ``metrics.chaos.classify_state``
-(docs/chaos.md defines them). Dynamics: ``simulation.chaos`` (moment form and invariant subspace, both
-exact). Claims re-derive the state from the stored columns, so a report always applies today's tests.
+(docs/chaos.md defines them). Dynamics and the member loop: ``simulation.chaos`` and ``simulation.chaos_run``.
+Claims re-derive the state from the stored columns, so a report always applies today's tests.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 
 from plasticlab.experiments.curl._common import TOTAL, nkc, shape_for
 from plasticlab.metrics.chaos import (
     LAMBDA_POSITIVE,
     STATES,
-    QAccumulator,
-    RecurrenceTracker,
     classify_state,
-    lyapunov_exponent,
 )
 from plasticlab.simulation import chaos as sim
+from plasticlab.simulation.chaos_run import run_members
 from plasticlab.study import (
     MAX_STEPS,
     POSITIVE,
@@ -41,177 +39,9 @@ from plasticlab.study import (
     RunContext,
     Table,
     register,
+    shared_fields,
 )
 from plasticlab.study.claims import AllCells, Claim, fraction
-
-
-class _Window:
-    """What the last ``record`` steps of a run are measured by: q of the weights (in the reduced basis, see
-    ``QAccumulator.result``), q of the function, the recurrence test and the error trace."""
-
-    def __init__(self, Sigma, vstar, u, n_weights: int):
-        self.Sigma, self.vstar, self.u, self.n = Sigma, vstar, u, n_weights
-        self.q, self.q_function, self.recur = QAccumulator(), QAccumulator(), RecurrenceTracker()
-        self.errors: list[torch.Tensor] = []
-
-    def observe(self, s) -> None:
-        E = s[0].shape[0]
-        theta = torch.cat([s[0].reshape(E, -1), s[1].reshape(E, -1)], 1)
-        self.q.update(theta)
-        self.recur.update(theta)
-        self.q_function.update(torch.bmm(s[1], s[0]).reshape(E, -1))
-        self.errors.append(sim.function_error(s, self.Sigma, self.vstar))
-
-    def result(self, M: int) -> dict:
-        E, Nr = self.u.shape
-        coef = torch.cat([self.u[:, :, None].expand(E, Nr, M).reshape(E, -1), self.u], 1)
-        two, one = self.recur.result()
-        errs = torch.stack(self.errors, 1).cpu().numpy()
-        return dict(
-            q=self.q.result(self.n, coef).q.cpu().numpy(),
-            q_function=self.q_function.result().q.cpu().numpy(),
-            period2_residual=two.cpu().numpy(),
-            step_change=one.cpu().numpy(),
-            errors=errs,
-        )
-
-
-def _burn(stepper, state, n_steps: int, diverged_at: np.ndarray, check_every: int = 100):
-    """Advance ``n_steps``; a member whose weights go non-finite is frozen at its last checked finite state
-    and its step recorded in ``diverged_at`` (a sum is non-finite iff some entry is: one cheap check)."""
-    last = state
-    for t in range(1, n_steps + 1):
-        state = stepper(state)
-        if t % check_every == 0 or t == n_steps:
-            bad = ~torch.isfinite(state[0].sum(dim=(1, 2)) + state[1].sum(dim=(1, 2)))
-            new = bad.cpu().numpy() & np.isnan(diverged_at)
-            diverged_at[new] = t
-            frozen = torch.from_numpy(~np.isnan(diverged_at)).reshape(-1, 1, 1).to(state[0].device)
-            state = tuple(torch.where(frozen, o, n) for o, n in zip(last, state))
-            last = state
-    return state
-
-
-def run_members(
-    M,
-    N,
-    alphas,
-    seeds,
-    etas,
-    *,
-    epochs,
-    record,
-    lyap_window,
-    lyap_warmup,
-    start="authors",
-    perturbation=1e-10,
-    P=250,
-    d0=1e-8,
-    renorm_every=10,
-    reduce=True,
-    device="cpu",
-) -> pd.DataFrame:
-    """One ensemble: member i has flipped fraction alphas[i], seed seeds[i] and step etas[i]; one row each.
-
-    ``epochs``, ``record``, ``lyap_window`` and ``lyap_warmup`` are in epoch-equivalents of η = 0.1 (a member at
-    η takes epochs·0.1/η steps); members of one call must share that step count (same η, or the same
-    epochs·0.1/η). ``reduce`` steps in the exact invariant subspace (``_chaos_sim.reduce``).
-    """
-    E = len(seeds)
-    steps = {sim.steps_for(epochs, float(e)) for e in etas}
-    if len(steps) != 1:
-        raise ValueError(f"members of one batch must share their step count, got {sorted(steps)}")
-    eta = float(etas[0])
-    S, R, L, Wu = (sim.steps_for(x, eta) for x in (epochs, record, lyap_window, lyap_warmup))
-    W1, W2, Sigma, vstar = sim.start(M, N, seeds, P=P, start=start, perturbation=perturbation, device=device)
-    A, b, u = sim.reduce(W1, W2) if reduce else (W1, W2, torch.ones(E, N, dtype=W1.dtype, device=W1.device))
-    k1 = [sim.k1_of(float(a), M) for a in alphas]
-    stepper, measures = _dynamics(W1, W2, Sigma, vstar, k1, M, etas, device)
-    window = _Window(Sigma, vstar, u, sim.weight_count(M, N))
-    diverged_at = np.full(E, np.nan)
-    with torch.no_grad():
-        state = _burn(stepper, (A, b), S - L - Wu, diverged_at)
-        seeds_t = torch.as_tensor([int(s) for s in seeds], dtype=torch.int64)
-        lyap = lyapunov_exponent(
-            stepper,
-            state,
-            L,
-            seeds=seeds_t,
-            d0=d0,
-            renorm_every=renorm_every,
-            warmup=Wu,
-            dt=eta / 0.1,
-            measure=measures,
-            observe=lambda t, s: window.observe(s) if t > L - R else None,
-        )
-    late = lyap.diverged.cpu().numpy() & np.isnan(diverged_at)
-    diverged_at[late] = S  # found inside the Lyapunov window (step not resolved further)
-    w = window.result(M)
-    return _rows(
-        M, N, alphas, seeds, etas, k1, S, epochs, record, start, w, lyap.exponent.cpu().numpy(), diverged_at
-    )
-
-
-def _dynamics(W1, W2, Sigma, vstar, k1, M, etas, device):
-    """The members' step (their flips, step sizes and layer norms) and the two sizes of a separation the
-    Lyapunov exponents are measured with (the function's and the weights')."""
-    norms = sim.layer_norms(W1, W2)
-    d1 = sim.flip_diagonal(k1, M, device=device)
-    lr = sim.as_lr(etas, device=device)
-    E = W1.shape[0]
-
-    def stepper(s):
-        return sim.step(s, Sigma, vstar, d1, lr, norms)
-
-    def measures(sep, ref):
-        weights = torch.sqrt(sum(x.reshape(E, -1).pow(2).sum(1) for x in sep))
-        return torch.stack([sim.function_separation(sep, ref, Sigma), weights], 1)
-
-    return stepper, measures
-
-
-def _rows(M, N, alphas, seeds, etas, k1, S, epochs, record, start, w, lyap, diverged_at) -> pd.DataFrame:
-    """The per-member table, with NaN measurements for diverged members and the state of every run."""
-    diverged = ~np.isnan(diverged_at)
-    errs = w.pop("errors")
-    eta = np.asarray([float(e) for e in etas])
-    h = max(1, errs.shape[1] // 2)
-    with np.errstate(divide="ignore", invalid="ignore"):  # a constant error has zero range: ±inf / NaN is right
-        # log ratio of the error's range over the window's first and second half, per epoch-equivalent:
-        # > 0 a shrinking (damped) oscillation, ≈ 0 sustained
-        swing = np.log(np.ptp(errs[:, :h], axis=1) / np.ptp(errs[:, h:], axis=1)) / (h * eta / 0.1)
-    cols = dict(
-        w,
-        lyapunov=lyap[:, 0],
-        lyapunov_weights=lyap[:, 1],
-        train_error=errs[:, -1],
-        error_min=errs.min(1),
-        error_max=errs.max(1),
-        error_swing_decay=swing,
-    )
-    cols = {k: np.where(diverged, np.nan, v) for k, v in cols.items()}
-    state = classify_state(
-        diverged, cols["q"], cols["q_function"], cols["period2_residual"], cols["step_change"], cols["lyapunov"]
-    )
-    return pd.DataFrame(
-        dict(
-            M=M,
-            N=N,
-            alpha_h=[float(a) for a in alphas],
-            k1=k1,
-            alpha_h_eff=[k / M for k in k1],
-            seed=[int(s) for s in seeds],
-            eta=eta,
-            steps=S,
-            **cols,
-            state=state,
-            diverged=diverged,
-            diverged_at=diverged_at,
-            epochs=epochs,
-            record=record,
-            start=start,
-        )
-    )
 
 
 @dataclass
@@ -235,18 +65,7 @@ class Spec:
     renorm_every: int
 
 
-_COMMON = (
-    "seeds",
-    "epochs",
-    "record",
-    "lyap_window",
-    "lyap_warmup",
-    "P",
-    "start",
-    "perturbation",
-    "d0",
-    "renorm_every",
-)
+_PER_CHUNK = ("c", "M", "N", "eta", "alphas", "seeds")  # what run_chunk passes itself, not as keywords
 
 
 @register
@@ -325,7 +144,7 @@ class CurlChaos(Experiment):
         count; different η run different step counts, so they are separate batches). The first η runs the
         cs at every α_h and the q-vs-c grid; every later η (the step-size sweep) runs the cs at
         ``step_alphas``, so the sweep's cost can be cut without thinning the first η's grid."""
-        common = {k: p[k] for k in _COMMON}
+        common = shared_fields(Spec, p, "alphas")
         out = []
         for i, eta in enumerate(p["etas"]):  # in the given order, so a sweep stopped early has the first η done
             alphas_at: dict[float, set] = {}
@@ -348,7 +167,7 @@ class CurlChaos(Experiment):
             [a for a, _ in pairs],
             [s for _, s in pairs],
             [spec.eta] * len(pairs),
-            **{k: getattr(spec, k) for k in _COMMON if k != "seeds"},
+            **{k: v for k, v in dataclasses.asdict(spec).items() if k not in _PER_CHUNK},
             device=ctx.device,
         )
         df.insert(0, "c", float(spec.c))

@@ -17,7 +17,9 @@ from plasticlab.experiments.curl._common import (
     GRID_CHOICES,
     GRID_CONSTRAINTS,
     GRID_RELATIONS,
-    compare,
+    GridSpec,
+    boundary_table,
+    config_of,
     empirical_boundary,
     flip_members,
     flip_table,
@@ -25,29 +27,17 @@ from plasticlab.experiments.curl._common import (
     shape_chunks,
     theory_alpha,
 )
-from plasticlab.simulation.curl import CurlConfig, simulate
+from plasticlab.simulation.curl import simulate
 from plasticlab.study import POSITIVE, SIZE, Experiment, Figure, RunContext, Table, register
 from plasticlab.study.claims import AtLeast, AtMost, Claim
 
 
 @dataclass
-class Spec:
-    """One (activation, M, N) shape: every flip fraction × seed of a block, one ensemble (one chunk)."""
+class Spec(GridSpec):
+    """A curl-hidden chunk: the grid's fields, the batch size and the students' init scale."""
 
-    activation: str
-    c_nominal: float
-    M: int
-    N: int
-    alphas: list[float]
-    P: int
     B: int
-    epochs: int
-    eta: float
     init_scale: float
-    norm_constraint: bool
-    points_per_decade: int
-    dtype: str
-    seeds: list[int]
 
 
 def _cells(g: pd.DataFrame) -> pd.DataFrame | None:
@@ -81,8 +71,7 @@ def hidden_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
         out.append(nkc(text, src, math.nan, gap, n, size, AtLeast(1.0), diverged=div))
         dev, n_c = math.nan, 0
         if cell is not None:
-            emp = empirical_boundary(cell, "c", "alpha_h", "log10_test_error")
-            emp["theory"] = theory_alpha(emp.c.to_numpy(), "hidden")
+            emp = empirical_boundary(cell, "alpha_h", "log10_test_error", "hidden")
             d = (emp.alpha_breakdown - emp.theory).abs().dropna()
             dev, n_c = (float(d.mean()), len(d)) if len(d) else (math.nan, 0)
         text = (
@@ -144,24 +133,13 @@ class CurlHidden(Experiment):
 
     def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:
         """Train every α_h × seed member of the shape from its own random start."""
-        cfg = CurlConfig(
-            M=spec.M,
-            N=spec.N,
-            activation=spec.activation,
-            P=spec.P,
-            B=spec.B,
-            epochs=spec.epochs,
-            eta=spec.eta,
-            norm_constraint=spec.norm_constraint,
-            points_per_decade=spec.points_per_decade,
-            dtype=spec.dtype,
-        )
+        cfg = config_of(spec)
         members, k1 = flip_members(spec, spec.M)
         res = simulate(
             cfg,
             [s for _, s in members],
             k1=k1,
-            rule="curl",
+            rule="gd_flip",
             init_scale=spec.init_scale,
             device=ctx.device,
             compile=ctx.compile,
@@ -199,12 +177,10 @@ class CurlHidden(Experiment):
             out.append(
                 Table(stats.reset_index(), f"{act}: log10 test error of cells theory calls stable / unstable")
             )
-            emp = empirical_boundary(cell, "c", "alpha_h", "log10_test_error")
-            emp["theory"] = theory_alpha(emp.c.to_numpy(), "hidden")
-            ours, paper = (emp[["c", k]].rename(columns={k: "alpha"}) for k in ("alpha_breakdown", "theory"))
+            emp = empirical_boundary(cell, "alpha_h", "log10_test_error", "hidden")
             out.append(
                 Table(
-                    compare(ours, paper, ["c"], "alpha"),
+                    boundary_table(emp),
                     f"{act}: empirical breakdown α_h (first α on the bad side of the column's midpoint) vs "
                     "the paper's large-N theory α_h*(c); finite N shifts it",
                 )

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plasticlab.experiments.curl._common import compare, nkc
+from plasticlab.experiments.curl._common import compare, config_of, nkc
 from plasticlab.experiments.curl.paper import SPEEDUP_K as PAPER_K
 from plasticlab.experiments.curl.paper import SPEEDUP_NO_NORM as PAPER_NO_NORM
 from plasticlab.experiments.curl.paper import SPEEDUP_P as PAPER_P
 from plasticlab.experiments.curl.paper import SPEEDUP_R as PAPER_R
-from plasticlab.simulation.curl import CurlConfig, simulate
+from plasticlab.simulation.curl import simulate
 from plasticlab.study import (
     POSITIVE,
     SIZE,
@@ -38,9 +38,13 @@ from plasticlab.study import (
     Table,
     register,
     seed_blocks,
+    shared_fields,
 )
 from plasticlab.study.claims import AllCells, AtLeast, AtMost, Claim, Within
 
+# the paper's methods, as the results' ``rule`` column names them, and the engine presets a spec runs them by
+PRESET = {"gd": "gd", "curl": "gd_flip"}
+METHOD = {v: k for k, v in PRESET.items()}
 NORM = "norm constraint (each layer rescaled to its initial Frobenius norm after every step)"
 
 
@@ -51,7 +55,7 @@ class Spec:
     activation: str
     norm: bool
     P: int
-    conditions: list[list[Any]]  # [rule, k flipped readout neurons, init scale r]
+    conditions: list[list[Any]]  # [engine preset, k flipped readout neurons, init scale r]
     seeds: list[int]
     epochs: int
     M: int
@@ -94,6 +98,16 @@ def main_sweep(med: pd.DataFrame, act: str, norm: bool, k0: int, r0: float) -> p
     ]
     out = m.pivot_table(index="P", columns="rule", values="median").reset_index()
     return out.merge(m.groupby("P").n.min().reset_index(), on="P")
+
+
+def k_sweep(med: pd.DataFrame, p: dict) -> pd.DataFrame:
+    """The k sweep's medians: curl at P = sweep_P and init scale r, every k."""
+    return med[(p["sweep_P"] == med.P) & (med.init_scale == p["r"]) & (med.rule == "curl")]
+
+
+def r_sweep(med: pd.DataFrame, p: dict) -> pd.DataFrame:
+    """The init-scale sweep's medians: GD and curl with k flipped, at P = sweep_P, every r."""
+    return med[(p["sweep_P"] == med.P) & (((med.rule == "curl") & (med.k_readout == p["k"])) | (med.rule == "gd"))]
 
 
 def _ratio(m: pd.DataFrame, P) -> float:
@@ -144,8 +158,7 @@ def _shape_claims(m: pd.DataFrame, act: str, tag: str, size: str) -> list[Claim]
 
 
 def _k_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
-    ks = med[(p["sweep_P"] == med.P) & (med.init_scale == p["r"]) & (med.rule == "curl")]
-    ks = ks[(ks.activation == "tanh") & ks.norm_constraint]
+    ks = k_sweep(med[(med.activation == "tanh") & med.norm_constraint], p)
     if ks.k_readout.nunique() < 2:
         return []
     out = []
@@ -169,8 +182,7 @@ def _k_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
 
 
 def _r_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
-    rs = med[(p["sweep_P"] == med.P) & (med.activation == "tanh") & med.norm_constraint]
-    rs = rs[((rs.rule == "curl") & (rs.k_readout == p["k"])) | (rs.rule == "gd")]
+    rs = r_sweep(med[(med.activation == "tanh") & med.norm_constraint], p)
     if rs.init_scale.nunique() < 2:
         return []
     out = []
@@ -218,17 +230,10 @@ def _norm_claims(med: pd.DataFrame, p: dict, size: str) -> list[Claim]:
     g_on, g_off = _ratio(on, Ps), _ratio(off, Ps)
     pv = float(PAPER_NO_NORM.gd.iloc[0] / PAPER_NO_NORM.curl.iloc[0])
     n = int(off.n.min()) if len(off) else 0
+    ratio = f"tanh, no norm constraint, P = {Ps}: speed-up gd/curl"
     shrinks = f"tanh: without the norm constraint the gain shrinks (gd/curl with minus without, P = {Ps})"
     return [
-        nkc(
-            f"tanh, no norm constraint, P = {Ps}: speed-up gd/curl",
-            SRC_N,
-            pv,
-            g_off,
-            n,
-            size,
-            Within(REL_TOL, relative=True),
-        ),
+        nkc(ratio, SRC_N, pv, g_off, n, size, Within(REL_TOL, relative=True)),
         nkc(shrinks, SRC_N, math.nan, g_on - g_off, n, size, AtLeast(0.0)),
     ]
 
@@ -333,36 +338,19 @@ class CurlSpeedup(Experiment):
         ``slow_init_scales`` get chunks of their own (tanh, norm on, P = sweep_P, per block of seeds) capped at
         ``slow_epochs``: the paper's GD median at r = 6 is 17 525 epochs, so a run capped short for the rest
         can still measure it, and adding them leaves every other chunk (and its hash) as it was."""
-        shared = ("epochs", "M", "N", "B", "eta", "threshold", "points_per_decade", "dtype")
+        shared = shared_fields(Spec, p, "seeds")
         out = []
         blocks = seed_blocks(p["seeds"])
         slow = sorted((rule, k, r) for r in p["slow_init_scales"] for rule, k in (("gd", 0), ("curl", p["k"])))
-        for block in blocks if slow else []:
-            common = {k: p[k] for k in shared} | dict(epochs=p["slow_epochs"])
-            out.append(
-                Spec(
-                    activation="tanh",
-                    norm=True,
-                    P=p["sweep_P"],
-                    conditions=[list(c) for c in slow],
-                    seeds=block,
-                    **common,
-                )
-            )
+        slow_shared = shared | dict(epochs=p["slow_epochs"], norm=True, P=p["sweep_P"])
+        out += [Spec(activation="tanh", conditions=_presets(slow), seeds=b, **slow_shared) for b in blocks if slow]
         for act, norm, P, block in itertools.product(p["activations"], p["norms"], p["Ps"], blocks):
             conds = {("gd", 0, p["r"]), ("curl", p["k"], p["r"])}
             if p["sweep_P"] == P:
                 conds |= {("curl", k, p["r"]) for k in p["ks"]}
                 conds |= {(rule, k, r) for r in p["init_scales"] for rule, k in (("gd", 0), ("curl", p["k"]))}
             out.append(
-                Spec(
-                    activation=act,
-                    norm=norm,
-                    P=P,
-                    conditions=[list(c) for c in sorted(conds)],  # lists: what a spec is after JSON
-                    seeds=block,
-                    **{k: p[k] for k in shared},
-                )
+                Spec(activation=act, norm=norm, P=P, conditions=_presets(sorted(conds)), seeds=block, **shared)
             )
         return out
 
@@ -379,20 +367,7 @@ class CurlSpeedup(Experiment):
 
     def run_chunk(self, spec: Spec, ctx: RunContext) -> pd.DataFrame:
         """Train every condition × seed member until train error < threshold (or the epoch cap)."""
-        cfg = CurlConfig(
-            M=spec.M,
-            N=spec.N,
-            activation=spec.activation,
-            P=spec.P,
-            B=spec.B,
-            epochs=spec.epochs,
-            eta=spec.eta,
-            norm_constraint=spec.norm,
-            threshold=spec.threshold,
-            points_per_decade=spec.points_per_decade,
-            stop_when_converged=True,
-            dtype=spec.dtype,
-        )
+        cfg = config_of(spec, norm_constraint=spec.norm, stop_when_converged=True)
         rows = [(rule, k, r, s) for rule, k, r in spec.conditions for s in spec.seeds]
         res = simulate(
             cfg,
@@ -406,7 +381,7 @@ class CurlSpeedup(Experiment):
         t = res.table()
         return pd.DataFrame(
             dict(
-                rule=t.rule,
+                rule=t.rule.map(METHOD),
                 activation=cfg.activation,
                 P=cfg.P,
                 k_readout=t.k2,
@@ -459,7 +434,7 @@ class CurlSpeedup(Experiment):
                 f"constraint on): open squares, dashed. {NORM[0].upper()}{NORM[1:]}.",
             )
         ]
-        ks = med[(Ps == med.P) & (med.init_scale == r0) & (med.rule == "curl")]
+        ks = k_sweep(med, p)
         if ks.k_readout.nunique() > 1:
             out.append(
                 Figure(
@@ -469,7 +444,7 @@ class CurlSpeedup(Experiment):
                     f"r = {r0:g}); dotted: GD; squares: paper (tanh, norm constraint on)",
                 )
             )
-        rs = med[(Ps == med.P) & (((med.rule == "curl") & (med.k_readout == k0)) | (med.rule == "gd"))]
+        rs = r_sweep(med, p)
         if rs.init_scale.nunique() > 1:
             out.append(
                 Figure(
@@ -496,13 +471,13 @@ class CurlSpeedup(Experiment):
             long = on.melt(id_vars="P", value_vars=["gd", "curl"], var_name="rule", value_name="epochs")
             paper = PAPER_P[PAPER_P.P.isin(on.P)].melt(id_vars="P", var_name="rule", value_name="epochs")
             out.append(_versus(long, paper, ["P", "rule"], "P sweep (tanh, norm constraint on)"))
-        ks = tanh[(Ps == tanh.P) & (tanh.init_scale == r0) & (tanh.rule == "curl")]
+        ks = k_sweep(tanh, p)
         if ks.k_readout.nunique() > 1:
             ours = ks[["k_readout", "median"]].rename(columns={"median": "curl"})
             out.append(
                 _versus(ours, PAPER_K, ["k_readout"], f"k sweep (tanh, norm constraint on, P = {Ps}), curl")
             )
-        rs = tanh[(Ps == tanh.P) & (((tanh.rule == "curl") & (tanh.k_readout == k0)) | (tanh.rule == "gd"))]
+        rs = r_sweep(tanh, p)
         piv = rs.pivot_table(index="init_scale", columns="rule", values="median").reset_index()
         if rs.init_scale.nunique() > 1 and {"gd", "curl"} <= set(piv.columns):
             long, paper = (
@@ -518,6 +493,12 @@ class CurlSpeedup(Experiment):
             out.append(_versus(long, paper, ["P", "rule"], "No norm constraint (tanh)"))
         every = _epochs(med.rename(columns={"median": "median_epochs"}))
         return out + [Table(every, "Every condition: median epochs, runs, runs that never reached the threshold")]
+
+
+def _presets(conditions) -> list[list[Any]]:
+    """(method, k, r) conditions in the order given, as a spec holds them: lists (what JSON gives back)
+    naming the engine preset of each method."""
+    return [[PRESET[rule], k, r] for rule, k, r in conditions]
 
 
 def _epochs(frame: pd.DataFrame) -> pd.DataFrame:

@@ -18,7 +18,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -52,6 +52,24 @@ GRADIENT_RULES = rule_names(
 )  # exact gradients of a batch loss (random_nn: of the pseudo-target loss)
 LEARNING_RULES = rule_names(local=False)  # rules that transport an error: they learn the task
 CURL_RULES = rule_names(gradient=False)  # not gradients by construction: their fields must show clear curl
+
+
+# The teacher regression every study of this family trains on (rule-identify's and rule-transfer's too).
+REGRESSION = dict(lr=0.05, adam_lr=2e-3, batch_size=64, d_in=16, hidden=16, d_out=8, activation="tanh")
+ACTIVATIONS = ["linear", "relu", "tanh", "sigmoid"]
+
+
+class RegistryRules(Experiment):
+    """For an experiment whose default ``rules`` are every registered rule: the list is read from the registry
+    when params are built (never at import), so a rule registered and removed again (a test's, a plugin's)
+    does not stay in it, and one registered later joins it. Subclasses declare ``base_defaults``."""
+
+    base_defaults: ClassVar[dict[str, Any]]
+
+    @property
+    def defaults(self) -> dict[str, Any]:  # type: ignore[override]
+        """``base_defaults`` with ``rules`` = the rules registered now."""
+        return dict(self.base_defaults, rules=list(rule_names()))
 
 
 def atlas_rule(name: str, lr: float, gamma=0.0, sigma=0.0):
@@ -147,7 +165,7 @@ def member_field(
 
 
 @register
-class RuleAtlas(Experiment):
+class RuleAtlas(RegistryRules):
     """rule-atlas: every registered rule on one regression, with its alignment and non-gradient fraction."""
 
     name = "rule-atlas"
@@ -179,19 +197,13 @@ class RuleAtlas(Experiment):
         noise_draws=2,
         batch_size=16,
     )  # seconds: the contract test
-    defaults = dict(
-        rules=list(ATLAS),  # the built-in rules; a user rule joins by name (choices below are live)
+    base_defaults = dict(  # and rules: every registered rule (RegistryRules)
+        rules=[],
         gammas=[0.0, 1e-2],
         sigmas=[0.0, 0.2],
         seeds=[0, 1, 2, 3, 4],
         steps=20000,
-        lr=0.05,
-        adam_lr=2e-3,
-        batch_size=64,
-        d_in=16,
-        hidden=16,
-        d_out=8,
-        activation="tanh",
+        **REGRESSION,
         n_train=4000,
         n_val=500,
         analysis_batch=128,
@@ -201,7 +213,7 @@ class RuleAtlas(Experiment):
         converge_ratio=0.1,
     )
     quick = dict(seeds=[0, 1], steps=2000, n_train=2000)
-    choices = dict(rules=ATLAS, activation=["linear", "relu", "tanh", "sigmoid"])
+    choices = dict(rules=ATLAS, activation=ACTIVATIONS)
 
     constraints = dict(
         analysis_batch=SIZE,

@@ -16,19 +16,18 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from plasticlab import seeding
 from plasticlab.errors import PlasticlabError
 from plasticlab.experiments.hebbian._common import COLLAPSE
 from plasticlab.probe import HebbianProbe
-from plasticlab.rules import Chain, Decay, RuleOptimizer, make_rule, pick_lr, rule_names
-from plasticlab.rules.transforms import WeightDecay
+from plasticlab.rules import pick_lr, rule_names
+from plasticlab.simulation.train_torch import fit, rule_setup, seeded_init
 from plasticlab.study import MAX_STEPS, POSITIVE, Experiment, Figure, Interval, ListOf, RunContext, Table, register
 from plasticlab.study.claims import BEYOND, AllCells, Claim, fraction
 from plasticlab.tasks.classification import find_cifar10
@@ -102,21 +101,6 @@ def build(spec: Spec, shape: tuple[int, ...], seed: int) -> nn.Module:
     return seeded_init(model, seed, ("hebb-cnn/init", spec.model))
 
 
-def seeded_init(model: nn.Module, seed: int, tag: tuple[str, ...]) -> nn.Module:
-    """torch's default init, U(±1/√fan_in) (a position embedding 0.1·N(0, 1)), every draw from ``seed`` and a
-    key of ``tag`` and the parameter's name; LayerNorm gains 1 and shifts 0 stay."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            key = seeding.key_of(*tag, name)
-            if name == "pos":
-                p.copy_(0.1 * seeding.normal([seed], key, p.shape, p.dtype)[0])
-            elif not (name.startswith("ln") or ".ln" in name):
-                owner = cast(nn.Linear, model.get_submodule(name.rsplit(".", 1)[0]))
-                bound = 1.0 / math.sqrt(owner.weight[0].numel())
-                p.copy_(bound * (2 * seeding.uniform([seed], key, p.shape, p.dtype)[0] - 1))
-    return model
-
-
 def inputs(model: str, x: torch.Tensor) -> torch.Tensor:
     """Images as the model reads them: the CNN as they are, the transformer one token per image row."""
     return x if model == "cnn" else x.permute(0, 2, 1, 3).reshape(len(x), -1)
@@ -127,24 +111,6 @@ def group_of(layer: str) -> str:
     if ".attn." in layer:
         return "attention"
     return "feed-forward" if ".ff." in layer else layer
-
-
-def rule_setup(
-    model: nn.Module, rule: str, gamma: float, lr: float, seed: int, loss: str = "xent"
-) -> tuple[RuleOptimizer, float, bool]:
-    """``make_rule(rule, gamma=γ)`` on the model's weight matrices, its trailing decoupled decay split off.
-
-    The split decay (returned as γ) is applied after each step, outside the probed ``optimizer.step()``, so
-    the probe's actual update is the rule's learning signal; a coupled decay (adam_l2's L2, which Adam then
-    normalises) stays in the step (returned flag), and its learning signal is the gradient the probe reads."""
-    parts = list(make_rule(rule, gamma=gamma).parts)
-    tail = 0.0
-    while len(parts) > 1 and isinstance(parts[-1], WeightDecay):
-        tail += float(cast(WeightDecay, parts.pop()).gamma)
-    mats = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    params = [p for m in mats for p in m.parameters()]  # the transformer's position embedding stays at init
-    opt = RuleOptimizer(model, Chain(*parts), lr=lr, params=params, loss=loss, seed=seed)
-    return opt, tail, any(isinstance(p, Decay) for p in parts)
 
 
 def train_seed(spec: Spec, data: tuple[torch.Tensor, ...], seed: int) -> pd.DataFrame:
@@ -183,32 +149,6 @@ def train_seed(spec: Spec, data: tuple[torch.Tensor, ...], seed: int) -> pd.Data
         )
     run = dict(seed=seed, val_acc=acc, train_loss_late=float(np.mean(losses)) if losses else math.nan)
     return pd.DataFrame(rows).assign(**run, diverged=diverged, seconds=time.perf_counter() - t0)
-
-
-def fit(
-    spec: Spec, model: nn.Module, opt: RuleOptimizer, tail: float, xt, yt, seed: int
-) -> tuple[list[float], bool]:
-    """``spec.steps`` rule steps on the seed's own mini-batches, the split decay after each; the late losses
-    and whether the loss stopped being finite (training stops there)."""
-    weights = [m.weight for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    late_from, block = int(spec.steps * (1 - spec.late)), 500
-    losses: list[float] = []
-    for start in range(0, spec.steps, block):
-        key = seeding.key_of("hebb-cnn/batch", start)  # a block of draws at a time: same as one per step
-        idx = seeding.randint([seed], key, (block, spec.batch_size), len(xt))[0]
-        for i in range(min(block, spec.steps - start)):
-            loss = nn.functional.cross_entropy(model(xt[idx[i]]), yt[idx[i]])
-            if not torch.isfinite(loss):
-                return losses, True
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if tail:
-                with torch.no_grad():
-                    torch._foreach_mul_(weights, 1.0 - spec.lr * tail)
-            if start + i >= late_from:
-                losses.append(loss.item())
-    return losses, False
 
 
 @register

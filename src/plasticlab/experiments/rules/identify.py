@@ -25,14 +25,20 @@ import pandas as pd
 
 from plasticlab import identification as ident
 from plasticlab.analysis import nongradient_fraction_hutchinson
-from plasticlab.experiments.rules.atlas import RegressionSpec, member_field, train_ensemble
+from plasticlab.experiments.rules.atlas import (
+    ACTIVATIONS,
+    REGRESSION,
+    RegistryRules,
+    RegressionSpec,
+    member_field,
+    train_ensemble,
+)
 from plasticlab.metrics.observables import ObservableRecorder
 from plasticlab.rules import make_rule, rule_names
 from plasticlab.study import (
     NONNEG,
     SIZE,
     STEPS,
-    Experiment,
     Figure,
     Interval,
     ListOf,
@@ -60,7 +66,7 @@ class Spec(RegressionSpec):
 
 
 @register
-class RuleIdentify(Experiment):
+class RuleIdentify(RegistryRules):
     """rule-identify: record observables of every rule, then classify the rule from their trajectories."""
 
     name = "rule-identify"
@@ -86,20 +92,14 @@ class RuleIdentify(Experiment):
         analysis_batch=32,
         trees=10,
     )  # seconds: the contract test
-    defaults = dict(
-        rules=list(rule_names()),
+    base_defaults = dict(  # and rules: every registered rule (RegistryRules)
+        rules=[],
         gammas=[0.0, 1e-2, 5e-2],
         sigmas=[0.0, 0.1],
         seeds=list(range(8)),
         steps=3000,
         checkpoints=40,
-        lr=0.05,
-        adam_lr=2e-3,
-        batch_size=64,
-        d_in=16,
-        hidden=16,
-        d_out=8,
-        activation="tanh",
+        **REGRESSION,
         n_train=2000,
         n_val=200,
         units=[16, 4, 2],
@@ -121,7 +121,7 @@ class RuleIdentify(Experiment):
         noises=[1.0],
         folds=4,
     )
-    choices = dict(rules=rule_names(), activation=["linear", "relu", "tanh", "sigmoid"])
+    choices = dict(rules=rule_names(), activation=ACTIVATIONS)
     constraints = dict(
         checkpoints=STEPS,
         units=ListOf(SIZE),

@@ -23,13 +23,13 @@ import pandas as pd
 import torch
 
 from plasticlab import identification as ident
-from plasticlab import seeding
 from plasticlab.errors import PlasticlabError
+from plasticlab.experiments.rules.atlas import ACTIVATIONS, REGRESSION, RegistryRules
 from plasticlab.metrics.observables import ObservableRecorder
 from plasticlab.networks.mlp import init_mlp
 from plasticlab.rules import make_rule, pick_lr, rule_names
 from plasticlab.simulation.train_mlp import train_mlp
-from plasticlab.study import MAX_STEPS, SEEDS, SIZE, Experiment, Interval, ListOf, RunContext, Table, register
+from plasticlab.study import MAX_STEPS, SEEDS, SIZE, Interval, ListOf, RunContext, Table, register
 from plasticlab.study.claims import BEYOND, AtLeast, Claim
 from plasticlab.tasks import teacher_regression
 
@@ -59,7 +59,7 @@ class Spec:
 
 
 @register
-class RuleTransfer(Experiment):
+class RuleTransfer(RegistryRules):
     """rule-transfer: an identifier trained on rule-identify's MLPs, tested on held-out architectures."""
 
     name = "rule-transfer"
@@ -69,21 +69,15 @@ class RuleTransfer(Experiment):
     code_version = 1
     spec_type = Spec
     columns = ("family", "rule", "weight_decay", "noise", "seed", "run", "units", "step", "align_l0", "align_l1")
-    defaults = dict(
-        rules=list(rule_names()),
+    base_defaults = dict(  # and rules: every registered rule (RegistryRules)
+        rules=[],
         gammas=[0.0, 1e-2, 5e-2],
         sigmas=[0.0, 0.1],
         train_seeds=[0, 1, 2, 3, 4, 5],
         test_seeds=[6, 7],
         steps=3000,
         checkpoints=40,
-        lr=0.05,
-        adam_lr=2e-3,
-        batch_size=64,
-        d_in=16,
-        hidden=16,
-        d_out=8,
-        activation="tanh",
+        **REGRESSION,
         wide=64,
         deep=3,
         other_activation="relu",
@@ -101,8 +95,8 @@ class RuleTransfer(Experiment):
     )  # fmt: skip
     choices = dict(
         rules=rule_names(),
-        activation=["linear", "relu", "tanh", "sigmoid"],
-        other_activation=["linear", "relu", "tanh", "sigmoid"],
+        activation=ACTIVATIONS,
+        other_activation=ACTIVATIONS,
         held_out=HELD_OUT,
     )
     constraints = dict(
@@ -263,7 +257,8 @@ def transfer_claims(acc: pd.DataFrame, p: dict, size: str) -> list[Claim]:
 def run_cnn(spec: Spec) -> pd.DataFrame:
     """The CNN family: one model per (γ, seed) by RuleOptimizer (no batched path); rules that cannot run on a
     CNN give no rows. Same teacher task and checkpoints as the MLP families."""
-    from plasticlab.experiments.rules.cnn import SmallCNN, seeded_init
+    from plasticlab.experiments.rules.cnn import SmallCNN
+    from plasticlab.simulation.train_torch import cnn_observables, seeded_init
 
     d_in, c1, c2, d_out = spec.widths
     side = math.isqrt(d_in)
@@ -283,58 +278,3 @@ def run_cnn(spec: Spec) -> pd.DataFrame:
         base = dict(family="cnn", rule=spec.rule, weight_decay=g, noise=0.0, seed=seed, run=run, units=0)
         frames.append(pd.DataFrame(rows).assign(**base, diverged=diverged))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def cnn_observables(model, spec: Spec, gamma: float, seed: int, x, y) -> tuple[list[dict], bool]:
-    """Train one CNN and record, at every checkpoint, the observables of conv1 (l0) and the readout (l1):
-    alignment of the learning signal (HebbianProbe), activity and |W| statistics."""
-    from plasticlab.experiments.rules.cnn import rule_setup
-    from plasticlab.metrics.observables import moments
-    from plasticlab.probe import HebbianProbe
-
-    opt, tail, coupled = rule_setup(model, spec.rule, gamma, spec.lr, seed, loss="mse")
-    every = max(1, spec.steps // spec.checkpoints)
-    probe = HebbianProbe(model, layers=["conv1", "readout"], every=every).attach_optimizer(opt)
-    layers = dict(l0=model.conv1, l1=model.readout)
-    outs: dict[str, torch.Tensor] = {}
-    hooks = [
-        m.register_forward_hook(lambda m, a, o, k=k: outs.__setitem__(k, o.detach())) for k, m in layers.items()
-    ]
-    weights = [model.conv1.weight, model.conv2.weight, model.readout.weight]
-    idx = seeding.randint(
-        [seed], seeding.key_of("rule-transfer/cnn-batch"), (spec.steps, spec.batch_size), len(x)
-    )[0]
-    rows, diverged = [], False
-    try:
-        for step in range(spec.steps):
-            loss = 0.5 * (model(x[idx[step]]) - y[idx[step]]).pow(2).sum(1).mean()
-            if not torch.isfinite(loss):
-                diverged = True
-                break
-            if step % every == 0:
-                row: dict = dict(step=step)
-                for k, m in layers.items():
-                    post = outs[k] - (m.bias.view(1, -1, 1, 1) if k == "l0" else m.bias)
-                    row |= {f"{n}_{k}": float(v) for n, v in moments(post[None].detach(), "act").items()}
-                    w = m.weight.detach().reshape(len(m.weight), -1).abs()[None]
-                    row |= {f"{n}_{k}": float(v) for n, v in moments(w, "w").items()}
-                rows.append(row)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if tail:
-                with torch.no_grad():
-                    torch._foreach_mul_(weights, 1.0 - spec.lr * tail)
-    finally:
-        probe.remove()
-        opt.remove_hooks()
-        for h in hooks:
-            h.remove()
-    al = probe.to_frame()
-    col = "alignment_signal" if coupled else "alignment_update"
-    for row in rows:
-        for k, name in (("l0", "conv1"), ("l1", "readout")):
-            hit = al[(al.step == row["step"]) & (al.layer == name)][col]
-            row[f"align_{k}"] = float(hit.iloc[0]) if len(hit) else math.nan
-            row[f"align_noise_{k}"] = math.nan
-    return rows, diverged
