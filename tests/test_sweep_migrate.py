@@ -55,3 +55,19 @@ def test_no_preset_is_a_registered_rule_name():
 def test_an_unknown_migration_or_no_folder_is_a_usage_line(capsys):
     assert main(["nope", "x"]) == 2 and main(["curl-presets"]) == 2
     assert "usage" in capsys.readouterr().err
+
+
+def test_a_rule_that_flips_itself_refuses_the_members_flips():
+    """The registry's curl (which flips its own columns) with k ≠ 0 would flip twice and silently undo the
+    flip: refused, naming the engine preset for the paper's curl descent (formerly the label "curl")."""
+    import pandas as pd
+    import pytest
+
+    from plasticlab.errors import PlasticlabError
+    from plasticlab.simulation.curl_rules import build_rule
+
+    members = pd.DataFrame(dict(rule=["curl"], k1=[0], k2=[1]))
+    with pytest.raises(PlasticlabError, match="gd_flip"):
+        build_rule(members)
+    assert build_rule(members.assign(rule="gd_flip")) is not None
+    assert build_rule(members.assign(k2=0)) is not None  # its own flip alone is fine

@@ -31,6 +31,7 @@ import torch
 
 from plasticlab.errors import PlasticlabError
 from plasticlab.rules import Chain, Transform, chain, get, parse_rule
+from plasticlab.rules.atlas import Flip
 from plasticlab.rules.flips import FlipColumns, PerMember, flip_columns, per_member
 from plasticlab.rules.signals import DFA, SGD
 from plasticlab.rules.transforms import WeightDecay
@@ -71,8 +72,20 @@ def build_rule(members: pd.DataFrame, given: Transform | None = None) -> Chain:
         k1, k2 = np.where(flipped, k1, 0), np.where(flipped, k2, 0)
         parts = _shared(built, labels, members.rule.map(labels.index).to_numpy())
     if (k1 != 0).any() or (k2 != 0).any():
+        if any(flips_columns(p) for p in parts):
+            was = [old for old, new in RENAMED.items() if new == "gd_flip"]
+            raise PlasticlabError(
+                f"the rule {parts[0]!r} flips columns itself, and the members' k1/k2 would flip them again; give "
+                f"k1 = k2 = 0 with it, or use the engine preset 'gd_flip' (named {was[0]!r} before) for the "
+                "paper's curl descent"
+            )
         parts.insert(1, flip_columns([k1, k2]))
     return chain(*parts)
+
+
+def flips_columns(piece: Transform) -> bool:
+    """A piece that flips columns of its own (a flip transform, or a signal such as the registry's curl)."""
+    return isinstance(piece, FlipColumns) or isinstance(getattr(piece, "flip", None), Flip)
 
 
 def _shared(built: dict, labels: list[str], which: np.ndarray) -> list[Transform]:
