@@ -334,7 +334,10 @@ def claims_by_convention(df: pd.DataFrame, p: dict[str, Any]) -> list[dict[str, 
         inner = _inner(part)
         for conv in p[f"{part}_conventions"]:
             ip = inner_params(p, part, conv)
-            for c in inner.claims(rows_of(df, part, conv), ip):
+            rows = rows_of(df, part, conv)
+            if rows.empty:  # nothing of this convention is in yet (an unfinished sweep): its column reads —
+                continue
+            for c in inner.claims(rows, ip):
                 stat = claim_stationarity(c, part, ip)
                 word = c.verdict if not (stat < STATIONARY) else NOT_STATIONARY
                 out.append(dict(experiment=name, claim=claim_key(c.claim), convention=conv, verdict=word))
