@@ -455,12 +455,11 @@ def slope_fit(c: pd.DataFrame) -> tuple[float, float, int]:
     return b, math.sqrt(float((res**2).sum()) / (n - 2) / sxx), n
 
 
-def _flip_claim(name: str, a: pd.DataFrame, p: dict, size: str, div: int) -> Claim:
+def _flip_claim(name: str, a: pd.DataFrame, c: pd.DataFrame, p: dict, size: str, div: int) -> Claim:
     """A boundary γ*(σ) exists: at every σ with runs left, the alignment turns from anti-Hebbian to Hebbian
     as γ grows (a crossing on the grid; a σ without one counts only if its largest γ left is stationary,
     lr·γ·steps ≥ 5). Scored on its own so that a slope with too few
     crossings to fit reads as the measured failure it is, not as nothing measured."""
-    c = crossings(a, p)
     ok = a[(a.gamma > 0) & ~a.diverged & ~a.collapsed]
     lost_all = [s for s in c.sigma if ok[ok.sigma == s].empty]
     # Hebbian already at the smallest γ: the boundary lies below the grid, which neither shows nor refutes it
@@ -499,9 +498,9 @@ def _flip_claim(name: str, a: pd.DataFrame, p: dict, size: str, div: int) -> Cla
     )
 
 
-def _slope_claim(name: str, a: pd.DataFrame, p: dict, size: str, div: int) -> Claim:
-    """γ ∝ σ² for an MLP layer: the slope of log γ* against log σ² is 1 (the constant is the layer's own)."""
-    c = crossings(a, p)
+def _slope_claim(name: str, c: pd.DataFrame, size: str, div: int) -> Claim:
+    """γ ∝ σ² for an MLP layer, from its ``crossings`` ``c``: the slope of log γ* against log σ² is 1 (the
+    constant is the layer's own)."""
     b, se, n = slope_fit(c)
     u = c[c.used]
     notes = [f"γ*/σ² = {', '.join(f'{r:.3g} (σ = {s:g})' for s, r in zip(u.sigma, u.ratio))}"] if len(u) else []
@@ -653,7 +652,8 @@ def phase_claims(df: pd.DataFrame, p: dict, size: str) -> list[Claim]:
         if act == LINREG:
             out.append(_sign_claim(name, s, size, div))
         else:
-            out += [_flip_claim(name, a, p, size, div), _slope_claim(name, a, p, size, div)]
+            c = crossings(a, p)  # the boundary per σ, read by both claims
+            out += [_flip_claim(name, a, c, p, size, div), _slope_claim(name, c, size, div)]
         out += _corner_claims(name, a, s, size, div)
         out.append(_val_claim(name, a[(a.sigma > 0) & (a.gamma > 0)], size, div))
     return out
